@@ -1,0 +1,19 @@
+"""srcgrad — reverse-mode automatic differentiation by source transformation, compiled with Numba.
+
+    from srcgrad import grad
+
+    @grad
+    def f(x): ...
+
+The pipeline, one module per stage: parse → check → normalize → analyse → transform (with the
+derivative rules of :mod:`srcgrad.rules`) → codegen → backends (python, cpu, cuda); runtime helpers
+live in :mod:`srcgrad.runtime`.
+"""
+__version__ = "0.1.0"
+
+from .errors import SrcgradError, UnsupportedSyntaxError  # noqa: E402
+from .rules import register_adjoint, register_zero_derivative, d  # noqa: E402
+from .api import grad, value_and_grad, GradFunction  # noqa: E402
+
+__all__ = ["grad", "value_and_grad", "register_adjoint", "register_zero_derivative", "d",
+           "SrcgradError", "UnsupportedSyntaxError", "GradFunction", "__version__"]

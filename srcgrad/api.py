@@ -1,0 +1,231 @@
+"""The user-facing API: ``grad``, ``value_and_grad`` and ``vjp``.
+
+Each returns a :class:`GradFunction`. Calling it specializes the transformation to the argument
+kinds (float / int / array of some ndim), generates and compiles the adjoint module once per kind
+signature, and then calls straight into compiled code.
+"""
+import inspect
+import threading
+
+import numpy as np
+
+from . import codegen
+from . import kinds as K
+from .errors import SrcgradError
+from .parse import unwrap_function
+from .program import build_module, helper_sources
+
+TARGETS = ("cpu", "python", "cuda")
+_LOCK = threading.RLock()
+
+
+class Specialization:
+    def __init__(self, module, name, source, path):
+        self.module = module
+        self.source = source
+        self.path = path
+        self.primal = getattr(module, name)
+        self.grad = getattr(module, f"{name}_grad")
+        self.value_and_grad = getattr(module, f"{name}_value_and_grad")
+        self.vjp = getattr(module, f"{name}_vjp")
+
+
+class GradFunction:
+    """A differentiated function. Call it like the original; see ``mode`` for what it returns."""
+
+    def __init__(self, func, wrt=0, target="cpu", mode="grad"):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if target == "cuda":
+            raise SrcgradError("target='cuda' is provided by srcgrad.cuda (map mode); "
+                               "use srcgrad.cuda.grad")
+        self.func = unwrap_function(func)
+        self.target = target
+        self.mode = mode
+        self.signature = inspect.signature(self.func)
+        self.params = list(self.signature.parameters)
+        self.wrt_indices, self.single = _parse_wrt(wrt, self.params, self.func.__name__)
+        self.wrt_names = [self.params[i] for i in self.wrt_indices]
+        self._specializations = {}
+        self._last = None
+        self._entry = None
+        self.__name__ = f"{self.func.__name__}_{mode}"
+        self.__doc__ = f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}"
+
+    # -- calling -------------------------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.func.__name__}{self.signature}: {exc}") from None
+        bound.apply_defaults()
+        return tuple(bound.arguments[p] for p in self.params)
+
+    def kinds_of(self, values):
+        kinds = []
+        for name, value in zip(self.params, values):
+            try:
+                kinds.append(K.kind_of_value(value))
+            except TypeError as exc:
+                raise TypeError(f"argument {name!r} of {self.func.__name__}: {exc}") from None
+        for index in self.wrt_indices:
+            if not kinds[index].is_float:
+                raise TypeError(
+                    f"cannot differentiate with respect to argument {self.params[index]!r} of "
+                    f"{self.func.__name__}: it is a {kinds[index]} value; expected a float or a "
+                    "float32/float64 array")
+        return tuple(kinds)
+
+    def specialize(self, *args, **kwargs):
+        """The compiled specialization for these arguments (generating it if needed)."""
+        values = self._bind(args, kwargs)
+        return self._specialization(self.kinds_of(values))
+
+    def _specialization(self, kinds):
+        spec = self._specializations.get(kinds)
+        if spec is None:
+            with _LOCK:
+                spec = self._specializations.get(kinds)
+                if spec is None:
+                    spec = self._build(kinds)
+                    self._specializations[kinds] = spec
+        self._last = spec
+        return spec
+
+    def _build(self, kinds):
+        sources = helper_sources(self.func)
+        key = codegen.cache_key(self.target, kinds, self.wrt_names,
+                                *[sources[k] for k in sorted(sources, key=str)])
+        path = codegen.module_path(self.func.__name__, key)
+        import os
+        if not os.path.exists(path):
+            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target)
+            codegen.write_module(path, source)
+        module = codegen.import_module(path)
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+        return Specialization(module, self.func.__name__, source, path)
+
+    def __call__(self, *args, **kwargs):
+        values = self._bind(args, kwargs)
+        values = tuple(_prepare(v) for v in values)
+        spec = self._specialization(self.kinds_of(values))
+        if self.mode == "grad":
+            return _to_python(spec.grad(*values), self.single)
+        value, grads = spec.value_and_grad(*values)
+        return _to_python_scalar(value), _to_python(grads, self.single)
+
+    # -- inspection and composition ------------------------------------------------------------
+    @property
+    def source(self):
+        """The generated module (primal, adjoint and wrappers) of the latest specialization."""
+        if self._last is None:
+            self._specialization(self._guess_kinds())
+        return self._last.source
+
+    def source_for(self, *args, **kwargs):
+        return self.specialize(*args, **kwargs).source
+
+    def _guess_kinds(self):
+        """Kinds for ``.source`` before any call: annotations, else guessed from how params are used."""
+        from .program import FunctionUnit
+        import ast
+        unit = FunctionUnit(self.func)
+        guessed = []
+        for name in self.params:
+            ndim = 0
+            integer = False
+            for node in ast.walk(unit.fsrc.tree):
+                if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name:
+                    index = node.slice
+                    ndim = max(ndim, len(index.elts) if isinstance(index, ast.Tuple) else 1)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                        node.value.id == name and node.attr in ("shape", "T", "size"):
+                    ndim = max(ndim, 1)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+                    if any(isinstance(a, ast.Name) and a.id == name for a in node.args):
+                        integer = True
+            index = self.params.index(name)
+            if ndim:
+                guessed.append(K.array(ndim))
+            elif integer and index not in self.wrt_indices:
+                guessed.append(K.INT)
+            else:
+                guessed.append(K.FLOAT)
+        return tuple(guessed)
+
+    @property
+    def njit(self):
+        """A function callable from inside ``@numba.njit`` code, returning what this object returns."""
+        if self._entry is None:
+            from .backends.compose import make_entry
+            self._entry = make_entry(self)
+        return self._entry
+
+    def __repr__(self):
+        return f"<srcgrad {self.mode} of {self.func.__name__} wrt={tuple(self.wrt_names)} target={self.target}>"
+
+
+def _prepare(value):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
+def _to_python_scalar(value):
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    return value
+
+
+def _to_python(grads, single):
+    if single:
+        return _to_python_scalar(grads)
+    return tuple(_to_python_scalar(g) for g in grads)
+
+
+def _parse_wrt(wrt, params, fname):
+    single = not isinstance(wrt, (tuple, list))
+    items = [wrt] if single else list(wrt)
+    if not items:
+        raise ValueError(f"wrt must name at least one argument of {fname}")
+    indices = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str, np.integer)):
+            raise TypeError(f"wrt entries must be argument positions (int) or names (str), got {item!r}")
+        if isinstance(item, str):
+            if item not in params:
+                raise ValueError(f"wrt={item!r}: {fname} has no parameter named {item!r} "
+                                 f"(parameters: {', '.join(params)})")
+            index = params.index(item)
+        else:
+            index = int(item)
+            if not 0 <= index < len(params):
+                raise ValueError(f"wrt={index}: {fname} has {len(params)} parameter(s), so positions "
+                                 f"0..{len(params) - 1} are valid")
+        if index in indices:
+            raise ValueError(f"wrt names argument {params[index]!r} twice")
+        indices.append(index)
+    return indices, single
+
+
+def _decorator(mode):
+    def api(func=None, *, wrt=0, target="cpu"):
+        if func is None:
+            return lambda f: GradFunction(f, wrt=wrt, target=target, mode=mode)
+        if isinstance(func, (int, str, tuple, list)):
+            raise TypeError(f"{mode}(...) takes the function first; use {mode}(f, wrt=...) or "
+                            f"@{mode}(wrt=...)")
+        return GradFunction(func, wrt=wrt, target=target, mode=mode)
+    return api
+
+
+grad = _decorator("grad")
+grad.__doc__ = """Gradient of a scalar function: ``grad(f, wrt=0 | (0, 1) | "name", target="cpu")``.
+
+Usable as ``@grad``, ``@grad(wrt=...)`` or ``grad(f, wrt=...)``. A single ``wrt`` gives one gradient,
+a tuple gives a tuple. Each gradient has the shape and dtype of its argument (a Python float for a
+float). ``target="python"`` runs the same generated code without Numba."""
+
+value_and_grad = _decorator("value_and_grad")
+value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""

@@ -1,0 +1,129 @@
+"""Stage 2 — the fence: accept or reject every AST node of the user's function.
+
+One decision per node type. A rejection raises :class:`UnsupportedSyntaxError` naming the file, the
+line and the construct, so unsupported code never reaches the transformer (and never produces a
+silently wrong gradient).
+"""
+import ast
+
+from .parse import FunctionSource
+
+# Statements the transformer understands.
+ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
+                      ast.Break, ast.Continue, ast.Return, ast.Pass, ast.Expr)
+
+# Expressions the transformer understands.
+ALLOWED_EXPRESSIONS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
+                       ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple,
+                       ast.keyword, ast.Load, ast.Store, ast.operator, ast.unaryop, ast.boolop,
+                       ast.cmpop, ast.expr_context)
+
+# Human-readable names for the constructs users most often try.
+CONSTRUCT_NAMES = {
+    ast.Try: "try/except", ast.With: "with", ast.Lambda: "lambda", ast.ListComp: "list comprehension",
+    ast.SetComp: "set comprehension", ast.DictComp: "dict comprehension",
+    ast.GeneratorExp: "generator expression", ast.Yield: "yield", ast.YieldFrom: "yield from",
+    ast.Await: "await", ast.Global: "global statement", ast.Nonlocal: "nonlocal statement",
+    ast.ClassDef: "class definition", ast.FunctionDef: "nested function definition",
+    ast.AsyncFunctionDef: "async function", ast.Delete: "del", ast.Raise: "raise",
+    ast.Assert: "assert", ast.Import: "import", ast.ImportFrom: "import", ast.JoinedStr: "f-string",
+    ast.List: "list literal", ast.Dict: "dict literal", ast.Set: "set literal",
+    ast.Starred: "starred expression", ast.NamedExpr: "walrus assignment (:=)",
+    ast.Match: "match statement", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
+}
+if hasattr(ast, "TryStar"):
+    CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
+
+
+def construct_name(node):
+    return CONSTRUCT_NAMES.get(type(node), type(node).__name__)
+
+
+def check_function(fsrc: FunctionSource):
+    """Raise UnsupportedSyntaxError for the first node outside the supported subset."""
+    fn = fsrc.tree
+    args = fn.args
+    if args.vararg or args.kwarg:
+        raise fsrc.error(fn, "functions with *args or **kwargs are not supported", "*args/**kwargs")
+    if args.posonlyargs or args.kwonlyargs:
+        raise fsrc.error(fn, "positional-only and keyword-only parameters are not supported",
+                         "parameter kind")
+    for index, stmt in enumerate(fn.body):
+        if index == 0 and _is_docstring(stmt):
+            continue
+        _check_statement(fsrc, stmt, loop_depth=0)
+
+
+def _is_docstring(stmt):
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str))
+
+
+def _check_statement(fsrc, stmt, loop_depth):
+    if not isinstance(stmt, ALLOWED_STATEMENTS):
+        raise fsrc.error(stmt, f"unsupported construct: {construct_name(stmt)}", construct_name(stmt))
+    if isinstance(stmt, ast.Expr):
+        if _is_docstring(stmt):
+            return
+        raise fsrc.error(stmt, "an expression used as a statement has no effect srcgrad can "
+                         "differentiate (calls for side effects are not supported)", "expression statement")
+    if isinstance(stmt, (ast.Break, ast.Continue)) and loop_depth == 0:
+        raise fsrc.error(stmt, f"'{type(stmt).__name__.lower()}' outside a loop", "break/continue")
+    if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
+        return
+    if isinstance(stmt, ast.For):
+        if stmt.orelse:
+            raise fsrc.error(stmt, "for ... else is not supported", "for-else")
+        if not isinstance(stmt.target, ast.Name):
+            raise fsrc.error(stmt, "a for loop must bind a single name (for i in range(...))",
+                             "for target")
+        it = stmt.iter
+        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+                and not it.keywords and 1 <= len(it.args) <= 3):
+            raise fsrc.error(stmt, "only `for i in range(...)` loops are supported "
+                             f"(got `for ... in {ast.unparse(it)}`)", "for over non-range")
+    if isinstance(stmt, ast.While) and stmt.orelse:
+        raise fsrc.error(stmt, "while ... else is not supported", "while-else")
+    if isinstance(stmt, (ast.Assign,)):
+        for target in stmt.targets:
+            _check_target(fsrc, stmt, target)
+    if isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+        _check_target(fsrc, stmt, stmt.target)
+
+    for child in ast.iter_child_nodes(stmt):
+        if isinstance(child, ast.stmt):
+            inner = loop_depth + (1 if isinstance(stmt, (ast.For, ast.While)) else 0)
+            _check_statement(fsrc, child, inner)
+        elif isinstance(child, ast.expr):
+            _check_expression(fsrc, child)
+
+
+def _check_target(fsrc, stmt, target):
+    if isinstance(target, ast.Name):
+        return
+    if isinstance(target, ast.Tuple):
+        for elt in target.elts:
+            if not isinstance(elt, ast.Name):
+                raise fsrc.error(stmt, "tuple unpacking must bind plain names", "tuple unpacking")
+        return
+    if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+        return
+    raise fsrc.error(stmt, f"cannot assign to `{ast.unparse(target)}` (only names, tuples of names "
+                     "and array elements/slices `a[i] = ...`)", "assignment target")
+
+
+def _check_expression(fsrc, expr):
+    for node in ast.walk(expr):
+        if not isinstance(node, ALLOWED_EXPRESSIONS):
+            raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
+                             construct_name(node))
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
+            raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "
+                             "(string/complex work cannot be differentiated)", "string constant")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, (ast.Name, ast.Attribute)):
+                raise fsrc.error(node, "only calls of named functions or methods are supported",
+                                 "computed call")
+            for kw in node.keywords:
+                if kw.arg is None:
+                    raise fsrc.error(node, "**kwargs in calls is not supported", "**kwargs call")

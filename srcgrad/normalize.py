@@ -1,0 +1,676 @@
+"""Stage 3 — normalize: rewrite the checked function into a small core language.
+
+After this stage the function body contains only
+
+* ``name = rhs`` where rhs is one operation on atoms (names and constants): a binary or unary
+  operator, a comparison, a call, a subscript, an attribute (``x.shape``), a tuple, or an atom;
+* ``name[index] = atom`` (array element and slice writes);
+* ``if name: ... else: ...``;
+* ``for name in range(a, b, c):`` without ``break`` (a loop that can exit early becomes a ``while``);
+* ``while name: ...`` whose condition is recomputed at the end of the body;
+* one ``return atom`` as the last statement.
+
+``break``, ``continue`` and early ``return`` become flag variables guarding the rest of the block;
+augmented assignments, tuple unpacking, ``and``/``or``, chained comparisons and ``x if c else y``
+are desugared. Global constants are inlined, module attributes (``np.pi``) folded and every call is
+annotated with the Python object it calls (``node.callee``).
+"""
+import ast
+import builtins
+import math
+import numbers
+import types
+
+import numpy as np
+
+from .parse import FunctionSource
+
+# Methods users call on arrays, mapped to the NumPy function that takes the array first.
+ARRAY_METHODS = {
+    "sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod,
+    "reshape": np.reshape, "copy": np.copy, "transpose": np.transpose, "ravel": np.ravel,
+    "flatten": np.ravel, "dot": np.dot, "astype": "astype", "clip": np.clip,
+}
+
+SCALAR_CONSTANT_TYPES = (bool, int, float, np.integer, np.floating, np.bool_)
+
+
+def is_atom(node):
+    return isinstance(node, (ast.Name, ast.Constant))
+
+
+def name_load(name, like=None):
+    node = ast.Name(id=name, ctx=ast.Load())
+    if like is not None:
+        ast.copy_location(node, like)
+    return node
+
+
+def name_store(name, like=None):
+    node = ast.Name(id=name, ctx=ast.Store())
+    if like is not None:
+        ast.copy_location(node, like)
+    return node
+
+
+def assign(target, value, like):
+    if isinstance(target, str):
+        target = name_store(target)
+    node = ast.Assign(targets=[target], value=value)
+    ast.copy_location(node, like)
+    for sub in ast.walk(node):
+        if not hasattr(sub, "lineno") and isinstance(sub, (ast.expr, ast.stmt)):
+            ast.copy_location(sub, like)
+    return node
+
+
+def assigned_names(stmts):
+    """Every plain name assigned (stored) anywhere in ``stmts``."""
+    out = set()
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                out.add(node.id)
+    return out
+
+
+class NameMaker:
+    """Fresh, readable names for temporaries and flags; never clashes with user names."""
+
+    def __init__(self, taken):
+        self.taken = set(taken)
+        self.counters = {}
+
+    def fresh(self, stem):
+        count = self.counters.get(stem, 0)
+        while True:
+            count += 1
+            name = f"_{stem}{count}"
+            if name not in self.taken:
+                self.counters[stem] = count
+                self.taken.add(name)
+                return name
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: jumps (return / break / continue) become flags
+# --------------------------------------------------------------------------------------------
+
+class _Loop:
+    def __init__(self, brk, cont):
+        self.brk = brk      # flag name or None
+        self.cont = cont
+
+
+def _contains(stmts, kinds, stop_at_loops):
+    for stmt in stmts:
+        for node in _walk_statements(stmt, stop_at_loops):
+            if isinstance(node, kinds):
+                return True
+    return False
+
+
+def _walk_statements(stmt, stop_at_loops):
+    yield stmt
+    children = []
+    if isinstance(stmt, ast.If):
+        children = stmt.body + stmt.orelse
+    elif isinstance(stmt, (ast.For, ast.While)):
+        if stop_at_loops:
+            return
+        children = stmt.body
+    for child in children:
+        yield from _walk_statements(child, stop_at_loops)
+
+
+class JumpDesugarer:
+    """Rewrite early return, break and continue into flag variables and guarded blocks."""
+
+    def __init__(self, names: NameMaker, fn: ast.FunctionDef):
+        self.names = names
+        body = fn.body
+        last_is_return = bool(body) and isinstance(body[-1], ast.Return)
+        early = _contains(body[:-1] if last_is_return else body, (ast.Return,), False)
+        self.needs_flag = early
+        self.done = names.fresh("returned") if early else None
+        self.ret = names.fresh("result") if early else None
+
+    def run(self, fn):
+        if not self.needs_flag:
+            return fn.body
+        first = fn.body[0]
+        body = [assign(self.done, ast.Constant(False), first)]
+        body += self.block(fn.body, loop=None)
+        body.append(ast.copy_location(ast.Return(value=name_load(self.ret)), fn.body[-1]))
+        return body
+
+    def block(self, stmts, loop):
+        out = []
+        for index, stmt in enumerate(stmts):
+            new, flags = self.statement(stmt, loop)
+            out.extend(new)
+            if flags:
+                rest = self.block(stmts[index + 1:], loop)
+                if rest:
+                    test = _not_any(sorted(flags), stmt)
+                    out.append(ast.copy_location(ast.If(test=test, body=rest, orelse=[]), stmt))
+                break
+        return out
+
+    def statement(self, stmt, loop):
+        """Return (new statements, set of flags this statement may set)."""
+        if isinstance(stmt, ast.Return):
+            value = stmt.value if stmt.value is not None else ast.Constant(None)
+            new = [assign(self.ret, value, stmt), assign(self.done, ast.Constant(True), stmt)]
+            return new, {self.done}
+        if isinstance(stmt, ast.Break):
+            return [assign(loop.brk, ast.Constant(True), stmt)], {loop.brk}
+        if isinstance(stmt, ast.Continue):
+            return [assign(loop.cont, ast.Constant(True), stmt)], {loop.cont}
+        if isinstance(stmt, ast.If):
+            body = self.block(stmt.body, loop)
+            orelse = self.block(stmt.orelse, loop)
+            flags = self._flags_set(stmt.body + stmt.orelse, loop)
+            new = ast.copy_location(ast.If(test=stmt.test, body=body or [ast.Pass()], orelse=orelse), stmt)
+            return [new], flags
+        if isinstance(stmt, (ast.For, ast.While)):
+            return self.loop(stmt)
+        return [stmt], set()
+
+    def _flags_set(self, stmts, loop):
+        flags = set()
+        if _contains(stmts, (ast.Return,), False):
+            flags.add(self.done)
+        if loop is not None:
+            if _contains(stmts, (ast.Break,), True):
+                flags.add(loop.brk)
+            if _contains(stmts, (ast.Continue,), True):
+                flags.add(loop.cont)
+        return flags
+
+    def loop(self, stmt):
+        has_break = _contains(stmt.body, (ast.Break,), True)
+        has_continue = _contains(stmt.body, (ast.Continue,), True)
+        has_return = self.needs_flag and _contains(stmt.body, (ast.Return,), False)
+        inner = _Loop(self.names.fresh("break") if has_break else None,
+                      self.names.fresh("continue") if has_continue else None)
+        body = self.block(stmt.body, inner)
+        if has_continue:
+            body.insert(0, assign(inner.cont, ast.Constant(False), stmt))
+        stops = [f for f in (inner.brk, self.done if has_return else None) if f]
+        pre = [assign(f, ast.Constant(False), stmt) for f in stops if f == inner.brk]
+        out_flags = {self.done} if has_return else set()
+        if not stops:
+            stmt = ast.copy_location(type(stmt)(**{**_fields(stmt), "body": body}), stmt)
+            return [stmt], out_flags
+        if isinstance(stmt, ast.While):
+            test = ast.BoolOp(op=ast.And(), values=[_not_any(stops, stmt), stmt.test])
+            new = ast.While(test=ast.copy_location(test, stmt), body=body, orelse=[])
+            return pre + [ast.copy_location(new, stmt)], out_flags
+        # for i in range(a, b, c) with an early exit -> an explicit counter and a while loop
+        args = list(stmt.iter.args)
+        start, stop, step = (ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else \
+            (args[0], args[1], args[2] if len(args) == 3 else ast.Constant(1))
+        counter = self.names.fresh("i")
+        stop_name, step_name = self.names.fresh("stop"), self.names.fresh("step")
+        pre += [assign(counter, start, stmt), assign(stop_name, stop, stmt), assign(step_name, step, stmt)]
+        in_range = ast.Call(func=name_load("_range_continues"),
+                            args=[name_load(counter), name_load(stop_name), name_load(step_name)],
+                            keywords=[])
+        in_range.callee = "_range_continues"
+        test = ast.BoolOp(op=ast.And(), values=[_not_any(stops, stmt), in_range])
+        body = [assign(stmt.target.id, name_load(counter), stmt)] + body + [
+            assign(counter, ast.BinOp(left=name_load(counter), op=ast.Add(), right=name_load(step_name)), stmt)]
+        new = ast.While(test=ast.copy_location(test, stmt), body=body, orelse=[])
+        return pre + [ast.copy_location(new, stmt)], out_flags
+
+
+def _count_name(stmts, name):
+    return sum(1 for stmt in stmts for node in ast.walk(stmt) if isinstance(node, ast.Name) and node.id == name)
+
+
+def _fields(node):
+    return {name: getattr(node, name) for name in node._fields}
+
+
+def _not_any(flags, like):
+    tests = [ast.UnaryOp(op=ast.Not(), operand=name_load(f)) for f in flags]
+    test = tests[0] if len(tests) == 1 else ast.BoolOp(op=ast.And(), values=tests)
+    for node in ast.walk(test):
+        ast.copy_location(node, like)
+    return test
+
+
+# --------------------------------------------------------------------------------------------
+# Part 2: one operation per statement (A-normal form)
+# --------------------------------------------------------------------------------------------
+
+class Flattener:
+    """Flatten nested expressions into a sequence of single-operation assignments."""
+
+    def __init__(self, fsrc: FunctionSource, names: NameMaker, local_names, whole_body=()):
+        self.occurrences = {}
+        for stmt in whole_body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name):
+                    self.occurrences[node.id] = self.occurrences.get(node.id, 0) + 1
+        self.fsrc = fsrc
+        self.names = names
+        self.locals = set(local_names)
+
+    # -- statements --------------------------------------------------------------------------
+    def block(self, stmts):
+        out = []
+        for stmt in stmts:
+            out.extend(self.statement(stmt))
+        return out
+
+    def statement(self, stmt):
+        if isinstance(stmt, ast.Pass):
+            return []
+        if isinstance(stmt, ast.Expr):       # docstring
+            return []
+        if isinstance(stmt, ast.AnnAssign):
+            if stmt.value is None:
+                return []
+            stmt = ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
+        if isinstance(stmt, ast.Assign):
+            return self.assignment(stmt)
+        if isinstance(stmt, ast.AugAssign):
+            return self.aug_assignment(stmt)
+        if isinstance(stmt, ast.If):
+            pre, test = self.atom(stmt.test, stmt, want_name=True)
+            body = self.block(stmt.body)
+            orelse = self.block(stmt.orelse)
+            if not body and not orelse:
+                return pre
+            new = ast.If(test=test, body=body or [ast.Pass()], orelse=orelse)
+            return pre + [ast.copy_location(new, stmt)]
+        if isinstance(stmt, ast.For):
+            return self.for_loop(stmt)
+        if isinstance(stmt, ast.While):
+            pre, test = self.atom(stmt.test, stmt, want_name=True)
+            cond = test.id
+            # recompute the condition at the end of the body, into the same variable
+            recompute, again = self.atom(stmt.test, stmt, want_name=True)
+            if recompute and isinstance(recompute[-1], ast.Assign) and recompute[-1].targets[0].id == again.id:
+                recompute[-1].targets[0].id = cond
+            else:
+                recompute.append(assign(cond, again, stmt))
+            body = self.block(stmt.body) + recompute
+            new = ast.While(test=name_load(cond, stmt), body=body, orelse=[])
+            return pre + [ast.copy_location(new, stmt)]
+        if isinstance(stmt, ast.Return):
+            value = stmt.value if stmt.value is not None else ast.Constant(None)
+            pre, atom = self.atom(value, stmt)
+            return pre + [ast.copy_location(ast.Return(value=atom), stmt)]
+        raise self.fsrc.error(stmt, f"unsupported statement {type(stmt).__name__}")
+
+    def assignment(self, stmt):
+        value = stmt.value
+        targets = stmt.targets
+        if len(targets) == 1 and isinstance(targets[0], ast.Name):
+            return self.assign_name(targets[0].id, value, stmt)
+        if len(targets) == 1 and isinstance(targets[0], ast.Tuple):
+            return self.unpack(targets[0], value, stmt)
+        if len(targets) == 1 and isinstance(targets[0], ast.Subscript):
+            return self.store_subscript(targets[0], value, stmt)
+        pre, atom = self.atom(value, stmt)
+        out = pre
+        for target in targets:
+            out += self.assignment(ast.copy_location(ast.Assign(targets=[target], value=atom), stmt))
+        return out
+
+    def assign_name(self, name, value, stmt):
+        pre, rhs = self.operation(value, stmt)
+        operands = {n.id for n in ast.walk(rhs) if isinstance(n, ast.Name)}
+        if name in operands and not is_atom(rhs):
+            temp = self.names.fresh("t")
+            return pre + [assign(temp, rhs, stmt), assign(name, name_load(temp), stmt)]
+        return pre + [assign(name, rhs, stmt)]
+
+    def unpack(self, target, value, stmt):
+        names = [elt.id for elt in target.elts]
+        if isinstance(value, ast.Tuple):
+            if len(value.elts) != len(names):
+                raise self.fsrc.error(stmt, f"cannot unpack {len(value.elts)} values into "
+                                      f"{len(names)} names", "tuple unpacking")
+            pre, temps = [], []
+            for elt in value.elts:
+                p, atom = self.atom(elt, stmt)
+                pre += p
+                if isinstance(atom, ast.Name) and atom.id in names:
+                    temp = self.names.fresh("t")
+                    pre.append(assign(temp, atom, stmt))
+                    atom = name_load(temp)
+                temps.append(atom)
+            return pre + [assign(n, a, stmt) for n, a in zip(names, temps)]
+        pre, atom = self.atom(value, stmt, want_name=True)
+        out = pre
+        for index, name in enumerate(names):
+            item = ast.Subscript(value=name_load(atom.id), slice=ast.Constant(index), ctx=ast.Load())
+            out.append(assign(name, item, stmt))
+        return out
+
+    def store_subscript(self, target, value, stmt):
+        pre, array = self.atom(target.value, stmt, want_name=True)
+        p2, index = self.index(target.slice, stmt)
+        p3, atom = self.atom(value, stmt)
+        sub = ast.Subscript(value=name_load(array.id), slice=index, ctx=ast.Store())
+        return pre + p2 + p3 + [assign(sub, atom, stmt)]
+
+    def aug_assignment(self, stmt):
+        target = stmt.target
+        if isinstance(target, ast.Name):
+            value = ast.copy_location(ast.BinOp(left=name_load(target.id), op=stmt.op, right=stmt.value), stmt)
+            return self.assign_name(target.id, value, stmt)
+        # a[i] += v  ->  t = a[i]; u = t + v; a[i] = u   (the index is evaluated once)
+        pre, array = self.atom(target.value, stmt, want_name=True)
+        p2, index = self.index(target.slice, stmt)
+        old = self.names.fresh("t")
+        read = ast.Subscript(value=name_load(array.id), slice=index, ctx=ast.Load())
+        pre += p2 + [assign(old, read, stmt)]
+        p3, new = self.atom(ast.BinOp(left=name_load(old), op=stmt.op, right=stmt.value), stmt)
+        write = ast.Subscript(value=name_load(array.id), slice=_copy(index), ctx=ast.Store())
+        return pre + p3 + [assign(write, new, stmt)]
+
+    def for_loop(self, stmt):
+        args = list(stmt.iter.args)
+        if len(args) == 1:
+            args = [ast.Constant(0), args[0], ast.Constant(1)]
+        elif len(args) == 2:
+            args = args + [ast.Constant(1)]
+        pre, atoms = [], []
+        modified = assigned_names(stmt.body) | {stmt.target.id}
+        for stem, arg in zip(("start", "stop", "step"), args):
+            p, atom = self.atom(arg, stmt)
+            pre += p
+            if isinstance(atom, ast.Name) and atom.id in modified:
+                temp = self.names.fresh(stem)
+                pre.append(assign(temp, atom, stmt))
+                atom = name_load(temp)
+            atoms.append(atom)
+        call = ast.Call(func=name_load("range"), args=atoms, keywords=[])
+        call.callee = range
+        body = self.block(stmt.body)
+        loop_var = stmt.target.id
+        if self.occurrences.get(loop_var, 0) > _count_name([stmt], loop_var):
+            # the loop variable is also used outside this loop: give the loop a private counter,
+            # so reversing the loop never clobbers the outside value
+            counter = self.names.fresh("i")
+            body.insert(0, assign(loop_var, name_load(counter), stmt))
+            loop_var = counter
+        new = ast.For(target=name_store(loop_var), iter=call, body=body or [ast.Pass()], orelse=[])
+        return pre + [ast.copy_location(new, stmt)]
+
+    # -- expressions -------------------------------------------------------------------------
+    def atom(self, expr, stmt, want_name=False):
+        """Flatten ``expr`` into (statements, atom)."""
+        pre, op = self.operation(expr, stmt)
+        if is_atom(op) and not (want_name and isinstance(op, ast.Constant)):
+            return pre, op
+        temp = self.names.fresh("t")
+        return pre + [assign(temp, op, stmt)], name_load(temp, stmt)
+
+    def operation(self, expr, stmt):
+        """Flatten ``expr`` into (statements, one operation whose operands are atoms)."""
+        if isinstance(expr, ast.Constant):
+            return [], expr
+        if isinstance(expr, ast.Name):
+            return [], self.name(expr, stmt)
+        if isinstance(expr, ast.Attribute):
+            folded = self.module_constant(expr)
+            if folded is not None:
+                return [], folded
+            pre, base = self.atom(expr.value, stmt, want_name=True)
+            return pre, ast.Attribute(value=base, attr=expr.attr, ctx=ast.Load())
+        if isinstance(expr, ast.BinOp):
+            p1, left = self.atom(expr.left, stmt)
+            p2, right = self.atom(expr.right, stmt)
+            return p1 + p2, ast.BinOp(left=left, op=expr.op, right=right)
+        if isinstance(expr, ast.UnaryOp):
+            if isinstance(expr.op, ast.UAdd):
+                return self.operation(expr.operand, stmt)
+            pre, operand = self.atom(expr.operand, stmt)
+            if isinstance(operand, ast.Constant) and isinstance(expr.op, ast.USub):
+                return pre, ast.Constant(-operand.value)
+            return pre, ast.UnaryOp(op=expr.op, operand=operand)
+        if isinstance(expr, ast.Compare):
+            return self.compare(expr, stmt)
+        if isinstance(expr, ast.BoolOp):
+            return self.bool_op(expr, stmt)
+        if isinstance(expr, ast.IfExp):
+            pre, test = self.atom(expr.test, stmt, want_name=True)
+            result = self.names.fresh("t")
+            body = self.assign_name(result, expr.body, stmt)
+            orelse = self.assign_name(result, expr.orelse, stmt)
+            pre.append(ast.copy_location(ast.If(test=test, body=body, orelse=orelse), stmt))
+            return pre, name_load(result, stmt)
+        if isinstance(expr, ast.Call):
+            return self.call(expr, stmt)
+        if isinstance(expr, ast.Subscript):
+            pre, base = self.atom(expr.value, stmt, want_name=True)
+            p2, index = self.index(expr.slice, stmt)
+            return pre + p2, ast.Subscript(value=base, slice=index, ctx=ast.Load())
+        if isinstance(expr, ast.Tuple):
+            pre, elts = [], []
+            for elt in expr.elts:
+                p, atom = self.atom(elt, stmt)
+                pre += p
+                elts.append(atom)
+            return pre, ast.Tuple(elts=elts, ctx=ast.Load())
+        raise self.fsrc.error(expr, f"unsupported expression {type(expr).__name__}")
+
+    def index(self, index, stmt):
+        """Flatten an index; slices and ``None`` stay structural, their bounds become atoms."""
+        if isinstance(index, ast.Tuple):
+            pre, parts = [], []
+            for elt in index.elts:
+                p, part = self.index(elt, stmt)
+                pre += p
+                parts.append(part)
+            return pre, ast.Tuple(elts=parts, ctx=ast.Load())
+        if isinstance(index, ast.Slice):
+            pre, bounds = [], {}
+            for field in ("lower", "upper", "step"):
+                value = getattr(index, field)
+                if value is None:
+                    bounds[field] = None
+                else:
+                    p, bounds[field] = self.atom(value, stmt)
+                    pre += p
+            return pre, ast.Slice(**bounds)
+        return self.atom(index, stmt)
+
+    def compare(self, expr, stmt):
+        pre, left = self.atom(expr.left, stmt)
+        pairs = []
+        for op, right_expr in zip(expr.ops, expr.comparators):
+            if isinstance(op, (ast.Is, ast.IsNot, ast.In, ast.NotIn)):
+                raise self.fsrc.error(expr, f"comparison `{type(op).__name__}` is not supported",
+                                      "comparison")
+            p, right = self.atom(right_expr, stmt)
+            pairs.append((p, ast.Compare(left=left, ops=[op], comparators=[right])))
+            left = right
+        if len(pairs) == 1:
+            return pre + pairs[0][0], pairs[0][1]
+        # a < b < c  ->  (a < b) and (b < c), evaluated lazily like Python
+        result = self.names.fresh("t")
+        out = pre + pairs[0][0] + [assign(result, pairs[0][1], stmt)]
+        guard = out
+        for p, comparison in pairs[1:]:
+            inner = p + [assign(result, comparison, stmt)]
+            guard.append(ast.copy_location(ast.If(test=name_load(result), body=inner, orelse=[]), stmt))
+            guard = inner
+        return out, name_load(result, stmt)
+
+    def bool_op(self, expr, stmt):
+        result = self.names.fresh("t")
+        pre, first = self.atom(expr.values[0], stmt)
+        out = pre + [assign(result, first, stmt)]
+        block = out
+        for value in expr.values[1:]:
+            inner = self.assign_name(result, value, stmt)
+            if isinstance(expr.op, ast.And):
+                test = name_load(result)
+                pre_test = []
+            else:
+                negated = self.names.fresh("t")
+                pre_test = [assign(negated, ast.UnaryOp(op=ast.Not(), operand=name_load(result)), stmt)]
+                test = name_load(negated)
+            block.extend(pre_test)
+            block.append(ast.copy_location(ast.If(test=test, body=inner, orelse=[]), stmt))
+            block = inner
+        return out, name_load(result, stmt)
+
+    def call(self, expr, stmt):
+        func = expr.func
+        args = list(expr.args)
+        keywords = list(expr.keywords)
+        callee = None
+        if isinstance(func, ast.Attribute) and self._is_local_object(func.value):
+            method = ARRAY_METHODS.get(func.attr)
+            if method is None:
+                raise self.fsrc.error(expr, f"method `.{func.attr}()` is not supported on arrays",
+                                      "method call")
+            if method == "astype":
+                pre, base = self.atom(func.value, stmt, want_name=True)
+                p2, dtype = self.dtype_argument(args, keywords, stmt)
+                node = ast.Call(func=ast.Attribute(value=base, attr="astype", ctx=ast.Load()),
+                                args=[dtype], keywords=[])
+                node.callee = "astype"
+                return pre + p2, node
+            if func.attr in ("reshape", "transpose") and len(args) > 1:
+                args = [ast.Tuple(elts=args, ctx=ast.Load())]
+            args = [func.value] + args
+            callee = method
+        else:
+            try:
+                callee = self.fsrc.resolve(func)
+            except KeyError as exc:
+                raise self.fsrc.error(expr, f"name {exc.args[0]!r} is not defined", "unknown name") from None
+        pre, atoms = [], []
+        for arg in args:
+            p, atom = self.call_argument(arg, stmt)
+            pre += p
+            atoms.append(atom)
+        kws = []
+        for kw in keywords:
+            p, atom = self.call_argument(kw.value, stmt)
+            pre += p
+            kws.append(ast.keyword(arg=kw.arg, value=atom))
+        node = ast.Call(func=func_expression(callee, func), args=atoms, keywords=kws)
+        node.callee = callee
+        return pre, node
+
+    def call_argument(self, arg, stmt):
+        # dtype-like arguments (np.float32) and tuples of atoms stay structural
+        if isinstance(arg, (ast.Attribute, ast.Name)) and not self._is_local_object(arg):
+            try:
+                obj = self.fsrc.resolve(arg)
+            except KeyError:
+                obj = None
+            if isinstance(obj, type) and issubclass(obj, (np.generic, float, int, bool)):
+                return [], func_expression(obj, arg)
+        if isinstance(arg, ast.Tuple):
+            return self.operation(arg, stmt)
+        return self.atom(arg, stmt)
+
+    def dtype_argument(self, args, keywords, stmt):
+        if args:
+            return self.call_argument(args[0], stmt)
+        for kw in keywords:
+            if kw.arg == "dtype":
+                return self.call_argument(kw.value, stmt)
+        raise self.fsrc.error(stmt, "astype() needs a dtype", "astype")
+
+    def _is_local_object(self, node):
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        return isinstance(root, ast.Name) and root.id in self.locals or not isinstance(root, ast.Name)
+
+    def name(self, node, stmt):
+        if node.id in self.locals:
+            return name_load(node.id, node)
+        try:
+            value = self.fsrc.resolve(node)
+        except KeyError:
+            raise self.fsrc.error(node, f"name {node.id!r} is not defined", "unknown name") from None
+        constant = _as_constant(value)
+        if constant is not None:
+            return ast.copy_location(constant, node)
+        if isinstance(value, np.ndarray):
+            raise self.fsrc.error(node, f"global array {node.id!r} is not supported: pass it as an "
+                                  "argument so the compiled code sees its current value", "global array")
+        raise self.fsrc.error(node, f"{node.id!r} ({type(value).__name__}) cannot be used as a value "
+                              "here", "global object")
+
+    def module_constant(self, node):
+        if self._is_local_object(node):
+            return None
+        try:
+            value = self.fsrc.resolve(node)
+        except KeyError:
+            raise self.fsrc.error(node, f"{ast.unparse(node)!r} is not defined", "unknown name") from None
+        constant = _as_constant(value)
+        if constant is not None:
+            return ast.copy_location(constant, node)
+        return None
+
+
+def _as_constant(value):
+    if value is None:
+        return ast.Constant(None)       # np.newaxis
+    if isinstance(value, SCALAR_CONSTANT_TYPES):
+        if isinstance(value, (bool, np.bool_)):
+            return ast.Constant(bool(value))
+        if isinstance(value, (int, np.integer)):
+            return ast.Constant(int(value))
+        value = float(value)
+        if math.isfinite(value):
+            return ast.Constant(value)
+        return None
+    return None
+
+
+def func_expression(callee, original):
+    """The expression that names ``callee`` in generated code (``np.sin``, ``math.exp``, ``helper``)."""
+    if isinstance(callee, str):
+        return name_load(callee)
+    name = getattr(callee, "__name__", None)
+    if callee is range or (name and getattr(builtins, name, None) is callee):
+        return name_load(name)
+    if name and getattr(math, name, None) is callee:
+        return ast.Attribute(value=name_load("math"), attr=name, ctx=ast.Load())
+    if name and getattr(np, name, None) is callee:
+        return ast.Attribute(value=name_load("np"), attr=name, ctx=ast.Load())
+    if isinstance(callee, types.FunctionType) or hasattr(callee, "py_func"):
+        return name_load(callee.__name__)
+    return _copy(original)
+
+
+def _copy(node):
+    return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
+
+
+def normalize(fsrc: FunctionSource):
+    """Return the normalized body (a list of statements) and the parameter names."""
+    fn = fsrc.tree
+    params = [a.arg for a in fn.args.args]
+    local_names = set(params) | assigned_names(fn.body)
+    names = NameMaker(local_names | {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)})
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]
+    if not body:
+        raise fsrc.error(fn, "the function body is empty")
+    desugared = JumpDesugarer(names, ast.FunctionDef(name=fn.name, args=fn.args, body=body,
+                                                     decorator_list=[], returns=None)).run(
+        ast.FunctionDef(name=fn.name, args=fn.args, body=body, decorator_list=[], returns=None))
+    local_names |= assigned_names(desugared)
+    flat = Flattener(fsrc, names, local_names, desugared).block(desugared)
+    if not flat or not isinstance(flat[-1], ast.Return):
+        raise fsrc.error(fn, "the function must end with a `return` of its result "
+                         "(every path must return a value)", "missing return")
+    return params, flat, names

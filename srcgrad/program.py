@@ -1,0 +1,269 @@
+"""Drive the pipeline for one differentiated function and the helpers it calls.
+
+``build_module(func, kinds, wrt, target)`` runs parse → check → normalize → analyse → transform →
+codegen for ``func`` and, recursively, for every plain Python helper it calls, and returns the
+generated module's source. Each stage is a separate module; :data:`STAGES` lets a developer look at
+the code after any of them (``srcgrad.inspect_stage(f, "normalize", x)``).
+"""
+import ast
+import inspect
+import types
+
+from . import kinds as K
+from .analyse import analyse
+from .check import check_function
+from .errors import SrcgradError
+from .normalize import assign, name_load, normalize
+from .parse import read_function, unwrap_function
+from .transform import ReverseTransformer, adjoint_name
+from . import codegen
+
+
+def is_helper(callee):
+    return isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
+                                                      isinstance(callee.py_func, types.FunctionType))
+
+
+class FunctionUnit:
+    """One user function after parse/check/normalize (independent of argument kinds)."""
+
+    def __init__(self, func):
+        self.func = unwrap_function(func)
+        self.fsrc = read_function(self.func)
+        check_function(self.fsrc)
+        self.params, self.body, self.names = normalize(self.fsrc)
+
+
+class ModuleBuilder:
+    def __init__(self, target):
+        self.target = target
+        self.units = {}          # func -> FunctionUnit
+        self.primals = {}        # func -> generated primal name
+        self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
+        self.in_progress = set()
+        self.sources = []        # generated function sources, in definition order
+        self.used_names = set()
+
+    def unit(self, func):
+        func = unwrap_function(func)
+        if func not in self.units:
+            self.units[func] = FunctionUnit(func)
+        return self.units[func]
+
+    def unique(self, name):
+        base, count = name, 1
+        while name in self.used_names:
+            count += 1
+            name = f"{base}_{count}"
+        self.used_names.add(name)
+        return name
+
+    # -- primal ----------------------------------------------------------------------------------
+    def primal(self, func):
+        unit = self.unit(func)
+        if unit.func not in self.primals:
+            name = unit.func.__name__
+            if name in self.used_names:
+                raise SrcgradError(f"two different functions named {name!r} are called; rename one")
+            self.used_names.add(name)
+            self.primals[unit.func] = name
+            body = [_strip(s) for s in unit.body]
+            self.sources.append(codegen.function_source(
+                name, unit.params, body,
+                docstring=f"{name} as written in {unit.fsrc.filename}:{unit.fsrc.firstline}, "
+                          "one operation per line."))
+        return self.primals[unit.func]
+
+    # -- kinds of helper calls -------------------------------------------------------------------
+    def helper_kind(self, caller_unit):
+        def result_kind(callee, arg_kinds, node, stmt):
+            if not is_helper(callee):
+                label = ast.unparse(node.func)
+                raise caller_unit.fsrc.error(
+                    stmt, f"`{label}` is not supported: no derivative rule is registered for it and it "
+                    "is not a plain Python function srcgrad could transform "
+                    f"(register one with @srcgrad.register_adjoint({label}))", "unknown call")
+            return self.analysis_of(callee, tuple(arg_kinds))[1]
+        return result_kind
+
+    def analysis_of(self, func, kinds):
+        unit = self.unit(func)
+        key = (unit.func, kinds)
+        if key in self.in_progress:
+            raise unit.fsrc.error(unit.fsrc.tree, f"recursion: {unit.func.__name__} calls itself "
+                                  "(directly or through helpers); srcgrad needs loops instead", "recursion")
+        cached = getattr(self, "_analyses", {}).get(key)
+        if cached is not None:
+            return cached
+        self.in_progress.add(key)
+        try:
+            if len(kinds) != len(unit.params):
+                raise SrcgradError(f"{unit.func.__name__} takes {len(unit.params)} arguments, "
+                                   f"called with {len(kinds)}")
+            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
+            for stmt in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Subscript) and \
+                        stmt.targets[0].value.id in unit.params:
+                    pass
+            analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
+            result_kind = analysis.kind(unit.body[-1].value)
+        finally:
+            self.in_progress.discard(key)
+        self.__dict__.setdefault("_analyses", {})[key] = (analysis, result_kind)
+        return analysis, result_kind
+
+    # -- adjoints --------------------------------------------------------------------------------
+    def helper_adjoint(self, caller_unit):
+        def adjoint(callee, arg_kinds, stmt):
+            if not is_helper(callee):
+                return None
+            unit = self.unit(callee)
+            for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript) and \
+                        node.targets[0].value.id in unit.params:
+                    raise unit.fsrc.error(node, f"helper {unit.func.__name__} writes into its argument "
+                                          f"{node.targets[0].value.id!r}; helpers called from "
+                                          "differentiated code must not modify their array arguments",
+                                          "argument mutation")
+            kinds = tuple(arg_kinds)
+            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
+            return self.adjoint(callee, kinds, wrt)
+        return adjoint
+
+    def adjoint(self, func, kinds, wrt):
+        unit = self.unit(func)
+        key = (unit.func, kinds, tuple(wrt))
+        if key in self.adjoints:
+            return self.adjoints[key]
+        self.primal(func)
+        analysis, _ = self.analysis_of(func, kinds)
+        if tuple(wrt) != tuple(p for p, k in zip(unit.params, kinds) if k.is_float):
+            analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
+        name = self.unique(f"{unit.func.__name__}_adjoint")
+        self.adjoints[key] = name
+        transformer = ReverseTransformer(unit.fsrc, unit.params, unit.body, analysis, unit.names,
+                                         self.helper_adjoint(unit))
+        import copy as _copy
+        body_copy = _copy.deepcopy(unit.body)
+        transformer.body = body_copy
+        forward, reverse, inits, result = transformer.run(wrt)
+        stmts = []
+        for tape, pos, _push in sorted(transformer.used_tapes):
+            maker = "new_float_tape" if tape == "_ftape" else "new_int_tape"
+            stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
+            stmts.append(ast.parse(f"{pos} = 0").body[0])
+        stmts += inits
+        stmts += [_strip(s) for s in forward]
+        stmts.append(ast.parse("_value = 0").body[0])
+        stmts[-1].value = result
+        # adjoints start at zero (temporaries used once, right beside their definition, are
+        # assigned directly by their single use instead)
+        zero_inits = []
+        for var in sorted(analysis.active, key=_natural):
+            if var in transformer.single_use:
+                continue
+            kind = analysis.kinds.get(var, K.FLOAT)
+            value = f"np.zeros_like({var})" if kind.is_array else "0.0"
+            zero_inits.append(ast.parse(f"{adjoint_name(var)} = {value}").body[0])
+        grads = []
+        for param in wrt:
+            kind = analysis.kinds[param]
+            if param in analysis.active:
+                grads.append(adjoint_name(param))
+            else:
+                grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
+        tail = ast.parse(f"return _value, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
+        reverse_body = zero_inits + reverse
+        if reverse_body:
+            reverse_body[0] = _with_banner(reverse_body[0])
+        body = stmts + reverse_body + [tail]
+        params = unit.params + ["_seed"]
+        wrt_text = ", ".join(wrt)
+        doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by _seed.\n\n"
+               f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"
+               f"    Reverse sweep: adjoints (_adj_<name>) flow from the result back to the inputs.\n    ")
+        self.sources.append(codegen.function_source(name, params, body, docstring=doc))
+        return name
+
+
+class _Banner(ast.stmt):
+    _fields = ()
+
+
+def _with_banner(stmt):
+    return stmt
+
+
+def _natural(name):
+    return (name.startswith("_"), name)
+
+
+def _strip(stmt):
+    """Generated statements are plain AST nodes; drop srcgrad's annotations before printing."""
+    return stmt
+
+
+def build_module(func, kinds, wrt_names, target, mode_functions=True):
+    """Generate the module source for ``func`` specialized to argument ``kinds``."""
+    builder = ModuleBuilder(target)
+    unit = builder.unit(func)
+    primal = builder.primal(func)
+    adjoint = builder.adjoint(func, tuple(kinds), list(wrt_names))
+    params = ", ".join(unit.params)
+    single = len(wrt_names) == 1
+    grads = "_grads[0]" if single else "_grads"
+    wrappers = f'''@jit
+def {primal}_grad({params}):
+    """Gradient of {primal} w.r.t. {", ".join(wrt_names)}."""
+    _value, _grads = {adjoint}({params}{", " if params else ""}1.0)
+    return {grads}
+
+
+@jit
+def {primal}_value_and_grad({params}):
+    """Value of {primal} and its gradient w.r.t. {", ".join(wrt_names)}."""
+    _value, _grads = {adjoint}({params}{", " if params else ""}1.0)
+    return _value, {grads}
+
+
+@jit
+def {primal}_vjp({params}{", " if params else ""}_seed):
+    """Value of {primal} and the vector-Jacobian product of _seed w.r.t. {", ".join(wrt_names)}."""
+    return {adjoint}({params}{", " if params else ""}_seed)
+'''
+    header = (f"Generated by srcgrad {__import__('srcgrad').__version__} from "
+              f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); target={target}; "
+              f"argument kinds ({', '.join(map(str, kinds))}); wrt ({', '.join(wrt_names)}).\n"
+              "Do not edit: regenerated when the source changes.")
+    source = codegen.module_source(header, target, builder.sources + [wrappers])
+    return source, primal, adjoint, builder
+
+
+def helper_sources(func, seen=None):
+    """Source text of ``func`` and every helper it calls (part of the cache key)."""
+    seen = seen if seen is not None else {}
+    func = unwrap_function(func)
+    if func in seen:
+        return seen
+    try:
+        seen[func] = inspect.getsource(func)
+    except (OSError, TypeError):
+        seen[func] = repr(func)
+        return seen
+    for value in func.__globals__.values():
+        pass
+    names = set(func.__code__.co_names) | set(func.__code__.co_freevars)
+    namespace = dict(func.__globals__)
+    if func.__closure__:
+        for var, cell in zip(func.__code__.co_freevars, func.__closure__):
+            try:
+                namespace[var] = cell.cell_contents
+            except ValueError:
+                pass
+    for name in sorted(names):
+        value = namespace.get(name)
+        if is_helper(value):
+            helper_sources(value, seen)
+        elif isinstance(value, (int, float, bool)):
+            seen[f"const:{func.__name__}:{name}"] = repr(value)
+    return seen

@@ -1,0 +1,333 @@
+"""Stage 5 — derivative rules: one small template per function, written like the math.
+
+A template is an ordinary Python function whose parameters are the call's result and arguments.
+Its body says how the result's adjoint flows back into each argument::
+
+    @register_adjoint(math.sin, np.sin)
+    def sin(result, x):
+        d[x] += d[result] * np.cos(x)
+
+``d[x]`` means "the adjoint of x". When srcgrad meets ``y = np.sin(a)`` in active code it copies
+the template's statements into the reverse sweep with ``result`` → ``y`` and ``x`` → ``a``, and drops
+statements whose argument does not need a derivative. Elementwise templates may produce a
+contribution with the result's (broadcast) shape: srcgrad sums it back to the argument's shape.
+Plain ``name = expr`` lines in a template are local temporaries shared by the lines below.
+
+Users register rules for their own functions the same way (``srcgrad.register_adjoint``).
+"""
+import ast
+import inspect
+import math
+import operator
+import textwrap
+
+import numpy as np
+
+from . import kinds as K
+from .errors import SrcgradError
+
+
+class _AdjointOf:
+    """``d[x]`` in a template: the adjoint of x. Only meaningful inside templates."""
+
+    def __getitem__(self, name):
+        raise SrcgradError("`d[...]` only has a meaning inside a derivative template")
+
+
+d = _AdjointOf()
+
+
+class Rule:
+    """A derivative template plus how to type the call's result."""
+
+    def __init__(self, template, kind=None, elementwise=True, name=None):
+        self.template = template
+        self.name = name or template.__name__
+        self.signature = inspect.signature(template)
+        self.params = list(self.signature.parameters)
+        self.kind = kind or elementwise_kind
+        self.elementwise = elementwise
+        self.body = _parse_template(template)
+
+    def bind(self, result, args, keywords):
+        """Map template parameter names to the call's atoms (AST nodes)."""
+        try:
+            bound = self.signature.bind(result, *args, **keywords)
+        except TypeError as exc:
+            raise SrcgradError(f"call does not match the derivative rule {self.name}{self.signature}: "
+                               f"{exc}") from None
+        bound.apply_defaults()
+        return {name: (value if isinstance(value, ast.AST) else ast.Constant(value))
+                for name, value in bound.arguments.items()}
+
+
+class ZeroDerivative:
+    """Functions whose derivative is zero wherever it exists (floor, sign, ...)."""
+
+    def __init__(self, kind=None):
+        self.kind = kind or elementwise_kind
+
+
+def _parse_template(template):
+    source = textwrap.dedent(inspect.getsource(template))
+    fn = ast.parse(source).body[0]
+    body = [s for s in fn.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    for stmt in body:
+        ok = (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, (ast.Add, ast.Sub))
+              and isinstance(stmt.target, ast.Subscript) and isinstance(stmt.target.value, ast.Name)
+              and stmt.target.value.id == "d" and isinstance(stmt.target.slice, ast.Name)) or \
+             (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name))
+        if not ok:
+            raise SrcgradError(f"derivative template {template.__name__}: each line must be "
+                               f"`d[arg] += expr`, `d[arg] -= expr` or `name = expr`, got "
+                               f"`{ast.unparse(stmt)}`")
+    return body
+
+
+# --- result kinds ------------------------------------------------------------------------------
+
+def elementwise_kind(*arg_kinds, **kw_kinds):
+    return K.broadcast(*[k for k in arg_kinds if k is not None], dtype="float")
+
+
+def same_kind(x, *rest, **kw):
+    return x
+
+
+def reduction_kind(x, axis=None, keepdims=None, **kw):
+    """np.sum/mean/max/...: ``axis`` and ``keepdims`` arrive as their constant values."""
+    if not x.is_array:
+        return K.Kind(x.cls if x.cls != "bool" else "int")
+    element = "float" if x.dtype == "float" else "int"
+    if axis is None:
+        return K.array(x.ndim, element) if keepdims else K.Kind(element)
+    naxes = len(axis) if isinstance(axis, tuple) else 1
+    return K.array(x.ndim if keepdims else x.ndim - naxes, element)
+
+
+REGISTRY = {}
+
+
+def register_adjoint(*functions, kind=None, elementwise=True):
+    """Register a derivative template for ``functions`` (decorator).
+
+    ``kind`` optionally computes the result's kind from the arguments' kinds; the default treats the
+    function as elementwise (result broadcast from the arguments, float).
+    ``elementwise=False`` says the template's contributions already have each argument's shape.
+    """
+    if not functions:
+        raise TypeError("register_adjoint needs the function(s) the rule is for")
+
+    def decorate(template):
+        rule = Rule(template, kind=kind, elementwise=elementwise)
+        for function in functions:
+            REGISTRY[_key(function)] = rule
+        return template
+    return decorate
+
+
+def register_zero_derivative(*functions, kind=None):
+    """Declare functions whose derivative is zero (piecewise constant: floor, sign, round...)."""
+    for function in functions:
+        REGISTRY[_key(function)] = ZeroDerivative(kind)
+
+
+def _key(function):
+    return getattr(function, "py_func", function)
+
+
+def lookup(function):
+    return REGISTRY.get(_key(function))
+
+
+# Functions that are fine on inactive values but have no derivative on active ones.
+NON_DIFFERENTIABLE = {int, len, range, bool, round, np.argmax, np.argmin, np.argsort, np.isnan,
+                      np.isinf, np.isfinite, math.isnan, math.isinf, math.isfinite, np.shape,
+                      np.ndim, np.size}
+
+
+# ================================================================================================
+# Arithmetic operators (keys are the `operator` module's functions)
+# ================================================================================================
+
+@register_adjoint(operator.add)
+def add(result, x, y):
+    d[x] += d[result]
+    d[y] += d[result]
+
+
+@register_adjoint(operator.sub)
+def sub(result, x, y):
+    d[x] += d[result]
+    d[y] -= d[result]
+
+
+@register_adjoint(operator.mul)
+def mul(result, x, y):
+    d[x] += d[result] * y
+    d[y] += d[result] * x
+
+
+@register_adjoint(operator.truediv)
+def truediv(result, x, y):
+    d[x] += d[result] / y
+    d[y] -= d[result] * result / y
+
+
+@register_adjoint(operator.pow, pow, math.pow, np.power)
+def power(result, x, p):
+    d[x] += d[result] * p * x ** (p - 1)
+    d[p] += d[result] * result * np.log(x)
+
+
+@register_adjoint(operator.mod, np.mod)
+def mod(result, x, y):
+    d[x] += d[result]
+    d[y] -= d[result] * np.floor(x / y)
+
+
+@register_adjoint(operator.neg, np.negative)
+def neg(result, x):
+    d[x] -= d[result]
+
+
+# ================================================================================================
+# Elementwise functions: math.* and the matching np.* ufuncs
+# ================================================================================================
+
+@register_adjoint(math.sin, np.sin)
+def sin(result, x):
+    d[x] += d[result] * np.cos(x)
+
+
+@register_adjoint(math.cos, np.cos)
+def cos(result, x):
+    d[x] -= d[result] * np.sin(x)
+
+
+@register_adjoint(math.tan, np.tan)
+def tan(result, x):
+    d[x] += d[result] * (1.0 + result * result)
+
+
+@register_adjoint(math.asin, np.arcsin)
+def arcsin(result, x):
+    d[x] += d[result] / np.sqrt(1.0 - x * x)
+
+
+@register_adjoint(math.acos, np.arccos)
+def arccos(result, x):
+    d[x] -= d[result] / np.sqrt(1.0 - x * x)
+
+
+@register_adjoint(math.atan, np.arctan)
+def arctan(result, x):
+    d[x] += d[result] / (1.0 + x * x)
+
+
+@register_adjoint(math.atan2, np.arctan2)
+def arctan2(result, y, x):
+    r2 = x * x + y * y
+    d[y] += d[result] * x / r2
+    d[x] -= d[result] * y / r2
+
+
+@register_adjoint(math.sinh, np.sinh)
+def sinh(result, x):
+    d[x] += d[result] * np.cosh(x)
+
+
+@register_adjoint(math.cosh, np.cosh)
+def cosh(result, x):
+    d[x] += d[result] * np.sinh(x)
+
+
+@register_adjoint(math.tanh, np.tanh)
+def tanh(result, x):
+    d[x] += d[result] * (1.0 - result * result)
+
+
+@register_adjoint(math.exp, np.exp)
+def exp(result, x):
+    d[x] += d[result] * result
+
+
+@register_adjoint(math.expm1, np.expm1)
+def expm1(result, x):
+    d[x] += d[result] * (result + 1.0)
+
+
+@register_adjoint(math.log, np.log)
+def log(result, x):
+    d[x] += d[result] / x
+
+
+@register_adjoint(math.log1p, np.log1p)
+def log1p(result, x):
+    d[x] += d[result] / (1.0 + x)
+
+
+@register_adjoint(math.log2, np.log2)
+def log2(result, x):
+    d[x] += d[result] / (x * 0.6931471805599453)
+
+
+@register_adjoint(math.log10, np.log10)
+def log10(result, x):
+    d[x] += d[result] / (x * 2.302585092994046)
+
+
+@register_adjoint(math.sqrt, np.sqrt)
+def sqrt(result, x):
+    d[x] += d[result] * 0.5 / result
+
+
+@register_adjoint(np.square)
+def square(result, x):
+    d[x] += d[result] * 2.0 * x
+
+
+@register_adjoint(math.hypot, np.hypot)
+def hypot(result, x, y):
+    d[x] += d[result] * x / result
+    d[y] += d[result] * y / result
+
+
+@register_adjoint(abs, math.fabs, np.abs, np.fabs)
+def absolute(result, x):
+    d[x] += d[result] * np.sign(x)
+
+
+@register_adjoint(float, kind=lambda x: K.FLOAT)
+def to_float(result, x):
+    d[x] += d[result]
+
+
+# min/max and their elementwise forms: ties send the whole adjoint to the first argument.
+@register_adjoint(max, np.maximum, np.fmax)
+def maximum(result, x, y):
+    d[x] += d[result] * (x >= y)
+    d[y] += d[result] * (x < y)
+
+
+@register_adjoint(min, np.minimum, np.fmin)
+def minimum(result, x, y):
+    d[x] += d[result] * (x <= y)
+    d[y] += d[result] * (x > y)
+
+
+@register_adjoint(np.where, kind=lambda c, x, y: K.broadcast(c, x, y, dtype="float"))
+def where(result, condition, x, y):
+    d[x] += d[result] * condition
+    d[y] += d[result] * (1.0 - condition)
+
+
+@register_adjoint(np.clip)
+def clip(result, x, lo, hi):
+    d[x] += d[result] * ((x >= lo) & (x <= hi))
+    d[lo] += d[result] * (x < lo)
+    d[hi] += d[result] * (x > hi)
+
+
+register_zero_derivative(math.floor, math.ceil, math.trunc, kind=lambda x: K.INT)
+register_zero_derivative(np.floor, np.ceil, np.trunc, np.sign, np.round, np.rint)

@@ -1,0 +1,533 @@
+"""Stage 6 — the reverse-mode transformation.
+
+Input: a normalized body (see :mod:`srcgrad.normalize`) and its :class:`~srcgrad.analyse.Analysis`.
+Output: the statements of the forward sweep and of the reverse sweep.
+
+* The forward sweep is the primal code. Before a statement overwrites a value that the reverse
+  sweep will read, the old value is pushed on a tape (a NumPy array that grows geometrically).
+* The reverse sweep walks the statements backwards. For each active assignment it inserts the
+  derivative rule's template (from :mod:`srcgrad.rules`), then pops the overwritten value back.
+  ``if`` replays the branch taken (the condition variable is kept); ``for`` runs its range
+  backwards; ``while`` counts its iterations in the forward sweep and runs that many in reverse.
+"""
+import ast
+import copy
+import operator
+
+from . import kinds as K
+from . import rules
+from .analyse import BINOPS, operand_names
+from .errors import SrcgradError
+from .normalize import assign, name_load, name_store
+
+FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
+INT_TAPE = ("_itape", "_ipos", "push_int")
+
+
+def adjoint_name(name):
+    return "_adj" + name if name.startswith("_") else "_adj_" + name
+
+
+class Save:
+    """Placeholder in the forward sweep: push ``target``'s old value if the reverse needs it."""
+
+    def __init__(self, name, kind, index=None, like=None):
+        self.name, self.kind, self.index, self.like = name, kind, index, like
+
+
+class Restore:
+    """Placeholder in the reverse sweep, matching a :class:`Save`."""
+
+    def __init__(self, save):
+        self.save = save
+
+
+class ReverseTransformer:
+    def __init__(self, fsrc, params, body, analysis, names, helper_adjoint):
+        self.fsrc = fsrc
+        self.params = params
+        self.body = body
+        self.a = analysis
+        self.names = names
+        self.helper_adjoint = helper_adjoint   # callable(callee, arg kinds) -> adjoint function name
+        self.single_use = self._single_use_temps()
+        self.used_tapes = set()
+
+    # -- which temporaries have exactly one use, right beside their definition ------------------
+    def _single_use_temps(self):
+        def_block, use_block = {}, {}
+
+        def visit(stmts):
+            for stmt in stmts:
+                if isinstance(stmt, ast.Assign):
+                    if isinstance(stmt.targets[0], ast.Name):
+                        def_block[stmt.targets[0].id] = id(stmts)
+                    for name in operand_names(stmt.value):
+                        use_block[name] = id(stmts)
+                elif isinstance(stmt, ast.Return):
+                    for name in operand_names(stmt.value):
+                        use_block[name] = id(stmts)
+                elif isinstance(stmt, ast.If):
+                    visit(stmt.body)
+                    visit(stmt.orelse)
+                elif isinstance(stmt, (ast.For, ast.While)):
+                    visit(stmt.body)
+        visit(self.body)
+        return {name for name in def_block
+                if self.a.def_sites.get(name) == 1 and self.a.operand_uses.get(name) == 1
+                and use_block.get(name) == def_block[name] and name not in self.params}
+
+    # -- the whole function ---------------------------------------------------------------------
+    def run(self, wrt):
+        forward, reverse = self.block(self.body[:-1], depth=0)
+        result = self.body[-1].value
+        seed = []
+        if self.a.is_active(result):
+            seed = self.accumulate(result, name_load("_seed"), self.a.kind(result), False,
+                                   self.body[-1])
+        reverse = seed + reverse
+        forward, reverse, inits = self.resolve_tape(forward, reverse)
+        return forward, reverse, inits, result
+
+    def block(self, stmts, depth):
+        forward, reverse = [], []
+        for stmt in stmts:
+            f, r = self.statement(stmt, depth)
+            forward.extend(f)
+            reverse[:0] = r
+        return forward, reverse
+
+    def statement(self, stmt, depth):
+        if isinstance(stmt, ast.Assign):
+            return self.assignment(stmt, depth)
+        if isinstance(stmt, ast.If):
+            fb, rb = self.block(stmt.body, depth)
+            fo, ro = self.block(stmt.orelse, depth)
+            forward = ast.copy_location(ast.If(test=stmt.test, body=fb or [ast.Pass()], orelse=fo), stmt)
+            reverse = []
+            if rb or ro:
+                reverse = [ast.copy_location(ast.If(test=name_load(stmt.test.id), body=rb or [ast.Pass()],
+                                                    orelse=ro), stmt)]
+            return [forward], reverse
+        if isinstance(stmt, ast.For):
+            fb, rb = self.block(stmt.body, depth + 1)
+            forward = ast.copy_location(ast.For(target=stmt.target, iter=stmt.iter, body=fb or [ast.Pass()],
+                                                orelse=[]), stmt)
+            reverse = []
+            if rb:
+                reverse = [ast.copy_location(ast.For(target=name_store(stmt.target.id),
+                                                     iter=reversed_range(*stmt.iter.args),
+                                                     body=rb, orelse=[]), stmt)]
+            return [forward], reverse
+        if isinstance(stmt, ast.While):
+            fb, rb = self.block(stmt.body, depth + 1)
+            if not rb:
+                forward = ast.copy_location(ast.While(test=stmt.test, body=fb, orelse=[]), stmt)
+                return [forward], []
+            trips = self.names.fresh("trips")
+            count = assign(trips, ast.BinOp(left=name_load(trips), op=ast.Add(), right=ast.Constant(1)), stmt)
+            forward = [assign(trips, ast.Constant(0), stmt),
+                       ast.copy_location(ast.While(test=stmt.test, body=fb + [count], orelse=[]), stmt)]
+            loop = ast.copy_location(ast.For(target=name_store(self.names.fresh("k")),
+                                             iter=ast.Call(func=name_load("range"), args=[name_load(trips)],
+                                                           keywords=[]),
+                                             body=rb, orelse=[]), stmt)
+            reverse = [loop]
+            if depth > 0:       # an enclosing loop runs this while again: keep each trip count
+                save = Save(trips, K.INT, like=stmt)
+                save.always = True
+                forward.append(save)
+                reverse.insert(0, Restore(save))
+            return forward, reverse
+        raise SrcgradError(f"transform: unexpected statement {type(stmt).__name__}")
+
+    # -- assignments ---------------------------------------------------------------------------
+    def assignment(self, stmt, depth):
+        target = stmt.targets[0]
+        if isinstance(target, ast.Subscript):
+            return self.element_write(stmt)
+        name = target.id
+        kind = self.a.kinds.get(name, K.FLOAT)
+        save = Save(name, kind, like=stmt)
+        forward = [save, stmt]
+        reverse = []
+        if name in self.a.active:
+            reverse = self.adjoint_of(stmt, name, kind)
+            if self.a.overwritten(name) and name not in self.single_use:
+                reverse += self.reset(name, kind, stmt)
+        if reverse:
+            reverse.insert(0, self.comment(stmt))
+        reverse.append(Restore(save))
+        return forward, reverse
+
+    def comment(self, stmt):
+        return _Comment(self.fsrc.line_text(stmt.lineno), stmt.lineno)
+
+    def reset(self, name, kind, stmt):
+        adj = adjoint_name(name)
+        if kind.is_array:
+            sub = ast.Subscript(value=name_load(adj), slice=ast.Constant(Ellipsis), ctx=ast.Store())
+            return [assign(sub, ast.Constant(0.0), stmt)]
+        return [assign(adj, ast.Constant(0.0), stmt)]
+
+    def element_write(self, stmt):
+        target = stmt.targets[0]
+        array = target.value.id
+        save = Save(array, self.a.kinds.get(array), index=target.slice, like=stmt)
+        reverse = []
+        if array in self.a.active:
+            adj_slot = ast.Subscript(value=name_load(adjoint_name(array)), slice=copy.deepcopy(target.slice),
+                                     ctx=ast.Load())
+            if self.a.is_active(stmt.value):
+                reverse += self.accumulate(stmt.value, adj_slot, self.a.kind(stmt.value), True, stmt,
+                                           fresh=False)
+            zero = ast.Subscript(value=name_load(adjoint_name(array)), slice=copy.deepcopy(target.slice),
+                                 ctx=ast.Store())
+            reverse.append(assign(zero, ast.Constant(0.0), stmt))
+            reverse.insert(0, self.comment(stmt))
+        reverse.append(Restore(save))
+        return [save, stmt], reverse
+
+    def adjoint_of(self, stmt, name, kind):
+        value = stmt.value
+        if isinstance(value, (ast.Name, ast.Constant)):
+            if self.a.is_active(value):
+                return self.accumulate(value, name_load(adjoint_name(name)), kind, True, stmt, fresh=False)
+            return []
+        if isinstance(value, ast.BinOp):
+            op = BINOPS.get(type(value.op))
+            return self.apply_rule(rules.lookup(op), name, [value.left, value.right], {}, stmt,
+                                   ast.unparse(value))
+        if isinstance(value, ast.UnaryOp):
+            if isinstance(value.op, ast.USub):
+                return self.apply_rule(rules.lookup(operator.neg), name, [value.operand], {}, stmt, "-")
+            return []
+        if isinstance(value, ast.Call):
+            return self.call(stmt, name, value)
+        if isinstance(value, ast.Subscript):
+            base = value.value
+            if not self.a.is_active(base):
+                return []
+            slot = ast.Subscript(value=name_load(adjoint_name(base.id)), slice=copy.deepcopy(value.slice),
+                                 ctx=ast.Store())
+            return [ast.copy_location(ast.AugAssign(target=slot, op=ast.Add(),
+                                                    value=name_load(adjoint_name(name))), stmt)]
+        if isinstance(value, ast.Attribute) and value.attr in ("T", "real"):
+            if not self.a.is_active(value.value):
+                return []
+            contribution = ast.Attribute(value=name_load(adjoint_name(name)), attr=value.attr, ctx=ast.Load())
+            return self.accumulate(value.value, contribution, self.a.kind(value.value), False, stmt)
+        if isinstance(value, (ast.Compare, ast.Tuple, ast.Attribute)):
+            return []
+        raise self.fsrc.error(stmt, f"cannot differentiate `{ast.unparse(value)}`")
+
+    def call(self, stmt, name, call):
+        callee = call.callee
+        active_args = [arg for arg in call.args if self.a.is_active(arg)] + \
+                      [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
+        if not active_args:
+            return []
+        label = ast.unparse(call.func)
+        if callee == "astype":
+            base = call.func.value
+            return self.accumulate(base, name_load(adjoint_name(name)), self.a.kind(base), False, stmt,
+                                   fresh=False)
+        rule = rules.lookup(callee) if not isinstance(callee, str) else None
+        if isinstance(rule, rules.ZeroDerivative):
+            return []
+        if rule is not None:
+            keywords = {kw.arg: kw.value for kw in call.keywords}
+            return self.apply_rule(rule, name, list(call.args), keywords, stmt, label)
+        if _in(callee, rules.NON_DIFFERENTIABLE):
+            raise self.fsrc.error(stmt, f"`{label}(...)` has no derivative, but its argument "
+                                  f"`{ast.unparse(active_args[0])}` depends on the differentiated "
+                                  "inputs", "non-differentiable call")
+        adjoint = self.helper_adjoint(callee, [self.a.kind(arg) for arg in call.args], stmt)
+        if adjoint is None:
+            raise SrcgradError(
+                f"{self.fsrc.filename}:{stmt.lineno}: no derivative rule for `{label}`. Register one "
+                f"with @srcgrad.register_adjoint({label}) on a template such as\n"
+                f"    def {label.split('.')[-1]}_adjoint(result, x):\n        d[x] += d[result] * ...")
+        grads = self.names.fresh("grads")
+        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [name_load(adjoint_name(name))],
+                               keywords=[])
+        out = [assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()), stmt)]
+        position = 0
+        for arg in call.args:
+            kind = self.a.kind(arg)
+            if kind.is_float:
+                if self.a.is_active(arg):
+                    part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
+                    out += self.accumulate(arg, part, kind, False, stmt)
+                position += 1
+        return out
+
+    def apply_rule(self, rule, name, args, keywords, stmt, label):
+        if rule is None:
+            raise self.fsrc.error(stmt, f"no derivative rule for `{label}`")
+        bound = rule.bind(name_load(name), args, keywords)
+        result_kind = self.a.kinds.get(name, K.FLOAT)
+        local = {}
+        out = []
+        for line in rule.body:
+            if isinstance(line, ast.Assign):
+                fresh = self.names.fresh("r")
+                local[line.targets[0].id] = fresh
+                out.append(assign(fresh, self.substitute(line.value, bound, local, name), stmt))
+                continue
+            param = line.target.slice.id
+            atom = bound.get(param)
+            if atom is None or not self.a.is_active(atom):
+                continue
+            contribution = self.substitute(line.value, bound, local, name)
+            sign = -1 if isinstance(line.op, ast.Sub) else 1
+            out += self.accumulate(atom, contribution, result_kind, rule.elementwise, stmt, sign=sign)
+        # drop template temporaries no surviving line reads
+        used = {n for s in out for n in operand_names(s)}
+        return [s for s in out if not (isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Name)
+                                       and s.targets[0].id in local.values() and s.targets[0].id not in used)]
+
+    def substitute(self, expr, bound, local, result_name):
+        expr = copy.deepcopy(expr)
+
+        class Sub(ast.NodeTransformer):
+            def visit_Subscript(inner, node):
+                if isinstance(node.value, ast.Name) and node.value.id == "d":
+                    atom = bound[node.slice.id]
+                    return name_load(adjoint_name(atom.id))
+                inner.generic_visit(node)
+                return node
+
+            def visit_Name(inner, node):
+                if node.id in bound:
+                    return copy.deepcopy(bound[node.id])
+                if node.id in local:
+                    return name_load(local[node.id])
+                return node
+        return simplify(Sub().visit(expr))
+
+    def accumulate(self, atom, contribution, contribution_kind, elementwise, stmt, sign=1, fresh=True):
+        """``d[atom] += contribution``, summing broadcast axes back to atom's shape."""
+        name = atom.id
+        target_kind = self.a.kind(atom)
+        if elementwise and contribution_kind.is_array:
+            if not target_kind.is_array:
+                contribution = ast.Call(func=ast.Attribute(value=name_load("np"), attr="sum", ctx=ast.Load()),
+                                        args=[contribution], keywords=[])
+            else:
+                contribution = ast.Call(func=name_load("unbroadcast"), args=[contribution, name_load(name)],
+                                        keywords=[])
+                fresh = False
+        adj = adjoint_name(name)
+        if name in self.single_use and (fresh or not target_kind.is_array):
+            if sign < 0:
+                contribution = ast.UnaryOp(op=ast.USub(), operand=contribution)
+            return [assign(adj, contribution, stmt)]
+        op = ast.Add() if sign > 0 else ast.Sub()
+        if name in self.single_use:        # an array view: copy it before it is reused
+            self.single_use.discard(name)
+        return [ast.copy_location(ast.AugAssign(target=name_store(adj), op=op, value=contribution), stmt)]
+
+    # -- tape ----------------------------------------------------------------------------------
+    def resolve_tape(self, forward, reverse):
+        """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
+        needed = set()
+        for _ in range(10):
+            before = set(needed)
+            needed = primal_reads(reverse, self._restore_filter(needed)) | {"_seed"}
+            if needed == before:
+                break
+        keep = self._restore_filter(needed)
+        inits = []
+        initialized = set()
+        forward = self._replace(forward, keep, restore=False)
+        reverse = self._replace(reverse, keep, restore=True)
+        for save in self._saves:
+            if save.index is None and save.name not in self.params and save.name not in initialized \
+                    and not getattr(save, "always", False):
+                initialized.add(save.name)
+                inits.append(assign(save.name, ast.Constant(_zero_of(save.kind)), save.like))
+        return forward, reverse, inits
+
+    def _restore_filter(self, needed):
+        def keep(save):
+            if getattr(save, "always", False):
+                return True
+            if save.name not in needed:
+                return False
+            if save.index is not None:
+                return True
+            return self.a.overwritten(save.name)
+        return keep
+
+    def _replace(self, stmts, keep, restore):
+        if not hasattr(self, "_saves"):
+            self._saves = []
+        out = []
+        for stmt in stmts:
+            if isinstance(stmt, Save):
+                if keep(stmt):
+                    out.append(self._push(stmt))
+                    if stmt not in self._saves:
+                        self._saves.append(stmt)
+            elif isinstance(stmt, Restore):
+                if keep(stmt.save):
+                    out.extend(self._pop(stmt.save))
+            elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+                stmt.body = self._replace(stmt.body, keep, restore) or [ast.Pass()]
+                if isinstance(stmt, ast.If):
+                    stmt.orelse = self._replace(stmt.orelse, keep, restore)
+                out.append(stmt)
+            else:
+                out.append(stmt)
+        return out
+
+    def _tape_for(self, save):
+        kind = save.kind.element() if save.index is not None else save.kind
+        if save.index is None and kind.is_array:
+            raise self.fsrc.error(save.like, f"the array variable {save.name!r} is reassigned where "
+                                  "the reverse sweep needs its old value (inside a loop or more than "
+                                  "once); write into it with `a[...] = ...` or use a new name",
+                                  "array rebinding")
+        tape = FLOAT_TAPE if kind.cls == "float" else INT_TAPE
+        self.used_tapes.add(tape)
+        return tape
+
+    def _push(self, save):
+        tape, pos, push = self._tape_for(save)
+        if save.index is not None:
+            if save.kind.is_array and _index_is_slice(save.index, self.a):
+                raise self.fsrc.error(save.like, f"slice assignment to {save.name!r} overwrites values "
+                                      "the reverse sweep needs; this is not supported yet",
+                                      "slice write")
+            value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+        else:
+            value = name_load(save.name)
+        call = ast.Call(func=name_load(push), args=[name_load(tape), name_load(pos), value], keywords=[])
+        target = ast.Tuple(elts=[name_store(tape), name_store(pos)], ctx=ast.Store())
+        return assign(target, call, save.like)
+
+    def _pop(self, save):
+        tape, pos, _ = self._tape_for(save)
+        dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
+                                save.like)
+        value = ast.Subscript(value=name_load(tape), slice=name_load(pos), ctx=ast.Load())
+        if save.index is not None:
+            target = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
+        else:
+            target = name_store(save.name)
+        return [dec, assign(target, value, save.like)]
+
+
+def _index_is_slice(index, analysis):
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return any(isinstance(p, ast.Slice) or (isinstance(p, ast.Name) and analysis.kind(p).is_array)
+               for p in parts)
+
+
+def _zero_of(kind):
+    return {"float": 0.0, "int": 0, "bool": False}.get(kind.cls, 0.0)
+
+
+def _in(obj, collection):
+    try:
+        return obj in collection
+    except TypeError:
+        return False
+
+
+class _Comment(ast.stmt):
+    """A comment line in generated code: the source line an adjoint block differentiates."""
+    _fields = ("text", "lineno_src")
+
+    def __init__(self, text, lineno_src):
+        super().__init__()
+        self.text = text
+        self.lineno_src = lineno_src
+
+
+def primal_reads(stmts, keep):
+    """Names of primal (non-adjoint) variables the reverse sweep reads."""
+    out = set()
+    for stmt in stmts:
+        if isinstance(stmt, _Comment):
+            continue
+        if isinstance(stmt, Save):
+            continue
+        if isinstance(stmt, Restore):
+            if keep(stmt.save) and stmt.save.index is not None:
+                out.add(stmt.save.name)
+                out |= set(operand_names(stmt.save.index))
+            continue
+        if isinstance(stmt, (ast.If, ast.For, ast.While)):
+            if isinstance(stmt, ast.If):
+                out |= set(operand_names(stmt.test))
+                out |= primal_reads(stmt.body, keep) | primal_reads(stmt.orelse, keep)
+            else:
+                if isinstance(stmt, ast.For):
+                    out |= set(operand_names(stmt.iter))
+                out |= primal_reads(stmt.body, keep)
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and not node.id.startswith("_adj"):
+                out.add(node.id)
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                out |= set(operand_names(node.slice))
+    return out
+
+
+def reversed_range(start, stop, step):
+    """``range`` visiting the same values as ``range(start, stop, step)``, backwards."""
+    def const(node, value):
+        return isinstance(node, ast.Constant) and node.value == value
+    if const(step, 1):
+        last = simplify(ast.BinOp(left=copy.deepcopy(stop), op=ast.Sub(), right=ast.Constant(1)))
+        end = simplify(ast.BinOp(left=copy.deepcopy(start), op=ast.Sub(), right=ast.Constant(1)))
+        args = [last, end, ast.Constant(-1)]
+    else:
+        trips = ast.Call(func=name_load("range_length"), args=[copy.deepcopy(start), copy.deepcopy(stop),
+                                                               copy.deepcopy(step)], keywords=[])
+        last = ast.BinOp(left=copy.deepcopy(start), op=ast.Add(),
+                         right=ast.BinOp(left=ast.BinOp(left=trips, op=ast.Sub(), right=ast.Constant(1)),
+                                         op=ast.Mult(), right=copy.deepcopy(step)))
+        end = ast.BinOp(left=copy.deepcopy(start), op=ast.Sub(), right=copy.deepcopy(step))
+        neg = simplify(ast.UnaryOp(op=ast.USub(), operand=copy.deepcopy(step)))
+        args = [last, end, neg]
+    return ast.Call(func=name_load("range"), args=args, keywords=[])
+
+
+_FOLD = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def simplify(expr):
+    """Fold constants and drop ``* 1``/``** 1`` so generated code reads like hand-written code."""
+    class Simplify(ast.NodeTransformer):
+        def visit_BinOp(self, node):
+            self.generic_visit(node)
+            left, right = node.left, node.right
+            lc, rc = isinstance(left, ast.Constant), isinstance(right, ast.Constant)
+            if lc and rc and type(node.op) in _FOLD and _number(left) and _number(right):
+                try:
+                    return ast.Constant(_FOLD[type(node.op)](left.value, right.value))
+                except ZeroDivisionError:
+                    return node
+            if isinstance(node.op, ast.Pow) and rc and right.value == 1:
+                return left
+            if isinstance(node.op, ast.Mult) and rc and right.value == 1 and _number(right):
+                return left
+            if isinstance(node.op, ast.Mult) and lc and left.value == 1 and _number(left):
+                return right
+            if isinstance(node.op, ast.Div) and rc and right.value == 1 and _number(right):
+                return left
+            return node
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and _number(node.operand):
+                return ast.Constant(-node.operand.value)
+            return node
+    return Simplify().visit(expr)
+
+
+def _number(node):
+    return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
