@@ -68,6 +68,11 @@ class GradFunction:
                 kinds.append(K.kind_of_value(value))
             except TypeError as exc:
                 raise TypeError(f"argument {name!r} of {self.func.__name__}: {exc}") from None
+        return self._check_kinds(kinds)
+
+    def _check_kinds(self, kinds):
+        if len(kinds) != len(self.params):
+            raise TypeError(f"{self.func.__name__} takes {len(self.params)} arguments, got {len(kinds)}")
         for index in self.wrt_indices:
             if not kinds[index].is_float:
                 raise TypeError(

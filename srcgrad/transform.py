@@ -52,6 +52,8 @@ class ReverseTransformer:
         self.helper_adjoint = helper_adjoint   # callable(callee, arg kinds) -> adjoint function name
         self.single_use = self._single_use_temps()
         self.used_tapes = set()
+        self.loops = []            # (forward body, reverse loop node, loop variable)
+        self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
 
     # -- which temporaries have exactly one use, right beside their definition ------------------
     def _single_use_temps(self):
@@ -118,6 +120,7 @@ class ReverseTransformer:
                 reverse = [ast.copy_location(ast.For(target=name_store(stmt.target.id),
                                                      iter=reversed_range(*stmt.iter.args),
                                                      body=rb, orelse=[]), stmt)]
+                self.loops.append((stmt.body, reverse[0], stmt.target.id))
             return [forward], reverse
         if isinstance(stmt, ast.While):
             fb, rb = self.block(stmt.body, depth + 1)
@@ -133,6 +136,7 @@ class ReverseTransformer:
                                                            keywords=[]),
                                              body=rb, orelse=[]), stmt)
             reverse = [loop]
+            self.loops.append((stmt.body, loop, None))
             if depth > 0:       # an enclosing loop runs this while again: keep each trip count
                 save = Save(trips, K.INT, like=stmt)
                 save.always = True
@@ -331,6 +335,7 @@ class ReverseTransformer:
     # -- tape ----------------------------------------------------------------------------------
     def resolve_tape(self, forward, reverse):
         """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
+        self.recompute_in_loops(primal_reads(reverse, lambda save: False))
         needed = set()
         for _ in range(10):
             before = set(needed)
@@ -349,10 +354,55 @@ class ReverseTransformer:
                 inits.append(assign(save.name, ast.Constant(_zero_of(save.kind)), save.like))
         return forward, reverse, inits
 
+    def recompute_in_loops(self, needed):
+        """Recompute cheap loop values at the top of each reverse iteration instead of taping them.
+
+        A value qualifies when it is assigned once, at the top level of the loop body, from the loop
+        variable, names the loop never assigns, arrays it never writes, and other qualifying values,
+        by an operation that costs about as much as a tape access (arithmetic, indexing, math
+        functions). This is what a hand-written adjoint does: Rosenbrock's loop needs no tape.
+        """
+        for body, reverse_loop, loop_var in self.loops:
+            assigned = assigned_in(body)
+            written = {n.targets[0].value.id for n in _walk_body(body)
+                       if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Subscript)}
+            candidates = {}
+            read_so_far = set()
+            for stmt in body:
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                    name = stmt.targets[0].id
+                    value = stmt.value
+                    operands = set(operand_names(value))
+                    ok = (self.a.def_sites.get(name) == 1 and name not in read_so_far
+                          and _cheap(value, written)
+                          and all(op == loop_var or op not in assigned or op in candidates for op in operands))
+                    if ok:
+                        candidates[name] = stmt
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                        read_so_far.add(node.id)
+            wanted = {n for n in candidates if n in needed}
+            changed = True
+            while changed:
+                changed = False
+                for name in list(wanted):
+                    for op in operand_names(candidates[name].value):
+                        if op in candidates and op not in wanted:
+                            wanted.add(op)
+                            changed = True
+            if not wanted:
+                continue
+            recompute = [copy.deepcopy(stmt) for name, stmt in candidates.items() if name in wanted]
+            reverse_loop.body[:0] = [_Comment("recompute this iteration's values", recompute[0].lineno)] + \
+                recompute
+            self.recomputed |= wanted
+
     def _restore_filter(self, needed):
         def keep(save):
             if getattr(save, "always", False):
                 return True
+            if save.index is None and save.name in self.recomputed:
+                return False
             if save.name not in needed:
                 return False
             if save.index is not None:
@@ -417,6 +467,37 @@ class ReverseTransformer:
         else:
             target = name_store(save.name)
         return [dec, assign(target, value, save.like)]
+
+
+def assigned_in(stmts):
+    out = set()
+    for node in _walk_body(stmts):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            out.add(node.targets[0].id)
+        elif isinstance(node, ast.For):
+            out.add(node.target.id)
+    return out
+
+
+def _walk_body(stmts):
+    for stmt in stmts:
+        yield stmt
+        if isinstance(stmt, (ast.If, ast.For, ast.While)):
+            yield from _walk_body(stmt.body)
+            yield from _walk_body(getattr(stmt, "orelse", []))
+
+
+def _cheap(value, written_arrays):
+    if isinstance(value, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Constant)):
+        return True
+    if isinstance(value, ast.Subscript):
+        return isinstance(value.value, ast.Name) and value.value.id not in written_arrays
+    if isinstance(value, ast.Attribute):
+        return value.attr in ("shape", "size", "ndim")
+    if isinstance(value, ast.Call):
+        rule = rules.lookup(value.callee) if not isinstance(value.callee, str) else None
+        return rule is not None and all(isinstance(a, (ast.Name, ast.Constant)) for a in value.args)
+    return False
 
 
 def _index_is_slice(index, analysis):
