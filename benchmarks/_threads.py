@@ -8,8 +8,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 
 def setup_threads(n):
     """Pin every library to n threads via the environment (before imports)."""
+    import sys
     n = int(n)
     for v in THREAD_VARS:
+        if v == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
+            continue   # numba refuses a changed value once its pool exists; set_num_threads
         os.environ[v] = str(n)
     flags = os.environ.get("XLA_FLAGS", "")
     if n == 1 and "intra_op_parallelism_threads" not in flags:

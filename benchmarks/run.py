@@ -80,7 +80,7 @@ def main(argv=None):
     if not a.tiny and (only is None or "mnist" in only):
         import mnist_bench
         print(f"[{time.perf_counter() - t_start:6.1f}s] mnist", flush=True)
-        recs, note = mnist_bench.run(quick=a.quick)
+        recs, note = mnist_bench.run(quick=a.quick, threads=a.threads)
         results["mnist"] = recs
         results["mnist_note"] = note
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
