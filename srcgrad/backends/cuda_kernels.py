@@ -29,6 +29,7 @@ Set ``NUMBA_ENABLE_CUDASIM=1`` before numba is imported to run everything in Num
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -37,6 +38,7 @@ try:  # numba-cuda 0.30.x uses np.row_stack, removed in NumPy 2.5
 except AttributeError:  # pragma: no cover - depends on the NumPy version
     np.row_stack = np.vstack
 
+from numba import config as _numba_config
 from numba import cuda, types
 
 __all__ = [
@@ -62,6 +64,13 @@ COL_TY = 8  # row lanes per block in col_sum (power of two)
 VEC_BLOCK = 256  # threads in vec_sum_into (power of two)
 EW_BLOCK = 256  # threads per block for elementwise kernels
 EW_MAX_GRID = 4096  # elementwise kernels are grid-stride beyond this many blocks
+
+SIMULATOR = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
+if SIMULATOR and os.environ.get("SRCGRAD_CUDA_SIM_TILES", "small") != "full":
+    # The simulator runs every thread as a Python thread, so the same kernels are exercised
+    # with small blocks (which also puts tiny test sizes across several tiles).  Set
+    # SRCGRAD_CUDA_SIM_TILES=full to simulate the real block sizes.
+    TILE, ROW_BLOCK, COL_TX, COL_TY, VEC_BLOCK, EW_BLOCK = 4, 4, 4, 2, 8, 32
 
 # GEMM epilogues
 EPI_NONE, EPI_BIAS, EPI_BIAS_RELU, EPI_RELU, EPI_MASK = 0, 1, 2, 3, 4
@@ -460,6 +469,11 @@ def get_kernel(*key):
 
 
 def _launch(key, grid, block, stream=0):
+    if SIMULATOR:
+        # the simulator's kernel[grid, block] reconfigures and returns the kernel itself, so a
+        # cached launcher would silently take the last configuration: configure every time
+        kern = get_kernel(*key)
+        return kern[grid, block, stream] if stream else kern[grid, block]
     lk = _LAUNCHERS.get((key, grid, block, stream))
     if lk is None:
         kern = get_kernel(*key)

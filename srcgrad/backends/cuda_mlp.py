@@ -80,8 +80,8 @@ def available():
 # ----------------------------------------------------------------------------------------------
 
 
-def _layout(hidden):
-    shapes = {"W1": (N_IN, hidden), "b1": (hidden,), "W2": (hidden, N_OUT), "b2": (N_OUT,)}
+def _layout(hidden, n_in=N_IN):
+    shapes = {"W1": (n_in, hidden), "b1": (hidden,), "W2": (hidden, N_OUT), "b2": (N_OUT,)}
     offs, o = {}, 0
     for k in _PARAM_NAMES:
         n = int(np.prod(shapes[k]))
@@ -90,15 +90,16 @@ def _layout(hidden):
     return shapes, offs, o
 
 
-def init_params(hidden=128, seed=0, dtype=np.float32):
+def init_params(hidden=128, seed=0, dtype=np.float32, n_in=N_IN):
     """PyTorch ``nn.Linear``-style uniform init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
     and biases, drawn in the order W1, b1, W2, b2 from ``np.random.default_rng(seed)``.
-    Weights are stored (in, out): the layer computes ``x @ W + b``."""
+    Weights are stored (in, out): the layer computes ``x @ W + b``.  (``n_in`` other than 784
+    is only for small tests.)"""
     rng = np.random.default_rng(seed)
-    b_in = 1.0 / math.sqrt(N_IN)
+    b_in = 1.0 / math.sqrt(n_in)
     b_h = 1.0 / math.sqrt(hidden)
     p = {
-        "W1": rng.uniform(-b_in, b_in, (N_IN, hidden)),
+        "W1": rng.uniform(-b_in, b_in, (n_in, hidden)),
         "b1": rng.uniform(-b_in, b_in, (hidden,)),
         "W2": rng.uniform(-b_h, b_h, (hidden, N_OUT)),
         "b2": rng.uniform(-b_h, b_h, (N_OUT,)),
@@ -120,12 +121,13 @@ class MLPState:
     """Parameters, gradients and momentum as flat device vectors (one SGD launch updates all),
     with (in, out)-shaped views per layer; per-batch-size work buffers are allocated once."""
 
-    def __init__(self, hidden, dtype, flat_params):
+    def __init__(self, hidden, dtype, flat_params, n_in=N_IN):
         from numba import cuda
 
         self.hidden = int(hidden)
+        self.n_in = int(n_in)
         self.dtype = np.dtype(dtype)
-        self.shapes, self.offsets, self.size = _layout(self.hidden)
+        self.shapes, self.offsets, self.size = _layout(self.hidden, self.n_in)
         self.p = cuda.to_device(flat_params)
         self.g = cuda.device_array(self.size, dtype=self.dtype)
         self.v = cuda.to_device(np.zeros(self.size, dtype=self.dtype))
@@ -152,7 +154,7 @@ class MLPState:
 
             dt, H = self.dtype, self.hidden
             bufs = {
-                "Xb": cuda.device_array((batch, N_IN), dtype=dt),
+                "Xb": cuda.device_array((batch, self.n_in), dtype=dt),
                 "yb": cuda.device_array(batch, dtype=np.int64),
                 "H": cuda.device_array((batch, H), dtype=dt),
                 "Z": cuda.device_array((batch, N_OUT), dtype=dt),
@@ -170,13 +172,13 @@ def init_state(hidden=128, seed=0, dtype=np.float32, params=None):
     W1 (784,H), b1 (H,), W2 (H,10), b2 (10,)) when given."""
     if params is None:
         params = init_params(hidden, seed, dtype)
-    hidden = int(params["W1"].shape[1])
-    shapes, _, _ = _layout(hidden)
+    n_in, hidden = (int(d) for d in np.shape(params["W1"]))
+    shapes, _, _ = _layout(hidden, n_in)
     for k in _PARAM_NAMES:
         if tuple(np.shape(params[k])) != shapes[k]:
             raise ValueError(f"{k}: shape {np.shape(params[k])}, expected {shapes[k]}")
     flat = np.concatenate([np.asarray(params[k], dtype=dtype).ravel() for k in _PARAM_NAMES])
-    return MLPState(hidden, dtype, np.ascontiguousarray(flat))
+    return MLPState(hidden, dtype, np.ascontiguousarray(flat), n_in)
 
 
 def to_device(X, y, dtype=np.float32):
@@ -185,8 +187,10 @@ def to_device(X, y, dtype=np.float32):
 
     X = np.ascontiguousarray(X, dtype=dtype)
     y = np.ascontiguousarray(y, dtype=np.int64)
-    if X.ndim != 2 or X.shape[1] != N_IN or y.shape != (X.shape[0],):
+    if X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError(f"expected X (n, {N_IN}) and y (n,), got {X.shape} and {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= N_OUT):
+        raise ValueError(f"labels must lie in 0..{N_OUT - 1}")
     return cuda.to_device(X), cuda.to_device(y)
 
 
@@ -246,8 +250,11 @@ def _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_de
 def _perm_to_device(state, perm):
     from numba import cuda
 
-    if cuda.is_cuda_array(perm):
-        return perm
+    if not isinstance(perm, np.ndarray):
+        if hasattr(perm, "copy_to_host"):  # a Numba device array (real or simulated)
+            return perm
+        if hasattr(perm, "__cuda_array_interface__"):  # CuPy / PyTorch device tensors
+            return cuda.as_cuda_array(perm)
     perm = np.ascontiguousarray(perm, dtype=np.int64)
     # reuse the device copy when the same permutation object is passed again
     if state._perm_host is not None and state._perm_host is perm:
@@ -265,8 +272,12 @@ def train_epoch(state, X_dev, y_dev, perm, batch_size, lr, momentum=0.9, weight_
     the parameters before each step (read back once at the end), or None if ``sync`` is False."""
     from numba import cuda
 
+    if int(X_dev.shape[1]) != state.n_in:
+        raise ValueError(f"X has {X_dev.shape[1]} features, the model expects {state.n_in}")
     n = int(perm.shape[0])
     bs = int(batch_size)
+    if bs < 1:
+        raise ValueError("batch_size must be positive")
     perm_dev = _perm_to_device(state, perm)
     bufs = state.buffers(bs)
     state.acc.copy_to_device(np.zeros(2, dtype=state.dtype))

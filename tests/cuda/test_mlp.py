@@ -1,0 +1,80 @@
+"""The GPU MLP trainer against the NumPy reference of the same steps (simulator, tiny model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.cuda.conftest import SIM_ACTIVE
+
+if SIM_ACTIVE:
+    from srcgrad.backends import cuda_mlp as cm
+
+N_IN, HIDDEN, N = 6, 5, 11  # 11 samples, batch 4: two full batches and a partial one
+
+
+def _data(dt, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((N, N_IN)).astype(dt)
+    y = rng.integers(0, 10, N).astype(np.int64)
+    return X, y
+
+
+def test_available_in_simulator():
+    ok, why = cm.available()
+    assert ok and "simulator" in why
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_training_matches_numpy_reference(dt):
+    X, y = _data(dt)
+    params = cm.init_params(HIDDEN, seed=1, dtype=dt, n_in=N_IN)
+    state = cm.init_state(params=params, dtype=dt)
+    X_dev, y_dev = cm.to_device(X, y, dtype=dt)
+    ref_p = {k: v.copy() for k, v in params.items()}
+    ref_v = {k: np.zeros_like(v) for k, v in params.items()}
+    tol = dict(rtol=1e-4, atol=1e-5) if dt == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for epoch in range(2):
+        perm = cm.epoch_permutation(N, seed=3, epoch=epoch)
+        got = cm.train_epoch(state, X_dev, y_dev, perm, 4, lr=0.5, momentum=0.9,
+                             weight_decay=1e-3)
+        ref = cm.numpy_train_epoch(ref_p, ref_v, X, y, perm, 4, lr=0.5, momentum=0.9,
+                                   weight_decay=1e-3)
+        assert got["steps"] == ref["steps"] == 3
+        np.testing.assert_allclose(got["loss"], ref["loss"], **tol)
+        assert got["accuracy"] == pytest.approx(ref["accuracy"])
+        gp = cm.get_params(state)
+        for k in ref_p:
+            np.testing.assert_allclose(gp[k], ref_p[k], **tol, err_msg=k)
+        gv = cm.get_velocity(state)
+        for k in ref_v:
+            np.testing.assert_allclose(gv[k], ref_v[k], **tol, err_msg=k)
+    loss, acc = cm.evaluate(state, X_dev, y_dev, batch_size=4)
+    ref_loss, ref_acc = cm.numpy_evaluate(ref_p, X, y)
+    np.testing.assert_allclose(loss, ref_loss, **tol)
+    assert acc == pytest.approx(ref_acc)
+
+
+def test_drop_last_and_max_steps():
+    X, y = _data(np.float32)
+    params = cm.init_params(HIDDEN, seed=0, n_in=N_IN)
+    state = cm.init_state(params=params)
+    X_dev, y_dev = cm.to_device(X, y)
+    perm = cm.epoch_permutation(N)
+    assert cm.train_epoch(state, X_dev, y_dev, perm, 4, 0.1, drop_last=True)["steps"] == 2
+    assert cm.train_epoch(state, X_dev, y_dev, perm, 4, 0.1, max_steps=1)["steps"] == 1
+
+
+def test_init_is_seeded_and_shapes_checked():
+    a = cm.init_params(7, seed=5)
+    b = cm.init_params(7, seed=5)
+    assert a["W1"].shape == (784, 7) and a["b2"].shape == (10,)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    bad = dict(a, b1=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="b1"):
+        cm.init_state(params=bad)
+    state = cm.init_state(params=cm.init_params(3, n_in=N_IN))
+    X_dev, y_dev = cm.to_device(np.zeros((2, N_IN + 1)), np.zeros(2))
+    with pytest.raises(ValueError, match="features"):
+        cm.train_epoch(state, X_dev, y_dev, np.arange(2), 2, 0.1)
