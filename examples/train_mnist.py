@@ -1,0 +1,586 @@
+#!/usr/bin/env python
+"""Train a 784 -> H (ReLU) -> 10 MLP on MNIST with gradients from srcgrad.
+
+The loss below is an ordinary NumPy function. srcgrad turns it into a compiled function that
+returns the loss and its gradient; that function is called inside one ``@numba.njit`` training
+loop together with a compiled optimizer update from ``srcgrad.optim``::
+
+    python examples/train_mnist.py --data /path/to/mnist --epochs 10
+    python examples/train_mnist.py --epochs 2 --save ck.npz && \\
+        python examples/train_mnist.py --epochs 4 --resume ck.npz --save ck.npz
+
+Exit codes: 0 success, 1 data/checkpoint/srcgrad error, 2 bad usage or unavailable device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script from a source checkout
+    _root = str(Path(__file__).resolve().parents[1])
+    if _root not in sys.path:
+        sys.path.insert(0, _root)
+
+import numba  # noqa: E402
+
+from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
+from srcgrad.errors import SrcgradError  # noqa: E402
+from srcgrad.optim import make_optimizer  # noqa: E402
+
+N_IN, N_OUT = 784, 10
+PARAM_NAMES = ("W1", "b1", "W2", "b2")
+CHECKPOINT_VERSION = 1
+
+DEFAULTS = dict(
+    epochs=10,
+    batch_size=64,
+    optimizer="momentum",
+    momentum=0.9,
+    lr_decay=0.8,
+    hidden=128,
+    seed=0,
+    mode="epoch",
+)
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3}
+
+
+class UsageError(Exception):
+    """Bad options or an unavailable device: exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The model, written like any NumPy user would
+# ------------------------------------------------------------------------------------------------
+
+
+def mlp_loss(W1, b1, W2, b2, X, y):
+    h = np.maximum(X @ W1 + b1, 0.0)
+    z = h @ W2 + b2
+    m = np.max(z, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+    return np.mean(lse - z[np.arange(X.shape[0]), y])
+
+
+def make_loss_and_grads():
+    """``value_and_grad`` of the loss with respect to the four parameters, from srcgrad."""
+    from srcgrad import value_and_grad
+
+    loss_and_grads = value_and_grad(mlp_loss, wrt=(0, 1, 2, 3))
+    return loss_and_grads
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation and batch order (same conventions as srcgrad.backends.cuda_mlp)
+# ------------------------------------------------------------------------------------------------
+
+
+def init_params(hidden, seed, dtype=np.float32):
+    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, drawn W1, b1, W2, b2."""
+    rng = np.random.default_rng(seed)
+    b_in, b_h = 1.0 / math.sqrt(N_IN), 1.0 / math.sqrt(hidden)
+    p = (
+        rng.uniform(-b_in, b_in, (N_IN, hidden)),
+        rng.uniform(-b_in, b_in, (hidden,)),
+        rng.uniform(-b_h, b_h, (hidden, N_OUT)),
+        rng.uniform(-b_h, b_h, (N_OUT,)),
+    )
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in p)
+
+
+def lr_at(config, epoch):
+    """Learning rate of an epoch (counted from 0): ``lr * lr_decay**epoch``."""
+    return float(config["lr"] * config.get("lr_decay", 1.0) ** epoch)
+
+
+def epoch_permutation(n, seed, epoch):
+    """The sample order of an epoch: a function of (seed, epoch) only, so resuming is exact."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled pieces
+# ------------------------------------------------------------------------------------------------
+
+_COMPILED: dict = {}
+
+
+def build_compiled(grad_njit, opt_kernel):
+    """Compiled ``run_batches`` (training over a range of minibatches) for this gradient function
+    and optimizer kernel. Both are njit-callables captured by the closure."""
+    key = (id(grad_njit), id(opt_kernel))
+    if key in _COMPILED:
+        return _COMPILED[key]
+
+    @numba.njit
+    def run_batches(W1, b1, W2, b2, X, y, perm, batch_size, b_start, b_end, state, hyper,
+                    Xb, yb):
+        """Minibatches ``b_start <= i < b_end`` of the epoch order ``perm``: gather the batch
+        into the buffers, loss and gradients from srcgrad, optimizer update in place.
+        Returns the sum over samples of the minibatch losses."""
+        params = (W1, b1, W2, b2)
+        n = perm.shape[0]
+        d = X.shape[1]
+        total = 0.0
+        for bi in range(b_start, b_end):
+            s = bi * batch_size
+            m = min(batch_size, n - s)
+            if m == batch_size:
+                Xc = Xb
+                yc = yb
+            else:  # the last, partial batch
+                Xc = np.empty((m, d), X.dtype)
+                yc = np.empty(m, y.dtype)
+            for r in range(m):
+                j = perm[s + r]
+                for k in range(d):
+                    Xc[r, k] = X[j, k]
+                yc[r] = y[j]
+            loss, grads = grad_njit(W1, b1, W2, b2, Xc, yc)
+            opt_kernel(params, grads, state, hyper)
+            total += loss * m
+        return total
+
+    _COMPILED[key] = run_batches
+    return run_batches
+
+
+@numba.njit
+def count_correct(W1, b1, W2, b2, X, y, chunk):
+    """Number of samples whose argmax logit equals the label (compiled forward pass)."""
+    n = X.shape[0]
+    correct = 0
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        h = np.ascontiguousarray(X[s:e]) @ W1
+        for i in range(e - s):
+            for j in range(h.shape[1]):
+                v = h[i, j] + b1[j]
+                h[i, j] = v if v > 0 else 0
+        z = h @ W2
+        for i in range(e - s):
+            best = 0
+            bestv = z[i, 0] + b2[0]
+            for j in range(1, z.shape[1]):
+                v = z[i, j] + b2[j]
+                if v > bestv:
+                    bestv = v
+                    best = j
+            if best == y[s + i]:
+                correct += 1
+    return correct
+
+
+def accuracy(params, X, y):
+    if X.shape[0] == 0:
+        return float("nan")
+    return count_correct(*params, X, y, 2048) / X.shape[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+HISTORY_KEYS = ("train_loss", "train_acc", "test_acc", "seconds", "images_per_s")
+
+
+def save_checkpoint(path, params, optimizer, epoch, config, history):
+    """Write an .npz atomically (temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    arrays = {f"param.{k}": p for k, p in zip(PARAM_NAMES, params)}
+    for k, v in optimizer.state_dict().items():
+        arrays[f"opt.{k}"] = v
+    for k in HISTORY_KEYS:
+        arrays[f"history.{k}"] = np.asarray(history[k], dtype=np.float64)
+    arrays["epoch"] = np.array(epoch, dtype=np.int64)
+    # the batch order of epoch e is default_rng([seed, e]): (seed, epoch) is the whole RNG state
+    arrays["rng_seed"] = np.array(config["seed"], dtype=np.int64)
+    arrays["config"] = np.array(json.dumps(config, sort_keys=True))
+    arrays["version"] = np.array(CHECKPOINT_VERSION, dtype=np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_checkpoint(path):
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise UsageError(f"--resume: checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise SrcgradError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    try:
+        if int(d["version"]) != CHECKPOINT_VERSION:
+            raise SrcgradError(f"checkpoint {path}: unsupported version {int(d['version'])}")
+        config = json.loads(str(d["config"]))
+        params = tuple(np.ascontiguousarray(d[f"param.{k}"]) for k in PARAM_NAMES)
+        opt_state = {k[4:]: v for k, v in d.items() if k.startswith("opt.")}
+        history = {k: [float(x) for x in d[f"history.{k}"]] for k in HISTORY_KEYS}
+        epoch = int(d["epoch"])
+    except KeyError as exc:
+        raise SrcgradError(f"checkpoint {path} is incomplete: missing {exc}") from None
+    return params, opt_state, epoch, config, history
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_plot_available():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--plot needs matplotlib, which is not installed "
+            "(pip install matplotlib, or pip install 'srcgrad[plot]')"
+        ) from None
+
+
+def save_plot(path, history):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = np.arange(1, len(history["train_loss"]) + 1)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, history["train_loss"], "o-")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("train loss")
+    a1.set_yscale("log")
+    a2.plot(ep, np.asarray(history["train_acc"]) * 100, "o-", label="train")
+    a2.plot(ep, np.asarray(history["test_acc"]) * 100, "o-", label="test")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("accuracy (%)")
+    a2.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent or ".")
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _cuda_backend():
+    try:
+        from srcgrad.backends import cuda_mlp
+    except Exception as exc:
+        raise UsageError(
+            f"--device cuda: the CUDA backend cannot be imported ({type(exc).__name__}: {exc})"
+        ) from None
+    ok, why = cuda_mlp.available()
+    if not ok:
+        raise UsageError(f"--device cuda: no usable CUDA device: {why}")
+    return cuda_mlp
+
+
+def _set_threads(threads):
+    if threads is None:
+        return
+    if threads < 1 or threads > numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(
+            f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}"
+        )
+    numba.set_num_threads(threads)
+    try:  # BLAS threads (the matrix products); optional dependency
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+
+
+def train(
+    data=None,
+    epochs=DEFAULTS["epochs"],
+    batch_size=DEFAULTS["batch_size"],
+    lr=None,
+    optimizer=DEFAULTS["optimizer"],
+    momentum=DEFAULTS["momentum"],
+    lr_decay=DEFAULTS["lr_decay"],
+    hidden=DEFAULTS["hidden"],
+    seed=DEFAULTS["seed"],
+    threads=None,
+    save=None,
+    resume=None,
+    plot=None,
+    device="cpu",
+    limit_train=None,
+    quiet=False,
+    mode=DEFAULTS["mode"],
+    download=True,
+    arrays=None,
+    loss_and_grads=None,
+    log=print,
+):
+    """Train and return ``{"params", "history", "optimizer", "epoch", "config"}``.
+
+    ``arrays`` may give ``(X_train, y_train, X_test, y_test)`` directly instead of loading MNIST;
+    ``loss_and_grads`` may give another object with srcgrad's ``value_and_grad`` contract.
+    """
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {device!r}")
+    if mode not in ("epoch", "step"):
+        raise UsageError(f"--mode must be epoch or step, got {mode!r}")
+    if plot is not None:
+        _check_plot_available()
+    _set_threads(threads)
+
+    # --- configuration (a resumed run takes the training configuration of its checkpoint) ---
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        config = dict(ckpt[3])
+    else:
+        if optimizer not in DEFAULT_LR:
+            raise UsageError(f"--optimizer must be one of {sorted(DEFAULT_LR)}")
+        config = dict(
+            batch_size=int(batch_size),
+            lr=float(DEFAULT_LR[optimizer] if lr is None else lr),
+            optimizer=optimizer,
+            momentum=float(momentum),
+            lr_decay=float(lr_decay),
+            hidden=int(hidden),
+            seed=int(seed),
+            limit_train=None if limit_train is None else int(limit_train),
+        )
+    if config["batch_size"] < 1 or config["hidden"] < 1 or epochs < 0:
+        raise UsageError("--batch-size, --hidden must be >= 1 and --epochs >= 0")
+    cuda_mlp = None
+    if device == "cuda":
+        cuda_mlp = _cuda_backend()
+        if config["optimizer"] == "adam":
+            raise UsageError("--device cuda supports --optimizer sgd or momentum")
+
+    # --- data ---
+    if arrays is None:
+        arrays = load_mnist(data, download=download)
+    X_train, y_train, X_test, y_test = arrays
+    if config["limit_train"] is not None:
+        X_train = X_train[: config["limit_train"]]
+        y_train = y_train[: config["limit_train"]]
+    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+    X_test = np.ascontiguousarray(X_test, dtype=np.float32)
+    y_train = np.ascontiguousarray(y_train, dtype=np.int64)
+    y_test = np.ascontiguousarray(y_test, dtype=np.int64)
+    n = X_train.shape[0]
+    if n == 0:
+        raise UsageError("no training samples")
+    bs = config["batch_size"]
+
+    # --- model and optimizer state ---
+    if ckpt is not None:
+        params, opt_state, start_epoch, _, history = ckpt
+        if params[0].shape != (N_IN, config["hidden"]):
+            raise SrcgradError(f"checkpoint {resume}: W1 has shape {params[0].shape}")
+    else:
+        params = init_params(config["hidden"], config["seed"])
+        opt_state, start_epoch = None, 0
+        history = {k: [] for k in HISTORY_KEYS}
+    hyper = dict(lr=config["lr"])
+    if config["optimizer"] == "momentum":
+        hyper["momentum"] = config["momentum"]
+    opt = make_optimizer(config["optimizer"], params, **hyper)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+
+    if start_epoch >= epochs and not quiet:
+        log(f"checkpoint is already at epoch {start_epoch} >= --epochs {epochs}; nothing to do")
+
+    if device == "cuda":
+        params = _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test,
+                             start_epoch, epochs, history, save, quiet, log)
+    else:
+        _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch, epochs,
+                   history, save, quiet, mode, loss_and_grads, log)
+    if plot is not None:
+        save_plot(plot, history)
+    return {"params": params, "history": history, "optimizer": opt,
+            "epoch": max(start_epoch, epochs), "config": config}
+
+
+def _epoch_line(epoch, epochs, rec):
+    return (f"epoch {epoch:3d}/{epochs}  train loss {rec[0]:.4f}  train acc {rec[1] * 100:6.2f}%"
+            f"  test acc {rec[2] * 100:6.2f}%  {rec[3]:6.2f} s  {rec[4]:8.0f} images/s")
+
+
+def _record(history, *rec):
+    for k, v in zip(HISTORY_KEYS, rec):
+        history[k].append(float(v))
+
+
+def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch, epochs,
+               history, save, quiet, mode, loss_and_grads, log):
+    if loss_and_grads is None:
+        loss_and_grads = make_loss_and_grads()
+    run_batches = build_compiled(loss_and_grads.njit, type(opt).kernel)
+    n = X_train.shape[0]
+    bs = config["batch_size"]
+    n_batches = -(-n // bs)
+    Xb = np.empty((bs, N_IN), np.float32)
+    yb = np.empty(bs, np.int64)
+    state = opt.state_tuple()
+    opt.lr = lr_at(config, start_epoch)
+    hyper = opt.hyper_tuple()
+    if mode == "step" or not quiet:
+        # a compiled call per step, or ~50 calls per epoch so the progress bar moves
+        per_call = 1 if mode == "step" else max(1, n_batches // 50)
+    else:
+        per_call = n_batches
+    if start_epoch < epochs:  # compile before the clock starts (a call over no batches)
+        run_batches(*params, X_train, y_train, np.arange(n), bs, 0, 0, state, hyper, Xb, yb)
+        accuracy(params, X_test[:1], y_test[:1])
+    for epoch in range(start_epoch, epochs):
+        opt.lr = lr_at(config, epoch)
+        hyper = opt.hyper_tuple()
+        perm = epoch_permutation(n, config["seed"], epoch)
+        bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       leave=False, file=sys.stderr)
+        t0 = time.perf_counter()
+        total = 0.0
+        for b0 in range(0, n_batches, per_call):
+            b1_ = min(b0 + per_call, n_batches)
+            total += run_batches(*params, X_train, y_train, perm, bs, b0, b1_, state, hyper,
+                                 Xb, yb)
+            if bar is not None:
+                bar.update(b1_ - b0)
+                bar.set_postfix(loss=f"{total / min(b1_ * bs, n):.4f}", refresh=False)
+        secs = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        rec = (total / n, accuracy(params, X_train, y_train), accuracy(params, X_test, y_test),
+               secs, n / secs)
+        _record(history, *rec)
+        if not quiet:
+            log(_epoch_line(epoch + 1, epochs, rec))
+        if save is not None:
+            save_checkpoint(save, params, opt, epoch + 1, config, history)
+
+
+def _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test, start_epoch,
+                epochs, history, save, quiet, log):
+    mu = config["momentum"] if config["optimizer"] == "momentum" else 0.0
+    state = cuda_mlp.init_state(params=dict(zip(PARAM_NAMES, params)))
+    if config["optimizer"] == "momentum":
+        vel = opt.state_tuple()[0]
+        state.v.copy_to_device(np.concatenate([v.ravel() for v in vel]).astype(np.float32))
+    X_dev, y_dev = cuda_mlp.to_device(X_train, y_train)
+    Xt_dev, yt_dev = cuda_mlp.to_device(X_test, y_test)
+    n = X_train.shape[0]
+    for epoch in range(start_epoch, epochs):
+        perm = epoch_permutation(n, config["seed"], epoch)
+        opt.lr = lr_at(config, epoch)
+        t0 = time.perf_counter()
+        res = cuda_mlp.train_epoch(state, X_dev, y_dev, perm, config["batch_size"],
+                                   opt.lr, momentum=mu)
+        secs = time.perf_counter() - t0
+        _, train_acc = cuda_mlp.evaluate(state, X_dev, y_dev)
+        _, test_acc = cuda_mlp.evaluate(state, Xt_dev, yt_dev)
+        rec = (res["loss"], train_acc, test_acc, secs, n / secs)
+        _record(history, *rec)
+        # copy back so checkpoints and the returned params are host arrays
+        host = cuda_mlp.get_params(state)
+        for p, k in zip(params, PARAM_NAMES):
+            p[...] = host[k]
+        if config["optimizer"] == "momentum":
+            hv = cuda_mlp.get_velocity(state)
+            for v, k in zip(opt.state_tuple()[0], PARAM_NAMES):
+                v[...] = hv[k]
+        if not quiet:
+            log(_epoch_line(epoch + 1, epochs, rec))
+        if save is not None:
+            save_checkpoint(save, params, opt, epoch + 1, config, history)
+    return params
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Train a 784-H-10 MLP on MNIST with gradients from srcgrad.",
+    )
+    p.add_argument("--data", default=None,
+                   help="MNIST folder (default: $SRCGRAD_DATA, else ~/.cache/srcgrad/mnist)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help="total number of epochs (a resumed run continues up to it)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: sgd 0.1, momentum 0.05, adam 0.001)")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"),
+                   default=DEFAULTS["optimizer"])
+    p.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
+    p.add_argument("--lr-decay", type=float, default=DEFAULTS["lr_decay"], metavar="GAMMA",
+                   help="learning rate of epoch e is lr * GAMMA**e (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=DEFAULTS["hidden"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--threads", type=int, default=None, help="numba/BLAS threads")
+    p.add_argument("--save", metavar="CKPT", default=None,
+                   help="write a checkpoint (.npz) after every epoch")
+    p.add_argument("--resume", metavar="CKPT", default=None,
+                   help="continue a run from a checkpoint (its training configuration is used)")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="save loss/accuracy curves as PNG (needs matplotlib)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--mode", choices=("epoch", "step"), default=DEFAULTS["mode"],
+                   help="epoch: compiled loop over minibatches; step: a compiled call per step")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N",
+                   help="train on the first N training images only")
+    p.add_argument("--no-download", action="store_true", help="never download MNIST")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        train(
+            data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, momentum=args.momentum, lr_decay=args.lr_decay,
+            hidden=args.hidden, seed=args.seed, threads=args.threads, save=args.save,
+            resume=args.resume, plot=args.plot, device=args.device,
+            limit_train=args.limit_train, quiet=args.quiet, mode=args.mode,
+            download=not args.no_download,
+        )
+    except UsageError as exc:
+        print(f"train_mnist: error: {exc}", file=sys.stderr)
+        return 2
+    except (DatasetError, SrcgradError) as exc:
+        print(f"train_mnist: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train_mnist: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Tests for examples/train_mnist.py (the project's main job: an MLP on real MNIST)."""
+
+import gzip
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "train_mnist.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("train_mnist_example", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+tm = _load_example()
+
+
+def _real_mnist_dir():
+    env = os.environ.get("SRCGRAD_DATA")
+    if env:
+        return Path(env)
+    return ROOT.parent / "shared" / "data" / "mnist"
+
+
+REAL = _real_mnist_dir()
+HAVE_REAL = all((REAL / n).is_file() for n in
+                ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
+needs_real = pytest.mark.skipif(not HAVE_REAL,
+                                reason=f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from srcgrad.datasets import load_mnist
+
+    return load_mnist(REAL, download=False)
+
+
+@pytest.fixture(scope="module")
+def loss_and_grads():
+    try:
+        from srcgrad import value_and_grad  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"srcgrad.value_and_grad is not available yet: {exc}")
+    return tm.make_loss_and_grads()
+
+
+def _run(mnist, lg, **kw):
+    kw.setdefault("quiet", True)
+    return tm.train(arrays=mnist, loss_and_grads=lg, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# training on real data
+# ------------------------------------------------------------------------------------------------
+
+
+@needs_real
+def test_srcgrad_loss_matches_numpy(mnist, loss_and_grads):
+    params = tm.init_params(16, seed=1)
+    X, y = mnist[0][:50], mnist[1][:50]
+    value, grads = loss_and_grads(*params, X, y)
+    assert np.isclose(float(value), float(tm.mlp_loss(*params, X, y)), rtol=1e-5)
+    assert [g.shape for g in grads] == [p.shape for p in params]
+    # directional finite difference in float64
+    p64 = tuple(p.astype(np.float64) for p in params)
+    X64 = X.astype(np.float64)
+    rng = np.random.default_rng(0)
+    d = tuple(rng.standard_normal(p.shape) for p in p64)
+    eps = 1e-6
+    fp = tm.mlp_loss(*(p + eps * q for p, q in zip(p64, d)), X64, y)
+    fm = tm.mlp_loss(*(p - eps * q for p, q in zip(p64, d)), X64, y)
+    fd = (fp - fm) / (2 * eps)
+    an = sum(float(np.sum(g * q)) for g, q in zip(grads, d))
+    assert np.isclose(an, fd, rtol=1e-3, atol=1e-5)
+
+
+@needs_real
+def test_one_epoch_on_5000_images_beats_90_percent(mnist, loss_and_grads):
+    res = _run(mnist, loss_and_grads, epochs=1, limit_train=5000, batch_size=32, lr=0.05)
+    h = res["history"]
+    assert len(h["test_acc"]) == 1
+    assert h["test_acc"][0] > 0.90, h
+    assert h["train_loss"][0] < 1.0
+    assert res["params"][0].dtype == np.float32
+
+
+@needs_real
+def test_resume_is_exact_and_runs_are_deterministic(mnist, loss_and_grads, tmp_path):
+    kw = dict(limit_train=600, batch_size=50, hidden=16, lr=0.05, seed=3)
+    full = _run(mnist, loss_and_grads, epochs=2, **kw)
+    again = _run(mnist, loss_and_grads, epochs=2, **kw)
+    ck = tmp_path / "ck.npz"
+    _run(mnist, loss_and_grads, epochs=1, save=ck, **kw)
+    assert ck.is_file() and not list(tmp_path.glob("*.tmp"))
+    resumed = _run(mnist, loss_and_grads, epochs=2, resume=ck)
+    for a, b, c in zip(full["params"], again["params"], resumed["params"]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    for k in ("train_loss", "train_acc", "test_acc"):
+        assert full["history"][k] == again["history"][k] == resumed["history"][k]
+    v_full = full["optimizer"].state_tuple()[0]
+    v_res = resumed["optimizer"].state_tuple()[0]
+    for a, b in zip(v_full, v_res):
+        np.testing.assert_array_equal(a, b)
+    with np.load(ck) as z:
+        assert int(z["epoch"]) == 1 and "opt.velocity.0" in z.files and "config" in z.files
+
+
+@needs_real
+def test_step_mode_equals_epoch_mode(mnist, loss_and_grads):
+    kw = dict(limit_train=300, batch_size=64, hidden=8, epochs=1, seed=5)
+    a = _run(mnist, loss_and_grads, mode="epoch", **kw)
+    b = _run(mnist, loss_and_grads, mode="step", **kw)
+    for x, y in zip(a["params"], b["params"]):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------------
+
+
+def test_missing_data_clear_error(tmp_path, capsys):
+    rc = tm.main(["--data", str(tmp_path), "--no-download", "--quiet", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "train-images-idx3-ubyte.gz" in err and str(tmp_path) in err
+
+
+def test_corrupt_data_clear_error(tmp_path, capsys):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 30))
+    rc = tm.main(["--data", str(tmp_path), "--no-download", "--quiet", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "train-images-idx3-ubyte.gz" in err and ("truncated" in err or "corrupt" in err)
+
+
+def test_resume_missing_checkpoint(tmp_path, capsys):
+    rc = tm.main(["--resume", str(tmp_path / "nope.npz"), "--data", str(tmp_path)])
+    assert rc == 2
+    assert "nope.npz" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib(tmp_path, capsys):
+    try:
+        import matplotlib  # noqa: F401
+
+        pytest.skip("matplotlib is installed")
+    except ImportError:
+        pass
+    rc = tm.main(["--plot", str(tmp_path / "p.png"), "--data", str(tmp_path)])
+    assert rc == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_device_cuda_without_gpu_exits_2(tmp_path):
+    try:
+        from srcgrad.backends import cuda_mlp
+
+        ok, _ = cuda_mlp.available()
+    except Exception:
+        ok = False
+    if ok:
+        pytest.skip("a CUDA device is available here")
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cuda", "--epochs", "1", "--quiet",
+         "--data", str(tmp_path), "--no-download"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--device cuda" in proc.stderr
+    assert "Traceback" not in proc.stderr
