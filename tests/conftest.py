@@ -1,0 +1,146 @@
+"""Shared test setup for srcgrad's core tests.
+
+* Every test session uses a private SRCGRAD_CACHE_DIR (set at import time, before srcgrad generates
+  or compiles anything) so tests never write to ~/.cache.
+* ``check_grad`` compares srcgrad's gradient with central finite differences in float64.
+* ``--fuzz-examples N`` sets the number of programs of the long fuzzing profile (``pytest -m fuzz``).
+"""
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+_CACHE_DIR = tempfile.mkdtemp(prefix="srcgrad-test-cache-")
+os.environ["SRCGRAD_CACHE_DIR"] = _CACHE_DIR
+
+TARGETS = ["python", "cpu"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-examples", action="store", type=int, default=None,
+                     help="number of random programs for the long fuzzing profile (pytest -m fuzz)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def srcgrad_cache_dir():
+    """The private cache directory of this session (removed at the end)."""
+    os.environ["SRCGRAD_CACHE_DIR"] = _CACHE_DIR
+    yield _CACHE_DIR
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(params=TARGETS)
+def target(request):
+    return request.param
+
+
+# -- finite differences ------------------------------------------------------------------------------
+
+def _as64(value):
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64) if value.dtype.kind == "f" else value
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
+
+
+def _call(f, args):
+    return float(f(*args))
+
+
+def _step(x):
+    return 1e-6 * max(1.0, abs(x))
+
+
+def fd_scalar(f, args, index):
+    """Central difference of f w.r.t. scalar argument ``index`` (float64)."""
+    args = [_as64(a) for a in args]
+    x = args[index]
+    h = _step(x)
+    plus = list(args)
+    minus = list(args)
+    plus[index] = x + h
+    minus[index] = x - h
+    return (_call(f, plus) - _call(f, minus)) / (2 * h)
+
+
+def fd_array(f, args, index):
+    """Full elementwise central differences w.r.t. array argument ``index``."""
+    args = [_as64(a) for a in args]
+    x = args[index]
+    out = np.zeros_like(x, dtype=np.float64)
+    for pos in np.ndindex(x.shape):
+        h = _step(x[pos])
+        plus = x.copy()
+        minus = x.copy()
+        plus[pos] += h
+        minus[pos] -= h
+        a_plus = list(args)
+        a_minus = list(args)
+        a_plus[index] = plus
+        a_minus[index] = minus
+        out[pos] = (_call(f, a_plus) - _call(f, a_minus)) / (2 * h)
+    return out
+
+
+def fd_directional(f, args, index, v):
+    args = [_as64(a) for a in args]
+    x = args[index]
+    h = 1e-6 * max(1.0, float(np.max(np.abs(x))) if x.size else 1.0)
+    a_plus = list(args)
+    a_minus = list(args)
+    a_plus[index] = x + h * v
+    a_minus[index] = x - h * v
+    return (_call(f, a_plus) - _call(f, a_minus)) / (2 * h)
+
+
+def check_grad(f, args, wrt=0, target="cpu", rtol=1e-5, atol=1e-6, gradfn=None, seed=0,
+               full_limit=64):
+    """Assert srcgrad's gradient of ``f`` at ``args`` matches central finite differences.
+
+    ``wrt`` is a position, a name, or a tuple of those (as for ``srcgrad.grad``). ``gradfn`` lets
+    a test reuse an already built GradFunction (compilation dominates the cost). Finite differences
+    are always taken in float64 on the original Python function. Array arguments are checked along
+    a random direction and, when they have at most ``full_limit`` elements, elementwise.
+    Returns the gradient(s) srcgrad computed.
+    """
+    import inspect
+
+    import srcgrad
+
+    if gradfn is None:
+        gradfn = srcgrad.grad(f, wrt=wrt, target=target)
+    grads = gradfn(*args)
+    params = list(inspect.signature(f).parameters)
+    single = not isinstance(wrt, (tuple, list))
+    items = [wrt] if single else list(wrt)
+    indices = [params.index(w) if isinstance(w, str) else int(w) for w in items]
+    glist = [grads] if single else list(grads)
+    assert len(glist) == len(indices)
+    rng = np.random.default_rng(seed)
+    for index, g in zip(indices, glist):
+        x = args[index]
+        if isinstance(x, np.ndarray):
+            assert isinstance(g, np.ndarray), f"gradient w.r.t. array argument {index} is {type(g)}"
+            assert g.shape == x.shape, (g.shape, x.shape)
+            assert g.dtype == x.dtype, (g.dtype, x.dtype)
+            g64 = g.astype(np.float64)
+            v = rng.standard_normal(x.shape)
+            expected = fd_directional(f, args, index, v)
+            got = float(np.sum(g64 * v))
+            scale = float(np.sum(np.abs(g64 * v)))
+            assert math.isclose(got, expected, rel_tol=rtol, abs_tol=atol + rtol * scale), \
+                f"directional derivative w.r.t. arg {index}: srcgrad {got!r} vs FD {expected!r}"
+            if x.size <= full_limit:
+                fd = fd_array(f, args, index)
+                np.testing.assert_allclose(g64, fd, rtol=rtol, atol=atol,
+                                           err_msg=f"elementwise gradient w.r.t. arg {index}")
+        else:
+            assert isinstance(g, float), f"gradient w.r.t. scalar arg {index} is {type(g)}"
+            fd = fd_scalar(f, args, index)
+            assert math.isclose(g, fd, rel_tol=rtol, abs_tol=atol), \
+                f"d/d arg {index}: srcgrad {g!r} vs FD {fd!r}"
+    return grads
