@@ -21,6 +21,12 @@ from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
 
+# Names every generated module imports from its backend (the runtime helpers).
+RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
+                 "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
+                 "reduce_min", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
+                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1"]
+
 
 def cache_dir():
     path = os.environ.get("SRCGRAD_CACHE_DIR") or os.path.join(Path.home(), ".cache", "srcgrad")
@@ -95,8 +101,7 @@ def module_source(header, target, functions):
     backend = {"python": "srcgrad.backends.python", "cpu": "srcgrad.backends.cpu",
                "cuda": "srcgrad.backends.cuda"}[target]
     lines = [f'"""{header}"""', "import math", "import numpy as np",
-             f"from {backend} import jit, push_float, push_int, range_length, _range_continues, "
-             "unbroadcast, new_float_tape, new_int_tape", "", ""]
+             f"from {backend} import ({', '.join(RUNTIME_NAMES)})", "", ""]
     return "\n".join(lines) + "\n\n".join(functions)
 
 

@@ -6,6 +6,7 @@ generated module's source. Each stage is a separate module; :data:`STAGES` lets 
 the code after any of them (``srcgrad.inspect_stage(f, "normalize", x)``).
 """
 import ast
+import copy
 import inspect
 import types
 
@@ -17,6 +18,7 @@ from .normalize import assign, name_load, normalize
 from .parse import read_function, unwrap_function
 from .transform import ReverseTransformer, adjoint_name
 from . import codegen
+from .lower import lower
 
 
 def is_helper(callee):
@@ -59,7 +61,7 @@ class ModuleBuilder:
         return name
 
     # -- primal ----------------------------------------------------------------------------------
-    def primal(self, func):
+    def primal(self, func, analysis=None):
         unit = self.unit(func)
         if unit.func not in self.primals:
             name = unit.func.__name__
@@ -67,7 +69,7 @@ class ModuleBuilder:
                 raise SrcgradError(f"two different functions named {name!r} are called; rename one")
             self.used_names.add(name)
             self.primals[unit.func] = name
-            body = [_strip(s) for s in unit.body]
+            body = lower(copy.deepcopy(unit.body), analysis)
             self.sources.append(codegen.function_source(
                 name, unit.params, body,
                 docstring=f"{name} as written in {unit.fsrc.filename}:{unit.fsrc.firstline}, "
@@ -135,8 +137,8 @@ class ModuleBuilder:
         key = (unit.func, kinds, tuple(wrt))
         if key in self.adjoints:
             return self.adjoints[key]
-        self.primal(func)
         analysis, _ = self.analysis_of(func, kinds)
+        self.primal(func, analysis)
         if tuple(wrt) != tuple(p for p, k in zip(unit.params, kinds) if k.is_float):
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
         name = self.unique(f"{unit.func.__name__}_adjoint")
@@ -153,7 +155,7 @@ class ModuleBuilder:
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
         stmts += inits
-        stmts += [_strip(s) for s in forward]
+        stmts += lower(forward, analysis)
         stmts.append(ast.parse("_value = 0").body[0])
         stmts[-1].value = result
         # adjoints start at zero (temporaries used once, right beside their definition, are
@@ -173,7 +175,7 @@ class ModuleBuilder:
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
         tail = ast.parse(f"return _value, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
-        reverse_body = zero_inits + reverse
+        reverse_body = zero_inits + lower(reverse, analysis)
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
         body = stmts + reverse_body + [tail]
@@ -207,8 +209,12 @@ def build_module(func, kinds, wrt_names, target, mode_functions=True):
     """Generate the module source for ``func`` specialized to argument ``kinds``."""
     builder = ModuleBuilder(target)
     unit = builder.unit(func)
-    primal = builder.primal(func)
+    _, result_kind = builder.analysis_of(func, tuple(kinds))
+    if result_kind.cls == "tuple":
+        raise SrcgradError(f"{unit.func.__name__} returns a tuple; srcgrad differentiates functions "
+                           "returning one float or one array")
     adjoint = builder.adjoint(func, tuple(kinds), list(wrt_names))
+    primal = builder.primals[unit.func]
     params = ", ".join(unit.params)
     single = len(wrt_names) == 1
     grads = "_grads[0]" if single else "_grads"
@@ -236,7 +242,7 @@ def {primal}_vjp({params}{", " if params else ""}_seed):
               f"argument kinds ({', '.join(map(str, kinds))}); wrt ({', '.join(wrt_names)}).\n"
               "Do not edit: regenerated when the source changes.")
     source = codegen.module_source(header, target, builder.sources + [wrappers])
-    return source, primal, adjoint, builder
+    return source, primal, adjoint, result_kind
 
 
 def helper_sources(func, seen=None):

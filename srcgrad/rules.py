@@ -96,6 +96,10 @@ def same_kind(x, *rest, **kw):
 
 def reduction_kind(x, axis=None, keepdims=None, **kw):
     """np.sum/mean/max/...: ``axis`` and ``keepdims`` arrive as their constant values."""
+    if isinstance(axis, K.Kind):            # a positional axis argument: only its kind is known
+        axis = None if axis.cls == "none" else 0
+    if isinstance(keepdims, K.Kind):
+        keepdims = False
     if not x.is_array:
         return K.Kind(x.cls if x.cls != "bool" else "int")
     element = "float" if x.dtype == "float" else "int"
@@ -331,3 +335,79 @@ def clip(result, x, lo, hi):
 
 register_zero_derivative(math.floor, math.ceil, math.trunc, kind=lambda x: K.INT)
 register_zero_derivative(np.floor, np.ceil, np.trunc, np.sign, np.round, np.rint)
+
+
+# ================================================================================================
+# Array programs: products, reductions, shape work
+# (runtime helpers such as expand_reduced live in srcgrad.runtime)
+# ================================================================================================
+
+def _matmul_kind(a, b):
+    from .analyse import matmul_kind
+    return matmul_kind(a, b)
+
+
+@register_adjoint(operator.matmul, np.dot, kind=_matmul_kind, elementwise=False)
+def matmul(result, a, b):
+    d[a] += matmul_grad_left(d[result], a, b)
+    d[b] += matmul_grad_right(d[result], a, b)
+
+
+@register_adjoint(np.outer, kind=lambda a, b: K.array(2), elementwise=False)
+def outer(result, a, b):
+    d[a] += np.dot(d[result], b)
+    d[b] += np.dot(d[result].T, a)
+
+
+@register_adjoint(np.sum, kind=reduction_kind, elementwise=False)
+def sum_(result, x, axis=None, keepdims=False):
+    d[x] += expand_reduced(d[result], x, axis, keepdims)
+
+
+@register_adjoint(np.mean, kind=lambda x, axis=None, keepdims=None: K.FLOAT if axis is None and not keepdims
+                  else reduction_kind(x, axis, keepdims), elementwise=False)
+def mean(result, x, axis=None, keepdims=False):
+    d[x] += expand_reduced(d[result], x, axis, keepdims) / reduced_count(x, axis)
+
+
+@register_adjoint(np.max, np.amax, kind=reduction_kind, elementwise=False)
+def max_(result, x, axis=None, keepdims=False):
+    d[x] += max_adjoint(d[result], x, axis, keepdims)
+
+
+@register_adjoint(np.min, np.amin, kind=reduction_kind, elementwise=False)
+def min_(result, x, axis=None, keepdims=False):
+    d[x] += min_adjoint(d[result], x, axis, keepdims)
+
+
+@register_adjoint(np.transpose, kind=same_kind, elementwise=False)
+def transpose(result, x):
+    d[x] += np.transpose(d[result])
+
+
+def _reshape_kind(x, shape=None, *rest, **kw):
+    if isinstance(shape, K.Kind) and shape.cls == "tuple":
+        return K.array(len(shape.items))
+    if isinstance(shape, tuple):
+        return K.array(len(shape))
+    return K.array(1)
+
+
+@register_adjoint(np.reshape, kind=_reshape_kind, elementwise=False)
+def reshape(result, x, shape):
+    d[x] += np.reshape(d[result], x.shape)
+
+
+@register_adjoint(np.ravel, kind=lambda x: K.array(1), elementwise=False)
+def ravel(result, x):
+    d[x] += np.reshape(d[result], x.shape)
+
+
+@register_adjoint(np.copy, kind=same_kind, elementwise=False)
+def copy_(result, x):
+    d[x] += d[result]
+
+
+@register_adjoint(np.expand_dims, kind=lambda x, axis: K.array(x.ndim + 1), elementwise=False)
+def expand_dims(result, x, axis):
+    d[x] += np.reshape(d[result], x.shape)

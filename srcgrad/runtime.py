@@ -70,3 +70,94 @@ def unbroadcast(gradient, like):
         if size == 1 and g.shape[axis] != 1:
             g = g.sum(axis=axis, keepdims=True)
     return g
+
+
+# ---- array programs: NumPy calls Numba cannot compile as written, and adjoint helpers ----------
+
+def reduce_sum(x, axis, keepdims):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_mean(x, axis, keepdims):
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_max(x, axis, keepdims):
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_min(x, axis, keepdims):
+    return np.min(x, axis=axis, keepdims=keepdims)
+
+
+def expand_reduced(gradient, x, axis, keepdims):
+    """Spread the adjoint of a reduction back over the reduced axes (a broadcast copy)."""
+    g = np.asarray(gradient)
+    if axis is not None and not keepdims:
+        g = np.expand_dims(g, axis)
+    return np.broadcast_to(g, np.shape(x)).copy()
+
+
+def reduced_count(x, axis):
+    """How many elements each output of a reduction over ``axis`` combined."""
+    return np.size(x) if axis is None else np.shape(x)[axis]
+
+
+def extremum_adjoint(gradient, x, axis, keepdims, take_max):
+    """Adjoint of max/min: the whole gradient goes to the FIRST extreme element (ties: first wins)."""
+    x = np.asarray(x)
+    out = np.zeros(x.shape, dtype=np.result_type(x, gradient))
+    if axis is None:
+        flat = np.argmax(x) if take_max else np.argmin(x)
+        out.flat[flat] = np.asarray(gradient).reshape(-1)[0]
+        return out
+    index = np.argmax(x, axis=axis) if take_max else np.argmin(x, axis=axis)
+    g = np.asarray(gradient)
+    if keepdims:
+        g = np.squeeze(g, axis=axis)
+    np.put_along_axis(out, np.expand_dims(index, axis), np.expand_dims(g, axis), axis=axis)
+    return out
+
+
+def max_adjoint(gradient, x, axis, keepdims):
+    return extremum_adjoint(gradient, x, axis, keepdims, True)
+
+
+def min_adjoint(gradient, x, axis, keepdims):
+    return extremum_adjoint(gradient, x, axis, keepdims, False)
+
+
+def matmul_grad_left(g, a, b):
+    """Adjoint of ``a`` in ``a @ b`` (vectors and matrices)."""
+    if a.ndim == 1 and b.ndim == 1:
+        return g * b
+    if b.ndim == 1:
+        return np.outer(g, b)
+    if a.ndim == 1:
+        return b @ g
+    return g @ b.T
+
+
+def matmul_grad_right(g, a, b):
+    """Adjoint of ``b`` in ``a @ b``."""
+    if a.ndim == 1 and b.ndim == 1:
+        return g * a
+    if b.ndim == 1:
+        return a.T @ g
+    if a.ndim == 1:
+        return np.outer(a, g)
+    return a.T @ g
+
+
+def gather2(x, rows, cols):
+    """``x[rows, cols]`` with two integer arrays (Numba supports only one advanced index)."""
+    return x[rows, cols]
+
+
+def scatter_add2(adjoint, rows, cols, gradient):
+    """``adjoint[rows, cols] += gradient`` where repeated index pairs add up."""
+    np.add.at(adjoint, (rows, cols), gradient)
+
+
+def scatter_add1(adjoint, index, gradient):
+    np.add.at(adjoint, index, gradient)

@@ -212,6 +212,16 @@ class ReverseTransformer:
             base = value.value
             if not self.a.is_active(base):
                 return []
+            parts = value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice]
+            if any(isinstance(p, ast.Name) and self.a.kind(p).is_array for p in parts):
+                # a gather (x[rows, cols] with integer arrays): repeated indices must add up
+                if len(parts) > 2 or not all(isinstance(p, ast.Name) for p in parts):
+                    raise self.fsrc.error(stmt, "integer-array indexing is supported as x[idx] or "
+                                          "x[rows, cols]", "advanced indexing")
+                helper = "scatter_add2" if len(parts) == 2 else "scatter_add1"
+                call = ast.Call(func=name_load(helper), args=[name_load(adjoint_name(base.id))] +
+                                [name_load(p.id) for p in parts] + [name_load(adjoint_name(name))], keywords=[])
+                return [ast.copy_location(ast.Expr(value=call), stmt)]
             slot = ast.Subscript(value=name_load(adjoint_name(base.id)), slice=copy.deepcopy(value.slice),
                                  ctx=ast.Store())
             return [ast.copy_location(ast.AugAssign(target=slot, op=ast.Add(),

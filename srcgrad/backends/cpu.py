@@ -57,7 +57,7 @@ def unbroadcast(gradient, like):
     return runtime.unbroadcast(gradient, like)
 
 
-@overload(unbroadcast, inline="always")
+@overload(unbroadcast)
 def _unbroadcast_overload(gradient, like):
     if not isinstance(like, types.Array):
         if isinstance(gradient, types.Array):
@@ -111,3 +111,211 @@ def _unbroadcast_overload(gradient, like):
         return impl
     raise numba.core.errors.TypingError(
         f"srcgrad: cannot sum a {gradient.ndim}-d gradient back to a {like.ndim}-d array")
+
+
+# ---- array helpers: Numba overloads (1-d and 2-d arrays) ---------------------------------------
+
+def _is_none(t):
+    return t is None or isinstance(t, (types.NoneType, types.Omitted))
+
+
+def _literal(t):
+    return getattr(t, "literal_value", None)
+
+
+def _reduction(name, combine_1d):
+    """A reduce_<name>(x, axis, keepdims) with a Numba overload for 1-d/2-d arrays."""
+    py = getattr(runtime, f"reduce_{name}")
+
+    def stub(x, axis, keepdims):
+        return py(x, axis, keepdims)
+
+    @overload(stub, prefer_literal=True)
+    def _ov(x, axis, keepdims):
+        keep = bool(_literal(keepdims))
+        if _is_none(axis):
+            if keep:
+                def impl(x, axis, keepdims):
+                    out = np.empty((1,) * x.ndim, x.dtype) if False else np.full(x.ndim * (1,), combine_1d(x.ravel()))
+                    return out
+                return impl
+            return lambda x, axis, keepdims: combine_1d(x.ravel())
+        ax = _literal(axis)
+        if x.ndim == 1:
+            if keep:
+                return lambda x, axis, keepdims: np.full(1, combine_1d(x))
+            return lambda x, axis, keepdims: combine_1d(x)
+        if x.ndim != 2:
+            raise numba.core.errors.TypingError(f"srcgrad: reduce_{name} with axis supports 1-d and 2-d arrays")
+        if ax == 1 or ax == -1:
+            def rows(x, axis, keepdims):
+                out = np.empty((x.shape[0], 1) if keepdims else (x.shape[0],), x.dtype) if False else \
+                    np.empty(x.shape[0], x.dtype)
+                for i in range(x.shape[0]):
+                    out[i] = combine_1d(x[i])
+                return out.reshape((x.shape[0], 1)) if keep else out
+            return rows
+
+        def cols(x, axis, keepdims):
+            out = np.empty(x.shape[1], x.dtype)
+            column = np.empty(x.shape[0], x.dtype)
+            for j in range(x.shape[1]):
+                for i in range(x.shape[0]):
+                    column[i] = x[i, j]
+                out[j] = combine_1d(column)
+            return out.reshape((1, x.shape[1])) if keep else out
+        return cols
+    stub.__name__ = f"reduce_{name}"
+    return stub
+
+
+reduce_sum = _reduction("sum", numba.njit(lambda v: v.sum()))
+reduce_mean = _reduction("mean", numba.njit(lambda v: v.sum() / v.size))
+reduce_max = _reduction("max", numba.njit(lambda v: v.max()))
+reduce_min = _reduction("min", numba.njit(lambda v: v.min()))
+
+
+def expand_reduced(gradient, x, axis, keepdims):
+    return runtime.expand_reduced(gradient, x, axis, keepdims)
+
+
+@overload(expand_reduced, prefer_literal=True)
+def _expand_reduced_ov(gradient, x, axis, keepdims):
+    if _is_none(axis):
+        if isinstance(gradient, types.Array):
+            return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0])
+        return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient)
+    ax = _literal(axis)
+    if x.ndim == 1:
+        return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0] if False else gradient.ravel()[0])
+    if ax in (1, -1):
+        def rows(gradient, x, axis, keepdims):
+            g = gradient.ravel()
+            out = np.empty(x.shape, g.dtype)
+            for i in range(x.shape[0]):
+                out[i, :] = g[i]
+            return out
+        return rows
+
+    def cols(gradient, x, axis, keepdims):
+        g = gradient.ravel()
+        out = np.empty(x.shape, g.dtype)
+        for i in range(x.shape[0]):
+            out[i, :] = g
+        return out
+    return cols
+
+
+def reduced_count(x, axis):
+    return runtime.reduced_count(x, axis)
+
+
+@overload(reduced_count, prefer_literal=True)
+def _reduced_count_ov(x, axis):
+    if _is_none(axis):
+        return lambda x, axis: x.size
+    return lambda x, axis: x.shape[axis]
+
+
+def _extremum(take_max):
+    def stub(gradient, x, axis, keepdims):
+        return runtime.extremum_adjoint(gradient, x, axis, keepdims, take_max)
+
+    @overload(stub, prefer_literal=True)
+    def _ov(gradient, x, axis, keepdims):
+        pick = numba.njit(lambda v: np.argmax(v)) if take_max else numba.njit(lambda v: np.argmin(v))
+        if _is_none(axis) or x.ndim == 1:
+            def whole(gradient, x, axis, keepdims):
+                out = np.zeros(x.size, np.float64)
+                g = np.asarray(gradient).ravel()[0] if False else _first(gradient)
+                out[pick(x.ravel())] = g
+                return out.reshape(x.shape)
+            return whole
+        ax = _literal(axis)
+        if ax in (1, -1):
+            def rows(gradient, x, axis, keepdims):
+                g = gradient.ravel()
+                out = np.zeros(x.shape, g.dtype)
+                for i in range(x.shape[0]):
+                    out[i, pick(x[i])] = g[i]
+                return out
+            return rows
+
+        def cols(gradient, x, axis, keepdims):
+            g = gradient.ravel()
+            out = np.zeros(x.shape, g.dtype)
+            for j in range(x.shape[1]):
+                out[pick(x[:, j]), j] = g[j]
+            return out
+        return cols
+    return stub
+
+
+@numba.njit
+def _first_array(v):
+    return v.ravel()[0]
+
+
+def _first(v):
+    return v
+
+
+@overload(_first)
+def _first_ov(v):
+    if isinstance(v, types.Array):
+        return lambda v: v.ravel()[0]
+    return lambda v: v
+
+
+max_adjoint = _extremum(True)
+min_adjoint = _extremum(False)
+
+
+def matmul_grad_left(g, a, b):
+    return runtime.matmul_grad_left(g, a, b)
+
+
+@overload(matmul_grad_left)
+def _mgl(g, a, b):
+    if a.ndim == 1 and b.ndim == 1:
+        return lambda g, a, b: g * b
+    if b.ndim == 1:
+        return lambda g, a, b: np.outer(g, b)
+    if a.ndim == 1:
+        return lambda g, a, b: np.dot(b, g)
+    return lambda g, a, b: np.dot(g, b.T)
+
+
+def matmul_grad_right(g, a, b):
+    return runtime.matmul_grad_right(g, a, b)
+
+
+@overload(matmul_grad_right)
+def _mgr(g, a, b):
+    if a.ndim == 1 and b.ndim == 1:
+        return lambda g, a, b: g * a
+    if b.ndim == 1:
+        return lambda g, a, b: np.dot(a.T, g)
+    if a.ndim == 1:
+        return lambda g, a, b: np.outer(a, g)
+    return lambda g, a, b: np.dot(a.T, g)
+
+
+@numba.njit(cache=True)
+def gather2(x, rows, cols):
+    out = np.empty(rows.shape[0], x.dtype)
+    for k in range(rows.shape[0]):
+        out[k] = x[rows[k], cols[k]]
+    return out
+
+
+@numba.njit(cache=True)
+def scatter_add2(adjoint, rows, cols, gradient):
+    for k in range(rows.shape[0]):
+        adjoint[rows[k], cols[k]] += gradient[k]
+
+
+@numba.njit(cache=True)
+def scatter_add1(adjoint, index, gradient):
+    for k in range(index.shape[0]):
+        adjoint[index[k]] += gradient[k]

@@ -5,3 +5,6 @@ from ..runtime import (push_float, push_int, range_length, _range_continues, unb
 
 def jit(function):
     return function
+from ..runtime import (reduce_sum, reduce_mean, reduce_max, reduce_min, expand_reduced,  # noqa: F401,E402
+                       reduced_count, max_adjoint, min_adjoint, matmul_grad_left, matmul_grad_right,
+                       gather2, scatter_add2, scatter_add1)
