@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.cuda.conftest import SIM_ACTIVE
+from numba import config as _numba_config  # tests/cuda/conftest.py has decided on the simulator
+
+SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
 
 if SIM_ACTIVE:
     from numba import cuda
