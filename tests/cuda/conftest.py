@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 
 _HERE = Path(__file__).resolve().parent
+_ROOT = str(_HERE.parents[1])
+if _ROOT not in sys.path:  # srcgrad importable from a checkout under plain ``pytest`` too
+    sys.path.insert(0, _ROOT)
 RUN_CMD = "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cuda"
 
 
