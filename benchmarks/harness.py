@@ -252,7 +252,8 @@ def bench_config(prog, size_label, size, cfg, tools=None, log=print):
             rec(tool, b["style"], "failed while timing: " + short_error(e), **extra)
             continue
         r = rec(tool, b["style"], "ok", **extra, **_stats(ts))
-        if tool == "srcgrad" and cfg.get("cache_probe", True):
+        if (tool == "srcgrad" and cfg.get("cache_probe", True)
+                and prog.name in cfg.get("cache_probe_programs", (prog.name,))):
             cl = srcgrad_cache_load(prog.name, size, seed)
             r["cache_load"] = cl
             log(f"    srcgrad second-process load: {cl}")

@@ -38,6 +38,8 @@ def parse(argv):
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds per call above which a slow peer is skipped")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--skip", default="", help="';'-separated program:size labels to leave out, "
+                    "e.g. 'gmm:d=64,K=50,n=10000'")
     return ap.parse_args(argv)
 
 
@@ -59,6 +61,8 @@ def main(argv=None):
     mode = "tiny" if a.tiny else ("quick" if a.quick else "full")
     cfg = dict(min_time=0.05 if a.tiny else (0.25 if a.quick else 1.0),
                budget=a.budget or (1.0 if a.quick else 10.0), cache_probe=not a.tiny, seed=0)
+    if a.quick:   # keep --quick under 3 minutes: one second-process cache probe only
+        cfg["cache_probe_programs"] = ("rosenbrock",)
     if a.tools:
         cfg["tools"] = [t.strip() for t in a.tools.split(",")]
     meta = H.machine_info(a.threads, thread_env, runtime)
@@ -73,7 +77,10 @@ def main(argv=None):
             sizes = [("tiny:" + ",".join(f"{k}={v}" for k, v in prog.tiny.items()), prog.tiny)]
         else:
             labels = prog.quick_sizes if a.quick else list(prog.sizes)
-            sizes = [(lab, prog.sizes[lab]) for lab in labels]
+            skip = {x.strip() for x in a.skip.split(";") if x.strip()}
+            sizes = [(lab, prog.sizes[lab]) for lab in labels if f"{name}:{lab}" not in skip]
+            if len(sizes) < len(labels):
+                results["notes"].append(f"Left out by --skip: {a.skip}")
         for label, size in sizes:
             print(f"[{time.perf_counter() - t_start:6.1f}s] {name} {label}", flush=True)
             results["programs"] += H.bench_config(prog, label, size, cfg)
