@@ -137,7 +137,7 @@ class JumpDesugarer:
 
     def run(self, fn):
         if not self.needs_flag:
-            return fn.body
+            return self.block(fn.body, loop=None)
         first = fn.body[0]
         body = [assign(self.done, ast.Constant(False), first)]
         body += self.block(fn.body, loop=None)
@@ -159,6 +159,8 @@ class JumpDesugarer:
 
     def statement(self, stmt, loop):
         """Return (new statements, set of flags this statement may set)."""
+        if isinstance(stmt, ast.Return) and not self.needs_flag:
+            return [stmt], set()          # the single, final return stays as it is
         if isinstance(stmt, ast.Return):
             value = stmt.value if stmt.value is not None else ast.Constant(None)
             new = [assign(self.ret, value, stmt), assign(self.done, ast.Constant(True), stmt)]
@@ -300,6 +302,8 @@ class Flattener:
             body = self.block(stmt.body) + recompute
             new = ast.While(test=name_load(cond, stmt), body=body, orelse=[])
             return pre + [ast.copy_location(new, stmt)]
+        if isinstance(stmt, ast.Return) and not self.needs_flag:
+            return [stmt], set()          # the single, final return stays as it is
         if isinstance(stmt, ast.Return):
             value = stmt.value if stmt.value is not None else ast.Constant(None)
             pre, atom = self.atom(value, stmt)
