@@ -302,8 +302,6 @@ class Flattener:
             body = self.block(stmt.body) + recompute
             new = ast.While(test=name_load(cond, stmt), body=body, orelse=[])
             return pre + [ast.copy_location(new, stmt)]
-        if isinstance(stmt, ast.Return) and not self.needs_flag:
-            return [stmt], set()          # the single, final return stays as it is
         if isinstance(stmt, ast.Return):
             value = stmt.value if stmt.value is not None else ast.Constant(None)
             pre, atom = self.atom(value, stmt)
