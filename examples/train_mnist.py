@@ -30,6 +30,24 @@ if __package__ in (None, ""):  # run as a script from a source checkout
     if _root not in sys.path:
         sys.path.insert(0, _root)
 
+
+def _preset_blas_threads(argv):
+    """``--threads N`` from the command line also caps the BLAS threads (the matrix products);
+    the environment variables only work before the BLAS library starts its thread pool."""
+    n = None
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = argv[i + 1]
+        elif a.startswith("--threads="):
+            n = a.split("=", 1)[1]
+    if n is not None and n.isdigit() and int(n) > 0:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = n
+
+
+if __name__ == "__main__":
+    _preset_blas_threads(sys.argv[1:])
+
 import numba  # noqa: E402
 
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
@@ -49,8 +67,9 @@ DEFAULTS = dict(
     hidden=128,
     seed=0,
     mode="epoch",
+    dtype="float64",
 )
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3}
 
 
 class UsageError(Exception):
@@ -305,12 +324,12 @@ def _set_threads(threads):
             f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}"
         )
     numba.set_num_threads(threads)
-    try:  # BLAS threads (the matrix products); optional dependency
+    try:  # BLAS threads of an already started BLAS (optional dependency)
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(threads)
     except ImportError:
-        pass
+        pass  # the script sets OPENBLAS_NUM_THREADS etc. before importing numba instead
 
 
 def train(
@@ -331,6 +350,7 @@ def train(
     limit_train=None,
     quiet=False,
     mode=DEFAULTS["mode"],
+    dtype=DEFAULTS["dtype"],
     download=True,
     arrays=None,
     loss_and_grads=None,
@@ -365,7 +385,10 @@ def train(
             hidden=int(hidden),
             seed=int(seed),
             limit_train=None if limit_train is None else int(limit_train),
+            dtype=str(np.dtype(dtype)),
         )
+    if config.setdefault("dtype", "float32") not in ("float32", "float64"):
+        raise UsageError(f"--dtype must be float32 or float64, got {config['dtype']!r}")
     if config["batch_size"] < 1 or config["hidden"] < 1 or epochs < 0:
         raise UsageError("--batch-size, --hidden must be >= 1 and --epochs >= 0")
     cuda_mlp = None
@@ -381,8 +404,9 @@ def train(
     if config["limit_train"] is not None:
         X_train = X_train[: config["limit_train"]]
         y_train = y_train[: config["limit_train"]]
-    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
-    X_test = np.ascontiguousarray(X_test, dtype=np.float32)
+    fdt = np.dtype(config["dtype"])
+    X_train = np.ascontiguousarray(X_train, dtype=fdt)
+    X_test = np.ascontiguousarray(X_test, dtype=fdt)
     y_train = np.ascontiguousarray(y_train, dtype=np.int64)
     y_test = np.ascontiguousarray(y_test, dtype=np.int64)
     n = X_train.shape[0]
@@ -396,7 +420,7 @@ def train(
         if params[0].shape != (N_IN, config["hidden"]):
             raise SrcgradError(f"checkpoint {resume}: W1 has shape {params[0].shape}")
     else:
-        params = init_params(config["hidden"], config["seed"])
+        params = init_params(config["hidden"], config["seed"], dtype=fdt)
         opt_state, start_epoch = None, 0
         history = {k: [] for k in HISTORY_KEYS}
     hyper = dict(lr=config["lr"])
@@ -439,7 +463,7 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
     n = X_train.shape[0]
     bs = config["batch_size"]
     n_batches = -(-n // bs)
-    Xb = np.empty((bs, N_IN), np.float32)
+    Xb = np.empty((bs, N_IN), X_train.dtype)
     yb = np.empty(bs, np.int64)
     state = opt.state_tuple()
     opt.lr = lr_at(config, start_epoch)
@@ -534,7 +558,8 @@ def build_parser():
                    help="total number of epochs (a resumed run continues up to it)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: sgd 0.1, momentum 0.05, adam 0.001)")
+                   help="learning rate of the first epoch (default: sgd 0.1, momentum 0.1, "
+                        "adam 0.001)")
     p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"),
                    default=DEFAULTS["optimizer"])
     p.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
@@ -554,6 +579,8 @@ def build_parser():
                    help="epoch: compiled loop over minibatches; step: a compiled call per step")
     p.add_argument("--limit-train", type=int, default=None, metavar="N",
                    help="train on the first N training images only")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULTS["dtype"],
+                   help="floating-point type of parameters and data (default %(default)s)")
     p.add_argument("--no-download", action="store_true", help="never download MNIST")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -567,7 +594,7 @@ def main(argv=None):
             optimizer=args.optimizer, momentum=args.momentum, lr_decay=args.lr_decay,
             hidden=args.hidden, seed=args.seed, threads=args.threads, save=args.save,
             resume=args.resume, plot=args.plot, device=args.device,
-            limit_train=args.limit_train, quiet=args.quiet, mode=args.mode,
+            limit_train=args.limit_train, quiet=args.quiet, mode=args.mode, dtype=args.dtype,
             download=not args.no_download,
         )
     except UsageError as exc:
