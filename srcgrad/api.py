@@ -99,12 +99,12 @@ class GradFunction:
 
     def _build(self, kinds):
         sources = helper_sources(self.func)
-        key = codegen.cache_key(self.target, kinds, self.wrt_names,
+        key = codegen.cache_key(self.target, kinds, self.wrt_names, self.single,
                                 *[sources[k] for k in sorted(sources, key=str)])
         path = codegen.module_path(self.func.__name__, key)
         import os
         if not os.path.exists(path):
-            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target)
+            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:

@@ -23,6 +23,7 @@ import types
 
 import numpy as np
 
+from .errors import UnsupportedSyntaxError
 from .parse import FunctionSource
 
 # Methods users call on arrays, mapped to the NumPy function that takes the array first.
@@ -209,7 +210,11 @@ class JumpDesugarer:
             test = ast.BoolOp(op=ast.And(), values=[_not_any(stops, stmt), stmt.test])
             new = ast.While(test=ast.copy_location(test, stmt), body=body, orelse=[])
             return pre + [ast.copy_location(new, stmt)], out_flags
-        # for i in range(a, b, c) with an early exit -> an explicit counter and a while loop
+        # for i in range(a, b, c) with an early exit -> an explicit counter and a while loop.
+        # Known bug: the adjoint of this rewrite is wrong, so refuse it rather than mislead.
+        raise UnsupportedSyntaxError(
+            "`break` or `return` inside a `for` loop is not supported yet (rewrite it as a `while` "
+            "loop with a flag)", None, getattr(stmt, "lineno", None), "early exit from for")
         args = list(stmt.iter.args)
         start, stop, step = (ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else \
             (args[0], args[1], args[2] if len(args) == 3 else ast.Constant(1))
@@ -546,6 +551,8 @@ class Flattener:
                 args = [ast.Tuple(elts=args, ctx=ast.Load())]
             args = [func.value] + args
             callee = method
+        elif getattr(expr, "callee", None) is not None:     # a runtime helper srcgrad inserted
+            callee = expr.callee
         else:
             try:
                 callee = self.fsrc.resolve(func)

@@ -205,18 +205,22 @@ def _strip(stmt):
     return stmt
 
 
-def build_module(func, kinds, wrt_names, target, mode_functions=True):
+def build_module(func, kinds, wrt_names, target, single=None):
     """Generate the module source for ``func`` specialized to argument ``kinds``."""
     builder = ModuleBuilder(target)
     unit = builder.unit(func)
     _, result_kind = builder.analysis_of(func, tuple(kinds))
+    if result_kind.is_array:
+        raise SrcgradError(f"{unit.func.__name__} returns an array, but grad/value_and_grad need a "
+                           "scalar (float) result: reduce it (e.g. np.sum) or take a vector-Jacobian "
+                           "product of the array result")
     if result_kind.cls == "tuple":
         raise SrcgradError(f"{unit.func.__name__} returns a tuple; srcgrad differentiates functions "
                            "returning one float or one array")
     adjoint = builder.adjoint(func, tuple(kinds), list(wrt_names))
     primal = builder.primals[unit.func]
     params = ", ".join(unit.params)
-    single = len(wrt_names) == 1
+    single = len(wrt_names) == 1 if single is None else single
     grads = "_grads[0]" if single else "_grads"
     wrappers = f'''@jit
 def {primal}_grad({params}):

@@ -144,6 +144,10 @@ def lookup(function):
     return REGISTRY.get(_key(function))
 
 
+# Array creation: the result depends on the argument's shape, never on its values.
+CREATION = {np.zeros, np.ones, np.empty, np.zeros_like, np.ones_like, np.empty_like, np.full,
+            np.full_like, np.arange}
+
 # Functions that are fine on inactive values but have no derivative on active ones.
 NON_DIFFERENTIABLE = {int, len, range, bool, round, np.argmax, np.argmin, np.argsort, np.isnan,
                       np.isinf, np.isfinite, math.isnan, math.isinf, math.isfinite, np.shape,

