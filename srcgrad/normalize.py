@@ -212,9 +212,6 @@ class JumpDesugarer:
             return pre + [ast.copy_location(new, stmt)], out_flags
         # for i in range(a, b, c) with an early exit -> an explicit counter and a while loop.
         # Known bug: the adjoint of this rewrite is wrong, so refuse it rather than mislead.
-        raise UnsupportedSyntaxError(
-            "`break` or `return` inside a `for` loop is not supported yet (rewrite it as a `while` "
-            "loop with a flag)", None, getattr(stmt, "lineno", None), "early exit from for")
         args = list(stmt.iter.args)
         start, stop, step = (ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else \
             (args[0], args[1], args[2] if len(args) == 3 else ast.Constant(1))
@@ -230,6 +227,24 @@ class JumpDesugarer:
             assign(counter, ast.BinOp(left=name_load(counter), op=ast.Add(), right=name_load(step_name)), stmt)]
         new = ast.While(test=ast.copy_location(test, stmt), body=body, orelse=[])
         return pre + [ast.copy_location(new, stmt)], out_flags
+
+
+def _stable_if_tests(stmts, names):
+    """Give an ``if`` a condition variable of its own when its branches reassign the test
+    (``t = a; if t: t = b`` from ``a and b``): the reverse sweep replays the branch by that test."""
+    out = []
+    for stmt in stmts:
+        if isinstance(stmt, (ast.For, ast.While)):
+            stmt.body = _stable_if_tests(stmt.body, names)
+        elif isinstance(stmt, ast.If):
+            stmt.body = _stable_if_tests(stmt.body, names)
+            stmt.orelse = _stable_if_tests(stmt.orelse, names)
+            if stmt.test.id in assigned_names(stmt.body + stmt.orelse):
+                cond = names.fresh("cond")
+                out.append(assign(cond, name_load(stmt.test.id), stmt))
+                stmt.test = name_load(cond, stmt)
+        out.append(stmt)
+    return out
 
 
 def _count_name(stmts, name):
@@ -679,6 +694,7 @@ def normalize(fsrc: FunctionSource):
         ast.FunctionDef(name=fn.name, args=fn.args, body=body, decorator_list=[], returns=None))
     local_names |= assigned_names(desugared)
     flat = Flattener(fsrc, names, local_names, desugared).block(desugared)
+    flat = _stable_if_tests(flat, names)
     if not flat or not isinstance(flat[-1], ast.Return):
         raise fsrc.error(fn, "the function must end with a `return` of its result "
                          "(every path must return a value)", "missing return")

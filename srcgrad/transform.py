@@ -434,9 +434,16 @@ class ReverseTransformer:
                 if keep(stmt.save):
                     out.extend(self._pop(stmt.save))
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
-                stmt.body = self._replace(stmt.body, keep, restore) or [ast.Pass()]
+                body = self._replace(stmt.body, keep, restore)
+                orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
+                if restore and not _has_code(body) and not _has_code(orelse):
+                    continue        # nothing left to replay in the reverse sweep
+                if isinstance(stmt, ast.If) and not _has_code(body):
+                    stmt.test = ast.UnaryOp(op=ast.Not(), operand=stmt.test)
+                    body, orelse = orelse, []
+                stmt.body = body or [ast.Pass()]
                 if isinstance(stmt, ast.If):
-                    stmt.orelse = self._replace(stmt.orelse, keep, restore)
+                    stmt.orelse = orelse if _has_code(orelse) else []
                 out.append(stmt)
             else:
                 out.append(stmt)
@@ -477,6 +484,10 @@ class ReverseTransformer:
         else:
             target = name_store(save.name)
         return [dec, assign(target, value, save.like)]
+
+
+def _has_code(stmts):
+    return any(not isinstance(s, (ast.Pass, _Comment)) for s in stmts)
 
 
 def assigned_in(stmts):
