@@ -36,7 +36,11 @@ class Analysis:
     def kind(self, atom):
         if isinstance(atom, ast.Name):
             return self.kinds.get(atom.id, K.FLOAT)
-        return constant_kind(atom.value)
+        if isinstance(atom, ast.Tuple):
+            return K.tuple_of(self.kind(e) for e in atom.elts)
+        if isinstance(atom, ast.Constant):
+            return constant_kind(atom.value)
+        return K.NONE
 
     def is_active(self, atom):
         return isinstance(atom, ast.Name) and atom.id in self.active

@@ -25,7 +25,7 @@ COMMENT_MARK = "__srcgrad_comment__:"
 RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
                  "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
                  "reduce_min", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
-                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1"]
+                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar"]
 
 
 def cache_dir():
@@ -34,9 +34,25 @@ def cache_dir():
     return path
 
 
+_IMPLEMENTATION_HASH = None
+
+
+def implementation_hash():
+    """A hash of srcgrad's own source files: a changed transformer never reuses stale modules."""
+    global _IMPLEMENTATION_HASH
+    if _IMPLEMENTATION_HASH is None:
+        digest = hashlib.sha256()
+        package = Path(__file__).parent
+        for path in sorted(package.rglob("*.py")):
+            digest.update(path.read_bytes())
+        _IMPLEMENTATION_HASH = digest.hexdigest()
+    return _IMPLEMENTATION_HASH
+
+
 def cache_key(*parts):
     digest = hashlib.sha256()
     digest.update(__version__.encode())
+    digest.update(implementation_hash().encode())
     for part in parts:
         digest.update(b"\0" + str(part).encode())
     return digest.hexdigest()[:20]
@@ -97,11 +113,14 @@ def _unescape(text):
         return text
 
 
-def module_source(header, target, functions):
+def module_source(header, target, functions, externals=()):
     backend = {"python": "srcgrad.backends.python", "cpu": "srcgrad.backends.cpu",
                "cuda": "srcgrad.backends.cuda"}[target]
     lines = [f'"""{header}"""', "import math", "import numpy as np",
-             f"from {backend} import ({', '.join(RUNTIME_NAMES)})", "", ""]
+             f"from {backend} import ({', '.join(RUNTIME_NAMES)})", ""]
+    if externals:
+        lines += ["# user functions with registered derivative rules"] + list(externals)
+    lines += ["", ""]
     return "\n".join(lines) + "\n\n".join(functions)
 
 

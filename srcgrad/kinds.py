@@ -23,6 +23,8 @@ class Kind:
     @property
     def is_float(self):
         """Float scalar or float array: the values that can carry a derivative."""
+        if self.cls == "tuple":
+            return any(item.is_float for item in self.items)
         return self.cls == "float" or (self.cls == "array" and self.dtype == "float")
 
     @property

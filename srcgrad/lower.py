@@ -22,6 +22,10 @@ def lower(stmts, analysis):
                 helper = REDUCTIONS.get(callee)
             except TypeError:
                 helper = None
+            if callee is np.clip and analysis is not None and \
+                    all(not analysis.kind(a).is_array for a in node.args):
+                new = ast.Call(func=ast.Name(id="clip_scalar", ctx=ast.Load()), args=node.args, keywords=[])
+                return ast.copy_location(new, node)
             if helper is None:
                 return node
             keywords = {kw.arg: kw.value for kw in node.keywords}

@@ -81,6 +81,7 @@ class NameMaker:
     def __init__(self, taken):
         self.taken = set(taken)
         self.counters = {}
+        self.generated = set()     # names srcgrad made up (always locals)
 
     def fresh(self, stem):
         count = self.counters.get(stem, 0)
@@ -90,6 +91,7 @@ class NameMaker:
             if name not in self.taken:
                 self.counters[stem] = count
                 self.taken.add(name)
+                self.generated.add(name)
                 return name
 
 
@@ -615,7 +617,7 @@ class Flattener:
         return isinstance(root, ast.Name) and root.id in self.locals or not isinstance(root, ast.Name)
 
     def name(self, node, stmt):
-        if node.id in self.locals:
+        if node.id in self.locals or node.id in self.names.generated:
             return name_load(node.id, node)
         try:
             value = self.fsrc.resolve(node)

@@ -18,6 +18,7 @@ from .normalize import assign, name_load, normalize
 from .parse import read_function, unwrap_function
 from .transform import ReverseTransformer, adjoint_name
 from . import codegen
+from . import rules
 from .lower import lower
 
 
@@ -45,6 +46,7 @@ class ModuleBuilder:
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
         self.used_names = set()
+        self.externals = {}      # local name -> qualified name of a user function with a rule
 
     def unit(self, func):
         func = unwrap_function(func)
@@ -70,6 +72,10 @@ class ModuleBuilder:
             self.used_names.add(name)
             self.primals[unit.func] = name
             body = lower(copy.deepcopy(unit.body), analysis)
+            for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
+                callee = getattr(node, "callee", None)
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                    self.externals[callee.__name__] = rules.external_name(callee)
             self.sources.append(codegen.function_source(
                 name, unit.params, body,
                 docstring=f"{name} as written in {unit.fsrc.filename}:{unit.fsrc.firstline}, "
@@ -85,7 +91,9 @@ class ModuleBuilder:
                     stmt, f"`{label}` is not supported: no derivative rule is registered for it and it "
                     "is not a plain Python function srcgrad could transform "
                     f"(register one with @srcgrad.register_adjoint({label}))", "unknown call")
-            return self.analysis_of(callee, tuple(arg_kinds))[1]
+            analysis, kind = self.analysis_of(callee, tuple(arg_kinds))
+            self.primal(callee, analysis)      # the forward sweep calls the helper's primal
+            return kind
         return result_kind
 
     def analysis_of(self, func, kinds):
@@ -165,6 +173,11 @@ class ModuleBuilder:
             if var in transformer.single_use:
                 continue
             kind = analysis.kinds.get(var, K.FLOAT)
+            if kind.cls == "tuple":      # one adjoint per component: _adj_t_0, _adj_t_1, ...
+                for k, item in enumerate(kind.items):
+                    value = f"np.zeros_like({var}[{k}])" if item.is_array else "0.0"
+                    zero_inits.append(ast.parse(f"{adjoint_name(var)}_{k} = {value}").body[0])
+                continue
             value = f"np.zeros_like({var})" if kind.is_array else "0.0"
             zero_inits.append(ast.parse(f"{adjoint_name(var)} = {value}").body[0])
         grads = []
@@ -245,7 +258,8 @@ def {primal}_vjp({params}{", " if params else ""}_seed):
               f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); target={target}; "
               f"argument kinds ({', '.join(map(str, kinds))}); wrt ({', '.join(wrt_names)}).\n"
               "Do not edit: regenerated when the source changes.")
-    source = codegen.module_source(header, target, builder.sources + [wrappers])
+    externals = [f'{name} = external("{qualified}")' for name, qualified in sorted(builder.externals.items())]
+    source = codegen.module_source(header, target, builder.sources + [wrappers], externals)
     return source, primal, adjoint, result_kind
 
 

@@ -111,6 +111,31 @@ def reduction_kind(x, axis=None, keepdims=None, **kw):
 
 REGISTRY = {}
 
+# User functions with registered rules, by qualified name: generated modules look them up here
+# (``external("pkg.mod.fn")``) because they are defined outside srcgrad.
+EXTERNALS = {}
+
+
+def _is_user_function(function):
+    import types
+    function = getattr(function, "py_func", function)
+    return isinstance(function, types.FunctionType)
+
+
+def external_name(function):
+    function = getattr(function, "py_func", function)
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+def external(qualified_name):
+    """The user function registered under ``qualified_name`` (called by generated modules)."""
+    try:
+        return EXTERNALS[qualified_name]
+    except KeyError:
+        raise SrcgradError(f"generated code calls {qualified_name}, whose derivative rule is not "
+                           "registered in this process: import the module that registers it "
+                           "(register_adjoint) before calling the gradient") from None
+
 
 def register_adjoint(*functions, kind=None, elementwise=True):
     """Register a derivative template for ``functions`` (decorator).
@@ -126,6 +151,8 @@ def register_adjoint(*functions, kind=None, elementwise=True):
         rule = Rule(template, kind=kind, elementwise=elementwise)
         for function in functions:
             REGISTRY[_key(function)] = rule
+            if _is_user_function(function):
+                EXTERNALS[external_name(function)] = function
         return template
     return decorate
 

@@ -161,3 +161,8 @@ def scatter_add2(adjoint, rows, cols, gradient):
 
 def scatter_add1(adjoint, index, gradient):
     np.add.at(adjoint, index, gradient)
+
+
+def clip_scalar(x, lo, hi):
+    """np.clip for scalars (Numba's np.clip needs arrays)."""
+    return min(max(x, lo), hi)

@@ -75,8 +75,12 @@ class ReverseTransformer:
                 elif isinstance(stmt, (ast.For, ast.While)):
                     visit(stmt.body)
         visit(self.body)
+        # an array read or written by index accumulates slot by slot: it needs a zeroed adjoint
+        indexed = {node.value.id for stmt in self.body for node in ast.walk(stmt)
+                   if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)}
         return {name for name in def_block
-                if self.a.def_sites.get(name) == 1 and self.a.operand_uses.get(name) == 1
+                if name not in indexed and self.a.kinds.get(name, K.FLOAT).cls != "tuple"
+                and self.a.def_sites.get(name) == 1 and self.a.operand_uses.get(name) == 1
                 and use_block.get(name) == def_block[name] and name not in self.params}
 
     # -- the whole function ---------------------------------------------------------------------
@@ -84,7 +88,13 @@ class ReverseTransformer:
         forward, reverse = self.block(self.body[:-1], depth=0)
         result = self.body[-1].value
         seed = []
-        if self.a.is_active(result):
+        if self.a.is_active(result) and self.a.kind(result).cls == "tuple":
+            for k in range(len(self.a.kind(result).items)):
+                part = ast.Subscript(value=name_load("_seed"), slice=ast.Constant(k), ctx=ast.Load())
+                target = name_store(f"{adjoint_name(result.id)}_{k}")
+                seed.append(ast.copy_location(ast.AugAssign(target=target, op=ast.Add(), value=part),
+                                              self.body[-1]))
+        elif self.a.is_active(result):
             seed = self.accumulate(result, name_load("_seed"), self.a.kind(result), False,
                                    self.body[-1])
         reverse = seed + reverse
@@ -169,6 +179,8 @@ class ReverseTransformer:
 
     def reset(self, name, kind, stmt):
         adj = adjoint_name(name)
+        if kind.cls == "tuple":
+            return [assign(f"{adj}_{k}", ast.Constant(0.0), stmt) for k in range(len(kind.items))]
         if kind.is_array:
             sub = ast.Subscript(value=name_load(adj), slice=ast.Constant(Ellipsis), ctx=ast.Store())
             return [assign(sub, ast.Constant(0.0), stmt)]
@@ -208,6 +220,21 @@ class ReverseTransformer:
             return []
         if isinstance(value, ast.Call):
             return self.call(stmt, name, value)
+        if isinstance(value, ast.Tuple):
+            out = []
+            for k, element in enumerate(value.elts):
+                if self.a.is_active(element):
+                    part = name_load(f"{adjoint_name(name)}_{k}")
+                    out += self.accumulate(element, part, self.a.kind(element), False, stmt, fresh=False)
+            return out
+        if isinstance(value, ast.Subscript) and self.a.kind(value.value).cls == "tuple":
+            if not self.a.is_active(value.value):
+                return []
+            if not isinstance(value.slice, ast.Constant):
+                raise self.fsrc.error(stmt, "a tuple can only be indexed by a constant", "tuple index")
+            target = name_store(f"{adjoint_name(value.value.id)}_{value.slice.value}")
+            return [ast.copy_location(ast.AugAssign(target=target, op=ast.Add(),
+                                                    value=name_load(adjoint_name(name))), stmt)]
         if isinstance(value, ast.Subscript):
             base = value.value
             if not self.a.is_active(base):
@@ -231,7 +258,7 @@ class ReverseTransformer:
                 return []
             contribution = ast.Attribute(value=name_load(adjoint_name(name)), attr=value.attr, ctx=ast.Load())
             return self.accumulate(value.value, contribution, self.a.kind(value.value), False, stmt)
-        if isinstance(value, (ast.Compare, ast.Tuple, ast.Attribute)):
+        if isinstance(value, (ast.Compare, ast.Attribute)):
             return []
         raise self.fsrc.error(stmt, f"cannot differentiate `{ast.unparse(value)}`")
 
@@ -263,8 +290,13 @@ class ReverseTransformer:
                 f"with @srcgrad.register_adjoint({label}) on a template such as\n"
                 f"    def {label.split('.')[-1]}_adjoint(result, x):\n        d[x] += d[result] * ...")
         grads = self.names.fresh("grads")
-        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [name_load(adjoint_name(name))],
-                               keywords=[])
+        result_kind = self.a.kinds.get(name, K.FLOAT)
+        if result_kind.cls == "tuple":      # the seed of a tuple result: one adjoint per component
+            seed = ast.Tuple(elts=[name_load(f"{adjoint_name(name)}_{k}") for k in range(len(result_kind.items))],
+                             ctx=ast.Load())
+        else:
+            seed = name_load(adjoint_name(name))
+        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed], keywords=[])
         out = [assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()), stmt)]
         position = 0
         for arg in call.args:

@@ -15,16 +15,10 @@ from conftest import TARGETS, check_grad
 # Known srcgrad bugs (see the final report of the test author); strict: remove when fixed.
 BUG_BREAK = pytest.mark.usefixtures()  # fixed: break/continue inside `if` in loops
 BUG_RETURN_IN_LOOP = pytest.mark.usefixtures()  # fixed: early exit from for loops
-BUG_AUG_SUBSCRIPT = pytest.mark.xfail(strict=True, reason=(
-    "BUG: augmented assignment to an array element (`a[i] += v`, `a[i] *= v`) fails in normalize: "
-    "\"name '_t1' is not defined\""))
-BUG_CREATED_STRAIGHT = pytest.mark.xfail(strict=True, reason=(
-    "BUG: array created by np.zeros and written with an active value outside any loop "
-    "(`z = np.zeros(2); z[0] = x; return z[0]`) -> NameError: name '_adj_z' is not defined"))
+BUG_AUG_SUBSCRIPT = pytest.mark.usefixtures()  # fixed
+BUG_CREATED_STRAIGHT = pytest.mark.usefixtures()  # fixed
 BUG_ZEROS_LIKE = pytest.mark.usefixtures()  # fixed: creation functions have no derivative w.r.t. their argument
-BUG_TUPLE_HELPER = pytest.mark.xfail(strict=True, reason=(
-    "BUG: a helper returning a tuple (`u, v = rhs(x, y)`) -> generated module raises "
-    "NameError: name 'rhs' is not defined (the helper's primal is not emitted)"))
+BUG_TUPLE_HELPER = pytest.mark.usefixtures()  # fixed
 BUG_WRT_1TUPLE = pytest.mark.usefixtures()  # fixed: a one-element wrt tuple gives a one-element tuple
 
 # ------------------------------------------------------------------------------------------------
@@ -387,9 +381,6 @@ def created_2d(x, n):
     return s
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: np.zeros((n, 2)) (shape given as a tuple) -> AttributeError: 'Tuple' object has no "
-    "attribute 'value' in analyse.py"))
 def test_created_2d_array(target):
     check_grad(created_2d, (0.7, 3), target=target)
 

@@ -407,7 +407,7 @@ _GRADS = {}
 CLIP_CPU_BUG = ("BUG: np.clip on scalar floats fails on target='cpu' with a raw numba TypingError "
                 "(numba's np.clip needs arrays: `a.shape` of a float); the python target works. "
                 "srcgrad should lower scalar np.clip to min/max or refuse with a SrcgradError")
-CPU_XFAIL = {"f_np_clip": CLIP_CPU_BUG, "f_np_clip_bounds": CLIP_CPU_BUG}
+CPU_XFAIL = {}  # scalar np.clip is lowered to clip_scalar (was: CLIP_CPU_BUG)
 
 
 def mark_known_bugs(request, func, target):

@@ -458,10 +458,6 @@ def test_register_adjoint_for_numpy_function(target):
     check_grad(uses_cbrt, (0.7, 2.5), wrt=(0, 1), target=target)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a rule registered with register_adjoint for a user @numba.njit function: the generated "
-    "module calls the function by name but never imports it -> NameError: name 'smooth_abs' is "
-    "not defined (both targets)"))
 def test_register_adjoint_for_user_numba_function(target):
     check_grad(uses_smooth_abs, (np.array([0.3, -1.2, 0.05]),), target=target)
 

@@ -319,3 +319,15 @@ def scatter_add2(adjoint, rows, cols, gradient):
 def scatter_add1(adjoint, index, gradient):
     for k in range(index.shape[0]):
         adjoint[index[k]] += gradient[k]
+
+
+clip_scalar = _helper(runtime.clip_scalar)
+
+
+def external(qualified_name):
+    """A user function with a registered rule, compiled for Numba if it is plain Python."""
+    from ..rules import external as lookup
+    function = lookup(qualified_name)
+    if hasattr(function, "py_func"):
+        return function
+    return numba.njit(cache=True)(function)

@@ -8,3 +8,10 @@ def jit(function):
 from ..runtime import (reduce_sum, reduce_mean, reduce_max, reduce_min, expand_reduced,  # noqa: F401,E402
                        reduced_count, max_adjoint, min_adjoint, matmul_grad_left, matmul_grad_right,
                        gather2, scatter_add2, scatter_add1)
+from ..runtime import clip_scalar  # noqa: F401,E402
+from ..rules import external as _lookup  # noqa: E402
+
+
+def external(qualified_name):
+    function = _lookup(qualified_name)
+    return getattr(function, "py_func", function)
