@@ -18,9 +18,6 @@ _COUNT = {"n": 0}
 COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the quick fuzz profile finds gradient mismatches vs FD (python and cpu targets agree with "
-    "each other); shortest one saved in tests/test_core_regressions.py::test_regression_while_if_1"))
 @settings(max_examples=QUICK_EXAMPLES, derandomize=True,
           phases=[Phase.explicit, Phase.reuse, Phase.generate], **COMMON)
 @given(source=fp.programs(), point_seed=st.integers(0, 2 ** 16))
