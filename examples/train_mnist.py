@@ -67,7 +67,7 @@ DEFAULTS = dict(
     hidden=128,
     seed=0,
     mode="epoch",
-    dtype="float64",
+    dtype="float32",
 )
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3}
 

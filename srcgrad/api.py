@@ -5,6 +5,7 @@ kinds (float / int / array of some ndim), generates and compiles the adjoint mod
 signature, and then calls straight into compiled code.
 """
 import inspect
+import os
 import threading
 
 import numpy as np
@@ -84,27 +85,28 @@ class GradFunction:
     def specialize(self, *args, **kwargs):
         """The compiled specialization for these arguments (generating it if needed)."""
         values = self._bind(args, kwargs)
-        return self._specialization(self.kinds_of(values))
+        return self._specialization(self.kinds_of(values), precision_of(values))
 
-    def _specialization(self, kinds):
-        spec = self._specializations.get(kinds)
+    def _specialization(self, kinds, precision="float64"):
+        key = (kinds, precision)
+        spec = self._specializations.get(key)
         if spec is None:
             with _LOCK:
-                spec = self._specializations.get(kinds)
+                spec = self._specializations.get(key)
                 if spec is None:
-                    spec = self._build(kinds)
-                    self._specializations[kinds] = spec
+                    spec = self._build(kinds, precision)
+                    self._specializations[key] = spec
         self._last = spec
         return spec
 
-    def _build(self, kinds):
+    def _build(self, kinds, precision):
         sources = helper_sources(self.func)
-        key = codegen.cache_key(self.target, kinds, self.wrt_names, self.single,
+        key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single,
                                 *[sources[k] for k in sorted(sources, key=str)])
         path = codegen.module_path(self.func.__name__, key)
-        import os
         if not os.path.exists(path):
-            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single)
+            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
+                                           precision)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
@@ -114,7 +116,7 @@ class GradFunction:
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
         values = tuple(_prepare(v) for v in values)
-        spec = self._specialization(self.kinds_of(values))
+        spec = self._specialization(self.kinds_of(values), precision_of(values))
         if self.mode == "grad":
             return _to_python(spec.grad(*values), self.single)
         value, grads = spec.value_and_grad(*values)
@@ -169,6 +171,20 @@ class GradFunction:
 
     def __repr__(self):
         return f"<srcgrad {self.mode} of {self.func.__name__} wrt={tuple(self.wrt_names)} target={self.target}>"
+
+
+def precision_of(values):
+    """float32 when the float inputs are float32 (and none is a float64 array), else float64."""
+    has32 = has64 = False
+    for value in values:
+        dtype = getattr(value, "dtype", None)
+        if dtype is None or dtype.kind != "f":
+            continue
+        if dtype == np.float32:
+            has32 = True
+        elif isinstance(value, np.ndarray):
+            has64 = True
+    return "float32" if has32 and not has64 else "float64"
 
 
 def _prepare(value):

@@ -53,3 +53,86 @@ def lower(stmts, analysis):
             return node
     lowered = Lower()
     return [lowered.visit(stmt) for stmt in stmts]
+
+
+def cast_float_literals(stmts, analysis):
+    """Working in float32: write literals as ``np.float32(...)`` so the math stays float32.
+
+    Numba types a bare ``0.5`` as float64, and float32 combined with float64 (or with an int64
+    literal) gives float64: one literal would silently turn a float32 program into float64.
+    Integer literals stay integers where they meet integers (indices, counters, range bounds).
+    """
+    def f32(value):
+        call = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()), attr="float32",
+                                           ctx=ast.Load()), args=[ast.Constant(float(value))], keywords=[])
+        return call
+
+    def is_int_operand(node):
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, int)
+        if isinstance(node, ast.Name) and analysis is not None:
+            kind = analysis.kinds.get(node.id)
+            return kind is not None and kind.cls in ("int", "bool")
+        if isinstance(node, ast.BinOp):
+            return is_int_operand(node.left) and is_int_operand(node.right)
+        return False
+
+    class Cast(ast.NodeTransformer):
+        def visit_Subscript(self, node):
+            node.value = self.visit(node.value)
+            return node            # indices stay integers
+
+        def visit_Call(self, node):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            if name in ("range", "range_length", "_range_continues", "float32", "reduce_sum", "reduce_mean",
+                        "reduce_max", "reduce_min", "expand_reduced", "reduced_count", "max_adjoint",
+                        "min_adjoint", "zeros", "ones", "empty", "arange", "reshape", "full"):
+                if name in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "expand_reduced",
+                            "max_adjoint", "min_adjoint"):
+                    node.args[0] = self.visit(node.args[0])
+                    if name in ("expand_reduced", "max_adjoint", "min_adjoint"):
+                        node.args[1] = self.visit(node.args[1])
+                return node        # shapes, axes and bounds stay integers
+            self.generic_visit(node)
+            return node
+
+        def visit_Constant(self, node):
+            if isinstance(node.value, float):
+                return ast.copy_location(f32(node.value), node)
+            return node
+
+        def visit_BinOp(self, node):
+            left_int, right_int = is_int_operand(node.left), is_int_operand(node.right)
+            node.left = self.visit(node.left)
+            node.right = self.visit(node.right)
+            if left_int and right_int:
+                return node
+            for side in ("left", "right"):
+                operand = getattr(node, side)
+                if isinstance(operand, ast.Constant) and isinstance(operand.value, int) \
+                        and not isinstance(operand.value, bool):
+                    setattr(node, side, f32(operand.value))
+            return node
+
+        def visit_For(self, node):
+            node.body = [self.visit(s) for s in node.body]
+            return node
+
+        def visit_AugAssign(self, node):
+            if isinstance(node.target, ast.Name) and node.target.id in ("_fpos", "_ipos"):
+                return node
+            node.value = self.visit(node.value)
+            return node
+
+        def visit_Assign(self, node):
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and analysis is not None:
+                kind = analysis.kinds.get(target.id)
+                if kind is not None and kind.cls in ("int", "bool"):
+                    return node
+            if isinstance(target, ast.Name) and target.id in ("_fpos", "_ipos"):
+                return node
+            node.value = self.visit(node.value)
+            return node
+    cast = Cast()
+    return [cast.visit(stmt) for stmt in stmts]

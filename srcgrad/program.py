@@ -19,7 +19,7 @@ from .parse import read_function, unwrap_function
 from .transform import ReverseTransformer, adjoint_name
 from . import codegen
 from . import rules
-from .lower import lower
+from .lower import cast_float_literals, lower
 
 
 def is_helper(callee):
@@ -38,8 +38,9 @@ class FunctionUnit:
 
 
 class ModuleBuilder:
-    def __init__(self, target):
+    def __init__(self, target, precision="float64"):
         self.target = target
+        self.precision = precision
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
@@ -71,7 +72,7 @@ class ModuleBuilder:
                 raise SrcgradError(f"two different functions named {name!r} are called; rename one")
             self.used_names.add(name)
             self.primals[unit.func] = name
-            body = lower(copy.deepcopy(unit.body), analysis)
+            body = self.finish(copy.deepcopy(unit.body), analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
@@ -81,6 +82,13 @@ class ModuleBuilder:
                 docstring=f"{name} as written in {unit.fsrc.filename}:{unit.fsrc.firstline}, "
                           "one operation per line."))
         return self.primals[unit.func]
+
+    def finish(self, stmts, analysis):
+        """Code-generation lowering of statements (and float32 literals when working in float32)."""
+        stmts = lower(stmts, analysis)
+        if self.precision == "float32":
+            stmts = cast_float_literals(stmts, analysis)
+        return stmts
 
     # -- kinds of helper calls -------------------------------------------------------------------
     def helper_kind(self, caller_unit):
@@ -159,11 +167,12 @@ class ModuleBuilder:
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
-            maker = "new_float_tape" if tape == "_ftape" else "new_int_tape"
+            maker = "new_int_tape" if tape != "_ftape" else \
+                "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
         stmts += inits
-        stmts += lower(forward, analysis)
+        stmts += self.finish(forward, analysis)
         stmts.append(ast.parse("_value = 0").body[0])
         stmts[-1].value = result
         # adjoints start at zero (temporaries used once, right beside their definition, are
@@ -188,7 +197,7 @@ class ModuleBuilder:
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
         tail = ast.parse(f"return _value, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
-        reverse_body = zero_inits + lower(reverse, analysis)
+        reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
         body = stmts + reverse_body + [tail]
@@ -218,9 +227,11 @@ def _strip(stmt):
     return stmt
 
 
-def build_module(func, kinds, wrt_names, target, single=None):
+def build_module(func, kinds, wrt_names, target, single=None, precision="float64"):
     """Generate the module source for ``func`` specialized to argument ``kinds``."""
-    builder = ModuleBuilder(target)
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    builder = ModuleBuilder(target, precision)
     unit = builder.unit(func)
     _, result_kind = builder.analysis_of(func, tuple(kinds))
     if result_kind.is_array:
@@ -234,18 +245,19 @@ def build_module(func, kinds, wrt_names, target, single=None):
     primal = builder.primals[unit.func]
     params = ", ".join(unit.params)
     single = len(wrt_names) == 1 if single is None else single
+    one = "np.float32(1.0)" if precision == "float32" else "1.0"
     grads = "_grads[0]" if single else "_grads"
     wrappers = f'''@jit
 def {primal}_grad({params}):
     """Gradient of {primal} w.r.t. {", ".join(wrt_names)}."""
-    _value, _grads = {adjoint}({params}{", " if params else ""}1.0)
+    _value, _grads = {adjoint}({params}{", " if params else ""}{one})
     return {grads}
 
 
 @jit
 def {primal}_value_and_grad({params}):
     """Value of {primal} and its gradient w.r.t. {", ".join(wrt_names)}."""
-    _value, _grads = {adjoint}({params}{", " if params else ""}1.0)
+    _value, _grads = {adjoint}({params}{", " if params else ""}{one})
     return _value, {grads}
 
 
@@ -256,7 +268,8 @@ def {primal}_vjp({params}{", " if params else ""}_seed):
 '''
     header = (f"Generated by srcgrad {__import__('srcgrad').__version__} from "
               f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); target={target}; "
-              f"argument kinds ({', '.join(map(str, kinds))}); wrt ({', '.join(wrt_names)}).\n"
+              f"argument kinds ({', '.join(map(str, kinds))}); wrt ({', '.join(wrt_names)}); "
+              f"working precision {precision}.\n"
               "Do not edit: regenerated when the source changes.")
     externals = [f'{name} = external("{qualified}")' for name, qualified in sorted(builder.externals.items())]
     source = codegen.module_source(header, target, builder.sources + [wrappers], externals)

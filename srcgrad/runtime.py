@@ -16,6 +16,10 @@ def new_float_tape():
     return np.empty(256, dtype=np.float64)
 
 
+def new_float32_tape():
+    return np.empty(256, dtype=np.float32)
+
+
 def new_int_tape():
     return np.empty(256, dtype=np.int64)
 

@@ -356,6 +356,8 @@ class ReverseTransformer:
         """``d[atom] += contribution``, summing broadcast axes back to atom's shape."""
         name = atom.id
         target_kind = self.a.kind(atom)
+        # a bare adjoint (or a view of one) must not become another variable's adjoint by aliasing
+        fresh = fresh and not isinstance(contribution, (ast.Name, ast.Attribute, ast.Subscript))
         if elementwise and contribution_kind.is_array:
             if not target_kind.is_array:
                 contribution = ast.Call(func=ast.Attribute(value=name_load("np"), attr="sum", ctx=ast.Load()),
@@ -363,7 +365,6 @@ class ReverseTransformer:
             else:
                 contribution = ast.Call(func=name_load("unbroadcast"), args=[contribution, name_load(name)],
                                         keywords=[])
-                fresh = False
         adj = adjoint_name(name)
         if name in self.single_use and (fresh or not target_kind.is_array):
             if sign < 0:

@@ -21,7 +21,7 @@ def make_entry(gradfn):
         types = args[0].types if len(args) == 1 and hasattr(args[0], "types") and \
             type(args[0]).__name__ == "StarArgTuple" else args
         kinds = tuple(kind_of_numba_type(t) for t in types)
-        spec = gradfn._specialization(gradfn._check_kinds(kinds))
+        spec = gradfn._specialization(gradfn._check_kinds(kinds), numba_precision(types))
         target = spec.grad if gradfn.mode == "grad" else spec.value_and_grad
 
         def impl(*args):
@@ -29,3 +29,17 @@ def make_entry(gradfn):
         return impl
 
     return entry
+
+
+def numba_precision(nbtypes):
+    """The working precision for arguments of these Numba types (see api.precision_of)."""
+    from numba.core import types as nt
+    has32 = has64 = False
+    for t in nbtypes:
+        dtype = t.dtype if isinstance(t, nt.Array) else t
+        if isinstance(dtype, nt.Float):
+            if dtype.bitwidth == 32:
+                has32 = True
+            elif isinstance(t, nt.Array):
+                has64 = True
+    return "float32" if has32 and not has64 else "float64"

@@ -331,3 +331,5 @@ def external(qualified_name):
     if hasattr(function, "py_func"):
         return function
     return numba.njit(cache=True)(function)
+
+new_float32_tape = _helper(runtime.new_float32_tape)

@@ -15,3 +15,4 @@ from ..rules import external as _lookup  # noqa: E402
 def external(qualified_name):
     function = _lookup(qualified_name)
     return getattr(function, "py_func", function)
+from ..runtime import new_float32_tape  # noqa: F401,E402
