@@ -101,12 +101,12 @@ class GradFunction:
 
     def _build(self, kinds, precision):
         sources = helper_sources(self.func)
-        key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single,
+        key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single, self.mode == "vjp",
                                 *[sources[k] for k in sorted(sources, key=str)])
         path = codegen.module_path(self.func.__name__, key)
         if not os.path.exists(path):
             source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
-                                           precision)
+                                           precision, array_result=self.mode == "vjp")
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
@@ -117,10 +117,28 @@ class GradFunction:
         values = self._bind(args, kwargs)
         values = tuple(_prepare(v) for v in values)
         spec = self._specialization(self.kinds_of(values), precision_of(values))
+        if self.mode == "vjp":
+            return self._vjp(spec, values)
         if self.mode == "grad":
             return _to_python(spec.grad(*values), self.single)
         value, grads = spec.value_and_grad(*values)
         return _to_python_scalar(value), _to_python(grads, self.single)
+
+    def _vjp(self, spec, values):
+        value = spec.primal(*values)
+        shape = np.shape(value)
+        dtype = np.asarray(value).dtype
+
+        def pullback(seed):
+            """Vector-Jacobian product: the gradient(s) of ``sum(seed * f(...))`` w.r.t. ``wrt``."""
+            seed_array = np.asarray(seed)
+            if seed_array.shape != shape:
+                raise ValueError(f"the seed of {self.func.__name__}'s pullback must have the result's "
+                                 f"shape {shape}, got {seed_array.shape}")
+            seed_value = seed_array.astype(dtype, copy=True) if shape else dtype.type(seed_array)
+            _, grads = spec.vjp(*values, seed_value)
+            return _to_python(grads[0] if self.single else grads, self.single)
+        return _to_python_scalar(value), pullback
 
     # -- inspection and composition ------------------------------------------------------------
     @property
@@ -250,3 +268,12 @@ float). ``target="python"`` runs the same generated code without Numba."""
 
 value_and_grad = _decorator("value_and_grad")
 value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""
+
+
+vjp = _decorator("vjp")
+vjp.__doc__ = """Vector-Jacobian products of a function with a float or array result.
+
+``value, pullback = vjp(f, wrt=...)(*args)``: ``value`` is ``f(*args)``; ``pullback(seed)``, with
+``seed`` of the result's shape, returns the gradient(s) of ``sum(seed * f(*args))`` with respect to
+``wrt`` (one array/float, or a tuple for a tuple ``wrt``). Each pullback call reruns the compiled
+forward and reverse sweeps (no state is kept between calls)."""

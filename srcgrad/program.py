@@ -227,17 +227,17 @@ def _strip(stmt):
     return stmt
 
 
-def build_module(func, kinds, wrt_names, target, single=None, precision="float64"):
+def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False):
     """Generate the module source for ``func`` specialized to argument ``kinds``."""
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     builder = ModuleBuilder(target, precision)
     unit = builder.unit(func)
     _, result_kind = builder.analysis_of(func, tuple(kinds))
-    if result_kind.is_array:
+    if result_kind.is_array and not array_result:
         raise SrcgradError(f"{unit.func.__name__} returns an array, but grad/value_and_grad need a "
-                           "scalar (float) result: reduce it (e.g. np.sum) or take a vector-Jacobian "
-                           "product of the array result")
+                           "scalar (float) result: reduce it (e.g. np.sum) or use srcgrad.vjp(f, wrt=...) "
+                           "for vector-Jacobian products of the array result")
     if result_kind.cls == "tuple":
         raise SrcgradError(f"{unit.func.__name__} returns a tuple; srcgrad differentiates functions "
                            "returning one float or one array")

@@ -24,6 +24,7 @@ Array helpers (``reduce_sum``, ``matmul_grad_left``, ...) make no sense for one 
 they are stubs that fail at typing time (in the simulator: when called) with a clear message.
 """
 import ast
+import re
 import numpy as np
 from numba import cuda
 from numba.core import errors as numba_errors, types
@@ -69,7 +70,13 @@ def _new_int_tape():
     return cuda.local.array(MAX_TAPE, np.int64)
 
 
+@_device
+def _new_float32_tape():
+    return cuda.local.array(MAX_TAPE, np.float32)
+
+
 new_float_tape = _new_float_tape
+new_float32_tape = _new_float32_tape
 new_int_tape = _new_int_tape
 
 
@@ -118,6 +125,21 @@ def _range_continues(counter, stop, step):
 def unbroadcast(gradient, like):
     """Scalars only on the device: nothing to sum."""
     return gradient
+
+
+@_device
+def sign(x):
+    """np.sign for a scalar (the derivative of abs)."""
+    if x > 0:
+        return x - x + 1
+    if x < 0:
+        return x - x - 1
+    return x - x
+
+
+@_device
+def square(x):
+    return x * x
 
 
 @_device
@@ -202,14 +224,34 @@ class _DeviceRewriter(ast.NodeTransformer):
         return node
 
     def visit_Call(self, node):
+        if _is_cast(node):          # np.float32(0.5): already what the device needs
+            return node
         self.generic_visit(node)
         if isinstance(node.func, ast.Name):
             name = node.func.id
             if name in self.functions or name in ("push_float", "push_int"):
                 node.args.append(ast.Name(id=STATUS, ctx=ast.Load()))
-            elif name in ("new_float_tape", "new_int_tape"):
-                dtype = f"np.{self.dtype}" if name == "new_float_tape" else "np.int64"
+            elif name in ("new_float_tape", "new_float32_tape", "new_int_tape"):
+                dtype = {"new_float_tape": f"np.{self.dtype}", "new_float32_tape": "np.float32",
+                         "new_int_tape": "np.int64"}[name]
                 return ast.parse(f"cuda.local.array({self.max_tape}, {dtype})", mode="eval").body
+        elif isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) and \
+                node.func.value.id == "np" and node.func.attr in _NP_SCALAR:
+            # derivative rules are written with np.* ufuncs; on scalars the math.* functions
+            # (libdevice) are what CUDA device code supports everywhere
+            node.func = ast.parse(_NP_SCALAR[node.func.attr], mode="eval").body
+        return node
+
+    def visit_Assign(self, node):
+        self.generic_visit(node)
+        # loop-trip counters are integers even where a float32 pass cast their `+ 1`
+        target = node.targets[0]
+        if isinstance(target, ast.Name) and _COUNTER.match(target.id) and isinstance(node.value, ast.BinOp):
+            for side in ("left", "right"):
+                operand = getattr(node.value, side)
+                if _is_cast(operand) and isinstance(operand.args[0], ast.Constant) and \
+                        float(operand.args[0].value).is_integer():
+                    setattr(node.value, side, ast.Constant(int(operand.args[0].value)))
         return node
 
     def visit_Subscript(self, node):
@@ -239,6 +281,14 @@ class _DeviceRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         # float32: an int literal times an adjoint (e.g. ``_adj_x * 2 * x`` from the power rule)
         # would promote to float64 under NumPy's rules
+        if self.float_literals and isinstance(node.op, ast.Div):
+            # true division gives a float anyway: make it a float32 one (int / int, float32 / int
+            # would be float64)
+            for side in ("left", "right"):
+                operand = getattr(node, side)
+                if not _is_cast(operand):
+                    setattr(node, side, ast.Call(func=ast.parse(f"np.{self.dtype}", mode="eval").body,
+                                                 args=[operand], keywords=[]))
         if self.float_literals:
             for side, other in (("left", node.right), ("right", node.left)):
                 value = getattr(node, side)
@@ -247,6 +297,24 @@ class _DeviceRewriter(ast.NodeTransformer):
                     setattr(node, side, ast.Call(func=ast.parse(f"np.{self.dtype}", mode="eval").body,
                                                  args=[value], keywords=[]))
         return node
+
+
+_COUNTER = re.compile(r"^(_trips\d+|_iter\d+|_fpos|_ipos|_k\d+)$")
+
+# np.* functions of derivative rules -> device functions for scalars
+_NP_SCALAR = {"exp": "math.exp", "log": "math.log", "sqrt": "math.sqrt", "sin": "math.sin",
+              "cos": "math.cos", "tan": "math.tan", "sinh": "math.sinh", "cosh": "math.cosh",
+              "tanh": "math.tanh", "arcsin": "math.asin", "arccos": "math.acos", "arctan": "math.atan",
+              "arctan2": "math.atan2", "log1p": "math.log1p", "expm1": "math.expm1", "log2": "math.log2",
+              "log10": "math.log10", "floor": "math.floor", "ceil": "math.ceil", "fabs": "abs",
+              "abs": "abs", "hypot": "math.hypot", "sign": "sign", "square": "square",
+              "maximum": "max", "minimum": "min", "fmax": "max", "fmin": "min"}
+
+
+def _is_cast(node):
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+        isinstance(node.func.value, ast.Name) and node.func.value.id == "np" and \
+        node.func.attr in ("float32", "float64", "int64", "int32")
 
 
 def _is_float_expr(node):
@@ -282,7 +350,7 @@ def device_source(source, primal, max_tape=MAX_TAPE, max_iter=MAX_ITER, dtype="f
         new_body.append(stmt)
     tree.body = new_body
     ast.fix_missing_locations(tree)
-    imports = ast.parse("from numba import cuda\nfrom srcgrad.backends.cuda import tape_get, load, CACHE").body
+    imports = ast.parse("from numba import cuda\nfrom srcgrad.backends.cuda import tape_get, load, sign, square, CACHE").body
     at = 1 if ast.get_docstring(tree) is not None else 0
     tree.body[at:at] = imports
     ast.fix_missing_locations(tree)

@@ -1,0 +1,370 @@
+"""CUDA map mode: the gradient of a scalar function, one GPU thread per element.
+
+    import srcgrad.cuda
+
+    @srcgrad.cuda.grad(wrt=(0, 4))
+    def call_price(S, K, T, r, sigma):      # scalar code: math.*, branches, loops, helpers
+        ...
+
+    dS, dsigma = call_price(S, K, T, r, sigma)
+
+Arguments are arrays (host NumPy arrays, or device arrays: Numba device arrays and anything with
+``__cuda_array_interface__``) and scalars; they broadcast like a ufunc, and each thread evaluates
+the function and its adjoint (compiled as CUDA device functions by :mod:`srcgrad.backends.cuda`)
+for one element.  Results come back where the inputs were: if any argument is a device array the
+results are device arrays, otherwise NumPy arrays (NumPy scalars when every argument is a scalar).
+The working dtype is float32 when the float arrays are float32 (Python floats do not promote),
+float64 otherwise; results have the working dtype.  Integer arrays/ints that are not
+differentiated stay integers (loop bounds, say).
+
+Per-thread limits (compile-time constants, part of the cache key):
+
+* ``max_tape`` (default 1024): values each thread's tape can hold (float and int tape each).  The
+  tape saves values the reverse sweep needs (values overwritten in loops, branch-local values);
+  an RK4 loop of n steps needs about 7 n.  Tapes live in local memory: 8 bytes x max_tape per
+  thread and tape.
+* ``max_iter`` (default 100000): trips of any ``while`` loop; a loop that would run longer stops.
+
+A thread that exceeds either limit is reported: the call raises :class:`srcgrad.SrcgradError`
+naming the option to raise (and the first element affected); no memory outside the tape is touched.
+"""
+import contextlib
+import inspect
+import os
+import threading
+
+import numpy as np
+from numba import cuda
+
+from . import codegen
+from . import kinds as K
+from .api import _parse_wrt
+from .backends import cuda as backend
+from .errors import SrcgradError
+from .parse import unwrap_function
+from .program import build_module, helper_sources
+
+__all__ = ["grad", "value_and_grad", "MapGradFunction"]
+
+_LOCK = threading.RLock()
+BLOCK = 256
+
+
+def _precision_supported():
+    try:
+        return "precision" in inspect.signature(build_module).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_device_array(value):
+    if backend.SIMULATOR:
+        return type(value).__name__ == "FakeCUDAArray"
+    return cuda.is_cuda_array(value)
+
+
+def _as_device_array(value):
+    if backend.SIMULATOR or cuda.devicearray.is_cuda_ndarray(value):
+        return value
+    return cuda.as_cuda_array(value)
+
+
+def kernel_source(primal, adjoint, params, kinds, wrt_count, dtype):
+    """The map-mode kernels appended to a device module (one thread per element)."""
+    cast = [("np.int64" if k == K.INT else f"np.{dtype}") for k in kinds]
+    xs = [f"_x{j}" for j in range(len(params))]
+    reads = ", ".join(f"{c}(load({x}, _i))" for c, x in zip(cast, xs))
+    grads = [f"_g{j}" for j in range(wrt_count)]
+    tail = ("        if _st[0] != 0:\n"
+            "            cuda.atomic.or_(_status, 0, _st[0])\n"
+            "            cuda.atomic.min(_status, 1, _i)\n")
+    head = ("    _i = cuda.grid(1)\n"
+            "    if _i < _n:\n"
+            "        _st = cuda.local.array(1, np.int32)\n"
+            "        _st[0] = 0\n")
+    seed = f"np.{dtype}(1.0)"
+    sep = ", " if reads else ""
+    out = []
+    # gradients only
+    out.append(f"@cuda.jit(cache=CACHE)\ndef _srcgrad_grad_kernel({', '.join(xs + grads)}, _status, _n):\n"
+               f"    \"\"\"One thread per element: the gradient of {primal}.\"\"\"\n" + head +
+               f"        _v, _g = {adjoint}({reads}{sep}{seed}, _st)\n" +
+               "".join(f"        {g}[_i] = _g[{j}]\n" for j, g in enumerate(grads)) + tail)
+    # value and gradients
+    out.append(f"@cuda.jit(cache=CACHE)\ndef _srcgrad_value_and_grad_kernel({', '.join(xs)}, _value, "
+               f"{', '.join(grads)}, _status, _n):\n"
+               f"    \"\"\"One thread per element: the value and gradient of {primal}.\"\"\"\n" + head +
+               f"        _v, _g = {adjoint}({reads}{sep}{seed}, _st)\n"
+               "        _value[_i] = _v\n" +
+               "".join(f"        {g}[_i] = _g[{j}]\n" for j, g in enumerate(grads)) + tail)
+    # primal only (for comparison and for .value)
+    out.append(f"@cuda.jit(cache=CACHE)\ndef _srcgrad_value_kernel({', '.join(xs)}, _value, _status, _n):\n"
+               f"    \"\"\"One thread per element: {primal} (no derivatives).\"\"\"\n" + head +
+               f"        _value[_i] = {primal}({reads}{sep}_st)\n" + tail)
+    return "\n\n" + "\n\n".join(out)
+
+
+@contextlib.contextmanager
+def _device_cc(cc):
+    """Without a GPU, Numba compiles called device functions for the "current device": name one."""
+    from numba.cuda import dispatcher
+    if cuda.is_available():
+        yield
+        return
+    original = dispatcher.get_current_device
+
+    class _Device:
+        compute_capability = tuple(cc)
+
+    dispatcher.get_current_device = lambda: _Device()
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = original
+
+
+class _Spec:
+    def __init__(self, module, path, source):
+        self.module = module
+        self.path = path
+        self.source = source
+        self.grad_kernel = module._srcgrad_grad_kernel
+        self.value_and_grad_kernel = module._srcgrad_value_and_grad_kernel
+        self.value_kernel = module._srcgrad_value_kernel
+
+
+class MapGradFunction:
+    """A scalar function's gradient mapped over arrays on the GPU (see the module docstring)."""
+
+    def __init__(self, func, wrt=0, mode="grad", max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER,
+                 block=BLOCK):
+        if mode not in ("grad", "value_and_grad"):
+            raise ValueError(f"mode must be 'grad' or 'value_and_grad', got {mode!r}")
+        if int(max_tape) < 1 or int(max_iter) < 1:
+            raise ValueError("max_tape and max_iter must be positive")
+        self.func = unwrap_function(func)
+        self.mode = mode
+        self.max_tape = int(max_tape)
+        self.max_iter = int(max_iter)
+        self.block = int(block)
+        self.signature = inspect.signature(self.func)
+        self.params = list(self.signature.parameters)
+        self.wrt_indices, self.single = _parse_wrt(wrt, self.params, self.func.__name__)
+        self.wrt_names = [self.params[i] for i in self.wrt_indices]
+        self._specs = {}
+        self._last = None
+        self.__name__ = f"{self.func.__name__}_{mode}"
+        self.__doc__ = (f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}, "
+                        "mapped over arrays on the GPU (srcgrad.cuda)")
+
+    def __repr__(self):
+        return (f"<srcgrad.cuda {self.mode} of {self.func.__name__} wrt={tuple(self.wrt_names)} "
+                f"max_tape={self.max_tape} max_iter={self.max_iter}>")
+
+    # -- building --------------------------------------------------------------------------------
+    def _spec(self, kinds, dtype):
+        key = (kinds, dtype)
+        spec = self._specs.get(key)
+        if spec is None:
+            with _LOCK:
+                spec = self._specs.get(key)
+                if spec is None:
+                    spec = self._build(kinds, dtype)
+                    self._specs[key] = spec
+        self._last = spec
+        return spec
+
+    def _build(self, kinds, dtype):
+        sources = helper_sources(self.func)
+        precision = _precision_supported() and dtype == "float32"
+        key = codegen.cache_key("cuda", "map", kinds, self.wrt_names, dtype, self.max_tape, self.max_iter,
+                                precision, *[sources[k] for k in sorted(sources, key=str)])
+        path = codegen.module_path(f"{self.func.__name__}_cuda", key)
+        if not os.path.exists(path):
+            extra = {"precision": dtype} if precision else {}
+            source, primal, adjoint, _ = build_module(self.func, kinds, self.wrt_names, "cuda", False, **extra)
+            source = backend.device_source(source, primal, self.max_tape, self.max_iter, dtype,
+                                           float_literals=(dtype == "float32"))
+            source += kernel_source(primal, adjoint, self.params, kinds, len(self.wrt_names), dtype)
+            codegen.write_module(path, source)
+        module = codegen.import_module(path)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        return _Spec(module, path, text)
+
+    # -- calling ---------------------------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.func.__name__}{self.signature}: {exc}") from None
+        bound.apply_defaults()
+        return [bound.arguments[p] for p in self.params]
+
+    def _prepare(self, args, kwargs):
+        """Classify the arguments: (kinds, dtype, kernel args, n, shape, on_device)."""
+        values = self._bind(args, kwargs)
+        on_device = False
+        items = []          # (kind of value: "dev"/"host"/"scalar", value)
+        for name, value in zip(self.params, values):
+            if _is_device_array(value):
+                on_device = True
+                value = _as_device_array(value)
+                items.append(["dev", value] if value.ndim else ["scalar", value.copy_to_host()[()]])
+            elif isinstance(value, (bool, int, float, np.number)):
+                items.append(["scalar", value])
+            else:
+                try:
+                    array = np.asarray(value)
+                except Exception:       # noqa: BLE001
+                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected an array or a "
+                                    f"scalar, got {type(value).__name__}") from None
+                if array.dtype.kind not in "biuf":
+                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected numbers, got "
+                                    f"an array of dtype {array.dtype}")
+                items.append(["host", array] if array.ndim else ["scalar", array[()]])
+        # working dtype: float arrays and NumPy float scalars decide; Python floats and ints do not
+        strong = [np.dtype(v.dtype) for t, v in items if t != "scalar" or isinstance(v, np.floating)]
+        floats = [d for d in strong if d.kind == "f"]
+        dtype = "float32" if floats and all(d == np.float32 for d in floats) else "float64"
+        kinds = []
+        for index, (name, (tag, value)) in enumerate(zip(self.params, items)):
+            integer = (np.dtype(value.dtype).kind in "biu") if hasattr(value, "dtype") else \
+                isinstance(value, (bool, int))
+            kinds.append(K.INT if integer and index not in self.wrt_indices else K.FLOAT)
+        # broadcast shape
+        shapes = [tuple(v.shape) for t, v in items if t != "scalar"]
+        shape = ()
+        if shapes:
+            try:
+                shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                raise ValueError(f"{self.func.__name__}: argument shapes {shapes} do not broadcast") from None
+        n = int(np.prod(shape)) if shape else 1
+        kernel_args = []
+        for name, kind, (tag, value) in zip(self.params, kinds, items):
+            want = np.int64 if kind == K.INT else np.dtype(dtype).type
+            if tag == "scalar":
+                kernel_args.append(want(value))
+                continue
+            if tuple(value.shape) != shape:
+                if tag == "dev":
+                    raise ValueError(f"{self.func.__name__}: device argument {name!r} has shape "
+                                     f"{tuple(value.shape)}, the others broadcast to {shape}; map mode "
+                                     "broadcasts device arrays of one shape with scalars only")
+                value = np.broadcast_to(value, shape)
+            if tag == "dev":
+                if not value.is_c_contiguous():
+                    raise ValueError(f"{self.func.__name__}: device argument {name!r} is not contiguous")
+                kernel_args.append(value.reshape(n))
+            else:
+                kernel_args.append(np.ascontiguousarray(value).reshape(n))
+        return tuple(kinds), dtype, kernel_args, n, shape, on_device
+
+    def _launch(self, which, args, kwargs):
+        kinds, dtype, kernel_args, n, shape, on_device = self._prepare(args, kwargs)
+        spec = self._spec(kinds, dtype)
+        kernel = {"grad": spec.grad_kernel, "value_and_grad": spec.value_and_grad_kernel,
+                  "value": spec.value_kernel}[which]
+        count = {"grad": len(self.wrt_names), "value_and_grad": 1 + len(self.wrt_names), "value": 1}[which]
+        stream = 0
+        # host arrays travel to the device once; device arrays stay where they are
+        kernel_args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in kernel_args]
+        outputs = [cuda.device_array(n, dtype=dtype) for _ in range(count)]
+        status = cuda.to_device(np.array([0, n], dtype=np.int32))
+        if n:
+            threads = max(1, min(self.block, n))
+            blocks = (n + threads - 1) // threads
+            kernel[blocks, threads, stream](*kernel_args, *outputs, status, np.int64(n))
+        flags, first = status.copy_to_host()
+        if flags:
+            self._raise(int(flags), int(first), shape)
+        if on_device:
+            results = [o.reshape(shape) if shape else o for o in outputs]
+            if not shape:
+                results = [o.copy_to_host()[0] for o in results]
+        else:
+            results = [o.copy_to_host().reshape(shape) for o in outputs]
+            if not shape:
+                results = [r[()] for r in results]
+        if which == "value":
+            return results[0]
+        grads = results[-len(self.wrt_names):]
+        grads = grads[0] if self.single else tuple(grads)
+        if which == "grad":
+            return grads
+        return results[0], grads
+
+    def _raise(self, flags, first, shape):
+        where = f"element {np.unravel_index(first, shape) if shape else ()}"
+        problems = []
+        if flags & (backend.TAPE_OVERFLOW | backend.INT_TAPE_OVERFLOW):
+            problems.append(f"the tape of saved values needs more than max_tape={self.max_tape} entries "
+                            f"(first at {where}); pass a larger max_tape to srcgrad.cuda."
+                            f"{self.mode}(..., max_tape=N)")
+        if flags & backend.ITER_OVERFLOW:
+            problems.append(f"a while loop ran more than max_iter={self.max_iter} trips (first at "
+                            f"{where}); pass a larger max_iter to srcgrad.cuda.{self.mode}(..., "
+                            "max_iter=N) if the loop does terminate")
+        raise SrcgradError(f"srcgrad.cuda {self.mode} of {self.func.__name__}: " + "; ".join(problems))
+
+    def __call__(self, *args, **kwargs):
+        return self._launch(self.mode, args, kwargs)
+
+    def value(self, *args, **kwargs):
+        """The function itself mapped over the arguments (the primal kernel, no derivatives)."""
+        return self._launch("value", args, kwargs)
+
+    def ptx(self, *args, which=None, cc=(9, 0), **kwargs):
+        """PTX of the map-mode kernel for arguments like these (compiled, not launched; no GPU needed).
+
+        ``which``: "grad", "value_and_grad" or "value" (default: this object's mode)."""
+        from numba import typeof, types
+        which = which or self.mode
+        kinds, dtype, kernel_args, *_ = self._prepare(args, kwargs)
+        spec = self._spec(kinds, dtype)
+        kernel = {"grad": spec.grad_kernel, "value_and_grad": spec.value_and_grad_kernel,
+                  "value": spec.value_kernel}[which]
+        count = {"grad": len(self.wrt_names), "value_and_grad": 1 + len(self.wrt_names), "value": 1}[which]
+        element = types.float32 if dtype == "float32" else types.float64
+        argtypes = [typeof(a) for a in kernel_args] + [types.Array(element, 1, "C")] * count + \
+            [types.Array(types.int32, 1, "C"), types.int64]
+        with _device_cc(cc):
+            ptx, _ = cuda.compile_ptx(kernel.py_func, tuple(argtypes), cc=cc)
+        return ptx
+
+    # -- inspection ------------------------------------------------------------------------------
+    def source_for(self, *args, **kwargs):
+        """The generated device module (adjoint, primal, kernels) for these arguments."""
+        kinds, dtype, *_ = self._prepare(args, kwargs)
+        return self._spec(kinds, dtype).source
+
+    @property
+    def source(self):
+        if self._last is None:
+            return self._spec(tuple(K.FLOAT for _ in self.params), "float64").source
+        return self._last.source
+
+
+def _decorator(mode):
+    def api(func=None, *, wrt=0, max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER, block=BLOCK):
+        def make(f):
+            return MapGradFunction(f, wrt=wrt, mode=mode, max_tape=max_tape, max_iter=max_iter, block=block)
+        if func is None:
+            return make
+        if isinstance(func, (int, str, tuple, list)):
+            raise TypeError(f"srcgrad.cuda.{mode}(...) takes the function first; use "
+                            f"{mode}(f, wrt=...) or @{mode}(wrt=...)")
+        return make(func)
+    api.__name__ = mode
+    return api
+
+
+grad = _decorator("grad")
+grad.__doc__ = """Map-mode gradient on the GPU: ``grad(f, wrt=0 | (0, 4) | "name", max_tape=1024,
+max_iter=100000, block=256)``; usable as ``@grad(wrt=...)``. ``f`` is scalar code; calling the
+result maps it over arrays (one thread per element). A single ``wrt`` gives one array, a tuple a
+tuple of arrays."""
+
+value_and_grad = _decorator("value_and_grad")
+value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""
