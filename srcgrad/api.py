@@ -102,7 +102,7 @@ class GradFunction:
     def _build(self, kinds, precision):
         sources = helper_sources(self.func)
         key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single, self.mode == "vjp",
-                                *[sources[k] for k in sorted(sources, key=str)])
+                                *sorted(sources.values()))
         path = codegen.module_path(self.func.__name__, key)
         if not os.path.exists(path):
             source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,

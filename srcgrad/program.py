@@ -282,13 +282,12 @@ def helper_sources(func, seen=None):
     func = unwrap_function(func)
     if func in seen:
         return seen
+    label = f"{func.__module__}.{func.__qualname__}"     # stable across processes (no addresses)
     try:
-        seen[func] = inspect.getsource(func)
+        seen[func] = label + "\n" + inspect.getsource(func)
     except (OSError, TypeError):
-        seen[func] = repr(func)
+        seen[func] = label
         return seen
-    for value in func.__globals__.values():
-        pass
     names = set(func.__code__.co_names) | set(func.__code__.co_freevars)
     namespace = dict(func.__globals__)
     if func.__closure__:

@@ -52,7 +52,9 @@ class ReverseTransformer:
         self.helper_adjoint = helper_adjoint   # callable(callee, arg kinds) -> adjoint function name
         self.single_use = self._single_use_temps()
         self.used_tapes = set()
-        self.loops = []            # (forward body, reverse loop node, loop variable)
+        self.loops = []            # (normalized body, reverse loop node, loop variable, forward body)
+        self.loop_stack = []       # ids of the loop bodies being transformed (innermost last)
+        self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
 
     # -- which temporaries have exactly one use, right beside their definition ------------------
@@ -122,7 +124,9 @@ class ReverseTransformer:
                                                     orelse=ro), stmt)]
             return [forward], reverse
         if isinstance(stmt, ast.For):
+            self.loop_stack.append(id(stmt.body))
             fb, rb = self.block(stmt.body, depth + 1)
+            self.loop_stack.pop()
             forward = ast.copy_location(ast.For(target=stmt.target, iter=stmt.iter, body=fb or [ast.Pass()],
                                                 orelse=[]), stmt)
             reverse = []
@@ -130,10 +134,12 @@ class ReverseTransformer:
                 reverse = [ast.copy_location(ast.For(target=name_store(stmt.target.id),
                                                      iter=reversed_range(*stmt.iter.args),
                                                      body=rb, orelse=[]), stmt)]
-                self.loops.append((stmt.body, reverse[0], stmt.target.id))
+                self.loops.append((stmt.body, reverse[0], stmt.target.id, forward.body))
             return [forward], reverse
         if isinstance(stmt, ast.While):
+            self.loop_stack.append(id(stmt.body))
             fb, rb = self.block(stmt.body, depth + 1)
+            self.loop_stack.pop()
             if not rb:
                 forward = ast.copy_location(ast.While(test=stmt.test, body=fb, orelse=[]), stmt)
                 return [forward], []
@@ -146,7 +152,7 @@ class ReverseTransformer:
                                                            keywords=[]),
                                              body=rb, orelse=[]), stmt)
             reverse = [loop]
-            self.loops.append((stmt.body, loop, None))
+            self.loops.append((stmt.body, loop, None, forward[1].body))
             if depth > 0:       # an enclosing loop runs this while again: keep each trip count
                 save = Save(trips, K.INT, like=stmt)
                 save.always = True
@@ -163,6 +169,7 @@ class ReverseTransformer:
         name = target.id
         kind = self.a.kinds.get(name, K.FLOAT)
         save = Save(name, kind, like=stmt)
+        save.loop = self.loop_stack[-1] if self.loop_stack else None
         forward = [save, stmt]
         reverse = []
         if name in self.a.active:
@@ -405,12 +412,14 @@ class ReverseTransformer:
         by an operation that costs about as much as a tape access (arithmetic, indexing, math
         functions). This is what a hand-written adjoint does: Rosenbrock's loop needs no tape.
         """
-        for body, reverse_loop, loop_var in self.loops:
+        for body, reverse_loop, loop_var, forward_body in self.loops:
             assigned = assigned_in(body)
             written = {n.targets[0].value.id for n in _walk_body(body)
                        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Subscript)}
+            carried = self._checkpointable(body)
             candidates = {}
             read_so_far = set()
+            reassigned = set()
             for stmt in body:
                 if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
                     name = stmt.targets[0].id
@@ -418,12 +427,14 @@ class ReverseTransformer:
                     operands = set(operand_names(value))
                     ok = (self.a.def_sites.get(name) == 1 and name not in read_so_far
                           and _cheap(value, written)
-                          and all(op == loop_var or op not in assigned or op in candidates for op in operands))
+                          and all(op == loop_var or op not in assigned or op in candidates
+                                  or (op in carried and op not in reassigned) for op in operands))
                     if ok:
                         candidates[name] = stmt
                 for node in ast.walk(stmt):
                     if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                         read_so_far.add(node.id)
+                reassigned |= assigned_in([stmt])
             wanted = {n for n in candidates if n in needed}
             changed = True
             while changed:
@@ -436,15 +447,62 @@ class ReverseTransformer:
             if not wanted:
                 continue
             recompute = [copy.deepcopy(stmt) for name, stmt in candidates.items() if name in wanted]
-            reverse_loop.body[:0] = [_Comment("recompute this iteration's values", recompute[0].lineno)] + \
-                recompute
+            # loop-carried state the recomputation starts from: saved once per iteration
+            state = sorted({op for stmt in recompute for op in operand_names(stmt.value) if op in carried})
+            # Forward: copy the state at the start of the iteration, push the copy at its end (so
+            # the reverse iteration, which begins where the forward one ended, pops it first).
+            restores = []
+            for name in reversed(state):
+                start = self.names.fresh(name.lstrip("_") + "_start")
+                forward_body.insert(0, assign(start, name_load(name), body[0]))
+                save = Save(start, self.a.kinds.get(name, K.FLOAT), like=body[0])
+                save.always = True
+                forward_body.append(save)
+                restores.append(Restore(save))
+                _rename_operands(recompute, name, start)
+                if not carried[name]:
+                    # never read after its update in the body: the start value is the only one the
+                    # reverse iteration reads, so restore it here instead of at each assignment
+                    self.checkpointed.add((name, id(body)))
+                    restores.append(assign(name, name_load(start), body[0]))
+            restores = _reverse_pairs(restores)     # pop in the opposite order of the pushes
+            reverse_loop.body[:0] = restores + \
+                [_Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
             self.recomputed |= wanted
+
+    def _checkpointable(self, body):
+        """Loop-carried scalars: assigned once, at the top level of the loop body. Saving their value
+        at the start of each iteration lets the reverse sweep recompute the iteration's values from
+        it (the state of an ODE step) instead of taping every intermediate."""
+        top_defs, nested = {}, set()
+        out = {}           # name -> is it read again, after its update, later in the body?
+        for stmt in body:
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                top_defs[stmt.targets[0].id] = top_defs.get(stmt.targets[0].id, 0) + 1
+            elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+                nested |= assigned_in([stmt])
+        for name, count in top_defs.items():
+            kind = self.a.kinds.get(name, K.FLOAT)
+            if count != 1 or name in nested or not kind.is_scalar:
+                continue
+            index = next(i for i, stmt in enumerate(body) if isinstance(stmt, ast.Assign)
+                         and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name)
+            live_in = any(isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name
+                          for stmt in body[:index + 1] for node in ast.walk(stmt))
+            if not live_in:          # a value of this iteration only: nothing to carry
+                continue
+            later_reads = any(isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name
+                              for stmt in body[index + 1:] for node in ast.walk(stmt))
+            out[name] = later_reads
+        return out
 
     def _restore_filter(self, needed):
         def keep(save):
             if getattr(save, "always", False):
                 return True
             if save.index is None and save.name in self.recomputed:
+                return False
+            if save.index is None and (save.name, getattr(save, "loop", None)) in self.checkpointed:
                 return False
             if save.name not in needed:
                 return False
@@ -465,7 +523,7 @@ class ReverseTransformer:
                         self._saves.append(stmt)
             elif isinstance(stmt, Restore):
                 if keep(stmt.save):
-                    out.extend(self._pop(stmt.save))
+                    out.extend(self._pop(stmt.save, getattr(stmt, "into", None)))
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
                 body = self._replace(stmt.body, keep, restore)
                 orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
@@ -507,7 +565,7 @@ class ReverseTransformer:
         target = ast.Tuple(elts=[name_store(tape), name_store(pos)], ctx=ast.Store())
         return assign(target, call, save.like)
 
-    def _pop(self, save):
+    def _pop(self, save, into=None):
         tape, pos, _ = self._tape_for(save)
         dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
                                 save.like)
@@ -515,8 +573,27 @@ class ReverseTransformer:
         if save.index is not None:
             target = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
         else:
-            target = name_store(save.name)
+            target = name_store(into or save.name)
         return [dec, assign(target, value, save.like)]
+
+
+def _reverse_pairs(restores):
+    """Reverse a list of Restore placeholders, keeping each optional follow-up assignment after
+    its Restore."""
+    groups = []
+    for item in restores:
+        if isinstance(item, Restore):
+            groups.append([item])
+        else:
+            groups[-1].append(item)
+    return [item for group in reversed(groups) for item in group]
+
+
+def _rename_operands(stmts, old, new):
+    for stmt in stmts:
+        for node in ast.walk(stmt.value):
+            if isinstance(node, ast.Name) and node.id == old:
+                node.id = new
 
 
 def _has_code(stmts):
