@@ -557,5 +557,136 @@ def main():
     return 1 if bad else 0
 
 
+# ----------------------------------------------------------------------------------------------
+# CUDA map mode (srcgrad.cuda.grad): one thread per element
+# ----------------------------------------------------------------------------------------------
+
+import math  # noqa: E402  (used by the map-mode functions below)
+
+
+def _map_mode_functions():
+    import srcgrad
+    from srcgrad import rules
+
+    if rules.lookup(math.erf) is None:
+        @srcgrad.register_adjoint(math.erf)
+        def _erf_rule(result, x):
+            d[x] += d[result] * 1.1283791670955126 * np.exp(-x * x)  # noqa: F821
+    return _bs_price, _rk4_decay
+
+
+def _bs_ncdf(x):
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _bs_price(S, K, T, r, sigma):
+    sq = sigma * math.sqrt(T)
+    d1 = (math.log(S / K) + (r + 0.5 * sigma * sigma) * T) / sq
+    d2 = d1 - sq
+    return S * _bs_ncdf(d1) - K * math.exp(-r * T) * _bs_ncdf(d2)
+
+
+def _rk4_decay(y0, k, t1):
+    n = 50
+    h = t1 / n
+    y = y0
+    for i in range(n):
+        k1 = -k * y * y
+        k2 = -k * (y + 0.5 * h * k1) * (y + 0.5 * h * k1)
+        k3 = -k * (y + 0.5 * h * k2) * (y + 0.5 * h * k2)
+        k4 = -k * (y + h * k3) * (y + h * k3)
+        y = y + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return y
+
+
+def sec_map_mode():
+    from numba import cuda
+    import srcgrad
+    import srcgrad.cuda
+
+    price, rk4 = _map_mode_functions()
+    n = 64 if ARGS.simulate else 10_000_000
+    n_ode = 16 if ARGS.simulate else 1_000_000
+    check = 16 if ARGS.simulate else 200
+    reps = 1 if ARGS.simulate else 5
+
+    def timed(fn):
+        fn()                       # warm-up (JIT) excluded
+        cuda.synchronize()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    rows = []
+    worst = 0.0
+    ref_grad = srcgrad.value_and_grad(price, wrt=(0, 1, 2, 3, 4), target="python")
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(0)
+        host = [rng.uniform(70, 130, n), rng.uniform(80, 120, n), rng.uniform(0.2, 2.0, n),
+                rng.uniform(0.0, 0.05, n), rng.uniform(0.1, 0.5, n)]
+        host = [a.astype(dtype) for a in host]
+        dev = [cuda.to_device(a) for a in host]
+        vg = srcgrad.cuda.value_and_grad(price, wrt=(0, 1, 2, 3, 4))
+        t_primal = timed(lambda: vg.value(*dev))
+        t_grad = timed(lambda: vg(*dev))
+        value, grads = vg(*dev)
+        got_v = value.copy_to_host()[:check]
+        got_g = [g.copy_to_host()[:check] for g in grads]
+        err = 0.0
+        for i in range(check):
+            want_v, want_g = ref_grad(*[float(a[i]) for a in host])
+            scale = max(1.0, abs(want_v))
+            err = max(err, abs(got_v[i] - want_v) / scale,
+                      *[abs(g[i] - w) / max(1.0, abs(w)) for g, w in zip(got_g, want_g)])
+        tol = 1e-3 if dtype == np.float32 else 1e-9
+        worst = max(worst, err / tol)
+        rows.append([f"Black-Scholes price + 5 greeks, {dtype.__name__}", f"{n:,}",
+                     f"{t_primal * 1e3:.2f}", f"{t_grad * 1e3:.2f}", f"{t_grad / t_primal:.2f}",
+                     f"{n / t_grad / 1e9:.2f}", f"{err:.1e} ({'ok' if err < tol else 'FAIL'})"])
+        del dev
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(1)
+        y0 = rng.uniform(0.5, 2.0, n_ode).astype(dtype)
+        k = rng.uniform(0.1, 1.0, n_ode).astype(dtype)
+        dy0_dev, k_dev = cuda.to_device(y0), cuda.to_device(k)
+        g = srcgrad.cuda.value_and_grad(rk4, wrt=(0, 1))
+        t_primal = timed(lambda: g.value(dy0_dev, k_dev, dtype(2.0)))
+        t_grad = timed(lambda: g(dy0_dev, k_dev, dtype(2.0)))
+        value, (gy0, gk) = g(y0[:check], k[:check], dtype(2.0))
+        ref = srcgrad.value_and_grad(rk4, wrt=(0, 1), target="python")
+        err = 0.0
+        for i in range(min(check, n_ode)):
+            want_v, (w0, wk) = ref(float(y0[i]), float(k[i]), 2.0)
+            err = max(err, abs(value[i] - want_v), abs(gy0[i] - w0), abs(gk[i] - wk))
+        tol = 1e-3 if dtype == np.float32 else 1e-10
+        worst = max(worst, err / tol)
+        rows.append([f"RK4 ODE (50 steps, tape), {dtype.__name__}", f"{n_ode:,}",
+                     f"{t_primal * 1e3:.2f}", f"{t_grad * 1e3:.2f}", f"{t_grad / t_primal:.2f}",
+                     f"{n_ode / t_grad / 1e9:.3f}", f"{err:.1e} ({'ok' if err < tol else 'FAIL'})"])
+    RESULTS["map_mode"] = rows
+    emit("device arrays in and out; best of several runs after a warm-up; `grad/primal` is the "
+         "value+gradient kernel over the primal-only kernel; correctness against the python target "
+         f"on the first {check} elements (max abs/rel error)")
+    emit()
+    table(["case", "elements", "primal ms", "value+grad ms", "grad/primal", "G elem/s (grad)",
+           "max err vs CPU"], rows)
+    if worst >= 1.0:
+        raise AssertionError("map mode disagrees with the python target")
+
+
+def _main_with_map_mode():
+    rc = main()
+    if RESULTS["sections"].get("Environment", {}).get("status") == "ok":
+        section("CUDA map mode (srcgrad.cuda.grad)", sec_map_mode, 150 if not ARGS.simulate else 300)
+        bad = [k for k, v in RESULTS["sections"].items()
+               if not (isinstance(v, dict) and v["status"] == "ok")]
+        rc = 1 if bad else 0
+    return rc
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_with_map_mode())
