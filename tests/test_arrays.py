@@ -1,0 +1,628 @@
+"""Array programs: products, broadcasting, reductions, elementwise functions, shape work, gathers,
+creation, numerically stable patterns and small models, against central finite differences.
+
+Compilation dominates the cost on the cpu target (a few seconds per specialization, and Numba
+compiles again for each new memory layout), so the operations are grouped into a few functions
+per topic, each differentiated w.r.t. all of its float inputs, and the GradFunction objects are
+built once per (function, target) and reused across shapes, layouts and precisions.
+"""
+import numpy as np
+import pytest
+
+import srcgrad
+from conftest import TARGETS, check_grad
+
+F64 = dict(rtol=1e-5, atol=1e-6)
+F32 = dict(rtol=3e-3, atol=3e-4)
+
+_CACHE = {}
+
+
+def gradfn(f, wrt, target):
+    """One GradFunction per (function, wrt, target) for the whole session."""
+    key = (f.__name__, wrt if not isinstance(wrt, list) else tuple(wrt), target)
+    if key not in _CACHE:
+        _CACHE[key] = srcgrad.grad(f, wrt=wrt, target=target)
+    return _CACHE[key]
+
+
+def check(f, args, wrt, target, dtype=np.float64, **tol):
+    """check_grad with a shared GradFunction, float arrays cast to ``dtype``."""
+    args = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+    tol = tol or (F64 if dtype == np.float64 else F32)
+    grads = check_grad(f, args, wrt=wrt, target=target, gradfn=gradfn(f, wrt, target), **tol)
+    for g in (grads if isinstance(wrt, tuple) else (grads,)):
+        if isinstance(g, np.ndarray):
+            assert g.dtype == dtype
+    return grads
+
+
+def rand(rng, *shape, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Products: @, np.dot, np.outer
+# ------------------------------------------------------------------------------------------------
+
+def products(A, B, u, v):
+    """A (m,k), B (k,p), u (m,), v (k,): every product kind."""
+    mm = A @ B
+    mv = A @ v
+    vm = u @ A
+    vv = v @ v
+    dmm = np.dot(A, B)
+    dmv = np.dot(A, v)
+    dvm = np.dot(u, A)
+    dvv = np.dot(v, v)
+    o = np.outer(u, v)
+    return (np.sum(np.sin(mm)) + np.sum(mv * mv) + np.sum(np.tanh(vm)) + vv * vv
+            + np.sum(dmm * dmm) + np.sum(np.cos(dmv)) + np.sum(dvm * vm) + np.sin(dvv)
+            + np.sum(np.sin(o) * A))
+
+
+PRODUCTS_WRT = (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("m,k,p", [(3, 4, 2), (1, 5, 1), (4, 2, 3)])
+def test_products_shapes(target, m, k, p):
+    rng = np.random.default_rng(m * 100 + k * 10 + p)
+    check(products, [rand(rng, m, k), rand(rng, k, p), rand(rng, m), rand(rng, k)], PRODUCTS_WRT, target)
+
+
+def test_products_non_contiguous(target):
+    rng = np.random.default_rng(1)
+    A = rand(rng, 4, 3).T                       # (3,4), Fortran order
+    B = rand(rng, 8, 2)[::2]                    # (4,2), strided rows
+    u = rand(rng, 6)[::2]                       # (3,)
+    v = rand(rng, 4, 2)[:, 1]                   # (4,), a column
+    assert not (A.flags.c_contiguous or B.flags.c_contiguous or u.flags.c_contiguous
+                or v.flags.c_contiguous)
+    check(products, [A, B, u, v], PRODUCTS_WRT, target)
+
+
+def test_products_float32(target):
+    rng = np.random.default_rng(2)
+    check(products, [rand(rng, 3, 4), rand(rng, 4, 2), rand(rng, 3), rand(rng, 4)], PRODUCTS_WRT, target,
+          dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Broadcasting: the adjoint sums back over broadcast axes
+# ------------------------------------------------------------------------------------------------
+
+def broadcasting(s, a, M, c, r):
+    """s float, a (n,), M (m,n), c (m,1), r (1,n)."""
+    p1 = s * M + M / s - s + 2.0 * a      # scalar with array, (n,) with (m,n)
+    p2 = np.sin(a + M) * (a * M) - a / (M + 3.0)
+    p3 = c * r + np.cos(c - r)            # (m,1) with (1,n)
+    p4 = c * M + M / (c + 2.0) - c        # (m,1) with (m,n)
+    p5 = r * M - r                        # (1,n) with (m,n)
+    p6 = a - s * a + 1.0 / (a + 2.0)      # (n,) with scalar
+    return np.sum(p1 * p1) + np.sum(p2) + np.sum(np.tanh(p3)) + np.sum(p4 * p4) + np.sum(np.sin(p5)) \
+        + np.sum(p6 * p6)
+
+
+BROADCAST_WRT = (0, 1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("m,n", [(3, 4), (1, 3), (4, 1)])
+def test_broadcasting(target, m, n):
+    rng = np.random.default_rng(10 * m + n)
+    args = [0.7, rand(rng, n), rand(rng, m, n), rand(rng, m, 1), rand(rng, 1, n)]
+    grads = check(broadcasting, args, BROADCAST_WRT, target)
+    assert isinstance(grads[0], float)
+    assert [g.shape for g in grads[1:]] == [(n,), (m, n), (m, 1), (1, n)]
+
+
+def test_broadcasting_non_contiguous(target):
+    rng = np.random.default_rng(3)
+    a = rand(rng, 8)[::2]
+    M = rand(rng, 4, 3).T
+    c = rand(rng, 3, 2)[:, :1]
+    r = rand(rng, 2, 4)[1:]
+    check(broadcasting, [-0.4, a, M, c, r], BROADCAST_WRT, target)
+
+
+def test_broadcasting_float32(target):
+    rng = np.random.default_rng(4)
+    args = [np.float32(0.7), rand(rng, 4), rand(rng, 3, 4), rand(rng, 3, 1), rand(rng, 1, 4)]
+    check(broadcasting, args, BROADCAST_WRT, target, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reductions: sum / mean / max / min, axis None / 0 / 1, keepdims, methods
+# ------------------------------------------------------------------------------------------------
+
+def sum_mean(x):
+    t = np.sin(np.sum(x, axis=0)) + np.cos(np.mean(x, axis=0))
+    u = np.sum(x, axis=1, keepdims=True) * np.mean(x, axis=1, keepdims=True)
+    v = np.sum(x, axis=0, keepdims=True) * x + np.mean(x, axis=0, keepdims=True)
+    w = np.tanh(np.sum(x, axis=1)) + np.mean(x, axis=1)
+    k = np.sum(x, keepdims=True) * x + np.mean(x, keepdims=True)
+    methods = np.sin(x.sum(axis=1)) + x.mean(axis=1) * x.sum()
+    return np.sum(t) + np.sum(u * u) + np.sum(np.sin(v)) + np.sum(w * w) + np.sum(k * k) \
+        + np.sin(np.sum(x)) * np.mean(x) + x.mean() + np.sum(methods * methods)
+
+
+def max_min(x):
+    a = np.max(x, axis=0) * np.min(x, axis=0)
+    b = np.max(x, axis=1, keepdims=True) * x - np.min(x, axis=1, keepdims=True)
+    c = np.sin(np.max(x, axis=1)) + np.min(x, axis=1) * np.min(x, axis=1)
+    d = np.max(x, axis=0, keepdims=True) * x + np.min(x, axis=0, keepdims=True)
+    e = np.max(x, keepdims=True) * x
+    return np.sum(a) + np.sum(b * b) + np.sum(c) + np.sum(np.sin(d)) + np.sum(e) + np.max(x) * np.min(x) \
+        + x.max() + x.min() * x.max() + np.sum(x.max(axis=1))
+
+
+@pytest.mark.parametrize("f", [sum_mean, max_min])
+@pytest.mark.parametrize("shape", [(3, 4), (1, 5), (4, 1)])
+def test_reductions(target, f, shape):
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    check(f, [rand(rng, *shape)], 0, target)
+
+
+@pytest.mark.parametrize("f", [sum_mean, max_min])
+def test_reductions_non_contiguous(target, f):
+    rng = np.random.default_rng(5)
+    check(f, [rand(rng, 6, 4)[::2, ::-1]], 0, target)
+    check(f, [rand(rng, 4, 3).T], 0, target)
+
+
+@pytest.mark.parametrize("f", [sum_mean, max_min])
+def test_reductions_float32(target, f):
+    rng = np.random.default_rng(6)
+    check(f, [rand(rng, 3, 4)], 0, target, dtype=np.float32)
+
+
+def reductions_1d(x):
+    return np.sum(x * x) + np.mean(np.sin(x)) + np.max(x) * np.min(x) + np.sum(x, axis=0) \
+        + np.max(x, axis=0) + x.sum() * x.min()
+
+
+def test_reductions_1d(target):
+    check(reductions_1d, [np.random.default_rng(7).uniform(-1, 1, 6)], 0, target)
+
+
+def max_all(x):
+    return np.max(x)
+
+
+def max_rows(x, w):
+    return np.sum(np.max(x, axis=1) * w)
+
+
+def max_cols_keep(x, w):
+    return np.sum(np.max(x, axis=0, keepdims=True) * w)
+
+
+def min_all_method(x):
+    return x.min()
+
+
+def maximum_tie(x, y):
+    return np.sum(np.maximum(x, y))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_ties_first_element_gets_adjoint(target, dtype):
+    """Documented: the FIRST extreme element receives the whole adjoint on ties."""
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], dtype=dtype)
+    g = srcgrad.grad(max_all, target=target)(x)
+    np.testing.assert_array_equal(g, [[0, 1, 0], [0, 0, 0]])
+    assert g.dtype == dtype
+    g = srcgrad.grad(max_rows, target=target)(x, np.array([1.0, 2.0], dtype=dtype))
+    np.testing.assert_array_equal(g, [[0, 1, 0], [2, 0, 0]])
+    x2 = np.array([[1.0, 5.0, 0.0], [1.0, 5.0, 0.0]], dtype=dtype)
+    g = srcgrad.grad(max_cols_keep, target=target)(x2, np.array([[1.0, 2.0, 3.0]], dtype=dtype))
+    np.testing.assert_array_equal(g, [[1, 2, 3], [0, 0, 0]])
+    g = srcgrad.grad(min_all_method, target=target)(np.array([4.0, -1.0, 2.0, -1.0], dtype=dtype))
+    np.testing.assert_array_equal(g, [0, 1, 0, 0])
+
+
+def test_maximum_tie_goes_to_first_argument(target):
+    x = np.array([1.0, 2.0, 3.0])
+    y = np.array([1.0, 0.0, 4.0])
+    gx, gy = srcgrad.grad(maximum_tie, wrt=(0, 1), target=target)(x, y)
+    np.testing.assert_array_equal(gx, [1, 1, 0])
+    np.testing.assert_array_equal(gy, [0, 0, 1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Elementwise functions on arrays
+# ------------------------------------------------------------------------------------------------
+
+def elementwise(x, y):
+    """x in (0.1, 1): away from the kinks of maximum/clip/abs (the offsets stay clear of them)."""
+    a = np.exp(x) * np.log(x) + np.tanh(y)
+    b = np.maximum(y, 0.0) + np.maximum(x - 0.55, y)
+    c = np.where(y > 0.0, x * y, np.sin(x)) + np.where(x > 0.5, 1.0, y)
+    e = np.clip(y, -0.5, 0.5) + np.abs(y) + np.sqrt(x) + np.square(y) + np.abs(x - 0.5)
+    return np.sum(a * b) + np.sum(c * c) + np.sum(e * x)
+
+
+def _elementwise_args(rng, shape):
+    x = rng.uniform(0.1, 1.0, shape)
+    y = rng.uniform(-1.0, 1.0, shape)
+    for v in (x, y):        # keep clear of every kink (|t - k| > 0.02 for k in kinks)
+        for k in (-0.5, 0.0, 0.5):
+            close = np.abs(v - k) < 0.03
+            v[close] = k + 0.05
+    x[np.abs(x - 0.55 - y) < 0.03] += 0.1
+    return [x, y]
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4)])
+def test_elementwise(target, shape):
+    check(elementwise, _elementwise_args(np.random.default_rng(len(shape)), shape), (0, 1), target)
+
+
+def test_elementwise_non_contiguous_float32(target):
+    x, y = _elementwise_args(np.random.default_rng(8), (4, 6))
+    check(elementwise, [x[:, ::2], y[:, ::2]], (0, 1), target)
+    check(elementwise, [x, y], (0, 1), target, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shape work: transpose, reshape, ravel, expand_dims, None, slices
+# ------------------------------------------------------------------------------------------------
+
+def shapes(X, a):
+    """X (m,n), a (k,) with k >= 3."""
+    m = X.shape[0]
+    n = X.shape[1]
+    t = np.sum(np.sin(X.T) * np.transpose(X) ** 2)
+    r = X.reshape(n * m) * np.arange(n * m) + np.ravel(X) * np.reshape(X, (m * n,))
+    q = np.reshape(X, (n, m))[0] * np.sum(X.reshape(n, m), axis=0)
+    e = np.expand_dims(a, 1) * a + np.expand_dims(a, 0)
+    o = a[:, None] * a[None, :]
+    s = np.sin(a[1:-1]) * a[:-2] + a[2:]
+    col = np.sin(X[:, n - 1]) + X[:, 0] * X[:, 0]
+    row = X[m - 1, :] * X[0]
+    strided = a[::2] * a[::2]
+    rev = a[::-1] * np.arange(a.shape[0])
+    return t + np.sum(r * r) + np.sum(q) + np.sum(np.tanh(e)) + np.sum(o * o) + np.sum(s) + np.sum(col) \
+        + np.sum(row) + np.sum(strided) + np.sum(rev * rev) + np.sum(X[1:, :-1] * X[:-1, 1:])
+
+
+@pytest.mark.parametrize("m,n,k", [(3, 4, 5), (2, 2, 4)])
+def test_shape_work(target, m, n, k):
+    rng = np.random.default_rng(m + n + k)
+    check(shapes, [rand(rng, m, n), rand(rng, k)], (0, 1), target)
+
+
+def test_shape_work_non_contiguous(target):
+    rng = np.random.default_rng(9)
+    check(shapes, [rand(rng, 4, 3).T, rand(rng, 12)[::2]], (0, 1), target)
+
+
+# -- slice writes ---------------------------------------------------------------------------------
+
+def write_rows_loop(a, v, W):
+    """out[i, :] = ... inside a loop; out is only used linearly afterwards."""
+    out = np.zeros((a.shape[0], v.shape[0]))
+    for i in range(a.shape[0]):
+        out[i, :] = a[i] * v
+    return np.sum(out * W)
+
+
+def write_row_outside(a, v, W):
+    out = np.zeros((3, v.shape[0]))
+    out[1, :] = v * a[0]
+    out[:, 0] = a
+    return np.sum(np.sin(out) * W)
+
+
+def fill_inactive(a, v, W):
+    e = np.empty(v.shape[0])
+    e[:] = 2.0
+    return np.sum(e * v) + np.sum(a)
+
+
+def write_rows_int_index(a, v, W):
+    out = np.zeros((a.shape[0], v.shape[0]))
+    for i in range(a.shape[0]):
+        out[i] = a[i] * v
+    return np.sum(out * W)
+
+
+def write_elements_loop(a):
+    out = np.zeros(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = a[i] * a[i]
+    return np.sum(np.sin(out))
+
+
+def write_elements_2d(a, v):
+    out = np.zeros((a.shape[0], v.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(v.shape[0]):
+            out[i, j] = a[i] * v[j]
+    out[0, 0] = 2.0 * v[0]
+    return np.sum(np.sin(out) * out)
+
+
+def test_element_writes(target):
+    rng = np.random.default_rng(12)
+    check(write_elements_loop, [rng.uniform(-1, 1, 5)], 0, target)
+    check(write_elements_2d, [rand(rng, 3), rand(rng, 4)], (0, 1), target)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: slice writes (`out[i, :] = v`, `out[:, 0] = a`, `e[:] = 2.0`) are "
+                   "refused with UnsupportedSyntaxError 'slice assignment to ... overwrites values the reverse "
+                   "sweep needs' whenever the array is read afterwards in the reverse sweep (np.sum(out), "
+                   "out * W, even an inactive e in e * v), although the overwritten values are never needed")
+@pytest.mark.parametrize("f", [write_rows_loop, write_row_outside, fill_inactive])
+def test_slice_writes(f):
+    rng = np.random.default_rng(11)
+    check(f, [rand(rng, 3), rand(rng, 4), rand(rng, 3, 4)], (0, 1), "python")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a row write through an integer index, `out[i] = a[i] * v` with a "
+                   "2-d out, is taped as if it were one element: 'ValueError: setting an array element with a "
+                   "sequence' (python target) when pushing the old row onto the float tape")
+def test_row_write_integer_index():
+    rng = np.random.default_rng(11)
+    check(write_rows_int_index, [rand(rng, 3), rand(rng, 4), rand(rng, 3, 4)], (0, 1), "python")
+
+
+# -- concatenate / stack ----------------------------------------------------------------------------
+
+def concat(a, b):
+    return np.sum(np.sin(np.concatenate((a, b))) * np.arange(a.shape[0] + b.shape[0]))
+
+
+def stack(a, b):
+    return np.sum(np.sin(np.stack((a, b))) * np.arange(2.0)[:, None])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: np.concatenate has no derivative rule "
+                   "(UnsupportedSyntaxError: `np.concatenate` is not supported)")
+def test_concatenate():
+    rng = np.random.default_rng(14)
+    check(concat, [rand(rng, 3), rand(rng, 2)], (0, 1), "python")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: np.stack has no derivative rule "
+                   "(UnsupportedSyntaxError: `np.stack` is not supported)")
+def test_stack():
+    rng = np.random.default_rng(15)
+    check(stack, [rand(rng, 3), rand(rng, 3)], (0, 1), "python")
+
+
+# ------------------------------------------------------------------------------------------------
+# Gathers with repeated labels
+# ------------------------------------------------------------------------------------------------
+
+def gather_rows_cols(logp, y):
+    picked = logp[np.arange(logp.shape[0]), y]
+    return np.sum(picked * picked) + np.sum(np.sin(picked))
+
+
+def gather_1d(v, idx):
+    g = v[idx]
+    return np.sum(g * g)
+
+
+def test_gather_repeated_labels_accumulate(target):
+    rng = np.random.default_rng(16)
+    logp = rand(rng, 5, 3)
+    y = np.array([2, 2, 0, 2, 1])
+    g = check(gather_rows_cols, [logp, y], 0, target)
+    rows = np.arange(5)
+    expected = np.zeros_like(logp)
+    picked = logp[rows, y]
+    np.add.at(expected, (rows, y), 2 * picked + np.cos(picked))
+    np.testing.assert_allclose(g, expected, rtol=1e-12)
+
+
+def test_gather_1d_repeated_index_accumulates(target):
+    v = np.array([0.5, -1.0, 2.0])
+    idx = np.array([0, 2, 2, 2, 1, 0])
+    g = check(gather_1d, [v, idx], 0, target)
+    np.testing.assert_allclose(g, [2 * 0.5 * 2, 2 * -1.0, 2 * 2.0 * 3])
+
+
+# ------------------------------------------------------------------------------------------------
+# Creation
+# ------------------------------------------------------------------------------------------------
+
+def creation(x):
+    z = np.zeros(x.shape) + 1.5
+    o = np.ones((x.shape[0], x.shape[1]))
+    e = np.empty(x.shape[1])
+    for j in range(x.shape[1]):
+        e[j] = j * 0.5
+    zl = np.zeros_like(x) + x
+    ol = np.ones_like(x) * 2.0
+    el = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            el[i, j] = x[i, j] * x[i, j]
+    ar = np.arange(x.shape[1])
+    c = x.copy()
+    c[0, 0] = 3.0
+    return np.sum(z * x) + np.sum(o * np.sin(x)) + np.sum(e * x) + np.sum(zl * ol * x) + np.sum(el) \
+        + np.sum(ar * x) + np.sum(c * x) + np.sum(np.copy(x) * x)
+
+
+def test_creation(target):
+    check(creation, [np.random.default_rng(17).uniform(-1, 1, (3, 4))], 0, target)
+
+
+def creation_full(x):
+    return np.sum(np.full(x.shape, 3.0) * x)
+
+
+def creation_full_like(x):
+    return np.sum(np.full_like(x, 2.0) * x)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: np.full(shape, value) on inactive values fails: srcgrad tries "
+                   "to transform numpy's own source (UnsupportedSyntaxError in numpy/_core/numeric.py: "
+                   "positional-only and keyword-only parameters are not supported)")
+def test_creation_full():
+    check(creation_full, [np.linspace(0.1, 0.9, 4)], 0, "python")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: np.full_like is listed in rules.CREATION but has no result "
+                   "kind (UnsupportedSyntaxError: `np.full_like` is not supported)")
+def test_creation_full_like():
+    check(creation_full_like, [np.linspace(0.1, 0.9, 4)], 0, "python")
+
+
+def astype_sum(x):
+    y = x.astype(np.float32)
+    return np.sum(np.sin(y))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: x.astype(...) drops the gradient: the adjoint of "
+                   "`y = x.astype(np.float32)` is never emitted (grad is all zeros)")
+def test_astype_passes_gradient():
+    x = np.linspace(0.1, 0.9, 4).astype(np.float32)
+    g = srcgrad.grad(astype_sum, target="python")(x)
+    np.testing.assert_allclose(g, np.cos(x), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Numerically stable patterns
+# ------------------------------------------------------------------------------------------------
+
+def stable_patterns(z, x, y):
+    """z (n,k) logits, x (p,) any sign, y (n,) integer labels."""
+    m = np.max(z, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+    ce = np.mean(lse - z[np.arange(z.shape[0]), y])
+    mx = np.max(x)
+    lse_all = np.log(np.sum(np.exp(x - mx))) + mx
+    logsig = -(np.maximum(-x, 0.0) + np.log(1.0 + np.exp(-np.abs(x))))
+    sig = np.exp(logsig)
+    return ce + lse_all + np.sum(sig * sig) + np.sum(logsig)
+
+
+def test_stable_patterns(target):
+    rng = np.random.default_rng(18)
+    z = rand(rng, 5, 3) * 3
+    x = rand(rng, 6) * 4
+    y = np.array([0, 2, 2, 1, 2])
+    check(stable_patterns, [z, x, y], (0, 1), target)
+
+
+def test_stable_patterns_large_logits(target):
+    """Logits of size 1000: the max-subtracted forms stay finite and exact."""
+    z = np.array([[1000.0, 998.0, 990.0], [-1000.0, -1001.0, -999.0]])
+    x = np.array([800.0, -800.0, 1.0])
+    y = np.array([1, 2])
+    gz, gx = gradfn(stable_patterns, (0, 1), target)(z, x, y)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(2), y] -= 1.0
+    np.testing.assert_allclose(gz, p / 2, rtol=1e-10, atol=1e-300)
+    assert np.all(np.isfinite(gx))
+
+
+# ------------------------------------------------------------------------------------------------
+# Models: MLP, GMM, logistic regression
+# ------------------------------------------------------------------------------------------------
+
+def mlp_loss(W1, b1, W2, b2, X, y):
+    h = np.maximum(X @ W1 + b1, 0.0)
+    z = h @ W2 + b2
+    m = np.max(z, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+    return np.mean(lse - z[np.arange(X.shape[0]), y])
+
+
+def gmm_objective(alpha, mu, s, X):
+    """Negative mean log-likelihood of an isotropic GMM: alpha (K,) log-weights, mu (K,d), s (K,) log-std."""
+    d = X.shape[1]
+    sq = np.sum(X * X, axis=1, keepdims=True) - 2.0 * (X @ mu.T) + np.sum(mu * mu, axis=1)
+    amax = np.max(alpha)
+    logw = alpha - (np.log(np.sum(np.exp(alpha - amax))) + amax)
+    logp = logw - d * s - 0.5 * sq * np.exp(-2.0 * s)
+    m = np.max(logp, axis=1, keepdims=True)
+    ll = np.log(np.sum(np.exp(logp - m), axis=1)) + m[:, 0]
+    return -np.mean(ll)
+
+
+def logistic_regression(w, b, X, y):
+    z = X @ w + b
+    softplus = np.maximum(-z, 0.0) + np.log(1.0 + np.exp(-np.abs(z)))
+    return np.mean(softplus + (1.0 - y) * z) + 0.01 * np.sum(w * w)
+
+
+def _mlp_args(rng):
+    X = rng.standard_normal((6, 20))
+    return [rng.standard_normal((20, 8)) * 0.3, rng.standard_normal(8) * 0.1,
+            rng.standard_normal((8, 3)) * 0.3, rng.standard_normal(3) * 0.1, X, np.array([0, 2, 1, 2, 2, 0])]
+
+
+def test_mlp_loss(target):
+    check(mlp_loss, _mlp_args(np.random.default_rng(19)), (0, 1, 2, 3), target)
+
+
+def test_mlp_loss_float32(target):
+    check(mlp_loss, _mlp_args(np.random.default_rng(20)), (0, 1, 2, 3), target, dtype=np.float32)
+
+
+def test_gmm_objective(target):
+    rng = np.random.default_rng(21)
+    args = [rng.standard_normal(3) * 0.5, rng.standard_normal((3, 2)), rng.standard_normal(3) * 0.3,
+            rng.standard_normal((7, 2))]
+    check(gmm_objective, args, (0, 1, 2), target)
+
+
+def test_logistic_regression(target):
+    rng = np.random.default_rng(22)
+    X = rng.standard_normal((8, 3))
+    y = (rng.uniform(size=8) > 0.5).astype(np.float64)
+    check(logistic_regression, [rng.standard_normal(3), 0.3, X, y], (0, 1), target)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shape errors in user code
+# ------------------------------------------------------------------------------------------------
+
+def bad_matmul(a, b):
+    return np.sum(a @ b)
+
+
+def bad_broadcast(a, b):
+    return np.sum(a + b)
+
+
+@pytest.mark.parametrize("f", [bad_matmul, bad_broadcast])
+def test_shape_error_is_a_clear_error(target, f):
+    with pytest.raises((ValueError, srcgrad.SrcgradError)) as info:
+        srcgrad.grad(f, wrt=(0, 1), target=target)(np.ones((3, 4)), np.ones((5, 2)))
+    message = str(info.value)
+    assert "TypingError" not in message and "nopython" not in message, message
+    assert type(info.value).__module__.split(".")[0] != "numba", type(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a shape mismatch in user code surfaces as a bare ValueError "
+                   "from NumPy/Numba ('incompatible array sizes for np.dot(a, b)', 'unable to broadcast "
+                   "argument 1 to output array' + a numba/np/npyimpl.py location) that names neither the "
+                   "user's file nor line")
+@pytest.mark.parametrize("f", [bad_matmul, bad_broadcast])
+def test_shape_error_names_user_line(f):
+    with pytest.raises((ValueError, srcgrad.SrcgradError)) as info:
+        srcgrad.grad(f, wrt=(0, 1), target="cpu")(np.ones((3, 4)), np.ones((5, 2)))
+    assert "test_arrays.py" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# A user variable named like a generated temporary
+# ------------------------------------------------------------------------------------------------
+
+def name_clash(s, M):
+    t1 = s * M + M
+    return np.sum(t1)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the user variable `t1` and the generated temporary `_t1` share "
+                   "the adjoint name `_adj_t1` (adjoint_name strips the underscore), so the reverse sweep "
+                   "does `_adj_t1 += unbroadcast(_adj_t1, _t1)` and the gradient is doubled")
+def test_user_name_like_generated_temporary(target):
+    M = np.arange(1.0, 7.0).reshape(2, 3)
+    check(name_clash, [0.7, M], 0, target)
