@@ -273,11 +273,22 @@ class Flattener:
     """Flatten nested expressions into a sequence of single-operation assignments."""
 
     def __init__(self, fsrc: FunctionSource, names: NameMaker, local_names, whole_body=()):
+        # uses of each name outside every `for` loop that binds it: a loop variable with none is
+        # private to its loops, and reversing those loops cannot clobber a value someone reads
         self.occurrences = {}
+
+        def count(node, bound):
+            if isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+                inner = bound | {node.target.id}
+                for child in [node.iter] + node.body + node.orelse:
+                    count(child, inner if child is not node.iter else bound)
+                return
+            if isinstance(node, ast.Name) and node.id not in bound:
+                self.occurrences[node.id] = self.occurrences.get(node.id, 0) + 1
+            for child in ast.iter_child_nodes(node):
+                count(child, bound)
         for stmt in whole_body:
-            for node in ast.walk(stmt):
-                if isinstance(node, ast.Name):
-                    self.occurrences[node.id] = self.occurrences.get(node.id, 0) + 1
+            count(stmt, frozenset())
         self.fsrc = fsrc
         self.names = names
         self.locals = set(local_names)
@@ -418,7 +429,7 @@ class Flattener:
         call.callee = range
         body = self.block(stmt.body)
         loop_var = stmt.target.id
-        if self.occurrences.get(loop_var, 0) > _count_name([stmt], loop_var):
+        if self.occurrences.get(loop_var, 0) > 0:
             # the loop variable is also used outside this loop: give the loop a private counter,
             # so reversing the loop never clobbers the outside value
             counter = self.names.fresh("i")

@@ -393,6 +393,12 @@ class ReverseTransformer:
             if needed == before:
                 break
         keep = self._restore_filter(needed)
+        dead = dead_restores(reverse, keep)
+        if dead:
+            base_keep = keep
+
+            def keep(save):
+                return base_keep(save) and id(save) not in dead
         inits = []
         initialized = set()
         forward = self._replace(forward, keep, restore=False)
@@ -575,6 +581,69 @@ class ReverseTransformer:
         else:
             target = name_store(into or save.name)
         return [dec, assign(target, value, save.like)]
+
+
+def dead_restores(reverse, keep):
+    """ids of Save placeholders whose restored value nothing in the reverse sweep reads.
+
+    A backward liveness pass over the reverse sweep: a pop into ``v`` is dead when ``v`` is
+    overwritten (by another pop, a recomputation, a loop header) before anything reads it. Both
+    the pop and its matching push then disappear (e.g. a running sum inside an inner loop)."""
+    dead = set()
+    alive = set()
+
+    def reads_and_defs(stmt):
+        reads, defs = set(), set()
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name):
+                (reads if isinstance(node.ctx, ast.Load) else defs).add(node.id)
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and \
+                    isinstance(node.value, ast.Name):
+                reads.add(node.value.id)          # a slot write keeps the rest of the array
+        if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+            reads.add(stmt.target.id)
+        return reads, defs
+
+    def sequence(stmts, live, record):
+        for stmt in reversed(stmts):
+            live = statement(stmt, live, record)
+        return live
+
+    def statement(stmt, live, record):
+        if isinstance(stmt, (_Comment, Save)):
+            return live
+        if isinstance(stmt, Restore):
+            save = stmt.save
+            if not keep(save):
+                return live
+            if save.index is not None:
+                return live | {save.name} | set(operand_names(save.index))
+            target = getattr(stmt, "into", None) or save.name
+            if record and not getattr(save, "always", False):
+                (alive if target in live else dead).add(id(save))
+            return live - {target}
+        if isinstance(stmt, ast.If):
+            body = sequence(stmt.body, live, record)
+            orelse = sequence(stmt.orelse, live, record)
+            return body | orelse | set(operand_names(stmt.test))
+        if isinstance(stmt, (ast.For, ast.While)):
+            target = {stmt.target.id} if isinstance(stmt, ast.For) else set()
+            header = set(operand_names(stmt.iter)) if isinstance(stmt, ast.For) else \
+                set(operand_names(stmt.test))
+            body_out = set(live)
+            for _ in range(50):
+                body_in = sequence(stmt.body, body_out, False)
+                new_out = live | (body_in - target) | header
+                if new_out == body_out:
+                    break
+                body_out = new_out
+            body_in = sequence(stmt.body, body_out, record)
+            return live | (body_in - target) | header
+        reads, defs = reads_and_defs(stmt)
+        return (live - defs) | reads
+
+    sequence(reverse, set(), True)
+    return dead - alive       # a push shared by several paths stays if any path needs it
 
 
 def _reverse_pairs(restores):
