@@ -78,6 +78,8 @@ def cast_float_literals(stmts, analysis):
     def is_int_operand(node):
         if isinstance(node, ast.Constant):
             return isinstance(node.value, int)
+        if isinstance(node, ast.Name) and node.id.startswith(("_trips", "_fpos", "_ipos")):
+            return True
         if isinstance(node, ast.Name) and analysis is not None:
             kind = analysis.kinds.get(node.id)
             return kind is not None and kind.cls in ("int", "bool")
@@ -113,13 +115,18 @@ def cast_float_literals(stmts, analysis):
             left_int, right_int = is_int_operand(node.left), is_int_operand(node.right)
             node.left = self.visit(node.left)
             node.right = self.visit(node.right)
-            if left_int and right_int:
+            if left_int and right_int and not isinstance(node.op, ast.Div):
                 return node
-            for side in ("left", "right"):
+            # an integer meeting float32 math (or a true division) would promote it to float64
+            for side, is_int in (("left", left_int), ("right", right_int)):
                 operand = getattr(node, side)
                 if isinstance(operand, ast.Constant) and isinstance(operand.value, int) \
                         and not isinstance(operand.value, bool):
                     setattr(node, side, f32(operand.value))
+                elif is_int and isinstance(operand, (ast.Name, ast.BinOp)):
+                    call = f32(0)
+                    call.args = [operand]
+                    setattr(node, side, call)
             return node
 
         def visit_For(self, node):
@@ -136,9 +143,9 @@ def cast_float_literals(stmts, analysis):
             target = node.targets[0]
             if isinstance(target, ast.Name) and analysis is not None:
                 kind = analysis.kinds.get(target.id)
-                if kind is not None and kind.cls in ("int", "bool"):
+                if kind is not None and kind.cls == "int":
                     return node
-            if isinstance(target, ast.Name) and target.id in ("_fpos", "_ipos"):
+            if isinstance(target, ast.Name) and target.id.startswith(("_fpos", "_ipos", "_trips")):
                 return node
             node.value = self.visit(node.value)
             return node

@@ -171,7 +171,7 @@ class ModuleBuilder:
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
-        stmts += inits
+        stmts += self.finish(inits, analysis)
         stmts += self.finish(forward, analysis)
         stmts.append(ast.parse("_value = 0").body[0])
         stmts[-1].value = result
@@ -200,7 +200,7 @@ class ModuleBuilder:
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
-        body = stmts + reverse_body + [tail]
+        body = stmts + reverse_body + self.finish([tail], analysis)
         params = unit.params + ["_seed"]
         wrt_text = ", ".join(wrt)
         doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by _seed.\n\n"

@@ -622,6 +622,9 @@ def dead_restores(reverse, keep):
             if record and not getattr(save, "always", False):
                 (alive if target in live else dead).add(id(save))
             return live - {target}
+        if isinstance(stmt, (ast.If, ast.For, ast.While)) and \
+                not _has_kept_code(stmt.body + getattr(stmt, "orelse", []), keep):
+            return live
         if isinstance(stmt, ast.If):
             body = sequence(stmt.body, live, record)
             orelse = sequence(stmt.orelse, live, record)
@@ -663,6 +666,23 @@ def _rename_operands(stmts, old, new):
         for node in ast.walk(stmt.value):
             if isinstance(node, ast.Name) and node.id == old:
                 node.id = new
+
+
+def _has_kept_code(stmts, keep):
+    """Whether the reverse-sweep statements do anything once unneeded pops are dropped."""
+    for stmt in stmts:
+        if isinstance(stmt, (ast.Pass, _Comment, Save)):
+            continue
+        if isinstance(stmt, Restore):
+            if keep(stmt.save):
+                return True
+            continue
+        if isinstance(stmt, (ast.If, ast.For, ast.While)):
+            if _has_kept_code(stmt.body + getattr(stmt, "orelse", []), keep):
+                return True
+            continue
+        return True
+    return False
 
 
 def _has_code(stmts):
@@ -741,6 +761,8 @@ def primal_reads(stmts, keep):
                 out |= set(operand_names(stmt.save.index))
             continue
         if isinstance(stmt, (ast.If, ast.For, ast.While)):
+            if not _has_kept_code(stmt.body + getattr(stmt, "orelse", []), keep):
+                continue         # this branch/loop replays nothing: it disappears
             if isinstance(stmt, ast.If):
                 out |= set(operand_names(stmt.test))
                 out |= primal_reads(stmt.body, keep) | primal_reads(stmt.orelse, keep)
