@@ -88,7 +88,8 @@ class NameMaker:
         while True:
             count += 1
             name = f"_{stem}{count}"
-            if name not in self.taken:
+            # `_t3`'s adjoint is `_adj_t3`: never shadow a user variable `t3` (whose adjoint it is)
+            if name not in self.taken and name[1:] not in self.taken:
                 self.counters[stem] = count
                 self.taken.add(name)
                 self.generated.add(name)
@@ -358,6 +359,8 @@ class Flattener:
 
     def assign_name(self, name, value, stmt):
         pre, rhs = self.operation(value, stmt)
+        if isinstance(rhs, ast.Name) and rhs.id == name:
+            return pre                 # `x = x` does nothing
         operands = {n.id for n in ast.walk(rhs) if isinstance(n, ast.Name)}
         if name in operands and not is_atom(rhs):
             temp = self.names.fresh("t")

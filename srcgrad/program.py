@@ -185,15 +185,15 @@ class ModuleBuilder:
             if kind.cls == "tuple":      # one adjoint per component: _adj_t_0, _adj_t_1, ...
                 for k, item in enumerate(kind.items):
                     value = f"np.zeros_like({var}[{k}])" if item.is_array else "0.0"
-                    zero_inits.append(ast.parse(f"{adjoint_name(var)}_{k} = {value}").body[0])
+                    zero_inits.append(ast.parse(f"{transformer.adj(var)}_{k} = {value}").body[0])
                 continue
             value = f"np.zeros_like({var})" if kind.is_array else "0.0"
-            zero_inits.append(ast.parse(f"{adjoint_name(var)} = {value}").body[0])
+            zero_inits.append(ast.parse(f"{transformer.adj(var)} = {value}").body[0])
         grads = []
         for param in wrt:
             kind = analysis.kinds[param]
             if param in analysis.active:
-                grads.append(adjoint_name(param))
+                grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
         tail = ast.parse(f"return _value, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]

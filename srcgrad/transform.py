@@ -24,8 +24,14 @@ FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
 INT_TAPE = ("_itape", "_ipos", "push_int")
 
 
-def adjoint_name(name):
-    return "_adj" + name if name.startswith("_") else "_adj_" + name
+def adjoint_name(name, generated=frozenset()):
+    """The adjoint's variable name: ``x`` -> ``_adj_x``; srcgrad's temporary ``_t3`` -> ``_adj_t3``.
+
+    Injective: a user name that starts with ``_`` gets ``_adj__`` (the name maker never creates a
+    temporary ``_t3`` when the user has a ``t3``)."""
+    if name in generated:
+        return "_adj" + name
+    return "_adj_" + name
 
 
 class Save:
@@ -56,6 +62,9 @@ class ReverseTransformer:
         self.loop_stack = []       # ids of the loop bodies being transformed (innermost last)
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
+
+    def adj(self, name):
+        return adjoint_name(name, self.names.generated)
 
     # -- which temporaries have exactly one use, right beside their definition ------------------
     def _single_use_temps(self):
@@ -93,7 +102,7 @@ class ReverseTransformer:
         if self.a.is_active(result) and self.a.kind(result).cls == "tuple":
             for k in range(len(self.a.kind(result).items)):
                 part = ast.Subscript(value=name_load("_seed"), slice=ast.Constant(k), ctx=ast.Load())
-                target = name_store(f"{adjoint_name(result.id)}_{k}")
+                target = name_store(f"{self.adj(result.id)}_{k}")
                 seed.append(ast.copy_location(ast.AugAssign(target=target, op=ast.Add(), value=part),
                                               self.body[-1]))
         elif self.a.is_active(result):
@@ -185,7 +194,7 @@ class ReverseTransformer:
         return _Comment(self.fsrc.line_text(stmt.lineno), stmt.lineno)
 
     def reset(self, name, kind, stmt):
-        adj = adjoint_name(name)
+        adj = self.adj(name)
         if kind.cls == "tuple":
             return [assign(f"{adj}_{k}", ast.Constant(0.0), stmt) for k in range(len(kind.items))]
         if kind.is_array:
@@ -199,12 +208,12 @@ class ReverseTransformer:
         save = Save(array, self.a.kinds.get(array), index=target.slice, like=stmt)
         reverse = []
         if array in self.a.active:
-            adj_slot = ast.Subscript(value=name_load(adjoint_name(array)), slice=copy.deepcopy(target.slice),
+            adj_slot = ast.Subscript(value=name_load(self.adj(array)), slice=copy.deepcopy(target.slice),
                                      ctx=ast.Load())
             if self.a.is_active(stmt.value):
                 reverse += self.accumulate(stmt.value, adj_slot, self.a.kind(stmt.value), True, stmt,
                                            fresh=False)
-            zero = ast.Subscript(value=name_load(adjoint_name(array)), slice=copy.deepcopy(target.slice),
+            zero = ast.Subscript(value=name_load(self.adj(array)), slice=copy.deepcopy(target.slice),
                                  ctx=ast.Store())
             reverse.append(assign(zero, ast.Constant(0.0), stmt))
             reverse.insert(0, self.comment(stmt))
@@ -215,7 +224,7 @@ class ReverseTransformer:
         value = stmt.value
         if isinstance(value, (ast.Name, ast.Constant)):
             if self.a.is_active(value):
-                return self.accumulate(value, name_load(adjoint_name(name)), kind, True, stmt, fresh=False)
+                return self.accumulate(value, name_load(self.adj(name)), kind, True, stmt, fresh=False)
             return []
         if isinstance(value, ast.BinOp):
             op = BINOPS.get(type(value.op))
@@ -231,7 +240,7 @@ class ReverseTransformer:
             out = []
             for k, element in enumerate(value.elts):
                 if self.a.is_active(element):
-                    part = name_load(f"{adjoint_name(name)}_{k}")
+                    part = name_load(f"{self.adj(name)}_{k}")
                     out += self.accumulate(element, part, self.a.kind(element), False, stmt, fresh=False)
             return out
         if isinstance(value, ast.Subscript) and self.a.kind(value.value).cls == "tuple":
@@ -239,9 +248,9 @@ class ReverseTransformer:
                 return []
             if not isinstance(value.slice, ast.Constant):
                 raise self.fsrc.error(stmt, "a tuple can only be indexed by a constant", "tuple index")
-            target = name_store(f"{adjoint_name(value.value.id)}_{value.slice.value}")
+            target = name_store(f"{self.adj(value.value.id)}_{value.slice.value}")
             return [ast.copy_location(ast.AugAssign(target=target, op=ast.Add(),
-                                                    value=name_load(adjoint_name(name))), stmt)]
+                                                    value=name_load(self.adj(name))), stmt)]
         if isinstance(value, ast.Subscript):
             base = value.value
             if not self.a.is_active(base):
@@ -253,17 +262,17 @@ class ReverseTransformer:
                     raise self.fsrc.error(stmt, "integer-array indexing is supported as x[idx] or "
                                           "x[rows, cols]", "advanced indexing")
                 helper = "scatter_add2" if len(parts) == 2 else "scatter_add1"
-                call = ast.Call(func=name_load(helper), args=[name_load(adjoint_name(base.id))] +
-                                [name_load(p.id) for p in parts] + [name_load(adjoint_name(name))], keywords=[])
+                call = ast.Call(func=name_load(helper), args=[name_load(self.adj(base.id))] +
+                                [name_load(p.id) for p in parts] + [name_load(self.adj(name))], keywords=[])
                 return [ast.copy_location(ast.Expr(value=call), stmt)]
-            slot = ast.Subscript(value=name_load(adjoint_name(base.id)), slice=copy.deepcopy(value.slice),
+            slot = ast.Subscript(value=name_load(self.adj(base.id)), slice=copy.deepcopy(value.slice),
                                  ctx=ast.Store())
             return [ast.copy_location(ast.AugAssign(target=slot, op=ast.Add(),
-                                                    value=name_load(adjoint_name(name))), stmt)]
+                                                    value=name_load(self.adj(name))), stmt)]
         if isinstance(value, ast.Attribute) and value.attr in ("T", "real"):
             if not self.a.is_active(value.value):
                 return []
-            contribution = ast.Attribute(value=name_load(adjoint_name(name)), attr=value.attr, ctx=ast.Load())
+            contribution = ast.Attribute(value=name_load(self.adj(name)), attr=value.attr, ctx=ast.Load())
             return self.accumulate(value.value, contribution, self.a.kind(value.value), False, stmt)
         if isinstance(value, (ast.Compare, ast.Attribute)):
             return []
@@ -278,7 +287,7 @@ class ReverseTransformer:
         label = ast.unparse(call.func)
         if callee == "astype":
             base = call.func.value
-            return self.accumulate(base, name_load(adjoint_name(name)), self.a.kind(base), False, stmt,
+            return self.accumulate(base, name_load(self.adj(name)), self.a.kind(base), False, stmt,
                                    fresh=False)
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
         if isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
@@ -299,10 +308,10 @@ class ReverseTransformer:
         grads = self.names.fresh("grads")
         result_kind = self.a.kinds.get(name, K.FLOAT)
         if result_kind.cls == "tuple":      # the seed of a tuple result: one adjoint per component
-            seed = ast.Tuple(elts=[name_load(f"{adjoint_name(name)}_{k}") for k in range(len(result_kind.items))],
+            seed = ast.Tuple(elts=[name_load(f"{self.adj(name)}_{k}") for k in range(len(result_kind.items))],
                              ctx=ast.Load())
         else:
-            seed = name_load(adjoint_name(name))
+            seed = name_load(self.adj(name))
         helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed], keywords=[])
         out = [assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()), stmt)]
         position = 0
@@ -347,7 +356,7 @@ class ReverseTransformer:
             def visit_Subscript(inner, node):
                 if isinstance(node.value, ast.Name) and node.value.id == "d":
                     atom = bound[node.slice.id]
-                    return name_load(adjoint_name(atom.id))
+                    return name_load(self.adj(atom.id))
                 inner.generic_visit(node)
                 return node
 
@@ -372,7 +381,7 @@ class ReverseTransformer:
             else:
                 contribution = ast.Call(func=name_load("unbroadcast"), args=[contribution, name_load(name)],
                                         keywords=[])
-        adj = adjoint_name(name)
+        adj = self.adj(name)
         if name in self.single_use and (fresh or not target_kind.is_array):
             if sign < 0:
                 contribution = ast.UnaryOp(op=ast.USub(), operand=contribution)
