@@ -38,8 +38,8 @@ class GradFunction:
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if target == "cuda":
-            raise SrcgradError("target='cuda' is provided by srcgrad.cuda (map mode); "
-                               "use srcgrad.cuda.grad")
+            raise SrcgradError("target='cuda' functions are built by srcgrad.grad(..., target='cuda') "
+                               "(srcgrad.cuda map mode), not GradFunction")
         self.func = unwrap_function(func)
         self.target = target
         self.mode = mode
@@ -249,13 +249,22 @@ def _parse_wrt(wrt, params, fname):
 
 
 def _decorator(mode):
-    def api(func=None, *, wrt=0, target="cpu"):
+    def api(func=None, *, wrt=0, target="cpu", **options):
+        def make(f):
+            if target == "cuda":        # map mode: one GPU thread per element (srcgrad.cuda)
+                if mode == "vjp":
+                    raise ValueError("vjp has no cuda target; use grad or value_and_grad")
+                from . import cuda
+                return getattr(cuda, mode)(f, wrt=wrt, **options)
+            if options:
+                raise TypeError(f"unexpected options for target={target!r}: {', '.join(options)}")
+            return GradFunction(f, wrt=wrt, target=target, mode=mode)
         if func is None:
-            return lambda f: GradFunction(f, wrt=wrt, target=target, mode=mode)
+            return make
         if isinstance(func, (int, str, tuple, list)):
             raise TypeError(f"{mode}(...) takes the function first; use {mode}(f, wrt=...) or "
                             f"@{mode}(wrt=...)")
-        return GradFunction(func, wrt=wrt, target=target, mode=mode)
+        return make(func)
     return api
 
 

@@ -117,7 +117,10 @@ def module_source(header, target, functions, externals=()):
     backend = {"python": "srcgrad.backends.python", "cpu": "srcgrad.backends.cpu",
                "cuda": "srcgrad.backends.cuda"}[target]
     lines = [f'"""{header}"""', "import math", "import numpy as np",
-             f"from {backend} import ({', '.join(RUNTIME_NAMES)})", ""]
+             ""]
+    body = "\n".join(functions) + "\n".join(externals)
+    used = [name for name in RUNTIME_NAMES if re.search(rf"\b{re.escape(name)}\b", body)]
+    lines[-1:-1] = [f"from {backend} import {', '.join(used)}"]
     if externals:
         lines += ["# user functions with registered derivative rules"] + list(externals)
     lines += ["", ""]
