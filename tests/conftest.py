@@ -22,6 +22,8 @@ TARGETS = ["python", "cpu"]
 def pytest_addoption(parser):
     parser.addoption("--fuzz-examples", action="store", type=int, default=None,
                      help="number of random programs for the long fuzzing profile (pytest -m fuzz)")
+    parser.addoption("--fuzz-targets", default="python,cpu",
+                     help="targets the long fuzz profile checks every program on (comma separated)")
 
 
 @pytest.fixture(scope="session", autouse=True)
