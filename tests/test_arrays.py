@@ -17,6 +17,10 @@ F32 = dict(rtol=3e-3, atol=3e-4)
 
 _CACHE = {}
 
+# The float32 + non-contiguous variants of the big grouped functions cost a fresh Numba compile each
+# (30-70 s on a loaded 2-core machine): on the cpu target they are marked slow (`-m "not slow"`).
+SLOW_CPU = ["python", pytest.param("cpu", marks=pytest.mark.slow)]
+
 
 def gradfn(f, wrt, target):
     """One GradFunction per (function, wrt, target) for the whole session."""
@@ -131,6 +135,7 @@ def test_broadcasting_non_contiguous():
     check(broadcasting, _non_contiguous_broadcast(np.random.default_rng(3), np.float64), BROADCAST_WRT, "python")
 
 
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_broadcasting_float32_non_contiguous(target):
     args = _non_contiguous_broadcast(np.random.default_rng(4), np.float32)
     args[0] = np.float32(0.7)
@@ -178,6 +183,7 @@ def test_reductions_non_contiguous(f):
 
 
 @pytest.mark.parametrize("f", [sum_mean, max_min])
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_reductions_float32_non_contiguous(target, f):
     x = rand(np.random.default_rng(6), 6, 4).astype(np.float32)[::2, ::-1]
     check_grad(f, [x], wrt=0, target=target, gradfn=gradfn(f, 0, target), **F32)
@@ -188,6 +194,10 @@ def reductions_1d(x):
         + np.max(x, axis=0) + x.sum() * x.min()
 
 
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.xfail(
+    strict=True, reason="BUG: cpu target: np.sum/np.max(x, axis=0) of a 1-d array fails to compile: the 1-d "
+    "overload of expand_reduced/max_adjoint calls gradient.ravel() on the float adjoint (raw Numba "
+    "TypingError 'Unknown attribute ravel of type float64')"))])
 def test_reductions_1d(target):
     check(reductions_1d, [np.random.default_rng(7).uniform(-1, 1, 6)], 0, target)
 
@@ -267,6 +277,7 @@ def test_elementwise_non_contiguous():
     check(elementwise, [x[:, ::2], y.T[::2].T], (0, 1), "python")
 
 
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_elementwise_float32_non_contiguous(target):
     x, y = _elementwise_args(np.random.default_rng(9), (4, 6))
     args = [x.astype(np.float32)[:, ::2], y.astype(np.float32)[:, 1::2]]
@@ -301,9 +312,21 @@ def test_shape_work(target, m, n, k):
     check(shapes, [rand(rng, m, n), rand(rng, k)], (0, 1), target)
 
 
-def test_shape_work_non_contiguous(target):
+def test_shape_work_non_contiguous():
     rng = np.random.default_rng(9)
-    check(shapes, [rand(rng, 4, 3).T, rand(rng, 12)[::2]], (0, 1), target)
+    check(shapes, [rand(rng, 4, 3).T, rand(rng, 12)[::2]], (0, 1), "python")
+
+
+def reshape_transposed(X):
+    return np.sum(np.sin(X.reshape(X.shape[0] * X.shape[1])) * np.arange(X.size))
+
+
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.xfail(
+    strict=True, reason="BUG: cpu target: x.reshape(...) of a non-contiguous input (x = y.T) raises Numba's "
+    "'NotImplementedError: incompatible shape for array' (Numba reshapes only contiguous arrays); "
+    "NumPy and the python target copy"))])
+def test_reshape_non_contiguous(target):
+    check(reshape_transposed, [np.random.default_rng(10).uniform(-1, 1, (4, 3)).T], 0, target)
 
 
 # -- slice writes ---------------------------------------------------------------------------------
@@ -630,9 +653,8 @@ def name_clash(s, M):
     return np.sum(t1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the user variable `t1` and the generated temporary `_t1` share "
-                   "the adjoint name `_adj_t1` (adjoint_name strips the underscore), so the reverse sweep "
-                   "does `_adj_t1 += unbroadcast(_adj_t1, _t1)` and the gradient is doubled")
-def test_user_name_like_generated_temporary():
+def test_user_name_like_generated_temporary(target):
+    """Regression: `t1` and the temporary `_t1` once shared the adjoint `_adj_t1` (doubled gradient)."""
     M = np.arange(1.0, 7.0).reshape(2, 3)
-    check(name_clash, [0.7, M], 0, "python")
+    g = check(name_clash, [0.7, M], 0, target)
+    assert g == pytest.approx(M.sum(), rel=1e-12)
