@@ -249,10 +249,13 @@ BUILTIN_KINDS = {
     int: lambda *a, **k: K.INT,
     bool: lambda *a, **k: K.BOOL,
     round: lambda *a, **k: K.INT if len(a) == 1 else K.FLOAT,
-    np.zeros: _creation, np.ones: _creation, np.empty: _creation,
+    np.zeros: _creation, np.ones: _creation, np.empty: _creation, np.full: _creation,
+    np.full_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.zeros_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.ones_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
+    np.concatenate: lambda parts, axis=0, **k: K.array(parts.items[0].ndim),
+    np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),
@@ -346,8 +349,6 @@ def _data_flows(body):
 
 def _is_nondiff(callee):
     try:
-        return callee in rules.NON_DIFFERENTIABLE or callee in (np.zeros, np.ones, np.empty,
-                                                                np.zeros_like, np.ones_like,
-                                                                np.empty_like, np.arange)
+        return callee in rules.NON_DIFFERENTIABLE or callee in rules.CREATION
     except TypeError:
         return False

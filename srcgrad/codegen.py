@@ -25,7 +25,8 @@ COMMENT_MARK = "__srcgrad_comment__:"
 RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
                  "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
                  "reduce_min", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
-                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape"]
+                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
+                 "push_slice", "tape_slice", "concat_part", "stack_part"]
 
 
 def cache_dir():

@@ -26,6 +26,9 @@ def lower(stmts, analysis):
                     all(not analysis.kind(a).is_array for a in node.args):
                 new = ast.Call(func=ast.Name(id="clip_scalar", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)
+            if callee is np.reshape:
+                new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
+                return ast.copy_location(new, node)
             if helper is None:
                 return node
             keywords = {kw.arg: kw.value for kw in node.keywords}

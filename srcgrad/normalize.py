@@ -232,6 +232,54 @@ class JumpDesugarer:
         return pre + [ast.copy_location(new, stmt)], out_flags
 
 
+def _rename_straight_line_redefinitions(body, params, names):
+    """``z = f(x); z = z - m`` at the top level of the function -> ``z = ...; z_2 = z - m``.
+
+    A variable assigned only by top-level statements (never inside a branch or loop) gets a new
+    name at each reassignment, so the reverse sweep never has to save and restore its old value
+    (arrays included). Uses after each assignment are renamed to match."""
+    top_defs = {}
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+            top_defs[stmt.targets[0].id] = top_defs.get(stmt.targets[0].id, 0) + 1
+    nested_defs = set()
+    for stmt in body:
+        if isinstance(stmt, (ast.If, ast.For, ast.While)):
+            nested_defs |= assigned_names([stmt])
+    rename = {name for name, count in top_defs.items()
+              if name not in nested_defs and count + (name in params) > 1}
+    if not rename:
+        return body
+    current = {}
+    seen = set(params)
+
+    class Uses(ast.NodeTransformer):
+        def visit_Name(self, node):
+            if node.id in current:
+                return ast.copy_location(ast.Name(id=current[node.id], ctx=node.ctx), node)
+            return node
+    out = []
+    for stmt in body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id in rename:
+            stmt.value = Uses().visit(stmt.value)
+            name = target.id
+            if name in seen:
+                version = 2
+                while f"{name}_{version}" in names.taken or f"_{name}_{version}" in names.taken:
+                    version += 1
+                new = f"{name}_{version}"
+                names.taken.add(new)
+                names.generated.discard(new)
+                current[name] = new
+                target.id = new
+            seen.add(name)
+            out.append(stmt)
+            continue
+        out.append(Uses().visit(stmt))
+    return out
+
+
 def _stable_if_tests(stmts, names):
     """Give an ``if`` a condition variable of its own when its branches reassign the test
     (``t = a; if t: t = b`` from ``a and b``): the reverse sweep replays the branch by that test."""
@@ -711,6 +759,7 @@ def normalize(fsrc: FunctionSource):
     local_names |= assigned_names(desugared)
     flat = Flattener(fsrc, names, local_names, desugared).block(desugared)
     flat = _stable_if_tests(flat, names)
+    flat = _rename_straight_line_redefinitions(flat, params, names)
     if not flat or not isinstance(flat[-1], ast.Return):
         raise fsrc.error(fn, "the function must end with a `return` of its result "
                          "(every path must return a value)", "missing return")

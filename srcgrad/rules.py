@@ -426,7 +426,7 @@ def _reshape_kind(x, shape=None, *rest, **kw):
 
 @register_adjoint(np.reshape, kind=_reshape_kind, elementwise=False)
 def reshape(result, x, shape):
-    d[x] += np.reshape(d[result], x.shape)
+    d[x] += reshape_any(d[result], x.shape)
 
 
 @register_adjoint(np.ravel, kind=lambda x: K.array(1), elementwise=False)
@@ -442,3 +442,11 @@ def copy_(result, x):
 @register_adjoint(np.expand_dims, kind=lambda x, axis: K.array(x.ndim + 1), elementwise=False)
 def expand_dims(result, x, axis):
     d[x] += np.reshape(d[result], x.shape)
+
+
+# Functions taking a tuple of arrays: the adjoint of element k of the tuple is a part of the
+# result's adjoint, cut out by a runtime helper: ``d[parts[k]] += helper(d[result], k, parts, axis)``.
+TUPLE_ARGUMENT_RULES = {
+    np.concatenate: "concat_part",     # the k-th block along `axis`
+    np.stack: "stack_part",            # the k-th index along the new `axis`
+}

@@ -170,3 +170,36 @@ def scatter_add1(adjoint, index, gradient):
 def clip_scalar(x, lo, hi):
     """np.clip for scalars (Numba's np.clip needs arrays)."""
     return min(max(x, lo), hi)
+
+
+def reshape_any(x, shape):
+    """np.reshape (the cpu backend copies non-contiguous arrays first, as NumPy does)."""
+    return np.reshape(x, shape)
+
+
+def push_slice(tape, top, view):
+    """Push every value of ``view`` (a row or slice about to be overwritten) on the tape."""
+    count = np.size(view)
+    while top + count > tape.shape[0]:
+        tape = grow(tape)
+    tape[top:top + count] = np.ravel(view)
+    return tape, top + count
+
+
+def tape_slice(tape, top, like):
+    """The values ``push_slice`` saved at ``top``, shaped like ``like``."""
+    return tape[top:top + np.size(like)].reshape(np.shape(like)).astype(like.dtype)
+
+
+def concat_part(gradient, k, parts, axis):
+    """The block of ``gradient`` that came from ``parts[k]`` in ``np.concatenate(parts, axis)``."""
+    axis = axis % np.ndim(gradient)
+    start = sum(np.shape(parts[j])[axis] for j in range(k))
+    index = [slice(None)] * np.ndim(gradient)
+    index[axis] = slice(start, start + np.shape(parts[k])[axis])
+    return gradient[tuple(index)]
+
+
+def stack_part(gradient, k, axis):
+    """The slice of ``gradient`` that came from ``parts[k]`` in ``np.stack(parts, axis)``."""
+    return np.take(gradient, k, axis=axis)

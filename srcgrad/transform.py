@@ -61,6 +61,7 @@ class ReverseTransformer:
         self.loops = []            # (normalized body, reverse loop node, loop variable, forward body)
         self.loop_stack = []       # ids of the loop bodies being transformed (innermost last)
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
+        self.array_lists = []      # `_r_saved1 = []` initialisations of per-iteration array lists
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
 
     def adj(self, name):
@@ -183,8 +184,10 @@ class ReverseTransformer:
         reverse = []
         if name in self.a.active:
             reverse = self.adjoint_of(stmt, name, kind)
-            if self.a.overwritten(name) and name not in self.single_use:
-                reverse += self.reset(name, kind, stmt)
+            if self.a.overwritten(name):
+                # decided at the end: whether the name stays a single-use temporary is only known
+                # once its use (later in program order) has been transformed
+                reverse.append(_Reset(name, kind, stmt))
         if reverse:
             reverse.insert(0, self.comment(stmt))
         reverse.append(Restore(save))
@@ -280,15 +283,26 @@ class ReverseTransformer:
 
     def call(self, stmt, name, call):
         callee = call.callee
-        active_args = [arg for arg in call.args if self.a.is_active(arg)] + \
+        if callee == "astype":          # x.astype(dtype): the array is the method's receiver
+            base = call.func.value
+            if not self.a.is_active(base):
+                return []
+            return self.accumulate(base, name_load(self.adj(name)), self.a.kind(base), False, stmt,
+                                   fresh=False)
+        helper = rules.TUPLE_ARGUMENT_RULES.get(callee) if _hashable(callee) else None
+        if helper is not None and call.args and isinstance(call.args[0], ast.Tuple):
+            return self.tuple_argument(stmt, name, call, helper)
+        elements = [e for arg in call.args if isinstance(arg, ast.Tuple) for e in arg.elts]
+        active_args = [arg for arg in list(call.args) + elements if self.a.is_active(arg)] + \
                       [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
         if not active_args:
             return []
         label = ast.unparse(call.func)
-        if callee == "astype":
-            base = call.func.value
-            return self.accumulate(base, name_load(self.adj(name)), self.a.kind(base), False, stmt,
-                                   fresh=False)
+        if any(isinstance(arg, ast.Tuple) and any(self.a.is_active(e) for e in arg.elts)
+               for arg in call.args):
+            raise self.fsrc.error(stmt, f"`{label}` receives a tuple of values that depend on the "
+                                  "differentiated inputs, and srcgrad has no derivative rule for that",
+                                  "tuple argument")
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
         if isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
             return []     # the result does not depend on the argument's values
@@ -322,6 +336,23 @@ class ReverseTransformer:
                     part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
                     out += self.accumulate(arg, part, kind, False, stmt)
                 position += 1
+        return out
+
+    def tuple_argument(self, stmt, name, call, helper):
+        """np.concatenate((a, b), axis) / np.stack(...): each active part gets its slice back."""
+        parts = call.args[0]
+        axis = call.args[1] if len(call.args) > 1 else next(
+            (kw.value for kw in call.keywords if kw.arg == "axis"), ast.Constant(0))
+        out = []
+        for k, element in enumerate(parts.elts):
+            if not self.a.is_active(element):
+                continue
+            args = [name_load(self.adj(name)), ast.Constant(k)]
+            if helper == "concat_part":
+                args.append(copy.deepcopy(parts))
+            args.append(copy.deepcopy(axis))
+            part = ast.Call(func=name_load(helper), args=args, keywords=[])
+            out += self.accumulate(element, part, self.a.kind(element), False, stmt, fresh=False)
         return out
 
     def apply_rule(self, rule, name, args, keywords, stmt, label):
@@ -412,6 +443,7 @@ class ReverseTransformer:
         initialized = set()
         forward = self._replace(forward, keep, restore=False)
         reverse = self._replace(reverse, keep, restore=True)
+        inits += self.array_lists
         for save in self._saves:
             if save.index is None and save.name not in self.params and save.name not in initialized \
                     and not getattr(save, "always", False):
@@ -459,6 +491,7 @@ class ReverseTransformer:
                         if op in candidates and op not in wanted:
                             wanted.add(op)
                             changed = True
+            self.save_arrays_per_iteration(body, reverse_loop, forward_body, candidates, needed)
             if not wanted:
                 continue
             recompute = [copy.deepcopy(stmt) for name, stmt in candidates.items() if name in wanted]
@@ -484,6 +517,32 @@ class ReverseTransformer:
             reverse_loop.body[:0] = restores + \
                 [_Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
             self.recomputed |= wanted
+
+    def save_arrays_per_iteration(self, body, reverse_loop, forward_body, candidates, needed):
+        """Arrays computed once per iteration (``r = a[i] * v``) that the reverse sweep reads: keep a
+        copy of each iteration's value in a list and pop it at the top of the reverse iteration.
+        (The shared tape holds scalars; a list of arrays keeps each iteration's shape.)"""
+        for stmt in body:
+            if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
+                continue
+            name = stmt.targets[0].id
+            kind = self.a.kinds.get(name, K.FLOAT)
+            if not kind.is_array or name in candidates or name not in needed or \
+                    self.a.def_sites.get(name) != 1:
+                continue
+            saved = self.names.fresh(name.lstrip("_") + "_saved")
+            copy_call = ast.Call(func=ast.Attribute(value=name_load(name), attr="copy", ctx=ast.Load()),
+                                 args=[], keywords=[])
+            append = ast.Expr(value=ast.Call(func=ast.Attribute(value=name_load(saved), attr="append",
+                                                                ctx=ast.Load()),
+                                             args=[copy_call], keywords=[]))
+            index = next(i for i, item in enumerate(forward_body) if item is stmt)
+            forward_body.insert(index + 1, ast.copy_location(append, stmt))
+            pop = ast.Call(func=ast.Attribute(value=name_load(saved), attr="pop", ctx=ast.Load()),
+                           args=[], keywords=[])
+            reverse_loop.body.insert(0, assign(name, pop, stmt))
+            self.array_lists.append(assign(saved, ast.List(elts=[], ctx=ast.Load()), stmt))
+            self.recomputed.add(name)
 
     def _checkpointable(self, body):
         """Loop-carried scalars: assigned once, at the top level of the loop body. Saving their value
@@ -531,7 +590,10 @@ class ReverseTransformer:
             self._saves = []
         out = []
         for stmt in stmts:
-            if isinstance(stmt, Save):
+            if isinstance(stmt, _Reset):
+                if restore and stmt.name not in self.single_use:
+                    out.extend(self.reset(stmt.name, stmt.kind, stmt.like))
+            elif isinstance(stmt, Save):
                 if keep(stmt):
                     out.append(self._push(stmt))
                     if stmt not in self._saves:
@@ -569,16 +631,22 @@ class ReverseTransformer:
     def _push(self, save):
         tape, pos, push = self._tape_for(save)
         if save.index is not None:
-            if save.kind.is_array and _index_is_slice(save.index, self.a):
-                raise self.fsrc.error(save.like, f"slice assignment to {save.name!r} overwrites values "
-                                      "the reverse sweep needs; this is not supported yet",
-                                      "slice write")
             value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+            if self._slot_is_array(save):      # a row or slice: save all its values
+                push = "push_slice"
         else:
             value = name_load(save.name)
         call = ast.Call(func=name_load(push), args=[name_load(tape), name_load(pos), value], keywords=[])
         target = ast.Tuple(elts=[name_store(tape), name_store(pos)], ctx=ast.Store())
         return assign(target, call, save.like)
+
+    def _slot_is_array(self, save):
+        """Whether ``name[index]`` is an array (a row, a slice) rather than one element."""
+        parts = save.index.elts if isinstance(save.index, ast.Tuple) else [save.index]
+        if _index_is_slice(save.index, self.a) or any(isinstance(p, ast.Constant) and p.value is None
+                                                       for p in parts):
+            return True
+        return save.kind is not None and save.kind.is_array and len(parts) < save.kind.ndim
 
     def _pop(self, save, into=None):
         tape, pos, _ = self._tape_for(save)
@@ -587,6 +655,11 @@ class ReverseTransformer:
         value = ast.Subscript(value=name_load(tape), slice=name_load(pos), ctx=ast.Load())
         if save.index is not None:
             target = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
+            if self._slot_is_array(save):
+                slot = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+                dec.value = ast.Attribute(value=slot, attr="size", ctx=ast.Load())
+                value = ast.Call(func=name_load("tape_slice"), args=[name_load(tape), name_load(pos),
+                                                                      copy.deepcopy(slot)], keywords=[])
         else:
             target = name_store(into or save.name)
         return [dec, assign(target, value, save.like)]
@@ -682,6 +755,8 @@ def _has_kept_code(stmts, keep):
     for stmt in stmts:
         if isinstance(stmt, (ast.Pass, _Comment, Save)):
             continue
+        if isinstance(stmt, _Reset):
+            return True
         if isinstance(stmt, Restore):
             if keep(stmt.save):
                 return True
@@ -739,11 +814,29 @@ def _zero_of(kind):
     return {"float": 0.0, "int": 0, "bool": False}.get(kind.cls, 0.0)
 
 
+def _hashable(obj):
+    try:
+        hash(obj)
+        return True
+    except TypeError:
+        return False
+
+
 def _in(obj, collection):
     try:
         return obj in collection
     except TypeError:
         return False
+
+
+class _Reset(ast.stmt):
+    """Placeholder: zero ``name``'s adjoint after its assignment was reversed (a loop assigns it
+    again), unless it turned out to be a single-use temporary whose adjoint is assigned, not added."""
+    _fields = ()
+
+    def __init__(self, name, kind, like):
+        super().__init__()
+        self.name, self.kind, self.like = name, kind, like
 
 
 class _Comment(ast.stmt):
@@ -780,11 +873,43 @@ def primal_reads(stmts, keep):
                     out |= set(operand_names(stmt.iter))
                 out |= primal_reads(stmt.body, keep)
             continue
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and not node.id.startswith("_adj"):
+        out |= value_reads(stmt)
+    return out
+
+
+# Arguments that only lend their shape: overwriting the array's values does not matter to them.
+SHAPE_ONLY_ARGUMENTS = {"unbroadcast": (1,), "expand_reduced": (1,), "reduced_count": (0,),
+                        "zeros_like": (0,), "tape_slice": (2,)}
+
+
+def value_reads(stmt):
+    """Primal names whose *values* ``stmt`` reads (shape-only uses, like ``x.shape``, excluded)."""
+    out = set()
+
+    def visit(node):
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load) and not node.id.startswith("_adj"):
                 out.add(node.id)
-            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
-                out |= set(operand_names(node.slice))
+            return
+        if isinstance(node, ast.Attribute) and node.attr in ("shape", "size", "ndim") and \
+                isinstance(node.value, ast.Name):
+            return
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            skip = SHAPE_ONLY_ARGUMENTS.get(name, ())
+            visit(node.func)
+            for position, arg in enumerate(node.args):
+                if position in skip and isinstance(arg, ast.Name):
+                    continue
+                visit(arg)
+            for kw in node.keywords:
+                visit(kw.value)
+            return
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            out.update(operand_names(node.slice))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+    visit(stmt)
     return out
 
 

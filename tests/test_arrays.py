@@ -194,10 +194,7 @@ def reductions_1d(x):
         + np.max(x, axis=0) + x.sum() * x.min()
 
 
-@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.xfail(
-    strict=True, reason="BUG: cpu target: np.sum/np.max(x, axis=0) of a 1-d array fails to compile: the 1-d "
-    "overload of expand_reduced/max_adjoint calls gradient.ravel() on the float adjoint (raw Numba "
-    "TypingError 'Unknown attribute ravel of type float64')"))])
+@pytest.mark.parametrize("target", ["python", "cpu"])
 def test_reductions_1d(target):
     check(reductions_1d, [np.random.default_rng(7).uniform(-1, 1, 6)], 0, target)
 
@@ -321,10 +318,7 @@ def reshape_transposed(X):
     return np.sum(np.sin(X.reshape(X.shape[0] * X.shape[1])) * np.arange(X.size))
 
 
-@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.xfail(
-    strict=True, reason="BUG: cpu target: x.reshape(...) of a non-contiguous input (x = y.T) raises Numba's "
-    "'NotImplementedError: incompatible shape for array' (Numba reshapes only contiguous arrays); "
-    "NumPy and the python target copy"))])
+@pytest.mark.parametrize("target", ["python", "cpu"])
 def test_reshape_non_contiguous(target):
     check(reshape_transposed, [np.random.default_rng(10).uniform(-1, 1, (4, 3)).T], 0, target)
 
@@ -381,19 +375,12 @@ def test_element_writes(target):
     check(write_elements_2d, [rand(rng, 3), rand(rng, 4)], (0, 1), target)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: slice writes (`out[i, :] = v`, `out[:, 0] = a`, `e[:] = 2.0`) are "
-                   "refused with UnsupportedSyntaxError 'slice assignment to ... overwrites values the reverse "
-                   "sweep needs' whenever the array is read afterwards in the reverse sweep (np.sum(out), "
-                   "out * W, even an inactive e in e * v), although the overwritten values are never needed")
 @pytest.mark.parametrize("f", [write_rows_loop, write_row_outside, fill_inactive])
 def test_slice_writes(f):
     rng = np.random.default_rng(11)
     check(f, [rand(rng, 3), rand(rng, 4), rand(rng, 3, 4)], (0, 1), "python")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a row write through an integer index, `out[i] = a[i] * v` with a "
-                   "2-d out, is taped as if it were one element: 'ValueError: setting an array element with a "
-                   "sequence' (python target) when pushing the old row onto the float tape")
 def test_row_write_integer_index():
     rng = np.random.default_rng(11)
     check(write_rows_int_index, [rand(rng, 3), rand(rng, 4), rand(rng, 3, 4)], (0, 1), "python")
@@ -409,15 +396,11 @@ def stack(a, b):
     return np.sum(np.sin(np.stack((a, b))) * np.arange(2.0)[:, None])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: np.concatenate has no derivative rule "
-                   "(UnsupportedSyntaxError: `np.concatenate` is not supported)")
 def test_concatenate():
     rng = np.random.default_rng(14)
     check(concat, [rand(rng, 3), rand(rng, 2)], (0, 1), "python")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: np.stack has no derivative rule "
-                   "(UnsupportedSyntaxError: `np.stack` is not supported)")
 def test_stack():
     rng = np.random.default_rng(15)
     check(stack, [rand(rng, 3), rand(rng, 3)], (0, 1), "python")
@@ -491,15 +474,10 @@ def creation_full_like(x):
     return np.sum(np.full_like(x, 2.0) * x)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: np.full(shape, value) on inactive values fails: srcgrad tries "
-                   "to transform numpy's own source (UnsupportedSyntaxError in numpy/_core/numeric.py: "
-                   "positional-only and keyword-only parameters are not supported)")
 def test_creation_full():
     check(creation_full, [np.linspace(0.1, 0.9, 4)], 0, "python")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: np.full_like is listed in rules.CREATION but has no result "
-                   "kind (UnsupportedSyntaxError: `np.full_like` is not supported)")
 def test_creation_full_like():
     check(creation_full_like, [np.linspace(0.1, 0.9, 4)], 0, "python")
 
@@ -509,8 +487,6 @@ def astype_sum(x):
     return np.sum(np.sin(y))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: x.astype(...) drops the gradient: the adjoint of "
-                   "`y = x.astype(np.float32)` is never emitted (grad is all zeros)")
 def test_astype_passes_gradient():
     x = np.linspace(0.1, 0.9, 4).astype(np.float32)
     g = srcgrad.grad(astype_sum, target="python")(x)

@@ -187,7 +187,7 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
         return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient)
     ax = _literal(axis)
     if x.ndim == 1:
-        return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0] if False else gradient.ravel()[0])
+        return lambda gradient, x, axis, keepdims: np.full(x.shape, _first(gradient))
     if ax in (1, -1):
         def rows(gradient, x, axis, keepdims):
             g = gradient.ravel()
@@ -333,3 +333,67 @@ def external(qualified_name):
     return numba.njit(cache=True)(function)
 
 new_float32_tape = _helper(runtime.new_float32_tape)
+
+
+@numba.njit(cache=True)
+def reshape_any(x, shape):
+    """np.reshape that also accepts non-contiguous arrays (it copies them, as NumPy does)."""
+    return np.ascontiguousarray(x).reshape(shape)
+
+
+@numba.njit(cache=True)
+def push_slice(tape, top, view):
+    count = view.size
+    while top + count > tape.shape[0]:
+        tape = grow(tape)
+    tape[top:top + count] = np.ascontiguousarray(view).ravel()
+    return tape, top + count
+
+
+@numba.njit(cache=True)
+def tape_slice(tape, top, like):
+    return tape[top:top + like.size].reshape(like.shape).astype(like.dtype)
+
+
+def concat_part(gradient, k, parts, axis):
+    return runtime.concat_part(gradient, k, parts, axis)
+
+
+@overload(concat_part, prefer_literal=True)
+def _concat_part_ov(gradient, k, parts, axis):
+    ax = _literal(axis)
+    ax = 0 if ax is None else ax % gradient.ndim
+    if ax == 0:
+        def first(gradient, k, parts, axis):
+            start = 0
+            for j in range(k):
+                start += parts[j].shape[0]
+            return gradient[start:start + parts[k].shape[0]]
+        return first
+    if ax == 1 and gradient.ndim == 2:
+        def second(gradient, k, parts, axis):
+            start = 0
+            for j in range(k):
+                start += parts[j].shape[1]
+            return gradient[:, start:start + parts[k].shape[1]]
+        return second
+    raise numba.core.errors.TypingError("srcgrad: np.concatenate adjoint supports axis 0 and 1 (2-d)")
+
+
+def stack_part(gradient, k, axis):
+    return runtime.stack_part(gradient, k, axis)
+
+
+@overload(stack_part, prefer_literal=True)
+def _stack_part_ov(gradient, k, axis):
+    ax = _literal(axis)
+    ax = 0 if ax is None else ax % gradient.ndim
+    if ax == 0:
+        return lambda gradient, k, axis: gradient[k]
+    if ax == 1 and gradient.ndim == 2:
+        return lambda gradient, k, axis: gradient[:, k]
+    if ax == 1 and gradient.ndim == 3:
+        return lambda gradient, k, axis: gradient[:, k]
+    if ax == 2 and gradient.ndim == 3:
+        return lambda gradient, k, axis: gradient[:, :, k]
+    raise numba.core.errors.TypingError("srcgrad: np.stack adjoint supports 2-d and 3-d results")

@@ -16,3 +16,6 @@ def external(qualified_name):
     function = _lookup(qualified_name)
     return getattr(function, "py_func", function)
 from ..runtime import new_float32_tape  # noqa: F401,E402
+from ..runtime import reshape_any  # noqa: F401,E402
+from ..runtime import push_slice, tape_slice  # noqa: F401,E402
+from ..runtime import concat_part, stack_part  # noqa: F401,E402
