@@ -87,13 +87,15 @@ class ReverseTransformer:
                 elif isinstance(stmt, (ast.For, ast.While)):
                     visit(stmt.body)
         visit(self.body)
+        for param in self.params:       # parameters are defined at the top of the body
+            def_block.setdefault(param, id(self.body))
         # an array read or written by index accumulates slot by slot: it needs a zeroed adjoint
         indexed = {node.value.id for stmt in self.body for node in ast.walk(stmt)
                    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)}
         return {name for name in def_block
                 if name not in indexed and self.a.kinds.get(name, K.FLOAT).cls != "tuple"
                 and self.a.def_sites.get(name) == 1 and self.a.operand_uses.get(name) == 1
-                and use_block.get(name) == def_block[name] and name not in self.params}
+                and use_block.get(name) == def_block[name]}
 
     # -- the whole function ---------------------------------------------------------------------
     def run(self, wrt):
@@ -374,7 +376,8 @@ class ReverseTransformer:
                 continue
             contribution = self.substitute(line.value, bound, local, name)
             sign = -1 if isinstance(line.op, ast.Sub) else 1
-            out += self.accumulate(atom, contribution, result_kind, rule.elementwise, stmt, sign=sign)
+            out += self.accumulate(atom, contribution, result_kind, rule.elementwise, stmt, sign=sign,
+                                   final_adjoint=None if self.a.overwritten(name) else self.adj(name))
         # drop template temporaries no surviving line reads
         used = {n for s in out for n in operand_names(s)}
         return [s for s in out if not (isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Name)
@@ -399,12 +402,19 @@ class ReverseTransformer:
                 return node
         return simplify(Sub().visit(expr))
 
-    def accumulate(self, atom, contribution, contribution_kind, elementwise, stmt, sign=1, fresh=True):
-        """``d[atom] += contribution``, summing broadcast axes back to atom's shape."""
+    def accumulate(self, atom, contribution, contribution_kind, elementwise, stmt, sign=1, fresh=True,
+                   final_adjoint=None):
+        """``d[atom] += contribution``, summing broadcast axes back to atom's shape.
+
+        ``final_adjoint`` names the result's adjoint when nothing writes it after this statement
+        (its variable is assigned once, outside loops): sharing that array is then safe."""
         name = atom.id
         target_kind = self.a.kind(atom)
         # a bare adjoint (or a view of one) must not become another variable's adjoint by aliasing
-        fresh = fresh and not isinstance(contribution, (ast.Name, ast.Attribute, ast.Subscript))
+        # (never for a parameter: each returned gradient must be an array of its own)
+        shared = isinstance(contribution, ast.Name) and contribution.id == final_adjoint \
+            and name not in self.params
+        fresh = fresh and (shared or not isinstance(contribution, (ast.Name, ast.Attribute, ast.Subscript)))
         if elementwise and contribution_kind.is_array:
             if not target_kind.is_array:
                 contribution = ast.Call(func=ast.Attribute(value=name_load("np"), attr="sum", ctx=ast.Load()),
