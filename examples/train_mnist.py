@@ -52,6 +52,7 @@ import numba  # noqa: E402
 
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
+from srcgrad.fileio import write_atomic  # noqa: E402
 from srcgrad.optim import make_optimizer  # noqa: E402
 
 N_IN, N_OUT = 784, 10
@@ -224,20 +225,7 @@ def save_checkpoint(path, params, optimizer, epoch, config, history):
     arrays["rng_seed"] = np.array(config["seed"], dtype=np.int64)
     arrays["config"] = np.array(json.dumps(config, sort_keys=True))
     arrays["version"] = np.array(CHECKPOINT_VERSION, dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_checkpoint(path):

@@ -11,12 +11,12 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import astor
 
 from . import __version__
+from .fileio import write_atomic
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
@@ -134,16 +134,7 @@ def write_module(path, source):
         with open(path, encoding="utf-8") as existing:
             if existing.read() == source:
                 return
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".py", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(source)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    write_atomic(path, lambda handle: handle.write(source), mode="w")
 
 
 def import_module(path):

@@ -178,7 +178,7 @@ class MapGradFunction:
         sources = helper_sources(self.func)
         precision = _precision_supported() and dtype == "float32"
         key = codegen.cache_key("cuda", "map", kinds, self.wrt_names, dtype, self.max_tape, self.max_iter,
-                                precision, *[sources[k] for k in sorted(sources, key=str)])
+                                precision, *sorted(sources.values()))
         path = codegen.module_path(f"{self.func.__name__}_cuda", key)
         if not os.path.exists(path):
             extra = {"precision": dtype} if precision else {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.request import urlopen
 import numpy as np
 
 from srcgrad.errors import SrcgradError
+from srcgrad.fileio import write_atomic
 
 __all__ = ["DatasetError", "load_mnist", "resolve_data_dir", "MNIST_FILES", "MNIST_MIRRORS"]
 
@@ -206,20 +206,7 @@ def _fetch(url: str) -> bytes:
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda handle: handle.write(blob))
 
 
 def _download(directory: Path, name: str, mirrors, log) -> None:

@@ -18,12 +18,10 @@ annotated with the Python object it calls (``node.callee``).
 import ast
 import builtins
 import math
-import numbers
 import types
 
 import numpy as np
 
-from .errors import UnsupportedSyntaxError
 from .parse import FunctionSource
 
 # Methods users call on arrays, mapped to the NumPy function that takes the array first.

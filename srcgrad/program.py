@@ -14,9 +14,9 @@ from . import kinds as K
 from .analyse import analyse
 from .check import check_function
 from .errors import SrcgradError
-from .normalize import assign, name_load, normalize
+from .normalize import normalize
 from .parse import read_function, unwrap_function
-from .transform import ReverseTransformer, adjoint_name
+from .transform import ReverseTransformer
 from . import codegen
 from . import rules
 from .lower import cast_float_literals, lower

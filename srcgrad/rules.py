@@ -25,6 +25,9 @@ import numpy as np
 
 from . import kinds as K
 from .errors import SrcgradError
+# Runtime helpers the array templates call (generated code imports them from its backend).
+from .runtime import (expand_reduced, matmul_grad_left, matmul_grad_right, max_adjoint,  # noqa: F401
+                      min_adjoint, reduced_count, reshape_any)
 
 
 class _AdjointOf:

@@ -1,21 +1,22 @@
-"""The ``python`` target: the generated code runs as plain Python (for reading and debugging)."""
-from ..runtime import (push_float, push_int, range_length, _range_continues, unbroadcast,  # noqa: F401
-                       new_float_tape, new_int_tape)
+"""The ``python`` target: the generated code runs as plain Python (for reading and debugging).
+
+Generated modules import their runtime helpers from here; they are the plain implementations of
+:mod:`srcgrad.runtime`, unchanged.
+"""
+from ..rules import external as _lookup
+from ..runtime import (  # noqa: F401  (re-exported for generated modules)
+    push_float, push_int, range_length, _range_continues, unbroadcast, new_float_tape, new_int_tape,
+    new_float32_tape, reduce_sum, reduce_mean, reduce_max, reduce_min, expand_reduced, reduced_count,
+    max_adjoint, min_adjoint, matmul_grad_left, matmul_grad_right, gather2, scatter_add2,
+    scatter_add1, clip_scalar, reshape_any, push_slice, tape_slice, concat_part, stack_part)
 
 
 def jit(function):
+    """No compilation: the function runs as the Python it is."""
     return function
-from ..runtime import (reduce_sum, reduce_mean, reduce_max, reduce_min, expand_reduced,  # noqa: F401,E402
-                       reduced_count, max_adjoint, min_adjoint, matmul_grad_left, matmul_grad_right,
-                       gather2, scatter_add2, scatter_add1)
-from ..runtime import clip_scalar  # noqa: F401,E402
-from ..rules import external as _lookup  # noqa: E402
 
 
 def external(qualified_name):
+    """A user function with a registered derivative rule, as plain Python."""
     function = _lookup(qualified_name)
     return getattr(function, "py_func", function)
-from ..runtime import new_float32_tape  # noqa: F401,E402
-from ..runtime import reshape_any  # noqa: F401,E402
-from ..runtime import push_slice, tape_slice  # noqa: F401,E402
-from ..runtime import concat_part, stack_part  # noqa: F401,E402
