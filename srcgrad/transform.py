@@ -577,7 +577,10 @@ class ReverseTransformer:
                 continue
             later_reads = any(isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name
                               for stmt in body[index + 1:] for node in ast.walk(stmt))
-            out[name] = later_reads
+            # the new value is also read by the reverse of its own assignment when that is an
+            # operation whose rule uses the result (tanh, exp, sqrt, ...): only a plain copy is safe
+            copy_only = isinstance(body[index].value, (ast.Name, ast.Constant))
+            out[name] = later_reads or not copy_only
         return out
 
     def _restore_filter(self, needed):

@@ -148,9 +148,10 @@ class Gen:
             self.counter += 1
             k = f"k{self.counter}"
             limit = self.draw(st.integers(1, 5))
+            # the counter moves first, so a `continue` in the body cannot make the loop endless
             return [f"{pad}{k} = 0",
-                    f"{pad}while {k} < {limit} and {self.expr(1, loop_vars)} < {self.const()}:"] + \
-                self.stmts(depth - 1, loop_vars, indent + 1, True) + [f"{pad}    {k} = {k} + 1"]
+                    f"{pad}while {k} < {limit} and {self.expr(1, loop_vars)} < {self.const()}:",
+                    f"{pad}    {k} = {k} + 1"] + self.stmts(depth - 1, loop_vars, indent + 1, True)
         if kind == "break":
             return [f"{pad}if {self.cond(loop_vars)}:", f"{pad}    break"]
         return [f"{pad}if {self.cond(loop_vars)}:", f"{pad}    continue"]

@@ -37,3 +37,25 @@ def prog(x, y, a):
 @pytest.mark.parametrize("target", ["python", "cpu"])
 def test_regression_while_if_1(target):
     assert fp.check_program(WHILE_IF_1, [target], point_seed=0)
+
+
+# Found by the long fuzz profile: a loop-carried value assigned by an operation whose derivative
+# rule reads the result (t1 = tanh(x)) was restored to its start-of-iteration value before that
+# rule ran. Fixed: only plain copies share the start value.
+CARRIED_RESULT = '''import math
+import numpy as np
+
+
+def prog(x, y, a):
+    t0 = x * 0.5 + y
+    t1 = math.sin(x) * a[0]
+    for i0 in range(4):
+        t0 = 0.5 * t0 + 0.5 * math.tanh(t1)
+        t1 = math.tanh(x)
+    return t0 + 0.5 * t1 - y * y + a[1]
+'''
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_regression_carried_result(target):
+    assert fp.check_program(CARRIED_RESULT, [target], point_seed=0)
