@@ -316,7 +316,40 @@ def analyse(fsrc, params, body, param_kinds, wrt_names, helper_kind):
                         useful.add(s)
                         changed = True
     a.active = {n for n in a.varied & useful if a.kinds.get(n, K.FLOAT).is_float}
+    _refuse_hidden_non_differentiable(fsrc, body, a, useful)
     return a
+
+
+# Calls whose integer/bool result would silently cut the derivative of an input it depends on.
+VALUE_CUTTING = {int, round, bool, np.argmax, np.argmin, np.argsort}
+
+
+def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
+    """``int(x)`` or ``(x > 0)`` computed from a differentiated input and then used in arithmetic
+    that reaches the result: the derivative through it is not defined (or silently zero), so
+    refuse rather than return a gradient that ignores it. (Conditions of ``if``/``while``/
+    ``np.where`` are fine: they pick a branch, they do not scale a value.)"""
+    arithmetic_operands = set()
+    for stmt, _depth in walk_assignments(body):
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, (ast.BinOp, ast.UnaryOp)):
+            arithmetic_operands |= set(operand_names(stmt.value))
+    for stmt, _depth in walk_assignments(body):
+        if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
+            continue
+        target, value = stmt.targets[0].id, stmt.value
+        varied_inputs = [n for n in operand_names(value) if n in a.varied]
+        if not varied_inputs or target not in useful or target not in arithmetic_operands:
+            continue
+        if isinstance(value, ast.Call) and _safe_key(value.callee) in VALUE_CUTTING:
+            label = ast.unparse(value.func)
+        elif isinstance(value, ast.Compare):
+            label = "a comparison"
+        else:
+            continue
+        raise fsrc.error(stmt, f"{label} of `{varied_inputs[0]}`, which depends on the differentiated "
+                         "inputs, is used in arithmetic: it has no derivative. Use it only as a "
+                         "condition (if/while/np.where), or compute it from values that do not "
+                         "depend on the inputs", "non-differentiable value")
 
 
 def _data_flows(body):
