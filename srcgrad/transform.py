@@ -124,6 +124,8 @@ class ReverseTransformer:
         return forward, reverse
 
     def statement(self, stmt, depth):
+        if isinstance(stmt, ast.Pass):          # an emptied branch (`y = y` was dropped)
+            return [], []
         if isinstance(stmt, ast.Assign):
             return self.assignment(stmt, depth)
         if isinstance(stmt, ast.If):
