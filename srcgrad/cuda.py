@@ -347,8 +347,12 @@ class MapGradFunction:
 
 
 def _decorator(mode):
-    def api(func=None, *, wrt=0, max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER, block=BLOCK):
+    def api(func=None, *, wrt=0, max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER, block=BLOCK,
+            arrays=False, check=True):
         def make(f):
+            if arrays:     # whole-array code as fused kernels (srcgrad.cuda_arrays)
+                from .cuda_arrays import ArrayGradFunction
+                return ArrayGradFunction(f, wrt=wrt, mode=mode, check=check)
             return MapGradFunction(f, wrt=wrt, mode=mode, max_tape=max_tape, max_iter=max_iter, block=block)
         if func is None:
             return make
@@ -364,7 +368,11 @@ grad = _decorator("grad")
 grad.__doc__ = """Map-mode gradient on the GPU: ``grad(f, wrt=0 | (0, 4) | "name", max_tape=1024,
 max_iter=100000, block=256)``; usable as ``@grad(wrt=...)``. ``f`` is scalar code; calling the
 result maps it over arrays (one thread per element). A single ``wrt`` gives one array, a tuple a
-tuple of arrays."""
+tuple of arrays.
+
+``arrays=True`` selects array mode instead (:mod:`srcgrad.cuda_arrays`): ``f`` is whole-array
+NumPy code (an MLP loss, say) and runs as fused CUDA kernels; ``check=False`` skips the per-call
+read of the index-error flag."""
 
 value_and_grad = _decorator("value_and_grad")
 value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""
