@@ -335,6 +335,7 @@ def train(
     resume=None,
     plot=None,
     device="cpu",
+    cuda_kernels="generated",
     limit_train=None,
     quiet=False,
     mode=DEFAULTS["mode"],
@@ -423,7 +424,7 @@ def train(
 
     if device == "cuda":
         params = _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test,
-                             start_epoch, epochs, history, save, quiet, log)
+                             start_epoch, epochs, history, save, quiet, log, cuda_kernels)
     else:
         _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch, epochs,
                    history, save, quiet, mode, loss_and_grads, log)
@@ -496,7 +497,13 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
 
 
 def _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test, start_epoch,
-                epochs, history, save, quiet, log):
+                epochs, history, save, quiet, log, cuda_kernels="generated"):
+    """Training on the GPU. ``cuda_kernels="generated"``: each step runs the CUDA kernels srcgrad
+    generates from the adjoint of ``mlp_loss`` (array mode); ``"hand"``: the hand-written kernels
+    of srcgrad.backends.cuda_mlp (the reference the generated path is compared with)."""
+    if cuda_kernels not in ("generated", "hand"):
+        raise UsageError(f"--cuda-kernels must be generated or hand, got {cuda_kernels!r}")
+    program = cuda_mlp.generated_program(mlp_loss) if cuda_kernels == "generated" else None
     mu = config["momentum"] if config["optimizer"] == "momentum" else 0.0
     state = cuda_mlp.init_state(params=dict(zip(PARAM_NAMES, params)))
     if config["optimizer"] == "momentum":
@@ -510,7 +517,7 @@ def _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test,
         opt.lr = lr_at(config, epoch)
         t0 = time.perf_counter()
         res = cuda_mlp.train_epoch(state, X_dev, y_dev, perm, config["batch_size"],
-                                   opt.lr, momentum=mu)
+                                   opt.lr, momentum=mu, program=program)
         secs = time.perf_counter() - t0
         _, train_acc = cuda_mlp.evaluate(state, X_dev, y_dev)
         _, test_acc = cuda_mlp.evaluate(state, Xt_dev, yt_dev)
@@ -563,6 +570,9 @@ def build_parser():
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="save loss/accuracy curves as PNG (needs matplotlib)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--cuda-kernels", choices=("generated", "hand"), default="generated",
+                   help="--device cuda: kernels generated from the loss's adjoint (default) or "
+                        "the hand-written reference kernels")
     p.add_argument("--mode", choices=("epoch", "step"), default=DEFAULTS["mode"],
                    help="epoch: compiled loop over minibatches; step: a compiled call per step")
     p.add_argument("--limit-train", type=int, default=None, metavar="N",
@@ -581,7 +591,7 @@ def main(argv=None):
             data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, momentum=args.momentum, lr_decay=args.lr_decay,
             hidden=args.hidden, seed=args.seed, threads=args.threads, save=args.save,
-            resume=args.resume, plot=args.plot, device=args.device,
+            resume=args.resume, plot=args.plot, device=args.device, cuda_kernels=args.cuda_kernels,
             limit_train=args.limit_train, quiet=args.quiet, mode=args.mode, dtype=args.dtype,
             download=not args.no_download,
         )

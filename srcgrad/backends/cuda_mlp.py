@@ -1,5 +1,10 @@
 """A 784 -> H (ReLU) -> 10 MLP trained with softmax cross-entropy and SGD/momentum on the GPU.
 
+Two ways to compute a step's gradient: ``train_epoch(..., program=generated_program())`` runs
+the CUDA kernels srcgrad generates from the adjoint of the plain NumPy loss (array mode,
+:mod:`srcgrad.cuda_arrays`) — what ``examples/train_mnist.py --device cuda`` uses; without
+``program`` the hand-written kernel sequence below runs (the reference it is compared with).
+
 Everything lives on the device: the data set (copied once by the caller with ``to_device``),
 parameters, gradients, optimizer state, per-batch buffers and the running loss/accuracy sums.
 A training step is a fixed sequence of kernel launches into preallocated buffers:
@@ -45,6 +50,8 @@ __all__ = [
     "get_params",
     "numpy_train_epoch",
     "numpy_evaluate",
+    "generated_program",
+    "mlp_loss",
     "N_IN",
     "N_OUT",
 ]
@@ -247,6 +254,47 @@ def _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_de
     state.steps += 1
 
 
+def _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum,
+                    weight_decay):
+    """One step with the loss gradient from srcgrad's generated adjoint (CUDA array mode):
+    gather, the program's fused forward and reverse kernels, one SGD launch per parameter."""
+    from srcgrad.backends import cuda_kernels as ck
+
+    P = state.P
+    Xb = bufs["Xb"][:B]
+    yb = bufs["yb"][:B]
+    ck.gather_batch(X_dev, y_dev, perm_dev, start, Xb, yb)
+    plans = bufs.setdefault("plans", {})
+    plan = plans.get(B)
+    if plan is None:    # one plan per batch shape (the last batch may be shorter)
+        plan = plans[B] = program.plan_for(P["W1"], P["b1"], P["W2"], P["b2"], Xb, yb)
+    value, *grads = plan.run({"W1": P["W1"], "b1": P["b1"], "W2": P["W2"], "b2": P["b2"],
+                              "X": Xb, "y": yb}, {})
+    for k, g in zip(_PARAM_NAMES, grads):
+        a, b = state.offsets[k]
+        ck.sgd_momentum(state.p[a:b], g.reshape(b - a), state.v[a:b], lr, momentum, weight_decay)
+    ck.vec_sum_into(value, state.acc, 0)
+    state.steps += 1
+
+
+def generated_program(loss=None):
+    """The MLP loss's ``value_and_grad`` in CUDA array mode (kernels generated from the adjoint
+    srcgrad writes for ``loss``, by default :func:`mlp_loss`)."""
+    import srcgrad
+
+    return srcgrad.value_and_grad(loss or mlp_loss, wrt=(0, 1, 2, 3), target="cuda", arrays=True,
+                                  check=False)
+
+
+def mlp_loss(W1, b1, W2, b2, X, y):
+    """The loss as plain NumPy (the same function examples/train_mnist.py differentiates)."""
+    h = np.maximum(X @ W1 + b1, 0.0)
+    z = h @ W2 + b2
+    m = np.max(z, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+    return np.mean(lse - z[np.arange(X.shape[0]), y])
+
+
 def _perm_to_device(state, perm):
     from numba import cuda
 
@@ -265,11 +313,15 @@ def _perm_to_device(state, perm):
 
 
 def train_epoch(state, X_dev, y_dev, perm, batch_size, lr, momentum=0.9, weight_decay=0.0,
-                drop_last=False, max_steps=None, sync=True):
+                drop_last=False, max_steps=None, sync=True, program=None):
     """One epoch over ``perm`` (host int array or device array), batches ``perm[s:s+batch_size]``
     in order; the last partial batch is used unless ``drop_last``.  Returns
     ``{"loss": mean per-sample loss, "accuracy": training accuracy, "steps": n}`` computed from
-    the parameters before each step (read back once at the end), or None if ``sync`` is False."""
+    the parameters before each step (read back once at the end), or None if ``sync`` is False.
+
+    ``program`` (from :func:`generated_program`) takes the loss gradient from srcgrad's generated
+    adjoint instead of the hand-written kernels above; its loss is the mean of the per-batch
+    means, and ``accuracy`` is None (use :func:`evaluate`)."""
     from numba import cuda
 
     if int(X_dev.shape[1]) != state.n_in:
@@ -288,13 +340,20 @@ def train_epoch(state, X_dev, y_dev, perm, batch_size, lr, momentum=0.9, weight_
             break
         if max_steps is not None and steps >= max_steps:
             break
-        _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_decay)
+        if program is None:
+            _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_decay)
+        else:
+            _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum,
+                            weight_decay)
         steps += 1
         seen += B
     if not sync:
         return None
     cuda.synchronize()
     acc = state.acc.copy_to_host()
+    if program is not None:
+        program.check()             # labels out of range, seen by the gather kernels
+        return {"loss": float(acc[0]) / max(steps, 1), "accuracy": None, "steps": steps}
     return {"loss": float(acc[0]) / max(seen, 1), "accuracy": float(acc[1]) / max(seen, 1),
             "steps": steps}
 
