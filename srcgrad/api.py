@@ -3,16 +3,25 @@
 Each returns a :class:`GradFunction`. Calling it specializes the transformation to the argument
 kinds (float / int / array of some ndim), generates and compiles the adjoint module once per kind
 signature, and then calls straight into compiled code.
+
+When the generated code fails on array shapes (a ValueError from NumPy or Numba, or a Numba typing
+error about dimensions), the error is re-raised as a :class:`srcgrad.ShapeError` naming the user's
+line: the python target reads the failing generated line from the traceback and maps it through
+the module's line table; the cpu target first re-runs the uncompiled (python target) version of
+the same specialization on copies of the arguments to find that line.
 """
+import ast
 import inspect
+import linecache
 import os
+import sys
 import threading
 
 import numpy as np
 
 from . import codegen
 from . import kinds as K
-from .errors import SrcgradError
+from .errors import ShapeError, SrcgradError
 from .parse import unwrap_function
 from .program import build_module, helper_sources
 
@@ -21,10 +30,12 @@ _LOCK = threading.RLock()
 
 
 class Specialization:
-    def __init__(self, module, name, source, path):
+    def __init__(self, module, name, source, path, key=None):
         self.module = module
         self.source = source
         self.path = path
+        self.key = key                      # (kinds, precision)
+        self.lines, self.user_sources = codegen.line_table(module)
         self.primal = getattr(module, name)
         self.grad = getattr(module, f"{name}_grad")
         self.value_and_grad = getattr(module, f"{name}_value_and_grad")
@@ -50,6 +61,7 @@ class GradFunction:
         self._specializations = {}
         self._last = None
         self._entry = None
+        self._python_twin = None
         self.__name__ = f"{self.func.__name__}_{mode}"
         self.__doc__ = f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}"
 
@@ -111,7 +123,7 @@ class GradFunction:
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
-        return Specialization(module, self.func.__name__, source, path)
+        return Specialization(module, self.func.__name__, source, path, (kinds, precision))
 
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
@@ -120,12 +132,47 @@ class GradFunction:
         if self.mode == "vjp":
             return self._vjp(spec, values)
         if self.mode == "grad":
-            return _to_python(spec.grad(*values), self.single)
-        value, grads = spec.value_and_grad(*values)
+            return _to_python(self._run(spec, "grad", values), self.single)
+        value, grads = self._run(spec, "value_and_grad", values)
         return _to_python_scalar(value), _to_python(grads, self.single)
 
+    def _run(self, spec, entry, values, extra=()):
+        """Call ``spec.<entry>``; shape failures become a ShapeError naming the user's line."""
+        try:
+            return getattr(spec, entry)(*values, *extra)
+        except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
+            error = self._shape_error(exc, spec, entry, values, extra)
+            if error is None:
+                raise
+            raise error from None
+
+    def _shape_error(self, exc, spec, entry, values, extra):
+        if not _may_be_shape_error(exc):
+            return None
+        if self.target == "python":
+            return locate_shape_error(exc, spec)
+        # compiled code has no line information: run the same generated code uncompiled
+        try:
+            if self._python_twin is None:
+                wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
+                self._python_twin = GradFunction(self.func, wrt=wrt, target="python", mode=self.mode)
+            twin = self._python_twin._specialization(*spec.key)
+        except Exception:           # noqa: BLE001
+            return None
+        copies = [np.array(v, copy=True) if isinstance(v, np.ndarray) else v for v in values]
+        extra = [np.array(v, copy=True) if isinstance(v, np.ndarray) else v for v in extra]
+        try:
+            getattr(twin, entry)(*copies, *extra)
+        except ValueError as python_exc:
+            if isinstance(python_exc, SrcgradError):
+                return None
+            return locate_shape_error(python_exc, twin)
+        except Exception:           # noqa: BLE001
+            return None
+        return None
+
     def _vjp(self, spec, values):
-        value = spec.primal(*values)
+        value = self._run(spec, "primal", values)
         shape = np.shape(value)
         dtype = np.asarray(value).dtype
 
@@ -136,7 +183,7 @@ class GradFunction:
                 raise ValueError(f"the seed of {self.func.__name__}'s pullback must have the result's "
                                  f"shape {shape}, got {seed_array.shape}")
             seed_value = seed_array.astype(dtype, copy=True) if shape else dtype.type(seed_array)
-            _, grads = spec.vjp(*values, seed_value)
+            _, grads = self._run(spec, "vjp", values, (seed_value,))
             return _to_python(grads[0] if self.single else grads, self.single)
         return _to_python_scalar(value), pullback
 
@@ -189,6 +236,170 @@ class GradFunction:
 
     def __repr__(self):
         return f"<srcgrad {self.mode} of {self.func.__name__} wrt={tuple(self.wrt_names)} target={self.target}>"
+
+
+# -- shape errors ----------------------------------------------------------------------------------
+
+_SHAPE_WORDS = ("shape", "broadcast", "align", "dimension", "ndim", "axis", "concatenat", "mismatch",
+                "zero-size", "sizes")
+# a Numba typing error (compile time) is worth localizing when it is about dimensions: then the
+# python target, run on the same arguments, usually fails with NumPy's ValueError on that line
+_TYPING_SHAPE_WORDS = ("dimension", "ndim", "axis", "1-d", "2-d", "broadcast", "shape mismatch",
+                       "same shape")
+_PRODUCTS = ("dot", "matmul", "inner", "vdot")
+_SAFE_CALLS = ("ones", "zeros", "full", "empty", "ones_like", "zeros_like", "full_like", "empty_like",
+               "arange", "eye", "float32", "float64")
+
+
+def _may_be_shape_error(exc):
+    if isinstance(exc, SrcgradError):
+        return False
+    if isinstance(exc, ValueError):
+        return True
+    numba = sys.modules.get("numba")       # a Numba typing error about dimensions (compile time)
+    typing_error = getattr(getattr(getattr(numba, "core", None), "errors", None), "TypingError", None)
+    if typing_error is not None and isinstance(exc, typing_error):
+        return any(word in str(exc).lower() for word in _TYPING_SHAPE_WORDS)
+    return False
+
+
+def locate_shape_error(exc, spec):
+    """A ShapeError for ``exc`` raised by the python-target generated code of ``spec``, or None.
+
+    The innermost traceback frame in the generated module gives the failing line (mapped to the
+    user's line by the module's line table) and, from the instruction's column span, the failing
+    expression, whose operands are re-evaluated in that frame for their shapes.
+    """
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == spec.path:
+            entry = spec.lines.get(tb.tb_lineno)
+            if entry is not None:
+                frames.append((tb, entry))
+        tb = tb.tb_next
+    if not frames:
+        return None
+    tb, (owner, lineno, sweep) = frames[-1]
+    node = _failing_node(tb, spec.path)
+    shapes = _operand_shapes(node, tb.tb_frame) if node is not None else None
+    detail, certain = _describe(node, shapes, exc)
+    if not certain and not any(word in str(exc).lower() for word in _SHAPE_WORDS):
+        return None
+    filename, texts = spec.user_sources.get(owner, ("<unknown>", {}))
+    callers = []
+    for _, (c_owner, c_line, _) in frames[:-1]:
+        c_file, c_texts = spec.user_sources.get(c_owner, ("<unknown>", {}))
+        caller = (c_file, c_line, c_owner, c_texts.get(c_line, ""))
+        if (c_owner, c_line) != (owner, lineno) and (not callers or callers[-1] != caller):
+            callers.append(caller)
+    return ShapeError(detail, filename, lineno, owner, texts.get(lineno, ""), shapes, sweep, callers,
+                      str(exc).strip())
+
+
+def _failing_node(tb, path):
+    """The AST of the expression (or statement) whose instruction raised, from its column span."""
+    try:
+        positions = list(tb.tb_frame.f_code.co_positions())[tb.tb_lasti // 2]
+        first, last, col, end_col = positions
+        lines = [linecache.getline(path, n).encode() for n in range(first, last + 1)]
+        if None in positions or not all(lines):
+            return None
+        if first == last:
+            segment = lines[0][col:end_col]
+        else:
+            segment = lines[0][col:] + b"".join(lines[1:-1]) + lines[-1][:end_col]
+        text = segment.decode().strip()
+        try:
+            return ast.parse(text, mode="eval").body
+        except SyntaxError:
+            return ast.parse(text).body[0]
+    except Exception:               # noqa: BLE001  (no position information: no shapes)
+        return None
+
+
+def _operands(node):
+    if isinstance(node, ast.BinOp):
+        return [node.left, node.right]
+    if isinstance(node, (ast.AugAssign, ast.Assign)):
+        target = node.target if isinstance(node, ast.AugAssign) else node.targets[0]
+        return [target, node.value]
+    if isinstance(node, ast.Call):
+        return list(node.args)
+    return []
+
+
+def _safe(node):
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            func = sub.func
+            if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and
+                    func.value.id == "np" and func.attr in _SAFE_CALLS):
+                return False
+        elif isinstance(sub, (ast.Lambda, ast.NamedExpr, ast.comprehension, ast.Await)):
+            return False
+    return True
+
+
+def _operand_shapes(node, frame):
+    shapes = []
+    for operand in _operands(node):
+        shape = None
+        if _safe(operand):
+            operand = copy_as_load(operand)
+            try:
+                value = eval(compile(ast.Expression(operand), "<srcgrad shape>", "eval"),  # noqa: S307
+                             dict(frame.f_globals), dict(frame.f_locals))
+                if isinstance(value, (np.ndarray, np.generic, float, int)):
+                    shape = tuple(np.shape(value))
+            except Exception:       # noqa: BLE001
+                shape = None
+        shapes.append(shape)
+    return shapes
+
+
+def copy_as_load(node):
+    node = ast.parse(ast.unparse(node), mode="eval").body
+    return ast.fix_missing_locations(node)
+
+
+def _callee(node):
+    if isinstance(node, ast.Call):
+        func = node.func
+        return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return ""
+
+
+def _describe(node, shapes, exc):
+    """(detail, certain): the message's tail, and whether the shapes alone prove a mismatch."""
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    known = [s for s in (shapes or []) if s]        # the arrays' shapes (not the scalars')
+    all_known = bool(shapes) and len(known) == len(shapes)
+    if all_known and len(shapes) == 2 and (isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult)
+                                          or _callee(node) in _PRODUCTS):
+        a, b = shapes
+        if a and b:
+            inner_b = b[-2] if len(b) >= 2 else b[0]
+            if a[-1] != inner_b:
+                return f"shapes {a} and {b} are not aligned ({a[-1]} != {inner_b})", True
+    if all_known and len(shapes) >= 2 and (isinstance(node, (ast.BinOp, ast.AugAssign)) or
+                                           _callee(node) in _BROADCASTING):
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
+            if isinstance(node, ast.AugAssign):
+                return f"a value of shape {shapes[1]} cannot be added into one of shape {shapes[0]}", True
+            listed = ", ".join(map(str, shapes[:-1])) + f" and {shapes[-1]}"
+            return f"shapes {listed} cannot be broadcast together", True
+        if isinstance(node, ast.AugAssign) and np.broadcast_shapes(*shapes) != shapes[0]:
+            return f"a value of shape {shapes[1]} cannot be added into one of shape {shapes[0]}", True
+    if known:
+        return f"{message} (shapes involved: {', '.join(map(str, known))})", False
+    return message, False
+
+
+_BROADCASTING = ("maximum", "minimum", "where", "arctan2", "hypot", "power", "add", "subtract",
+                 "multiply", "divide", "clip", "unbroadcast")
 
 
 def precision_of(values):

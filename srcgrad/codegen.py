@@ -4,6 +4,11 @@ The module is written as a real ``.py`` file in the cache directory (``~/.cache/
 ``$SRCGRAD_CACHE_DIR``), named by a hash of everything that determines its content, so that
 tracebacks and debuggers point into readable code, Numba's ``cache=True`` works across processes,
 and a second process imports the file instead of transforming again. Writes are atomic.
+
+Every module also carries a **line table** (``_srcgrad_lines`` at its end): generated line →
+(user function, line in the user's file, forward or reverse sweep), plus the text of those user
+lines (``_srcgrad_sources``). Error messages use it to name the user's line when generated code
+fails (:class:`srcgrad.ShapeError`).
 """
 import ast
 import hashlib
@@ -20,6 +25,7 @@ from .fileio import write_atomic
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
+LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, kept in the line table
 
 # Names every generated module imports from its backend (the runtime helpers).
 RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
@@ -81,6 +87,20 @@ def _comments_to_markers(stmts):
 
 
 def function_source(name, params, body, decorator="jit", docstring=None):
+    return function_source_and_lines(name, params, body, decorator, docstring)[0]
+
+
+def function_source_and_lines(name, params, body, decorator="jit", docstring=None, user_lines=None,
+                              reverse=None):
+    """The function's source text and its line table.
+
+    ``user_lines`` is the ``(first, last)`` range of line numbers a statement of the user's function
+    can have (statements srcgrad made up carry other numbers, or none); ``reverse`` the
+    ``(start, stop)`` indices of the top-level statements that form the reverse sweep. The table
+    maps a 0-based line index of the returned text to ``(user line, "forward" | "reverse")``.
+    """
+    if user_lines is not None:
+        body = _line_markers(body, user_lines, reverse)
     body = _comments_to_markers(body)
     if docstring:
         body.insert(0, ast.Expr(value=ast.Constant(docstring)))
@@ -95,16 +115,50 @@ def function_source(name, params, body, decorator="jit", docstring=None):
     return _markers_to_comments(text)
 
 
+def _line_markers(stmts, user_lines, reverse=None, context=None, sweep="forward"):
+    """Put a line marker before every statement: its own user line, else the block's latest
+    ``# line N`` comment (reverse sweep), else 0 (no user line)."""
+    first, last = user_lines
+    out = []
+    for index, stmt in enumerate(stmts):
+        if reverse is not None:
+            sweep = "reverse" if reverse[0] <= index < reverse[1] else "forward"
+            if index in reverse:       # the sweep's comments say nothing about other statements
+                context = None
+        if isinstance(stmt, _Comment):
+            if first <= stmt.lineno_src <= last:
+                context = stmt.lineno_src
+            out.append(stmt)
+            continue
+        lineno = getattr(stmt, "lineno", None)
+        line = lineno if isinstance(lineno, int) and first <= lineno <= last else context
+        out.append(ast.Expr(value=ast.Constant(f"{LINE_MARK}{line or 0}:{sweep}")))
+        for field in ("body", "orelse"):
+            if hasattr(stmt, field) and isinstance(getattr(stmt, field), list):
+                setattr(stmt, field, _line_markers(getattr(stmt, field), user_lines, None, line, sweep))
+        out.append(stmt)
+    return out
+
+
 def _markers_to_comments(text):
     pattern = re.compile(r"^(\s*)(\"\"\"|'|\")" + re.escape(COMMENT_MARK) + r"(.*)\2\s*$")
+    line_pattern = re.compile(r"^\s*(\"\"\"|'|\")" + re.escape(LINE_MARK) + r"(\d+):(\w+)\1\s*$")
     lines = []
+    table = {}
+    current = None
     for line in text.splitlines():
+        match = line_pattern.match(line)
+        if match:
+            current = (int(match.group(2)), match.group(3)) if int(match.group(2)) else None
+            continue
         match = pattern.match(line)
         if match:
             lines.append(f"{match.group(1)}# {_unescape(match.group(3))}")
-        else:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
+            continue
+        if current is not None:
+            table[len(lines)] = current
+        lines.append(line)
+    return "\n".join(lines) + "\n", table
 
 
 def _unescape(text):
@@ -114,7 +168,10 @@ def _unescape(text):
         return text
 
 
-def module_source(header, target, functions, externals=()):
+def module_source(header, target, functions, externals=(), line_tables=None, user_sources=None):
+    """The module text. ``line_tables[i]`` (or None) is ``(user function, table)`` of
+    ``functions[i]`` (see :func:`function_source_and_lines`); ``user_sources`` maps a user function
+    to ``(file name, {line: text})``. Both end up in the module's line table."""
     backend = {"python": "srcgrad.backends.python", "cpu": "srcgrad.backends.cpu",
                "cuda": "srcgrad.backends.cuda"}[target]
     lines = [f'"""{header}"""', "import math", "import numpy as np",
@@ -125,7 +182,26 @@ def module_source(header, target, functions, externals=()):
     if externals:
         lines += ["# user functions with registered derivative rules"] + list(externals)
     lines += ["", ""]
-    return "\n".join(lines) + "\n\n".join(functions)
+    prefix = "\n".join(lines)
+    text = prefix + "\n\n".join(functions)
+    if line_tables is None:
+        return text
+    table = {}
+    start = prefix.count("\n") + 1            # 1-based number of each function's first line
+    for function, entry in zip(functions, line_tables):
+        if entry is not None:
+            owner, relative = entry
+            for index, (user_line, sweep) in sorted(relative.items()):
+                table[start + index] = (owner, user_line, sweep)
+        start += function.count("\n") + 2
+    return (text + "\n\n# Line table for error messages: generated line -> (user function, line in "
+            "its file, sweep);\n# user function -> (file, {line: source text}).\n"
+            f"_srcgrad_lines = {table!r}\n_srcgrad_sources = {dict(user_sources or {})!r}\n")
+
+
+def line_table(module):
+    """The line table of a generated module: ``(lines, sources)`` (empty when it has none)."""
+    return getattr(module, "_srcgrad_lines", {}), getattr(module, "_srcgrad_sources", {})
 
 
 def write_module(path, source):

@@ -23,3 +23,42 @@ class UnsupportedSyntaxError(SrcgradError):
         if filename is not None:
             where = f"{filename}:{lineno}: " if lineno is not None else f"{filename}: "
         super().__init__(where + message)
+
+
+class ShapeError(SrcgradError, ValueError):
+    """Array shapes do not fit together in the differentiated function (or in a derivative rule).
+
+    Raised by both targets, in the forward or the reverse sweep. The message names the user's file,
+    line and function, the source text of that line and the shapes involved where known::
+
+        test_arrays.py, line 605 in bad_matmul: h = a @ b: shapes (3, 4) and (5, 2) are not aligned
+          File "/.../tests/test_arrays.py", line 605, in bad_matmul
+
+    Attributes: ``filename``, ``lineno``, ``function``, ``line_text``, ``shapes`` (tuples, or None
+    where unknown), ``sweep`` (``"forward"`` or ``"reverse"``), ``callers`` (``(filename, lineno,
+    function, line_text)`` of the calls that led there, outermost first) and ``original`` (the
+    NumPy message the python target gave).
+    """
+
+    def __init__(self, detail, filename, lineno, function, line_text, shapes=None, sweep="forward",
+                 callers=(), original=None):
+        import os
+        self.detail = detail
+        self.filename = filename
+        self.lineno = lineno
+        self.function = function
+        self.line_text = line_text
+        self.shapes = shapes
+        self.sweep = sweep
+        self.callers = tuple(callers)
+        self.original = original
+        where = "in the reverse sweep (the derivative of this line): " if sweep == "reverse" else ""
+        lines = [f"{os.path.basename(filename)}, line {lineno} in {function}: {line_text}: {where}{detail}",
+                 f'  File "{filename}", line {lineno}, in {function}']
+        if sweep == "reverse":
+            lines.append("  (the line itself ran; its derivative did not: check the derivative rule if "
+                         "this line calls a function with a registered rule, else please report it as "
+                         "a srcgrad bug)")
+        for file, line, func, text in reversed(self.callers):
+            lines.append(f'  called from File "{file}", line {line}, in {func}: {text}')
+        super().__init__("\n".join(lines))

@@ -46,6 +46,8 @@ class ModuleBuilder:
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
+        self.line_tables = []    # per source: (user function, {text line index: (user line, sweep)})
+        self.user_sources = {}   # user function -> (file name, {line: source text})
         self.used_names = set()
         self.externals = {}      # local name -> qualified name of a user function with a rule
 
@@ -77,11 +79,20 @@ class ModuleBuilder:
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
                     self.externals[callee.__name__] = rules.external_name(callee)
-            self.sources.append(codegen.function_source(
+            self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
                 docstring=f"{name} as written in {unit.fsrc.filename}:{unit.fsrc.firstline}, "
-                          "one operation per line."))
+                          "one operation per line.", user_lines=user_lines(unit.fsrc)))
         return self.primals[unit.func]
+
+    def add_source(self, unit, text, table):
+        """Record a generated function and the user lines its generated lines come from."""
+        owner = unit.func.__name__
+        self.sources.append(text)
+        self.line_tables.append((owner, table))
+        _, known = self.user_sources.setdefault(owner, (unit.fsrc.filename, {}))
+        for user_line, _sweep in table.values():
+            known.setdefault(user_line, unit.fsrc.line_text(user_line))
 
     def finish(self, stmts, analysis):
         """Code-generation lowering of statements (and float32 literals when working in float32)."""
@@ -201,13 +212,22 @@ class ModuleBuilder:
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
         body = stmts + reverse_body + self.finish([tail], analysis)
+        reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + ["_seed"]
         wrt_text = ", ".join(wrt)
         doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by _seed.\n\n"
                f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"
                f"    Reverse sweep: adjoints (_adj_<name>) flow from the result back to the inputs.\n    ")
-        self.sources.append(codegen.function_source(name, params, body, docstring=doc))
+        self.add_source(unit, *codegen.function_source_and_lines(
+            name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         return name
+
+
+def user_lines(fsrc):
+    """The ``(first, last)`` line numbers of the function's body in its file."""
+    last = fsrc.firstline + len(fsrc.source.splitlines()) - 1
+    first = fsrc.tree.lineno + 1 if last > fsrc.tree.lineno else fsrc.tree.lineno
+    return first, last
 
 
 class _Banner(ast.stmt):
@@ -272,7 +292,9 @@ def {primal}_vjp({params}{", " if params else ""}_seed):
               f"working precision {precision}.\n"
               "Do not edit: regenerated when the source changes.")
     externals = [f'{name} = external("{qualified}")' for name, qualified in sorted(builder.externals.items())]
-    source = codegen.module_source(header, target, builder.sources + [wrappers], externals)
+    source = codegen.module_source(header, target, builder.sources + [wrappers], externals,
+                                   line_tables=builder.line_tables + [None],
+                                   user_sources=builder.user_sources)
     return source, primal, adjoint, result_kind
 
 

@@ -123,6 +123,18 @@ def _literal(t):
     return getattr(t, "literal_value", None)
 
 
+def _bad_axis(x, axis):
+    """NumPy's AxisError message for an out-of-range literal axis, else None.
+
+    The overloads below then compile to code that raises it (a ValueError, as NumPy's AxisError
+    is), so that an out-of-range axis is an error on this target too, not another axis' result."""
+    ax = _literal(axis)
+    ndim = getattr(x, "ndim", 0)
+    if isinstance(ax, int) and not isinstance(ax, bool) and not -ndim <= ax < ndim:
+        return f"axis {ax} is out of bounds for array of dimension {ndim}"
+    return None
+
+
 def _reduction(name, combine_1d):
     """A reduce_<name>(x, axis, keepdims) with a Numba overload for 1-d/2-d arrays."""
     py = getattr(runtime, f"reduce_{name}")
@@ -133,6 +145,20 @@ def _reduction(name, combine_1d):
     @overload(stub, prefer_literal=True)
     def _ov(x, axis, keepdims):
         keep = bool(_literal(keepdims))
+        bad = _bad_axis(x, axis)
+        if bad is not None:
+            if keep:
+                def kept(x, axis, keepdims):
+                    if x.size >= 0:
+                        raise ValueError(bad)
+                    return x
+                return kept
+
+            def dropped(x, axis, keepdims):
+                if x.size >= 0:
+                    raise ValueError(bad)
+                return x[0]
+            return dropped
         if _is_none(axis):
             if keep:
                 def impl(x, axis, keepdims):
@@ -181,6 +207,13 @@ def expand_reduced(gradient, x, axis, keepdims):
 
 @overload(expand_reduced, prefer_literal=True)
 def _expand_reduced_ov(gradient, x, axis, keepdims):
+    bad = _bad_axis(x, axis)
+    if bad is not None:
+        def raising(gradient, x, axis, keepdims):
+            if x.size >= 0:
+                raise ValueError(bad)
+            return np.zeros_like(x)
+        return raising
     if _is_none(axis):
         if isinstance(gradient, types.Array):
             return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0])
@@ -223,6 +256,13 @@ def _extremum(take_max):
 
     @overload(stub, prefer_literal=True)
     def _ov(gradient, x, axis, keepdims):
+        bad = _bad_axis(x, axis)
+        if bad is not None:
+            def raising(gradient, x, axis, keepdims):
+                if x.size >= 0:
+                    raise ValueError(bad)
+                return np.zeros_like(x)
+            return raising
         pick = numba.njit(lambda v: np.argmax(v)) if take_max else numba.njit(lambda v: np.argmin(v))
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
