@@ -44,6 +44,10 @@ SIMULATOR = ck.SIMULATOR
 EW_BLOCK = 256
 EW_MAX_GRID = 4096
 MAX_REDUCE_BLOCK = 256
+# A value read by a few kernels is recomputed in each (not stored) when that costs at most this
+# many operations: at these sizes a kernel launch costs far more than a few flops per element.
+RECOMPUTE_MAX_OPS = 4
+RECOMPUTE_MAX_USERS = 3
 
 # The CUDA expression of each elementwise operation of cuda_trace.EW_ARITY.
 EW_EXPRESSIONS = {
@@ -345,20 +349,15 @@ class _Kernel:
         return f'@cuda.jit(cache=CACHE)\ndef {self.name}({params}):\n    """{doc}"""\n{body}\n'
 
 
+def _const_only(node):
+    return node.op == "const" or (node.op == "ew" and node.attrs["fn"] == "copy" and _const_only(node.args[0]))
+
+
 def _broadcast_index(index, shape, arg_shape):
     """The index into an operand of ``arg_shape`` broadcast to ``shape``."""
     lead = len(shape) - len(arg_shape)
     return tuple("0" if arg_shape[k] == 1 and shape[lead + k] != 1 else index[lead + k]
                  for k in range(len(arg_shape)))
-
-
-class _Step:
-    """One launch: a configured kernel and its arguments (buffers fixed, inputs bound per call)."""
-
-    __slots__ = ("name", "launch", "args", "run")
-
-    def __init__(self, name, launch, args):
-        self.name, self.launch, self.args = name, launch, args
 
 
 class Plan:
@@ -399,6 +398,18 @@ class Plan:
     def materialized(self, node):
         return self._material.get(node.id, False)
 
+    def _inline_cost(self, node):
+        """Operations to recompute ``node`` where it is read (its fused, unmaterialized tree)."""
+        if node.op in _GIVEN_OPS or node.op in ("const", "iota") or self.materialized(node):
+            return 0
+        if node.op in ("view", "reshape") or (node.op == "ew" and node.attrs["fn"] in ("copy", "cast")):
+            own = 0
+        elif node.op in ("scatter_rows", "setslice", "argext_scatter"):
+            own = 2
+        else:
+            own = 1
+        return own + sum(self._inline_cost(a) for a in node.args)
+
     def _cheap(self, node):
         """Values recomputed wherever they are read instead of stored."""
         if node.op in ("const", "iota", "scalar", "input"):
@@ -429,27 +440,59 @@ class Plan:
                 self._material[node.id] = False     # aliases its base buffer
             elif node.id in needs_memory:
                 self._material[node.id] = True
-            elif len(self.users.get(node.id, ())) > 1 and not self._cheap(node):
+            elif len(self.users.get(node.id, ())) > 1 and self._bias_operands(node):
+                self._material[node.id] = True      # free: the GEMM epilogue writes it
+            elif len(self.users.get(node.id, ())) > 1 and not self._cheap(node) and not (
+                    len(self.users[node.id]) <= RECOMPUTE_MAX_USERS
+                    and self._inline_cost(node) <= RECOMPUTE_MAX_OPS):
                 self._material[node.id] = True
         self._fuse_bias_into_gemm()
         self._pair_argindex_with_reduction()
+        self._fuse_reduction_epilogues()
+
+    def _fuse_reduction_epilogues(self):
+        """``mean = total / n``: an elementwise value computed only from a reduction's result
+        (and constants) is written by the reduction kernel itself."""
+        self.epilogue = {}       # reduce node id -> the elementwise node it writes instead
+        self.in_epilogue = set()
+        outputs = {n.id for n in self.graph.outputs}
+        for node in self.graph.nodes:
+            if not (node.id in self.live and node.op == "reduce" and node.id not in outputs
+                    and node.id not in self.argindex_of):
+                continue
+            users = self.users.get(node.id, [])
+            if len(users) != 1 or users[0] is None:
+                continue
+            user = users[0]
+            if (user.op == "ew" and user.shape == node.shape and self.materialized(user)
+                    and all(a is node or _const_only(a) for a in user.args)):
+                self.epilogue[node.id] = user
+                self.in_epilogue.add(user.id)
+                self._material[node.id] = False
 
     def _fuse_bias_into_gemm(self):
         """``C = A @ B + bias`` (a row vector) as one GEMM with a bias epilogue, when the product
         is read by nothing else."""
         self.gemm_bias = {}      # the add node -> (matmul node, bias node)
         for node in self.graph.nodes:
-            if not (node.id in self.live and node.op == "ew" and node.attrs["fn"] == "add"
-                    and node.ndim == 2 and self.materialized(node)):
-                continue
-            for product, bias in (node.args, tuple(reversed(node.args))):
-                if (product.op == "matmul" and self.users.get(product.id) == [node]
-                        and product.shape == node.shape and product.dtype == node.dtype == bias.dtype
-                        and bias.shape in ((node.shape[1],), (1, node.shape[1]))
-                        and (bias.op == "input" or self.materialized(bias))):
-                    self.gemm_bias[node.id] = (product, bias)
-                    self._material[product.id] = False
-                    break
+            if node.id in self.live and self.materialized(node):
+                operands = self._bias_operands(node)
+                if operands:
+                    self.gemm_bias[node.id] = operands
+                    self._material[operands[0].id] = False
+
+    def _bias_operands(self, node):
+        """``(product, bias)`` when ``node`` is ``A @ B + bias`` with a row-vector bias in memory
+        and a product nothing else reads; else None."""
+        if not (node.op == "ew" and node.attrs["fn"] == "add" and node.ndim == 2):
+            return None
+        for product, bias in (node.args, tuple(reversed(node.args))):
+            if (product.op == "matmul" and self.users.get(product.id) == [node]
+                    and product.shape == node.shape and product.dtype == node.dtype == bias.dtype
+                    and bias.shape in ((node.shape[1],), (1, node.shape[1]))
+                    and (bias.op == "input" or self.materialized(bias))):
+                return product, bias
+        return None
 
     def _pair_argindex_with_reduction(self):
         """The arg-max of ``max_adjoint`` comes out of the forward ``np.max`` kernel itself."""
@@ -483,7 +526,11 @@ class Plan:
 
     def _build_kernels(self):
         for node in self.graph.nodes:
-            if node.id not in self.live or not self.materialized(node) or node.id in self.paired:
+            if node.id in self.live and node.op == "reduce" and node.id in self.epilogue:
+                self._reduce_kernel(node)
+                continue
+            if (node.id not in self.live or not self.materialized(node) or node.id in self.paired
+                    or node.id in self.in_epilogue):
                 continue
             if node.op == "matmul":
                 self._gemm_step(node, node)
@@ -503,8 +550,7 @@ class Plan:
     def _grid_loop(self, kernel, total, names, shape):
         """Grid-stride loop header over ``total`` elements split into ``names`` over ``shape``."""
         kernel.lines += ["flat = cuda.grid(1)", f"while flat < {total}:"]
-        body = [f"f = flat"] + _flat_to_index("f", shape, names) if shape else []
-        return body
+        return ["f = flat", *_flat_to_index("f", shape, names)] if shape else []
 
     def _map_kernel(self, node, source, top=False):
         """``out[i] = source[i]`` over ``node``'s shape, ``source`` fused (or the node itself)."""
@@ -523,7 +569,7 @@ class Plan:
     def _scatter_kernel(self, node):
         """``out[rows, cols] += values`` with atomics (repeated indices add up)."""
         kernel = self._kernel(node, "scatter")
-        base, *index_nodes, values = node.args
+        _, *index_nodes, values = node.args     # the base was copied into the output first
         shape = values.shape
         names = [f"j{d}" for d in range(len(shape))]
         body = self._grid_loop(kernel, max(1, values.size), names, shape)
@@ -608,10 +654,18 @@ class Plan:
         inner += ["        cache[t] = acc"] + (["        where[t] = acc_at"] if argindex is not None else [])
         inner += ["    cuda.syncthreads()", "    width //= 2", "if t == 0:"]
         if write_value:
-            out = kernel.param_for(("node", node.id))
             out_index = [names[d] if d not in axes else "0" for d in range(x.ndim)
                          if d not in axes or d in node.attrs["kept"]]
-            inner += [f"    {out}[{', '.join(out_index) if out_index else '0'}] = cache[0]"]
+            target = self.epilogue.get(node.id, node)
+            value = "cache[0]"
+            if target is not node:      # the fused elementwise epilogue, computed on the result
+                kernel.scope()
+                kernel._memo[(node.id, tuple(out_index))] = "cache[0]"
+                lines = []
+                value = _cast(kernel.emit(target, out_index, lines, top=True), target.dtype, target.dtype)
+                inner += ["    " + line for line in lines]
+            out = kernel.param_for(("node", target.id))
+            inner += [f"    {out}[{', '.join(out_index) if out_index else '0'}] = {value}"]
         if argindex is not None:
             at = kernel.param_for(("node", argindex.id))
             at_index = [names[d] if d not in axes else "0" for d in range(x.ndim)]

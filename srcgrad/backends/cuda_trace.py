@@ -469,6 +469,14 @@ def reshape(value, shape):
         _refuse(f"cannot reshape an array of size {size} into shape {shape}")
     if shape == value.shape:
         return value
+    if [s for s in shape if s != 1] == [s for s in value.shape if s != 1]:
+        # only size-1 axes added or removed (expand_dims, squeeze): a view, no buffer needed
+        real = [d for d, s in enumerate(value.shape) if s != 1]
+        targets = [k for k, s in enumerate(shape) if s != 1]
+        coeff = [[0] * len(shape) for _ in value.shape]
+        for d, k in zip(real, targets):
+            coeff[d][k] = 1
+        return _view(value, shape, [0] * value.ndim, coeff)
     graph = value.graph
     return Traced(graph, graph.node("reshape", [value.current()], shape, value.dtype))
 
@@ -483,7 +491,7 @@ def expand_dims(value, axis):
 def _index_parts(value, index):
     """Offsets, coefficients and shape of a basic index (ints, slices, None, Ellipsis)."""
     index = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(i, Traced) or isinstance(i, np.ndarray) or isinstance(i, list) for i in index):
+    if any(isinstance(i, (Traced, np.ndarray, list)) for i in index):
         return None
     if Ellipsis in index:
         at = index.index(Ellipsis)

@@ -141,7 +141,7 @@ def test_device_arrays_stay_on_device_and_buffers_are_reused():
     value, grads = f(*dev)
     assert type(value).__name__ == "FakeCUDAArray" and all(type(g).__name__ == "FakeCUDAArray" for g in grads)
     first = [g.copy_to_host() for g in grads]
-    value2, grads2 = f(*dev)
+    _, grads2 = f(*dev)
     assert all(a is b for a, b in zip(grads, grads2))          # the plan's own buffers
     for g, r in zip(first, grads2):
         np.testing.assert_allclose(g, r.copy_to_host())
@@ -165,7 +165,7 @@ def test_generated_kernels_are_fused_and_readable():
     assert "gemm _adj_W1 = X.T @ _adj_t2" in source           # transposes by flag, no copies
     assert "# _t5 = np.exp(_t4)" in source                    # fused lines carry their statement
     launches = source.split("Launch order:")[1].split("Do not edit")[0].strip().splitlines()
-    assert len(launches) <= 18, launches
+    assert len(launches) <= 14, launches
 
 
 def test_nan_in_nan_out():
