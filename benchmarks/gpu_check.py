@@ -387,7 +387,7 @@ def sec_agreement():
         gen = cm.init_state(params=params, dtype=dt)
         g = cm.train_epoch(st, Xd, yd, perm, bs, ARGS.lr, ARGS.momentum, max_steps=steps)
         cm.train_epoch(gen, Xd, yd, perm, bs, ARGS.lr, ARGS.momentum, max_steps=steps,
-                       program=cm.generated_program())
+                       program=cm.generated_program(_mlp_loss()))
         r = cm.numpy_train_epoch(rp, rv, X, ytr, perm, bs, ARGS.lr, ARGS.momentum,
                                  max_steps=steps)
         for name, state in (("hand kernels", st), ("generated adjoint", gen)):
@@ -410,7 +410,7 @@ def sec_train():
     hidden = 8 if ARGS.simulate else ARGS.hidden
     bs = 16 if ARGS.simulate else 64
     st = cm.init_state(params=cm.init_params(hidden, seed=ARGS.seed, n_in=n_in))
-    program = cm.generated_program()     # training runs srcgrad's generated adjoint kernels
+    program = cm.generated_program(_mlp_loss())     # training runs srcgrad's generated adjoint kernels
     t0 = time.perf_counter()
     Xd, yd = cm.to_device(Xtr, ytr)
     Xtd, ytd = cm.to_device(Xte, yte)
@@ -433,6 +433,17 @@ def sec_train():
     emit()
     table(["epoch", "batch", "train loss", "train acc", "test loss", "test acc", "s/epoch"], rows)
     RESULTS["train"] = rows
+
+
+def _mlp_loss():
+    """The loss examples/train_mnist.py trains (plain NumPy; its gradient kernels are generated)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
+    spec = importlib.util.spec_from_file_location("train_mnist_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.mlp_loss
 
 
 def _srcgrad_epoch_time(bs, hidden, program=None):
@@ -523,7 +534,7 @@ def sec_timing():
     batches = (16, 24) if ARGS.simulate else (64, 256)
     rows = []
     from srcgrad.backends import cuda_mlp as cm
-    program = cm.generated_program()
+    program = cm.generated_program(_mlp_loss())
     for bs in batches:
         g_sec, g_acc = _srcgrad_epoch_time(bs, hidden, program)
         s_sec, s_acc = _srcgrad_epoch_time(bs, hidden)

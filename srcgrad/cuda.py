@@ -63,6 +63,19 @@ def _is_device_array(value):
     return cuda.is_cuda_array(value)
 
 
+def host_numeric_array(value, name, fname):
+    """``value`` as a NumPy array of numbers, or a TypeError naming the argument."""
+    try:
+        array = np.asarray(value)
+    except Exception:       # noqa: BLE001
+        raise TypeError(f"argument {name!r} of {fname}: expected an array or a number, got "
+                        f"{type(value).__name__}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"argument {name!r} of {fname}: expected numbers, got an array of dtype "
+                        f"{array.dtype}")
+    return array
+
+
 def _as_device_array(value):
     if backend.SIMULATOR or cuda.devicearray.is_cuda_ndarray(value):
         return value
@@ -214,14 +227,7 @@ class MapGradFunction:
             elif isinstance(value, (bool, int, float, np.number)):
                 items.append(["scalar", value])
             else:
-                try:
-                    array = np.asarray(value)
-                except Exception:       # noqa: BLE001
-                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected an array or a "
-                                    f"scalar, got {type(value).__name__}") from None
-                if array.dtype.kind not in "biuf":
-                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected numbers, got "
-                                    f"an array of dtype {array.dtype}")
+                array = host_numeric_array(value, name, self.func.__name__)
                 items.append(["host", array] if array.ndim else ["scalar", array[()]])
         # working dtype: float arrays and NumPy float scalars decide; Python floats and ints do not
         strong = [np.dtype(v.dtype) for t, v in items if t != "scalar" or isinstance(v, np.floating)]

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import kinds as K
 from .api import _parse_wrt
+from .cuda import _is_device_array, host_numeric_array
 from .errors import SrcgradError
 from .parse import unwrap_function
 from .program import build_module
@@ -55,13 +56,6 @@ _LOCK = threading.RLock()
 def _cuda():
     from numba import cuda
     return cuda
-
-
-def _is_device_array(value):
-    from .backends import cuda_kernels
-    if cuda_kernels.SIMULATOR:
-        return type(value).__name__ == "FakeCUDAArray"
-    return _cuda().is_cuda_array(value)
 
 
 class ArrayGradFunction:
@@ -100,15 +94,7 @@ class ArrayGradFunction:
             elif isinstance(value, (bool, int, np.integer, np.bool_)):
                 items.append(("static", value))
             else:
-                try:
-                    array = np.asarray(value)
-                except Exception:       # noqa: BLE001
-                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected an array "
-                                    f"or a number, got {type(value).__name__}") from None
-                if array.dtype.kind not in "biuf":
-                    raise TypeError(f"argument {name!r} of {self.func.__name__}: expected numbers, "
-                                    f"got an array of dtype {array.dtype}")
-                items.append(("array", array))
+                items.append(("array", host_numeric_array(value, name, self.func.__name__)))
         return items, on_device
 
     def _signature_key(self, items):

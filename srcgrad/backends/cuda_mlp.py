@@ -51,7 +51,6 @@ __all__ = [
     "numpy_train_epoch",
     "numpy_evaluate",
     "generated_program",
-    "mlp_loss",
     "N_IN",
     "N_OUT",
 ]
@@ -277,22 +276,12 @@ def _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, 
     state.steps += 1
 
 
-def generated_program(loss=None):
-    """The MLP loss's ``value_and_grad`` in CUDA array mode (kernels generated from the adjoint
-    srcgrad writes for ``loss``, by default :func:`mlp_loss`)."""
+def generated_program(loss):
+    """``value_and_grad`` of ``loss(W1, b1, W2, b2, X, y)`` (plain NumPy, e.g. ``mlp_loss`` of
+    examples/train_mnist.py) in CUDA array mode: kernels generated from srcgrad's adjoint."""
     import srcgrad
 
-    return srcgrad.value_and_grad(loss or mlp_loss, wrt=(0, 1, 2, 3), target="cuda", arrays=True,
-                                  check=False)
-
-
-def mlp_loss(W1, b1, W2, b2, X, y):
-    """The loss as plain NumPy (the same function examples/train_mnist.py differentiates)."""
-    h = np.maximum(X @ W1 + b1, 0.0)
-    z = h @ W2 + b2
-    m = np.max(z, axis=1, keepdims=True)
-    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
-    return np.mean(lse - z[np.arange(X.shape[0]), y])
+    return srcgrad.value_and_grad(loss, wrt=(0, 1, 2, 3), target="cuda", arrays=True, check=False)
 
 
 def _perm_to_device(state, perm):

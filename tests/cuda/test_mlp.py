@@ -91,7 +91,9 @@ def test_generated_adjoint_training_matches_hand_kernels(dt):
     hand = cm.init_state(params=params, dtype=dt)
     generated = cm.init_state(params=params, dtype=dt)
     X_dev, y_dev = cm.to_device(X, y, dtype=dt)
-    program = cm.generated_program()
+    from test_array_mode import mlp_loss    # tests/cuda is on sys.path under pytest
+
+    program = cm.generated_program(mlp_loss)
     tol = dict(rtol=1e-4, atol=1e-5) if dt == np.float32 else dict(rtol=1e-10, atol=1e-12)
     for epoch in range(2):
         perm = cm.epoch_permutation(N, seed=3, epoch=epoch)
