@@ -8,10 +8,14 @@ Sections, each guarded (try/except + time limit) so one failure does not hide th
 
 1. environment: versions, device, ``cuda_mlp.available()``;
 2. every kernel against NumPy (float64 references) and, where PyTorch has CUDA, torch;
-3. the GPU trainer against the NumPy reference of the same steps (parameters after N steps);
-4. MNIST, 2 epochs on the GPU (784-128-10, batch 64, SGD momentum): loss, accuracies, s/epoch;
-5. s/epoch at batch 64 and 256 against PyTorch eager CUDA on the same model and init, with the
-   data preloaded on the GPU.
+3. the GPU trainer against the NumPy reference of the same steps (parameters after N steps),
+   both with the kernels generated from ``mlp_loss``'s adjoint (CUDA array mode) and with the
+   hand-written reference kernels;
+4. MNIST, 2 epochs on the GPU (784-128-10, batch 64, SGD momentum) with the generated kernels:
+   loss, accuracies, s/epoch;
+5. s/epoch at batch 64 and 256, generated and hand-written kernels, against PyTorch eager CUDA on
+   the same model and init, with the data preloaded on the GPU; first-use compile time;
+6. map mode: Black-Scholes greeks and an RK4 ODE per element against the CPU path, timed.
 
 The report (markdown table) is printed and written to ``$OUT/gpu_check.md`` when ``$OUT`` is set,
 else ``benchmarks/results/gpu_check.md`` (``--simulate`` writes ``gpu_check_simulate.md``), after
