@@ -2,9 +2,10 @@
 
 usage: python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--threads N] [--out NAME]
 
-NAME: a program (rosenbrock, lorenz, gmm, lstm, heat, mlp), "mnist", or "core" (runs
-core_bench.py).  Results: benchmarks/results/<out>.md / .json and <out>_plots/*.png
-(default out = latest).
+NAME: a program (rosenbrock, lorenz, gmm, lstm, heat, mlp), "mnist", "core" (runs
+core_bench.py) or "gmm_vectorized" (runs array_bench.py: the vectorized GMM objective; its report
+is results/gmm_vectorized.md unless --out is given with --only gmm_vectorized alone).
+Results: benchmarks/results/<out>.md / .json and <out>_plots/*.png (default out = latest).
 """
 
 import argparse
@@ -27,7 +28,8 @@ def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, short timing (<3 min)")
-    ap.add_argument("--only", default=None, help="comma-separated programs / mnist / core")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated programs / mnist / core / gmm_vectorized")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="latest", help="report name under results/")
     ap.add_argument("--outdir", default=None, help="results folder (default benchmarks/results)")
@@ -52,6 +54,17 @@ def main(argv=None):
     if only == ["core"]:
         import core_bench
         return core_bench.main(["--threads", str(a.threads)] + (["--quick"] if a.quick else []))
+    if only and "gmm_vectorized" in only:
+        import array_bench
+        sub = ["--threads", str(a.threads)] + (["--quick"] if a.quick else []) + \
+            (["--tiny"] if a.tiny else []) + (["--tools", a.tools] if a.tools else []) + \
+            (["--outdir", a.outdir] if a.outdir else [])
+        if only == ["gmm_vectorized"] and a.out != "latest":
+            sub += ["--out", a.out]
+        vectorized = array_bench.main(sub)
+        only = [name for name in only if name != "gmm_vectorized"]
+        if not only:
+            return {"programs": vectorized}
 
     import harness as H
     import programs as P

@@ -589,6 +589,34 @@ def test_logistic_regression(target):
 
 
 # ------------------------------------------------------------------------------------------------
+# The benchmark's vectorized ADBench GMM (benchmarks/programs.py: gmm_vectorized)
+# ------------------------------------------------------------------------------------------------
+
+def _benchmark_programs():
+    import sys
+    from pathlib import Path
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import programs
+    return programs
+
+
+@pytest.mark.parametrize("target", SLOW_CPU)
+def test_gmm_vectorized_adbench(target):
+    """The formulation benchmarks/array_bench.py times (Cholesky factors gathered from icf, one 2-d
+    matmul, log-sum-exp over components, Wishart prior): equal to the loop objective, and its
+    gradient matches finite differences (compiled: the cpu target)."""
+    P = _benchmark_programs()
+    K, d, n = 4, 3, 7
+    loop_args = list(P.make_args(P.PROGRAMS["gmm"], {"d": d, "K": K, "n": n}, seed=23))
+    loop_args[4:6] = [1.3, 2]              # a non-trivial Wishart prior
+    args = loop_args + list(P.gmm_vectorized_index(K, d))
+    assert P.gmm_vectorized(*args) == pytest.approx(P.gmm_objective(*loop_args), rel=1e-12)
+    check(P.gmm_vectorized, args, (0, 1, 2), target)
+
+
+# ------------------------------------------------------------------------------------------------
 # Shape errors in user code
 # ------------------------------------------------------------------------------------------------
 

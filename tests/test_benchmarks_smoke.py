@@ -50,3 +50,21 @@ def test_run_writes_tables_on_tiny_config(tmp_path):
     assert tools[("rosenbrock", "hand-numba")]["status"] == "ok"
     assert tools[("heat", "primal")]["median"] > 0
     assert data["meta"]["threads"] == 1
+
+
+def test_vectorized_gmm_bench_on_tiny_config(tmp_path):
+    """array_bench.py (the vectorized GMM, issue #3) on the tiny size: srcgrad's python target
+    (no Numba compile), the hand NumPy gradient and the references; run.py --only wiring."""
+    import array_bench
+    import run
+    args, vargs = array_bench.gmm_args({"d": 3, "K": 4, "n": 7})
+    assert np.isclose(P.gmm_vectorized(*vargs), P.gmm_objective(*args), rtol=1e-12)
+    array_bench.main(["--tiny", "--srcgrad-target", "python", "--tools",
+                      "primal,srcgrad,numpy-hand,hand-numba", "--outdir", str(tmp_path), "--out", "vec"])
+    data = json.loads((tmp_path / "vec.json").read_text())
+    status = {r["tool"]: r["status"] for r in data["programs"]}
+    assert status == {"primal": "ok", "srcgrad": "ok", "numpy-hand": "ok", "hand-numba": "ok"}, status
+    assert "| srcgrad | srcgrad.grad of the vectorized" in (tmp_path / "vec.md").read_text()
+    run.main(["--tiny", "--only", "gmm_vectorized", "--tools", "primal,numpy-hand",
+              "--outdir", str(tmp_path), "--out", "vec2"])
+    assert "| numpy-hand |" in (tmp_path / "vec2.md").read_text()

@@ -403,6 +403,19 @@ def concat_part(gradient, k, parts, axis):
 def _concat_part_ov(gradient, k, parts, axis):
     ax = _literal(axis)
     ax = 0 if ax is None else ax % gradient.ndim
+    index = _literal(k)
+    if isinstance(parts, types.BaseTuple) and not isinstance(parts, types.UniTuple) and \
+            isinstance(index, int) and ax in (0, 1) and ax < gradient.ndim:
+        # parts of different types (a slice beside a new array): a heterogeneous tuple can only
+        # be indexed by constants, so the offset is written out for this (literal) k
+        offset = " + ".join(f"parts[{j}].shape[{ax}]" for j in range(index)) or "0"
+        view = "gradient[start:stop]" if ax == 0 else "gradient[:, start:stop]"
+        namespace = {}
+        exec(f"def constant_k(gradient, k, parts, axis):\n"          # noqa: S102
+             f"    start = {offset}\n"
+             f"    stop = start + parts[{index}].shape[{ax}]\n"
+             f"    return {view}\n", namespace)
+        return namespace["constant_k"]
     if ax == 0:
         def first(gradient, k, parts, axis):
             start = 0
