@@ -132,7 +132,11 @@ def min_adjoint(gradient, x, axis, keepdims):
 
 
 def matmul_grad_left(g, a, b):
-    """Adjoint of ``a`` in ``a @ b`` (vectors and matrices)."""
+    """Adjoint of ``a`` in ``a @ b`` (vectors and matrices).
+
+    One BLAS call on a transposed view: NumPy, and Numba on the cpu target, hand ``b.T`` of a C- or
+    F-ordered matrix to the BLAS with a transpose flag (no copy); only operands that are neither
+    C- nor F-contiguous (a strided slice) are copied first."""
     if a.ndim == 1 and b.ndim == 1:
         return g * b
     if b.ndim == 1:
@@ -143,7 +147,7 @@ def matmul_grad_left(g, a, b):
 
 
 def matmul_grad_right(g, a, b):
-    """Adjoint of ``b`` in ``a @ b``."""
+    """Adjoint of ``b`` in ``a @ b`` (one BLAS call on the transposed view ``a.T``)."""
     if a.ndim == 1 and b.ndim == 1:
         return g * a
     if b.ndim == 1:
