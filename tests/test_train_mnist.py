@@ -130,6 +130,24 @@ def test_step_mode_equals_epoch_mode(mnist, loss_and_grads):
         np.testing.assert_array_equal(x, y)
 
 
+def test_compile_time_is_reported_apart_from_the_epochs(loss_and_grads):
+    """The compile before epoch 1 is timed on its own: printed, and returned by train()."""
+    rng = np.random.default_rng(0)
+    X = rng.random((96, tm.N_IN), dtype=np.float32)
+    y = rng.integers(0, tm.N_OUT, 96)
+    lines = []
+    res = tm.train(arrays=(X, y, X[:32], y[:32]), loss_and_grads=loss_and_grads, epochs=1,
+                   batch_size=32, hidden=8, quiet=False, log=lines.append)
+    compiled = res["compile_seconds"]
+    assert set(compiled) == {"gradient", "loop"} and min(compiled.values()) >= 0
+    assert lines[0].startswith("compiled in ") and "gradient" in lines[0], lines
+    assert lines[1].startswith("epoch   1/1"), lines
+    # nothing left to train: nothing compiled, nothing reported
+    again = tm.train(arrays=(X, y, X[:32], y[:32]), loss_and_grads=loss_and_grads, epochs=0,
+                     batch_size=32, hidden=8, quiet=True)
+    assert again["compile_seconds"] is None
+
+
 # ------------------------------------------------------------------------------------------------
 # errors
 # ------------------------------------------------------------------------------------------------
