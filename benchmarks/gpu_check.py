@@ -446,6 +446,7 @@ def _mlp_loss():
     path = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
     spec = importlib.util.spec_from_file_location("train_mnist_example", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module      # srcgrad and Numba's cache look the module up by name
     spec.loader.exec_module(module)
     return module.mlp_loss
 

@@ -264,6 +264,7 @@ def srcgrad_epoch(X, y, B, nsteps, threads):
         raise FileNotFoundError("examples/train_mnist.py not found")
     spec = importlib.util.spec_from_file_location("train_mnist_example", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod     # srcgrad and Numba's on-disk cache look the module up by name
     spec.loader.exec_module(mod)
     n = nsteps * B
     out = mod.train(arrays=(X[:n], y[:n], X[:100], y[:100]), epochs=1, batch_size=B, lr=LR,
@@ -280,6 +281,7 @@ import importlib.util, json, sys
 import numpy as np
 spec = importlib.util.spec_from_file_location("train_mnist_example", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mod
 spec.loader.exec_module(mod)
 B, threads = int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
