@@ -173,7 +173,7 @@ def build_compiled(grad_njit, opt_kernel):
     return run_batches
 
 
-@numba.njit(cache=True)
+@numba.njit
 def count_correct(W1, b1, W2, b2, X, y, chunk):
     """Number of samples whose argmax logit equals the label (compiled forward pass)."""
     n = X.shape[0]
