@@ -19,7 +19,7 @@ from .parse import read_function, unwrap_function
 from .transform import ReverseTransformer
 from . import codegen
 from . import rules
-from .lower import cast_float_literals, lower
+from .lower import cast_float_literals, lower_for_cpu, lower
 
 
 def is_helper(callee):
@@ -75,6 +75,8 @@ class ModuleBuilder:
             self.used_names.add(name)
             self.primals[unit.func] = name
             body = self.finish(copy.deepcopy(unit.body), analysis)
+            if self.target == "cpu":
+                (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
@@ -211,7 +213,10 @@ class ModuleBuilder:
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
-        body = stmts + reverse_body + self.finish([tail], analysis)
+        tail_stmts = self.finish([tail], analysis)
+        if self.target == "cpu":      # chains of array statements as loop nests (lower.py)
+            stmts, reverse_body, tail_stmts = lower_for_cpu([stmts, reverse_body, tail_stmts], analysis)
+        body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + ["_seed"]
         wrt_text = ", ".join(wrt)
