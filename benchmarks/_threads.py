@@ -36,6 +36,9 @@ def pin_to_cpus(n):
     if not hasattr(os, "sched_setaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
+    wanted = os.environ.get("BENCH_CPUS")     # e.g. "1" to keep CPU 0 for another job
+    if wanted:
+        allowed = [int(c) for c in wanted.split(",")] + [c for c in allowed if str(c) not in wanted.split(",")]
     chosen = allowed[:max(1, int(n))]
     os.sched_setaffinity(0, chosen)
     return ",".join(str(c) for c in chosen)
