@@ -375,7 +375,7 @@ def mlp_primal_numba(W1, b1, W2, b2, X, y):
     """The MLP forward written so that Numba compiles it (numba lacks keepdims and 2-array
     fancy indexing, so the user's mlp_loss does not njit as written)."""
     n = X.shape[0]
-    A = np.maximum(np.dot(X, W1) + b1, 0.0)
+    A = np.maximum(np.dot(X, W1) + b1, W1.dtype.type(0))   # stays float32 with float32 weights
     Z = np.dot(A, W2) + b2
     loss = 0.0
     for i in range(n):
