@@ -112,3 +112,27 @@ def test_non_numeric_arguments_are_type_errors(bad):
 def test_nan_in_nan_out(target):
     g = srcgrad.grad(total, target=target)(np.array([1.0, np.nan]))
     assert g[0] == 2.0 and np.isnan(g[1])
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_repeated_calls_follow_the_argument_types(target):
+    """__call__'s fast path (a cache keyed by argument dtypes and ndims) must pick a new
+    specialization when the types change, and still reject bad arguments after a hit."""
+    def weighted_sum(x, w):
+        return np.sum(x * w)
+
+    g = srcgrad.grad(weighted_sum, wrt=1, target=target)
+    x = np.arange(3.0)
+    w = np.ones(3)
+    for _ in range(2):                                  # the second call takes the fast path
+        np.testing.assert_allclose(g(x, w), x)
+    g32 = g(x.astype(np.float32), w.astype(np.float32))
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(g32, x)
+    np.testing.assert_allclose(g(np.ones((2, 3)), w), [2.0, 2.0, 2.0])   # 2-d x: a new kind
+    np.testing.assert_allclose(g(x, w=w), x)                               # keyword: full path
+    with pytest.raises(TypeError, match="argument 'w'"):
+        g(x, np.arange(3))                              # an int array cannot be differentiated
+    with pytest.raises(TypeError):
+        g(x, "not an array")
+    np.testing.assert_allclose(g(x, w), x)
