@@ -2,8 +2,8 @@
 """Train a 784 -> H (ReLU) -> 10 MLP on MNIST with gradients from srcgrad.
 
 The loss below is an ordinary NumPy function. srcgrad turns it into a compiled function that
-returns the loss and its gradient; that function is called inside one ``@numba.njit`` training
-loop together with a compiled optimizer update from ``srcgrad.optim``::
+returns the loss and its gradient; ``srcgrad.optim.MinibatchLoop`` calls it inside one compiled
+training loop together with a compiled optimizer update from ``srcgrad.optim``::
 
     python examples/train_mnist.py --data /path/to/mnist --epochs 10
     python examples/train_mnist.py --epochs 2 --save ck.npz && \\
@@ -53,7 +53,7 @@ import numba  # noqa: E402
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
-from srcgrad.optim import make_optimizer  # noqa: E402
+from srcgrad.optim import MinibatchLoop, make_optimizer  # noqa: E402
 
 N_IN, N_OUT = 784, 10
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
@@ -129,49 +129,6 @@ def epoch_permutation(n, seed, epoch):
 # ------------------------------------------------------------------------------------------------
 # Compiled pieces
 # ------------------------------------------------------------------------------------------------
-
-_COMPILED: dict = {}
-
-
-def build_compiled(grad_njit, opt_kernel):
-    """Compiled ``run_batches`` (training over a range of minibatches) for this gradient function
-    and optimizer kernel. Both are njit-callables captured by the closure."""
-    key = (id(grad_njit), id(opt_kernel))
-    if key in _COMPILED:
-        return _COMPILED[key]
-
-    @numba.njit
-    def run_batches(W1, b1, W2, b2, X, y, perm, batch_size, b_start, b_end, state, hyper,
-                    Xb, yb):
-        """Minibatches ``b_start <= i < b_end`` of the epoch order ``perm``: gather the batch
-        into the buffers, loss and gradients from srcgrad, optimizer update in place.
-        Returns the sum over samples of the minibatch losses."""
-        params = (W1, b1, W2, b2)
-        n = perm.shape[0]
-        d = X.shape[1]
-        total = 0.0
-        for bi in range(b_start, b_end):
-            s = bi * batch_size
-            m = min(batch_size, n - s)
-            if m == batch_size:
-                Xc = Xb
-                yc = yb
-            else:  # the last, partial batch
-                Xc = np.empty((m, d), X.dtype)
-                yc = np.empty(m, y.dtype)
-            for r in range(m):
-                j = perm[s + r]
-                for k in range(d):
-                    Xc[r, k] = X[j, k]
-                yc[r] = y[j]
-            loss, grads = grad_njit(W1, b1, W2, b2, Xc, yc)
-            opt_kernel(params, grads, state, hyper)
-            total += loss * m
-        return total
-
-    _COMPILED[key] = run_batches
-    return run_batches
-
 
 @numba.njit
 def count_correct(W1, b1, W2, b2, X, y, chunk):
@@ -451,15 +408,13 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
                history, save, quiet, mode, loss_and_grads, log):
     if loss_and_grads is None:
         loss_and_grads = make_loss_and_grads()
-    run_batches = build_compiled(loss_and_grads.njit, type(opt).kernel)
+    # gather each shuffled minibatch, loss and gradients from srcgrad, optimizer update: one
+    # compiled call for many minibatches (srcgrad.optim.MinibatchLoop)
+    train_loop = MinibatchLoop(loss_and_grads, opt)
     n = X_train.shape[0]
     bs = config["batch_size"]
     n_batches = -(-n // bs)
-    Xb = np.empty((bs, N_IN), X_train.dtype)
-    yb = np.empty(bs, np.int64)
-    state = opt.state_tuple()
     opt.lr = lr_at(config, start_epoch)
-    hyper = opt.hyper_tuple()
     if mode == "step" or not quiet:
         # a compiled call per step, or ~50 calls per epoch so the progress bar moves
         per_call = 1 if mode == "step" else max(1, n_batches // 50)
@@ -467,13 +422,12 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
         per_call = n_batches
     compile_s = None
     if start_epoch < epochs:  # compile before the clock starts; timed and reported on its own
-        compile_s = _compile_cpu(loss_and_grads, run_batches, params, X_train, y_train, X_test,
-                                 y_test, bs, state, hyper, Xb, yb)
+        compile_s = _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test,
+                                 y_test, bs)
         if not quiet:
             log(_compile_line(compile_s))
     for epoch in range(start_epoch, epochs):
         opt.lr = lr_at(config, epoch)
-        hyper = opt.hyper_tuple()
         perm = epoch_permutation(n, config["seed"], epoch)
         bar = None
         if not quiet:
@@ -485,8 +439,7 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
         total = 0.0
         for b0 in range(0, n_batches, per_call):
             b1_ = min(b0 + per_call, n_batches)
-            total += run_batches(*params, X_train, y_train, perm, bs, b0, b1_, state, hyper,
-                                 Xb, yb)
+            total += train_loop(params, X_train, y_train, perm, bs, b0, b1_)
             if bar is not None:
                 bar.update(b1_ - b0)
                 bar.set_postfix(loss=f"{total / min(b1_ * bs, n):.4f}", refresh=False)
@@ -503,21 +456,20 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
     return compile_s
 
 
-def _compile_cpu(loss_and_grads, run_batches, params, X_train, y_train, X_test, y_test, bs, state,
-                 hyper, Xb, yb):
+def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y_test, bs):
     """Compile everything the epochs run, timing the parts: ``{"gradient": s, "loop": s}``.
 
     ``gradient``: srcgrad's first call with the batch's types (the source transformation and
     Numba's compile of the generated module, or their loading from ``SRCGRAD_CACHE_DIR`` when an
-    earlier run left them there); ``loop``: the compiled training loop and accuracy counter
-    (compiled in every process). Nothing is trained (the loop runs over no batches)."""
-    Xb[:] = 0
-    yb[:] = 0
+    earlier run left them there); ``loop``: the training loop (compiled once, then loaded from
+    Numba's cache) and the accuracy counter (compiled in every process). Nothing is trained (the
+    loop runs over no batches)."""
+    Xb = np.zeros((bs,) + X_train.shape[1:], X_train.dtype)
+    yb = np.zeros(bs, y_train.dtype)
     t0 = time.perf_counter()
     loss_and_grads(*params, Xb, yb)
     t1 = time.perf_counter()
-    run_batches(*params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0, state, hyper,
-                Xb, yb)
+    train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
     accuracy(params, X_test[:1], y_test[:1])
     t2 = time.perf_counter()
     return {"gradient": t1 - t0, "loop": t2 - t1}

@@ -23,6 +23,13 @@ compiled training loop::
 One call updates all parameters; the loop over the parameter tuple is unrolled at compile time,
 so there is no Python loop per step. Parameters must be C- or F-contiguous arrays (they are
 updated through a flat view); gradients may have any layout.
+
+For the common case, :class:`MinibatchLoop` is a ready compiled training loop: it gathers shuffled
+minibatches of ``(X, y)``, calls a srcgrad ``value_and_grad`` and applies the optimizer, all in
+one compiled call::
+
+    loop = MinibatchLoop(value_and_grad(loss, wrt=(0, 1, 2, 3)), opt)
+    total_loss = loop(params, X, y, order, batch_size)    # one epoch; params updated in place
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ __all__ = [
     "momentum_kernel",
     "adam_kernel",
     "make_optimizer",
+    "MinibatchLoop",
 ]
 
 
@@ -555,3 +563,126 @@ def make_optimizer(kind, params=None, **hyper):
     except KeyError:
         raise ValueError(f"unknown optimizer {kind!r}; choose from {sorted(_OPTIMIZERS)}") from None
     return cls(params, **hyper)
+
+
+# ------------------------------------------------------------------------------------------------
+# A compiled minibatch training loop
+# ------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _run_minibatches(loss_and_grads, update, params, X, y, order, batch_size, first, stop, state,
+                     hyper, Xb, yb):
+    """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
+    ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = loss_and_grads(*params,
+    Xb, yb)``, ``update(params, grads, state, hyper)``. Returns the sum of the batch losses, each
+    weighted by its number of samples."""
+    n = order.shape[0]
+    total = 0.0
+    for batch in range(first, stop):
+        start = batch * batch_size
+        size = min(batch_size, n - start)
+        if size == batch_size:
+            Xc = Xb
+            yc = yb
+        else:
+            Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
+            yc = np.empty((size,) + yb.shape[1:], yb.dtype)
+        for r in range(size):
+            sample = order[start + r]
+            Xc[r] = X[sample]
+            yc[r] = y[sample]
+        loss, grads = loss_and_grads(*params, Xc, yc)
+        update(params, grads, state, hyper)
+        total += loss * size
+    return total
+
+
+def _compiled_signature(dispatcher, argtypes):
+    """The full signature (with the return type) of ``dispatcher`` compiled for ``argtypes``."""
+    dispatcher.compile(argtypes)
+    return dispatcher.overloads[argtypes].signature
+
+
+class MinibatchLoop:
+    """SGD-style training over minibatches as one compiled call.
+
+    ``loss_and_grads`` is a srcgrad ``value_and_grad(loss, wrt=...)`` of a loss
+    ``loss(*params, X_batch, y_batch)`` that differentiates with respect to every parameter;
+    ``optimizer`` is an :class:`Optimizer` (its state is used and updated). Calling the loop::
+
+        total = loop(params, X, y, order, batch_size, first=0, stop=None)
+
+    trains on minibatches ``first <= i < stop`` (default: all) of the samples ``order`` (e.g. a
+    permutation of ``range(len(X))``), updates ``params`` in place and returns the sum of the batch
+    losses weighted by batch size. A shorter last batch is used as it is.
+
+    Why a class and not a plain ``@njit`` function calling the gradient: Numba links a called
+    function's code into the caller and optimizes the whole again, which for a large generated
+    adjoint took ~10 s per process. Here the loop receives the compiled gradient and update as
+    function pointers (Numba first-class functions), so it compiles in under a second, once: the
+    loop does not depend on which gradient it calls, and its machine code is cached on disk.
+    """
+
+    def __init__(self, loss_and_grads, optimizer):
+        if not hasattr(loss_and_grads, "specialize"):
+            raise TypeError("MinibatchLoop needs a srcgrad value_and_grad(...) object, got "
+                            f"{type(loss_and_grads).__name__}")
+        if getattr(loss_and_grads, "mode", "value_and_grad") != "value_and_grad":
+            raise TypeError("MinibatchLoop needs value_and_grad(...) (the loss and the gradients), "
+                            f"got {loss_and_grads!r}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a srcgrad.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.loss_and_grads = loss_and_grads
+        self.optimizer = optimizer
+        self._buffers = {}
+        self._entries = {}      # argument types -> (compiled loop entry, gradient, update kernel)
+
+    def _pieces(self, params, Xb, yb):
+        """The compiled gradient, the update kernel and the loop entry for these argument types."""
+        gradient = self.loss_and_grads.specialize(*params, Xb, yb).value_and_grad
+        grad_sig = _compiled_signature(gradient, tuple(numba.typeof(a) for a in (*params, Xb, yb)))
+        grads_type = grad_sig.return_type.types[1]
+        if not isinstance(grads_type, types.BaseTuple) or len(grads_type) != len(params):
+            raise TypeError(f"{self.loss_and_grads!r} must differentiate with respect to all "
+                            f"{len(params)} parameters (wrt=(0, ..., {len(params) - 1}))")
+        kernel = type(self.optimizer).kernel
+        state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
+        update_sig = _compiled_signature(
+            kernel, (numba.typeof(params), grads_type, numba.typeof(state), numba.typeof(hyper)))
+        return gradient, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
+
+    def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
+        params = _as_tuple(params, "params")
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        order = np.asarray(order, dtype=np.int64)
+        n_batches = -(-order.shape[0] // batch_size)
+        stop = n_batches if stop is None else min(int(stop), n_batches)
+        used = order[int(first) * batch_size:stop * batch_size]
+        if used.size and (used.min() < 0 or used.max() >= X.shape[0]):
+            raise ValueError(f"order holds sample indices outside 0..{X.shape[0] - 1}")
+        self.optimizer._ensure(params)
+        key = (batch_size, X.shape[1:], X.dtype, y.shape[1:], y.dtype)
+        if key not in self._buffers:
+            self._buffers[key] = (np.empty((batch_size,) + X.shape[1:], X.dtype),
+                                  np.empty((batch_size,) + y.shape[1:], y.dtype))
+        Xb, yb = self._buffers[key]
+        state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
+        rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
+        argtypes = tuple(numba.typeof(a) for a in rest)
+        if argtypes not in self._entries:
+            gradient, kernel, grad_type, update_type = self._pieces(params, Xb, yb)
+            signature = (grad_type, update_type) + argtypes
+            _run_minibatches.compile(signature)
+            # the compiled entry for exactly these types, called with the Dispatcher objects as
+            # the signature's function pointers (calling _run_minibatches itself would type them
+            # as Dispatchers and compile the linked variant this class exists to avoid)
+            self._entries[argtypes] = (_run_minibatches.overloads[signature].entry_point,
+                                       gradient, kernel)
+        entry, gradient, kernel = self._entries[argtypes]
+        return entry(gradient, kernel, *rest)

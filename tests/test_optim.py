@@ -282,3 +282,75 @@ def test_fortran_and_noncontiguous_grads():
 def test_no_python_loop_per_parameter():
     # the class step is a single compiled call: the kernel is a numba dispatcher
     assert isinstance(optim.momentum_kernel, numba.core.registry.CPUDispatcher)
+
+
+# ------------------------------------------------------------------------------------------------
+# MinibatchLoop: the compiled training loop
+# ------------------------------------------------------------------------------------------------
+
+
+def softmax_regression_loss(W, b, X, y):
+    z = X @ W + b
+    m = np.max(z, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+    return np.mean(lse - z[np.arange(X.shape[0]), y])
+
+
+def _regression_problem(dtype, n=23, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, k, n)
+    params = (rng.standard_normal((d, k)).astype(dtype) * 0.3, np.zeros(k, dtype))
+    return X, y, params, rng.permutation(n)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_minibatch_loop_matches_a_python_loop(optimizer, dtype):
+    """The compiled loop = gather batch, value_and_grad, optimizer step, for every batch (the last
+    one shorter: 23 samples in batches of 5), in that order."""
+    import srcgrad
+
+    X, y, params, order = _regression_problem(dtype)
+    loss_and_grads = srcgrad.value_and_grad(softmax_regression_loss, wrt=(0, 1))
+    reference = tuple(p.copy() for p in params)
+    ref_opt = optim.make_optimizer(optimizer, reference, lr=0.1)
+    ref_total = 0.0
+    for start in range(0, len(order), 5):
+        idx = order[start:start + 5]
+        loss, grads = loss_and_grads(*reference, X[idx], y[idx])
+        ref_opt.step(reference, grads)
+        ref_total += loss * len(idx)
+
+    trained = tuple(p.copy() for p in params)
+    loop = optim.MinibatchLoop(loss_and_grads, optim.make_optimizer(optimizer, trained, lr=0.1))
+    total = loop(trained, X, y, order, 5, 0, 2)         # batches 0, 1; then the rest
+    total += loop(trained, X, y, order, 5, first=2)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(total, ref_total, rtol=tol)
+    for got, want in zip(trained, reference):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_minibatch_loop_rejects_bad_arguments():
+    import srcgrad
+
+    X, y, params, order = _regression_problem(np.float64)
+    opt = optim.SGD(params, lr=0.1)
+    with pytest.raises(TypeError, match="value_and_grad"):
+        optim.MinibatchLoop(srcgrad.grad(softmax_regression_loss, wrt=(0, 1)), opt)
+    with pytest.raises(TypeError, match="optimizer"):
+        optim.MinibatchLoop(srcgrad.value_and_grad(softmax_regression_loss, wrt=(0, 1)), "sgd")
+    loop = optim.MinibatchLoop(srcgrad.value_and_grad(softmax_regression_loss, wrt=(0, 1)), opt)
+    bad_order = order.copy()
+    bad_order[3] = len(X)
+    with pytest.raises(ValueError, match="outside"):
+        loop(params, X, y, bad_order, 5)
+    with pytest.raises(ValueError, match="batch_size"):
+        loop(params, X, y, order, 0)
+    with pytest.raises(ValueError, match="samples"):
+        loop(params, X, y[:-1], order, 5)
+    only_W = optim.MinibatchLoop(srcgrad.value_and_grad(softmax_regression_loss, wrt=0), opt)
+    with pytest.raises(TypeError):
+        only_W(params, X, y, order, 5)
