@@ -358,7 +358,7 @@ def _operand_shapes(node, frame):
     for operand in _operands(node):
         shape = None
         if _safe(operand):
-            operand = copy_as_load(operand)
+            operand = _copy_as_load(operand)
             try:
                 value = eval(compile(ast.Expression(operand), "<srcgrad shape>", "eval"),  # noqa: S307
                              dict(frame.f_globals), dict(frame.f_locals))
@@ -370,7 +370,7 @@ def _operand_shapes(node, frame):
     return shapes
 
 
-def copy_as_load(node):
+def _copy_as_load(node):
     node = ast.parse(ast.unparse(node), mode="eval").body
     return ast.fix_missing_locations(node)
 
