@@ -571,6 +571,19 @@ def make_optimizer(kind, params=None, **hyper):
 
 
 @numba.njit(cache=True)
+def _gather_rows(dst, src, order, start):
+    """``dst[r] = src[order[start + r]]`` for every row r of ``dst`` (C-contiguous arrays of any
+    ndim, copied as flat rows: an explicit loop is twice as fast as Numba's row assignment)."""
+    rows = dst.shape[0]
+    dst_flat = dst.reshape(rows, -1)
+    src_flat = src.reshape(src.shape[0], -1)
+    for r in range(rows):
+        sample = order[start + r]
+        for k in range(dst_flat.shape[1]):
+            dst_flat[r, k] = src_flat[sample, k]
+
+
+@numba.njit(cache=True)
 def _run_minibatches(loss_and_grads, update, params, X, y, order, batch_size, first, stop, state,
                      hyper, Xb, yb):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
@@ -588,10 +601,8 @@ def _run_minibatches(loss_and_grads, update, params, X, y, order, batch_size, fi
         else:
             Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
             yc = np.empty((size,) + yb.shape[1:], yb.dtype)
-        for r in range(size):
-            sample = order[start + r]
-            Xc[r] = X[sample]
-            yc[r] = y[sample]
+        _gather_rows(Xc, X, order, start)
+        _gather_rows(yc, y, order, start)
         loss, grads = loss_and_grads(*params, Xc, yc)
         update(params, grads, state, hyper)
         total += loss * size
@@ -661,6 +672,8 @@ class MinibatchLoop:
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
         order = np.asarray(order, dtype=np.int64)
+        X = np.ascontiguousarray(X)         # (no copy when it already is)
+        y = np.ascontiguousarray(y)
         n_batches = -(-order.shape[0] // batch_size)
         stop = n_batches if stop is None else min(int(stop), n_batches)
         used = order[int(first) * batch_size:stop * batch_size]
