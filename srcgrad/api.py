@@ -40,6 +40,20 @@ class Specialization:
         self.grad = getattr(module, f"{name}_grad")
         self.value_and_grad = getattr(module, f"{name}_value_and_grad")
         self.vjp = getattr(module, f"{name}_vjp")
+        self.adjoint = module._srcgrad_adjoint       # (value, tuple of gradients) = adjoint(*args, seed)
+        self.one = np.float32(1.0) if key is not None and key[1] == "float32" else 1.0
+
+    def call(self, entry, values, extra=()):
+        """Run entry point ``entry`` ("primal", "grad", "value_and_grad" or "vjp") from Python.
+        The gradient entries call the adjoint itself (seed 1 for grad and value_and_grad), so a
+        specialization compiles the adjoint once and none of the wrappers; the result is what the
+        wrapper returns except that the gradients are always a tuple."""
+        if entry in ("grad", "value_and_grad"):
+            value, grads = self.adjoint(*values, self.one)
+            return grads if entry == "grad" else (value, grads)
+        if entry == "vjp":
+            return self.adjoint(*values, *extra)
+        return getattr(self, entry)(*values, *extra)
 
 
 class GradFunction:
@@ -144,14 +158,14 @@ class GradFunction:
         if self.mode == "vjp":
             return self._vjp(spec, values)
         if self.mode == "grad":
-            return _to_python(self._run(spec, "grad", values), self.single)
+            return _to_python(_first_if(self._run(spec, "grad", values), self.single), self.single)
         value, grads = self._run(spec, "value_and_grad", values)
-        return _to_python_scalar(value), _to_python(grads, self.single)
+        return _to_python_scalar(value), _to_python(_first_if(grads, self.single), self.single)
 
     def _run(self, spec, entry, values, extra=()):
         """Call ``spec.<entry>``; shape failures become a ShapeError naming the user's line."""
         try:
-            return getattr(spec, entry)(*values, *extra)
+            return spec.call(entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
             error = self._shape_error(exc, spec, entry, values, extra)
             if error is None:
@@ -450,6 +464,10 @@ def _prepare(value):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     return value
+
+
+def _first_if(grads, single):
+    return grads[0] if single else grads
 
 
 def _to_python_scalar(value):

@@ -584,12 +584,12 @@ def _gather_rows(dst, src, order, start):
 
 
 @numba.njit(cache=True)
-def _run_minibatches(loss_and_grads, update, params, X, y, order, batch_size, first, stop, state,
-                     hyper, Xb, yb):
+def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, stop, state, hyper,
+                     Xb, yb, seed):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
-    ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = loss_and_grads(*params,
-    Xb, yb)``, ``update(params, grads, state, hyper)``. Returns the sum of the batch losses, each
-    weighted by its number of samples."""
+    ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = adjoint(*params, Xb, yb,
+    seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
+    Returns the sum of the batch losses, each weighted by its number of samples."""
     n = order.shape[0]
     total = 0.0
     for batch in range(first, stop):
@@ -603,7 +603,7 @@ def _run_minibatches(loss_and_grads, update, params, X, y, order, batch_size, fi
             yc = np.empty((size,) + yb.shape[1:], yb.dtype)
         _gather_rows(Xc, X, order, start)
         _gather_rows(yc, y, order, start)
-        loss, grads = loss_and_grads(*params, Xc, yc)
+        loss, grads = adjoint(*params, Xc, yc, seed)
         update(params, grads, state, hyper)
         total += loss * size
     return total
@@ -651,9 +651,11 @@ class MinibatchLoop:
         self._entries = {}      # argument types -> (compiled loop entry, gradient, update kernel)
 
     def _pieces(self, params, Xb, yb):
-        """The compiled gradient, the update kernel and the loop entry for these argument types."""
-        gradient = self.loss_and_grads.specialize(*params, Xb, yb).value_and_grad
-        grad_sig = _compiled_signature(gradient, tuple(numba.typeof(a) for a in (*params, Xb, yb)))
+        """The compiled adjoint and its seed, the update kernel, and their function types."""
+        spec = self.loss_and_grads.specialize(*params, Xb, yb)
+        gradient, seed = spec.adjoint, spec.one
+        grad_sig = _compiled_signature(gradient,
+                                       tuple(numba.typeof(a) for a in (*params, Xb, yb, seed)))
         grads_type = grad_sig.return_type.types[1]
         if not isinstance(grads_type, types.BaseTuple) or len(grads_type) != len(params):
             raise TypeError(f"{self.loss_and_grads!r} must differentiate with respect to all "
@@ -662,7 +664,7 @@ class MinibatchLoop:
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
         update_sig = _compiled_signature(
             kernel, (numba.typeof(params), grads_type, numba.typeof(state), numba.typeof(hyper)))
-        return gradient, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
+        return gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
 
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
         params = _as_tuple(params, "params")
@@ -689,13 +691,13 @@ class MinibatchLoop:
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
         argtypes = tuple(numba.typeof(a) for a in rest)
         if argtypes not in self._entries:
-            gradient, kernel, grad_type, update_type = self._pieces(params, Xb, yb)
-            signature = (grad_type, update_type) + argtypes
+            gradient, seed, kernel, grad_type, update_type = self._pieces(params, Xb, yb)
+            signature = (grad_type, update_type) + argtypes + (numba.typeof(seed),)
             _run_minibatches.compile(signature)
             # the compiled entry for exactly these types, called with the Dispatcher objects as
             # the signature's function pointers (calling _run_minibatches itself would type them
             # as Dispatchers and compile the linked variant this class exists to avoid)
             self._entries[argtypes] = (_run_minibatches.overloads[signature].entry_point,
-                                       gradient, kernel)
-        entry, gradient, kernel = self._entries[argtypes]
-        return entry(gradient, kernel, *rest)
+                                       gradient, kernel, seed)
+        entry, gradient, kernel, seed = self._entries[argtypes]
+        return entry(gradient, kernel, *rest, seed)
