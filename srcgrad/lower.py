@@ -220,11 +220,17 @@ def lower_for_cpu(sections, analysis):
 
 def _backend_matmul():
     """Whether generated cpu code can call ``matmul`` (the backend and code generation know it)."""
+    return _backend_has("matmul")
+
+
+def _backend_has(name):
+    """Whether generated cpu code can call runtime helper ``name``: the cpu backend defines it
+    and code generation imports it."""
     from . import codegen
-    if "matmul" not in codegen.RUNTIME_NAMES:
+    if name not in codegen.RUNTIME_NAMES:
         return False
     from .backends import cpu
-    return hasattr(cpu, "matmul")
+    return hasattr(cpu, name)
 
 
 def _matrix_products(stmts, analysis):
@@ -959,6 +965,11 @@ class _Fusion:
             return self._plan_alias(group, plan, target, value)
         if call == "unbroadcast" and len(value.args) == 2:
             return self._plan_unbroadcast(group, plan, target, None, value.args[0], value.args[1])
+        if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub) and \
+                _call_name(value.operand) == "unbroadcast" and len(value.operand.args) == 2:
+            # `-unbroadcast(g, like)` (a subtracted single contribution): the sum of -g
+            negated = ast.UnaryOp(op=ast.USub(), operand=value.operand.args[0])
+            return self._plan_unbroadcast(group, plan, target, None, negated, value.operand.args[1])
         if call in ("reduce_sum", "reduce_max", "reduce_min") and len(value.args) == 3:
             return self._plan_reduce(group, plan, target, value)
         if call == "expand_reduced" and len(value.args) == 4:
@@ -1435,7 +1446,12 @@ class _Fusion:
         if group.passes < 2:
             return group.sequence
         trailing = group.comments        # comments about the statements after the group
-        group.stmts = group.stmts[:len(group.stmts) - len(trailing)]
+        # (an alias takes no comments: those before it stay pending, but it is no comment itself
+        # and must stay among the statements as written)
+        end = len(group.stmts)
+        while end and any(group.stmts[end - 1] is c for c in trailing):
+            end -= 1
+        group.stmts = group.stmts[:end]
         return group.hoisted + _Emitter(self, group).emit() + trailing
 
 
@@ -1524,6 +1540,7 @@ class _Emitter:
         self.g = group
         self.vars = [fusion.loop_var(u) for u in range(len(group.axes))]
         self.dry = False
+        self.huge_pages = _backend_has("huge_pages")
 
     # -- which values are arrays ----------------------------------------------------------------
     def _decide(self):
@@ -1732,8 +1749,10 @@ class _Emitter:
                 if plan.form == "argext":
                     plan.index_scalar = self.f.fresh("_best_index")
             if value is not None and value.materialize and value.form in ("map", "row"):
-                before += self._stmts(f"{value.name} = np.empty({self._shape(value.entries)}, "
-                                      f"{self._dtype(value.expr)})")
+                fresh = f"np.empty({self._shape(value.entries)}, {self._dtype(value.expr)})"
+                if self.huge_pages:      # large arrays on huge pages, as NumPy allocates them
+                    fresh = f"huge_pages({fresh})"
+                before += self._stmts(f"{value.name} = {fresh}")
             if plan.form == "later":
                 if value is not None:
                     before += self._stmts(f"{value.name} = np.zeros({self._shape(value.entries)}, "

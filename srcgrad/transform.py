@@ -70,12 +70,16 @@ class ReverseTransformer:
     # -- which temporaries have exactly one use, right beside their definition ------------------
     def _single_use_temps(self):
         def_block, use_block = {}, {}
+        doubled = {}        # name -> its operand uses in `x * x` / `x + x` (two per statement, one
+                            # adjoint contribution: see _merge_same_operand)
 
         def visit(stmts):
             for stmt in stmts:
                 if isinstance(stmt, ast.Assign):
                     if isinstance(stmt.targets[0], ast.Name):
                         def_block[stmt.targets[0].id] = id(stmts)
+                    if _same_operand_binop(stmt.value):
+                        doubled[stmt.value.left.id] = doubled.get(stmt.value.left.id, 0) + 2
                     for name in operand_names(stmt.value):
                         use_block[name] = id(stmts)
                 elif isinstance(stmt, ast.Return):
@@ -94,7 +98,8 @@ class ReverseTransformer:
                    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)}
         return {name for name in def_block
                 if name not in indexed and self.a.kinds.get(name, K.FLOAT).cls != "tuple"
-                and self.a.def_sites.get(name) == 1 and self.a.operand_uses.get(name) == 1
+                and self.a.def_sites.get(name) == 1
+                and self.a.operand_uses.get(name, 0) - doubled.get(name, 0) // 2 == 1
                 and use_block.get(name) == def_block[name]}
 
     # -- the whole function ---------------------------------------------------------------------
@@ -366,6 +371,7 @@ class ReverseTransformer:
         result_kind = self.a.kinds.get(name, K.FLOAT)
         local = {}
         out = []
+        parts = []          # (atom, contribution, sign) of each d[param] line, in template order
         for line in rule.body:
             if isinstance(line, ast.Assign):
                 fresh = self.names.fresh("r")
@@ -378,6 +384,8 @@ class ReverseTransformer:
                 continue
             contribution = self.substitute(line.value, bound, local, name)
             sign = -1 if isinstance(line.op, ast.Sub) else 1
+            parts.append((atom, contribution, sign))
+        for atom, contribution, sign in _merge_same_operand(parts):
             out += self.accumulate(atom, contribution, result_kind, rule.elementwise, stmt, sign=sign,
                                    final_adjoint=None if self.a.overwritten(name) else self.adj(name))
         # drop template temporaries no surviving line reads
@@ -804,6 +812,35 @@ def _walk_body(stmts):
         if isinstance(stmt, (ast.If, ast.For, ast.While)):
             yield from _walk_body(stmt.body)
             yield from _walk_body(getattr(stmt, "orelse", []))
+
+
+def _merge_same_operand(parts):
+    """``x * x`` and ``x + x``: the two template lines give ``x`` the same contribution twice; add
+    it once, doubled, so the adjoint is one pass over the array (and one contribution, which lets
+    a single-use ``x`` assign its adjoint instead of zeroing and accumulating it)."""
+    merged = []
+    for atom, contribution, sign in parts:
+        twin = next((k for k, (a, c, s) in enumerate(merged)
+                     if isinstance(a, ast.Name) and isinstance(atom, ast.Name) and a.id == atom.id
+                     and s == sign and ast.dump(c) == ast.dump(contribution)), None)
+        if twin is None:
+            merged.append((atom, contribution, sign))
+        else:
+            if isinstance(contribution, ast.BinOp) and isinstance(contribution.op, ast.Mult):
+                # 2.0 * d[r] * x rather than 2.0 * (d[r] * x)
+                contribution.left = ast.BinOp(left=ast.Constant(2.0), op=ast.Mult(), right=contribution.left)
+                merged[twin] = (atom, contribution, sign)
+            else:
+                merged[twin] = (atom, ast.BinOp(left=ast.Constant(2.0), op=ast.Mult(), right=contribution),
+                                sign)
+    return merged
+
+
+def _same_operand_binop(value):
+    """``x * x`` / ``x + x``: one use of x for the adjoint (see :func:`_merge_same_operand`)."""
+    return isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Mult, ast.Add)) and \
+        isinstance(value.left, ast.Name) and isinstance(value.right, ast.Name) and \
+        value.left.id == value.right.id
 
 
 def _cheap(value, written_arrays):

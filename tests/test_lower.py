@@ -245,3 +245,85 @@ def test_fused_code_names_the_statements():
     src = compare(elementwise, (0, 1, 2, 4), [rand(rng, 5, 4), rand(rng, 4), rand(rng, 4), k, 0.7])
     assert "# h = np.tanh(" in src                       # each statement above its element code
     assert "for _i0 in range(" in src and "for _i1 in range(" in src
+
+
+# ------------------------------------------------------------------------------------------------
+# Large arrays on huge pages, matrix products through the backend (inert until code generation
+# imports ``huge_pages`` and ``matmul``: codegen.RUNTIME_NAMES)
+# ------------------------------------------------------------------------------------------------
+
+def test_backend_matmul_and_huge_pages():
+    import numba
+
+    from srcgrad.backends import cpu
+
+    @numba.njit
+    def both(a, b):
+        return cpu.matmul(a, b), a @ b
+
+    @numba.njit
+    def fresh(n):
+        a = cpu.huge_pages(np.empty(n))
+        a[:] = 1.5
+        return a
+
+    rng = np.random.default_rng(7)
+    for dtype in (np.float64, np.float32):
+        a, b = rand(rng, 300, 7, dtype=dtype), rand(rng, 9, 300, dtype=dtype)
+        for x, y in ((b, a), (a.T, b.T), (b[:, ::2], a[::2])):     # C, F and strided
+            got, want = both(x, y)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    x, y = rand(rng, 2, 3), rand(rng, 3, 4)
+    with pytest.raises(ValueError):
+        both(x, x)
+    for n in (0, 5, 1 << 20):            # under and over the 4 MiB threshold
+        out = fresh(n)
+        assert out.shape == (n,) and np.all(out == 1.5)
+
+
+@contextlib.contextmanager
+def backend_helpers():
+    """Code generation that imports ``huge_pages`` and ``matmul`` (a code cache of its own)."""
+    from srcgrad import codegen
+    old_names, old_dir = list(codegen.RUNTIME_NAMES), os.environ.get("SRCGRAD_CACHE_DIR")
+    codegen.RUNTIME_NAMES[:] = old_names + [n for n in ("huge_pages", "matmul") if n not in old_names]
+    os.environ["SRCGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="srcgrad-helpers-")
+    try:
+        yield
+    finally:
+        codegen.RUNTIME_NAMES[:] = old_names
+        if old_dir is None:
+            os.environ.pop("SRCGRAD_CACHE_DIR", None)
+        else:
+            os.environ["SRCGRAD_CACHE_DIR"] = old_dir
+
+
+def test_fused_code_with_backend_helpers():
+    rng = np.random.default_rng(8)
+    args = mlp_args(rng, 600, np.float64)      # h is 600 x 9: over no threshold, code path only
+    ref = srcgrad.value_and_grad(mlp, wrt=(0, 1, 2, 3), target="python")(*args)
+    with backend_helpers():
+        fn = srcgrad.value_and_grad(mlp, wrt=(0, 1, 2, 3), target="cpu")
+        got = fn(*args)
+        src = fn.source_for(*args)
+    assert "huge_pages(np.empty(" in src and "matmul(" in src
+    assert_same(got, ref, exact=False)
+
+
+def product_plus(x, w, c):
+    """The reverse group of ``y = t + c`` ends with an alias (``_adj_t = unbroadcast(_adj_y, t)``)
+    right after a source-line comment."""
+    t = x @ w
+    y = t + c
+    return np.sum(np.sin(y))
+
+
+def test_group_ending_with_an_alias_runs_as_written():
+    rng = np.random.default_rng(9)
+    compare(product_plus, (0, 1), [rand(rng, 5, 4), rand(rng, 4, 3), rand(rng, 5, 3)])
+    # t (1, 3) stretched over c's rows: the size test fails, the statements run as written
+    src = compare(product_plus, (0, 1), [rand(rng, 1, 4), rand(rng, 4, 3), rand(rng, 5, 3)],
+                  fused=False)
+    adjoint = src[src.index("def product_plus_adjoint"):]
+    assert adjoint.count("_adj_t = unbroadcast(_adj_y, t)") == 2       # loop nest and fallback
