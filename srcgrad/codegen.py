@@ -32,7 +32,7 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
                  "reduce_min", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
-                 "push_slice", "tape_slice", "concat_part", "stack_part"]
+                 "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages"]
 
 
 def cache_dir():

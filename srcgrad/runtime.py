@@ -131,6 +131,16 @@ def min_adjoint(gradient, x, axis, keepdims):
     return extremum_adjoint(gradient, x, axis, keepdims, False)
 
 
+def matmul(a, b):
+    """``a @ b``: the cpu backend's version writes a large result on huge pages."""
+    return a @ b
+
+
+def huge_pages(array):
+    """``array`` itself: the cpu backend's version asks the OS for huge pages when it is large."""
+    return array
+
+
 def matmul_grad_left(g, a, b):
     """Adjoint of ``a`` in ``a @ b`` (vectors and matrices).
 

@@ -30,6 +30,31 @@ def _helper(function):
     return numba.njit(cache=True, inline="always")(function)
 
 
+# -- the C allocator ----------------------------------------------------------------------------
+# Compiled code allocates arrays with the C library's malloc. With glibc's defaults a freed array
+# of a few megabytes is handed back to the OS (heap trimming, or an mmap of its own), so the next
+# call page-faults through it again, 4 KB at a time: the vectorized GMM gradient (d=10, K=25,
+# n=1000) took 8.4 ms a call in a process that loaded it from the cache and 1.6 ms with the
+# settings below. Arrays up to 32 MB stay in the heap and freed memory is kept up to 256 MB.
+# SRCGRAD_MALLOC_TUNING=0 leaves malloc as it is.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameter numbers
+
+
+def _tune_malloc():
+    if os.environ.get("SRCGRAD_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt          # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+
+
+MALLOC_TUNED = _tune_malloc()
+
+
 # -- large arrays on transparent huge pages ----------------------------------------------------
 # NumPy asks Linux for transparent huge pages on every large allocation (madvise); Numba's
 # allocator does not, so the first write of a fresh 256 MB array takes one page fault per 4 KB

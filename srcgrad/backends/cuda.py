@@ -193,6 +193,8 @@ matmul_grad_right = _array_stub("matmul_grad_right")
 gather2 = _array_stub("gather2")
 scatter_add2 = _array_stub("scatter_add2")
 scatter_add1 = _array_stub("scatter_add1")
+matmul = _array_stub("matmul")
+huge_pages = _array_stub("huge_pages")
 
 
 def external(qualified_name):
