@@ -30,18 +30,19 @@ def _helper(function):
     return numba.njit(cache=True, inline="always")(function)
 
 
-# -- the C allocator ----------------------------------------------------------------------------
+# -- the C allocator (opt-in) ------------------------------------------------------------------
 # Compiled code allocates arrays with the C library's malloc. With glibc's defaults a freed array
-# of a few megabytes is handed back to the OS (heap trimming, or an mmap of its own), so the next
-# call page-faults through it again, 4 KB at a time: the vectorized GMM gradient (d=10, K=25,
-# n=1000) took 8.4 ms a call in a process that loaded it from the cache and 1.6 ms with the
-# settings below. Arrays up to 32 MB stay in the heap and freed memory is kept up to 256 MB.
-# SRCGRAD_MALLOC_TUNING=0 leaves malloc as it is.
+# of a few megabytes can go back to the OS (heap trimming, or an mmap of its own), so the next call
+# page-faults through it again, 4 KB at a time. SRCGRAD_MALLOC_TUNING=1 keeps arrays up to 32 MB in
+# the heap and freed memory up to 256 MB. Measured both ways, so it is off by default: the
+# vectorized GMM gradient (d=10, K=25, n=1000) loaded from the cache took 8.4 ms a call without it
+# and 2.7 ms with it, but the LSTM gradient (T=500) inside the benchmark process took 35 ms with
+# it against 20 ms without.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameter numbers
 
 
 def _tune_malloc():
-    if os.environ.get("SRCGRAD_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get("SRCGRAD_MALLOC_TUNING", "0") != "1" or not sys.platform.startswith("linux"):
         return False
     import ctypes
     try:
