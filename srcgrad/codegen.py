@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import astor
+import numpy as np
 
 from . import __version__
 from .fileio import write_atomic
@@ -60,6 +61,8 @@ def cache_key(*parts):
     digest = hashlib.sha256()
     digest.update(__version__.encode())
     digest.update(implementation_hash().encode())
+    # compiled cpu code calls NumPy's BLAS by symbol name unless SRCGRAD_NUMPY_BLAS=0 (backends/cpu.py)
+    digest.update(np.__version__.encode() + os.environ.get("SRCGRAD_NUMPY_BLAS", "1").encode())
     for part in parts:
         digest.update(b"\0" + str(part).encode())
     return digest.hexdigest()[:20]

@@ -68,3 +68,13 @@ def test_vectorized_gmm_bench_on_tiny_config(tmp_path):
     run.main(["--tiny", "--only", "gmm_vectorized", "--tools", "primal,numpy-hand",
               "--outdir", str(tmp_path), "--out", "vec2"])
     assert "| numpy-hand |" in (tmp_path / "vec2.md").read_text()
+
+
+def test_blas_bench_on_tiny_config(tmp_path):
+    """blas_bench.py checks each tool's product before timing it and writes its table."""
+    import blas_bench
+    blas_bench.main(["--tiny", "--outdir", str(tmp_path), "--out", "blas"])
+    rows = json.loads((tmp_path / "blas.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 5          # dtypes x batch sizes x products
+    assert all(r["srcgrad matmul us"] > 0 and r["numba np.dot / numpy"] > 0 for r in rows)
+    assert "| float32 | 256 | `X.T @ dh` |" in (tmp_path / "blas.md").read_text()

@@ -11,7 +11,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 from .. import runtime
 
@@ -94,23 +94,132 @@ else:
         return a
 
 
+# -- matrix products through NumPy's own BLAS --------------------------------------------------
+# Numba's np.dot calls the BLAS that SciPy ships. NumPy wheels ship their own OpenBLAS, which may be
+# another release: here SciPy's (0.3.30) ran the MLP's 256x784x128 float32 products 7-16% slower
+# than NumPy's (0.3.31), from Python as from Numba (benchmarks/results/blas.md). Products of two
+# float matrices therefore call NumPy's cblas_?gemm by symbol name when NumPy's library has one,
+# and np.dot otherwise. (codegen.cache_key includes NumPy's version: a generated module compiled
+# against one NumPy is never loaded with another.)
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
+
+
+def _find_numpy_gemm():
+    """(sgemm, dgemm) as Numba external functions from the BLAS bundled with NumPy, or None."""
+    import ctypes
+    import glob
+    import llvmlite.binding as llvm
+    root = os.path.dirname(np.__file__)
+    libraries = (glob.glob(os.path.join(os.path.dirname(root), "numpy.libs", "*blas*"))
+                 + glob.glob(os.path.join(root, ".libs", "*blas*")))
+    # (symbol prefix, symbol suffix, BLAS integer): scipy-openblas64 wheels, plain ILP64, LP64
+    conventions = [("scipy_cblas_", "64_", types.int64), ("cblas_", "64_", types.int64),
+                   ("scipy_cblas_", "", types.int32), ("cblas_", "", types.int32)]
+    for path in libraries:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, blas_int in conventions:
+            names = [f"{prefix}{letter}gemm{suffix}" for letter in "sd"]
+            if not all(hasattr(library, name) for name in names):
+                continue
+            found = []
+            for name, real in zip(names, (types.float32, types.float64)):
+                llvm.add_symbol(name, ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
+                signature = types.void(types.int32, types.int32, types.int32, blas_int, blas_int,
+                                       blas_int, real, types.voidptr, blas_int, types.voidptr,
+                                       blas_int, real, types.voidptr, blas_int)
+                found.append(types.ExternalFunction(name, signature))
+            return tuple(found), blas_int
+    return None, None
+
+
+if os.environ.get("SRCGRAD_NUMPY_BLAS", "1") == "1":
+    _NUMPY_GEMM, _BLAS_INT = _find_numpy_gemm()
+else:                                   # SRCGRAD_NUMPY_BLAS=0: Numba's np.dot (SciPy's BLAS)
+    _NUMPY_GEMM, _BLAS_INT = None, None
+NUMPY_BLAS = _NUMPY_GEMM is not None
+
+
+@register_jitable
+def _blas_strided_operand(x):
+    """An array of any layout as BLAS sees a row-major matrix: (array to pass, transposed?,
+    leading dimension). Row and column views (``x[::2]``, ``x[:, :k]``, their ``.T``) pass as they
+    are; other layouts are copied."""
+    rows, cols = x.shape
+    row_step, col_step = x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+    exact = x.strides[0] % x.itemsize == 0 and x.strides[1] % x.itemsize == 0
+    if exact and (cols <= 1 or col_step == 1) and (rows <= 1 or row_step >= cols):
+        return x, False, row_step if rows > 1 else max(1, cols)
+    if exact and (rows <= 1 or row_step == 1) and (cols <= 1 or col_step >= rows):
+        return x, True, col_step if cols > 1 else max(1, rows)
+    return np.ascontiguousarray(x), False, max(1, cols)
+
+
+@register_jitable
+def _blas_c_operand(x):
+    return x, False, max(1, x.shape[1])
+
+
+@register_jitable
+def _blas_f_operand(x):             # x.T is C-contiguous: BLAS reads it transposed
+    return x, True, max(1, x.shape[0])
+
+
+def _blas_operand(array_type):
+    """The operand helper for an array type: its layout decides at compile time when it can (a
+    runtime stride check compiles to much more code, and most products are of C or F arrays)."""
+    return {"C": _blas_c_operand, "F": _blas_f_operand}.get(array_type.layout,
+                                                             _blas_strided_operand)
+
+
 def matmul(a, b):
     return a @ b
 
 
 @overload(matmul)
 def _matmul_ov(a, b):
-    """Product of two matrices (BLAS), a large result on huge pages (see huge_pages)."""
-    if isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2 and b.ndim == 2 \
-            and a.dtype == b.dtype and isinstance(a.dtype, types.Float):
-        def impl(a, b):
+    """Product of two matrices: NumPy's BLAS when found (else np.dot), a large result on huge
+    pages (see huge_pages)."""
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
+            and b.ndim == 2 and a.dtype == b.dtype and isinstance(a.dtype, types.Float)):
+        return lambda a, b: np.dot(a, b)
+    if not NUMPY_BLAS or a.dtype not in (types.float32, types.float64):
+        def impl_numba_blas(a, b):
             if a.shape[1] != b.shape[0]:
                 return np.dot(a, b)         # NumPy's error message
             out = huge_pages(np.empty((a.shape[0], b.shape[1]), a.dtype))
             np.dot(a, b, out)
             return out
-        return impl
-    return lambda a, b: np.dot(a, b)
+        return impl_numba_blas
+    gemm = _NUMPY_GEMM[0] if a.dtype == types.float32 else _NUMPY_GEMM[1]
+    real, blas_int = a.dtype, _BLAS_INT
+    check_size, largest = blas_int == types.int32, np.iinfo(np.int32).max
+    a_operand, b_operand = _blas_operand(a), _blas_operand(b)
+
+    def impl_numpy_blas(a, b):
+        if a.shape[1] != b.shape[0]:
+            raise ValueError("matmul: the matrices' inner dimensions differ")
+        m, k, n = a.shape[0], a.shape[1], b.shape[1]
+        out = huge_pages(np.empty((m, n), a.dtype))
+        if m == 0 or n == 0:
+            return out
+        if k == 0:
+            out.fill(0)
+            return out
+        a_pass, a_trans, lda = a_operand(a)
+        b_pass, b_trans, ldb = b_operand(b)
+        if check_size and max(m, n, k, lda, ldb) > largest:   # beyond a 32-bit BLAS: np.dot
+            np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+            return out
+        gemm(np.int32(_CBLAS_ROW_MAJOR),
+             np.int32(_CBLAS_TRANS if a_trans else _CBLAS_NO_TRANS),
+             np.int32(_CBLAS_TRANS if b_trans else _CBLAS_NO_TRANS),
+             blas_int(m), blas_int(n), blas_int(k), real(1.0), a_pass.ctypes, blas_int(lda),
+             b_pass.ctypes, blas_int(ldb), real(0.0), out.ctypes, blas_int(n))
+        return out
+    return impl_numpy_blas
 
 
 grow = numba.njit(cache=True)(runtime.grow)
@@ -160,11 +269,14 @@ def _unbroadcast_overload(gradient, like):
             out[0] = gradient.sum()
             return out
         return impl
+    # Sums below are element loops: an array `+=` makes Numba compile its broadcast-error
+    # formatting (about 4 s of every adjoint's compile time).
     if like.ndim == 1 and extra == 1:
         def impl(gradient, like):
             out = np.zeros(gradient.shape[1], gradient.dtype)
             for i in range(gradient.shape[0]):
-                out += gradient[i]
+                for j in range(gradient.shape[1]):
+                    out[j] += gradient[i, j]
             if like.shape[0] == 1 and gradient.shape[1] != 1:
                 out2 = np.empty(1, gradient.dtype)
                 out2[0] = out.sum()
@@ -179,7 +291,8 @@ def _unbroadcast_overload(gradient, like):
             if like.shape[0] == 1 and g.shape[0] != 1:
                 rows = np.zeros((1, g.shape[1]), g.dtype)
                 for i in range(g.shape[0]):
-                    rows[0] += g[i]
+                    for j in range(g.shape[1]):
+                        rows[0, j] += g[i, j]
                 g = rows
             if like.shape[1] == 1 and g.shape[1] != 1:
                 cols = np.empty((g.shape[0], 1), g.dtype)
@@ -247,10 +360,7 @@ def _reduction(name, combine_1d):
             return dropped
         if _is_none(axis):
             if keep:
-                def impl(x, axis, keepdims):
-                    out = np.empty((1,) * x.ndim, x.dtype) if False else np.full(x.ndim * (1,), combine_1d(x.ravel()))
-                    return out
-                return impl
+                return lambda x, axis, keepdims: np.full(x.ndim * (1,), combine_1d(x.ravel()))
             return lambda x, axis, keepdims: combine_1d(x.ravel())
         ax = _literal(axis)
         if x.ndim == 1:
@@ -261,8 +371,7 @@ def _reduction(name, combine_1d):
             raise numba.core.errors.TypingError(f"srcgrad: reduce_{name} with axis supports 1-d and 2-d arrays")
         if ax == 1 or ax == -1:
             def rows(x, axis, keepdims):
-                out = np.empty((x.shape[0], 1) if keepdims else (x.shape[0],), x.dtype) if False else \
-                    np.empty(x.shape[0], x.dtype)
+                out = np.empty(x.shape[0], x.dtype)
                 for i in range(x.shape[0]):
                     out[i] = combine_1d(x[i])
                 return out.reshape((x.shape[0], 1)) if keep else out
@@ -283,8 +392,33 @@ def _reduction(name, combine_1d):
 
 reduce_sum = _reduction("sum", numba.njit(lambda v: v.sum()))
 reduce_mean = _reduction("mean", numba.njit(lambda v: v.sum() / v.size))
-reduce_max = _reduction("max", numba.njit(lambda v: v.max()))
-reduce_min = _reduction("min", numba.njit(lambda v: v.min()))
+@numba.njit(cache=True)
+def _max_1d(v):
+    """v.max() as a plain loop (NumPy's NaN rule: any NaN gives NaN); Numba's own takes about a
+    second to compile into every adjoint that reduces rows."""
+    if v.size == 0:
+        raise ValueError("zero-size array to reduction operation maximum which has no identity")
+    best = v[0]
+    for k in range(1, v.size):
+        if v[k] > best or v[k] != v[k]:
+            best = v[k]
+    return best
+
+
+@numba.njit(cache=True)
+def _min_1d(v):
+    """v.min() as a plain loop, as _max_1d."""
+    if v.size == 0:
+        raise ValueError("zero-size array to reduction operation minimum which has no identity")
+    best = v[0]
+    for k in range(1, v.size):
+        if v[k] < best or v[k] != v[k]:
+            best = v[k]
+    return best
+
+
+reduce_max = _reduction("max", _max_1d)
+reduce_min = _reduction("min", _min_1d)
 
 
 def expand_reduced(gradient, x, axis, keepdims):
@@ -352,8 +486,8 @@ def _extremum(take_max):
         pick = numba.njit(lambda v: np.argmax(v)) if take_max else numba.njit(lambda v: np.argmin(v))
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
-                out = np.zeros(x.size, np.float64)
-                g = np.asarray(gradient).ravel()[0] if False else _first(gradient)
+                g = _first(gradient)
+                out = np.zeros(x.size, type(g))
                 out[pick(x.ravel())] = g
                 return out.reshape(x.shape)
             return whole
@@ -409,7 +543,7 @@ def _mgl(g, a, b):
         return lambda g, a, b: np.outer(g, b)
     if a.ndim == 1:
         return lambda g, a, b: np.dot(b, g)
-    return lambda g, a, b: np.dot(g, b.T)
+    return lambda g, a, b: matmul(g, b.T)        # b.T is a view: BLAS reads it transposed
 
 
 def matmul_grad_right(g, a, b):
@@ -424,7 +558,7 @@ def _mgr(g, a, b):
         return lambda g, a, b: np.dot(a.T, g)
     if a.ndim == 1:
         return lambda g, a, b: np.outer(a, g)
-    return lambda g, a, b: np.dot(a.T, g)
+    return lambda g, a, b: matmul(a.T, g)
 
 
 @numba.njit(cache=True)
