@@ -444,17 +444,23 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
     if ax in (1, -1):
         def rows(gradient, x, axis, keepdims):
             g = gradient.ravel()
+            if g.size != x.shape[0]:
+                raise ValueError("expand_reduced: the gradient does not match the reduced rows")
             out = huge_pages(np.empty(x.shape, g.dtype))
             for i in range(x.shape[0]):
-                out[i, :] = g[i]
+                for j in range(x.shape[1]):
+                    out[i, j] = g[i]
             return out
         return rows
 
     def cols(gradient, x, axis, keepdims):
         g = gradient.ravel()
+        if g.size != x.shape[1]:
+            raise ValueError("expand_reduced: the gradient does not match the reduced columns")
         out = huge_pages(np.empty(x.shape, g.dtype))
         for i in range(x.shape[0]):
-            out[i, :] = g
+            for j in range(x.shape[1]):
+                out[i, j] = g[j]
         return out
     return cols
 
@@ -470,6 +476,34 @@ def _reduced_count_ov(x, axis):
     return lambda x, axis: x.shape[axis]
 
 
+@numba.njit(cache=True)
+def _argmax_1d(v):
+    """np.argmax(v) as a plain loop: the first maximum, or the first NaN (NumPy's rule)."""
+    if v.size == 0:
+        raise ValueError("attempt to get argmax of an empty sequence")
+    best, where = v[0], 0
+    for k in range(v.size):
+        if v[k] != v[k]:
+            return k
+        if v[k] > best:
+            best, where = v[k], k
+    return where
+
+
+@numba.njit(cache=True)
+def _argmin_1d(v):
+    """np.argmin(v) as a plain loop, as _argmax_1d."""
+    if v.size == 0:
+        raise ValueError("attempt to get argmin of an empty sequence")
+    best, where = v[0], 0
+    for k in range(v.size):
+        if v[k] != v[k]:
+            return k
+        if v[k] < best:
+            best, where = v[k], k
+    return where
+
+
 def _extremum(take_max):
     def stub(gradient, x, axis, keepdims):
         return runtime.extremum_adjoint(gradient, x, axis, keepdims, take_max)
@@ -483,7 +517,7 @@ def _extremum(take_max):
                     raise ValueError(bad)
                 return np.zeros_like(x)
             return raising
-        pick = numba.njit(lambda v: np.argmax(v)) if take_max else numba.njit(lambda v: np.argmin(v))
+        pick = _argmax_1d if take_max else _argmin_1d
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
                 g = _first(gradient)
@@ -509,11 +543,6 @@ def _extremum(take_max):
             return out
         return cols
     return stub
-
-
-@numba.njit
-def _first_array(v):
-    return v.ravel()[0]
 
 
 def _first(v):
