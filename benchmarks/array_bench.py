@@ -78,13 +78,23 @@ def bench_size(label, size, cfg, log=print):
     recs = []
     base = dict(program=NAME, size=label, work=float(work))
 
+    timing = H.InterleavedTiming(cfg["min_time"])
+
+    def log_row(r):
+        t = r.get("median")
+        log(f"  {label:20s} {r['tool']:14s} {r['status']:40.40s} "
+            + (f"{t * 1e3:10.3f} ms" if t is not None else ""))
+
     def rec(tool, style, status, **kw):
         r = dict(base, tool=tool, style=style, status=status)
         r.update(kw)
         recs.append(r)
-        t = r.get("median")
-        log(f"  {label:20s} {tool:14s} {status:40.40s} " + (f"{t * 1e3:10.3f} ms" if t is not None else ""))
+        if status != "queued":
+            log_row(r)
         return r
+
+    def queue(tool, style, run, block, **kw):
+        return timing.add(rec(tool, style, "queued", **kw), run, block)
 
     # reference: the hand-written Numba adjoint of the loop form, checked against central
     # differences of the vectorized NumPy objective (which must equal the loop objective)
@@ -122,8 +132,8 @@ def bench_size(label, size, cfg, log=print):
 
     for tool in tools:
         if tool == "primal":
-            ts = H.time_call(lambda: P.gmm_vectorized(*vargs), lambda o: o, cfg["min_time"])
-            rec(tool, "the vectorized objective in NumPy (no gradient)", "ok", **H._stats(ts))
+            queue(tool, "the vectorized objective in NumPy (no gradient)",
+                  lambda: P.gmm_vectorized(*vargs), lambda o: o)
             continue
         if tool == "hand-numba":
             if not loops_ok:
@@ -131,9 +141,9 @@ def bench_size(label, size, cfg, log=print):
                     "not timed (loop work above the limit; used as reference)", reference_check=check,
                     first_call=hand_first)
                 continue
-            ts = H.time_call(lambda: adjoints.ADJOINTS["gmm"](*args), lambda o: o, cfg["min_time"])
-            rec(tool, "hand-written Numba adjoint (loops; reference)", "ok", first_call=hand_first,
-                reference_check=check, **H._stats(ts))
+            queue(tool, "hand-written Numba adjoint (loops; reference)",
+                  lambda: adjoints.ADJOINTS["gmm"](*args), lambda o: o, first_call=hand_first,
+                  reference_check=check)
             continue
         if tool == "srcgrad-loops" and not loops_ok:
             rec(tool, builders[tool][0], "not run (loop work above the limit)")
@@ -168,12 +178,9 @@ def bench_size(label, size, cfg, log=print):
         if not okg:
             rec(tool, style, f"WRONG ({msg})", first_call=first, grad_rel_err=gerr)
             continue
-        try:
-            ts = H.time_call(b["run"], b["block"], cfg["min_time"])
-        except Exception as e:      # noqa: BLE001
-            rec(tool, style, "failed while timing: " + H.short_error(e), first_call=first)
-            continue
-        rec(tool, style, "ok", first_call=first, grad_rel_err=gerr, **H._stats(ts))
+        queue(tool, style, b["run"], b["block"], first_call=first, grad_rel_err=gerr)
+
+    timing.run(log_row)
 
     sg = next((r for r in recs if r["tool"] == "srcgrad" and r.get("median") is not None), None)
     primal = next((r for r in recs if r["tool"] == "primal" and r.get("median") is not None), None)
@@ -208,7 +215,8 @@ def write_report(recs, checks_by_size, meta, md_path, json_path):
           "constant terms omitted), gradient w.r.t. alphas, means and icf, float64 for every tool. "
           "srcgrad differentiates `benchmarks/programs.py: gmm_vectorized`, array NumPy code; the "
           "peers use their own vectorized formulations (`peers_*.py`). Times are per gradient call, "
-          "median over repeated runs after a warm-up (min/max alongside). `× srcgrad` = tool time / "
+          "median over repeated runs after a warm-up (min/max alongside), the tools timed in "
+          "interleaved rounds (a slice of each in turn). `× srcgrad` = tool time / "
           "srcgrad (vectorized) time in the same run (> 1: slower than srcgrad). `grad/primal` = tool "
           "time / the vectorized objective evaluated by NumPy.", ""]
     sizes = []

@@ -44,18 +44,66 @@ def short_error(e, n=120):
     return s if len(s) <= n else s[:n - 3] + "..."
 
 
-def time_call(run, block, min_time, min_reps=3, max_reps=100, warmup=1):
-    for _ in range(warmup):
-        block(run())
-    times = []
-    total = 0.0
-    while (len(times) < min_reps or total < min_time) and len(times) < max_reps:
-        t0 = time.perf_counter()
-        block(run())
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        total += dt
-    return times
+class InterleavedTiming:
+    """Rows of one configuration timed together, in rounds: each round gives every tool a slice
+    (up to min_time/rounds seconds, at most max_reps/rounds calls) in turn. Timing the tools one
+    after another let a drift of this noisy machine (clock, the other core's jobs) land on one
+    tool only; interleaved, it hits all of them alike and the ratios stay fair. Each tool's
+    stopping rule: at least min_reps calls and min_time seconds, at most max_reps.
+    """
+
+    def __init__(self, min_time, rounds=5, min_reps=3, max_reps=100):
+        self.min_time, self.rounds = min_time, rounds
+        self.min_reps, self.max_reps = min_reps, max_reps
+        self.rows = []      # [record, run, block, warmup, times]
+
+    def add(self, record, run, block, warmup=1):
+        """Queue ``record`` (a row dict) to get the timing stats of ``block(run())``."""
+        self.rows.append([record, run, block, warmup, []])
+        return record
+
+    def _wants_more(self, times):
+        total = sum(times)
+        return ((len(times) < self.min_reps or total < self.min_time)
+                and len(times) < self.max_reps)
+
+    def run(self, log_row=lambda record: None):
+        """Time every queued row; fill in its stats (or a 'failed while timing' status)."""
+        live = []
+        for row in self.rows:
+            record, run, block, warmup, _ = row
+            try:
+                for _ in range(warmup):
+                    block(run())
+                live.append(row)
+            except Exception as e:      # noqa: BLE001  (a failing tool is a row, not a crash)
+                record["status"] = "failed while timing: " + short_error(e)
+        slice_s = self.min_time / self.rounds
+        slice_reps = max(1, math.ceil(self.max_reps / self.rounds))
+        while live:
+            for row in list(live):
+                record, run, block, _, times = row
+                spent, reps = 0.0, 0
+                try:
+                    while self._wants_more(times) and reps < slice_reps and (
+                            reps == 0 or spent < slice_s):
+                        t0 = time.perf_counter()
+                        block(run())
+                        dt = time.perf_counter() - t0
+                        times.append(dt)
+                        spent += dt
+                        reps += 1
+                except Exception as e:      # noqa: BLE001
+                    record["status"] = "failed while timing: " + short_error(e)
+                    live.remove(row)
+                    continue
+                if not self._wants_more(times):
+                    live.remove(row)
+        for record, _, _, _, times in self.rows:
+            if record["status"] == "queued":
+                record["status"] = "ok"
+                record.update(_stats(times))
+            log_row(record)
 
 
 def _stats(times):
@@ -134,15 +182,23 @@ def bench_config(prog, size_label, size, cfg, tools=None, log=print):
                                           "autograd", "numpy-hand"]
     recs = []
     base = dict(program=prog.name, size=size_label, work=float(prog.work(size)))
+    timing = InterleavedTiming(min_time)
+
+    def log_row(r):
+        t = r.get("median")
+        log(f"  {prog.name:12s} {size_label:20s} {r['tool']:11s} {r['status']:40.40s} "
+            + (f"{t * 1e3:10.3f} ms" if t is not None else ""))
 
     def rec(tool, style, status, **kw):
         r = dict(base, tool=tool, style=style, status=status)
         r.update(kw)
         recs.append(r)
-        t = r.get("median")
-        log(f"  {prog.name:12s} {size_label:20s} {tool:11s} {status:40.40s} "
-            + (f"{t * 1e3:10.3f} ms" if t is not None else ""))
+        if status != "queued":
+            log_row(r)
         return r
+
+    def queue(tool, style, run, block, warmup=1, **kw):
+        return timing.add(rec(tool, style, "queued", **kw), run, block, warmup)
 
     # reference: hand-written Numba adjoint, checked against central FD
     t0 = time.perf_counter()
@@ -175,14 +231,16 @@ def bench_config(prog, size_label, size, cfg, tools=None, log=print):
         if not np.isclose(pv, val, rtol=1e-9, atol=1e-12):
             rec("primal", primal_style, f"WRONG value {pv} vs {val}")
         else:
-            ts = time_call(lambda: primal_fn(*timed_args), lambda o: o, min_time)
-            r = rec("primal", primal_style, "ok", first_call=primal_first, **_stats(ts))
-            primal_median = r["median"]
+            queue("primal", primal_style, lambda: primal_fn(*timed_args), lambda o: o,
+                  first_call=primal_first)
     if "hand-numba" in tools:
-        ts = time_call(lambda: adjoints.ADJOINTS[prog.name](*timed_args), lambda o: o, min_time)
-        rec("hand-numba", "hand-written Numba adjoint (reference)",
-            "ok" if ref_ok else f"WRONG vs FD (rel err {err:.1e})", first_call=hand_first,
-            fd_check=check_info, **_stats(ts))
+        hand_style = "hand-written Numba adjoint (reference)"
+        if ref_ok:
+            queue("hand-numba", hand_style, lambda: adjoints.ADJOINTS[prog.name](*timed_args),
+                  lambda o: o, first_call=hand_first, fd_check=check_info)
+        else:
+            rec("hand-numba", hand_style, f"WRONG vs FD (rel err {err:.1e})",
+                first_call=hand_first, fd_check=check_info)
 
     for tool in tools:
         if tool in ("primal", "hand-numba"):
@@ -249,20 +307,19 @@ def bench_config(prog, size_label, size, cfg, tools=None, log=print):
             rec(tool, b["style"], f"skipped (>budget: first call {b['first_call']:.1f} s)",
                 **extra)
             continue
-        try:
-            ts = time_call(b["run"], b["block"], min_time, warmup=0 if tool in PROBED else 1)
-        except Exception as e:
-            rec(tool, b["style"], "failed while timing: " + short_error(e), **extra)
-            continue
-        r = rec(tool, b["style"], "ok", **extra, **_stats(ts))
-        if (tool == "srcgrad" and cfg.get("cache_probe", True)
-                and prog.name in cfg.get("cache_probe_programs", (prog.name,))):
-            cl = srcgrad_cache_load(prog.name, size, seed)
-            r["cache_load"] = cl
-            log(f"    srcgrad second-process load: {cl}")
+        queue(tool, b["style"], b["run"], b["block"], warmup=0 if tool in PROBED else 1, **extra)
+
+    timing.run(log_row)
+    primal_median = next((r["median"] for r in recs
+                          if r["tool"] == "primal" and r["status"] == "ok"), None)
+    sg = next((r for r in recs if r["tool"] == "srcgrad" and r["status"] == "ok"), None)
+    if (sg is not None and cfg.get("cache_probe", True)
+            and prog.name in cfg.get("cache_probe_programs", (prog.name,))):
+        cl = srcgrad_cache_load(prog.name, size, seed)
+        sg["cache_load"] = cl
+        log(f"    srcgrad second-process load: {cl}")
 
     # ratios
-    sg = next((r for r in recs if r["tool"] == "srcgrad" and r["status"] == "ok"), None)
     for r in recs:
         if r.get("median") is None:
             continue
@@ -340,7 +397,8 @@ def write_report(results, meta, md_path, json_path=None, plots=None, title="srcg
         L.append(f"- numpy BLAS: {meta['numpy_blas']}  ")
     L.append("")
     L.append("Times are per gradient call (value+gradient), median over repeated runs after a "
-             "warm-up (min/max alongside). `× srcgrad` = tool time / srcgrad time in the same "
+             "warm-up (min/max alongside); the tools of one size are timed in interleaved rounds "
+             "(a slice of each in turn), so a drift of the machine hits them alike. `× srcgrad` = tool time / srcgrad time in the same "
              "run (>1: slower than srcgrad). `grad/primal` = tool time / compiled primal "
              "(numba.njit of the same user function). Every gradient was checked against the "
              "hand-written Numba adjoint (itself checked against central finite differences "

@@ -38,6 +38,34 @@ def test_compare_grads_flags_wrong():
     assert not checks.compare_grads((np.ones(3),), ref, 1e-8)[0]
 
 
+def test_interleaved_timing_takes_turns_and_keeps_failures_as_rows():
+    import harness
+    order = []
+
+    def tool(name, fail_at=None):
+        def run():
+            order.append(name)
+            if fail_at is not None and order.count(name) == fail_at:
+                raise RuntimeError("boom")
+            return name
+        return run
+
+    timing = harness.InterleavedTiming(min_time=1e6, rounds=4, min_reps=8, max_reps=8)
+    fast, other, broken = ({"tool": "fast"}, {"tool": "other"}, {"tool": "broken"})
+    timing.add(fast, tool("fast"), lambda o: o, warmup=0)
+    timing.add(other, tool("other"), lambda o: o, warmup=1)
+    timing.add(broken, tool("broken", fail_at=3), lambda o: o, warmup=0)
+    for r in (fast, other, broken):
+        r["status"] = "queued"
+    timing.run()
+    assert fast["status"] == "ok" and fast["reps"] == 8 and fast["min"] <= fast["median"]
+    assert other["status"] == "ok" and other["reps"] == 8       # the warm-up call is not timed
+    assert broken["status"].startswith("failed while timing: RuntimeError")
+    # 8 calls in rounds of 2: the tools take turns instead of running one after another
+    timed = [n for n in order if n != "other"][:6]
+    assert timed == ["fast", "fast", "broken", "broken", "fast", "fast"]
+
+
 def test_run_writes_tables_on_tiny_config(tmp_path):
     import run
     run.main(["--tiny", "--only", "rosenbrock,heat", "--tools", "primal,hand-numba",
