@@ -245,9 +245,8 @@ def write_report(recs, checks_by_size, meta, md_path, json_path):
     L += ["## How srcgrad's vectorized formulation differs from the peers'", "",
           "The JAX/PyTorch/hand-NumPy peers build the (K, d, d) Cholesky factors with a scatter "
           "(`Q.at[:, rows, cols].set(...)`, `Q[:, rows, cols] = ...`) and use a batched 3-d matmul "
-          "(K, n, d) x (K, d, d). srcgrad's array subset has neither a scatter-assignment of "
-          "differentiated values nor products of >2-d arrays on its compiled target, so "
-          "`gmm_vectorized` gathers the factors from one (K, d + d(d-1)/2 + 1) array "
+          "(K, n, d) x (K, d, d). srcgrad's array subset has no scatter-assignment of "
+          "differentiated values, so `gmm_vectorized` gathers the factors from one (K, d + d(d-1)/2 + 1) array "
           "(`V[q_rows, q_cols].reshape(K*d, d)`, upper entries read a zero column) and does the K "
           "products as one 2-d matmul `x @ Qall.T` (n, K*d) minus `b = Q_k mu_k`, then sums squares "
           "by reshaping to (n*K, d). The index arrays are computed outside the function (as the "

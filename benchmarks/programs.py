@@ -125,9 +125,9 @@ def gmm_vectorized(alphas, means, icf, x, wishart_gamma, wishart_m, q_rows, q_co
     """ADBench GMM objective, vectorized (array NumPy, the same value as ``gmm_objective``).
 
     The JAX/PyTorch peers build the (K, d, d) Cholesky factors with a scatter and use a batched
-    3-d matmul; srcgrad's array subset has neither (no scatter-assignment of differentiated values
-    into an array, products of 1-d/2-d arrays only), so the factors are built with a gather and the
-    K products are done as one 2-d matmul, ADBench-style:
+    3-d matmul; srcgrad's array subset has no scatter-assignment of differentiated values into an
+    array, so the factors are built with a gather and the K products are done as one 2-d matmul
+    (one BLAS call), ADBench-style:
 
     * ``V`` (K, d + d(d-1)/2 + 1): exp of the log-diagonal, the strictly-lower entries and a zero
       column; ``Qall = V[q_rows, q_cols].reshape(K*d, d)`` stacks Q_1 .. Q_K (row k*d + i of

@@ -146,21 +146,28 @@ class GradFunction:
         # call, which matters for gradients that run in well under a millisecond).
         key = _call_key(args) if not kwargs and len(args) == len(self.params) else None
         spec = self._by_call_key.get(key) if key is not None else None
+        zero_d = ()
         if spec is not None:
             values = args
             self._last = spec
         else:
             values = self._bind(args, kwargs)
+            # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
+            zero_d = tuple(k for k, i in enumerate(self.wrt_indices)
+                           if isinstance(values[i], np.ndarray) and values[i].ndim == 0)
+            zero_d = {k: values[self.wrt_indices[k]].dtype for k in zero_d}
             values = tuple(_prepare(v) for v in values)
             spec = self._specialization(self.kinds_of(values), precision_of(values))
             if key is not None:
                 self._by_call_key[key] = spec
         if self.mode == "vjp":
-            return self._vjp(spec, values)
+            return self._vjp(spec, values, zero_d)
         if self.mode == "grad":
-            return _to_python(_first_if(self._run(spec, "grad", values), self.single), self.single)
+            grads = self._run(spec, "grad", values)
+            return _to_python(_first_if(_as_zero_d(grads, zero_d), self.single), self.single)
         value, grads = self._run(spec, "value_and_grad", values)
-        return _to_python_scalar(value), _to_python(_first_if(grads, self.single), self.single)
+        return _to_python_scalar(value), _to_python(_first_if(_as_zero_d(grads, zero_d), self.single),
+                                                    self.single)
 
     def _run(self, spec, entry, values, extra=()):
         """Call ``spec.<entry>``; shape failures become a ShapeError naming the user's line."""
@@ -197,7 +204,7 @@ class GradFunction:
             return None
         return None
 
-    def _vjp(self, spec, values):
+    def _vjp(self, spec, values, zero_d=()):
         value = self._run(spec, "primal", values)
         shape = np.shape(value)
         dtype = np.asarray(value).dtype
@@ -210,6 +217,7 @@ class GradFunction:
                                  f"shape {shape}, got {seed_array.shape}")
             seed_value = seed_array.astype(dtype, copy=True) if shape else dtype.type(seed_array)
             _, grads = self._run(spec, "vjp", values, (seed_value,))
+            grads = _as_zero_d(grads, zero_d)
             return _to_python(grads[0] if self.single else grads, self.single)
         return _to_python_scalar(value), pullback
 
@@ -468,6 +476,14 @@ def _prepare(value):
 
 def _first_if(grads, single):
     return grads[0] if single else grads
+
+
+def _as_zero_d(grads, zero_d):
+    """``grads`` (one per wrt argument) with those of 0-d array arguments (position -> dtype in
+    ``zero_d``) as 0-d arrays of the argument's dtype, like the argument."""
+    if not zero_d:
+        return grads
+    return tuple(np.asarray(g, dtype=zero_d[k]) if k in zero_d else g for k, g in enumerate(grads))
 
 
 def _to_python_scalar(value):

@@ -35,6 +35,23 @@ if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 
 
+# Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
+# write ``np.concatenate([a, b])``) and normalized to a tuple.
+SEQUENCE_CALLS = {"concatenate", "stack"}
+
+
+def _sequence_lists(expr):
+    """The list literals ``expr`` passes as the sequence argument of np.concatenate/np.stack."""
+    lists = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.List):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                getattr(node.func, "id", None)
+            if name in SEQUENCE_CALLS:
+                lists.add(id(node.args[0]))
+    return lists
+
+
 def construct_name(node):
     return CONSTRUCT_NAMES.get(type(node), type(node).__name__)
 
@@ -113,7 +130,10 @@ def _check_target(fsrc, stmt, target):
 
 
 def _check_expression(fsrc, expr):
+    sequence_lists = _sequence_lists(expr)
     for node in ast.walk(expr):
+        if isinstance(node, ast.List) and id(node) in sequence_lists:
+            continue
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))

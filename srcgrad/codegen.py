@@ -31,7 +31,8 @@ LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, 
 # Names every generated module imports from its backend (the runtime helpers).
 RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
                  "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
-                 "reduce_min", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
+                 "reduce_min", "reduce_prod", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
+                 "prod_adjoint",
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
                  "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages"]
 

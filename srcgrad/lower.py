@@ -15,7 +15,7 @@ import copy
 import numpy as np
 
 REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
-              np.min: "reduce_min", np.amin: "reduce_min"}
+              np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
 
 
 def lower(stmts, analysis):
@@ -103,12 +103,13 @@ def cast_float_literals(stmts, analysis):
         def visit_Call(self, node):
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
             if name in ("range", "range_length", "_range_continues", "float32", "reduce_sum", "reduce_mean",
-                        "reduce_max", "reduce_min", "expand_reduced", "reduced_count", "max_adjoint",
-                        "min_adjoint", "zeros", "ones", "empty", "arange", "reshape", "full"):
-                if name in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "expand_reduced",
-                            "max_adjoint", "min_adjoint"):
+                        "reduce_max", "reduce_min", "reduce_prod", "expand_reduced", "reduced_count",
+                        "max_adjoint", "min_adjoint", "prod_adjoint", "zeros", "ones", "empty", "arange",
+                        "reshape", "full"):
+                if name in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod",
+                            "expand_reduced", "max_adjoint", "min_adjoint", "prod_adjoint"):
                     node.args[0] = self.visit(node.args[0])
-                    if name in ("expand_reduced", "max_adjoint", "min_adjoint"):
+                    if name in ("expand_reduced", "max_adjoint", "min_adjoint", "prod_adjoint"):
                         node.args[1] = self.visit(node.args[1])
                 return node        # shapes, axes and bounds stay integers
             self.generic_visit(node)
@@ -194,12 +195,12 @@ _COMPARE_UFUNC = {ast.Gt: (">", "greater"), ast.GtE: (">=", "greater_equal"), as
                   ast.LtE: ("<=", "less_equal"), ast.Eq: ("==", "equal"),
                   ast.NotEq: ("!=", "not_equal")}
 # calls whose result is a new array (never one of their arguments)
-_FRESH_CALLS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "expand_reduced",
-                "max_adjoint", "min_adjoint", "matmul_grad_left", "matmul_grad_right", "gather2",
+_FRESH_CALLS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "expand_reduced",
+                "max_adjoint", "min_adjoint", "prod_adjoint", "matmul_grad_left", "matmul_grad_right", "gather2",
                 "reduced_count", "range_length", "clip_scalar", "push_float", "push_int", "matmul"}
 _FRESH_NP = _UNARY_UFUNCS | _BINARY_UFUNCS | {
     "zeros", "zeros_like", "ones", "ones_like", "empty", "empty_like", "full", "full_like", "arange",
-    "sum", "mean", "max", "min", "amax", "amin", "dot", "outer", "where", "clip", "float32",
+    "sum", "mean", "max", "min", "amax", "amin", "prod", "dot", "outer", "where", "clip", "float32",
     "float64", "concatenate", "stack", "copy"}
 _NEW_ARRAY = {"np.zeros_like", "np.zeros", "np.empty_like", "np.empty", "np.ones_like", "np.ones"}
 _IN_PLACE_HELPERS = {"scatter_add1", "scatter_add2"}     # write into their first argument
@@ -234,20 +235,28 @@ def _backend_has(name):
 
 
 def _matrix_products(stmts, analysis):
-    """``a @ b`` and ``np.dot(a, b)`` of two matrices -> ``matmul(a, b)``."""
+    """``a @ b``, ``np.matmul(a, b)`` and ``np.dot(a, b)`` of two matrices, and ``a @ b`` /
+    ``np.matmul`` with a stack of matrices (Numba's own stop at 2-d) -> ``matmul(a, b)``."""
     if analysis is None or not _backend_matmul():
         return stmts
 
-    def matrix(node):
+    def ndim(node):
         if isinstance(node, ast.Name):
             kind = analysis.kinds.get(node.id)
-            return kind is not None and kind.is_array and kind.ndim == 2 and kind.dtype == "float"
-        return False
+            if kind is not None and kind.is_array and kind.dtype == "float":
+                return kind.ndim
+        return None
+
+    def backend_product(left, right, batched_too=True):
+        dims = (ndim(left), ndim(right))
+        if None in dims:
+            return False
+        return dims == (2, 2) or (batched_too and max(dims) > 2)
 
     class Products(ast.NodeTransformer):
         def visit_BinOp(self, node):
             self.generic_visit(node)
-            if isinstance(node.op, ast.MatMult) and matrix(node.left) and matrix(node.right):
+            if isinstance(node.op, ast.MatMult) and backend_product(node.left, node.right):
                 call = ast.Call(func=ast.Name(id="matmul", ctx=ast.Load()), args=[node.left, node.right],
                                 keywords=[])
                 return ast.copy_location(call, node)
@@ -255,8 +264,9 @@ def _matrix_products(stmts, analysis):
 
         def visit_Call(self, node):
             self.generic_visit(node)
-            if _call_name(node) == "np.dot" and len(node.args) == 2 and not node.keywords and \
-                    all(matrix(a) for a in node.args):
+            name = _call_name(node)
+            if name in ("np.dot", "np.matmul") and len(node.args) == 2 and not node.keywords and \
+                    backend_product(*node.args, batched_too=name == "np.matmul"):
                 node.func = ast.Name(id="matmul", ctx=ast.Load())
             return node
     products = Products()

@@ -740,6 +740,20 @@ def _copy(node):
     return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
 
 
+def _lists_to_tuples(body):
+    """The only list literals check.py lets through are the array sequences of
+    np.concatenate/np.stack: the same call with a tuple."""
+    for stmt in body:
+        for node in ast.walk(stmt):
+            for field, value in ast.iter_fields(node):
+                if isinstance(value, ast.List):
+                    setattr(node, field, ast.copy_location(ast.Tuple(elts=value.elts, ctx=value.ctx),
+                                                           value))
+                elif isinstance(value, list):
+                    value[:] = [ast.copy_location(ast.Tuple(elts=v.elts, ctx=v.ctx), v)
+                                if isinstance(v, ast.List) else v for v in value]
+
+
 def normalize(fsrc: FunctionSource):
     """Return the normalized body (a list of statements) and the parameter names."""
     fn = fsrc.tree
@@ -751,6 +765,7 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
+    _lists_to_tuples(body)
     desugared = JumpDesugarer(names, ast.FunctionDef(name=fn.name, args=fn.args, body=body,
                                                      decorator_list=[], returns=None)).run(
         ast.FunctionDef(name=fn.name, args=fn.args, body=body, decorator_list=[], returns=None))

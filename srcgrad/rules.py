@@ -26,7 +26,7 @@ import numpy as np
 from . import kinds as K
 from .errors import SrcgradError
 # Runtime helpers the array templates call (generated code imports them from its backend).
-from .runtime import (expand_reduced, matmul_grad_left, matmul_grad_right, max_adjoint,  # noqa: F401
+from .runtime import (expand_reduced, matmul_grad_left, matmul_grad_right, max_adjoint, prod_adjoint,  # noqa: F401
                       min_adjoint, reduced_count, reshape_any)
 
 
@@ -381,10 +381,26 @@ def _matmul_kind(a, b):
     return matmul_kind(a, b)
 
 
-@register_adjoint(operator.matmul, np.dot, kind=_matmul_kind, elementwise=False)
+def _dot_kind(a, b):
+    # np.dot of N-d arrays pairs every row of ``a`` with every stack of ``b`` (result ndim
+    # a.ndim + b.ndim - 2): a different product, which this rule does not differentiate.
+    for operand in (a, b):
+        if operand.is_array and operand.ndim > 2:
+            raise TypeError(f"np.dot of a {operand.ndim}-d array is not supported (for more than "
+                            f"2 dimensions np.dot is not a batched product); use `@` or np.matmul "
+                            f"for stacks of matrices")
+    return _matmul_kind(a, b)
+
+
+# a @ b and np.dot of vectors and matrices; `@`/np.matmul also of stacks of matrices (NumPy's
+# broadcasting of the leading axes). The helpers pick the transposed products by ndim.
+@register_adjoint(operator.matmul, np.matmul, kind=_matmul_kind, elementwise=False)
 def matmul(result, a, b):
     d[a] += matmul_grad_left(d[result], a, b)
     d[b] += matmul_grad_right(d[result], a, b)
+
+
+register_adjoint(np.dot, kind=_dot_kind, elementwise=False)(matmul)     # the same template
 
 
 @register_adjoint(np.outer, kind=lambda a, b: K.array(2), elementwise=False)
@@ -402,6 +418,11 @@ def sum_(result, x, axis=None, keepdims=False):
                   else reduction_kind(x, axis, keepdims), elementwise=False)
 def mean(result, x, axis=None, keepdims=False):
     d[x] += expand_reduced(d[result], x, axis, keepdims) / reduced_count(x, axis)
+
+
+@register_adjoint(np.prod, kind=reduction_kind, elementwise=False)
+def prod(result, x, axis=None, keepdims=False):
+    d[x] += prod_adjoint(d[result], x, axis, keepdims)
 
 
 @register_adjoint(np.max, np.amax, kind=reduction_kind, elementwise=False)

@@ -94,12 +94,32 @@ def reduce_min(x, axis, keepdims):
     return np.min(x, axis=axis, keepdims=keepdims)
 
 
+def reduce_prod(x, axis, keepdims):
+    return np.prod(x, axis=axis, keepdims=keepdims)
+
+
 def expand_reduced(gradient, x, axis, keepdims):
     """Spread the adjoint of a reduction back over the reduced axes (a broadcast copy)."""
     g = np.asarray(gradient)
     if axis is not None and not keepdims:
         g = np.expand_dims(g, axis)
     return np.broadcast_to(g, np.shape(x)).copy()
+
+
+def prod_adjoint(gradient, x, axis, keepdims):
+    """Adjoint of np.prod: each element gets the gradient times the product of the OTHER elements
+    of its slice, from exclusive prefix and suffix products (no division by the element, so a
+    zero in the slice gives the right answer, not 0/0)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return np.asarray(gradient) * np.ones_like(x)
+    along = -1 if axis is None else axis
+    v = np.moveaxis(x.reshape(-1) if axis is None else x, along, -1)
+    ones = np.ones(v.shape[:-1] + (1,), v.dtype)
+    before = np.concatenate([ones, np.cumprod(v, axis=-1)[..., :-1]], axis=-1)
+    after = np.concatenate([np.cumprod(v[..., ::-1], axis=-1)[..., ::-1][..., 1:], ones], axis=-1)
+    others = np.moveaxis(before * after, -1, along).reshape(x.shape)
+    return expand_reduced(gradient, x, axis, keepdims) * others
 
 
 def reduced_count(x, axis):
@@ -142,11 +162,14 @@ def huge_pages(array):
 
 
 def matmul_grad_left(g, a, b):
-    """Adjoint of ``a`` in ``a @ b`` (vectors and matrices).
+    """Adjoint of ``a`` in ``a @ b``.
 
-    One BLAS call on a transposed view: NumPy, and Numba on the cpu target, hand ``b.T`` of a C- or
-    F-ordered matrix to the BLAS with a transpose flag (no copy); only operands that are neither
-    C- nor F-contiguous (a strided slice) are copied first."""
+    Matrices: one BLAS call on a transposed view: NumPy, and Numba on the cpu target, hand ``b.T``
+    of a C- or F-ordered matrix to the BLAS with a transpose flag (no copy); only operands that
+    are neither C- nor F-contiguous (a strided slice) are copied first. Stacks of matrices
+    (``ndim > 2``): see batched_matmul_grads."""
+    if a.ndim > 2 or b.ndim > 2:
+        return batched_matmul_grads(g, a, b)[0]
     if a.ndim == 1 and b.ndim == 1:
         return g * b
     if b.ndim == 1:
@@ -158,6 +181,8 @@ def matmul_grad_left(g, a, b):
 
 def matmul_grad_right(g, a, b):
     """Adjoint of ``b`` in ``a @ b`` (one BLAS call on the transposed view ``a.T``)."""
+    if a.ndim > 2 or b.ndim > 2:
+        return batched_matmul_grads(g, a, b)[1]
     if a.ndim == 1 and b.ndim == 1:
         return g * a
     if b.ndim == 1:
@@ -165,6 +190,25 @@ def matmul_grad_right(g, a, b):
     if a.ndim == 1:
         return np.outer(a, g)
     return a.T @ g
+
+
+def batched_matmul_grads(g, a, b):
+    """Adjoints of ``a`` and ``b`` in ``a @ b`` where one is a stack of matrices (``ndim > 2``).
+
+    NumPy's rule: a 1-d ``a`` is a row (k,) -> (1, k), a 1-d ``b`` a column, and the leading
+    (batch) axes broadcast. So the adjoints are the batched products ``G @ B^T`` and ``A^T @ G``
+    (transposing the last two axes only), summed back over the batch axes each operand was
+    broadcast along, with the promoted axis dropped again."""
+    A = a[np.newaxis, :] if a.ndim == 1 else a
+    B = b[:, np.newaxis] if b.ndim == 1 else b
+    G = g
+    if a.ndim == 1:
+        G = np.expand_dims(G, -2)
+    if b.ndim == 1:
+        G = np.expand_dims(G, -1)
+    grad_a = unbroadcast(np.matmul(G, np.swapaxes(B, -1, -2)), A)
+    grad_b = unbroadcast(np.matmul(np.swapaxes(A, -1, -2), G), B)
+    return grad_a.reshape(a.shape), grad_b.reshape(b.shape)
 
 
 def gather2(x, rows, cols):

@@ -95,6 +95,49 @@ def test_products_float32_non_contiguous(target):
                **F32)
 
 
+def batched_products(S, T, M, v):
+    """Stacks of matrices: S (..., n, k), T (..., k, p), M (k, p), v (k,) (NumPy's matmul rule:
+    leading axes broadcast, a vector is a row on the left and a column on the right)."""
+    st = S @ T
+    sm = np.matmul(S, M)
+    vt = v @ T
+    sv = S @ v
+    return np.sum(np.sin(st)) + np.sum(sm * sm) + np.sum(np.tanh(vt)) + np.sum(np.cos(sv) * sv)
+
+
+@pytest.mark.parametrize("s_shape,t_shape", [((3, 4, 5), (3, 5, 2)),        # same stacks
+                                             ((1, 4, 5), (3, 5, 2)),        # stretched size-1 axis
+                                             ((2, 1, 4, 5), (3, 5, 2))])    # 4-d with 3-d
+def test_batched_products(target, s_shape, t_shape):
+    rng = np.random.default_rng(len(s_shape) * 10 + s_shape[0])
+    args = [rand(rng, *s_shape), rand(rng, *t_shape), rand(rng, 5, 2), rand(rng, 5)]
+    grads = check(batched_products, args, PRODUCTS_WRT, target)
+    assert [g.shape for g in grads] == [s_shape, t_shape, (5, 2), (5,)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batched_products_non_contiguous(target, dtype):
+    rng = np.random.default_rng(7)
+    S = rand(rng, 3, 5, 4).transpose(0, 2, 1)          # (3, 4, 5): last two axes swapped
+    T = rand(rng, 6, 5, 2)[::2]                        # (3, 5, 2): every other stack
+    M = rand(rng, 2, 5).T                              # (5, 2), Fortran order
+    v = rand(rng, 10)[::2]
+    assert not any(x.flags.c_contiguous for x in (S, T, M, v))
+    check(batched_products, [S, T, M, v], PRODUCTS_WRT, target, dtype)
+
+
+def dot_of_stacks(S, T):
+    return np.sum(np.dot(S, T))
+
+
+def test_dot_of_stacks_is_refused(target):
+    """np.dot of N-d arrays is not a batched product (it pairs every row with every stack): it is
+    refused with a pointer to `@`, not differentiated as if it were one."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"np.dot of a 3-d array.*np.matmul"):
+        srcgrad.grad(dot_of_stacks, wrt=(0, 1), target=target)(rand(rng, 3, 4, 5), rand(rng, 3, 5, 2))
+
+
 # ------------------------------------------------------------------------------------------------
 # Broadcasting: the adjoint sums back over broadcast axes
 # ------------------------------------------------------------------------------------------------
@@ -121,6 +164,19 @@ def test_broadcasting(target, m, n):
     grads = check(broadcasting, args, BROADCAST_WRT, target)
     assert isinstance(grads[0], float)
     assert [g.shape for g in grads[1:]] == [(n,), (m, n), (m, 1), (1, n)]
+
+
+def broadcasting_3d(X, Y, z):
+    """X (m,1,n), Y (1,p,n) or (p,n), z (n,): broadcasting between 3-d shapes."""
+    return np.sum(np.sin(X * Y + z) * (X - z))
+
+
+@pytest.mark.parametrize("y_shape", [(1, 5, 4), (5, 4), (3, 5, 1)])
+def test_broadcasting_3d(target, y_shape):
+    rng = np.random.default_rng(len(y_shape) + y_shape[0])
+    args = [rand(rng, 3, 1, 4), rand(rng, *y_shape), rand(rng, 4)]
+    grads = check(broadcasting_3d, args, (0, 1, 2), target)
+    assert [g.shape for g in grads] == [(3, 1, 4), y_shape, (4,)]
 
 
 def _non_contiguous_broadcast(rng, dtype):
@@ -168,21 +224,30 @@ def max_min(x):
         + x.max() + x.min() * x.max() + np.sum(x.max(axis=1))
 
 
-@pytest.mark.parametrize("f", [sum_mean, max_min])
+def prod_(x):
+    a = np.prod(x, axis=0)
+    r = np.sin(np.prod(x, axis=1))
+    b = np.prod(x, axis=1, keepdims=True) * x + np.prod(x, axis=0, keepdims=True)
+    c = np.prod(x, keepdims=True) * x
+    return np.sum(a * a) + np.sum(r) + np.sum(np.sin(b)) + np.sum(c) + np.prod(x) \
+        + x.prod() * np.sum(x.prod(axis=1))
+
+
+@pytest.mark.parametrize("f", [sum_mean, max_min, prod_])
 @pytest.mark.parametrize("shape", [(3, 4), (1, 5), (4, 1)])
 def test_reductions(target, f, shape):
     rng = np.random.default_rng(shape[0] * 7 + shape[1])
     check(f, [rand(rng, *shape)], 0, target)
 
 
-@pytest.mark.parametrize("f", [sum_mean, max_min])
+@pytest.mark.parametrize("f", [sum_mean, max_min, prod_])
 def test_reductions_non_contiguous(f):
     rng = np.random.default_rng(5)
     check(f, [rand(rng, 6, 4)[::2, ::-1]], 0, "python")
     check(f, [rand(rng, 4, 3).T], 0, "python")
 
 
-@pytest.mark.parametrize("f", [sum_mean, max_min])
+@pytest.mark.parametrize("f", [sum_mean, max_min, prod_])
 @pytest.mark.parametrize("target", SLOW_CPU)
 def test_reductions_float32_non_contiguous(target, f):
     x = rand(np.random.default_rng(6), 6, 4).astype(np.float32)[::2, ::-1]
@@ -191,7 +256,30 @@ def test_reductions_float32_non_contiguous(target, f):
 
 def reductions_1d(x):
     return np.sum(x * x) + np.mean(np.sin(x)) + np.max(x) * np.min(x) + np.sum(x, axis=0) \
-        + np.max(x, axis=0) + x.sum() * x.min()
+        + np.max(x, axis=0) + x.sum() * x.min() + np.prod(x + 1.5) + x.prod(axis=0)
+
+
+def prod_rows(x):
+    return np.sum(np.prod(x, axis=1) * np.arange(1.0, x.shape[0] + 1.0)) + np.prod(x[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_prod_with_zeros(target, dtype):
+    """No division by the element: a zero gets the product of the others, two zeros in a row give
+    that row a zero gradient, checked against products of np.delete (a second method) and FD."""
+    x = np.array([[0.5, 0.0, 2.0, -1.5], [0.0, 3.0, 0.0, 1.25], [1.5, -0.5, 2.0, 0.75]], dtype)
+    grad = gradfn(prod_rows, 0, target)(x)
+    expected = np.zeros((3, 4))
+    x64 = x.astype(np.float64)
+    for i in range(3):
+        for j in range(4):
+            expected[i, j] = (i + 1) * np.prod(np.delete(x64[i], j))
+    expected[0] += [np.prod(np.delete(x64[0], j)) for j in range(4)]
+    assert grad.dtype == dtype
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=0)
+    assert np.all(grad[1] == 0.0)
+    if dtype == np.float64:
+        check(prod_rows, [x], 0, target)
 
 
 @pytest.mark.parametrize("target", ["python", "cpu"])
@@ -396,14 +484,42 @@ def stack(a, b):
     return np.sum(np.sin(np.stack((a, b))) * np.arange(2.0)[:, None])
 
 
-def test_concatenate():
+def concat_stack_lists(A, B, v):
+    """List literals, as users write them, for the arrays of np.concatenate and np.stack; 2-d
+    arrays along both axes."""
+    rows = np.concatenate([A, B * 2.0], axis=0)
+    cols = np.concatenate([A, np.sin(A)], axis=1)
+    pair = np.stack([v, v * v], axis=1)
+    layers = np.stack([A, A * B])
+    return np.sum(np.sin(rows)) + np.sum(cols * cols) + np.sum(np.tanh(pair)) + np.sum(layers * A)
+
+
+def test_concatenate(target):
     rng = np.random.default_rng(14)
-    check(concat, [rand(rng, 3), rand(rng, 2)], (0, 1), "python")
+    check(concat, [rand(rng, 3), rand(rng, 2)], (0, 1), target)
 
 
-def test_stack():
+def test_stack(target):
     rng = np.random.default_rng(15)
-    check(stack, [rand(rng, 3), rand(rng, 3)], (0, 1), "python")
+    check(stack, [rand(rng, 3), rand(rng, 3)], (0, 1), target)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_concatenate_and_stack_lists(target, dtype):
+    rng = np.random.default_rng(16)
+    A, B = rand(rng, 4, 3).T, rand(rng, 6, 4)[::2, 1:]          # (3, 4) F-order, (3, 3) strided
+    B = np.concatenate((B, rand(rng, 3, 1)), axis=1)            # (3, 4)
+    check(concat_stack_lists, [A, B, rand(rng, 8)[::2]], (0, 1, 2), target, dtype)
+
+
+def list_variable(a, b):
+    pieces = [a, b]
+    return np.sum(np.concatenate(pieces))
+
+
+def test_list_literal_outside_a_sequence_argument_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_arrays.py:\d+: .*list literal"):
+        srcgrad.grad(list_variable, wrt=(0, 1), target="python")(np.ones(2), np.ones(3))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -647,6 +763,17 @@ def test_shape_error_names_user_line(target, f, text):
     message = str(info.value)
     assert f"test_arrays.py, line {line} in {f.__name__}: {text}: " in message, message
     assert "(3, 4)" in message and "(5, 2)" in message, message
+
+
+@pytest.mark.parametrize("b_shape,why", [((3, 4, 2), "not aligned"),
+                                         ((2, 5, 2), "cannot be broadcast")])
+def test_stacked_shape_error_names_user_line(target, b_shape, why):
+    with pytest.raises(srcgrad.ShapeError) as info:
+        gradfn(bad_matmul, (0, 1), target)(np.ones((3, 4, 5)), np.ones(b_shape))
+    message = str(info.value)
+    line = bad_matmul.__code__.co_firstlineno + 1
+    assert f"test_arrays.py, line {line} in bad_matmul: h = a @ b: " in message, message
+    assert why in message and "(3, 4, 5)" in message and str(b_shape) in message, message
 
 
 # ------------------------------------------------------------------------------------------------

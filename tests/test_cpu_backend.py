@@ -123,3 +123,52 @@ def test_row_and_column_extrema_follow_numpy(dtype):
 def test_extremum_of_an_empty_row_is_numpys_error():
     with pytest.raises(ValueError, match="zero-size array"):
         row_max(np.ones((2, 0)))
+
+
+# ---- stacks of matrices and summing gradients back over broadcast axes -------------------------
+
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 4, 5), (3, 5, 2)), ((2, 1, 4, 5), (3, 5, 2)),
+                                             ((4, 5), (3, 5, 2)), ((5,), (3, 5, 2)),
+                                             ((3, 4, 5), (5,)), ((3, 0, 5), (3, 5, 2))])
+def test_stacked_product_and_adjoints_match_numpy(a_shape, b_shape):
+    rng = np.random.default_rng(len(a_shape) + len(b_shape))
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    expected = a @ b
+    np.testing.assert_allclose(product(a, b), expected, rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(expected.shape)
+    from srcgrad import runtime
+    left, right = runtime.batched_matmul_grads(g, a, b)     # NumPy's matmul and sums
+    np.testing.assert_allclose(grad_left(g, a, b), left, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_right(g, a, b), right, rtol=1e-12, atol=1e-12)
+    # <g, a @ b> is linear in each operand: its directional derivative along da is <left, da>
+    da = rng.standard_normal(a_shape)
+    assert np.isclose(np.sum(g * (da @ b)), np.sum(left * da))
+
+
+def test_stacked_product_shape_errors():
+    with pytest.raises(ValueError, match="inner dimensions"):
+        product(np.ones((3, 4, 5)), np.ones((3, 4, 2)))
+    with pytest.raises(ValueError):
+        product(np.ones((3, 4, 5)), np.ones((2, 5, 2)))     # batch axes 3 and 2 do not broadcast
+
+
+@numba.njit
+def sum_back(gradient, out):
+    cpu.sum_broadcast_into(gradient, out)
+    return out
+
+
+@pytest.mark.parametrize("g_shape,like", [((3, 4, 5), (1, 4, 1)), ((2, 3, 4, 5), (3, 1, 5)),
+                                          ((3, 4, 5), (5,)), ((3, 4, 5), (3, 4, 5)),
+                                          ((2, 3, 1), (1, 1)), ((0, 3), (1, 3))])
+def test_sum_broadcast_into_matches_numpy(g_shape, like):
+    rng = np.random.default_rng(sum(g_shape))
+    g = rng.standard_normal(g_shape)
+    from srcgrad import runtime
+    expected = np.asarray(runtime.unbroadcast(g, np.zeros(like))).reshape(like)
+    np.testing.assert_allclose(sum_back(g, np.zeros(like)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_sum_broadcast_into_rejects_shapes_that_do_not_broadcast():
+    with pytest.raises(ValueError, match="does not broadcast"):
+        sum_back(np.ones((3, 4)), np.zeros((2, 4)))

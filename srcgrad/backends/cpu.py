@@ -182,6 +182,8 @@ def matmul(a, b):
 def _matmul_ov(a, b):
     """Product of two matrices: NumPy's BLAS when found (else np.dot), a large result on huge
     pages (see huge_pages)."""
+    if isinstance(a, types.Array) and isinstance(b, types.Array) and max(a.ndim, b.ndim) > 2:
+        return _batched_matmul(a, b)
     if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
             and b.ndim == 2 and a.dtype == b.dtype and isinstance(a.dtype, types.Float)):
         return lambda a, b: np.dot(a, b)
@@ -220,6 +222,34 @@ def _matmul_ov(a, b):
              b_pass.ctypes, blas_int(ldb), real(0.0), out.ctypes, blas_int(n))
         return out
     return impl_numpy_blas
+
+
+def _batched_matmul(a, b):
+    """``a @ b`` where one operand is a stack of matrices: NumPy's rule (a 1-d ``a`` is a row, a
+    1-d ``b`` a column, the leading axes broadcast), one matrix product per batch index. Numba's
+    own ``@`` and ``np.dot`` stop at 2-d."""
+    if a.ndim == 1:
+        def row_times_stack(a, b):
+            stacked = matmul(a.reshape((1, a.shape[0])), b)          # (..., 1, m)
+            return stacked.reshape(stacked.shape[:-2] + stacked.shape[-1:])
+        return row_times_stack
+    if b.ndim == 1:
+        def stack_times_column(a, b):
+            stacked = matmul(a, b.reshape((b.shape[0], 1)))          # (..., n, 1)
+            return stacked.reshape(stacked.shape[:-1])
+        return stack_times_column
+
+    def stacks(a, b):
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError("matmul: the matrices' inner dimensions differ")
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a_stack = np.broadcast_to(a, batch + a.shape[-2:])
+        b_stack = np.broadcast_to(b, batch + b.shape[-2:])
+        out = huge_pages(np.empty(batch + (a.shape[-2], b.shape[-1]), a.dtype))
+        for index in np.ndindex(batch):
+            out[index][:, :] = matmul(a_stack[index], b_stack[index])
+        return out
+    return stacks
 
 
 grow = numba.njit(cache=True)(runtime.grow)
@@ -301,15 +331,55 @@ def _unbroadcast_overload(gradient, like):
                 g = cols
             return g
         return impl
-    if extra == 0:
-        def impl(gradient, like):
-            if gradient.shape == like.shape:
-                return gradient
-            raise ValueError("srcgrad: broadcasting along a size-1 axis of a >2-d array is not "
-                             "supported by the cpu target yet")
-        return impl
-    raise numba.core.errors.TypingError(
-        f"srcgrad: cannot sum a {gradient.ndim}-d gradient back to a {like.ndim}-d array")
+    if extra < 0:
+        raise numba.core.errors.TypingError(
+            f"srcgrad: cannot sum a {gradient.ndim}-d gradient back to a {like.ndim}-d array")
+
+    def any_ndim(gradient, like):
+        if extra == 0 and gradient.shape == like.shape:
+            return gradient
+        out = np.zeros(like.shape, gradient.dtype)
+        sum_broadcast_into(np.ascontiguousarray(gradient), out)
+        return out
+    return any_ndim
+
+
+@numba.njit(cache=True)
+def sum_broadcast_into(gradient, out):
+    """``out += gradient`` summed over the axes broadcasting added or stretched (any ndim).
+
+    ``gradient`` is C-contiguous; ``out`` C-contiguous with ``out.ndim <= gradient.ndim``, each of
+    its axes equal to the gradient's trailing one or 1. One pass over the gradient in memory
+    order, an odometer of indices carrying the offset into ``out`` (stride 0 on summed axes)."""
+    nd, lead = gradient.ndim, gradient.ndim - out.ndim
+    size = np.empty(nd, np.int64)
+    out_size = np.ones(nd, np.int64)
+    for axis in range(nd):
+        size[axis] = gradient.shape[axis]
+    for axis in range(out.ndim):
+        out_size[lead + axis] = out.shape[axis]
+        if out.shape[axis] != 1 and out.shape[axis] != gradient.shape[lead + axis]:
+            raise ValueError("unbroadcast: the gradient's shape does not broadcast to the array's")
+    stride = np.zeros(nd, np.int64)
+    step = 1
+    for axis in range(nd - 1, -1, -1):
+        if out_size[axis] == size[axis]:
+            stride[axis] = step
+        step *= out_size[axis]
+    flat_in, flat_out = gradient.ravel(), out.ravel()
+    index = np.zeros(nd, np.int64)
+    at = 0
+    for k in range(flat_in.size):
+        flat_out[at] += flat_in[k]
+        axis = nd - 1
+        while axis >= 0:
+            index[axis] += 1
+            at += stride[axis]
+            if index[axis] < size[axis]:
+                break
+            at -= stride[axis] * size[axis]
+            index[axis] = 0
+            axis -= 1
 
 
 # ---- array helpers: Numba overloads (1-d and 2-d arrays) ---------------------------------------
@@ -360,7 +430,8 @@ def _reduction(name, combine_1d):
             return dropped
         if _is_none(axis):
             if keep:
-                return lambda x, axis, keepdims: np.full(x.ndim * (1,), combine_1d(x.ravel()))
+                ones = (1,) * x.ndim            # a constant: Numba cannot repeat a tuple
+                return lambda x, axis, keepdims: np.full(ones, combine_1d(x.ravel()))
             return lambda x, axis, keepdims: combine_1d(x.ravel())
         ax = _literal(axis)
         if x.ndim == 1:
@@ -417,8 +488,17 @@ def _min_1d(v):
     return best
 
 
+@numba.njit(cache=True)
+def _prod_1d(v):
+    product = v.dtype.type(1)
+    for k in range(v.size):
+        product *= v[k]
+    return product
+
+
 reduce_max = _reduction("max", _max_1d)
 reduce_min = _reduction("min", _min_1d)
+reduce_prod = _reduction("prod", _prod_1d)
 
 
 def expand_reduced(gradient, x, axis, keepdims):
@@ -427,6 +507,8 @@ def expand_reduced(gradient, x, axis, keepdims):
 
 @overload(expand_reduced, prefer_literal=True)
 def _expand_reduced_ov(gradient, x, axis, keepdims):
+    if not isinstance(x, types.Array):          # np.sum of a scalar
+        return lambda gradient, x, axis, keepdims: gradient
     bad = _bad_axis(x, axis)
     if bad is not None:
         def raising(gradient, x, axis, keepdims):
@@ -471,6 +553,8 @@ def reduced_count(x, axis):
 
 @overload(reduced_count, prefer_literal=True)
 def _reduced_count_ov(x, axis):
+    if not isinstance(x, types.Array):
+        return lambda x, axis: 1
     if _is_none(axis):
         return lambda x, axis: x.size
     return lambda x, axis: x.shape[axis]
@@ -510,6 +594,8 @@ def _extremum(take_max):
 
     @overload(stub, prefer_literal=True)
     def _ov(gradient, x, axis, keepdims):
+        if not isinstance(x, types.Array):      # np.max of a scalar
+            return lambda gradient, x, axis, keepdims: gradient
         bad = _bad_axis(x, axis)
         if bad is not None:
             def raising(gradient, x, axis, keepdims):
@@ -560,12 +646,106 @@ max_adjoint = _extremum(True)
 min_adjoint = _extremum(False)
 
 
+@numba.njit(cache=True)
+def _others_product_1d(v, scale, out):
+    """out[k] = scale * (the product of v's elements but v[k]): exclusive prefix products on the
+    way up, suffix products on the way down (no division, so zeros in v are no special case)."""
+    before = v.dtype.type(1)
+    for k in range(v.size):
+        out[k] = before
+        before *= v[k]
+    after = v.dtype.type(1)
+    for k in range(v.size - 1, -1, -1):
+        out[k] *= after * scale
+        after *= v[k]
+
+
+def prod_adjoint(gradient, x, axis, keepdims):
+    return runtime.prod_adjoint(gradient, x, axis, keepdims)
+
+
+@overload(prod_adjoint, prefer_literal=True)
+def _prod_adjoint_ov(gradient, x, axis, keepdims):
+    """runtime.prod_adjoint for scalars, whole arrays, and rows or columns of matrices."""
+    if not isinstance(x, types.Array):
+        return lambda gradient, x, axis, keepdims: gradient
+    bad = _bad_axis(x, axis)
+    if bad is not None:
+        def raising(gradient, x, axis, keepdims):
+            if x.size >= 0:
+                raise ValueError(bad)
+            return np.zeros_like(x)
+        return raising
+    if _is_none(axis) or x.ndim == 1:
+        def whole(gradient, x, axis, keepdims):
+            out = np.empty(x.size, x.dtype)
+            _others_product_1d(np.ascontiguousarray(x).ravel(), _first(gradient), out)
+            return out.reshape(x.shape)
+        return whole
+    if x.ndim != 2:
+        raise numba.core.errors.TypingError("srcgrad: np.prod with axis supports 1-d and 2-d arrays")
+    ax = _literal(axis)
+    if ax in (1, -1):
+        def rows(gradient, x, axis, keepdims):
+            g = gradient.ravel()
+            if g.size != x.shape[0]:
+                raise ValueError("prod_adjoint: the gradient does not match the reduced rows")
+            out = np.empty(x.shape, x.dtype)
+            for i in range(x.shape[0]):
+                _others_product_1d(x[i], g[i], out[i])
+            return out
+        return rows
+
+    def cols(gradient, x, axis, keepdims):
+        g = gradient.ravel()
+        if g.size != x.shape[1]:
+            raise ValueError("prod_adjoint: the gradient does not match the reduced columns")
+        out_t = np.empty((x.shape[1], x.shape[0]), x.dtype)
+        column = np.empty(x.shape[0], x.dtype)
+        for j in range(x.shape[1]):
+            for i in range(x.shape[0]):
+                column[i] = x[i, j]
+            _others_product_1d(column, g[j], out_t[j])
+        return out_t.T.copy()
+    return cols
+
+
 def matmul_grad_left(g, a, b):
     return runtime.matmul_grad_left(g, a, b)
 
 
+def batched_matmul_grads(g, a, b):
+    return runtime.batched_matmul_grads(g, a, b)
+
+
+@overload(batched_matmul_grads)
+def _batched_matmul_grads_ov(g, a, b):
+    """runtime.batched_matmul_grads: the batched products of the transposes (swapped last two
+    axes: views), summed back over the batch axes each operand was broadcast along."""
+    promote_a = (register_jitable(lambda a: a.reshape((1, a.shape[0]))) if a.ndim == 1
+                 else register_jitable(lambda a: a))
+    promote_b = (register_jitable(lambda b: b.reshape((b.shape[0], 1))) if b.ndim == 1
+                 else register_jitable(lambda b: b))
+    if a.ndim == 1:
+        promote_g = register_jitable(lambda g: g.reshape(g.shape[:-1] + (1, g.shape[-1])))
+    elif b.ndim == 1:
+        promote_g = register_jitable(lambda g: g.reshape(g.shape + (1,)))
+    else:
+        promote_g = register_jitable(lambda g: g)
+
+    def impl(g, a, b):
+        A, B, G = promote_a(a), promote_b(b), promote_g(np.ascontiguousarray(g))
+        grad_a = unbroadcast(matmul(G, np.swapaxes(B, -1, -2)), A)
+        grad_b = unbroadcast(matmul(np.swapaxes(A, -1, -2), G), B)
+        return np.ascontiguousarray(grad_a).reshape(a.shape), \
+            np.ascontiguousarray(grad_b).reshape(b.shape)
+    return impl
+
+
 @overload(matmul_grad_left)
 def _mgl(g, a, b):
+    if max(a.ndim, b.ndim) > 2:
+        return lambda g, a, b: batched_matmul_grads(g, a, b)[0]
     if a.ndim == 1 and b.ndim == 1:
         return lambda g, a, b: g * b
     if b.ndim == 1:
@@ -581,6 +761,8 @@ def matmul_grad_right(g, a, b):
 
 @overload(matmul_grad_right)
 def _mgr(g, a, b):
+    if max(a.ndim, b.ndim) > 2:
+        return lambda g, a, b: batched_matmul_grads(g, a, b)[1]
     if a.ndim == 1 and b.ndim == 1:
         return lambda g, a, b: g * a
     if b.ndim == 1:

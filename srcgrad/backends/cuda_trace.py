@@ -823,8 +823,12 @@ def _runtime_shims(graph):
         reduce_max=lambda x, axis, keepdims: reduce(x, "max", axis, keepdims),
         reduce_min=lambda x, axis, keepdims: reduce(x, "min", axis, keepdims),
         reduce_mean=reduce_mean,
+        reduce_prod=lambda x, axis, keepdims: _refuse("np.prod (array mode reduces with sum, "
+                                                      "mean, max and min)"),
         max_adjoint=lambda g, x, axis, keepdims: extremum_adjoint(g, x, axis, keepdims, True),
         min_adjoint=lambda g, x, axis, keepdims: extremum_adjoint(g, x, axis, keepdims, False),
+        prod_adjoint=lambda g, x, axis, keepdims: _refuse("np.prod (array mode reduces with sum, "
+                                                          "mean, max and min)"),
         matmul_grad_left=matmul_grad_left, matmul_grad_right=matmul_grad_right,
         gather2=gather2, scatter_add2=scatter_add2, scatter_add1=scatter_add1,
         clip_scalar=clip_scalar, reshape_any=reshape,

@@ -6,8 +6,8 @@ Generated modules import their runtime helpers from here; they are the plain imp
 from ..rules import external as _lookup
 from ..runtime import (  # noqa: F401  (re-exported for generated modules)
     push_float, push_int, range_length, _range_continues, unbroadcast, new_float_tape, new_int_tape,
-    new_float32_tape, reduce_sum, reduce_mean, reduce_max, reduce_min, expand_reduced, reduced_count,
-    max_adjoint, min_adjoint, matmul_grad_left, matmul_grad_right, gather2, scatter_add2,
+    new_float32_tape, reduce_sum, reduce_mean, reduce_max, reduce_min, reduce_prod, expand_reduced,
+    reduced_count, max_adjoint, min_adjoint, prod_adjoint, matmul_grad_left, matmul_grad_right, gather2, scatter_add2,
     scatter_add1, clip_scalar, reshape_any, push_slice, tape_slice, concat_part, stack_part, matmul,
     huge_pages)
 
