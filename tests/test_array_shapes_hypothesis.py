@@ -38,9 +38,14 @@ def _settings(target):
                     database=None, suppress_health_check=list(HealthCheck))
 
 
-def _arrays(shapes, seed):
+def _check_pair(f, shapes, seed, target):
+    """Random arrays of the two drawn shapes; the gradient against central differences, and
+    each gradient has its argument's shape."""
     rng = np.random.default_rng(seed)
-    return [rng.uniform(-1.0, 1.0, shape) for shape in shapes]
+    a, b = (rng.uniform(-1.0, 1.0, shape) for shape in shapes.input_shapes)
+    grads = check_grad(f, [a, b], wrt=(0, 1), target=target, gradfn=gradfn(f, target),
+                       rtol=1e-5, atol=1e-6)
+    assert [np.shape(g) for g in grads] == [a.shape, b.shape]
 
 
 @pytest.mark.parametrize("target", ["python", "cpu"])
@@ -49,10 +54,7 @@ def test_broadcasting_any_shapes(target):
     @given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
            seed=st.integers(0, 2 ** 16))
     def check(shapes, seed):
-        a, b = _arrays(shapes.input_shapes, seed)
-        grads = check_grad(broadcast_pair, [a, b], wrt=(0, 1), target=target,
-                           gradfn=gradfn(broadcast_pair, target), rtol=1e-5, atol=1e-6)
-        assert [np.shape(g) for g in grads] == [a.shape, b.shape]
+        _check_pair(broadcast_pair, shapes, seed, target)
     check()
 
 
@@ -65,8 +67,5 @@ def test_matmul_any_shapes(target):
     @given(shapes=mutually_broadcastable_shapes(signature=MATMUL_SIGNATURE, max_dims=2, max_side=3),
            seed=st.integers(0, 2 ** 16))
     def check(shapes, seed):
-        a, b = _arrays(shapes.input_shapes, seed)
-        grads = check_grad(product_pair, [a, b], wrt=(0, 1), target=target,
-                           gradfn=gradfn(product_pair, target), rtol=1e-5, atol=1e-6)
-        assert [np.shape(g) for g in grads] == [a.shape, b.shape]
+        _check_pair(product_pair, shapes, seed, target)
     check()

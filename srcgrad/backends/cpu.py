@@ -505,17 +505,22 @@ def expand_reduced(gradient, x, axis, keepdims):
     return runtime.expand_reduced(gradient, x, axis, keepdims)
 
 
+def _raising_bad_axis(message):
+    """An adjoint helper's implementation for an out-of-range literal axis: NumPy's error."""
+    def raising(gradient, x, axis, keepdims):
+        if x.size >= 0:
+            raise ValueError(message)
+        return np.zeros_like(x)
+    return raising
+
+
 @overload(expand_reduced, prefer_literal=True)
 def _expand_reduced_ov(gradient, x, axis, keepdims):
     if not isinstance(x, types.Array):          # np.sum of a scalar
         return lambda gradient, x, axis, keepdims: gradient
     bad = _bad_axis(x, axis)
     if bad is not None:
-        def raising(gradient, x, axis, keepdims):
-            if x.size >= 0:
-                raise ValueError(bad)
-            return np.zeros_like(x)
-        return raising
+        return _raising_bad_axis(bad)
     if _is_none(axis):
         if isinstance(gradient, types.Array):
             return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0])
@@ -561,29 +566,16 @@ def _reduced_count_ov(x, axis):
 
 
 @numba.njit(cache=True)
-def _argmax_1d(v):
-    """np.argmax(v) as a plain loop: the first maximum, or the first NaN (NumPy's rule)."""
+def _arg_extreme_1d(v, take_max):
+    """np.argmax(v) (np.argmin if not take_max) as a plain loop: the first extreme element, or
+    the first NaN (NumPy's rule)."""
     if v.size == 0:
-        raise ValueError("attempt to get argmax of an empty sequence")
+        raise ValueError("attempt to get argmax/argmin of an empty sequence")
     best, where = v[0], 0
     for k in range(v.size):
         if v[k] != v[k]:
             return k
-        if v[k] > best:
-            best, where = v[k], k
-    return where
-
-
-@numba.njit(cache=True)
-def _argmin_1d(v):
-    """np.argmin(v) as a plain loop, as _argmax_1d."""
-    if v.size == 0:
-        raise ValueError("attempt to get argmin of an empty sequence")
-    best, where = v[0], 0
-    for k in range(v.size):
-        if v[k] != v[k]:
-            return k
-        if v[k] < best:
+        if (v[k] > best) if take_max else (v[k] < best):
             best, where = v[k], k
     return where
 
@@ -598,17 +590,12 @@ def _extremum(take_max):
             return lambda gradient, x, axis, keepdims: gradient
         bad = _bad_axis(x, axis)
         if bad is not None:
-            def raising(gradient, x, axis, keepdims):
-                if x.size >= 0:
-                    raise ValueError(bad)
-                return np.zeros_like(x)
-            return raising
-        pick = _argmax_1d if take_max else _argmin_1d
+            return _raising_bad_axis(bad)
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
                 g = _first(gradient)
                 out = np.zeros(x.size, type(g))
-                out[pick(x.ravel())] = g
+                out[_arg_extreme_1d(x.ravel(), take_max)] = g
                 return out.reshape(x.shape)
             return whole
         ax = _literal(axis)
@@ -617,7 +604,7 @@ def _extremum(take_max):
                 g = gradient.ravel()
                 out = np.zeros(x.shape, g.dtype)
                 for i in range(x.shape[0]):
-                    out[i, pick(x[i])] = g[i]
+                    out[i, _arg_extreme_1d(x[i], take_max)] = g[i]
                 return out
             return rows
 
@@ -625,7 +612,7 @@ def _extremum(take_max):
             g = gradient.ravel()
             out = np.zeros(x.shape, g.dtype)
             for j in range(x.shape[1]):
-                out[pick(x[:, j]), j] = g[j]
+                out[_arg_extreme_1d(x[:, j], take_max), j] = g[j]
             return out
         return cols
     return stub
@@ -671,11 +658,7 @@ def _prod_adjoint_ov(gradient, x, axis, keepdims):
         return lambda gradient, x, axis, keepdims: gradient
     bad = _bad_axis(x, axis)
     if bad is not None:
-        def raising(gradient, x, axis, keepdims):
-            if x.size >= 0:
-                raise ValueError(bad)
-            return np.zeros_like(x)
-        return raising
+        return _raising_bad_axis(bad)
     if _is_none(axis) or x.ndim == 1:
         def whole(gradient, x, axis, keepdims):
             out = np.empty(x.size, x.dtype)
