@@ -102,9 +102,11 @@ class SFunc(Static):
     """A function value: a user function, a library function, or a lifted lambda/nested def with
     the values of its free variables (None until the call binds them, late, like Python)."""
 
-    def __init__(self, target, free=None):
+    def __init__(self, target, free=None, node=None, fsrc=None):
         self.target = target      # python function | LocalDef
         self.free = free          # list of Static (bound) or None
+        self.node = node          # how the user named it (np.tanh), and in which function
+        self.fsrc = fsrc
 
 
 class SAmbiguous(Static):
@@ -981,6 +983,10 @@ class FunctionRewriter:
             return node
         if isinstance(node, ast.Call):
             return self.call(node)
+        if isinstance(node, ast.Attribute):
+            function = self.module_function(node)
+            if function is not None:
+                return function
         if isinstance(node, ast.Lambda):
             fdef = ast.FunctionDef(name=f"lambda_{node.lineno}", args=node.args,
                                    body=[ast.copy_location(ast.Return(value=node.body), node.body)],
@@ -1029,7 +1035,10 @@ class FunctionRewriter:
             raise self.error(like, value.message, "pytree")
         if isinstance(value, SFunc):
             target = value.target
-            if not isinstance(target, LocalDef) and is_library_function(target):
+            if not isinstance(target, LocalDef) and (is_library_function(target) or
+                                                     not is_user_function(target)):
+                if value.node is not None and value.fsrc is self.fsrc:
+                    return ast.copy_location(copy.deepcopy(value.node), like)
                 from .normalize import func_expression
                 return ast.copy_location(func_expression(target, like), like)
         raise self.error(like, f"{self.what(value)} used as a value in `{ast.unparse(like)}`: index "
@@ -1220,7 +1229,7 @@ class FunctionRewriter:
         if callable(value) and not isinstance(value, np.ndarray):
             func = getattr(value, "py_func", value)
             if isinstance(func, (types.FunctionType, SourceFunction)) or is_library_function(value):
-                return SFunc(value)
+                return SFunc(value, node=copy.deepcopy(node), fsrc=self.fsrc)
             return node
         if isinstance(value, (bool, int, np.integer, np.bool_, str)) or value is None:
             if getter is not None:
@@ -1262,6 +1271,39 @@ class FunctionRewriter:
         names = iter(zip(self.capture_params[key], [_leaf_kind(v) for v in pytree.leaves(value)]))
         return _static_of(capture.treedef, value, names)
 
+    def module_function(self, node):
+        """``np.tanh``, ``mymodule.helper``: a function reached through a module, as a value."""
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if not isinstance(root, ast.Name) or root.id in self.locals or root.id in self.env:
+            return None
+        try:
+            value = self.fsrc.resolve(node)
+        except KeyError:
+            return None
+        if isinstance(value, type) or not callable(value) or isinstance(value, np.ndarray):
+            return None
+        func = getattr(value, "py_func", value)
+        if isinstance(func, types.FunctionType) or is_library_function(value):
+            return SFunc(value, node=copy.deepcopy(node), fsrc=self.fsrc)
+        return None
+
+    def bound(self, value, node):
+        """``value`` with the free variables of every lifted function in it bound now (a lambda
+        passed to a helper carries the values its free variables have at the call)."""
+        if isinstance(value, SFunc) and isinstance(value.target, LocalDef) and value.free is None:
+            free = []
+            for name in value.target.free_names:
+                item = self.value(ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node))
+                free.append(self.bound(item, node) if isinstance(item, Static) else SLeaf(name))
+            return SFunc(value.target, free)
+        if isinstance(value, SSeq):
+            return SSeq(value.cls, [self.bound(v, node) for v in value.items])
+        if isinstance(value, SDict):
+            return SDict(value.keys, [self.bound(v, node) for v in value.items])
+        return value
+
     def local_function(self, fdef, name):
         params = {a.arg for a in fdef.args.args}
         inner_locals = params | _stored_names(fdef.body)
@@ -1269,6 +1311,9 @@ class FunctionRewriter:
         for stmt in fdef.body:
             loaded |= _loaded_names(stmt)
         free = sorted(n for n in loaded - inner_locals if n in self.locals or n in self.env)
+        if name in free:
+            raise self.error(fdef, f"recursion: the nested function {name!r} calls itself; "
+                             "srcgrad needs loops instead", "recursion")
         target = LocalDef(fdef, self.fsrc, free, name)
         self.prep.func_targets[target.key] = target
         return SFunc(target)
@@ -1296,14 +1341,13 @@ class FunctionRewriter:
                 return total
             node.args = [self.as_expr(items, node.args[0])]
             return node
-        callee = self.value(func) if isinstance(func, ast.Name) else None
+        callee = self.value(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
         if isinstance(callee, SFunc):
             target = callee.target
             if isinstance(target, LocalDef) or is_user_function(target):
                 return self.helper_call(node, callee)
-            if func.id in self.env:         # a function passed in as an argument
-                node.func = self.as_expr(callee, func)
-        elif isinstance(func, ast.Name):
+            node.func = self.as_expr(callee, func)
+        elif isinstance(func, (ast.Name, ast.Attribute)):
             node.func = self.as_expr(callee, func) if callee is not None else func
         else:
             node.func = self.load(func)
@@ -1365,6 +1409,7 @@ class FunctionRewriter:
             if isinstance(value, SLeaf):
                 value = self.as_expr(value, node)
             if isinstance(value, Static):
+                value = self.bound(value, node)
                 descs.append(describe(value, self.prep.func_targets))
                 flat += flat_atoms(value, node)
             else:
