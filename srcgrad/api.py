@@ -188,7 +188,10 @@ class GradFunction:
                 and raw[index].ndim == 0 else None
             layout.append((treedef, zero_d, mask))
         values = [_prepare(v) for v in flat]
-        spec = self._specialization(tuple(kinds), precision_of(values), plan, tuple(wrt_names))
+        precision = precision_of(values)
+        if precision == "float32":
+            values = values[:len(values) - len(captured)] + _as_float32(captured)
+        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names))
         return spec, tuple(values), tuple(layout)
 
     def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None):
@@ -260,6 +263,8 @@ class GradFunction:
                 values = args
             elif not plan.guards or plan.guards_hold():
                 captured, same = plan.read_captures()
+                if spec.key[1] == "float32":
+                    captured = _as_float32(captured)
                 if same and _call_key(captured) == spec.capture_key:
                     values = []
                     for treedef, value in zip(plan.arg_treedefs, args):
@@ -626,6 +631,12 @@ def _tree_key(values):
     return tuple(key)
 
 
+def _as_float32(values):
+    """Python floats read from module data or closures, in float32 working precision: float32
+    scalars (a float64 scalar would make compiled code promote the arrays it touches)."""
+    return [np.float32(v) if type(v) is float else v for v in values]
+
+
 def _n_captured(plan):
     return sum(pytree.count_leaves(c.treedef) for c in plan.captures)
 
@@ -636,8 +647,7 @@ def _function(func):
     if isinstance(func, SourceFunction):
         return func
     inner = getattr(func, "py_func", func)
-    if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)) and \
-            not inspect.isfunction(func) or (inspect.isfunction(inner) and is_library_function(inner)):
+    if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)):
         return library_wrapper(func)
     return unwrap_function(func)
 
@@ -648,28 +658,10 @@ def _prepare(value):
     return value
 
 
-def _first_if(grads, single):
-    return grads[0] if single else grads
-
-
-def _as_zero_d(grads, zero_d):
-    """``grads`` (one per wrt argument) with those of 0-d array arguments (position -> dtype in
-    ``zero_d``) as 0-d arrays of the argument's dtype, like the argument."""
-    if not zero_d:
-        return grads
-    return tuple(np.asarray(g, dtype=zero_d[k]) if k in zero_d else g for k, g in enumerate(grads))
-
-
 def _to_python_scalar(value):
     if isinstance(value, (np.floating, float)):
         return float(value)
     return value
-
-
-def _to_python(grads, single):
-    if single:
-        return _to_python_scalar(grads)
-    return tuple(_to_python_scalar(g) for g in grads)
 
 
 def _parse_wrt(wrt, params, fname):

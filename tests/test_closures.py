@@ -295,3 +295,23 @@ def test_errors_name_the_construct(program, match):
     with pytest.raises(srcgrad.SrcgradError, match=match) as info:
         srcgrad.grad(program, target="python")(np.ones(3))
     assert "test_closures.py:" in str(info.value)
+
+
+def test_float32_with_module_floats(target):
+    # a Python float read from the module runs as float32 in float32 working precision
+    w = RNG.standard_normal(3).astype(np.float32)
+    g = srcgrad.grad(lambda v: np.sum(np.sin(v) * SCALE), target=target)(w)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, np.cos(w) * SCALE, rtol=1e-6)
+
+
+def test_njit_entry_refuses_module_data():
+    import numba
+
+    entry = srcgrad.grad(objective).njit
+
+    @numba.njit
+    def call(w):
+        return entry(w)
+    with pytest.raises(Exception, match="module data or closure"):
+        call(np.ones(3))
