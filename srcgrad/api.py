@@ -25,7 +25,7 @@ from . import pytree
 from .errors import ShapeError, SrcgradError
 from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
-from .static import is_library_function, make_plan
+from .static import Plan, is_library_function, make_plan
 
 TARGETS = ("cpu", "python", "cuda")
 _LOCK = threading.RLock()
@@ -127,7 +127,17 @@ class GradFunction:
         plan = None if fresh else self._plans.get(treedefs)
         if plan is None or (plan.guards and not plan.guards_hold()):
             with _LOCK:
-                plan = make_plan(self.func, values, self.params)
+                try:
+                    plan = make_plan(self.func, values, self.params)
+                except SrcgradError:
+                    raise
+                except Exception:       # noqa: BLE001
+                    # a construct the pre-pass does not anticipate, in a function with plain
+                    # arguments: the pipeline sees the function as written (and checks it)
+                    if any(t is not None for t in treedefs) or isinstance(self.func, SourceFunction) \
+                            or self.func.__name__ == "<lambda>":
+                        raise
+                    plan = Plan(self.func, treedefs, [[p] for p in self.params], [], [], True, [])
                 self._plans[treedefs] = plan
         return plan
 

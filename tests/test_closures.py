@@ -315,3 +315,26 @@ def test_njit_entry_refuses_module_data():
         return entry(w)
     with pytest.raises(Exception, match="module data or closure"):
         call(np.ones(3))
+
+
+def reads_globals_itself(w):
+    return np.sum((inputs @ w - targets) ** 2) * SCALE
+
+
+def calls_a_helper_that_reads_globals(w, c):
+    return reads_globals_itself(w) + reads_globals_itself(c * w)
+
+
+def test_module_data_threaded_through_helpers(target):
+    check_tree_grad(calls_a_helper_that_reads_globals, (RNG.standard_normal(3), 0.7), wrt=(0, 1),
+                    target=target)
+
+
+def test_pytree_and_closure_in_a_nested_function():
+    def model(params, x):
+        def block(h, k):
+            W, b = params[k]
+            return np.tanh(h @ W + b)
+        return np.sum(block(block(x, 0), 1) ** 2) * SCALE
+    params = [(RNG.standard_normal((3, 3)), RNG.standard_normal(3)) for _ in range(2)]
+    check_tree_grad(model, (params, RNG.standard_normal((2, 3))), wrt="params")

@@ -132,6 +132,16 @@ def loop_over_tree_in_range(params, x, steps):
     return s
 
 
+def apply_layer(params, k, h):
+    W, b = params[k]
+    return np.tanh(h @ W + b)
+
+
+def helper_indexed_by_constant(params, x):
+    # the helper indexes the pytree by its argument: specialized on the constant it is given
+    return np.sum(apply_layer(params, 1, apply_layer(params, 0, x)) ** 2)
+
+
 def scalar_leaves(p):
     a, b = p
     return a * a * b + np.sin(b)
@@ -150,6 +160,7 @@ Y = RNG.standard_normal((4, 2))
     (helper_pytree, (mlp_params([3, 4, 2]), X)),
     (helper_leaves, (mlp_params([3, 4, 2]), X)),
     (loop_over_tree_in_range, (mlp_params([3, 3]), X, 3)),
+    (helper_indexed_by_constant, (mlp_params([3, 4, 2]), X)),
 ])
 def test_list_of_tuples(program, args):
     grads = check_tree_grad(program, args, wrt="params")
@@ -404,3 +415,16 @@ def test_minibatch_loop_with_pytree_params():
     for (W, b), (W0, b0) in zip(params, reference):
         np.testing.assert_allclose(W, W0, rtol=1e-10)
         np.testing.assert_allclose(b, b0, rtol=1e-10)
+
+
+def static_then_plain_in_loop(params, n):
+    W = params[0]
+    for i in range(n):
+        W = params[1] * 2.0
+    return np.sum(W ** 2)
+
+
+def test_leaf_name_reassigned_in_a_loop():
+    params = [RNG.standard_normal(3), RNG.standard_normal(3)]
+    for n in (0, 2):
+        check_tree_grad(static_then_plain_in_loop, (params, n), wrt="params")
