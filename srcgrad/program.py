@@ -370,12 +370,22 @@ def inspect_stage(func, stage, *args, wrt=0):
         return codegen.function_source(unit.func.__name__, unit.params, copy.deepcopy(unit.body),
                                        decorator=None)
     gradfn = GradFunction(func, wrt=wrt, target="python")
-    kinds = gradfn.kinds_of(args) if args else gradfn._guess_kinds()
-    if stage == "codegen":
-        return build_module(func, kinds, gradfn.wrt_names, "python", gradfn.single,
-                            precision_of(args))[0]
+    if args:        # pytrees, module data, lambdas: the function static.py rewrote for them
+        spec = gradfn.specialize(*args)
+        if stage == "codegen":
+            return spec.source
+        if getattr(spec, "plan", None) is not None:
+            unit = FunctionUnit(spec.plan.root)
+            kinds, wrt_names = spec.key[0], list(spec.key[3])
+        else:
+            kinds, wrt_names = spec.key[0], gradfn.wrt_names
+    else:
+        kinds, wrt_names = gradfn._guess_kinds(), gradfn.wrt_names
+        if stage == "codegen":
+            return build_module(func, kinds, gradfn.wrt_names, "python", gradfn.single,
+                                precision_of(args))[0]
     builder = ModuleBuilder("python")
-    analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, gradfn.wrt_names,
+    analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt_names,
                        builder.helper_kind(unit))
     lines = [f"{'name':<16} {'kind':<10} {'active':<7} {'overwritten'}"]
     for name in sorted(analysis.kinds, key=_natural):

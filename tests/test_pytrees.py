@@ -428,3 +428,11 @@ def test_leaf_name_reassigned_in_a_loop():
     params = [RNG.standard_normal(3), RNG.standard_normal(3)]
     for n in (0, 2):
         check_tree_grad(static_then_plain_in_loop, (params, n), wrt="params")
+
+
+def test_inspect_stage_with_pytree_arguments():
+    p = [(RNG.standard_normal((3, 2)), RNG.standard_normal(2))]
+    table = srcgrad.inspect_stage(mlp_enumerate, "analyse", p, X)
+    assert "params_0_0" in table and "float2d" in table
+    assert "def mlp_enumerate(params_0_0, params_0_1, x)" in \
+        srcgrad.inspect_stage(mlp_enumerate, "codegen", p, X)
