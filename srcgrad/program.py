@@ -363,19 +363,21 @@ def inspect_stage(func, stage, *args, wrt=0):
     from .api import GradFunction, precision_of
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    gradfn = GradFunction(func, wrt=wrt, target="python")
+    if args:        # pytrees, module data, lambdas: the function static.py rewrote for them
+        spec = gradfn.specialize(*args)
+        if getattr(spec, "plan", None) is not None:
+            func = spec.plan.root
     unit = FunctionUnit(func)
     if stage == "parse":
         return ast.unparse(unit.fsrc.tree) + "\n"
     if stage == "normalize":
         return codegen.function_source(unit.func.__name__, unit.params, copy.deepcopy(unit.body),
                                        decorator=None)
-    gradfn = GradFunction(func, wrt=wrt, target="python")
-    if args:        # pytrees, module data, lambdas: the function static.py rewrote for them
-        spec = gradfn.specialize(*args)
+    if args:
         if stage == "codegen":
             return spec.source
         if getattr(spec, "plan", None) is not None:
-            unit = FunctionUnit(spec.plan.root)
             kinds, wrt_names = spec.key[0], list(spec.key[3])
         else:
             kinds, wrt_names = spec.key[0], gradfn.wrt_names
