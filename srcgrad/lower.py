@@ -206,8 +206,8 @@ _NEW_ARRAY = {"np.zeros_like", "np.zeros", "np.empty_like", "np.empty", "np.ones
 _IN_PLACE_HELPERS = {"scatter_add1", "scatter_add2"}     # write into their first argument
 
 
-# Set to False to generate the statements as written (tests and benchmarks compare both; the code
-# cache does not know this switch: use another SRCGRAD_CACHE_DIR for each setting).
+# Set to False to generate the statements as written (tests and benchmarks compare both; the
+# switch is part of the generated modules' cache key, codegen.codegen_options).
 FUSE = True
 
 

@@ -51,6 +51,8 @@ class Rule:
         self.kind = kind or elementwise_kind
         self.elementwise = elementwise
         self.body = _parse_template(template)
+        # what decides the code this rule generates (part of every generated module's cache key)
+        self.fingerprint = f"{_source_or_name(template)}\n{_source_or_name(kind)}\n{elementwise}"
 
     def bind(self, result, args, keywords):
         """Map template parameter names to the call's atoms (AST nodes)."""
@@ -69,6 +71,7 @@ class ZeroDerivative:
 
     def __init__(self, kind=None):
         self.kind = kind or elementwise_kind
+        self.fingerprint = f"zero derivative\n{_source_or_name(kind)}"
 
 
 def _parse_template(template):
@@ -113,6 +116,7 @@ def reduction_kind(x, axis=None, keepdims=None, **kw):
 
 
 REGISTRY = {}
+_REGISTRY_VERSION = [0, 0, None]     # (changes, changes when fingerprinted, fingerprint)
 
 # User functions with registered rules, by qualified name: generated modules look them up here
 # (``external("pkg.mod.fn")``) because they are defined outside srcgrad.
@@ -154,6 +158,7 @@ def register_adjoint(*functions, kind=None, elementwise=True):
         rule = Rule(template, kind=kind, elementwise=elementwise)
         for function in functions:
             REGISTRY[_key(function)] = rule
+            _REGISTRY_VERSION[0] += 1
             if _is_user_function(function):
                 EXTERNALS[external_name(function)] = function
         return template
@@ -164,10 +169,41 @@ def register_zero_derivative(*functions, kind=None):
     """Declare functions whose derivative is zero (piecewise constant: floor, sign, round...)."""
     for function in functions:
         REGISTRY[_key(function)] = ZeroDerivative(kind)
+        _REGISTRY_VERSION[0] += 1
 
 
 def _key(function):
     return getattr(function, "py_func", function)
+
+
+def _source_or_name(function):
+    if function is None:
+        return "None"
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def _label(function):
+    """A name for a registered function that is the same in every process (no addresses)."""
+    module = getattr(function, "__module__", None) or type(function).__module__
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
+    return f"{module}.{name}"
+
+
+def registry_fingerprint():
+    """A hash of every registered rule (built-in and user): which functions have one and the
+    source of each template and kind function. Part of the generated modules' cache key, so that
+    changing a rule (in a later process) never reuses code generated from the old one."""
+    changes, seen, fingerprint = _REGISTRY_VERSION
+    if fingerprint is None or changes != seen:
+        import hashlib
+        digest = hashlib.sha256()
+        for label, rule in sorted((_label(f), r.fingerprint) for f, r in REGISTRY.items()):
+            digest.update(f"{label}\0{rule}\0".encode())
+        _REGISTRY_VERSION[1:] = [changes, digest.hexdigest()]
+    return _REGISTRY_VERSION[2]
 
 
 def lookup(function):
