@@ -163,9 +163,10 @@ class GradFunction:
         if self.mode == "vjp":
             return self._vjp(spec, values, zero_d)
         if self.mode == "grad":
-            grads = self._run(spec, "grad", values)
+            grads = _like_arguments(self._run(spec, "grad", values), values, self.wrt_indices)
             return _to_python(_first_if(_as_zero_d(grads, zero_d), self.single), self.single)
         value, grads = self._run(spec, "value_and_grad", values)
+        grads = _like_arguments(grads, values, self.wrt_indices)
         return _to_python_scalar(value), _to_python(_first_if(_as_zero_d(grads, zero_d), self.single),
                                                     self.single)
 
@@ -217,16 +218,27 @@ class GradFunction:
                                  f"shape {shape}, got {seed_array.shape}")
             seed_value = seed_array.astype(dtype, copy=True) if shape else dtype.type(seed_array)
             _, grads = self._run(spec, "vjp", values, (seed_value,))
-            grads = _as_zero_d(grads, zero_d)
+            grads = _as_zero_d(_like_arguments(grads, values, self.wrt_indices), zero_d)
             return _to_python(grads[0] if self.single else grads, self.single)
         return _to_python_scalar(value), pullback
 
     # -- inspection and composition ------------------------------------------------------------
     @property
     def source(self):
-        """The generated module (primal, adjoint and wrappers) of the latest specialization."""
+        """The generated module (primal, adjoint and wrappers) of the latest specialization.
+
+        Before any call there is none: the argument kinds are then guessed from how the function
+        uses its parameters (fine for scalar code); when that guess does not type-check (matrix
+        code, say), a SrcgradError points to ``source_for(*args)``."""
         if self._last is None:
-            self._specialization(self._guess_kinds())
+            kinds = self._guess_kinds()         # unsupported syntax is reported as such here
+            try:
+                self._specialization(kinds)
+            except SrcgradError as exc:
+                raise SrcgradError(
+                    f"{self.func.__name__} has not been called yet, so there is no specialization "
+                    f"to show, and its argument kinds cannot be guessed from the source ({exc}); "
+                    f"use .source_for(*args) with example arguments, or call it first") from None
         return self._last.source
 
     def source_for(self, *args, **kwargs):
@@ -476,6 +488,20 @@ def _prepare(value):
 
 def _first_if(grads, single):
     return grads[0] if single else grads
+
+
+def _like_arguments(grads, values, indices):
+    """``grads`` with each array gradient in its argument's dtype: a float32 array mixed with
+    float64 arrays or Python floats works in float64 (NumPy's promotion; compiled code also
+    promotes Python floats) but its gradient is float32, like the argument."""
+    for k, index in enumerate(indices):
+        value, grad = values[index], grads[k]
+        if isinstance(value, np.ndarray) and isinstance(grad, np.ndarray) and grad.dtype != value.dtype:
+            grads = tuple(g.astype(values[i].dtype) if isinstance(values[i], np.ndarray) and
+                          isinstance(g, np.ndarray) and g.dtype != values[i].dtype else g
+                          for g, i in zip(grads, indices))
+            break
+    return grads
 
 
 def _as_zero_d(grads, zero_d):

@@ -102,10 +102,12 @@ def same_kind(x, *rest, **kw):
 
 def reduction_kind(x, axis=None, keepdims=None, **kw):
     """np.sum/mean/max/...: ``axis`` and ``keepdims`` arrive as their constant values."""
-    if isinstance(axis, K.Kind):            # a positional axis argument: only its kind is known
+    if isinstance(axis, K.Kind) and axis.cls == "tuple":
+        axis = tuple(range(len(axis.items)))    # a tuple of axes held in a variable
+    if isinstance(axis, K.Kind):            # an axis held in a variable: only its kind is known
         axis = None if axis.cls == "none" else 0
-    if isinstance(keepdims, K.Kind):
-        keepdims = False
+    if isinstance(keepdims, K.Kind):        # its value decides the result's ndim: must be known
+        raise TypeError("keepdims must be a constant (True or False), not a variable")
     if not x.is_array:
         return K.Kind(x.cls if x.cls != "bool" else "int")
     element = "float" if x.dtype == "float" else "int"
@@ -248,10 +250,14 @@ def truediv(result, x, y):
     d[y] -= d[result] * result / y
 
 
+# Exact where x == 0, as mature AD libraries special-case it: for p == 0 the power x ** (p - 1)
+# is replaced by x ** 0 (x ** 0 is constant, and 0.0 ** -1 is inf or a ZeroDivisionError), so
+# that s += c[k] * x ** k differentiates at x = 0; and the logarithm is taken at 1 where x == 0
+# (0 ** p is 0 for all p > 0: its derivative in p is 0, not 0 * log 0 = NaN).
 @register_adjoint(operator.pow, pow, math.pow, np.power)
 def power(result, x, p):
-    d[x] += d[result] * p * x ** (p - 1)
-    d[p] += d[result] * result * np.log(x)
+    d[x] += d[result] * p * x ** (p - (p != 0))
+    d[p] += d[result] * result * np.log(x + (x == 0))
 
 
 @register_adjoint(operator.mod, np.mod)

@@ -995,7 +995,8 @@ def simplify(expr):
             self.generic_visit(node)
             left, right = node.left, node.right
             lc, rc = isinstance(left, ast.Constant), isinstance(right, ast.Constant)
-            if lc and rc and type(node.op) in _FOLD and _number(left) and _number(right):
+            if lc and rc and type(node.op) in _FOLD and _numeric(left) and _numeric(right) and \
+                    (_number(left) or _number(right)):          # 3 - True (a folded test) is 2
                 try:
                     return ast.Constant(_FOLD[type(node.op)](left.value, right.value))
                 except ZeroDivisionError:
@@ -1010,6 +1011,16 @@ def simplify(expr):
                 return left
             return node
 
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            # `p != 0` of a constant exponent (the power rule): folded, so x ** 3 reads 3 * x ** 2
+            if len(node.ops) == 1 and type(node.ops[0]) in _FOLD_COMPARE and \
+                    isinstance(node.left, ast.Constant) and isinstance(node.comparators[0], ast.Constant) \
+                    and _number(node.left) and _number(node.comparators[0]):
+                return ast.Constant(_FOLD_COMPARE[type(node.ops[0])](node.left.value,
+                                                                     node.comparators[0].value))
+            return node
+
         def visit_UnaryOp(self, node):
             self.generic_visit(node)
             if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and _number(node.operand):
@@ -1020,3 +1031,10 @@ def simplify(expr):
 
 def _number(node):
     return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+
+
+def _numeric(node):
+    return isinstance(node.value, (int, float))
+
+
+_FOLD_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}

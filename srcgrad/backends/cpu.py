@@ -404,8 +404,84 @@ def _bad_axis(x, axis):
     return None
 
 
+def _axis_type_check(what, axis):
+    """A refusal (SrcgradError: Numba passes it through) for an axis srcgrad cannot compile."""
+    if _is_none(axis) or isinstance(axis, types.Integer):
+        return
+    from ..errors import SrcgradError
+    raise SrcgradError(f"{what} with axis of type {axis} is not supported on target='cpu' (a tuple "
+                       "of axes, say): reduce one axis at a time, or use target='python'")
+
+
+# -- any axis of any array: the array seen as (outer, n, inner), reduced along its middle axis ----
+# These implementations take the axis as a run-time integer, so an axis held in a variable (a
+# function argument: not a Numba literal) means what it says, and arrays of any ndim work.
+
+@register_jitable
+def _axis_index(axis, ndim):
+    """``axis`` as an index in 0..ndim-1 (negative axes count from the end); NumPy's error else."""
+    if axis < -ndim or axis >= ndim:
+        raise ValueError("axis is out of bounds for the array's dimension")
+    return axis + ndim if axis < 0 else axis
+
+
+@register_jitable
+def _around_axis(shape, ax):
+    """(outer, n, inner): the sizes of the axes before ``ax``, of ``ax``, and of those after."""
+    outer = 1
+    inner = 1
+    for k in range(len(shape)):
+        if k < ax:
+            outer *= shape[k]
+        elif k > ax:
+            inner *= shape[k]
+    return outer, shape[ax], inner
+
+
+_REDUCED_SHAPES = {}
+
+
+def _reduced_shape(ndim, keep):
+    """A jitable ``(shape, ax) ->`` the shape after reducing axis ``ax`` (kept as 1 when ``keep``):
+    the result's length is fixed by ``ndim``, its entries are chosen at run time."""
+    key = (ndim, keep)
+    if key not in _REDUCED_SHAPES:
+        if keep:
+            items = [f"1 if ax == {k} else shape[{k}]" for k in range(ndim)]
+        else:
+            items = [f"shape[{k} if {k} < ax else {k + 1}]" for k in range(ndim - 1)]
+        namespace = {}
+        exec(f"def reduced_shape(shape, ax):\n    return ({', '.join(items)},)\n", namespace)  # noqa: S102
+        _REDUCED_SHAPES[key] = register_jitable(namespace["reduced_shape"])
+    return _REDUCED_SHAPES[key]
+
+
+def _reduce_along(combine_1d, ndim, keep, to_float):
+    """reduce(x, axis, keepdims) for an integer ``axis`` (literal or not) of an N-d array."""
+    shape_of = _reduced_shape(ndim, keep)
+    if to_float:        # np.mean of integers
+        new_out = register_jitable(lambda shape, like: np.empty(shape, np.float64))
+    else:
+        new_out = register_jitable(lambda shape, like: np.empty(shape, like.dtype))
+
+    def along(x, axis, keepdims):
+        ax = _axis_index(axis, x.ndim)
+        outer, n, inner = _around_axis(x.shape, ax)
+        v = np.ascontiguousarray(x).reshape((outer, n, inner))
+        out = new_out((outer, inner), x)
+        column = np.empty(n, x.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                for k in range(n):
+                    column[k] = v[o, k, i]
+                out[o, i] = combine_1d(column)
+        return out.reshape(shape_of(x.shape, ax))
+    return along
+
+
 def _reduction(name, combine_1d):
-    """A reduce_<name>(x, axis, keepdims) with a Numba overload for 1-d/2-d arrays."""
+    """A reduce_<name>(x, axis, keepdims) with a Numba overload: fast paths for a literal axis of
+    a 1-d/2-d array, any integer axis of any array otherwise."""
     py = getattr(runtime, f"reduce_{name}")
 
     def stub(x, axis, keepdims):
@@ -433,13 +509,22 @@ def _reduction(name, combine_1d):
                 ones = (1,) * x.ndim            # a constant: Numba cannot repeat a tuple
                 return lambda x, axis, keepdims: np.full(ones, combine_1d(x.ravel()))
             return lambda x, axis, keepdims: combine_1d(x.ravel())
+        _axis_type_check(f"np.{name}", axis)
         ax = _literal(axis)
         if x.ndim == 1:
             if keep:
-                return lambda x, axis, keepdims: np.full(1, combine_1d(x))
-            return lambda x, axis, keepdims: combine_1d(x)
-        if x.ndim != 2:
-            raise numba.core.errors.TypingError(f"srcgrad: reduce_{name} with axis supports 1-d and 2-d arrays")
+                def kept_1d(x, axis, keepdims):
+                    _axis_index(axis, 1)
+                    return np.full(1, combine_1d(x))
+                return kept_1d
+
+            def whole_1d(x, axis, keepdims):
+                _axis_index(axis, 1)
+                return combine_1d(x)
+            return whole_1d
+        if x.ndim != 2 or ax is None:           # arrays of 3+ dimensions, a run-time axis
+            return _reduce_along(combine_1d, x.ndim, keep,
+                                 name == "mean" and not isinstance(x.dtype, types.Float))
         if ax == 1 or ax == -1:
             def rows(x, axis, keepdims):
                 out = np.empty(x.shape[0], x.dtype)
@@ -525,7 +610,10 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
         if isinstance(gradient, types.Array):
             return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0])
         return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient)
+    _axis_type_check("the adjoint of np.sum/np.mean", axis)
     ax = _literal(axis)
+    if ax is None or x.ndim > 2:                # a run-time axis, arrays of 3+ dimensions
+        return _expand_along
     if x.ndim == 1:
         return lambda gradient, x, axis, keepdims: np.full(x.shape, _first(gradient))
     if ax in (1, -1):
@@ -552,6 +640,74 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
     return cols
 
 
+def _as_flat(v):
+    return np.ravel(v)
+
+
+@overload(_as_flat)
+def _as_flat_ov(v):
+    """The values of an array (C order) or a scalar as a 1-d array."""
+    if isinstance(v, types.Array):
+        return lambda v: np.ascontiguousarray(v).ravel()
+    return lambda v: np.full(1, v)
+
+
+def _expand_along(gradient, x, axis, keepdims):
+    """expand_reduced for an integer axis (literal or not) of an N-d array."""
+    ax = _axis_index(axis, x.ndim)
+    outer, n, inner = _around_axis(x.shape, ax)
+    g = _as_flat(gradient)
+    if g.size != outer * inner:
+        raise ValueError("expand_reduced: the gradient does not match the reduced array")
+    out = huge_pages(np.empty((outer, n, inner), g.dtype))
+    for o in range(outer):
+        for k in range(n):
+            for i in range(inner):
+                out[o, k, i] = g[o * inner + i]
+    return out.reshape(x.shape)
+
+
+def _extreme_along(take_max):
+    """max_adjoint/min_adjoint for an integer axis (literal or not) of an N-d array."""
+    def along(gradient, x, axis, keepdims):
+        ax = _axis_index(axis, x.ndim)
+        outer, n, inner = _around_axis(x.shape, ax)
+        v = np.ascontiguousarray(x).reshape((outer, n, inner))
+        g = _as_flat(gradient)
+        if g.size != outer * inner:
+            raise ValueError("max/min adjoint: the gradient does not match the reduced array")
+        out = np.zeros((outer, n, inner), g.dtype)
+        column = np.empty(n, x.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                for k in range(n):
+                    column[k] = v[o, k, i]
+                out[o, _arg_extreme_1d(column, take_max), i] = g[o * inner + i]
+        return out.reshape(x.shape)
+    return along
+
+
+def _prod_along(gradient, x, axis, keepdims):
+    """prod_adjoint for an integer axis (literal or not) of an N-d array."""
+    ax = _axis_index(axis, x.ndim)
+    outer, n, inner = _around_axis(x.shape, ax)
+    v = np.ascontiguousarray(x).reshape((outer, n, inner))
+    g = _as_flat(gradient)
+    if g.size != outer * inner:
+        raise ValueError("prod_adjoint: the gradient does not match the reduced array")
+    out = np.empty((outer, n, inner), x.dtype)
+    column = np.empty(n, x.dtype)
+    others = np.empty(n, x.dtype)
+    for o in range(outer):
+        for i in range(inner):
+            for k in range(n):
+                column[k] = v[o, k, i]
+            _others_product_1d(column, g[o * inner + i], others)
+            for k in range(n):
+                out[o, k, i] = others[k]
+    return out.reshape(x.shape)
+
+
 def reduced_count(x, axis):
     return runtime.reduced_count(x, axis)
 
@@ -562,7 +718,8 @@ def _reduced_count_ov(x, axis):
         return lambda x, axis: 1
     if _is_none(axis):
         return lambda x, axis: x.size
-    return lambda x, axis: x.shape[axis]
+    _axis_type_check("np.mean", axis)
+    return lambda x, axis: x.shape[_axis_index(axis, x.ndim)]
 
 
 @numba.njit(cache=True)
@@ -591,6 +748,9 @@ def _extremum(take_max):
         bad = _bad_axis(x, axis)
         if bad is not None:
             return _raising_bad_axis(bad)
+        _axis_type_check("the adjoint of np.max/np.min", axis)
+        if not _is_none(axis) and (_literal(axis) is None or x.ndim > 2):
+            return _extreme_along(take_max)     # a run-time axis, arrays of 3+ dimensions
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
                 g = _first(gradient)
@@ -659,14 +819,15 @@ def _prod_adjoint_ov(gradient, x, axis, keepdims):
     bad = _bad_axis(x, axis)
     if bad is not None:
         return _raising_bad_axis(bad)
+    _axis_type_check("the adjoint of np.prod", axis)
+    if not _is_none(axis) and (_literal(axis) is None or x.ndim > 2):
+        return _prod_along                      # a run-time axis, arrays of 3+ dimensions
     if _is_none(axis) or x.ndim == 1:
         def whole(gradient, x, axis, keepdims):
             out = np.empty(x.size, x.dtype)
             _others_product_1d(np.ascontiguousarray(x).ravel(), _first(gradient), out)
             return out.reshape(x.shape)
         return whole
-    if x.ndim != 2:
-        raise numba.core.errors.TypingError("srcgrad: np.prod with axis supports 1-d and 2-d arrays")
     ax = _literal(axis)
     if ax in (1, -1):
         def rows(gradient, x, axis, keepdims):
@@ -815,6 +976,8 @@ def concat_part(gradient, k, parts, axis):
 
 @overload(concat_part, prefer_literal=True)
 def _concat_part_ov(gradient, k, parts, axis):
+    if isinstance(axis, types.Integer) and _literal(axis) is None:
+        return _concat_part_along(gradient, parts)
     ax = _literal(axis)
     ax = 0 if ax is None else ax % gradient.ndim
     index = _literal(k)
@@ -853,6 +1016,8 @@ def stack_part(gradient, k, axis):
 
 @overload(stack_part, prefer_literal=True)
 def _stack_part_ov(gradient, k, axis):
+    if isinstance(axis, types.Integer) and _literal(axis) is None:
+        return _stack_part_along(gradient.ndim)
     ax = _literal(axis)
     ax = 0 if ax is None else ax % gradient.ndim
     if ax == 0:
@@ -864,3 +1029,57 @@ def _stack_part_ov(gradient, k, axis):
     if ax == 2 and gradient.ndim == 3:
         return lambda gradient, k, axis: gradient[:, :, k]
     raise numba.core.errors.TypingError("srcgrad: np.stack adjoint supports 2-d and 3-d results")
+
+
+# np.concatenate / np.stack with an axis held in a variable (not a Numba literal): the block of
+# the gradient along a run-time axis, as a copy (views along different axes have different types)
+_RESIZED_SHAPES = {}
+
+
+def _resized_shape(ndim):
+    """A jitable ``(shape, ax, size) ->`` ``shape`` with entry ``ax`` replaced by ``size``."""
+    if ndim not in _RESIZED_SHAPES:
+        items = [f"size if ax == {k} else shape[{k}]" for k in range(ndim)]
+        namespace = {}
+        exec(f"def resized_shape(shape, ax, size):\n    return ({', '.join(items)},)\n", namespace)  # noqa: S102
+        _RESIZED_SHAPES[ndim] = register_jitable(namespace["resized_shape"])
+    return _RESIZED_SHAPES[ndim]
+
+
+def _concat_part_along(gradient, parts):
+    if not isinstance(parts, types.UniTuple):
+        from ..errors import SrcgradError
+        raise SrcgradError("np.concatenate of arrays of different kinds with an axis held in a "
+                           "variable is not supported on target='cpu': write the axis as a number")
+    shape_of = _resized_shape(gradient.ndim)
+
+    def along(gradient, k, parts, axis):
+        ax = _axis_index(axis, gradient.ndim)
+        start = 0
+        for j in range(k):
+            start += parts[j].shape[ax]
+        size = parts[k].shape[ax]
+        outer, n, inner = _around_axis(gradient.shape, ax)
+        v = np.ascontiguousarray(gradient).reshape((outer, n, inner))
+        out = np.empty((outer, size, inner), gradient.dtype)
+        for o in range(outer):
+            for c in range(size):
+                for i in range(inner):
+                    out[o, c, i] = v[o, start + c, i]
+        return out.reshape(shape_of(gradient.shape, ax, size))
+    return along
+
+
+def _stack_part_along(ndim):
+    shape_of = _reduced_shape(ndim, False)
+
+    def along(gradient, k, axis):
+        ax = _axis_index(axis, gradient.ndim)
+        outer, n, inner = _around_axis(gradient.shape, ax)
+        v = np.ascontiguousarray(gradient).reshape((outer, n, inner))
+        out = np.empty((outer, inner), gradient.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                out[o, i] = v[o, k, i]
+        return out.reshape(shape_of(gradient.shape, ax))
+    return along
