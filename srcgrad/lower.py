@@ -251,7 +251,8 @@ def _matrix_products(stmts, analysis):
         dims = (ndim(left), ndim(right))
         if None in dims:
             return False
-        return dims == (2, 2) or (batched_too and max(dims) > 2)
+        # vectors too: the backend's matmul also reconciles float32 with float64 operands
+        return max(dims) <= 2 or batched_too
 
     class Products(ast.NodeTransformer):
         def visit_BinOp(self, node):
@@ -268,6 +269,10 @@ def _matrix_products(stmts, analysis):
             if name in ("np.dot", "np.matmul") and len(node.args) == 2 and not node.keywords and \
                     backend_product(*node.args, batched_too=name == "np.matmul"):
                 node.func = ast.Name(id="matmul", ctx=ast.Load())
+            elif name == "np.matmul" and len(node.args) == 2 and not node.keywords:
+                # Numba has no np.matmul; its `@` does vectors and matrices (as np.dot)
+                product = ast.BinOp(left=node.args[0], op=ast.MatMult(), right=node.args[1])
+                return ast.copy_location(product, node)
             return node
     products = Products()
     return [products.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt

@@ -4,12 +4,22 @@ Each helper is plain Python (the ``python`` target runs it as is) that Numba can
 (the ``cpu`` backend wraps them with ``njit``; see :mod:`srcgrad.backends.cpu`). Keep them small:
 generated code should read as if these were NumPy builtins.
 """
+import os
+
 import numpy as np
 
 # The tape refuses to grow beyond this many bytes: a loop whose tape would not fit in memory fails
-# early with a clear message instead of swapping the machine to death. Override with
-# SRCGRAD_MAX_TAPE_BYTES (read when the backend is imported).
-MAX_TAPE_BYTES = 8 * 1024 ** 3
+# early with a clear message instead of swapping the machine to death. Override with the
+# environment variable SRCGRAD_MAX_TAPE_BYTES, read each time a tape grows (so setting it at any
+# time takes effect, and compiled code never freezes a value into Numba's disk cache: the cpu
+# backend reads it with the C library's getenv).
+MAX_TAPE_BYTES = 8 * 1024 ** 3      # the limit when SRCGRAD_MAX_TAPE_BYTES is unset or empty
+
+
+def max_tape_bytes():
+    """The tape limit in force now."""
+    text = os.environ.get("SRCGRAD_MAX_TAPE_BYTES")
+    return int(text) if text else MAX_TAPE_BYTES
 
 
 def new_float_tape():
@@ -27,7 +37,7 @@ def new_int_tape():
 def grow(tape):
     """A tape of twice the size holding the same values (geometric growth keeps pushes O(1))."""
     size = tape.shape[0] * 2
-    if size * 8 > MAX_TAPE_BYTES:
+    if size * 8 > max_tape_bytes():
         raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
                           "(a loop with a huge trip count); reduce the problem size or raise the limit")
     bigger = np.empty(size, dtype=tape.dtype)

@@ -291,3 +291,95 @@ def test_refusals_name_the_construct(func, words):
         else:
             srcgrad.grad(func, target="python")(1.0)
     assert "test_hardening.py" in str(info.value) and info.value.lineno is not None
+
+
+# -- 6. strided slice writes, np.full, astype: on both targets --------------------------------------
+
+def strided_slices(x, X):
+    y = np.zeros_like(x)
+    y[::2] += x[::2] * x[::2]
+    y[1:3] = x[0:2] * 2.0
+    y[1::3] -= np.sin(x[1::3])
+    Z = np.full((2, 4), 0.5)
+    Z[:, ::2] += X[:, 1::2] * X[:, ::2]
+    Z[1, 1:] = Z[1, 1:] * X[0, :3]
+    mask = (x > 0.5).astype(np.float64)
+    w = X.astype(np.float64) * 1.5
+    return np.sum(y * y * mask) + np.sum(y) + np.sum(Z * w)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_strided_slice_writes_full_astype(target):
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.1, 1.0, size=7)
+    X = rng.normal(size=(2, 4))
+    check_grad(strided_slices, [x, X], wrt=(0, 1), target=target)
+
+
+# -- 7. no raw Numba error: np.matmul of vectors/matrices, mixed float32/float64 products ------------
+
+def matmul_forms(A, v, B):
+    return np.sum(np.matmul(A, v) ** 2) + np.sum(np.matmul(A, B)) + np.matmul(v, v) + \
+        np.sum(np.matmul(v, B) * 0.5)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_np_matmul_of_vectors_and_matrices(target):
+    rng = np.random.default_rng(7)
+    A, v, B = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(4, 2))
+    check_grad(matmul_forms, [A, v, B], wrt=(0, 1, 2), target=target)
+
+
+def mixed_products(A, v, B):
+    return np.sum((A @ v) ** 2) + np.sum(A @ B) + np.sum(np.dot(A, B) * 0.5)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_products_of_float32_with_float64(target):
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(3, 4)).astype(np.float32)
+    v, B = rng.normal(size=4), rng.normal(size=(4, 2))
+    gA, gv, gB = srcgrad.grad(mixed_products, wrt=(0, 1, 2), target=target)(A, v, B)
+    assert (gA.dtype, gv.dtype, gB.dtype) == (np.float32, np.float64, np.float64)
+    g64 = srcgrad.grad(mixed_products, wrt=(0, 1, 2), target="python")(A.astype(np.float64), v, B)
+    for got, want in zip((gA, gv, gB), g64):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# -- 5. SRCGRAD_MAX_TAPE_BYTES is read at run time, on both targets ----------------------------------
+
+TAPE_SCRIPT = """
+import os
+import numpy as np
+import srcgrad
+
+def long_loop(a, n):
+    s = 0.0
+    for i in range(n):
+        s = s * 0.5 + a[i % a.shape[0]]
+        s = s * s
+    return s
+
+def outcome(target):
+    try:
+        srcgrad.grad(long_loop, target=target)(np.array([0.1, 0.2]), 20000)
+        return "ok"
+    except MemoryError as exc:
+        assert "SRCGRAD_MAX_TAPE_BYTES" in str(exc)
+        return "limit"
+
+first = [outcome(t) for t in ("python", "cpu")]
+os.environ["SRCGRAD_MAX_TAPE_BYTES"] = "{later}"          # changed inside the process
+second = [outcome(t) for t in ("python", "cpu")]
+print(" ".join(first + second))
+"""
+
+
+def test_tape_limit_read_at_run_time(tmp_path):
+    cache = tmp_path / "cache"
+    # 20000 iterations push 40000 floats (320 kB): over a 64 kB limit, under the default
+    out = run_script(tmp_path, "tape_a", TAPE_SCRIPT.format(later="65536"), cache)
+    assert out == "ok ok limit limit"
+    out = run_script(tmp_path, "tape_a", TAPE_SCRIPT.format(later=""), cache,
+                     env={"SRCGRAD_MAX_TAPE_BYTES": "65536"})       # a fresh process, same cache
+    assert out == "limit limit ok ok"

@@ -15,9 +15,6 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from .. import runtime
 
-if os.environ.get("SRCGRAD_MAX_TAPE_BYTES"):
-    runtime.MAX_TAPE_BYTES = int(os.environ["SRCGRAD_MAX_TAPE_BYTES"])
-
 FASTMATH = False
 
 
@@ -182,6 +179,9 @@ def matmul(a, b):
 def _matmul_ov(a, b):
     """Product of two matrices: NumPy's BLAS when found (else np.dot), a large result on huge
     pages (see huge_pages)."""
+    common = _common_float(a, b)
+    if common is not None:          # float32 with float64: Numba's np.dot needs one dtype
+        return lambda a, b: matmul(a.astype(common), b.astype(common))
     if isinstance(a, types.Array) and isinstance(b, types.Array) and max(a.ndim, b.ndim) > 2:
         return _batched_matmul(a, b)
     if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
@@ -224,6 +224,16 @@ def _matmul_ov(a, b):
     return impl_numpy_blas
 
 
+def _common_float(*operands):
+    """The NumPy scalar type (np.float32, np.float64) that arrays of different dtypes among
+    ``operands`` promote to, when one of them is a float array; None when they agree."""
+    dtypes = {t.dtype for t in operands if isinstance(t, types.Array)}
+    if len(dtypes) < 2 or not any(isinstance(d, types.Float) for d in dtypes):
+        return None
+    from numba.np.numpy_support import as_dtype
+    return getattr(np, str(np.result_type(*[as_dtype(d) for d in dtypes])))
+
+
 def _batched_matmul(a, b):
     """``a @ b`` where one operand is a stack of matrices: NumPy's rule (a 1-d ``a`` is a row, a
     1-d ``b`` a column, the leading axes broadcast), one matrix product per batch index. Numba's
@@ -250,6 +260,39 @@ def _batched_matmul(a, b):
             out[index][:, :] = matmul(a_stack[index], b_stack[index])
         return out
     return stacks
+
+
+@intrinsic
+def _env_tape_limit(typingctx):
+    """SRCGRAD_MAX_TAPE_BYTES as an integer, or -1 when it is unset or empty: libc's getenv and
+    strtoll called by symbol name at run time (a Python global would be frozen into the cached
+    machine code; os.environ assignments reach getenv through putenv)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i64 = ir.IntType(64)
+        getenv = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i8p, [i8p]), "getenv")
+        strtoll = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i8p, i8p.as_pointer(), ir.IntType(32)]), "strtoll")
+        text = builder.call(getenv, [context.insert_const_string(builder.module, "SRCGRAD_MAX_TAPE_BYTES")])
+        result = cgutils.alloca_once_value(builder, ir.Constant(i64, -1))
+        with builder.if_then(cgutils.is_not_null(builder, text)):
+            with builder.if_then(builder.icmp_unsigned("!=", builder.load(text), ir.Constant(ir.IntType(8), 0))):
+                builder.store(builder.call(strtoll, [text, ir.Constant(i8p.as_pointer(), None),
+                                                     ir.Constant(ir.IntType(32), 10)]), result)
+        return builder.load(result)
+    return sig, codegen
+
+
+@overload(runtime.max_tape_bytes)
+def _max_tape_bytes_ov():
+    default = runtime.MAX_TAPE_BYTES
+
+    def impl():
+        limit = _env_tape_limit()
+        return default if limit < 0 else limit
+    return impl
 
 
 grow = numba.njit(cache=True)(runtime.grow)
@@ -888,6 +931,9 @@ def _batched_matmul_grads_ov(g, a, b):
 
 @overload(matmul_grad_left)
 def _mgl(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_left(_as_type(g, common), a.astype(common), b.astype(common))
     if max(a.ndim, b.ndim) > 2:
         return lambda g, a, b: batched_matmul_grads(g, a, b)[0]
     if a.ndim == 1 and b.ndim == 1:
@@ -903,8 +949,23 @@ def matmul_grad_right(g, a, b):
     return runtime.matmul_grad_right(g, a, b)
 
 
+def _as_type(v, scalar_type):
+    return v
+
+
+@overload(_as_type)
+def _as_type_ov(v, scalar_type):
+    """An array or scalar ``v`` converted to ``scalar_type`` (np.float32 / np.float64)."""
+    if isinstance(v, types.Array):
+        return lambda v, scalar_type: v.astype(scalar_type)
+    return lambda v, scalar_type: scalar_type(v)
+
+
 @overload(matmul_grad_right)
 def _mgr(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_right(_as_type(g, common), a.astype(common), b.astype(common))
     if max(a.ndim, b.ndim) > 2:
         return lambda g, a, b: batched_matmul_grads(g, a, b)[1]
     if a.ndim == 1 and b.ndim == 1:
