@@ -21,7 +21,7 @@ import numpy as np
 
 from . import codegen
 from . import kinds as K
-from .errors import ShapeError, SrcgradError
+from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import unwrap_function
 from .program import build_module, helper_sources
 
@@ -176,6 +176,8 @@ class GradFunction:
             return spec.call(entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
             error = self._shape_error(exc, spec, entry, values, extra)
+            if error is None and self.target == "cpu":
+                error = compile_error(exc, spec)
             if error is None:
                 raise
             raise error from None
@@ -307,6 +309,38 @@ def _may_be_shape_error(exc):
     if typing_error is not None and isinstance(exc, typing_error):
         return any(word in str(exc).lower() for word in _TYPING_SHAPE_WORDS)
     return False
+
+
+def compile_error(exc, spec):
+    """An UnsupportedSyntaxError for a Numba error ``exc`` compiling ``spec``'s generated code on
+    the cpu target (something the compiled target does not support that the python target does):
+    the user's file and line from the generated line Numba names, mapped through the line table,
+    and the first line of Numba's own explanation. None when ``exc`` is not a Numba error."""
+    import re
+    numba = sys.modules.get("numba")
+    errors = getattr(getattr(numba, "core", None), "errors", None)
+    if errors is None or not isinstance(exc, errors.NumbaError):
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))       # Numba colours its messages
+    owner = line = None
+    for match in re.finditer(r'File "([^"]+)", line (\d+)', text):
+        if os.path.basename(match.group(1)) == os.path.basename(spec.path):
+            entry = spec.lines.get(int(match.group(2)))
+            if entry is not None:
+                owner, line, _ = entry
+    ours = re.search(r"srcgrad: (.*)", text)
+    if ours is not None:
+        reason = ours.group(1).strip()
+    else:
+        skip = ("Failed in", "During:", "File ", "<source elided>", "There are", "- Of which",
+                "Rejected as", "With argument", "No implementation", ">>>", "^")
+        lines = [t.strip() for t in text.splitlines() if t.strip()]
+        reason = next((t for t in lines if not t.startswith(skip)), lines[0] if lines else repr(exc))
+    filename, texts = spec.user_sources.get(owner, (None, {}))
+    where = f" `{texts.get(line, '')}`" if line is not None else ""
+    return UnsupportedSyntaxError(
+        f"target='cpu' (Numba) cannot compile this{where}: {reason}. target='python' runs the same "
+        "generated code without Numba", filename, line, "not supported by the compiled target")
 
 
 def locate_shape_error(exc, spec):

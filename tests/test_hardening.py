@@ -154,8 +154,10 @@ def tuple_axis(X):
 def test_tuple_axis_refused_on_cpu_works_on_python():
     X = np.arange(24.).reshape(2, 3, 4)
     check_grad(tuple_axis, [X], target="python")
-    with pytest.raises(srcgrad.SrcgradError, match="tuple of axes"):
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match="tuple of axes") as info:
         srcgrad.grad(tuple_axis, target="cpu")(X)
+    assert "test_hardening.py" in str(info.value) and "axis=(0, 1)" in str(info.value)
+    assert info.value.lineno == tuple_axis.__code__.co_firstlineno + 1
 
 
 # -- 3. powers are exact at zero -----------------------------------------------------------------
@@ -383,3 +385,14 @@ def test_tape_limit_read_at_run_time(tmp_path):
     out = run_script(tmp_path, "tape_a", TAPE_SCRIPT.format(later=""), cache,
                      env={"SRCGRAD_MAX_TAPE_BYTES": "65536"})       # a fresh process, same cache
     assert out == "limit limit ok ok"
+
+
+def concat_stack_3d(a, b):
+    return np.sum(np.concatenate((a, b), axis=2) ** 2) + np.sum(np.sin(np.stack((a, b), axis=3)))
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_concatenate_and_stack_of_3d_arrays(target):
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 3, 2))
+    check_grad(concat_stack_3d, [a, b], wrt=(0, 1), target=target)

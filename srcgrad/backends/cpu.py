@@ -451,9 +451,9 @@ def _axis_type_check(what, axis):
     """A refusal (SrcgradError: Numba passes it through) for an axis srcgrad cannot compile."""
     if _is_none(axis) or isinstance(axis, types.Integer):
         return
-    from ..errors import SrcgradError
-    raise SrcgradError(f"{what} with axis of type {axis} is not supported on target='cpu' (a tuple "
-                       "of axes, say): reduce one axis at a time, or use target='python'")
+    raise numba.core.errors.TypingError(
+        f"srcgrad: {what} with an axis of type {axis} (a tuple of axes) is not supported on "
+        "target='cpu': reduce one axis at a time")
 
 
 # -- any axis of any array: the array seen as (outer, n, inner), reduced along its middle axis ----
@@ -1068,7 +1068,7 @@ def _concat_part_ov(gradient, k, parts, axis):
                 start += parts[j].shape[1]
             return gradient[:, start:start + parts[k].shape[1]]
         return second
-    raise numba.core.errors.TypingError("srcgrad: np.concatenate adjoint supports axis 0 and 1 (2-d)")
+    return _concat_part_along(gradient, parts)        # other axes, arrays of 3+ dimensions
 
 
 def stack_part(gradient, k, axis):
@@ -1089,7 +1089,7 @@ def _stack_part_ov(gradient, k, axis):
         return lambda gradient, k, axis: gradient[:, k]
     if ax == 2 and gradient.ndim == 3:
         return lambda gradient, k, axis: gradient[:, :, k]
-    raise numba.core.errors.TypingError("srcgrad: np.stack adjoint supports 2-d and 3-d results")
+    return _stack_part_along(gradient.ndim)           # other axes and dimensions
 
 
 # np.concatenate / np.stack with an axis held in a variable (not a Numba literal): the block of
@@ -1109,9 +1109,9 @@ def _resized_shape(ndim):
 
 def _concat_part_along(gradient, parts):
     if not isinstance(parts, types.UniTuple):
-        from ..errors import SrcgradError
-        raise SrcgradError("np.concatenate of arrays of different kinds with an axis held in a "
-                           "variable is not supported on target='cpu': write the axis as a number")
+        raise numba.core.errors.TypingError(
+            "srcgrad: np.concatenate of arrays of different kinds with an axis held in a variable "
+            "is not supported on target='cpu': write the axis as a number")
     shape_of = _resized_shape(gradient.ndim)
 
     def along(gradient, k, parts, axis):
