@@ -240,16 +240,16 @@ def _matrix_products(stmts, analysis):
     if analysis is None or not _backend_matmul():
         return stmts
 
-    def ndim(node):
+    def ndim(node, floats_only=True):
         if isinstance(node, ast.Name):
             kind = analysis.kinds.get(node.id)
-            if kind is not None and kind.is_array and kind.dtype == "float":
+            if kind is not None and kind.is_array and (kind.dtype == "float" or not floats_only):
                 return kind.ndim
         return None
 
     def backend_product(left, right, batched_too=True):
-        dims = (ndim(left), ndim(right))
-        if None in dims:
+        dims = (ndim(left, False), ndim(right, False))
+        if None in dims or ndim(left) is None and ndim(right) is None:
             return False
         # vectors too: the backend's matmul also reconciles float32 with float64 operands
         return max(dims) <= 2 or batched_too
@@ -1232,7 +1232,7 @@ class _Fusion:
         space = self._make_space(group, plan, self._inputs(group, x), ndim)
         plan.expr, k = self._element(group, plan, x, space)
         op = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}[_call_name(value)]
-        if op != "sum" and k != "float":
+        if k != "float":    # NumPy sums booleans and small integers as int64: not in the element type
             raise _Unfusable
         entries = tuple(("c", 0) if u == axis else ("ax", u) for u in space if u != axis or keep.value)
         self._reduction(group, plan, target, None, space, [u == axis for u in space], entries, op)

@@ -396,3 +396,19 @@ def test_concatenate_and_stack_of_3d_arrays(target):
     rng = np.random.default_rng(9)
     a, b = rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 3, 2))
     check_grad(concat_stack_3d, [a, b], wrt=(0, 1), target=target)
+
+
+def counts_and_means(X, idx):
+    c = np.sum(X > 0.0, axis=1)                 # int64 counts (not booleans)
+    m = np.mean(idx, axis=0)                    # float64 means of integers (not truncated)
+    total = np.sum(X > 0.0) * 1.0
+    return np.sum(X * X, axis=1) @ c * 1.0 + np.sum(X * m) + total * np.sum(X)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_boolean_and_integer_reductions(target):
+    X = np.array([[1.0, 2.0, -1.0], [3.0, 4.0, 5.0]])
+    idx = np.array([[1, 2, 3], [2, 2, 2]])
+    value, grad = srcgrad.value_and_grad(counts_and_means, target=target)(X, idx)
+    assert value == pytest.approx(counts_and_means(X, idx))
+    check_grad(counts_and_means, [X, idx], target=target)

@@ -499,19 +499,27 @@ def _reduced_shape(ndim, keep):
     return _REDUCED_SHAPES[key]
 
 
-def _reduce_along(combine_1d, ndim, keep, to_float):
+def _reduced_type(name, dtype):
+    """NumPy's result type of reduction ``name`` of an array of (Numba) ``dtype``, as a NumPy
+    scalar type: np.mean of integers is float64, np.sum/np.prod of booleans and integers int64."""
+    if not isinstance(dtype, types.Float):
+        if name == "mean":
+            return np.float64
+        if name in ("sum", "prod"):
+            return np.int64
+    from numba.np.numpy_support import as_dtype
+    return as_dtype(dtype).type
+
+
+def _reduce_along(combine_1d, ndim, keep, out_type):
     """reduce(x, axis, keepdims) for an integer ``axis`` (literal or not) of an N-d array."""
     shape_of = _reduced_shape(ndim, keep)
-    if to_float:        # np.mean of integers
-        new_out = register_jitable(lambda shape, like: np.empty(shape, np.float64))
-    else:
-        new_out = register_jitable(lambda shape, like: np.empty(shape, like.dtype))
 
     def along(x, axis, keepdims):
         ax = _axis_index(axis, x.ndim)
         outer, n, inner = _around_axis(x.shape, ax)
         v = np.ascontiguousarray(x).reshape((outer, n, inner))
-        out = new_out((outer, inner), x)
+        out = np.empty((outer, inner), out_type)
         column = np.empty(n, x.dtype)
         for o in range(outer):
             for i in range(inner):
@@ -565,19 +573,19 @@ def _reduction(name, combine_1d):
                 _axis_index(axis, 1)
                 return combine_1d(x)
             return whole_1d
+        out_type = _reduced_type(name, x.dtype)
         if x.ndim != 2 or ax is None:           # arrays of 3+ dimensions, a run-time axis
-            return _reduce_along(combine_1d, x.ndim, keep,
-                                 name == "mean" and not isinstance(x.dtype, types.Float))
+            return _reduce_along(combine_1d, x.ndim, keep, out_type)
         if ax == 1 or ax == -1:
             def rows(x, axis, keepdims):
-                out = np.empty(x.shape[0], x.dtype)
+                out = np.empty(x.shape[0], out_type)
                 for i in range(x.shape[0]):
                     out[i] = combine_1d(x[i])
                 return out.reshape((x.shape[0], 1)) if keep else out
             return rows
 
         def cols(x, axis, keepdims):
-            out = np.empty(x.shape[1], x.dtype)
+            out = np.empty(x.shape[1], out_type)
             column = np.empty(x.shape[0], x.dtype)
             for j in range(x.shape[1]):
                 for i in range(x.shape[0]):
