@@ -329,11 +329,14 @@ def compile_error(exc, spec):
             if entry is not None:
                 owner, line, _ = entry
     ours = re.search(r"srcgrad: (.*)", text)
+    inner = re.findall(r"(?:TypingError|NumbaTypeError|NumbaValueError|UnsupportedError): (.+)", text)
     if ours is not None:
         reason = ours.group(1).strip()
+    elif inner:                     # the error an overload raised, deepest last
+        reason = inner[-1].strip()
     else:
         skip = ("Failed in", "During:", "File ", "<source elided>", "There are", "- Of which",
-                "Rejected as", "With argument", "No implementation", ">>>", "^")
+                "Rejected as", "With argument", "No implementation", ">>>", "^", "Intrinsic in")
         lines = [t.strip() for t in text.splitlines() if t.strip()]
         reason = next((t for t in lines if not t.startswith(skip)), lines[0] if lines else repr(exc))
     filename, texts = spec.user_sources.get(owner, (None, {}))
