@@ -199,7 +199,10 @@ class KindInference:
                 raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
         known = BUILTIN_KINDS.get(_safe_key(callee))
         if known is not None:
-            return known(*args, **kw_values)
+            try:
+                return known(*args, **kw_values)
+            except TypeError as exc:
+                raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
         result = self.helper_kind(callee, args, node, stmt)
         self.a.helper_kinds[id(node)] = result
         return result
@@ -231,6 +234,13 @@ def matmul_kind(a, b):
     return K.array(max(a.ndim, b.ndim))
 
 
+def _joined_ndim(parts, axis):
+    if axis is None:        # NumPy flattens the parts first: another result, not differentiated
+        raise TypeError("np.concatenate with axis=None (flattening) is not supported; "
+                        "concatenate np.ravel(part)s instead")
+    return parts.items[0].ndim
+
+
 def _shape_ndim(shape):
     if shape.cls == "tuple":
         return len(shape.items)
@@ -254,7 +264,7 @@ BUILTIN_KINDS = {
     np.zeros_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.ones_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.concatenate: lambda parts, axis=0, **k: K.array(parts.items[0].ndim),
+    np.concatenate: lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)),
     np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),

@@ -412,3 +412,12 @@ def test_boolean_and_integer_reductions(target):
     value, grad = srcgrad.value_and_grad(counts_and_means, target=target)(X, idx)
     assert value == pytest.approx(counts_and_means(X, idx))
     check_grad(counts_and_means, [X, idx], target=target)
+
+
+def concat_flat(a, b):
+    return np.sum(np.concatenate((a, b), axis=None) ** 2)
+
+
+def test_concatenate_axis_none_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match="axis=None"):
+        srcgrad.grad(concat_flat, target="python")(np.ones((2, 2)), np.ones((2, 2)))
