@@ -404,18 +404,6 @@ PAIR_CASES = [
 
 _GRADS = {}
 
-CLIP_CPU_BUG = ("BUG: np.clip on scalar floats fails on target='cpu' with a raw numba TypingError "
-                "(numba's np.clip needs arrays: `a.shape` of a float); the python target works. "
-                "srcgrad should lower scalar np.clip to min/max or refuse with a SrcgradError")
-CPU_XFAIL = {}  # scalar np.clip is lowered to clip_scalar (was: CLIP_CPU_BUG)
-
-
-def mark_known_bugs(request, func, target):
-    reason = CPU_XFAIL.get(func.__name__) if target == "cpu" else None
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 def gradfn(func, target, wrt):
     key = (func, target, wrt)
     if key not in _GRADS:
@@ -430,9 +418,8 @@ def all_wrt(func):
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0].__name__)
-def test_rule_float64(case, target, request):
+def test_rule_float64(case, target):
     func, strategies = case
-    mark_known_bugs(request, func, target)
     wrt = all_wrt(func)
     g = gradfn(func, target, wrt)
 
@@ -460,8 +447,7 @@ def test_rule_kinked_float64(case, target):
     run()
 
 
-def test_clip_with_active_bounds(target, request):
-    mark_known_bugs(request, f_np_clip_bounds, target)
+def test_clip_with_active_bounds(target):
     g = gradfn(f_np_clip_bounds, target, (0, 1, 2))
     # inside, below, above
     assert g(0.3, -1.0, 1.0) == (1.0, 0.0, 0.0)
