@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mission import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train_mnist.py"
@@ -36,8 +37,7 @@ REAL = _real_mnist_dir()
 HAVE_REAL = all((REAL / n).is_file() for n in
                 ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
-needs_real = pytest.mark.skipif(not HAVE_REAL,
-                                reason=f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
+needs_real = needs(HAVE_REAL, f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,6 @@ def mnist():
 
 @pytest.fixture(scope="module")
 def loss_and_grads():
-    try:
-        from srcgrad import value_and_grad  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"srcgrad.value_and_grad is not available yet: {exc}")
     return tm.make_loss_and_grads()
 
 
@@ -176,13 +172,8 @@ def test_resume_missing_checkpoint(tmp_path, capsys):
     assert "nope.npz" in capsys.readouterr().err
 
 
-def test_plot_without_matplotlib(tmp_path, capsys):
-    try:
-        import matplotlib  # noqa: F401
-
-        pytest.skip("matplotlib is installed")
-    except ImportError:
-        pass
+def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # `import matplotlib` raises ImportError
     rc = tm.main(["--plot", str(tmp_path / "p.png"), "--data", str(tmp_path)])
     assert rc == 2
     assert "matplotlib" in capsys.readouterr().err
