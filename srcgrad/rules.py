@@ -164,6 +164,8 @@ def register_zero_derivative(*functions, kind=None):
     """Declare functions whose derivative is zero (piecewise constant: floor, sign, round...)."""
     for function in functions:
         REGISTRY[_key(function)] = ZeroDerivative(kind)
+        if _is_user_function(function):     # generated code calls it by name, as for register_adjoint
+            EXTERNALS[external_name(function)] = function
 
 
 def _key(function):

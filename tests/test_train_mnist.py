@@ -118,6 +118,27 @@ def test_resume_is_exact_and_runs_are_deterministic(mnist, loss_and_grads, tmp_p
 
 
 @needs_real
+def test_cli_save_resume_plot(tmp_path, capsys):
+    """The command line's success paths on a small subset: --save after one epoch, --resume to a
+    second epoch (saving again), --plot writes a PNG of both epochs."""
+    ck, png = tmp_path / "ck.npz", tmp_path / "curves.png"
+    common = ["--data", str(REAL), "--no-download", "--limit-train", "300", "--hidden", "8",
+              "--batch-size", "50", "--seed", "7", "--quiet"]
+    assert tm.main(common + ["--epochs", "1", "--save", str(ck)]) == 0, capsys.readouterr().err
+    with np.load(ck) as z:
+        assert int(z["epoch"]) == 1 and len(z["history.test_acc"]) == 1
+        first = z["param.W1"].copy()
+    assert tm.main(common + ["--epochs", "2", "--resume", str(ck), "--save", str(ck),
+                             "--plot", str(png)]) == 0, capsys.readouterr().err
+    with np.load(ck) as z:
+        assert int(z["epoch"]) == 2 and len(z["history.test_acc"]) == 2
+        assert z["param.W1"].shape == first.shape and not np.array_equal(z["param.W1"], first)
+        assert all(0.0 <= a <= 1.0 for a in z["history.test_acc"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@needs_real
 def test_step_mode_equals_epoch_mode(mnist, loss_and_grads):
     kw = dict(limit_train=300, batch_size=64, hidden=8, epochs=1, seed=5)
     a = _run(mnist, loss_and_grads, mode="epoch", **kw)
