@@ -68,7 +68,7 @@ def run_one(extra, data, epochs, cache_dir):
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return cmd, proc.stdout + proc.stderr, wall
+    return cmd, proc.stdout, wall          # stderr: only the progress bars
 
 
 def main(argv=None):
