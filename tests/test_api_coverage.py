@@ -198,8 +198,8 @@ def test_njit_entries_tuple_wrt_and_value_and_grad():
     check_grad(calls_array_helpers, (x, w, c), wrt=(0, 1, 2), target="python")   # the reference is right
     assert value == pytest.approx(ref_value, rel=1e-12)
     for got in ((gx, gw, gc), (vx, vw, vc)):
-        np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
-        np.testing.assert_allclose(got[1], ref[1], rtol=1e-12)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-12, atol=1e-14)
         assert got[2] == pytest.approx(ref[2], rel=1e-12)
     # outside Numba the entries call the GradFunctions
     assert len(GRAD_ALL(x, w, c)) == 3
