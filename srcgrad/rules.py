@@ -172,6 +172,8 @@ def register_zero_derivative(*functions, kind=None):
     for function in functions:
         REGISTRY[_key(function)] = ZeroDerivative(kind)
         _REGISTRY_VERSION[0] += 1
+        if _is_user_function(function):     # generated code calls it by name, as for register_adjoint
+            EXTERNALS[external_name(function)] = function
 
 
 def _key(function):
