@@ -273,6 +273,8 @@ def push_int(tape, top, value):
 
 
 new_float_tape = _helper(runtime.new_float_tape)
+count_snapshot = numba.njit(cache=True)(runtime.count_snapshot)
+pop_snapshot = numba.njit(cache=True)(runtime.pop_snapshot)
 new_int_tape = _helper(runtime.new_int_tape)
 range_length = _helper(runtime.range_length)
 _range_continues = _helper(runtime._range_continues)
