@@ -76,6 +76,30 @@ def pop_snapshot(snapshots, current, may_be_unset):
     return old
 
 
+def snapshot_buffer(array, count):
+    """Room for ``count`` snapshots of ``array``: one allocation at the entry of a loop."""
+    if count * array.nbytes > MAX_TAPE_BYTES:
+        raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
+                          "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
+                          "size or raise the limit")
+    return np.empty((max(count, 0),) + array.shape, array.dtype)
+
+
+def push_snapshot(buffer, top, array):
+    """Copy ``array`` into row ``top`` of a snapshot buffer; returns the next free row."""
+    if array.shape != buffer.shape[1:]:
+        raise ValueError(SHAPE_CHANGE)
+    buffer[top] = array
+    return top + 1
+
+
+def snapshot_at(buffer, top, current):
+    """Row ``top`` of a snapshot buffer; ``current`` (the value it replaces) must have its shape."""
+    if current.shape != buffer.shape[1:]:
+        raise ValueError(SHAPE_CHANGE)
+    return buffer[top]
+
+
 SHAPE_CHANGE = ("srcgrad: an array variable rebound in a loop changes shape from one assignment to "
                 "the next; the reverse sweep supports one shape per variable: use a new name for the "
                 "value of the new shape")

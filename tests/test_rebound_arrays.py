@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import runtime
+from srcgrad import runtime, transform
 
 from conftest import check_grad
 
@@ -191,8 +191,9 @@ def test_explicit_stencil_1d(target):
     check_grad(heat, (rng.random(8), 0.2, 5), wrt=(0, 1), target=target)
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.slow)])
 def test_explicit_stencil_2d(target):
+    """(cpu: slow; the 1-d stencil covers the same compiled path by default)"""
     rng = np.random.default_rng(4)
     check_grad(heat2d, (rng.random((5, 6)), 0.15, 4), wrt=(0, 1), target=target)
 
@@ -259,7 +260,7 @@ def test_float32(target):
               rand(rng, 4))
     args32 = tuple(a.astype(np.float32) for a in args64)
     g32 = srcgrad.grad(rnn, wrt=(0, 4), target=target)(*args32)
-    g64 = srcgrad.grad(rnn, wrt=(0, 4), target=target)(*args64)
+    g64 = srcgrad.grad(rnn, wrt=(0, 4), target="python")(*args64)
     for a, b in zip(g32, g64):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -271,7 +272,28 @@ def test_the_adjoint_marks_the_snapshot():
     source = srcgrad.grad(rnn, target="python").source_for(*args)
     line = inspect.getsourcelines(rnn)[1] + 3
     assert f"# line {line}: snapshot: keep `h` before it is overwritten" in source
-    assert "pop_snapshot(" in source
+    # a for loop: one buffer allocated at loop entry; a while loop: a list
+    assert "_h_snapshots1 = snapshot_buffer(h, range_length(0, _t2, 1))" in source
+    assert "h = snapshot_at(_h_snapshots1, _h_top1, h)" in source
+    source = srcgrad.grad(rnn_while, target="python").source_for(args[0][:3, :3], args[2][:3], 3)
+    assert "_h_snapshots1.append(h.copy())" in source and "pop_snapshot(" in source
+
+
+@pytest.mark.parametrize("target", ["python", CPU])
+def test_buffer_equals_list(target, monkeypatch, tmp_path):
+    """The preallocated buffer gives the gradient the list of snapshots gives, bit for bit."""
+    rng = np.random.default_rng(14)
+    B = rand(rng, 4, 4)
+    args = (B @ B.T + np.eye(4), rand(rng, 4), 5)
+    results = []
+    for buffered in (True, False):
+        monkeypatch.setattr(transform, "SNAPSHOT_BUFFERS", buffered)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(buffered)))
+        g = srcgrad.value_and_grad(power_iteration, wrt=(0, 1), target=target)
+        assert ("snapshot_buffer(" in g.source_for(*args)) == buffered
+        results.append(g(*args))
+    (v1, (a1, p1)), (v0, (a0, p0)) = results
+    assert v1 == v0 and np.array_equal(a1, a0) and np.array_equal(p1, p0)
 
 
 @pytest.mark.parametrize("target", ["python", CPU])
@@ -287,4 +309,8 @@ def test_snapshots_count_against_the_tape_limit(monkeypatch):
     W, h0 = 0.1 * np.eye(16), np.ones(16)
     assert np.isfinite(g(W, h0, 100)).all()           # 100 snapshots of 128 bytes
     with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
-        g(W, h0, 1000)
+        g(W, h0, 1000)                                # the buffer, refused at loop entry
+    g = srcgrad.grad(rnn_while, wrt=0, target="python")
+    assert np.isfinite(g(W, h0, 100)).all()
+    with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
+        g(W, h0, 1000)                                # the list of a while loop
