@@ -218,8 +218,10 @@ class ReverseTransformer:
 
     def reset(self, name, kind, stmt):
         adj = self.adj(name)
-        if kind.cls == "tuple":
-            return [assign(f"{adj}_{k}", ast.Constant(0.0), stmt) for k in range(len(kind.items))]
+        if kind.cls == "tuple":        # an array component stays an array (its type, for Numba)
+            return [assign(ast.Subscript(value=name_load(f"{adj}_{k}"), slice=ast.Constant(Ellipsis),
+                                         ctx=ast.Store()) if item.is_array else f"{adj}_{k}",
+                           ast.Constant(0.0), stmt) for k, item in enumerate(kind.items)]
         if kind.is_array:
             sub = ast.Subscript(value=name_load(adj), slice=ast.Constant(Ellipsis), ctx=ast.Store())
             return [assign(sub, ast.Constant(0.0), stmt)]

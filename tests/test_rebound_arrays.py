@@ -45,6 +45,21 @@ def lstm(W, b, x, h0, c0):
     return np.sum(h * h) + np.sum(c)
 
 
+def lstm_cell(W, b, x, h, c):
+    n = h.shape[0]
+    z = np.concatenate((x, h)) @ W + b
+    c = sigmoid(z[n:2 * n]) * c + sigmoid(z[:n]) * np.tanh(z[3 * n:])
+    h = sigmoid(z[2 * n:3 * n]) * np.tanh(c)
+    return h, c
+
+
+def lstm_with_cell_helper(W, b, x, h0, c0):
+    h, c = h0, c0
+    for t in range(x.shape[0]):
+        h, c = lstm_cell(W, b, x[t], h, c)
+    return np.sum(h * h) + np.sum(c)
+
+
 def power_iteration(A, p0, iterations):
     p = p0
     for k in range(iterations):
@@ -175,6 +190,15 @@ def test_lstm_cell_states(target):
     args = (rand(rng, m + n, 4 * n, scale=0.5), rand(rng, 4 * n), rand(rng, 5, m), rand(rng, n),
             rand(rng, n))
     check_grad(lstm, args, wrt=(0, 1, 2, 3, 4), target=target)
+
+
+@pytest.mark.parametrize("target", ["python", CPU])
+def test_lstm_cell_as_a_helper_returning_both_states(target):
+    rng = np.random.default_rng(15)
+    n, m = 3, 2
+    args = (rand(rng, m + n, 4 * n, scale=0.5), rand(rng, 4 * n), rand(rng, 4, m), rand(rng, n),
+            rand(rng, n))
+    check_grad(lstm_with_cell_helper, args, wrt=(0, 1, 2, 3, 4), target=target)
 
 
 @pytest.mark.parametrize("target", ["python", CPU])
