@@ -34,7 +34,8 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "reduce_min", "reduce_prod", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
                  "prod_adjoint",
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
-                 "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages"]
+                 "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
+                 "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at"]
 
 
 def cache_dir():

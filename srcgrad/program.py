@@ -177,6 +177,7 @@ class ModuleBuilder:
         import copy as _copy
         body_copy = _copy.deepcopy(unit.body)
         transformer.body = body_copy
+        transformer.precision = self.precision
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):

@@ -60,6 +60,61 @@ def push_int(tape, top, value):
     return tape, top + 1
 
 
+def count_snapshot(total, snapshots, array, may_be_unset):
+    """Bytes kept by array snapshots (see transform.py) once ``array`` is copied too; a clear
+    MemoryError past SRCGRAD_MAX_TAPE_BYTES, as for the tape of scalars. ``array`` must have the
+    shape of the snapshot before it (see :func:`pop_snapshot`)."""
+    if len(snapshots) > 0 and snapshots[-1].shape != array.shape and \
+            not (may_be_unset and len(snapshots) == 1 and snapshots[-1].size == 0):
+        raise ValueError(SHAPE_CHANGE)
+    total += array.nbytes
+    if total > MAX_TAPE_BYTES:
+        raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
+                          "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
+                          "size or raise the limit")
+    return total
+
+
+def pop_snapshot(snapshots, current, may_be_unset):
+    """The snapshot pushed last, which must have ``current``'s shape: the adjoint arrays have one
+    shape per variable, so an array whose shape changes from one iteration to the next is refused
+    here rather than differentiated wrongly. ``may_be_unset``: the bottom snapshot may be the empty
+    placeholder of a variable first assigned inside the loop."""
+    old = snapshots.pop()
+    if old.shape != current.shape and not (may_be_unset and len(snapshots) == 0 and old.size == 0):
+        raise ValueError(SHAPE_CHANGE)
+    return old
+
+
+def snapshot_buffer(array, count):
+    """Room for ``count`` snapshots of ``array``: one allocation at the entry of a loop."""
+    if count * array.nbytes > MAX_TAPE_BYTES:
+        raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
+                          "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
+                          "size or raise the limit")
+    return np.empty((max(count, 0),) + array.shape, array.dtype)
+
+
+def push_snapshot(buffer, top, array):
+    """Copy ``array`` into row ``top`` of a snapshot buffer; returns the next free row."""
+    if array.shape != buffer.shape[1:]:
+        raise ValueError(SHAPE_CHANGE)
+    buffer[top] = array
+    return top + 1
+
+
+def snapshot_at(buffer, top, current):
+    """Row ``top`` of a snapshot buffer; ``current`` (the value it replaces) must have its shape."""
+    if current.shape != buffer.shape[1:]:
+        raise ValueError(SHAPE_CHANGE)
+    return buffer[top]
+
+
+SHAPE_CHANGE = ("srcgrad: an array variable rebound in a loop changes shape from one assignment to "
+                "the next; the reverse sweep supports one shape per variable: use a new name for the "
+                "value of the new shape")
+
+
 def range_length(start, stop, step):
     """len(range(start, stop, step)) without building the range."""
     if step > 0:

@@ -316,6 +316,11 @@ def push_int(tape, top, value):
 
 
 new_float_tape = _helper(runtime.new_float_tape)
+count_snapshot = numba.njit(cache=True)(runtime.count_snapshot)
+pop_snapshot = numba.njit(cache=True)(runtime.pop_snapshot)
+snapshot_buffer = numba.njit(cache=True)(runtime.snapshot_buffer)
+push_snapshot = numba.njit(cache=True)(runtime.push_snapshot)
+snapshot_at = numba.njit(cache=True)(runtime.snapshot_at)
 new_int_tape = _helper(runtime.new_int_tape)
 range_length = _helper(runtime.range_length)
 _range_continues = _helper(runtime._range_continues)
