@@ -350,8 +350,12 @@ class Flattener:
     def statement(self, stmt):
         if isinstance(stmt, ast.Pass):
             return []
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):     # print(...)
+            return self.print_call(stmt)
         if isinstance(stmt, ast.Expr):       # docstring
             return []
+        if isinstance(stmt, ast.Assert):
+            return self.assertion(stmt)
         if isinstance(stmt, ast.AnnAssign):
             if stmt.value is None:
                 return []
@@ -387,6 +391,26 @@ class Flattener:
             pre, atom = self.atom(value, stmt)
             return pre + [ast.copy_location(ast.Return(value=atom), stmt)]
         raise self.fsrc.error(stmt, f"unsupported statement {type(stmt).__name__}")
+
+    def print_call(self, stmt):
+        """``print(a, "text", b)``: kept as a statement of the primal (the forward sweep runs it)."""
+        pre, atoms = [], []
+        for arg in stmt.value.args:
+            p, atom = self.atom(arg, stmt)
+            pre += p
+            atoms.append(atom)
+        call = ast.Call(func=name_load("print"), args=atoms, keywords=[])
+        call.callee = print
+        return pre + [ast.copy_location(ast.Expr(value=call), stmt)]
+
+    def assertion(self, stmt):
+        """``assert test, "message"``: checked in the primal (and the forward sweep), not
+        differentiated. Without a message, the error names the user's file, line and source."""
+        pre, test = self.atom(stmt.test, stmt)
+        message = stmt.msg.value if stmt.msg is not None else \
+            f"{self.fsrc.filename}:{stmt.lineno}: {self.fsrc.line_text(stmt.lineno)}"
+        new = ast.Assert(test=test, msg=ast.Constant(message))
+        return pre + [ast.copy_location(new, stmt)]
 
     def assignment(self, stmt):
         value = stmt.value
@@ -713,10 +737,8 @@ def _as_constant(value):
             return ast.Constant(bool(value))
         if isinstance(value, (int, np.integer)):
             return ast.Constant(int(value))
-        value = float(value)
-        if math.isfinite(value):
-            return ast.Constant(value)
-        return None
+        # np.inf / math.inf / np.nan too: generated code spells them 1e1000 and (1e1000-1e1000)
+        return ast.Constant(float(value))
     return None
 
 

@@ -131,6 +131,8 @@ class ReverseTransformer:
     def statement(self, stmt, depth):
         if isinstance(stmt, ast.Pass):          # an emptied branch (`y = y` was dropped)
             return [], []
+        if isinstance(stmt, (ast.Assert, ast.Expr)):    # assert / print: the primal only
+            return [stmt], []
         if isinstance(stmt, ast.Assign):
             return self.assignment(stmt, depth)
         if isinstance(stmt, ast.If):

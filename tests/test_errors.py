@@ -154,7 +154,7 @@ def u_del(x):
 
 
 def u_assert(x):
-    assert x > 0.0  # BAD
+    assert x > 0.0, f"{x} is negative"  # BAD
     return x * x
 
 
