@@ -52,6 +52,8 @@ class Analysis:
 def constant_kind(value):
     if value is None:
         return K.NONE
+    if isinstance(value, str):          # a string argument of a call (mode="constant")
+        return K.Kind("str")
     if isinstance(value, bool):
         return K.BOOL
     if isinstance(value, int):
@@ -200,6 +202,11 @@ class KindInference:
         known = BUILTIN_KINDS.get(_safe_key(callee))
         if known is not None:
             return known(*args, **kw_values)
+        if any(isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+               for arg in list(node.args) + [kw.value for kw in node.keywords]):
+            raise self.fsrc.error(stmt, f"a string argument to `{ast.unparse(node.func)}` is not "
+                                  "supported (strings are accepted by NumPy functions with "
+                                  "derivative rules)", "string argument")
         result = self.helper_kind(callee, args, node, stmt)
         self.a.helper_kinds[id(node)] = result
         return result

@@ -150,14 +150,29 @@ def _check_target(fsrc, stmt, target):
                      "and array elements/slices `a[i] = ...`)", "assignment target")
 
 
+def _string_arguments(expr):
+    """String literals passed straight to a call (``astype("float32")``, ``mode="constant"``):
+    non-differentiable constants of the call, for the rule (or NumPy) to read."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            for arg in list(node.args) + [kw.value for kw in node.keywords]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(id(arg))
+    return found
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
+    strings = _string_arguments(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
             continue
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) in strings:
+            continue
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "
                              "(string/complex work cannot be differentiated)", "string constant")

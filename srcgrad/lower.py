@@ -31,6 +31,11 @@ def lower(stmts, analysis):
                     all(not analysis.kind(a).is_array for a in node.args):
                 new = ast.Call(func=ast.Name(id="clip_scalar", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)
+            if callee is np.dot and analysis is not None and \
+                    not all(analysis.kind(a).is_array for a in node.args):
+                # np.dot with a scalar operand is a product (Numba's np.dot takes arrays only)
+                return ast.copy_location(ast.BinOp(left=node.args[0], op=ast.Mult(),
+                                                   right=node.args[1]), node)
             if callee is np.reshape:
                 new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)

@@ -17,6 +17,7 @@ annotated with the Python object it calls (``node.callee``).
 """
 import ast
 import builtins
+import inspect
 import math
 import types
 
@@ -636,6 +637,9 @@ class Flattener:
         args = list(expr.args)
         keywords = list(expr.keywords)
         callee = None
+        if isinstance(func, ast.Attribute) and self._is_local_object(func.value) and \
+                func.attr == "squeeze":
+            return self.squeeze(expr, stmt)
         if isinstance(func, ast.Attribute) and self._is_local_object(func.value):
             method = ARRAY_METHODS.get(func.attr)
             if method is None:
@@ -659,6 +663,13 @@ class Flattener:
                 callee = self.fsrc.resolve(func)
             except KeyError as exc:
                 raise self.fsrc.error(expr, f"name {exc.args[0]!r} is not defined", "unknown name") from None
+        args, keywords = _keywords_as_positions(callee, args, keywords)
+        if callee is np.transpose:
+            axes = args[1:] + [kw.value for kw in keywords if kw.arg == "axes"]
+            if axes and not (isinstance(axes[0], ast.Tuple) and all(
+                    isinstance(e, ast.Constant) and type(e.value) is int for e in axes[0].elts)):
+                raise self.fsrc.error(expr, "the axes of a transpose must be a tuple of constants",
+                                      "transpose axes")
         pre, atoms = [], []
         for arg in args:
             p, atom = self.call_argument(arg, stmt)
@@ -666,7 +677,10 @@ class Flattener:
             atoms.append(atom)
         kws = []
         for kw in keywords:
-            p, atom = self.call_argument(kw.value, stmt)
+            if kw.arg == "dtype":          # dtype="float32" -> np.float32
+                p, atom = self.dtype_argument([kw.value], [], stmt)
+            else:
+                p, atom = self.call_argument(kw.value, stmt)
             pre += p
             kws.append(ast.keyword(arg=kw.arg, value=atom))
         node = ast.Call(func=func_expression(callee, func), args=atoms, keywords=kws)
@@ -687,12 +701,49 @@ class Flattener:
         return self.atom(arg, stmt)
 
     def dtype_argument(self, args, keywords, stmt):
-        if args:
-            return self.call_argument(args[0], stmt)
-        for kw in keywords:
-            if kw.arg == "dtype":
-                return self.call_argument(kw.value, stmt)
-        raise self.fsrc.error(stmt, "astype() needs a dtype", "astype")
+        value = args[0] if args else next((kw.value for kw in keywords if kw.arg == "dtype"), None)
+        if value is None:
+            raise self.fsrc.error(stmt, "astype() needs a dtype", "astype")
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            # a dtype by name ("float32"): the NumPy scalar type, which Numba also understands
+            try:
+                dtype = np.dtype(value.value).type
+            except TypeError:
+                raise self.fsrc.error(stmt, f"unknown dtype {value.value!r}", "dtype") from None
+            return [], func_expression(dtype, value)
+        return self.call_argument(value, stmt)
+
+    def squeeze(self, expr, stmt):
+        """``x.squeeze(axis=k)`` -> ``assert x.shape[k] == 1; x[:, ..., 0]`` (k constant, >= 0).
+
+        Without an axis, the result's number of dimensions depends on the run-time shape, and
+        srcgrad's generated code is specialized on it: that is refused."""
+        axis = expr.args[0] if expr.args else next(
+            (kw.value for kw in expr.keywords if kw.arg == "axis"), None)
+        if axis is None:
+            raise self.fsrc.error(expr, "`.squeeze()` without an axis: the number of dimensions of "
+                                  "its result depends on the run-time shape; write `.squeeze(axis=k)` "
+                                  "or index (`x[:, 0]`)", "squeeze without axis")
+        axes = axis.elts if isinstance(axis, ast.Tuple) else [axis]
+        if not all(isinstance(a, ast.Constant) and type(a.value) is int and a.value >= 0 for a in axes):
+            raise self.fsrc.error(expr, "`.squeeze(axis)` needs constant non-negative axes",
+                                  "squeeze axis")
+        squeezed = sorted({a.value for a in axes})
+        pre, base = self.atom(expr.func.value, stmt, want_name=True)
+        shape = self.names.fresh("t")
+        pre.append(assign(shape, ast.Attribute(value=name_load(base.id), attr="shape", ctx=ast.Load()), stmt))
+        for k in squeezed:
+            size, ok = self.names.fresh("t"), self.names.fresh("t")
+            pre.append(assign(size, ast.Subscript(value=name_load(shape), slice=ast.Constant(k),
+                                                  ctx=ast.Load()), stmt))
+            pre.append(assign(ok, ast.Compare(left=name_load(size), ops=[ast.Eq()],
+                                              comparators=[ast.Constant(1)]), stmt))
+            message = f"{self.fsrc.filename}:{stmt.lineno}: cannot squeeze axis {k}: its size is not 1"
+            pre.append(ast.copy_location(ast.Assert(test=name_load(ok), msg=ast.Constant(message)), stmt))
+        index = [ast.Constant(0) if k in squeezed else ast.Slice(lower=None, upper=None, step=None)
+                 for k in range(squeezed[-1] + 1)]
+        index = index[0] if len(index) == 1 else ast.Tuple(elts=index, ctx=ast.Load())
+        return pre, ast.Subscript(value=name_load(base.id), slice=index, ctx=ast.Load())
 
     def _is_local_object(self, node):
         root = node
@@ -727,6 +778,43 @@ class Flattener:
         if constant is not None:
             return ast.copy_location(constant, node)
         return None
+
+
+def _keywords_as_positions(callee, args, keywords):
+    """Keyword arguments named as NumPy names them (``np.clip(x, a_min=0, a_max=1)``) become
+    positional when the derivative rule's template calls that parameter differently: the
+    template's parameters follow the function's positional order."""
+    from . import rules
+    rule = rules.lookup(callee) if _hashable(callee) else None
+    if not isinstance(rule, rules.Rule) or not keywords:
+        return args, keywords
+    template = rule.params[1:]          # after `result`
+    try:
+        names = [p.name for p in inspect.signature(callee).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return args, keywords
+    args, keywords = list(args), list(keywords)
+    moved = True
+    while moved:
+        moved = False
+        for kw in keywords:
+            if kw.arg in template or kw.arg not in names:
+                continue
+            if names.index(kw.arg) == len(args) < len(template):
+                args.append(kw.value)
+                keywords.remove(kw)
+                moved = True
+                break
+    return args, keywords
+
+
+def _hashable(obj):
+    try:
+        hash(obj)
+        return True
+    except TypeError:
+        return False
 
 
 def _as_constant(value):

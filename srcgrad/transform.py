@@ -14,6 +14,8 @@ import ast
 import copy
 import operator
 
+import numpy as np
+
 from . import kinds as K
 from . import rules
 from .analyse import BINOPS, operand_names
@@ -315,6 +317,8 @@ class ReverseTransformer:
                                   "differentiated inputs, and srcgrad has no derivative rule for that",
                                   "tuple argument")
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
+        if callee is np.dot and not all(self.a.kind(arg).is_array for arg in call.args):
+            rule = rules.lookup(operator.mul)       # np.dot with a scalar is a product
         if isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
             return []     # the result does not depend on the argument's values
         if rule is not None:
@@ -1012,12 +1016,35 @@ def simplify(expr):
                 return left
             return node
 
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            name = ast.unparse(node.func)
+            if name == "np.argsort" and len(node.args) == 1 and _constant_axes(node.args[0]):
+                # the inverse of a constant permutation (np.transpose's adjoint)
+                axes = node.args[0]
+                if isinstance(axes, ast.Constant):
+                    return ast.Constant(None)
+                order = sorted(range(len(axes.elts)), key=lambda k: axes.elts[k].value)
+                return ast.Tuple(elts=[ast.Constant(k) for k in order], ctx=ast.Load())
+            if name == "np.transpose" and len(node.args) == 2 and \
+                    isinstance(node.args[1], ast.Constant) and node.args[1].value is None:
+                node.args = node.args[:1]
+            return node
+
         def visit_UnaryOp(self, node):
             self.generic_visit(node)
             if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and _number(node.operand):
                 return ast.Constant(-node.operand.value)
             return node
     return Simplify().visit(expr)
+
+
+def _constant_axes(node):
+    """None or a tuple of int constants."""
+    if isinstance(node, ast.Constant):
+        return node.value is None
+    return isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) and type(e.value) is int
+                                               for e in node.elts)
 
 
 def _number(node):

@@ -108,3 +108,93 @@ def print_with_keywords(x):
 def test_print_with_keywords_is_refused():
     with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*print"):
         srcgrad.grad(print_with_keywords, target="python")(1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Keyword and string arguments, .squeeze(axis), np.dot with a scalar, transpose axes
+# ------------------------------------------------------------------------------------------------
+
+def clip_keywords(x, w):
+    a = np.clip(x, a_min=-0.5, a_max=0.8)
+    b = np.clip(x * w, a_max=1.0, a_min=0.0)          # NumPy's names, in any order
+    c = np.transpose(x, axes=(1, 0))
+    return np.sum(a * w) + np.sum(b) + np.sum(np.sum(c, axis=0) ** 2)
+
+
+def test_keyword_arguments_named_as_numpy_names_them(target):
+    rng = np.random.default_rng(2)
+    check_grad(clip_keywords, (rand(rng, 3, 4), rand(rng, 3, 4)), wrt=(0, 1), target=target)
+
+
+def transposes(x):
+    y = x.reshape(2, 3, 4)
+    z = np.transpose(y, (2, 0, 1)) * np.arange(24.0).reshape(4, 2, 3)
+    m = x.transpose(1, 0)
+    return np.sum(np.sin(z)) + np.sum(m * m.T.T) + np.sum(x.T @ x.transpose().T)
+
+
+def test_transpose_with_axes(target):
+    rng = np.random.default_rng(3)
+    check_grad(transposes, (rand(rng, 6, 4),), target=target)
+
+
+def transpose_variable_axes(x, order):
+    return np.sum(np.transpose(x, order))
+
+
+def test_transpose_with_non_constant_axes_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*axes"):
+        srcgrad.grad(transpose_variable_axes, target="python")(np.ones((2, 3)), (1, 0))
+
+
+def strings_and_squeeze(x, w):
+    col = (x @ w[:, None]).squeeze(axis=1)             # (n, 1) -> (n,)
+    row = x[:1].squeeze(0)
+    y = x.astype("float64") * 2.0 + np.zeros(x.shape, dtype="float64")
+    return np.sum(np.tanh(col)) + np.sum(row ** 3) + np.sum(y * y)
+
+
+def test_string_arguments_and_squeeze(target):
+    rng = np.random.default_rng(4)
+    check_grad(strings_and_squeeze, (rand(rng, 3, 4), rand(rng, 4)), wrt=(0, 1), target=target)
+
+
+def squeeze_wrong_axis(x):
+    return np.sum(x.squeeze(axis=0))
+
+
+def squeeze_no_axis(x):
+    return np.sum(x.squeeze())
+
+
+def test_squeeze_checks_its_axis():
+    f = srcgrad.grad(squeeze_wrong_axis, target="python")
+    np.testing.assert_allclose(f(np.ones((1, 3))), np.ones((1, 3)))
+    with pytest.raises(AssertionError, match=r"test_constructs_real.py:\d+: cannot squeeze axis 0"):
+        f(np.ones((2, 3)))
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"squeeze\(\)` without an axis"):
+        srcgrad.grad(squeeze_no_axis, target="python")(np.ones((1, 3)))
+
+
+def string_to_helper_inner(x, mode):
+    return x
+
+
+def string_to_helper(x):
+    return string_to_helper_inner(x, "constant") * 2.0
+
+
+def test_string_argument_to_a_helper_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"string argument"):
+        srcgrad.grad(string_to_helper, target="python")(1.0)
+
+
+def dot_with_scalar(x, s):
+    a = np.dot(2.0, x)
+    b = np.dot(x, s)
+    return np.sum(a * b) + np.dot(s, s) + np.dot(x[:, 0], x)[1]
+
+
+def test_dot_with_a_scalar(target):
+    rng = np.random.default_rng(5)
+    check_grad(dot_with_scalar, (rand(rng, 3, 2), 0.7), wrt=(0, 1), target=target)
