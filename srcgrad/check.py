@@ -15,6 +15,7 @@ ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For,
 # Expressions the transformer understands.
 ALLOWED_EXPRESSIONS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
                        ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple,
+                       ast.List,      # list literals are values like tuples (normalize.py)
                        ast.keyword, ast.Load, ast.Store, ast.operator, ast.unaryop, ast.boolop,
                        ast.cmpop, ast.expr_context)
 

@@ -663,6 +663,13 @@ class Flattener:
                 callee = self.fsrc.resolve(func)
             except KeyError as exc:
                 raise self.fsrc.error(expr, f"name {exc.args[0]!r} is not defined", "unknown name") from None
+        if callee is sum and len(args) in (1, 2) and not keywords and isinstance(args[0], ast.Tuple):
+            # sum([a, b, c]) -> a + b + c (plus the start value when given)
+            total = args[1] if len(args) == 2 else None
+            for elt in args[0].elts:
+                total = elt if total is None else ast.copy_location(
+                    ast.BinOp(left=total, op=ast.Add(), right=elt), expr)
+            return self.operation(total if total is not None else ast.Constant(0), stmt)
         args, keywords = _keywords_as_positions(callee, args, keywords)
         if callee is np.transpose:
             axes = args[1:] + [kw.value for kw in keywords if kw.arg == "axes"]
@@ -850,6 +857,41 @@ def _copy(node):
     return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
 
 
+def _literal_lists(body):
+    """List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
+    ``x[0, 2]``) becomes ``x[np.array((0, 2))]``; the rows of a nested literal in
+    ``np.array([[a, b], [c, d]])`` become arrays of their own (stacked)."""
+    def as_array(node):
+        elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e for e in node.elts]
+        call = ast.Call(func=ast.Attribute(value=name_load("np"), attr="array", ctx=ast.Load()),
+                        args=[ast.Tuple(elts=elts, ctx=ast.Load())], keywords=[])
+        call.callee = np.array
+        for sub in ast.walk(call):
+            if not hasattr(sub, "lineno"):
+                ast.copy_location(sub, node)
+        return call
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Subscript(self, node):
+            self.generic_visit(node)
+            if isinstance(node.slice, ast.List):
+                node.slice = as_array(node.slice)
+            elif isinstance(node.slice, ast.Tuple):
+                node.slice.elts = [as_array(e) if isinstance(e, ast.List) else e for e in node.slice.elts]
+            return node
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            name = ast.unparse(node.func)
+            if name in ("np.array", "np.asarray", "numpy.array", "numpy.asarray") and node.args and \
+                    isinstance(node.args[0], (ast.List, ast.Tuple)):
+                first = node.args[0]
+                first.elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e
+                              for e in first.elts]
+            return node
+    return [Rewrite().visit(stmt) for stmt in body]
+
+
 def _lists_to_tuples(body):
     """The only list literals check.py lets through are the array sequences of
     np.concatenate/np.stack: the same call with a tuple."""
@@ -875,6 +917,7 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
+    body = _literal_lists(body)
     _lists_to_tuples(body)
     desugared = JumpDesugarer(names, ast.FunctionDef(name=fn.name, args=fn.args, body=body,
                                                      decorator_list=[], returns=None)).run(

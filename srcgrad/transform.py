@@ -303,8 +303,20 @@ class ReverseTransformer:
             return self.accumulate(base, name_load(self.adj(name)), self.a.kind(base), False, stmt,
                                    fresh=False)
         helper = rules.TUPLE_ARGUMENT_RULES.get(callee) if _hashable(callee) else None
+        if callee is np.array or callee is np.asarray:
+            if call.args and isinstance(call.args[0], ast.Tuple):
+                # a literal: its elements stacked along axis 0
+                return self.tuple_argument(stmt, name, call, "stack_part", axis=ast.Constant(0))
+            elif call.args and self.a.kind(call.args[0]).cls == "tuple":
+                return self.tuple_variable_argument(stmt, name, call, "stack_part", axis=ast.Constant(0))
+            elif call.args and self.a.is_active(call.args[0]):    # a copy of an array
+                return self.accumulate(call.args[0], name_load(self.adj(name)),
+                                       self.a.kind(call.args[0]), False, stmt)
         if helper is not None and call.args and isinstance(call.args[0], ast.Tuple):
             return self.tuple_argument(stmt, name, call, helper)
+        if helper is not None and call.args and isinstance(call.args[0], ast.Name) and \
+                self.a.kind(call.args[0]).cls == "tuple":
+            return self.tuple_variable_argument(stmt, name, call, helper)
         elements = [e for arg in call.args if isinstance(arg, ast.Tuple) for e in arg.elts]
         active_args = [arg for arg in list(call.args) + elements if self.a.is_active(arg)] + \
                       [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
@@ -353,10 +365,10 @@ class ReverseTransformer:
                 position += 1
         return out
 
-    def tuple_argument(self, stmt, name, call, helper):
+    def tuple_argument(self, stmt, name, call, helper, axis=None):
         """np.concatenate((a, b), axis) / np.stack(...): each active part gets its slice back."""
         parts = call.args[0]
-        axis = call.args[1] if len(call.args) > 1 else next(
+        axis = axis if axis is not None else call.args[1] if len(call.args) > 1 else next(
             (kw.value for kw in call.keywords if kw.arg == "axis"), ast.Constant(0))
         out = []
         for k, element in enumerate(parts.elts):
@@ -368,6 +380,27 @@ class ReverseTransformer:
             args.append(copy.deepcopy(axis))
             part = ast.Call(func=name_load(helper), args=args, keywords=[])
             out += self.accumulate(element, part, self.a.kind(element), False, stmt, fresh=False)
+        return out
+
+    def tuple_variable_argument(self, stmt, name, call, helper, axis=None):
+        """np.concatenate(parts) / np.stack(parts) of a tuple (or list) variable: component k's
+        adjoint (``_adj_parts_k``) gets its slice back."""
+        parts = call.args[0]
+        if not self.a.is_active(parts):
+            return []
+        axis = axis if axis is not None else call.args[1] if len(call.args) > 1 else next(
+            (kw.value for kw in call.keywords if kw.arg == "axis"), ast.Constant(0))
+        out = []
+        for k, item in enumerate(self.a.kind(parts).items):
+            if not item.is_float:
+                continue
+            args = [name_load(self.adj(name)), ast.Constant(k)]
+            if helper == "concat_part":
+                args.append(name_load(parts.id))
+            args.append(copy.deepcopy(axis))
+            part = ast.Call(func=name_load(helper), args=args, keywords=[])
+            target = name_store(f"{self.adj(parts.id)}_{k}")
+            out.append(ast.copy_location(ast.AugAssign(target=target, op=ast.Add(), value=part), stmt))
         return out
 
     def apply_rule(self, rule, name, args, keywords, stmt, label):

@@ -198,3 +198,71 @@ def dot_with_scalar(x, s):
 def test_dot_with_a_scalar(target):
     rng = np.random.default_rng(5)
     check_grad(dot_with_scalar, (rand(rng, 3, 2), 0.7), wrt=(0, 1), target=target)
+
+
+# ------------------------------------------------------------------------------------------------
+# List and tuple literals as values
+# ------------------------------------------------------------------------------------------------
+
+def array_of_scalars(x, s):
+    a = x[0] * s
+    v = np.array([a, 2.0 * a, 3, s * s])               # an int among floats
+    m = np.array([[a, s], [s * a, 1.0]])               # nested: rows stacked
+    return np.sum(v * np.arange(4.0)) + np.sum(m @ m)
+
+
+def test_array_of_scalars(target):
+    check_grad(array_of_scalars, (np.array([0.4, -1.1]), 0.8), wrt=(0, 1), target=target)
+
+
+def array_of_arrays(x, w):
+    m = np.array([x, 2.0 * w, np.sin(x)])              # (3, n): stacked
+    t = np.asarray((w, x * w))
+    return np.sum(m ** 2 * np.arange(3.0)[:, None]) + np.sum(t[1] * t[0])
+
+
+def test_array_of_arrays(target):
+    rng = np.random.default_rng(6)
+    check_grad(array_of_arrays, (rand(rng, 4), rand(rng, 4)), wrt=(0, 1), target=target)
+
+
+def sum_of_literals(x, s):
+    return np.sum(sum([x, 2.0 * x, x * x])) + sum((s, s * s), 1.0) + sum([s])
+
+
+def test_sum_of_a_literal():
+    rng = np.random.default_rng(7)
+    check_grad(sum_of_literals, (rand(rng, 2, 3), 0.6), wrt=(0, 1), target="python")
+
+
+def fancy_index_literal(x):
+    rows = x[[0, 2, 0]]                                # repeated index: adjoints add up
+    return np.sum(rows ** 2) + np.sum(x[[1]] * 3.0)
+
+
+def test_fancy_index_with_a_literal_list(target):
+    rng = np.random.default_rng(8)
+    check_grad(fancy_index_literal, (rand(rng, 3, 2),), target=target)
+
+
+def list_variables(x, s):
+    pieces = [x, x * 2.0]
+    scalars = [s, s * x[0]]
+    pair = (np.sin(x), x)
+    return np.sum(np.concatenate(pieces) ** 2) + np.sum(np.array(scalars) ** 3) + \
+        np.sum(np.stack(pair) * np.arange(2.0)[:, None]) + np.sum(np.array(pieces)[1])
+
+
+def test_list_and_tuple_variables():
+    rng = np.random.default_rng(9)
+    check_grad(list_variables, (rand(rng, 3), 0.3), wrt=(0, 1), target="python")
+
+
+def copies(x):
+    y = np.array(x)
+    y[0] = 0.0                                         # a copy: x is untouched
+    return np.sum(y * x) + np.sum(np.asarray(x) ** 2)
+
+
+def test_np_array_of_an_array_copies(target):
+    check_grad(copies, (np.array([0.5, -0.3, 1.2]),), target=target)

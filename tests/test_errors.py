@@ -175,7 +175,7 @@ def u_dict(x):
 
 
 def u_list_literal(x):
-    values = [x, x]  # BAD
+    values = [x, x] * 2  # BAD
     return x
 
 
