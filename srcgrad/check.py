@@ -10,11 +10,12 @@ from .parse import FunctionSource
 
 # Statements the transformer understands.
 ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
-                      ast.Break, ast.Continue, ast.Return, ast.Pass, ast.Expr)
+                      ast.Break, ast.Continue, ast.Return, ast.Pass, ast.Expr, ast.Assert)
 
 # Expressions the transformer understands.
 ALLOWED_EXPRESSIONS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
                        ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple,
+                       ast.List,      # list literals are values like tuples (normalize.py)
                        ast.keyword, ast.Load, ast.Store, ast.operator, ast.unaryop, ast.boolop,
                        ast.cmpop, ast.expr_context)
 
@@ -27,7 +28,7 @@ CONSTRUCT_NAMES = {
     ast.Await: "await", ast.Global: "global statement", ast.Nonlocal: "nonlocal statement",
     ast.ClassDef: "class definition", ast.FunctionDef: "nested function definition",
     ast.AsyncFunctionDef: "async function", ast.Delete: "del", ast.Raise: "raise",
-    ast.Assert: "assert", ast.Import: "import", ast.ImportFrom: "import", ast.JoinedStr: "f-string",
+    ast.Import: "import", ast.ImportFrom: "import", ast.JoinedStr: "f-string",
     ast.List: "list literal", ast.Dict: "dict literal", ast.Set: "set literal",
     ast.Starred: "starred expression", ast.NamedExpr: "walrus assignment (:=)",
     ast.Match: "match statement", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
@@ -56,6 +57,10 @@ def _sequence_lists(expr):
             if name in SEQUENCE_CALLS:
                 lists.add(id(node.args[0]))
     return lists
+
+
+def _is_print(call):
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print"
 
 
 def construct_name(node):
@@ -92,8 +97,25 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.Expr):
         if _is_docstring(stmt):
             return
+        if _is_print(stmt.value):
+            # print(...) runs in the primal (the forward sweep) only; Numba prints positional
+            # values and string literals
+            if stmt.value.keywords:
+                raise fsrc.error(stmt, "print() with keyword arguments (sep=, end=, file=) is not "
+                                 "supported", "print keywords")
+            for arg in stmt.value.args:
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    _check_expression(fsrc, arg)
+            return
         raise fsrc.error(stmt, "an expression used as a statement has no effect srcgrad can "
                          "differentiate (calls for side effects are not supported)", "expression statement")
+    if isinstance(stmt, ast.Assert):
+        # checked in the primal (forward sweep), never differentiated
+        if stmt.msg is not None and not (isinstance(stmt.msg, ast.Constant) and
+                                         isinstance(stmt.msg.value, str)):
+            raise fsrc.error(stmt, "an assert message must be a string literal", "assert message")
+        _check_expression(fsrc, stmt.test)
+        return
     if isinstance(stmt, (ast.Break, ast.Continue)) and loop_depth == 0:
         raise fsrc.error(stmt, f"'{type(stmt).__name__.lower()}' outside a loop", "break/continue")
     if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
@@ -139,8 +161,21 @@ def _check_target(fsrc, stmt, target):
                      "and array elements/slices `a[i] = ...`)", "assignment target")
 
 
+def _string_arguments(expr):
+    """String literals passed straight to a call (``astype("float32")``, ``mode="constant"``):
+    non-differentiable constants of the call, for the rule (or NumPy) to read."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            for arg in list(node.args) + [kw.value for kw in node.keywords]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(id(arg))
+    return found
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
+    strings = _string_arguments(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
             continue
@@ -150,6 +185,8 @@ def _check_expression(fsrc, expr):
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) in strings:
+            continue
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "
                              "(string/complex work cannot be differentiated)", "string constant")

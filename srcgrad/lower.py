@@ -31,6 +31,36 @@ def lower(stmts, analysis):
                     all(not analysis.kind(a).is_array for a in node.args):
                 new = ast.Call(func=ast.Name(id="clip_scalar", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)
+            if callee is np.dot and analysis is not None and \
+                    not all(analysis.kind(a).is_array for a in node.args):
+                # np.dot with a scalar operand is a product (Numba's np.dot takes arrays only)
+                return ast.copy_location(ast.BinOp(left=node.args[0], op=ast.Mult(),
+                                                   right=node.args[1]), node)
+            if (callee is np.array or callee is np.asarray) and analysis is not None and node.args:
+                items = node.args[0]
+                item_kinds = analysis.kind(items).items if analysis.kind(items).cls == "tuple" else ()
+                if item_kinds and all(k.is_array for k in item_kinds):
+                    # a literal of arrays: Numba's np.array takes scalars only, np.stack arrays
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="stack", ctx=ast.Load()),
+                                   args=[items], keywords=[])
+                    return ast.copy_location(new, node)
+                if isinstance(items, ast.Tuple):
+                    # one element type for Numba: ints among floats become floats
+                    kinds = [analysis.kind(e) for e in items.elts]
+                    if any(k.cls == "float" for k in kinds):
+                        items.elts = [e if k.cls == "float" else
+                                      (ast.Constant(float(e.value)) if isinstance(e, ast.Constant) else
+                                       ast.Call(func=ast.Name(id="float", ctx=ast.Load()), args=[e],
+                                                keywords=[]))
+                                      for e, k in zip(items.elts, kinds)]
+                elif analysis.kind(items).is_array:
+                    # np.array(a) copies (Numba's np.array takes sequences of scalars only)
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="copy" if callee is np.array else "asarray",
+                                                      ctx=ast.Load()),
+                                   args=[items], keywords=[])
+                    return ast.copy_location(new, node)
             if callee is np.reshape:
                 new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)

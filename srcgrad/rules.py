@@ -426,6 +426,8 @@ def _matmul_kind(a, b):
 
 
 def _dot_kind(a, b):
+    if not (a.is_array and b.is_array):     # np.dot with a scalar: a product (see scalar_dot)
+        return elementwise_kind(a, b)
     # np.dot of N-d arrays pairs every row of ``a`` with every stack of ``b`` (result ndim
     # a.ndim + b.ndim - 2): a different product, which this rule does not differentiate.
     for operand in (a, b):
@@ -479,9 +481,11 @@ def min_(result, x, axis=None, keepdims=False):
     d[x] += min_adjoint(d[result], x, axis, keepdims)
 
 
-@register_adjoint(np.transpose, kind=same_kind, elementwise=False)
-def transpose(result, x):
-    d[x] += np.transpose(d[result])
+# The axes are constant (normalize refuses others): np.argsort of them is folded into the inverse
+# permutation when the adjoint is generated (transform.simplify): `np.transpose(_adj_y, (1, 2, 0))`.
+@register_adjoint(np.transpose, kind=lambda x, axes=None: x, elementwise=False)
+def transpose(result, x, axes=None):
+    d[x] += np.transpose(d[result], np.argsort(axes))
 
 
 def _reshape_kind(x, shape=None, *rest, **kw):

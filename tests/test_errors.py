@@ -154,7 +154,7 @@ def u_del(x):
 
 
 def u_assert(x):
-    assert x > 0.0  # BAD
+    assert x > 0.0, f"{x} is negative"  # BAD
     return x * x
 
 
@@ -175,7 +175,7 @@ def u_dict(x):
 
 
 def u_list_literal(x):
-    values = [x, x]  # BAD
+    values = [x, x] * 2  # BAD
     return x
 
 
