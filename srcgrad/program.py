@@ -15,7 +15,8 @@ from .analyse import analyse
 from .check import check_function
 from .errors import SrcgradError
 from .normalize import normalize
-from .parse import read_function, unwrap_function
+from .parse import SourceFunction, read_function, unwrap_function
+from .static import is_library_function
 from .transform import ReverseTransformer
 from . import codegen
 from . import rules
@@ -23,8 +24,21 @@ from .lower import cast_float_literals, lower_for_cpu, lower
 
 
 def is_helper(callee):
-    return isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
-                                                      isinstance(callee.py_func, types.FunctionType))
+    """A user function whose source srcgrad transforms. NumPy/SciPy functions written in Python
+    (``np.eye``, ``scipy.special.logsumexp``) are library calls: they need a derivative rule."""
+    if isinstance(callee, SourceFunction):
+        return True
+    if not (isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
+                                                       isinstance(callee.py_func, types.FunctionType))):
+        return False
+    return not is_library_function(callee)
+
+
+def _differentiable(unit, kinds):
+    """The parameters a helper's adjoint differentiates: its float ones, except the hidden
+    parameters static.py added for module data and closure variables (constants of the call)."""
+    hidden = getattr(unit.func, "hidden", ())
+    return [p for p, k in zip(unit.params, kinds) if k.is_float and p not in hidden]
 
 
 class FunctionUnit:
@@ -131,7 +145,7 @@ class ModuleBuilder:
             if len(kinds) != len(unit.params):
                 raise SrcgradError(f"{unit.func.__name__} takes {len(unit.params)} arguments, "
                                    f"called with {len(kinds)}")
-            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
+            wrt = _differentiable(unit, kinds)
             for stmt in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Subscript) and \
                         stmt.targets[0].value.id in unit.params:
@@ -157,8 +171,7 @@ class ModuleBuilder:
                                           "differentiated code must not modify their array arguments",
                                           "argument mutation")
             kinds = tuple(arg_kinds)
-            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
-            return self.adjoint(callee, kinds, wrt)
+            return self.adjoint(callee, kinds, _differentiable(unit, kinds))
         return adjoint
 
     def adjoint(self, func, kinds, wrt):
@@ -168,7 +181,7 @@ class ModuleBuilder:
             return self.adjoints[key]
         analysis, _ = self.analysis_of(func, kinds)
         self.primal(func, analysis)
-        if tuple(wrt) != tuple(p for p, k in zip(unit.params, kinds) if k.is_float):
+        if tuple(wrt) != tuple(_differentiable(unit, kinds)):
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
         name = self.unique(f"{unit.func.__name__}_adjoint")
         self.adjoints[key] = name
