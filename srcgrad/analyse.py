@@ -192,6 +192,8 @@ class KindInference:
             return K.BOOL
         kw_values = {kw.arg: _constant_or_kind(kw.value, self.a) for kw in node.keywords}
         rule = rules.lookup(callee)
+        if getattr(rule, "literal_args", False):      # constant arguments as their values
+            args = [_constant_or_kind(arg, self.a) for arg in node.args]
         if rule is not None:
             try:
                 return rule.kind(*args, **kw_values)
@@ -256,6 +258,9 @@ BUILTIN_KINDS = {
     np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.concatenate: lambda parts, axis=0, **k: K.array(parts.items[0].ndim),
     np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
+    np.vstack: lambda parts, **k: K.array(max(2, parts.items[0].ndim)),
+    np.eye: lambda *a, **k: K.array(2), np.identity: lambda *a, **k: K.array(2),
+    np.hstack: lambda parts, **k: K.array(parts.items[0].ndim),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),

@@ -37,7 +37,7 @@ if hasattr(ast, "TryStar"):
 
 # Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
 # write ``np.concatenate([a, b])``) and normalized to a tuple.
-SEQUENCE_CALLS = {"concatenate", "stack"}
+SEQUENCE_CALLS = {"concatenate", "stack", "vstack", "hstack"}
 
 
 def _sequence_lists(expr):
@@ -129,10 +129,25 @@ def _check_target(fsrc, stmt, target):
                      "and array elements/slices `a[i] = ...`)", "assignment target")
 
 
+def _string_arguments(expr):
+    """String constants passed directly as call arguments (``np.einsum("ij,j->i", a, v)``,
+    ``mode="constant"``): their function's rule decides what they mean."""
+    strings = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            for arg in list(node.args) + [kw.value for kw in node.keywords]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    strings.add(id(arg))
+    return strings
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
+    strings = _string_arguments(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
+            continue
+        if id(node) in strings:
             continue
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",

@@ -23,6 +23,11 @@ from .lower import cast_float_literals, lower_for_cpu, lower
 
 
 def is_helper(callee):
+    """A user function srcgrad transforms (NumPy's and SciPy's own Python functions never are:
+    they need a rule)."""
+    module = getattr(callee, "__module__", None) or ""
+    if module.split(".")[0] in ("numpy", "scipy"):
+        return False
     return isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
                                                       isinstance(callee.py_func, types.FunctionType))
 
@@ -79,7 +84,8 @@ class ModuleBuilder:
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
-                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                        and rules.library_helper(callee) is None:     # SciPy's run as runtime helpers
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
@@ -106,6 +112,9 @@ class ModuleBuilder:
     # -- kinds of helper calls -------------------------------------------------------------------
     def helper_kind(self, caller_unit):
         def result_kind(callee, arg_kinds, node, stmt):
+            sampling = rules.random_sampling_message(callee)
+            if sampling is not None:
+                raise caller_unit.fsrc.error(stmt, sampling, "random sampling")
             if not is_helper(callee):
                 label = ast.unparse(node.func)
                 raise caller_unit.fsrc.error(
@@ -330,7 +339,7 @@ def helper_sources(func, seen=None):
                 pass
     for name in sorted(names):
         value = namespace.get(name)
-        if is_helper(value):
+        if is_helper(value) and rules.library_helper(value) is None:   # not SciPy's functions
             helper_sources(value, seen)
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)

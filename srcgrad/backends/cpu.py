@@ -864,3 +864,11 @@ def _stack_part_ov(gradient, k, axis):
     if ax == 2 and gradient.ndim == 3:
         return lambda gradient, k, axis: gradient[:, :, k]
     raise numba.core.errors.TypingError("srcgrad: np.stack adjoint supports 2-d and 3-d results")
+
+
+# -- NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS) -------------------------------------
+# Compiled versions live in cpu_library; a helper it does not define is the runtime one, compiled.
+from . import cpu_library as _cpu_library  # noqa: E402
+
+for _name in runtime.LIBRARY_HELPERS:
+    globals()[_name] = getattr(_cpu_library, _name, None) or numba.njit(cache=True)(getattr(runtime, _name))
