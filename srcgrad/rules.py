@@ -1018,8 +1018,14 @@ LIBRARY_CALLS[np.einsum] = "np_einsum"
 
 
 def _tensordot_kind(a, b, axes=2):
-    if isinstance(axes, K.Kind):
-        raise TypeError("np.tensordot: axes must be a constant")
+    if isinstance(axes, K.Kind):         # a pair of tuples of axes (written to temporaries)
+        if not (axes.cls == "tuple" and len(axes.items) == 2
+                and all(item.cls in ("tuple", "int") for item in axes.items)):
+            raise TypeError("np.tensordot: axes must be an int or a pair of (tuples of) ints")
+        count = [len(item.items) if item.cls == "tuple" else 1 for item in axes.items]
+        if count[0] != count[1]:
+            raise TypeError("np.tensordot: the two axis lists differ in length")
+        return K.array(a.ndim + b.ndim - 2 * count[0])
     a_axes, b_axes = _tensordot_axes(a.ndim, b.ndim, axes)
     return K.array(a.ndim + b.ndim - len(a_axes) - len(b_axes))
 

@@ -394,8 +394,8 @@ def diag_adjoint(gradient, x, k):
     """Adjoint of np.diag / np.diagonal: a vector's diagonal matrix back to the vector, a matrix's
     diagonal back onto a zero matrix of the matrix's shape."""
     if np.ndim(x) == 1:
-        return np.diag(gradient, k).copy()
-    out = np.zeros(np.shape(x), np.asarray(gradient).dtype)
+        return _like(np.diag(gradient, k), x)
+    out = np.zeros(np.shape(x), np.asarray(x).dtype)
     n = np.shape(gradient)[0]
     rows = np.arange(n) + max(-k, 0)
     out[rows, rows + k] = gradient
@@ -468,7 +468,7 @@ def pad_adjoint(gradient, x, pad_width):
     """Adjoint of a constant np.pad: the gradient of the original block (the padding is constant)."""
     widths = _pad_widths(pad_width, np.ndim(x))
     index = tuple(slice(int(before), int(before) + size) for (before, _), size in zip(widths, np.shape(x)))
-    return np.asarray(gradient)[index].copy()
+    return _like(np.asarray(gradient)[index], x)
 
 
 def append_part(gradient, arr, values, axis, k):
@@ -504,11 +504,11 @@ def sort_adjoint(gradient, x, axis):
     from (np.argsort, stable, so ties keep their order)."""
     if axis is None:
         order = np.argsort(np.ravel(x), kind="stable")
-        out = np.zeros(np.size(x), np.asarray(gradient).dtype)
+        out = np.zeros(np.size(x), np.asarray(x).dtype)
         out[order] = gradient
         return out.reshape(np.shape(x))
     order = np.argsort(x, axis=axis, kind="stable")
-    out = np.zeros(np.shape(x), np.asarray(gradient).dtype)
+    out = np.zeros(np.shape(x), np.asarray(x).dtype)
     np.put_along_axis(out, order, gradient, axis=axis)
     return out
 
