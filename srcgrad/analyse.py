@@ -198,6 +198,8 @@ class KindInference:
             return K.BOOL
         kw_values = {kw.arg: _constant_or_kind(kw.value, self.a) for kw in node.keywords}
         rule = rules.lookup(callee)
+        if getattr(rule, "literal_args", False):      # constant arguments as their values
+            args = [_constant_or_kind(arg, self.a) for arg in node.args]
         if rule is not None:
             try:
                 return rule.kind(*args, **kw_values)
@@ -299,6 +301,9 @@ BUILTIN_KINDS = {
     np.concatenate: lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)),
     np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
     np.array: _array_kind, np.asarray: _array_kind,
+    np.vstack: lambda parts, **k: K.array(max(2, parts.items[0].ndim)),
+    np.eye: lambda *a, **k: K.array(2), np.identity: lambda *a, **k: K.array(2),
+    np.hstack: lambda parts, **k: K.array(parts.items[0].ndim),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),

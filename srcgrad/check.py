@@ -44,7 +44,7 @@ if hasattr(ast, "TryStar"):
 
 # Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
 # write ``np.concatenate([a, b])``) and normalized to a tuple.
-SEQUENCE_CALLS = {"concatenate", "stack"}
+SEQUENCE_CALLS = {"concatenate", "stack", "vstack", "hstack"}
 
 
 def _sequence_lists(expr):

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .fileio import write_atomic
+from .runtime import LIBRARY_HELPERS
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
@@ -36,6 +37,7 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
                  "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
                  "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at"]
+RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
 
 
 def cache_dir():

@@ -14,6 +14,8 @@ import copy
 
 import numpy as np
 
+from . import rules
+
 REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
               np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
 
@@ -63,6 +65,12 @@ def lower(stmts, analysis):
                     return ast.copy_location(new, node)
             if callee is np.reshape:
                 new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
+                return ast.copy_location(new, node)
+            library = rules.library_helper(callee) if callee is not None else None
+            if library is not None:     # a NumPy/SciPy call run by a runtime helper (rules.LIBRARY_CALLS)
+                new = ast.Call(func=ast.Name(id=library, ctx=ast.Load()), args=node.args,
+                               keywords=node.keywords)
+                new.callee = callee
                 return ast.copy_location(new, node)
             if helper is None:
                 return node

@@ -93,7 +93,8 @@ class ModuleBuilder:
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
-                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                        and rules.library_helper(callee) is None:     # SciPy's run as runtime helpers
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
@@ -120,6 +121,9 @@ class ModuleBuilder:
     # -- kinds of helper calls -------------------------------------------------------------------
     def helper_kind(self, caller_unit):
         def result_kind(callee, arg_kinds, node, stmt):
+            sampling = rules.random_sampling_message(callee)
+            if sampling is not None:
+                raise caller_unit.fsrc.error(stmt, sampling, "random sampling")
             if not is_helper(callee):
                 label = ast.unparse(node.func)
                 raise caller_unit.fsrc.error(
@@ -344,7 +348,7 @@ def helper_sources(func, seen=None):
                 pass
     for name in sorted(names):
         value = namespace.get(name)
-        if is_helper(value):
+        if is_helper(value) and rules.library_helper(value) is None:   # not SciPy's functions
             helper_sources(value, seen)
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)

@@ -388,7 +388,7 @@ class ReverseTransformer:
             if not self.a.is_active(element):
                 continue
             args = [name_load(self.adj(name)), ast.Constant(k)]
-            if helper == "concat_part":
+            if helper != "stack_part":        # the other helpers need the parts' shapes
                 args.append(copy.deepcopy(parts))
             args.append(copy.deepcopy(axis))
             part = ast.Call(func=name_load(helper), args=args, keywords=[])
@@ -452,6 +452,10 @@ class ReverseTransformer:
             def visit_Subscript(inner, node):
                 if isinstance(node.value, ast.Name) and node.value.id == "d":
                     atom = bound[node.slice.id]
+                    kind = self.a.kind(atom)
+                    if kind.cls == "tuple":       # a tuple result: the tuple of its parts' adjoints
+                        return ast.Tuple(elts=[name_load(f"{self.adj(atom.id)}_{k}")
+                                               for k in range(len(kind.items))], ctx=ast.Load())
                     return name_load(self.adj(atom.id))
                 inner.generic_visit(node)
                 return node

@@ -255,7 +255,7 @@ def calls_erf(x):
 
 def calls_np_without_rule(x):
     y = x * 2.0
-    z = np.sinc(y)  # BAD
+    z = np.i0(y)  # BAD
     return z
 
 

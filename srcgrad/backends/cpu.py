@@ -1157,3 +1157,11 @@ def _stack_part_along(ndim):
                 out[o, i] = v[o, k, i]
         return out.reshape(shape_of(gradient.shape, ax))
     return along
+
+
+# -- NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS) -------------------------------------
+# Compiled versions live in cpu_library; a helper it does not define is the runtime one, compiled.
+from . import cpu_library as _cpu_library  # noqa: E402
+
+for _name in runtime.LIBRARY_HELPERS:
+    globals()[_name] = getattr(_cpu_library, _name, None) or numba.njit(cache=True)(getattr(runtime, _name))
