@@ -227,6 +227,16 @@ class ForwardTransformer:
         jvp = self.helper_jvp(call.callee, kinds, active, stmt)
         args = list(call.args) + [name_load(self.tan(call.args[k].id)) for k in active]
         new = ast.Call(func=name_load(jvp), args=args, keywords=[])
+        kind = self.a.kinds.get(name, K.FLOAT)
+        if kind.cls == "tuple":         # (values..., tangents...) flat: see ForwardBuilder.jvp
+            both = self.names.fresh("jvp")
+            count = len(kind.items)
+
+            def parts(start):
+                return ast.Tuple(elts=[ast.Subscript(value=name_load(both), slice=ast.Constant(start + k),
+                                                     ctx=ast.Load()) for k in range(count)], ctx=ast.Load())
+            return [assign(both, new, stmt), assign(name, parts(0), stmt),
+                    assign(self.tan(name), parts(count), stmt)]
         target = ast.Tuple(elts=[name_store(name), name_store(self.tan(name))], ctx=ast.Store())
         return [assign(target, new, stmt)]
 
@@ -363,7 +373,7 @@ class ForwardBuilder:
             return self.jvp(callee, tuple(arg_kinds), [unit.params[k] for k in active])
         return jvp
 
-    def jvp(self, func, kinds, wrt):
+    def jvp(self, func, kinds, wrt, top=False):
         from .analyse import analyse
         from .program import user_lines
         from . import codegen
@@ -380,6 +390,12 @@ class ForwardBuilder:
         analysis.kinds = dict(analysis.kinds)
         name = base.unique(f"{unit.func.__name__}_jvp")
         self.jvps[key] = name
+        from .program import is_helper
+        for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
+            callee = getattr(node, "callee", None)      # user functions with registered rules
+            if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                    and getattr(callee, "__module__", None) != "srcgrad.runtime":
+                base.externals[callee.__name__] = rules.external_name(callee)
         transformer = ForwardTransformer(unit.fsrc, unit.params, copy.deepcopy(unit.body), analysis,
                                          unit.names, self.helper_jvp(unit))
         stmts, result, tangent = transformer.run()
@@ -396,8 +412,19 @@ class ForwardBuilder:
                 copies.append(assign(n, ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy",
                                                                     ctx=ast.Load()),
                                                  args=[name_load(n)], keywords=[]), like))
-        tail = ast.copy_location(ast.Return(value=ast.Tuple(elts=[result, tangent], ctx=ast.Load())),
-                                 unit.body[-1])
+        result_kind = analysis.kind(result)
+        if result_kind.cls == "tuple":
+            # a helper returning a tuple: (values..., tangents...) as one flat tuple (reverse mode,
+            # which differentiates this code again for hvp, handles flat tuples)
+            def part(expr, k):
+                return expr.elts[k] if isinstance(expr, ast.Tuple) else \
+                    ast.Subscript(value=copy.deepcopy(expr), slice=ast.Constant(k), ctx=ast.Load())
+            count = len(result_kind.items)
+            flat = [part(result, k) for k in range(count)] + [part(tangent, k) for k in range(count)]
+            tail = ast.copy_location(ast.Return(value=ast.Tuple(elts=flat, ctx=ast.Load())), unit.body[-1])
+        else:
+            tail = ast.copy_location(ast.Return(value=ast.Tuple(elts=[result, tangent], ctx=ast.Load())),
+                                     unit.body[-1])
         for param in wrt:
             transformer.tan(param)
         analysis.kinds.update(transformer.tangent_kinds)
@@ -410,6 +437,14 @@ class ForwardBuilder:
         doc = (f"Value of {unit.func.__name__} and its directional derivative along the tangents of "
                f"({', '.join(wrt)}).\n\n    Each active statement is followed by its tangent "
                "(_dot_<name>), computed from the rule's tangent template.\n    ")
+        if not self.lowered and top:
+            # the top-level function again, returning the tangent alone: what hvp differentiates
+            # in reverse mode (with respect to the inputs only, not their tangents)
+            only = copy.deepcopy(body[:-1]) + [ast.copy_location(ast.Return(value=copy.deepcopy(tangent)),
+                                                                 unit.body[-1])]
+            base.add_source(unit, *codegen.function_source_and_lines(
+                f"{name}_tangent", params, only, user_lines=user_lines(unit.fsrc),
+                docstring=f"The directional derivative of {unit.func.__name__} alone (for hvp)."))
         base.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc)))
         return name
@@ -425,23 +460,15 @@ def build_forward_module(func, kinds, wrt_names, target, precision="float64", lo
     if result_kind.cls == "tuple":
         raise SrcgradError(f"{unit.func.__name__} returns a tuple; srcgrad differentiates functions "
                            "returning one float or one array")
-    name = builder.jvp(func, tuple(kinds), list(wrt_names))
+    name = builder.jvp(func, tuple(kinds), list(wrt_names), top=True)
     header = (f"Generated by srcgrad {__import__('srcgrad').__version__} from "
               f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); forward mode (jvp); "
               f"target={target}; argument kinds ({', '.join(map(str, kinds))}); wrt "
               f"({', '.join(wrt_names)}); working precision {precision}.\n"
               "Do not edit: regenerated when the source changes.")
-    params = ", ".join(unit.params + [tangent_name(p, unit.names.generated) for p in wrt_names])
-    extra = f'''# Marks tangent code for a second transformation (hvp = reverse mode over this module):
-# its comparisons scale tangents as masks, which is differentiable almost everywhere.
-_srcgrad_tangent_module = True
-
-
-def {name}_tangent({params}):
-    """The directional derivative alone (what hvp differentiates in reverse mode)."""
-    _value, _tangent = {name}({params})
-    return _tangent
-'''
+    extra = ("# Marks tangent code for a second transformation (hvp = reverse mode over this module):\n"
+             "# its comparisons scale tangents as masks, which is differentiable almost everywhere.\n"
+             "_srcgrad_tangent_module = True\n")
     externals = [f'{n} = external("{q}")' for n, q in sorted(base.externals.items())]
     source = codegen.module_source(header, target, base.sources + [extra], externals,
                                    line_tables=base.line_tables + [None], user_sources=base.user_sources)

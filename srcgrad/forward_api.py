@@ -27,7 +27,6 @@ class ForwardSpecialization(Specialization):
         self.key = key
         self.lines, self.user_sources = codegen.line_table(module)
         self.jvp = getattr(module, name)
-        self.tangent_function = getattr(module, f"{name}_tangent")
 
     def call(self, entry, values, extra=()):
         return getattr(self, entry)(*values, *extra)
@@ -130,6 +129,11 @@ class HvpFunction(_ForwardBase):
         if inner is None:
             # the tangent function as plain NumPy source (float64 literals: the reverse
             # transformation writes them in the working precision itself)
+            from .program import ModuleBuilder
+            _, result_kind = ModuleBuilder("python").analysis_of(self.func, tuple(kinds))
+            if result_kind.is_array or result_kind.cls == "tuple":
+                raise SrcgradError(f"hvp/hessian need a scalar (float) function; {self.func.__name__} "
+                                   f"returns a {result_kind} (use srcgrad.jacobian, jvp or vjp)")
             module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, "python",
                                                          "float64", lowered=False)
             if "prod_adjoint(" in source:
@@ -163,7 +167,7 @@ class HvpFunction(_ForwardBase):
     def njit(self):
         """``h(*args, v)`` callable from ``@numba.njit`` code (cpu target)."""
         if self._entry is None:
-            self._entry = _make_entry(self, None, tangent_last=True)
+            self._entry = _make_entry(self, lambda spec: spec.grad, tangent_last=True)
         return self._entry
 
 
@@ -209,8 +213,10 @@ class HessianFunction(_ForwardBase):
 
     @property
     def njit(self):
+        """``hessian(*args)`` callable from ``@numba.njit`` code (one wrt argument): a compiled
+        loop of hvp sweeps over the basis vectors."""
         if self._entry is None:
-            self._entry = _make_entry(self, None, tangent_last=False)
+            self._entry = _make_driver_entry(self, "hessian")
         return self._entry
 
 
@@ -271,8 +277,10 @@ class JacobianFunction(_ForwardBase):
 
     @property
     def njit(self):
+        """``jacobian(*args)`` callable from ``@numba.njit`` code (one wrt argument): a compiled
+        loop of jvp sweeps (inputs no more than outputs) or vjp sweeps (otherwise)."""
         if self._entry is None:
-            self._entry = _make_entry(self, None, tangent_last=False)
+            self._entry = _make_driver_entry(self, "jacobian")
         return self._entry
 
 
@@ -290,9 +298,6 @@ def _make_entry(fn, compiled_of, tangent_last):
     def entry(*args):
         return fn(*args)
     entry.__name__ = f"{fn.func.__name__}_{fn.mode}_njit"
-
-    if compiled_of is None:
-        return _objmode_entry(fn)
 
     @overload(entry, prefer_literal=False)
     def _typed_entry(*args):
@@ -317,9 +322,77 @@ def _make_entry(fn, compiled_of, tangent_last):
     return entry
 
 
-def _objmode_entry(fn):
-    raise SrcgradError(f"{fn.mode}(...).njit is only available for jvp in this version: call the "
-                       f"{fn.mode} object from Python, or compose jvp/grad in your njit code")
+# Compiled drivers of hessian/jacobian for njit code: a loop over the basis vectors of the (one)
+# differentiated argument, calling the compiled hvp / jvp / vjp of each direction.
+_HESSIAN_DRIVER = """
+def impl(*args):
+    x = args[{index}]
+    n = x.size
+    H = np.empty((n, n), dtype=x.dtype)
+    for k in range(n):
+        e = np.zeros(n, dtype=x.dtype)
+        e[k] = 1.0
+        column = hvp(*args, e.reshape(x.shape))
+        H[:, k] = column.ravel()
+    return H.reshape(x.shape + x.shape)
+"""
+
+_JACOBIAN_DRIVER = """
+def impl(*args):
+    x = args[{index}]
+    n = x.size
+    value = primal(*args)
+    out = np.asarray(value)
+    m = out.size
+    J = np.empty((m, n), dtype=out.dtype)
+    if n <= m:
+        for k in range(n):
+            e = np.zeros(n, dtype=x.dtype)
+            e[k] = 1.0
+            J[:, k] = np.asarray(jvp(*args, e.reshape(x.shape))[1]).ravel()
+    else:
+        for r in range(m):
+            seed = np.zeros(m, dtype=out.dtype)
+            seed[r] = 1.0
+            J[r, :] = vjp(*args, {seed})[1][0].ravel()
+    return J.reshape(out.shape + x.shape)
+"""
+
+
+def _make_driver_entry(fn, kind):
+    from numba.extending import overload
+
+    def entry(*args):
+        return fn(*args)
+    entry.__name__ = f"{fn.func.__name__}_{kind}_njit"
+
+    @overload(entry, prefer_literal=False)
+    def _typed_entry(*args):
+        from numba.core import types as nt
+        from .backends.compose import numba_precision
+        from .kinds import kind_of_numba_type
+        types = args[0].types if len(args) == 1 and type(args[0]).__name__ == "StarArgTuple" else args
+        if not fn.single or not isinstance(types[fn.wrt_indices[0]], nt.Array):
+            raise SrcgradError(f"{kind}(...).njit differentiates one array argument; call the {kind} "
+                               "object from Python for tuple wrt or float arguments")
+        kinds = fn._check_kinds(tuple(kind_of_numba_type(t) for t in types))
+        precision = numba_precision(types)
+        namespace = {"np": np}
+        if kind == "hessian":
+            namespace["hvp"] = fn._hvp._specialization(kinds, precision).grad
+            source = _HESSIAN_DRIVER.format(index=fn.wrt_indices[0])
+        else:
+            jvp_spec = fn._jvp._specialization(kinds, precision)
+            vjp_spec = fn._vjp._specialization(kinds, precision)
+            namespace.update(jvp=jvp_spec.jvp, vjp=vjp_spec.vjp, primal=vjp_spec.primal)
+            from .program import ModuleBuilder
+            scalar = not ModuleBuilder("python").analysis_of(fn.func, kinds)[1].is_array
+            source = _JACOBIAN_DRIVER.format(index=fn.wrt_indices[0],
+                                             seed="seed[0]" if scalar else "seed.reshape(out.shape)")
+        exec(source, namespace)  # noqa: S102  (a fixed template)
+        return namespace["impl"]
+
+    return entry
 
 
 def _decorator(cls, mode):

@@ -79,7 +79,8 @@ class ModuleBuilder:
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
-                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                        and getattr(callee, "__module__", None) != "srcgrad.runtime":   # (backend's own)
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,

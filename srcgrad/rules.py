@@ -686,6 +686,11 @@ def max_(result, x, axis=None, keepdims=False):
     d[x] += max_adjoint(d[result], x, axis, keepdims)
 
 
+# Tangent code (and hvp, reverse mode over it) calls max_adjoint/min_adjoint with a constant first
+# argument (ones): the mask of each slice's first extreme element, piecewise constant in x.
+register_zero_derivative(max_adjoint, min_adjoint, kind=lambda gradient, x, *rest, **kw: x)
+
+
 @register_tangent(np.max, np.amax)
 def max_tangent(result, x, axis=None, keepdims=False):
     d[result] += np.sum(d[x] * max_adjoint(np.ones_like(result), x, axis, keepdims), axis=axis,

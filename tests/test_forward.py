@@ -239,3 +239,269 @@ CPU_SUBSET = [RULES[1], RULES[3], RULES[5], RULES[7], RULES[8], RULES[11], CONST
 def test_jvp_cpu(f, make, wrt):
     args = make(np.random.default_rng(4))
     check_jvp(f, args, wrt, "cpu")
+
+
+# ---- hvp: reverse mode over the generated tangent code -----------------------------------------
+
+def extremes(X):
+    a = np.sum(X * X, axis=1, keepdims=True) + np.mean(X, axis=0, keepdims=True)
+    b = np.max(X, axis=1) + np.min(X, axis=1)
+    return np.sum(a * a) + np.sum(b * b * b) + np.max(X) * np.min(X) + X.mean() + X.sum(axis=0)[1]
+
+
+def fd_hvp(f, args, wrt, vs, h=1e-6):
+    """Central difference of srcgrad's (python target) gradient along ``vs``."""
+    g = cached("grad", f, wrt, "python")
+    indices = (wrt,) if isinstance(wrt, int) else wrt
+
+    def at(sign):
+        moved = [_copy64(a) for a in args]
+        for index, v in zip(indices, vs):
+            moved[index] = moved[index] + sign * h * (np.asarray(v) if isinstance(moved[index], np.ndarray)
+                                                      else float(v))
+        out = g(*moved)
+        return [np.asarray(o, dtype=np.float64) for o in ((out,) if isinstance(wrt, int) else out)]
+    plus, minus = at(1), at(-1)
+    return [(p - m) / (2 * h) for p, m in zip(plus, minus)]
+
+
+def check_hvp(f, args, wrt, target, rtol=1e-5, atol=1e-6, seed=0):
+    rng = np.random.default_rng(seed)
+    indices = (wrt,) if isinstance(wrt, int) else wrt
+    vs = [direction_like(args[i], rng) for i in indices]
+    h = cached("hvp", f, wrt, target)
+    out = h(*[_copy64(a) for a in args], vs[0] if isinstance(wrt, int) else tuple(vs))
+    out = (out,) if isinstance(wrt, int) else out
+    assert len(out) == len(indices)
+    for got, want, i in zip(out, fd_hvp(f, args, wrt, vs), indices):
+        assert np.shape(got) == np.shape(args[i])
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def summed_ufuncs(x, y):
+    return np.sum(ufuncs(x, y))
+
+
+def summed_piecewise(x, y):
+    return np.sum(piecewise(x, y) ** 2)
+
+
+HVP_PROGRAMS = [p for p in RULES + CONSTRUCTS if p[0] not in (reductions, array_result, ufuncs, piecewise)] + [
+    (summed_ufuncs, RULES[3][1], (0, 1)), (summed_piecewise, RULES[4][1], (0, 1)),
+    (extremes, lambda r: (r.uniform(0.5, 1.5, (3, 4)),), 0)]
+
+
+@pytest.mark.parametrize("f,make,wrt", HVP_PROGRAMS, ids=[f"{f.__name__}-{w}" for f, _, w in HVP_PROGRAMS])
+def test_hvp_python(f, make, wrt):
+    check_hvp(f, make(np.random.default_rng(5)), wrt, "python")
+
+
+HVP_CPU = [CONSTRUCTS[0], HVP_PROGRAMS[-1]]
+
+
+@pytest.mark.parametrize("f,make,wrt", HVP_CPU, ids=[f"{f.__name__}-{w}" for f, _, w in HVP_CPU])
+def test_hvp_cpu(f, make, wrt):
+    check_hvp(f, make(np.random.default_rng(6)), wrt, "cpu")
+
+
+def test_hvp_of_prod_is_a_clear_error():
+    with pytest.raises(srcgrad.SrcgradError, match="np.prod"):
+        srcgrad.hvp(reductions, target="python")(np.ones((2, 3)), np.ones((2, 3)))
+
+
+def test_hvp_needs_a_scalar_function():
+    with pytest.raises(srcgrad.SrcgradError, match="scalar"):
+        srcgrad.hvp(array_result, target="python")(np.ones(3), np.eye(3), np.ones(3))
+
+
+# ---- hessian and jacobian -------------------------------------------------------------------------
+
+def fd_hessian(f, args, index, h=1e-5):
+    """H[i..., j...] by central differences of srcgrad's python-target gradient."""
+    g = cached("grad", f, index, "python")
+    x = _copy64(args[index])
+    if not isinstance(x, np.ndarray):
+        plus, minus = list(args), list(args)
+        plus[index], minus[index] = x + h, x - h
+        return (g(*plus) - g(*minus)) / (2 * h)
+    H = np.zeros(x.shape + x.shape)
+    for pos in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[pos] += h
+        minus[pos] -= h
+        a, b = list(args), list(args)
+        a[index], b[index] = plus, minus
+        H[(Ellipsis,) + pos] = (g(*a) - g(*b)) / (2 * h)
+    return H
+
+
+def fd_jacobian(f, args, index, h=1e-6):
+    x = _copy64(args[index])
+    if not isinstance(x, np.ndarray):
+        plus, minus = list(args), list(args)
+        plus[index], minus[index] = x + h, x - h
+        return (np.asarray(f(*plus)) - np.asarray(f(*minus))) / (2 * h)
+    out_shape = np.shape(f(*args))
+    J = np.zeros(out_shape + x.shape)
+    for pos in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[pos] += h
+        minus[pos] -= h
+        a, b = list(args), list(args)
+        a[index], b[index] = plus, minus
+        J[(Ellipsis,) + pos] = (np.asarray(f(*a)) - np.asarray(f(*b))) / (2 * h)
+    return J
+
+
+def rosen(x):
+    s = 0.0
+    for i in range(x.shape[0] - 1):
+        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def quad_form(X, s):
+    return np.sum((X @ X.T) ** 2) * s + s ** 3
+
+
+def wide(x, W):                      # 3 outputs of 5 inputs: reverse mode
+    return np.tanh(W @ x)
+
+
+def tall(x, W):                      # 4 outputs of 2 inputs: forward mode
+    return np.sin(W @ x) * x[0]
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_hessian_rosenbrock(target):
+    x = np.random.default_rng(7).uniform(-1, 1, 5)
+    H = cached("hessian", rosen, 0, target)(x)
+    assert H.shape == (5, 5)
+    np.testing.assert_allclose(H, fd_hessian(rosen, (x,), 0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(H, H.T, rtol=1e-12, atol=1e-9)
+
+
+def test_hessian_matrix_argument_and_float():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((2, 3))
+    H = cached("hessian", quad_form, 0, "python")(X, 0.7)
+    assert H.shape == (2, 3, 2, 3)
+    np.testing.assert_allclose(H, fd_hessian(quad_form, (X, 0.7), 0), rtol=1e-5, atol=1e-4)
+    hs = cached("hessian", quad_form, 1, "python")(X, 0.7)
+    assert isinstance(hs, float)
+    np.testing.assert_allclose(hs, 6 * 0.7, rtol=1e-10)
+    blocks = cached("hessian", quad_form, (0, 1), "python")(X, 0.7)
+    np.testing.assert_allclose(blocks[0][0], H, rtol=1e-10)
+    np.testing.assert_allclose(blocks[1][1], hs, rtol=1e-10)
+    np.testing.assert_allclose(blocks[0][1], fd_jacobian(lambda X, s: srcgrad.grad(quad_form, target="python")(X, s),
+                                                         (X, 0.7), 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(blocks[1][0], blocks[0][1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("f,mode", [(wide, "reverse"), (tall, "forward")])
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_jacobian_modes(f, mode, target):
+    rng = np.random.default_rng(9)
+    x, W = (rng.standard_normal(5), rng.standard_normal((3, 5))) if f is wide else \
+        (rng.standard_normal(2), rng.standard_normal((4, 2)))
+    jac = cached("jacobian", f, 0, target)
+    J = jac(x, W)
+    assert jac.last_mode == mode
+    np.testing.assert_allclose(J, fd_jacobian(f, (x, W), 0), rtol=1e-6, atol=1e-7)
+    JW = cached("jacobian", f, (0, 1), "python")(x, W)
+    assert JW[1].shape == np.shape(f(x, W)) + W.shape
+    np.testing.assert_allclose(JW[1], fd_jacobian(f, (x, W), 1), rtol=1e-6, atol=1e-7)
+
+
+def test_jacobian_of_scalar_function_is_the_gradient():
+    x = np.random.default_rng(10).uniform(-1, 1, 4)
+    np.testing.assert_allclose(cached("jacobian", rosen, 0, "python")(x),
+                               srcgrad.grad(rosen, target="python")(x), rtol=1e-12)
+
+
+# ---- float32, sources, arguments ------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_float32(target):
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1, 1, 6).astype(np.float32)
+    v = rng.standard_normal(6).astype(np.float32)
+    value, t = cached("jvp", rosen, 0, target)(x, v)      # float results are Python floats (as grad's)
+    np.testing.assert_allclose(t, fd_jvp(rosen, (x,), (0,), (v,)), rtol=2e-4)
+    hv = cached("hvp", rosen, 0, target)(x, v)
+    assert hv.dtype == np.float32
+    np.testing.assert_allclose(hv, fd_hvp(rosen, (x,), 0, (v,))[0], rtol=2e-4, atol=1e-3)
+    H = cached("hessian", rosen, 0, target)(x)
+    assert H.dtype == np.float32 and H.shape == (6, 6)
+    if target == "python":
+        assert "np.float32(" in cached("jvp", rosen, 0, target).source_for(x)
+
+
+def test_sources_and_arguments():
+    j = srcgrad.jvp(rosen, target="python")
+    source = j.source_for(np.ones(3))
+    assert "def rosen_jvp(x, _dot_x):" in source and "_dot_s" in source
+    h = srcgrad.hvp(rosen, target="python")
+    assert "rosen_jvp_tangent_adjoint" in h.source_for(np.ones(3))
+    with pytest.raises(ValueError, match="shape"):
+        j(np.ones(3), np.ones(4))
+    with pytest.raises(TypeError, match="tuple"):
+        srcgrad.jvp(arith, wrt=(0, 1), target="python")(0.5, 0.5, 1.0)
+    with pytest.raises(TypeError):
+        srcgrad.jvp(rosen, wrt=0, target="python")(np.ones(3).astype(int), np.ones(3))
+
+
+def no_tangent_rule(x):
+    return np.sum(_plain_twice(x))
+
+
+def _plain_twice(x):
+    return 2.0 * x
+
+
+def test_rule_without_tangent_is_a_clear_error():
+    srcgrad.register_adjoint(_plain_twice)(_twice_adjoint)
+    try:
+        with pytest.raises(srcgrad.SrcgradError, match="no tangent rule"):
+            srcgrad.jvp(no_tangent_rule, target="python")(np.ones(2), np.ones(2))
+        srcgrad.register_tangent(_plain_twice)(_twice_tangent)
+        _, t = srcgrad.jvp(no_tangent_rule, target="python")(np.ones(2), np.array([1.0, 2.0]))
+        assert t == 6.0
+    finally:
+        from srcgrad import rules
+        rules.REGISTRY.pop(_plain_twice, None)
+
+
+def _twice_adjoint(result, x):
+    d[x] += 2.0 * d[result]  # noqa: F821  (template)
+
+
+def _twice_tangent(result, x):
+    d[result] += 2.0 * d[x]  # noqa: F821  (template)
+
+
+def test_nan_in_nan_out():
+    _, t = srcgrad.jvp(rosen, target="python")(np.array([1.0, np.nan, 0.5]), np.ones(3))
+    assert np.isnan(t)
+
+
+def test_njit_entries():
+    import numba
+    jv = srcgrad.jvp(rosen, target="cpu").njit
+    hv = srcgrad.hvp(rosen, target="cpu").njit
+    hess = srcgrad.hessian(rosen, target="cpu").njit
+    jac = srcgrad.jacobian(tall, target="cpu").njit
+
+    @numba.njit
+    def use(x, v, y, W):
+        value, t = jv(x, v)
+        return value, t, hv(x, v), hess(x), jac(y, W)
+
+    rng = np.random.default_rng(12)
+    x, v, y, W = rng.uniform(-1, 1, 4), rng.standard_normal(4), rng.standard_normal(2), rng.standard_normal((4, 2))
+    value, t, hvx, H, J = use(x, v, y, W)
+    assert value == pytest.approx(rosen(x), rel=1e-12)
+    np.testing.assert_allclose(t, fd_jvp(rosen, (x,), (0,), (v,)), rtol=1e-6)
+    np.testing.assert_allclose(H, fd_hessian(rosen, (x,), 0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(hvx, H @ v, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(J, fd_jacobian(tall, (y, W), 0), rtol=1e-6, atol=1e-7)
