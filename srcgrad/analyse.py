@@ -377,6 +377,8 @@ def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
     that reaches the result: the derivative through it is not defined (or silently zero), so
     refuse rather than return a gradient that ignores it. (Conditions of ``if``/``while``/
     ``np.where`` are fine: they pick a branch, they do not scale a value.)"""
+    if fsrc.namespace.get("_srcgrad_tangent_module"):
+        return      # generated tangent code (hvp): its comparisons are masks on purpose
     arithmetic_operands = set()
     for stmt, _depth in walk_assignments(body):
         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, (ast.BinOp, ast.UnaryOp)):

@@ -94,7 +94,8 @@ class ModuleBuilder:
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
-                        and rules.library_helper(callee) is None:     # SciPy's run as runtime helpers
+                        and rules.library_helper(callee) is None \
+                        and getattr(callee, "__module__", None) != "srcgrad.runtime":   # SciPy's run as runtime helpers; the backend's own
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
