@@ -5,6 +5,7 @@ line and the construct, so unsupported code never reaches the transformer (and n
 silently wrong gradient).
 """
 import ast
+import types
 
 from .parse import FunctionSource
 
@@ -173,6 +174,13 @@ def _string_arguments(expr):
     return found
 
 
+def _is_module(fsrc, node):
+    """``np`` in ``np.split(...)``: a module's function, not a string method of the same name."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and isinstance(fsrc.namespace.get(node.id), types.ModuleType)
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
     strings = _string_arguments(expr)
@@ -194,7 +202,7 @@ def _check_expression(fsrc, expr):
             func = node.func
             if isinstance(func, ast.Attribute) and (
                     isinstance(func.value, ast.Constant) and isinstance(func.value.value, str)
-                    or func.attr in STRING_METHODS):
+                    or func.attr in STRING_METHODS and not _is_module(fsrc, func.value)):
                 raise fsrc.error(node, f"string methods (`.{func.attr}(...)`) are not supported: "
                                  "srcgrad differentiates numeric code (no string work)",
                                  "string method")
