@@ -31,7 +31,9 @@ def is_helper(callee):
     if not (isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
                                                        isinstance(callee.py_func, types.FunctionType))):
         return False
-    return not is_library_function(callee)
+    # srcgrad's own runtime helpers in generated code (hvp differentiates the jvp module, which
+    # calls _range_continues) are plain Python: transformed like user helpers
+    return not is_library_function(callee) or getattr(callee, "__module__", None) == "srcgrad.runtime"
 
 
 def _differentiable(unit, kinds):
