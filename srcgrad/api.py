@@ -22,7 +22,7 @@ import numpy as np
 from . import codegen
 from . import kinds as K
 from . import pytree
-from .errors import ShapeError, SrcgradError
+from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
 from .static import Plan, is_library_function, make_plan
@@ -160,7 +160,8 @@ class GradFunction:
             spec = self._specialization(kinds, precision_of(values))
             # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
             layout = tuple((None, raw[i].dtype if isinstance(raw[i], np.ndarray) and
-                            raw[i].ndim == 0 else None, None) for i in self.wrt_indices)
+                            raw[i].ndim == 0 else None, None, _dtype_of(values[i]))
+                           for i in self.wrt_indices)
             return spec, values, layout
         flat, kinds = [], []
         for name, treedef, value in zip(self.params, plan.arg_treedefs, values):
@@ -196,7 +197,9 @@ class GradFunction:
             wrt_names += [n for n, m in zip(names, mask) if m]
             zero_d = raw[index].dtype if treedef is None and isinstance(raw[index], np.ndarray) \
                 and raw[index].ndim == 0 else None
-            layout.append((treedef, zero_d, mask))
+            dtypes = _dtype_of(values[index]) if treedef is None else \
+                tuple(_dtype_of(item) for item in flat[start:start + len(names)])
+            layout.append((treedef, zero_d, mask, dtypes))
         values = [_prepare(v) for v in flat]
         precision = precision_of(values)
         if precision == "float32":
@@ -306,12 +309,13 @@ class GradFunction:
         for the other leaves."""
         items = iter(grads)
         out = []
-        for treedef, zero_d, mask in layout:
+        for treedef, zero_d, mask, dtypes in layout:
             if treedef is None:
-                g = next(items)
+                g = _in_dtype(next(items), dtypes)
                 out.append(np.asarray(g, dtype=zero_d) if zero_d is not None else _to_python_scalar(g))
             else:
-                leaves = [_to_python_scalar(next(items)) if m else None for m in mask]
+                leaves = [_to_python_scalar(_in_dtype(next(items), dtype)) if m else None
+                          for m, dtype in zip(mask, dtypes)]
                 out.append(pytree.unflatten(treedef, iter(leaves)))
         return out[0] if self.single else tuple(out)
 
@@ -321,6 +325,8 @@ class GradFunction:
             return spec.call(entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
             error = self._shape_error(exc, spec, entry, values, extra)
+            if error is None and self.target == "cpu":
+                error = compile_error(exc, spec)
             if error is None:
                 raise
             raise error from None
@@ -369,9 +375,20 @@ class GradFunction:
     # -- inspection and composition ------------------------------------------------------------
     @property
     def source(self):
-        """The generated module (primal, adjoint and wrappers) of the latest specialization."""
+        """The generated module (primal, adjoint and wrappers) of the latest specialization.
+
+        Before any call there is none: the argument kinds are then guessed from how the function
+        uses its parameters (fine for scalar code); when that guess does not type-check (matrix
+        code, say), a SrcgradError points to ``source_for(*args)``."""
         if self._last is None:
-            self._specialization(self._guess_kinds())
+            kinds = self._guess_kinds()         # unsupported syntax is reported as such here
+            try:
+                self._specialization(kinds)
+            except SrcgradError as exc:
+                raise SrcgradError(
+                    f"{self.func.__name__} has not been called yet, so there is no specialization "
+                    f"to show, and its argument kinds cannot be guessed from the source ({exc}); "
+                    f"use .source_for(*args) with example arguments, or call it first") from None
         return self._last.source
 
     def source_for(self, *args, **kwargs):
@@ -440,6 +457,41 @@ def _may_be_shape_error(exc):
     if typing_error is not None and isinstance(exc, typing_error):
         return any(word in str(exc).lower() for word in _TYPING_SHAPE_WORDS)
     return False
+
+
+def compile_error(exc, spec):
+    """An UnsupportedSyntaxError for a Numba error ``exc`` compiling ``spec``'s generated code on
+    the cpu target (something the compiled target does not support that the python target does):
+    the user's file and line from the generated line Numba names, mapped through the line table,
+    and the first line of Numba's own explanation. None when ``exc`` is not a Numba error."""
+    import re
+    numba = sys.modules.get("numba")
+    errors = getattr(getattr(numba, "core", None), "errors", None)
+    if errors is None or not isinstance(exc, errors.NumbaError):
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))       # Numba colours its messages
+    owner = line = None
+    for match in re.finditer(r'File "([^"]+)", line (\d+)', text):
+        if os.path.basename(match.group(1)) == os.path.basename(spec.path):
+            entry = spec.lines.get(int(match.group(2)))
+            if entry is not None:
+                owner, line, _ = entry
+    ours = re.search(r"srcgrad: (.*)", text)
+    inner = re.findall(r"(?:TypingError|NumbaTypeError|NumbaValueError|UnsupportedError): (.+)", text)
+    if ours is not None:
+        reason = ours.group(1).strip()
+    elif inner:                     # the error an overload raised, deepest last
+        reason = inner[-1].strip()
+    else:
+        skip = ("Failed in", "During:", "File ", "<source elided>", "There are", "- Of which",
+                "Rejected as", "With argument", "No implementation", ">>>", "^", "Intrinsic in")
+        lines = [t.strip() for t in text.splitlines() if t.strip()]
+        reason = next((t for t in lines if not t.startswith(skip)), lines[0] if lines else repr(exc))
+    filename, texts = spec.user_sources.get(owner, (None, {}))
+    where = f" `{texts.get(line, '')}`" if line is not None else ""
+    return UnsupportedSyntaxError(
+        f"target='cpu' (Numba) cannot compile this{where}: {reason}. target='python' runs the same "
+        "generated code without Numba", filename, line, "not supported by the compiled target")
 
 
 def locate_shape_error(exc, spec):
@@ -666,6 +718,19 @@ def _prepare(value):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     return value
+
+
+def _dtype_of(value):
+    return value.dtype if isinstance(value, np.ndarray) else None
+
+
+def _in_dtype(grad, dtype):
+    """An array gradient in its argument's dtype: a float32 array mixed with float64 arrays or
+    Python floats works in float64 (NumPy's promotion; compiled code also promotes Python floats)
+    but its gradient is float32, like the argument."""
+    if dtype is not None and isinstance(grad, np.ndarray) and grad.dtype != dtype:
+        return grad.astype(dtype)
+    return grad
 
 
 def _to_python_scalar(value):

@@ -31,7 +31,9 @@ def is_helper(callee):
     if not (isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
                                                        isinstance(callee.py_func, types.FunctionType))):
         return False
-    return not is_library_function(callee)
+    # srcgrad's own runtime helpers in generated code (hvp differentiates the jvp module, which
+    # calls _range_continues) are plain Python: transformed like user helpers
+    return not is_library_function(callee) or getattr(callee, "__module__", None) == "srcgrad.runtime"
 
 
 def _differentiable(unit, kinds):
@@ -93,7 +95,9 @@ class ModuleBuilder:
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
-                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                        and rules.library_helper(callee) is None \
+                        and getattr(callee, "__module__", None) != "srcgrad.runtime":   # SciPy's run as runtime helpers; the backend's own
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
@@ -120,6 +124,9 @@ class ModuleBuilder:
     # -- kinds of helper calls -------------------------------------------------------------------
     def helper_kind(self, caller_unit):
         def result_kind(callee, arg_kinds, node, stmt):
+            sampling = rules.random_sampling_message(callee)
+            if sampling is not None:
+                raise caller_unit.fsrc.error(stmt, sampling, "random sampling")
             if not is_helper(callee):
                 label = ast.unparse(node.func)
                 raise caller_unit.fsrc.error(
@@ -190,6 +197,7 @@ class ModuleBuilder:
         import copy as _copy
         body_copy = _copy.deepcopy(unit.body)
         transformer.body = body_copy
+        transformer.precision = self.precision
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
@@ -343,7 +351,7 @@ def helper_sources(func, seen=None):
                 pass
     for name in sorted(names):
         value = namespace.get(name)
-        if is_helper(value):
+        if is_helper(value) and rules.library_helper(value) is None:   # not SciPy's functions
             helper_sources(value, seen)
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)

@@ -143,7 +143,7 @@ def u_del(x):
 
 
 def u_assert(x):
-    assert x > 0.0  # BAD
+    assert x > 0.0, f"{x} is negative"  # BAD
     return x * x
 
 
@@ -164,7 +164,7 @@ def u_dict(x):
 
 
 def u_list_literal(x):
-    values = [x, x]  # BAD
+    values = [x, x] * 2  # BAD
     return x
 
 
@@ -255,7 +255,7 @@ def calls_erf(x):
 
 def calls_np_without_rule(x):
     y = x * 2.0
-    z = np.sinc(y)  # BAD
+    z = np.i0(y)  # BAD
     return z
 
 
