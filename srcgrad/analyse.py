@@ -309,7 +309,6 @@ BUILTIN_KINDS = {
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.argmax: lambda *a, **k: K.INT, np.argmin: lambda *a, **k: K.INT,
     np.arange: lambda *a, **k: K.array(1, "int" if all(x.cls == "int" for x in a) else "float"),
-    np.eye: lambda *a, **k: K.array(2, "float"), np.identity: lambda *a, **k: K.array(2, "float"),
 }
 
 

@@ -275,7 +275,7 @@ def lookup(function):
 
 # Array creation: the result depends on the argument's shape, never on its values.
 CREATION = {np.zeros, np.ones, np.empty, np.zeros_like, np.ones_like, np.empty_like, np.full,
-            np.full_like, np.arange, np.eye, np.identity}
+            np.full_like, np.arange}
 
 # Functions that are fine on inactive values but have no derivative on active ones.
 NON_DIFFERENTIABLE = {int, len, range, bool, round, np.argmax, np.argmin, np.argsort, np.isnan,

@@ -363,3 +363,21 @@ def test_cached_module_reads_the_current_global(target):
 def test_numpy_function_passed_directly_compiled():
     g = srcgrad.grad(np.tanh, target="cpu")
     assert g(0.3) == pytest.approx(1 - np.tanh(0.3) ** 2)
+
+
+def integrate(v, steps=4, dt=0.1, damping=None):
+    for k in range(steps):
+        if damping is None:
+            v = v + dt * np.sin(v)
+        else:
+            v = v + dt * (np.sin(v) - damping * v)
+    return v
+
+
+def with_defaults_state(v):
+    return np.sum(integrate(v) ** 2) + np.sum(integrate(v, steps=2, damping=0.5)) + \
+        np.sum(integrate(v, 3, dt=0.05))
+
+
+def test_helper_with_defaults_rebinding_its_state():
+    check_tree_grad(with_defaults_state, (RNG.standard_normal(3),))

@@ -436,3 +436,16 @@ def test_inspect_stage_with_pytree_arguments():
     assert "params_0_0" in table and "float2d" in table
     assert "def mlp_enumerate(params_0_0, params_0_1, x)" in \
         srcgrad.inspect_stage(mlp_enumerate, "codegen", p, X)
+
+
+def rnn_over_layers(params, x, steps):
+    # a pytree loop inside a range loop that rebinds an array (snapshotted by the reverse sweep)
+    h = x
+    for t in range(steps):
+        for W, b in params:
+            h = np.tanh(h @ W + b)
+    return np.sum(h ** 2)
+
+
+def test_pytree_loop_inside_a_loop_rebinding_an_array():
+    check_tree_grad(rnn_over_layers, (mlp_params([3, 3, 3]), X, 3), wrt="params")
