@@ -381,3 +381,31 @@ def with_defaults_state(v):
 
 def test_helper_with_defaults_rebinding_its_state():
     check_tree_grad(with_defaults_state, (RNG.standard_normal(3),))
+
+
+# an MLP as people write it: list-of-tuples parameters, data in module globals, an activation
+# passed as a lambda, a nested helper closing over the data
+X_TRAIN = RNG.standard_normal((8, 3))
+Y_TRAIN = RNG.standard_normal((8, 2))
+
+
+def mlp_forward(params, x, activation):
+    h = x
+    for W, b in params[:-1]:
+        h = activation(h @ W + b)
+    W, b = params[-1]
+    return h @ W + b
+
+
+def mlp_objective(params):
+    def residual(out):
+        return out - Y_TRAIN
+    out = mlp_forward(params, X_TRAIN, lambda z: np.tanh(z) * SCALE + z * 0.1)
+    return np.mean(residual(out) ** 2)
+
+
+def test_real_mlp_with_globals_and_lambda(target):
+    rng = np.random.default_rng(5)
+    params = [(rng.standard_normal((3, 4)), rng.standard_normal(4)),
+              (rng.standard_normal((4, 2)), rng.standard_normal(2))]
+    check_tree_grad(mlp_objective, (params,), target=target)
