@@ -100,8 +100,13 @@ LAMBDA_A = lambda x: np.sum(x ** 2)  # noqa: E731
 LAMBDA_B, LAMBDA_C = (lambda x: np.sum(np.sin(x)), lambda y: np.sum(np.cos(y) * 2.0))  # noqa: E731
 
 
+# The compiled (cpu) cases the default run keeps: the MLP of test_real_mlp_with_globals_and_lambda
+# (pytree, module data, lambda, nested def), a factory closure, nested defs, defaults, module data
+# through helpers; the others are marked slow.
+
 # -- module data and closures ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.slow)])
 def test_global_arrays_are_constants_of_the_call(target):
     w = RNG.standard_normal(3)
     check_tree_grad(objective, (w,), target=target)
@@ -233,6 +238,7 @@ def test_vjp_of_numpy_sum_and_tanh():
     np.testing.assert_allclose(pullback(seed), seed * (1 - np.tanh(x) ** 2))
 
 
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.slow)])
 def test_numpy_python_functions_are_library_calls_not_helpers(target):
     # np.eye is written in Python: a constant of the likelihood, never transformed as user code
     def uses_eye(L, x):

@@ -255,6 +255,7 @@ def test_float32_pytree():
                     rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow          # the default run compiles a pytree MLP in tests/test_closures.py
 @pytest.mark.parametrize("program,args", [
     (mlp_loop, (mlp_params([3, 5, 2]), X, Y)),
     (helper_pytree, (mlp_params([3, 4, 2]), X)),
