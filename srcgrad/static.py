@@ -25,7 +25,6 @@ Unknown constructs are left alone for check.py to name. A function that needs no
 its original source (the plan is *trivial*) and goes through the pipeline exactly as before.
 """
 import ast
-import builtins
 import copy
 import inspect
 import itertools
@@ -295,7 +294,7 @@ class Plan:
         return flat, True
 
 
-def make_plan(func, values, params, precise_kinds=True):
+def make_plan(func, values, params):
     """The plan for calling ``func`` with ``values`` (one per parameter, defaults applied)."""
     preparer = Preparer()
     descs = []
