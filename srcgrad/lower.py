@@ -1032,8 +1032,26 @@ class _Fusion:
         if ndim == 0 or self._expr_ndim(value) != ndim:
             raise _Unfusable
         space = self._make_space(group, plan, self._inputs(group, value), ndim)
+        before = len(plan.accesses), set(plan.values_read)
         plan.expr, _ = self._element(group, plan, value, space)
+        self._check_covered(group, plan, space, before)
         self._define_map(plan, target, space)
+
+    def _check_covered(self, group, plan, space, before):
+        """Every axis of the group an elementwise expression runs over must be an axis of one of
+        its operands (those it read since ``before``): ``s * s`` with ``s`` of shape (n, 1) has
+        shape (n, 1), and must not join a nest over (n, m) (it would be computed, and summed,
+        m times)."""
+        covered = set()
+        for _, entries, _ in plan.accesses[before[0]:]:
+            covered.update(e[1] for e in entries if e[0] == "ax")
+        for name in plan.values_read - before[1]:
+            value = group.values.get(name)
+            if value is not None:
+                covered.update(e[1] for e in value.entries if e[0] == "ax")
+        first_new = len(group.axes)
+        if any(u < first_new and u not in covered for u in space):
+            raise _Unfusable
 
     def _define_map(self, plan, target, space):
         value = _Value(target, "map", tuple(("ax", u) for u in space), plan.stmt)
@@ -1115,7 +1133,9 @@ class _Fusion:
         space = self._make_space(group, plan, self._inputs(group, gradient) +
                                  ([] if like in group.values else [like]), ndim)
         summed, entries = self._unbroadcast_sums(group, plan, like, space)
+        before = len(plan.accesses), set(plan.values_read)
         plan.expr = self._element(group, plan, gradient, space)[0]
+        self._check_covered(group, plan, space, before)
         if not any(summed):
             if update is not None:
                 return self._plan_update_map(group, plan, update, space)
