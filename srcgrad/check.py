@@ -34,9 +34,10 @@ CONSTRUCT_NAMES = {
 }
 
 # Methods of str: a call like "...".format(x) or name.join(...) is string work, not numeric code.
-STRING_METHODS = {"format", "format_map", "join", "split", "rsplit", "splitlines", "strip", "lstrip",
-                  "rstrip", "replace", "upper", "lower", "title", "capitalize", "startswith",
-                  "endswith", "encode", "decode", "zfill", "center", "ljust", "rjust", "partition"}
+# (Names NumPy also uses, such as split or partition, are left out.)
+STRING_METHODS = {"format", "format_map", "join", "splitlines", "strip", "lstrip", "rstrip",
+                  "replace", "upper", "lower", "title", "capitalize", "startswith", "endswith",
+                  "encode", "decode", "zfill", "ljust", "rjust"}
 if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 
@@ -157,7 +158,8 @@ def _check_expression(fsrc, expr):
             func = node.func
             if isinstance(func, ast.Attribute) and (
                     isinstance(func.value, ast.Constant) and isinstance(func.value.value, str)
-                    or func.attr in STRING_METHODS):
+                    or func.attr in STRING_METHODS and
+                    not (isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy", "math"))):
                 raise fsrc.error(node, f"string methods (`.{func.attr}(...)`) are not supported: "
                                  "srcgrad differentiates numeric code (no string work)",
                                  "string method")
