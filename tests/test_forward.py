@@ -505,3 +505,23 @@ def test_njit_entries():
     np.testing.assert_allclose(H, fd_hessian(rosen, (x,), 0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(hvx, H @ v, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(J, fd_jacobian(tall, (y, W), 0), rtol=1e-6, atol=1e-7)
+
+
+def test_examples_run(capsys):
+    import importlib.util
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    newton_iters, gd_iters = load("newton_rosenbrock").main(["--n", "4", "--target", "python",
+                                                             "--gd-max-iter", "3000"])
+    assert newton_iters < 40 and gd_iters > 10 * newton_iters
+    sensitivity, fd, J, J_fd = load("ode_sensitivity").main(["--steps", "100", "--dt", "0.005",
+                                                             "--target", "python"])
+    np.testing.assert_allclose(sensitivity, fd, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(J, J_fd, rtol=1e-5, atol=1e-6)
+    assert "Newton-CG" in capsys.readouterr().out
