@@ -38,9 +38,10 @@ def srcgrad_rows(prog, args, vs):
     tangent = vs if len(prog.wrt) > 1 else vs[0]
     jvp = srcgrad.jvp(prog.fn, wrt=wrt, target="cpu")
     hvp = srcgrad.hvp(prog.fn, wrt=wrt, target="cpu")
-    primal = srcgrad.grad(prog.fn, wrt=wrt, target="cpu").specialize(*args).primal
+    grad = srcgrad.grad(prog.fn, wrt=wrt, target="cpu")
+    primal = grad.specialize(*args).primal
     return {"primal": lambda: primal(*args), "jvp": lambda: jvp(*args, tangent)[1],
-            "hvp": lambda: hvp(*args, tangent)}, jvp, hvp
+            "grad": lambda: grad(*args), "hvp": lambda: hvp(*args, tangent)}, jvp, hvp
 
 
 def jax_rows(name, args, wrt, vs):
@@ -63,8 +64,9 @@ def jax_rows(name, args, wrt, vs):
     grad = jax.grad(along, argnums=tuple(range(len(wrt))))
     hvp = jax.jit(lambda *xs: jax.jvp(grad, xs, tangents)[1])
     block = jax.block_until_ready
+    jgrad = jax.jit(grad)
     return {"primal": lambda: block(primal(*jargs)), "jvp": lambda: block(jvp(*primals)),
-            "hvp": lambda: block(hvp(*primals))}
+            "grad": lambda: block(jgrad(*primals)), "hvp": lambda: block(hvp(*primals))}
 
 
 def check(prog, args, vs, rows, jax_fns, log):
@@ -82,20 +84,24 @@ def check(prog, args, vs, rows, jax_fns, log):
         return out
     fd = (prog.fn(*moved(1)) - prog.fn(*moved(-1))) / (2 * h)
     got = rows["jvp"]()
-    tol = 2e-3 if prog.float32 else 1e-5
+    # (central differences of a sum of 10^6 terms lose about 5 digits to cancellation; JAX's jvp,
+    # exact in the same arithmetic, gets the tight check below)
+    tol = 2e-3 if prog.float32 else 1e-4
     assert abs(got - fd) <= tol * max(1.0, abs(fd)), (prog.name, "jvp", got, fd)
+    tol = 2e-3 if prog.float32 else 1e-9
     wrt = prog.wrt if len(prog.wrt) > 1 else prog.wrt[0]
-    grad = srcgrad.grad(prog.fn, wrt=wrt, target="python" if prog.name == "rosenbrock" else "cpu")
+    grad = srcgrad.grad(prog.fn, wrt=wrt, target="cpu")
     small = prog.float32 or prog.name == "lorenz"
     gp, gm = grad(*moved(1)), grad(*moved(-1))
     gp, gm = (gp,) if len(prog.wrt) == 1 else gp, (gm,) if len(prog.wrt) == 1 else gm
     hv = rows["hvp"]()
     hv = (hv,) if len(prog.wrt) == 1 else hv
-    for a, p, m in zip(hv, gp, gm):
-        fd_h = (np.asarray(p) - np.asarray(m)) / (2 * h)
-        scale = max(1.0, float(np.max(np.abs(fd_h))))
-        err = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - fd_h))) / scale
-        assert err < (2e-2 if small else 1e-5), (prog.name, "hvp", err)
+    if prog.name != "mlp":      # (a random direction crosses ReLU kinks within +-h at batch 256:
+        for a, p, m in zip(hv, gp, gm):     # the MLP's hvp is checked against JAX's only)
+            fd_h = (np.asarray(p) - np.asarray(m)) / (2 * h)
+            scale = max(1.0, float(np.max(np.abs(fd_h))))
+            err = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - fd_h))) / scale
+            assert err < (2e-2 if small else 1e-5), (prog.name, "hvp", err)
     message = f"  {prog.name}: jvp {got:.6g} (FD {fd:.6g})"
     if jax_fns is not None:
         jj = float(jax_fns["jvp"]())
@@ -105,6 +111,7 @@ def check(prog, args, vs, rows, jax_fns, log):
                   max(1.0, float(np.max(np.abs(np.asarray(b, np.float64))))) for a, b in zip(hv, jh))
         message += f", JAX jvp {jj:.6g}, hvp max rel. difference from JAX {rel:.1e}"
         assert abs(jj - got) <= tol * max(1.0, abs(jj)), (prog.name, "jvp vs JAX", got, jj)
+        assert rel <= (1e-4 if prog.float32 else 1e-8), (prog.name, "hvp vs JAX", rel)
     log(message)
 
 
@@ -167,6 +174,12 @@ def main(argv=None):
     print(f"wrote {outdir / (args.out + '.md')}")
 
 
+def rewrite(json_path):
+    """Regenerate the Markdown report from a run's JSON (no timing)."""
+    data = json.loads(Path(json_path).read_text())
+    Path(json_path).with_suffix(".md").write_text(report(data["results"], data["meta"]))
+
+
 def report(results, meta):
     lines = ["# Forward mode and second order: jvp and hvp against the primal and JAX", "",
              f"{meta['date']}; Python {meta['python']}, NumPy {meta['numpy']}, JAX {meta['jax']}; "
@@ -176,9 +189,11 @@ def report(results, meta):
              "generates; JAX: `jax.jit(f)`), all rows of one program timed in interleaved rounds. "
              "This is a shared 2-core machine with other jobs running: read the ratios, absolute "
              "times move between runs. Every result was checked before timing (jvp against central "
-             "differences and JAX, hvp against central differences of the gradient and JAX).", "",
-             "| program | dtype | wrt | srcgrad primal | srcgrad jvp | srcgrad hvp | JAX primal | JAX jvp | JAX hvp |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "differences and JAX, hvp against central differences of the gradient and JAX). "
+             "JAX runs Rosenbrock vectorized (jnp), Lorenz as `lax.fori_loop` (its reverse mode "
+             "through the loop is what makes its grad and hvp slow there) and the MLP as jnp.", "",
+             "| program | dtype | wrt | srcgrad primal | jvp | grad | hvp | JAX primal | JAX jvp | JAX grad | JAX hvp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results:
         rec = {(r["tool"], r["what"]): r for r in row["records"]}
 
@@ -188,12 +203,17 @@ def report(results, meta):
                 return "—"
             t = r["median"]
             text = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
-            return text if what == "primal" else f"{text} ({r['ratio']:.2f}×)"
+            if what == "primal":
+                return text
+            best = r["min"] / rec[(tool, "primal")]["min"]
+            return f"{text} ({r['ratio']:.2f}×; fastest {best:.2f}×)"
         size = ", ".join(f"{k}={v}" for k, v in row["size"].items())
         lines.append(f"| {row['program']} ({size}) | {row['dtype']} | {', '.join(row['wrt'])} | "
-                     + " | ".join(cell(t, w) for t in ("srcgrad", "jax") for w in ("primal", "jvp", "hvp")) + " |")
-    lines += ["", "Ratios in parentheses: time ÷ the same tool's primal. Issue 19's targets: jvp ≤ 2×, "
-              "hvp ≤ 5× the primal.", ""]
+                     + " | ".join(cell(t, w) for t in ("srcgrad", "jax") for w in ("primal", "jvp", "grad", "hvp")) + " |")
+    lines += ["", "Ratios in parentheses: median time ÷ the same tool's median primal time, then fastest "
+              "call ÷ fastest primal call (less sensitive to the other jobs on this machine). grad is "
+              "the reverse-mode gradient, for scale. Issue 19's targets: jvp ≤ 2×, hvp ≤ 5× the primal.",
+              ""]
     return "\n".join(lines)
 
 

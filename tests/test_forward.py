@@ -116,6 +116,11 @@ def broadcast(x, s):
     return np.sum(x * s + s) + np.sum(x[:, None] * x[None, :] - s)
 
 
+def broadcast_add(a, b, s):
+    c = a[:, None] + b[None, :]          # with only a varying, its tangent broadcasts to c's shape
+    return np.sin(c) * 2.0 + s - b[None, :]
+
+
 def array_result(x, W):
     return np.tanh(W @ x) * x[0] + s_helper(x)
 
@@ -138,6 +143,8 @@ RULES = [
     (indexing, lambda r: (r.standard_normal((4, 3)), np.array([0, 2, 2]), np.array([1, 0, 1])), 0),
     (broadcast, lambda r: (r.standard_normal(4), 0.7), (0, 1)),
     (array_result, lambda r: (r.standard_normal(3), r.standard_normal((3, 3))), (0, 1)),
+    (broadcast_add, lambda r: (r.standard_normal(3), r.standard_normal(4), 0.3), 0),
+    (broadcast_add, lambda r: (r.standard_normal(3), r.standard_normal(4), 0.3), 2),
 ]
 
 
@@ -231,8 +238,8 @@ def test_written_argument_and_tangent_unchanged():
     np.testing.assert_array_equal(v, v0)
 
 
-CPU_SUBSET = [RULES[1], RULES[3], RULES[5], RULES[7], RULES[8], RULES[11], CONSTRUCTS[0], CONSTRUCTS[1],
-              CONSTRUCTS[2], CONSTRUCTS[3]]
+# compiled (Numba) path: a representative subset (each compile takes seconds)
+CPU_SUBSET = [RULES[1], RULES[5], RULES[7], RULES[11], CONSTRUCTS[1], CONSTRUCTS[2], CONSTRUCTS[3]]
 
 
 @pytest.mark.parametrize("f,make,wrt", CPU_SUBSET, ids=[f"{f.__name__}-{w}" for f, _, w in CPU_SUBSET])
@@ -286,7 +293,8 @@ def summed_piecewise(x, y):
     return np.sum(piecewise(x, y) ** 2)
 
 
-HVP_PROGRAMS = [p for p in RULES + CONSTRUCTS if p[0] not in (reductions, array_result, ufuncs, piecewise)] + [
+HVP_PROGRAMS = [p for p in RULES + CONSTRUCTS
+                if p[0] not in (reductions, array_result, ufuncs, piecewise, broadcast_add)] + [
     (summed_ufuncs, RULES[3][1], (0, 1)), (summed_piecewise, RULES[4][1], (0, 1)),
     (extremes, lambda r: (r.uniform(0.5, 1.5, (3, 4)),), 0)]
 
