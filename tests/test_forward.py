@@ -238,11 +238,19 @@ def test_written_argument_and_tangent_unchanged():
     np.testing.assert_array_equal(v, v0)
 
 
-# compiled (Numba) path: a representative subset (each compile takes seconds)
-CPU_SUBSET = [RULES[1], RULES[5], RULES[7], RULES[11], CONSTRUCTS[1], CONSTRUCTS[2], CONSTRUCTS[3]]
+# compiled (Numba) path: a representative subset (each compile takes seconds); the products
+# program (matrix products of every kind, ~50 s to compile here) only with -m slow: array_result
+# covers matrix-vector products on the cpu target by default
+def _param(program, slow=False):
+    f, _, wrt = program
+    return pytest.param(*program, id=f"{f.__name__}-{wrt}", marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize("f,make,wrt", CPU_SUBSET, ids=[f"{f.__name__}-{w}" for f, _, w in CPU_SUBSET])
+CPU_SUBSET = [_param(RULES[1]), _param(RULES[5], slow=True), _param(RULES[7]), _param(RULES[11]),
+              _param(CONSTRUCTS[1]), _param(CONSTRUCTS[2]), _param(CONSTRUCTS[3])]
+
+
+@pytest.mark.parametrize("f,make,wrt", CPU_SUBSET)
 def test_jvp_cpu(f, make, wrt):
     args = make(np.random.default_rng(4))
     check_jvp(f, args, wrt, "cpu")
@@ -304,10 +312,11 @@ def test_hvp_python(f, make, wrt):
     check_hvp(f, make(np.random.default_rng(5)), wrt, "python")
 
 
-HVP_CPU = [CONSTRUCTS[0], HVP_PROGRAMS[-1]]
+# (the reductions program takes ~80 s to compile here: -m slow; loops covers compiled hvp)
+HVP_CPU = [_param(CONSTRUCTS[0]), _param(HVP_PROGRAMS[-1], slow=True)]
 
 
-@pytest.mark.parametrize("f,make,wrt", HVP_CPU, ids=[f"{f.__name__}-{w}" for f, _, w in HVP_CPU])
+@pytest.mark.parametrize("f,make,wrt", HVP_CPU)
 def test_hvp_cpu(f, make, wrt):
     check_hvp(f, make(np.random.default_rng(6)), wrt, "cpu")
 
