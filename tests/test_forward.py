@@ -76,7 +76,7 @@ def ufuncs(x, y):
 
 def piecewise(x, y):
     a = np.maximum(x, y) + np.minimum(x, 0.5) + np.fmax(y, 0.4) + np.fmin(x, y)
-    b = np.where(x > y, x * x, y) + np.clip(x, 0.3, 0.7) + np.floor(x) * y
+    b = np.where(x > y, x * x, y) + np.clip(x, 0.3, 0.7) + np.floor(x) * y + np.clip(y, 0.5 * x, x + 0.2)
     return a * b + max(x[0], y[1]) + min(x[1], 0.5)
 
 
