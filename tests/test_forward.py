@@ -191,6 +191,15 @@ def inplace(x, n):
     return np.sum(y * x)
 
 
+def aliasing(x, n):
+    y = x + 0.0                  # tangent: _dot_x itself, unless copied
+    y[0] = 5.0
+    z = np.zeros(n)
+    w = z * 1.0 + x[1]
+    z[1] = x[0] * 3.0
+    return np.sum(y * x) + np.sum(w * z) + np.sum(z)
+
+
 def helper_tuple(a, b):
     return a * b, np.sin(a) + b
 
@@ -217,6 +226,7 @@ CONSTRUCTS = [
     (loops, lambda r: (r.uniform(0.1, 0.9, 6), 6), 0),
     (jumps, lambda r: (r.uniform(0.0, 1.0, 8), 8), 0),
     (inplace, lambda r: (r.standard_normal(5), 5), 0),
+    (aliasing, lambda r: (r.standard_normal(4), 4), 0),
     (helper_calls, lambda r: (r.standard_normal(3), 0.4), (0, 1)),
     (branches, lambda r: (0.7, 0.3), (0, 1)),
     (branches, lambda r: (0.2, 0.9), 0),
