@@ -429,6 +429,12 @@ class ForwardBuilder:
                 copies.append(assign(n, ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy",
                                                                     ctx=ast.Load()),
                                                  args=[name_load(n)], keywords=[]), like))
+        for param in unit.params:
+            # an argument that is not differentiated but receives varying values (`buf[i] = x`)
+            # starts with a zero tangent
+            if param in analysis.active and param not in wrt:
+                copies.append(assign(transformer.tan(param),
+                                     transformer.zero(name_load(param), analysis.kinds[param], like), like))
         result_kind = analysis.kind(result)
         if result_kind.cls == "tuple":
             # a helper returning a tuple: (values..., tangents...) as one flat tuple (reverse mode,

@@ -200,6 +200,12 @@ def aliasing(x, n):
     return np.sum(y * x) + np.sum(w * z) + np.sum(z)
 
 
+def into_buffer(x, buf):
+    for i in range(buf.shape[0]):
+        buf[i] = x[i] * x[i]             # buf (not differentiated) receives varying values
+    return np.sum(buf * buf)
+
+
 def helper_tuple(a, b):
     return a * b, np.sin(a) + b
 
@@ -227,6 +233,7 @@ CONSTRUCTS = [
     (jumps, lambda r: (r.uniform(0.0, 1.0, 8), 8), 0),
     (inplace, lambda r: (r.standard_normal(5), 5), 0),
     (aliasing, lambda r: (r.standard_normal(4), 4), 0),
+    (into_buffer, lambda r: (r.standard_normal(4), np.zeros(3)), 0),
     (helper_calls, lambda r: (r.standard_normal(3), 0.4), (0, 1)),
     (branches, lambda r: (0.7, 0.3), (0, 1)),
     (branches, lambda r: (0.2, 0.9), 0),
@@ -256,8 +263,13 @@ def _param(program, slow=False):
     return pytest.param(*program, id=f"{f.__name__}-{wrt}", marks=[pytest.mark.slow] if slow else [])
 
 
-CPU_SUBSET = [_param(RULES[1]), _param(RULES[5], slow=True), _param(RULES[7]), _param(RULES[11]),
-              _param(CONSTRUCTS[1]), _param(CONSTRUCTS[2]), _param(CONSTRUCTS[3])]
+def _program(f, table):
+    return next(p for p in table if p[0] is f)
+
+
+CPU_SUBSET = [_param(RULES[1]), _param(_program(products, RULES), slow=True), _param(_program(reductions, RULES)),
+              _param(_program(array_result, RULES))] + \
+    [_param(_program(f, CONSTRUCTS)) for f in (jumps, inplace, helper_calls, into_buffer)]
 
 
 @pytest.mark.parametrize("f,make,wrt", CPU_SUBSET)
@@ -323,7 +335,7 @@ def test_hvp_python(f, make, wrt):
 
 
 # (the reductions program takes ~80 s to compile here: -m slow; loops covers compiled hvp)
-HVP_CPU = [_param(CONSTRUCTS[0]), _param(HVP_PROGRAMS[-1], slow=True)]
+HVP_CPU = [_param(_program(loops, CONSTRUCTS)), _param(HVP_PROGRAMS[-1], slow=True)]
 
 
 @pytest.mark.parametrize("f,make,wrt", HVP_CPU)
