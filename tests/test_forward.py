@@ -564,3 +564,35 @@ def test_examples_run(capsys):
     np.testing.assert_allclose(sensitivity, fd, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(J, J_fd, rtol=1e-5, atol=1e-6)
     assert "Newton-CG" in capsys.readouterr().out
+
+
+# ---- differential fuzzing: random programs, jvp against FD and against reverse mode ---------------
+
+def _fuzz_test():
+    from hypothesis import HealthCheck, Phase, assume, given, note, settings, strategies as st
+    import fuzz_programs as fp
+
+    @settings(max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+              deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(source=fp.programs(features=fp.ALL_FEATURES), point_seed=st.integers(0, 2 ** 16))
+    def run(source, point_seed):
+        note(source)
+        f = fp.load_program(source).prog
+        rng = np.random.default_rng(point_seed)
+        x, y = (float(v) for v in rng.uniform(-1.5, 1.5, 2))
+        a = rng.uniform(-1.5, 1.5, fp.N)
+        dx, dy = (float(v) for v in rng.standard_normal(2))
+        da = rng.standard_normal(fp.N)
+        fd1 = fp.directional_fd(f, x, y, a, dx, dy, da, 1e-6)
+        fd2 = fp.directional_fd(f, x, y, a, dx, dy, da, 4e-6)
+        assume(math.isfinite(fd1) and math.isclose(fd1, fd2, rel_tol=1e-4, abs_tol=1e-5))
+        value, t = srcgrad.jvp(f, wrt=(0, 1, 2), target="python")(x, y, a.copy(), (dx, dy, da))
+        assert math.isclose(t, fd1, rel_tol=1e-5, abs_tol=1e-6), (t, fd1, source)
+        gx, gy, ga = srcgrad.grad(f, wrt=(0, 1, 2), target="python")(x, y, a.copy())
+        reverse = gx * dx + gy * dy + float(np.dot(ga, da))
+        assert math.isclose(t, reverse, rel_tol=1e-9, abs_tol=1e-12), (t, reverse, source)
+    return run
+
+
+def test_fuzz_jvp_against_fd_and_reverse_mode():
+    _fuzz_test()()
