@@ -566,13 +566,13 @@ def test_examples_run(capsys):
     assert "Newton-CG" in capsys.readouterr().out
 
 
-# ---- differential fuzzing: random programs, jvp against FD and against reverse mode ---------------
+# ---- differential fuzzing: random programs, jvp against FD and reverse mode, hvp against FD ------
 
 def _fuzz_test():
     from hypothesis import HealthCheck, Phase, assume, given, note, settings, strategies as st
     import fuzz_programs as fp
 
-    @settings(max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    @settings(max_examples=12, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
               deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(source=fp.programs(features=fp.ALL_FEATURES), point_seed=st.integers(0, 2 ** 16))
     def run(source, point_seed):
@@ -591,8 +591,18 @@ def _fuzz_test():
         gx, gy, ga = srcgrad.grad(f, wrt=(0, 1, 2), target="python")(x, y, a.copy())
         reverse = gx * dx + gy * dy + float(np.dot(ga, da))
         assert math.isclose(t, reverse, rel_tol=1e-9, abs_tol=1e-12), (t, reverse, source)
+        # hvp against central differences of the gradient along the same direction
+        g = srcgrad.grad(f, wrt=(0, 1, 2), target="python")
+
+        def fd_grad(h):
+            p, m = g(x + h * dx, y + h * dy, a + h * da), g(x - h * dx, y - h * dy, a - h * da)
+            return np.r_[p[0], p[1], p[2]] - np.r_[m[0], m[1], m[2]]
+        h1, h2 = fd_grad(1e-6) / 2e-6, fd_grad(4e-6) / 8e-6
+        if np.allclose(h1, h2, rtol=1e-4, atol=1e-5):      # no branch boundary within the step
+            hx, hy, ha = srcgrad.hvp(f, wrt=(0, 1, 2), target="python")(x, y, a.copy(), (dx, dy, da))
+            np.testing.assert_allclose(np.r_[hx, hy, ha], h1, rtol=1e-4, atol=1e-5, err_msg=source)
     return run
 
 
-def test_fuzz_jvp_against_fd_and_reverse_mode():
+def test_fuzz_jvp_and_hvp():
     _fuzz_test()()
