@@ -49,6 +49,7 @@ __all__ = [
     "rank",
     "size",
     "node_leader_first",
+    "on_root",
     "broadcast",
     "FusedBuffer",
     "allreduce_average",
@@ -101,22 +102,50 @@ def node_leader_first(fn, comm=None):
     For compiling: srcgrad's generated modules and Numba's machine code are cached in files, so
     the other ranks of a machine then load what its first rank compiled instead of all compiling
     the same code at once on the same cores. (Machines do not wait for each other.) An error on
-    the first rank is raised there after the others were released; they run ``fn`` themselves."""
+    the first rank is raised there after the others were released; they run ``fn`` themselves.
+    ``fn`` must not make collective calls on ``comm`` (the other ranks are not there yet)."""
+    global _leading
     MPI = mpi()
     comm = _comm(comm)
+    if _leading:        # nested: the outer call already orders the ranks
+        return fn()
     local = _node_comms.get(id(comm))
     if local is None:
         local = _node_comms[id(comm)] = (comm, comm.Split_type(MPI.COMM_TYPE_SHARED))
     local = local[1]
     if local.Get_size() == 1:
         return fn()
-    if local.Get_rank() == 0:
+    _leading = True
+    try:
+        if local.Get_rank() == 0:
+            try:
+                return fn()
+            finally:
+                _sleepy_barrier(local)
+        _sleepy_barrier(local)
+        return fn()
+    finally:
+        _leading = False
+
+
+_leading = False
+
+
+def on_root(fn, root=0, comm=None):
+    """``fn()`` run on rank ``root`` only; every rank gets its result, or raises its exception
+    (so that an error there, e.g. a checkpoint that cannot be read, stops every rank instead of
+    leaving them waiting). The result and the exception travel pickled."""
+    comm = _comm(comm)
+    outcome = None
+    if comm.Get_rank() == root:
         try:
-            return fn()
-        finally:
-            _sleepy_barrier(local)
-    _sleepy_barrier(local)
-    return fn()
+            outcome = (True, fn())
+        except Exception as exc:  # sent to the other ranks, then raised everywhere
+            outcome = (False, exc)
+    ok, value = comm.bcast(outcome, root=root)
+    if not ok:
+        raise value
+    return value
 
 
 def _sleepy_barrier(comm, interval=0.005):
