@@ -478,10 +478,13 @@ class DataParallelLoop:
     state; the ranks then stay identical, since they apply the same update to the same numbers.
 
     ``bytes_per_step`` is what one rank sends (and receives) per allreduce, before the MPI
-    library's own algorithm multiplies it (see benchmarks/results/distributed.md).
+    library's own algorithm multiplies it (see benchmarks/results/distributed.md). With
+    ``profile=True`` the loop also adds up, in ``seconds``, the time this rank spent computing
+    its shard's gradient (``"gradient"``), in the allreduce, waiting for the others included
+    (``"allreduce"``), and in the update (``"update"``).
     """
 
-    def __init__(self, loss_and_grads, optimizer, comm=None):
+    def __init__(self, loss_and_grads, optimizer, comm=None, profile=False):
         if not hasattr(loss_and_grads, "specialize"):
             raise TypeError("DataParallelLoop needs a srcgrad value_and_grad(...) object, got "
                             f"{type(loss_and_grads).__name__}")
@@ -498,6 +501,8 @@ class DataParallelLoop:
         self.size = self.comm.Get_size()
         self._plans = {}
         self.bytes_per_step = None
+        self.profile = bool(profile)
+        self.seconds = {"gradient": 0.0, "allreduce": 0.0, "update": 0.0}
 
     def _plan(self, params, X, y, order, batch_size):
         """Buffers and compiled entry points for these argument types (built once)."""
@@ -566,6 +571,9 @@ class DataParallelLoop:
         views, flat, tail = fused.views, fused.flat, fused.tail
         comm, op, in_place = self.comm, MPI.SUM, MPI.IN_PLACE
         total = 0.0
+        if self.profile:
+            return self._profiled(first, stop, sampler, n, step, update, gradient, params, X, y,
+                                  order, Xb, yb, seed, fused, state, hyper)
         for batch in range(first, stop):
             lo, hi, count = sampler.bounds(n, batch)
             tail[0] = step(gradient, params, X, y, order, lo, hi, Xb, yb, seed, views,
@@ -573,4 +581,26 @@ class DataParallelLoop:
             comm.Allreduce(in_place, flat, op=op)
             update(params, views, state, hyper)
             total += float(tail[0])
+        return total
+
+    def _profiled(self, first, stop, sampler, n, step, update, gradient, params, X, y, order,
+                  Xb, yb, seed, fused, state, hyper):
+        """The loop of ``__call__`` with each part of a step timed."""
+        MPI = mpi()
+        clock, sec = time.perf_counter, self.seconds
+        total = 0.0
+        for batch in range(first, stop):
+            lo, hi, count = sampler.bounds(n, batch)
+            t0 = clock()
+            fused.tail[0] = step(gradient, params, X, y, order, lo, hi, Xb, yb, seed,
+                                 fused.views, (hi - lo) / count)
+            t1 = clock()
+            self.comm.Allreduce(MPI.IN_PLACE, fused.flat, op=MPI.SUM)
+            t2 = clock()
+            update(params, fused.views, state, hyper)
+            t3 = clock()
+            total += float(fused.tail[0])
+            sec["gradient"] += t1 - t0
+            sec["allreduce"] += t2 - t1
+            sec["update"] += t3 - t2
         return total
