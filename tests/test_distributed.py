@@ -224,3 +224,28 @@ def test_train_mnist_distributed_errors_stop_every_rank(mpiexec, tmp_path):
     # rank 0's message; rank 1's too unless rank 0's abort ended it first
     assert 1 <= proc.stderr.count("nope.npz does not exist") <= 2, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_benchmark_report_computes_speedup_and_efficiency():
+    """benchmarks/distributed_bench.py's table: speed-up = single / N-rank epoch time, efficiency =
+    speed-up / N, and the profile's 'other' = epoch time minus the timed parts."""
+    spec = importlib.util.spec_from_file_location("distributed_bench",
+                                                  ROOT / "benchmarks" / "distributed_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seconds, size, parts=None):
+        return {"epochs": [{"seconds": s} for s in seconds], "size": size,
+                "parts_s": parts, "bytes_per_step": 407084, "allreduce_us": 250.0}
+
+    parts = {"gradient": 0.5, "allreduce": 0.1, "update": 0.05}
+    results = {"ranks": 2, "epochs": 3, "cpus": 2, "platform": "p", "python": "3", "mpi": "MPICH",
+               "load_before": (1.0, 1.0, 1.0), "load_after": (1.0, 1.0, 1.0),
+               "allreduce_algorithms_us": {"auto": 250.0, "ring": 300.0},
+               "runs": [{"batch_size": 64, "single": run([1.0, 1.2, 1.1], 1),
+                         "dp1": run([1.2, 1.2, 1.2], 1, parts),
+                         "dp2": run([0.7, 0.8, 0.75], 2, parts)}]}
+    text = bench.report(results)
+    assert "| 64 | 1.100 | 1.200 | 0.750 | 1.47× | 73% | 407,084 | 250 |" in text, text
+    assert "| 64 | 2 | 0.500 | 0.100 | 0.050 | 0.100 |" in text, text
+    assert "| 250 | 300 |" in text
