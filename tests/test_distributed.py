@@ -249,3 +249,16 @@ def test_benchmark_report_computes_speedup_and_efficiency():
     assert "| 64 | 1.100 | 1.200 | 0.750 | 1.47× | 73% | 407,084 | 250 |" in text, text
     assert "| 64 | 2 | 0.500 | 0.100 | 0.050 | 0.100 |" in text, text
     assert "| 250 | 300 |" in text
+
+
+def test_distributed_without_mpi4py_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    """No MPI installed: --distributed exits with code 2 and says which extra to install."""
+    monkeypatch.setitem(sys.modules, "mpi4py", None)      # import mpi4py fails
+    spec = importlib.util.spec_from_file_location("train_mnist_no_mpi", SCRIPT)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    rc = tm.main(["--distributed", "--data", str(tmp_path), "--no-download", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "srcgrad[distributed]" in err and "mpi4py" in err, err
+    with pytest.raises(dist.DistributedError, match="srcgrad\\[distributed\\]"):
+        dist.rank()
