@@ -87,6 +87,12 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.Expr):
         if _is_docstring(stmt):
             return
+        if isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Attribute) and \
+                stmt.value.func.attr == "append" and isinstance(stmt.value.func.value, ast.Name):
+            # L.append(v) on a list created in the function (normalize.ListBuilder)
+            for arg in stmt.value.args:
+                _check_expression(fsrc, arg)
+            return
         if _is_print(stmt.value):
             # print(...) runs in the primal (the forward sweep) only; Numba prints positional
             # values and string literals
@@ -113,14 +119,11 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.For):
         if stmt.orelse:
             raise fsrc.error(stmt, "for ... else is not supported", "for-else")
-        if not isinstance(stmt.target, ast.Name):
-            raise fsrc.error(stmt, "a for loop must bind a single name (for i in range(...))",
+        # range(...), an array (its first axis), a tuple or list, enumerate/zip/reversed of
+        # those (normalize.py turns them into index loops)
+        if not _names_only(stmt.target):
+            raise fsrc.error(stmt, "a for loop must bind names (for x in ..., for i, (a, b) in ...)",
                              "for target")
-        it = stmt.iter
-        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
-                and not it.keywords and 1 <= len(it.args) <= 3):
-            raise fsrc.error(stmt, "only `for i in range(...)` loops are supported "
-                             f"(got `for ... in {ast.unparse(it)}`)", "for over non-range")
     if isinstance(stmt, ast.While) and stmt.orelse:
         raise fsrc.error(stmt, "while ... else is not supported", "while-else")
     if isinstance(stmt, (ast.Assign,)):
@@ -135,6 +138,20 @@ def _check_statement(fsrc, stmt, loop_depth):
             _check_statement(fsrc, child, inner)
         elif isinstance(child, ast.expr):
             _check_expression(fsrc, child)
+
+
+def _names_only(target):
+    if isinstance(target, ast.Name):
+        return True
+    return isinstance(target, ast.Tuple) and all(_names_only(e) for e in target.elts)
+
+
+def _check_comprehension(fsrc, node):
+    for gen in node.generators:
+        if gen.is_async:
+            raise fsrc.error(node, "async comprehensions are not supported", "comprehension")
+        if not _names_only(gen.target):
+            raise fsrc.error(node, "a comprehension must bind names", "comprehension")
 
 
 def _check_target(fsrc, stmt, target):
@@ -168,6 +185,11 @@ def _check_expression(fsrc, expr):
     strings = _string_arguments(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
+            continue
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+            _check_comprehension(fsrc, node)      # list comprehensions -> loops (normalize.py)
+            continue
+        if isinstance(node, ast.comprehension):
             continue
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",

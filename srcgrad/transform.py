@@ -296,6 +296,8 @@ class ReverseTransformer:
 
     def call(self, stmt, name, call):
         callee = call.callee
+        if callee == "stack_buffer":     # allocation: the items arrive by element writes
+            return []
         if callee == "astype":          # x.astype(dtype): the array is the method's receiver
             base = call.func.value
             if not self.a.is_active(base):

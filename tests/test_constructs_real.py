@@ -266,3 +266,103 @@ def copies(x):
 
 def test_np_array_of_an_array_copies(target):
     check_grad(copies, (np.array([0.5, -0.3, 1.2]),), target=target)
+
+
+# ------------------------------------------------------------------------------------------------
+# for x in arr, enumerate, zip, reversed; loops over literal lists (unrolled)
+# ------------------------------------------------------------------------------------------------
+
+def rows_loop(x, w):
+    s = 0.0
+    for row in x:                                      # the first axis
+        s = s + np.sum(np.tanh(row * w))
+    for i, row in enumerate(x, 1):
+        s = s + i * np.sum(row ** 2)
+    return s
+
+
+def test_for_over_an_array_and_enumerate(target):
+    rng = np.random.default_rng(10)
+    check_grad(rows_loop, (rand(rng, 4, 3), rand(rng, 3)), wrt=(0, 1), target=target)
+
+
+def zip_reversed(x, y):
+    s = 0.0
+    for a, b in zip(x, y[1:]):                          # stops at the shorter
+        s = s + a * b
+    for i in reversed(range(1, x.shape[0], 2)):
+        s = s * 0.5 + x[i]
+    for k, v in enumerate(reversed(y)):
+        s = s * 0.9 + k * v * v
+    for i, (a, b) in enumerate(zip(reversed(x), range(3))):
+        s = s + i * a * b
+    return s
+
+
+def test_zip_and_reversed(target):
+    rng = np.random.default_rng(11)
+    check_grad(zip_reversed, (rand(rng, 5), rand(rng, 4)), wrt=(0, 1), target=target)
+
+
+def zip_reversed_reference(x, y):
+    """zip_reversed with explicit indices (the values the loops must visit)."""
+    s = 0.0
+    for j in range(min(len(x), len(y) - 1)):
+        s = s + x[j] * y[j + 1]
+    for i in range(x.shape[0] - 1 - (x.shape[0] - 2) % 2, 0, -2):
+        s = s * 0.5 + x[i]
+    for k in range(len(y)):
+        s = s * 0.9 + k * y[len(y) - 1 - k] ** 2
+    for i in range(min(len(x), 3)):
+        s = s + i * x[len(x) - 1 - i] * i
+    return s
+
+
+def test_zip_and_reversed_visit_the_items_python_does():
+    rng = np.random.default_rng(12)
+    x, y = rand(rng, 5), rand(rng, 4)
+    assert zip_reversed(x, y) == pytest.approx(zip_reversed_reference(x, y), rel=1e-14)
+
+
+def layers_loop(x, W1, b1, W2, b2):
+    layers = [(W1, b1), (np.tanh(W2), b2 * 2.0)]       # arrays of different shapes: unrolled
+    h = x
+    for W, b in layers:
+        h = np.tanh(W @ h + b)
+    total = 0.0
+    for i, (W, b) in enumerate(layers):
+        total = total + (i + 1.0) * np.sum(b * b)
+    for c in [1.0, 2.0]:
+        total = total + c * np.sum(h)
+    return total
+
+
+def test_loops_over_literal_lists(target):
+    rng = np.random.default_rng(13)
+    args = (rand(rng, 3), rand(rng, 4, 3), rand(rng, 4), rand(rng, 2, 4), rand(rng, 2))
+    check_grad(layers_loop, args, wrt=(0, 1, 2, 3, 4), target=target)
+
+
+def loop_with_break_over_literal(x):
+    for v in [x, 2.0 * x]:
+        if v > 1.0:
+            break
+    return x
+
+
+def test_break_in_an_unrolled_loop_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*unroll"):
+        srcgrad.grad(loop_with_break_over_literal, target="python")(0.5)
+
+
+def loop_with_break_over_array(x):
+    s = 0.0
+    for v in x:
+        if v > 1.0:
+            break
+        s = s + v * v
+    return s
+
+
+def test_break_in_a_loop_over_an_array():
+    check_grad(loop_with_break_over_array, (np.array([0.5, -0.7, 1.5, 0.2]),), target="python")
