@@ -64,7 +64,7 @@ def lower(stmts, analysis):
             if callee == "stack_buffer" and analysis is not None:
                 # the rows of a list built with append: np.full for scalars (the item's type),
                 # np.empty of the item's shape and dtype for arrays
-                size, item = node.args
+                size, item = node.args[:2]
                 if analysis.kind(item).is_array:
                     shape = ast.BinOp(left=ast.Tuple(elts=[size], ctx=ast.Load()), op=ast.Add(),
                                       right=ast.Attribute(value=item, attr="shape", ctx=ast.Load()))

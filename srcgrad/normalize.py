@@ -490,6 +490,7 @@ class ListBuilder:
             total = part if total is None else _binop(total, ast.Add(), part, creation)
         if sites:
             changed = assigned_names(block[first:sites[-1] + 1])
+            total = _substitute_invariants(total, block[first:sites[-1] + 1], body, changed)
             used = {n.id for n in ast.walk(total) if isinstance(n, ast.Name)}
             if used & changed:
                 raise self.fsrc.error(block[first], f"the number of items appended to {name!r} depends "
@@ -498,6 +499,9 @@ class ListBuilder:
         written = {n.value.id for s in _walk_all(body) for n in ast.walk(s)
                    if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
                    and isinstance(n.value, ast.Name)}
+        # created at the top of the function, the list's array is made once per call: the
+        # reverse sweep never needs a value it replaced (transform.py then saves nothing)
+        self.once = block is body
         new_block = []
         for k, stmt in enumerate(block):
             if k == index:
@@ -563,7 +567,8 @@ class ListBuilder:
                 value = name_load(item)
             first = ast.Compare(left=name_load(count), ops=[ast.Eq()], comparators=[ast.Constant(0)])
             make = assign(name, _call("stack_buffer", "stack_buffer",
-                                      [name_load(capacity), name_load(value.id)], stmt), stmt)
+                                      [name_load(capacity), name_load(value.id), ast.Constant(self.once)],
+                                      stmt), stmt)
             out.append(ast.copy_location(ast.If(test=first, body=[make], orelse=[]), stmt))
             slot = ast.Subscript(value=name_load(name), slice=name_load(count), ctx=ast.Store())
             out.append(assign(slot, name_load(value.id), stmt))
@@ -665,6 +670,35 @@ class ListBuilder:
                 out += uses.checks + [stmt]
             return out
         return visit(body)
+
+
+def _substitute_invariants(expr, region, body, changed):
+    """``expr`` with the names ``region`` assigns once, from values it does not change (an inner
+    loop's length ``_n4 = len(_seq5)``), replaced by those values: computable before the region."""
+    stores = {}
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stores[node.id] = stores.get(node.id, 0) + 1
+    defs = {s.targets[0].id: s.value for s in _walk_all(region)
+            if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+            and stores.get(s.targets[0].id) == 1}
+
+    class Substitute(ast.NodeTransformer):
+        def __init__(self, depth):
+            self.depth = depth
+
+        def visit_Name(self, node):
+            if node.id in changed and node.id in defs and self.depth < 8:
+                return Substitute(self.depth + 1).visit(_copy(defs[node.id]))
+            return node
+    out = Substitute(0).visit(_copy(expr))
+    for node in ast.walk(out):         # _copy re-parses: keep the callee annotations
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("range_length",):
+                node.callee = "range_length"
+            elif node.func.id == "len":
+                node.callee = len
+    return out
 
 
 def _walk_all(stmts):

@@ -366,3 +366,147 @@ def loop_with_break_over_array(x):
 
 def test_break_in_a_loop_over_an_array():
     check_grad(loop_with_break_over_array, (np.array([0.5, -0.7, 1.5, 0.2]),), target="python")
+
+
+# ------------------------------------------------------------------------------------------------
+# List comprehensions; lists built with append, then stacked
+# ------------------------------------------------------------------------------------------------
+
+def comprehensions(x, w):
+    feats = [np.tanh(x[i] * w) for i in range(3)]                  # literal length: unrolled
+    dyn = [np.sum(row ** 2) for row in x]                          # a loop that appends
+    pos = [v * v for v in x[0] if v > 0.0]                         # filtered
+    pairs = [a * b for a in w for b in x[1]]                       # nested
+    return (np.sum(np.stack(feats) ** 2) + np.sum(np.array(dyn) * np.arange(1.0, 5.0))
+            + sum(pos) + sum(np.sum(f) for f in feats) + np.sum(np.array(pairs) ** 2))
+
+
+def test_list_comprehensions(target):
+    rng = np.random.default_rng(14)
+    check_grad(comprehensions, (rand(rng, 4, 3), rand(rng, 3)), wrt=(0, 1), target=target)
+
+
+def append_and_stack(x, w):
+    outs = []
+    sums = []
+    for t in range(x.shape[0]):
+        outs.append(np.tanh(x[t] * w) * (t + 1.0))                 # a fresh array per step
+        sums.append(np.sum(x[t]) * w[0])                           # a scalar per step
+        if t % 2 == 0:
+            sums.append(x[t, 1] ** 2)                              # some steps append twice
+    hs = np.stack(outs)
+    return np.sum(hs ** 2) + np.sum(np.array(sums) ** 3) + sum(sums) + len(outs) * np.sum(outs[-1])
+
+
+def test_append_then_stack(target):
+    rng = np.random.default_rng(15)
+    check_grad(append_and_stack, (rand(rng, 5, 3), rand(rng, 3)), wrt=(0, 1), target=target)
+
+
+def append_nested_loops(x):
+    vals = []
+    for i in range(x.shape[0]):
+        for j in range(1, x.shape[1]):
+            vals.append(x[i, j] * x[i, j - 1])
+    vals.append(x[0, 0])
+    total = 0.0
+    for v in vals:
+        total = total + v * v
+    return total + np.sum(np.array(vals))
+
+
+def test_append_in_nested_loops():
+    rng = np.random.default_rng(16)
+    check_grad(append_nested_loops, (rand(rng, 3, 4),), target="python")
+
+
+def append_triangular(x):
+    vals = []
+    for i in range(x.shape[0]):
+        for j in range(i):
+            vals.append(x[i] * x[j])
+    return np.sum(np.array(vals))
+
+
+def append_mutated(x):
+    h = np.zeros(2)
+    outs = []
+    for t in range(x.shape[0]):
+        h[0] = x[t]
+        outs.append(h)
+    return np.sum(np.stack(outs))
+
+
+def append_in_while(x):
+    vals = []
+    while x > 0.1:
+        vals.append(x)
+        x = x * 0.5
+    return sum(vals)
+
+
+def list_returned(x):
+    outs = []
+    outs.append(x)
+    return outs
+
+
+@pytest.mark.parametrize("func, match", [
+    (append_triangular, "number of items appended"),
+    (append_mutated, "written into after being appended"),
+    (append_in_while, "while loop"),
+    (list_returned, "use of the list"),
+])
+def test_unsupported_list_building_is_refused(func, match):
+    arg = np.ones(3) if func is not append_in_while else 1.0
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*" + match):
+        srcgrad.grad(func, target="python")(arg)
+
+
+def stack_of_empty_list(x, n):
+    outs = []
+    for t in range(n):
+        outs.append(x * t)
+    return np.sum(np.stack(outs))
+
+
+def test_stack_of_an_empty_list_raises():
+    f = srcgrad.grad(stack_of_empty_list, target="python")
+    np.testing.assert_allclose(f(np.ones(2), 3), np.full(2, 3.0))
+    with pytest.raises(AssertionError, match="empty list"):
+        f(np.ones(2), 0)
+
+
+def rnn_state_rows(x, W, U):
+    """An RNN that appends its hidden states (kept as rows of an array it writes)."""
+    hs = np.zeros((x.shape[0] + 1, W.shape[0]))
+    outs = []
+    for t in range(x.shape[0]):
+        hs[t + 1] = np.tanh(W @ hs[t] + U @ x[t])
+        outs.append(hs[t + 1] * 1.0)
+    return np.sum(np.stack(outs) ** 2)
+
+
+def test_rnn_appending_states(target):
+    rng = np.random.default_rng(17)
+    args = (rand(rng, 4, 2), 0.5 * rand(rng, 3, 3), rand(rng, 3, 2))
+    check_grad(rnn_state_rows, args, wrt=(0, 1, 2), target=target)
+
+
+def rnn_rebinding(x, W, U):
+    """The usual form: h rebound in the loop (issue 15 section 3, a parallel change) and
+    appended."""
+    h = np.zeros(W.shape[0])
+    outs = []
+    for t in range(x.shape[0]):
+        h = np.tanh(W @ h + U @ x[t])
+        outs.append(h)
+    return np.sum(np.stack(outs) ** 2)
+
+
+@pytest.mark.xfail(raises=srcgrad.UnsupportedSyntaxError, strict=False,
+                   reason="arrays rebound in loops are issue 15 section 3 (a parallel branch)")
+def test_rnn_rebinding_and_appending():
+    rng = np.random.default_rng(18)
+    args = (rand(rng, 4, 2), 0.5 * rand(rng, 3, 3), rand(rng, 3, 2))
+    check_grad(rnn_rebinding, args, wrt=(0, 1, 2), target="python")
