@@ -180,9 +180,19 @@ def _string_arguments(expr):
     return found
 
 
+def _grid_steps(expr):
+    """Complex steps in ``np.r_[0:1:5j]`` (a number of points, evaluated by normalize.py)."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and \
+                node.value.attr in ("r_", "c_"):
+            found |= {id(n) for n in ast.walk(node.slice) if isinstance(n, ast.Constant)}
+    return found
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
-    strings = _string_arguments(expr)
+    strings = _string_arguments(expr) | _grid_steps(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
             continue
@@ -194,7 +204,7 @@ def _check_expression(fsrc, expr):
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) in strings:
+        if isinstance(node, ast.Constant) and id(node) in strings:
             continue
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "

@@ -1487,8 +1487,8 @@ def _copy(node):
     return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
 
 
-def _literal_lists(body):
-    """List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
+def _literal_lists(body, fsrc):
+    """np.r_/np.c_ of constants become constant arrays. List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
     ``x[0, 2]``) becomes ``x[np.array((0, 2))]``; the rows of a nested literal in
     ``np.array([[a, b], [c, d]])`` become arrays of their own (stacked)."""
     def as_array(node):
@@ -1501,9 +1501,41 @@ def _literal_lists(body):
                 ast.copy_location(sub, node)
         return call
 
+    def as_literal(values, like):
+        if isinstance(values, np.ndarray) and values.ndim:
+            return ast.copy_location(ast.Tuple(elts=[as_literal(v, like) for v in values], ctx=ast.Load()),
+                                     like)
+        return ast.copy_location(ast.Constant(values.item()), like)
+
+    def index_grid(node):
+        """np.r_[0:3, 7] / np.c_[0:3, 4:7] of constants: evaluated now, a constant array."""
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+
+        def constant(e):
+            if e is None:
+                return None
+            value = ast.literal_eval(e)
+            if not isinstance(value, (int, float, complex)) or isinstance(value, bool):
+                raise ValueError
+            return value
+        try:
+            items = tuple(slice(constant(p.lower), constant(p.upper), constant(p.step))
+                          if isinstance(p, ast.Slice) else constant(p) for p in parts)
+            grid = (np.r_ if node.value.attr == "r_" else np.c_)[items]
+        except (ValueError, TypeError, SyntaxError):
+            raise fsrc.error(node, f"`{ast.unparse(node)}`: np.r_/np.c_ are supported with constant "
+                             "items and slices (for arrays use np.concatenate/np.stack)", "np.r_/np.c_")
+        if grid.dtype.kind not in "iuf" or grid.size == 0:
+            raise fsrc.error(node, f"`{ast.unparse(node)}` is not a non-empty int or float array",
+                             "np.r_/np.c_")
+        return as_array(as_literal(grid, node))
+
     class Rewrite(ast.NodeTransformer):
         def visit_Subscript(self, node):
             self.generic_visit(node)
+            if isinstance(node.value, ast.Attribute) and node.value.attr in ("r_", "c_") and \
+                    ast.unparse(node.value.value) in ("np", "numpy"):
+                return index_grid(node)
             if isinstance(node.slice, ast.List):
                 node.slice = as_array(node.slice)
             elif isinstance(node.slice, ast.Tuple):
@@ -1547,7 +1579,7 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
-    body = _literal_lists(body)
+    body = _literal_lists(body, fsrc)
     body = SequenceDesugarer(fsrc, names, body).block(body)
     body = ListBuilder(fsrc, names).run(body)
     _lists_to_tuples(body)

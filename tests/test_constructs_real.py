@@ -510,3 +510,28 @@ def test_rnn_rebinding_and_appending():
     rng = np.random.default_rng(18)
     args = (rand(rng, 4, 2), 0.5 * rand(rng, 3, 3), rand(rng, 3, 2))
     check_grad(rnn_rebinding, args, wrt=(0, 1, 2), target="python")
+
+
+# ------------------------------------------------------------------------------------------------
+# np.r_ / np.c_ of constants
+# ------------------------------------------------------------------------------------------------
+
+def index_grids(x):
+    idx = np.r_[0:3, 5]                                # [0, 1, 2, 5]
+    t = np.r_[0.0:1.0:5j]                              # 5 points from 0 to 1
+    col = np.c_[0:4]                                   # (4, 1)
+    return np.sum(x[idx] ** 2) + np.sum(x[:5] * t) + np.sum(x[:4, None] * col * x[-1])
+
+
+def test_r_and_c_of_constants(target):
+    rng = np.random.default_rng(19)
+    check_grad(index_grids, (rand(rng, 6),), target=target)
+
+
+def r_of_arrays(x):
+    return np.sum(np.r_[x, x])
+
+
+def test_r_of_arrays_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*np.r_"):
+        srcgrad.grad(r_of_arrays, target="python")(np.ones(2))
