@@ -147,6 +147,23 @@ class SequenceDesugarer:
                 self.counts[node.id] = self.counts.get(node.id, 0) + 1
         self.static_names = {}       # name -> the literal (a Tuple)
         self.top = {id(stmt) for stmt in body}
+        # uses of each name outside every for loop that binds it: a loop variable with none is
+        # private to its loops, and each loop can have its own (one assignment, no tape)
+        self.outside = {}
+
+        def count(node, bound):
+            if isinstance(node, ast.For):
+                inner = bound | {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+                count(node.iter, bound)
+                for child in node.body + node.orelse:
+                    count(child, inner)
+                return
+            if isinstance(node, ast.Name) and node.id not in bound:
+                self.outside[node.id] = self.outside.get(node.id, 0) + 1
+            for child in ast.iter_child_nodes(node):
+                count(child, bound)
+        for stmt in body:
+            count(stmt, frozenset())
 
     def _note_literal(self, stmt):
         if isinstance(stmt, ast.Assign) and id(stmt) in self.top and len(stmt.targets) == 1 and \
@@ -323,7 +340,17 @@ class SequenceDesugarer:
         n = self.names.fresh("n")
         k = self.names.fresh("k")
         pre.append(assign(n, seq.length(), stmt))
-        body = self.bind_target(stmt.target, seq.item(name_load(k)), stmt) + stmt.body
+        private = {node.id: self.names.fresh(node.id.lstrip("_")) for node in ast.walk(stmt.target)
+                   if isinstance(node, ast.Name) and not self.outside.get(node.id)}
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, node):
+                if node.id in private:
+                    return ast.copy_location(ast.Name(id=private[node.id], ctx=node.ctx), node)
+                return node
+        target = Rename().visit(copy.deepcopy(stmt.target))
+        body = self.bind_target(target, seq.item(name_load(k)), stmt) + \
+            [Rename().visit(child) for child in stmt.body]
         loop = ast.For(target=name_store(k), iter=_call(range, "range", [name_load(n)], stmt),
                        body=self.block(body), orelse=[])
         return pre + [ast.copy_location(loop, stmt)]
@@ -1488,9 +1515,10 @@ def _copy(node):
 
 
 def _literal_lists(body, fsrc):
-    """np.r_/np.c_ of constants become constant arrays. List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
-    ``x[0, 2]``) becomes ``x[np.array((0, 2))]``; the rows of a nested literal in
-    ``np.array([[a, b], [c, d]])`` become arrays of their own (stacked)."""
+    """np.r_/np.c_ of constants become constant arrays. List literals whose meaning is not a
+    tuple's: an index list ``x[[0, 2]]`` (a gather, not ``x[0, 2]``) becomes
+    ``x[np.array((0, 2))]``; the rows of a nested literal in ``np.array([[a, b], [c, d]])`` become
+    arrays of their own (stacked)."""
     def as_array(node):
         elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e for e in node.elts]
         call = ast.Call(func=ast.Attribute(value=name_load("np"), attr="array", ctx=ast.Load()),
