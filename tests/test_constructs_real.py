@@ -78,7 +78,7 @@ def test_assert_is_checked_not_differentiated(target):
 
 
 def test_failing_assert_names_file_and_line(target):
-    f = srcgrad.grad(with_asserts, wrt=1, target=target)
+    f = srcgrad.grad(with_asserts, wrt=(0, 1), target=target)     # compiled by the test above
     with pytest.raises(AssertionError, match="x must be a matrix"):
         f(np.ones((2, 3, 4)), np.ones(4))
     with pytest.raises(AssertionError, match=r"test_constructs_real.py:\d+: assert x.shape\[1\] == "
@@ -401,6 +401,18 @@ def append_and_stack(x, w):
 def test_append_then_stack(target):
     rng = np.random.default_rng(15)
     check_grad(append_and_stack, (rand(rng, 5, 3), rand(rng, 3)), wrt=(0, 1), target=target)
+
+
+def test_lists_and_comprehensions_in_float32():
+    rng = np.random.default_rng(20)
+    x, w = rand(rng, 5, 3), rand(rng, 3)
+    for f in (append_and_stack, comprehensions):
+        x32, w32 = x[:4].astype(np.float32), w.astype(np.float32)
+        g32 = srcgrad.grad(f, wrt=(0, 1), target="python")(x32, w32)
+        g64 = srcgrad.grad(f, wrt=(0, 1), target="python")(x32.astype(np.float64), w32.astype(np.float64))
+        for a, b in zip(g32, g64):
+            assert a.dtype == np.float32
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.max(np.abs(b)))
 
 
 def append_nested_loops(x):
