@@ -1327,6 +1327,13 @@ class Flattener:
                 total = elt if total is None else ast.copy_location(
                     ast.BinOp(left=total, op=ast.Add(), right=elt), expr)
             return self.operation(total if total is not None else ast.Constant(0), stmt)
+        if (callee is max or callee is min) and len(args) == 1 and not keywords and \
+                isinstance(args[0], ast.Tuple) and args[0].elts:
+            # max([a, b, c]) -> max(max(a, b), c): the two-argument rule, ties to the first
+            best = args[0].elts[0]
+            for elt in args[0].elts[1:]:
+                best = ast.copy_location(ast.Call(func=expr.func, args=[best, elt], keywords=[]), expr)
+            return self.operation(best, stmt)
         args, keywords = _keywords_as_positions(callee, args, keywords)
         if callee is np.transpose:
             axes = args[1:] + [kw.value for kw in keywords if kw.arg == "axes"]

@@ -547,3 +547,14 @@ def r_of_arrays(x):
 def test_r_of_arrays_is_refused():
     with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_constructs_real.py:\d+: .*np.r_"):
         srcgrad.grad(r_of_arrays, target="python")(np.ones(2))
+
+
+def extremes_of_literals(x):
+    top = max([x[0] * x[1], np.sum(x ** 2), x[2]])
+    low = min(v * v for v in [x[0], x[1] + 1.0])
+    return top * 2.0 + low
+
+
+def test_max_and_min_of_a_literal():
+    check_grad(extremes_of_literals, (np.array([0.3, -0.4, 0.9]),), target="python")
+    check_grad(extremes_of_literals, (np.array([2.0, 1.5, -0.5]),), target="python")
