@@ -410,6 +410,12 @@ class SequenceDesugarer:
 
     def expression(self, expr, pre, stmt):
         desugarer = self
+        for node in ast.walk(expr):
+            if isinstance(node, (ast.IfExp, ast.BoolOp)) and _has_comprehension(node):
+                # it would run before the statement, whether or not Python evaluates it
+                raise self.fsrc.error(stmt, "a list comprehension inside a conditional expression "
+                                      "(`... if ... else ...`, and/or) is not supported: assign it "
+                                      "first", "comprehension")
 
         class Comprehensions(ast.NodeTransformer):
             def visit_ListComp(self, node):

@@ -558,3 +558,12 @@ def extremes_of_literals(x):
 def test_max_and_min_of_a_literal():
     check_grad(extremes_of_literals, (np.array([0.3, -0.4, 0.9]),), target="python")
     check_grad(extremes_of_literals, (np.array([2.0, 1.5, -0.5]),), target="python")
+
+
+def comprehension_in_conditional(x, n):
+    return sum(x * i for i in range(n)) if n > 0 else 0.0
+
+
+def test_comprehension_in_a_conditional_expression_is_refused():
+    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"conditional expression"):
+        srcgrad.grad(comprehension_in_conditional, target="python")(1.0, 2)
