@@ -208,6 +208,8 @@ class KindInference:
             return K.array(1, item.cls)
         kw_values = {kw.arg: _constant_or_kind(kw.value, self.a) for kw in node.keywords}
         rule = rules.lookup(callee)
+        if getattr(rule, "literal_args", False):      # constant arguments as their values
+            args = [_constant_or_kind(arg, self.a) for arg in node.args]
         if rule is not None:
             try:
                 return rule.kind(*args, **kw_values)
@@ -215,7 +217,10 @@ class KindInference:
                 raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
         known = BUILTIN_KINDS.get(_safe_key(callee))
         if known is not None:
-            return known(*args, **kw_values)
+            try:
+                return known(*args, **kw_values)
+            except TypeError as exc:
+                raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
         if any(isinstance(arg, ast.Constant) and isinstance(arg.value, str)
                for arg in list(node.args) + [kw.value for kw in node.keywords]):
             raise self.fsrc.error(stmt, f"a string argument to `{ast.unparse(node.func)}` is not "
@@ -250,6 +255,13 @@ def matmul_kind(a, b):
     if a.ndim == 1 or b.ndim == 1:
         return K.array(max(a.ndim, b.ndim) - 1)
     return K.array(max(a.ndim, b.ndim))
+
+
+def _joined_ndim(parts, axis):
+    if axis is None:        # NumPy flattens the parts first: another result, not differentiated
+        raise TypeError("np.concatenate with axis=None (flattening) is not supported; "
+                        "concatenate np.ravel(part)s instead")
+    return parts.items[0].ndim
 
 
 def _shape_ndim(shape):
@@ -296,9 +308,12 @@ BUILTIN_KINDS = {
     np.zeros_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.ones_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.concatenate: lambda parts, axis=0, **k: K.array(parts.items[0].ndim),
+    np.concatenate: lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)),
     np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
     np.array: _array_kind, np.asarray: _array_kind,
+    np.vstack: lambda parts, **k: K.array(max(2, parts.items[0].ndim)),
+    np.eye: lambda *a, **k: K.array(2), np.identity: lambda *a, **k: K.array(2),
+    np.hstack: lambda parts, **k: K.array(parts.items[0].ndim),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),
@@ -372,6 +387,8 @@ def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
     that reaches the result: the derivative through it is not defined (or silently zero), so
     refuse rather than return a gradient that ignores it. (Conditions of ``if``/``while``/
     ``np.where`` are fine: they pick a branch, they do not scale a value.)"""
+    if fsrc.namespace.get("_srcgrad_tangent_module"):
+        return      # generated tangent code (hvp): its comparisons are masks on purpose
     arithmetic_operands = set()
     for stmt, _depth in walk_assignments(body):
         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, (ast.BinOp, ast.UnaryOp)):

@@ -5,6 +5,7 @@ line and the construct, so unsupported code never reaches the transformer (and n
 silently wrong gradient).
 """
 import ast
+import types
 
 from .parse import FunctionSource
 
@@ -21,9 +22,10 @@ ALLOWED_EXPRESSIONS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfEx
 
 # Human-readable names for the constructs users most often try.
 CONSTRUCT_NAMES = {
-    ast.Try: "try/except", ast.With: "with", ast.Lambda: "lambda", ast.ListComp: "list comprehension",
+    ast.Try: "try/except", ast.With: "with statement / context manager", ast.Lambda: "lambda", ast.ListComp: "list comprehension",
     ast.SetComp: "set comprehension", ast.DictComp: "dict comprehension",
-    ast.GeneratorExp: "generator expression", ast.Yield: "yield", ast.YieldFrom: "yield from",
+    ast.GeneratorExp: "generator expression", ast.Yield: "generator (yield)",
+    ast.YieldFrom: "generator (yield from)",
     ast.Await: "await", ast.Global: "global statement", ast.Nonlocal: "nonlocal statement",
     ast.ClassDef: "class definition", ast.FunctionDef: "nested function definition",
     ast.AsyncFunctionDef: "async function", ast.Delete: "del", ast.Raise: "raise",
@@ -32,13 +34,18 @@ CONSTRUCT_NAMES = {
     ast.Starred: "starred expression", ast.NamedExpr: "walrus assignment (:=)",
     ast.Match: "match statement", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
 }
+
+# Methods of str: a call like "...".format(x) or name.join(...) is string work, not numeric code.
+STRING_METHODS = {"format", "format_map", "join", "split", "rsplit", "splitlines", "strip", "lstrip",
+                  "rstrip", "replace", "upper", "lower", "title", "capitalize", "startswith",
+                  "endswith", "encode", "decode", "zfill", "center", "ljust", "rjust", "partition"}
 if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 
 
 # Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
 # write ``np.concatenate([a, b])``) and normalized to a tuple.
-SEQUENCE_CALLS = {"concatenate", "stack"}
+SEQUENCE_CALLS = {"concatenate", "stack", "vstack", "hstack"}
 
 
 def _sequence_lists(expr):
@@ -70,6 +77,10 @@ def check_function(fsrc: FunctionSource):
     if args.posonlyargs or args.kwonlyargs:
         raise fsrc.error(fn, "positional-only and keyword-only parameters are not supported",
                          "parameter kind")
+    for node in ast.walk(fn):          # before any statement: `yield x` is also an expression
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            raise fsrc.error(node, "generator functions (yield) are not supported: srcgrad "
+                             "differentiates functions that return one value", construct_name(node))
     for index, stmt in enumerate(fn.body):
         if index == 0 and _is_docstring(stmt):
             continue
@@ -190,6 +201,13 @@ def _grid_steps(expr):
     return found
 
 
+def _is_module(fsrc, node):
+    """``np`` in ``np.split(...)``: a module's function, not a string method of the same name."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and isinstance(fsrc.namespace.get(node.id), types.ModuleType)
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
     strings = _string_arguments(expr) | _grid_steps(expr)
@@ -201,6 +219,9 @@ def _check_expression(fsrc, expr):
             continue
         if isinstance(node, ast.comprehension):
             continue
+        if isinstance(node, ast.JoinedStr):
+            raise fsrc.error(node, "f-strings are not supported: srcgrad differentiates numeric code "
+                             "(no string work)", construct_name(node))
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
@@ -210,6 +231,13 @@ def _check_expression(fsrc, expr):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "
                              "(string/complex work cannot be differentiated)", "string constant")
         if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and (
+                    isinstance(func.value, ast.Constant) and isinstance(func.value.value, str)
+                    or func.attr in STRING_METHODS and not _is_module(fsrc, func.value)):
+                raise fsrc.error(node, f"string methods (`.{func.attr}(...)`) are not supported: "
+                                 "srcgrad differentiates numeric code (no string work)",
+                                 "string method")
             if not isinstance(node.func, (ast.Name, ast.Attribute)):
                 raise fsrc.error(node, "only calls of named functions or methods are supported",
                                  "computed call")

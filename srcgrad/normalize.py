@@ -1524,7 +1524,15 @@ def func_expression(callee, original):
 
 
 def _copy(node):
-    return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
+    if node is None:
+        return None
+    if isinstance(node, ast.Slice) or isinstance(node, ast.Tuple) and \
+            any(isinstance(e, ast.Slice) for e in node.elts):
+        # an index with slices (`::2`, `1:, 0`) is only valid source inside brackets
+        text = ast.unparse(node) if isinstance(node, ast.Slice) else \
+            "".join(f"{ast.unparse(e)}, " for e in node.elts)
+        return ast.parse(f"_[{text}]", mode="eval").body.slice
+    return ast.parse(ast.unparse(node), mode="eval").body
 
 
 def _literal_lists(body, fsrc):

@@ -22,6 +22,10 @@ from .analyse import BINOPS, operand_names
 from .errors import SrcgradError
 from .normalize import assign, name_load, name_store
 
+# Snapshots of arrays rebound in a loop that runs once per call go to one preallocated buffer (else a
+# list). False: always the list (tests compare both; the code cache does not know this switch).
+SNAPSHOT_BUFFERS = True
+
 FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
 INT_TAPE = ("_itape", "_ipos", "push_int")
 
@@ -65,6 +69,11 @@ class ReverseTransformer:
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
         self.array_lists = []      # `_r_saved1 = []` initialisations of per-iteration array lists
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
+        self.snapshots = {}        # array variable -> the list its overwritten values are kept in
+        self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
+        self.allocations = {}      # id(forward loop) -> the buffer allocations before it
+        self.top_loops = []        # (forward For, normalized For) of loops that run once a call
+        self.precision = "float64"  # the working float dtype (set by the caller; typed dummies)
 
     def adj(self, name):
         return adjoint_name(name, self.names.generated)
@@ -152,6 +161,8 @@ class ReverseTransformer:
             self.loop_stack.pop()
             forward = ast.copy_location(ast.For(target=stmt.target, iter=stmt.iter, body=fb or [ast.Pass()],
                                                 orelse=[]), stmt)
+            if depth == 0:
+                self.top_loops.append((forward, stmt))
             reverse = []
             if rb:
                 reverse = [ast.copy_location(ast.For(target=name_store(stmt.target.id),
@@ -217,8 +228,10 @@ class ReverseTransformer:
 
     def reset(self, name, kind, stmt):
         adj = self.adj(name)
-        if kind.cls == "tuple":
-            return [assign(f"{adj}_{k}", ast.Constant(0.0), stmt) for k in range(len(kind.items))]
+        if kind.cls == "tuple":        # an array component stays an array (its type, for Numba)
+            return [assign(ast.Subscript(value=name_load(f"{adj}_{k}"), slice=ast.Constant(Ellipsis),
+                                         ctx=ast.Store()) if item.is_array else f"{adj}_{k}",
+                           ast.Constant(0.0), stmt) for k, item in enumerate(kind.items)]
         if kind.is_array:
             sub = ast.Subscript(value=name_load(adj), slice=ast.Constant(Ellipsis), ctx=ast.Store())
             return [assign(sub, ast.Constant(0.0), stmt)]
@@ -383,7 +396,7 @@ class ReverseTransformer:
             if not self.a.is_active(element):
                 continue
             args = [name_load(self.adj(name)), ast.Constant(k)]
-            if helper == "concat_part":
+            if helper != "stack_part":        # the other helpers need the parts' shapes
                 args.append(copy.deepcopy(parts))
             args.append(copy.deepcopy(axis))
             part = ast.Call(func=name_load(helper), args=args, keywords=[])
@@ -447,6 +460,10 @@ class ReverseTransformer:
             def visit_Subscript(inner, node):
                 if isinstance(node.value, ast.Name) and node.value.id == "d":
                     atom = bound[node.slice.id]
+                    kind = self.a.kind(atom)
+                    if kind.cls == "tuple":       # a tuple result: the tuple of its parts' adjoints
+                        return ast.Tuple(elts=[name_load(f"{self.adj(atom.id)}_{k}")
+                                               for k in range(len(kind.items))], ctx=ast.Load())
                     return name_load(self.adj(atom.id))
                 inner.generic_visit(node)
                 return node
@@ -508,14 +525,22 @@ class ReverseTransformer:
                 return base_keep(save) and id(save) not in dead
         inits = []
         initialized = set()
+        self.plan_snapshot_buffers(keep)
         forward = self._replace(forward, keep, restore=False)
         reverse = self._replace(reverse, keep, restore=True)
         inits += self.array_lists
+        if self.snapshots:
+            inits.append(assign("_snapshot_bytes", ast.Constant(0), self.body[0]))
+            inits += [assign(snapshots, ast.List(elts=[], ctx=ast.Load()), self.body[0])
+                      for snapshots in self.snapshots.values()]
         for save in self._saves:
             if save.index is None and save.name not in self.params and save.name not in initialized \
                     and not getattr(save, "always", False):
                 initialized.add(save.name)
-                inits.append(assign(save.name, ast.Constant(_zero_of(save.kind)), save.like))
+                if not self._is_snapshot(save):
+                    inits.append(assign(save.name, ast.Constant(_zero_of(save.kind)), save.like))
+                elif not self._defined_before(save):
+                    inits.append(assign(save.name, self._empty_array(save.kind), save.like))
         return forward, reverse, inits
 
     def recompute_in_loops(self, needed):
@@ -667,13 +692,16 @@ class ReverseTransformer:
                     out.extend(self.reset(stmt.name, stmt.kind, stmt.like))
             elif isinstance(stmt, Save):
                 if keep(stmt):
-                    out.append(self._push(stmt))
                     if stmt not in self._saves:
                         self._saves.append(stmt)
+                    push = self._push(stmt)
+                    out.extend(push if isinstance(push, list) else [push])
             elif isinstance(stmt, Restore):
                 if keep(stmt.save):
                     out.extend(self._pop(stmt.save, getattr(stmt, "into", None)))
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+                if not restore:
+                    out.extend(self.allocations.get(id(stmt), []))
                 body = self._replace(stmt.body, keep, restore)
                 orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
                 if restore and not _has_code(body) and not _has_code(orelse):
@@ -691,16 +719,121 @@ class ReverseTransformer:
 
     def _tape_for(self, save):
         kind = save.kind.element() if save.index is not None else save.kind
-        if save.index is None and kind.is_array:
-            raise self.fsrc.error(save.like, f"the array variable {save.name!r} is reassigned where "
-                                  "the reverse sweep needs its old value (inside a loop or more than "
-                                  "once); write into it with `a[...] = ...` or use a new name",
-                                  "array rebinding")
         tape = FLOAT_TAPE if kind.cls == "float" else INT_TAPE
         self.used_tapes.add(tape)
         return tape
 
+    # -- array snapshots: a whole array rebound where the reverse sweep needs its old value -------
+    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep appends a copy of the old array to
+    # a list of its own (one copy per overwrite, each keeping its shape, so shapes may vary), and
+    # the reverse sweep pops it back. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
+
+    @staticmethod
+    def _is_snapshot(save):
+        return save.index is None and save.kind is not None and save.kind.is_array
+
+    def _snapshot_list(self, name):
+        if name not in self.snapshots:
+            self.snapshots[name] = self.names.fresh(name.lstrip("_") + "_snapshots")
+        return self.snapshots[name]
+
+    def plan_snapshot_buffers(self, keep):
+        """Snapshots taken in a ``for`` loop that runs once per call go to one buffer of shape
+        ``(snapshots per iteration * trip count, *shape)``, allocated at loop entry (the trip count
+        is known there): no allocation and no growth inside the loop. The array must have a value
+        at loop entry; the others (and ``while`` loops, loops inside loops) use the list."""
+        for forward_loop, loop in self.top_loops if SNAPSHOT_BUFFERS else ():
+            sites = {}
+            for save in _walk_body(forward_loop.body):
+                if isinstance(save, Save) and self._is_snapshot(save) and keep(save) and \
+                        save.loop == id(loop.body) and self._defined_at(save.name, loop):
+                    sites.setdefault(save.name, []).append(save)
+            iterator = forward_loop.iter
+            if not sites or not (isinstance(iterator, ast.Call) and isinstance(iterator.func, ast.Name)
+                                 and iterator.func.id == "range" and len(iterator.args) == 3):
+                continue
+            trips = ast.Call(func=name_load("range_length"), args=copy.deepcopy(iterator.args), keywords=[])
+            allocations = self.allocations.setdefault(id(forward_loop), [])
+            for name, saves in sites.items():
+                stem = name.lstrip("_")
+                buffer, top = self.names.fresh(stem + "_snapshots"), self.names.fresh(stem + "_top")
+                count = copy.deepcopy(trips) if len(saves) == 1 else \
+                    ast.BinOp(left=ast.Constant(len(saves)), op=ast.Mult(), right=copy.deepcopy(trips))
+                allocations += [
+                    _Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once",
+                             loop.lineno),
+                    assign(buffer, ast.Call(func=name_load("snapshot_buffer"), args=[name_load(name), count],
+                                            keywords=[]), loop),
+                    assign(top, ast.Constant(0), loop)]
+                for save in saves:
+                    self.buffers[id(save)] = (buffer, top)
+
+    def _push_snapshot(self, save):
+        if id(save) in self.buffers:
+            buffer, top = self.buffers[id(save)]
+            push = ast.Call(func=name_load("push_snapshot"), args=[name_load(buffer), name_load(top),
+                                                                   name_load(save.name)], keywords=[])
+            note = _Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
+                            "reads it back)", save.like.lineno)
+            return [note, assign(top, push, save.like)]
+        snapshots = self._snapshot_list(save.name)
+        unset = ast.Constant(not self._defined_before(self._first_save(save.name)))
+        count = ast.Call(func=name_load("count_snapshot"),
+                         args=[name_load("_snapshot_bytes"), name_load(snapshots), name_load(save.name),
+                               unset], keywords=[])
+        copy_call = ast.Call(func=ast.Attribute(value=name_load(save.name), attr="copy", ctx=ast.Load()),
+                             args=[], keywords=[])
+        append = ast.Expr(value=ast.Call(func=ast.Attribute(value=name_load(snapshots), attr="append",
+                                                            ctx=ast.Load()),
+                                         args=[copy_call], keywords=[]))
+        note = _Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
+                        "pops it back)", save.like.lineno)
+        return [note, assign("_snapshot_bytes", count, save.like), ast.copy_location(append, save.like)]
+
+    def _pop_snapshot(self, save, into=None):
+        if id(save) in self.buffers:
+            buffer, top = self.buffers[id(save)]
+            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(), value=ast.Constant(1)),
+                                    save.like)
+            read = ast.Call(func=name_load("snapshot_at"), args=[name_load(buffer), name_load(top),
+                                                                 name_load(save.name)], keywords=[])
+            return [dec, assign(into or save.name, read, save.like)]
+        unset = ast.Constant(not self._defined_before(self._first_save(save.name)))
+        pop = ast.Call(func=name_load("pop_snapshot"), args=[name_load(self._snapshot_list(save.name)),
+                                                             name_load(save.name), unset], keywords=[])
+        return [assign(into or save.name, pop, save.like)]
+
+    def _first_save(self, name):
+        return next(save for save in self._saves if save.index is None and save.name == name)
+
+    def _defined_before(self, save):
+        """Whether ``save.name`` always has a value when ``save`` runs."""
+        return self._defined_at(save.name, save.like)
+
+    def _defined_at(self, name, place):
+        """Whether ``name`` always has a value when the statement ``place`` runs: a parameter, or
+        assigned at the top level of the body before the statement that holds ``place``."""
+        if name in self.params:
+            return True
+        for stmt in self.body:
+            if any(node is place for node in ast.walk(stmt)):
+                return False
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
+                    stmt.targets[0].id == name:
+                return True
+        return False
+
+    def _empty_array(self, kind):
+        """A typed placeholder for an array variable the first snapshot finds still unassigned."""
+        dtype = {"int": "int64", "bool": "bool_"}.get(kind.dtype, self.precision)
+        shape = ast.Tuple(elts=[ast.Constant(0)] * kind.ndim, ctx=ast.Load())
+        return ast.Call(func=ast.Attribute(value=name_load("np"), attr="empty", ctx=ast.Load()),
+                        args=[shape, ast.Attribute(value=name_load("np"), attr=dtype, ctx=ast.Load())],
+                        keywords=[])
+
     def _push(self, save):
+        if self._is_snapshot(save):
+            return self._push_snapshot(save)
         tape, pos, push = self._tape_for(save)
         if save.index is not None:
             value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
@@ -721,6 +854,8 @@ class ReverseTransformer:
         return save.kind is not None and save.kind.is_array and len(parts) < save.kind.ndim
 
     def _pop(self, save, into=None):
+        if self._is_snapshot(save):
+            return self._pop_snapshot(save, into)
         tape, pos, _ = self._tape_for(save)
         dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
                                 save.like)
@@ -1044,7 +1179,8 @@ def simplify(expr):
             self.generic_visit(node)
             left, right = node.left, node.right
             lc, rc = isinstance(left, ast.Constant), isinstance(right, ast.Constant)
-            if lc and rc and type(node.op) in _FOLD and _number(left) and _number(right):
+            if lc and rc and type(node.op) in _FOLD and _numeric(left) and _numeric(right) and \
+                    (_number(left) or _number(right)):          # 3 - True (a folded test) is 2
                 try:
                     return ast.Constant(_FOLD[type(node.op)](left.value, right.value))
                 except ZeroDivisionError:
@@ -1057,6 +1193,16 @@ def simplify(expr):
                 return right
             if isinstance(node.op, ast.Div) and rc and right.value == 1 and _number(right):
                 return left
+            return node
+
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            # `p != 0` of a constant exponent (the power rule): folded, so x ** 3 reads 3 * x ** 2
+            if len(node.ops) == 1 and type(node.ops[0]) in _FOLD_COMPARE and \
+                    isinstance(node.left, ast.Constant) and isinstance(node.comparators[0], ast.Constant) \
+                    and _number(node.left) and _number(node.comparators[0]):
+                return ast.Constant(_FOLD_COMPARE[type(node.ops[0])](node.left.value,
+                                                                     node.comparators[0].value))
             return node
 
         def visit_Call(self, node):
@@ -1092,3 +1238,10 @@ def _constant_axes(node):
 
 def _number(node):
     return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+
+
+def _numeric(node):
+    return isinstance(node.value, (int, float))
+
+
+_FOLD_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}

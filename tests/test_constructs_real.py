@@ -506,7 +506,7 @@ def test_rnn_appending_states(target):
 
 
 def rnn_rebinding(x, W, U):
-    """The usual form: h rebound in the loop (issue 15 section 3, a parallel change) and
+    """The usual form: h rebound in the loop (snapshotted, tests/test_rebound_arrays.py) and
     appended."""
     h = np.zeros(W.shape[0])
     outs = []
@@ -516,12 +516,10 @@ def rnn_rebinding(x, W, U):
     return np.sum(np.stack(outs) ** 2)
 
 
-@pytest.mark.xfail(raises=srcgrad.UnsupportedSyntaxError, strict=False,
-                   reason="arrays rebound in loops are issue 15 section 3 (a parallel branch)")
-def test_rnn_rebinding_and_appending():
+def test_rnn_rebinding_and_appending(target):
     rng = np.random.default_rng(18)
     args = (rand(rng, 4, 2), 0.5 * rand(rng, 3, 3), rand(rng, 3, 2))
-    check_grad(rnn_rebinding, args, wrt=(0, 1, 2), target="python")
+    check_grad(rnn_rebinding, args, wrt=(0, 1, 2), target=target)
 
 
 # ------------------------------------------------------------------------------------------------

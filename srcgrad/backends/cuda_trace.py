@@ -836,6 +836,36 @@ def _runtime_shims(graph):
     )
     shims.update(push_float=push, push_int=push, push_slice=push_slice, tape_slice=tape_slice,
                  new_float_tape=_TraceTape, new_int_tape=_TraceTape, new_float32_tape=_TraceTape)
+
+    # snapshots of arrays rebound in a loop (transform.py): a list, or a buffer by position
+    def same_shape(old, new):
+        if tuple(np.shape(old)) != tuple(np.shape(new)):
+            raise SrcgradError("an array variable rebound in a loop changes shape from one "
+                               "assignment to the next; use a new name for the value of the new shape")
+
+    def count_snapshot(total, snapshots, array, may_be_unset):
+        if snapshots and not (may_be_unset and len(snapshots) == 1 and np.size(snapshots[-1]) == 0):
+            same_shape(snapshots[-1], array)
+        return total
+
+    def pop_snapshot(snapshots, current, may_be_unset):
+        old = snapshots.pop()
+        if not (may_be_unset and not snapshots and np.size(old) == 0):
+            same_shape(old, current)
+        return old
+
+    def push_snapshot(buffer, top, array):
+        if top and top - 1 in buffer.items:
+            same_shape(buffer.items[top - 1], array)
+        buffer.items[top] = _snapshot(graph, array)
+        return top + 1
+
+    def snapshot_at(buffer, top, current):
+        same_shape(buffer.items[top], current)
+        return buffer.items[top]
+
+    shims.update(count_snapshot=count_snapshot, pop_snapshot=pop_snapshot, push_snapshot=push_snapshot,
+                 snapshot_at=snapshot_at, snapshot_buffer=lambda array, count: _TraceTape())
     return shims
 
 
