@@ -565,3 +565,38 @@ def comprehension_in_conditional(x, n):
 def test_comprehension_in_a_conditional_expression_is_refused():
     with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"conditional expression"):
         srcgrad.grad(comprehension_in_conditional, target="python")(1.0, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward mode (jvp) through the same constructs: the directional derivative equals the
+# gradient's dot product with the direction
+# ------------------------------------------------------------------------------------------------
+
+FORWARD_CASES = [
+    (with_asserts, ((3, 4), (4,))), (with_print, ((2,),)), (append_and_stack, ((5, 3), (3,))),
+    (comprehensions, ((4, 3), (3,))), (rows_loop, ((4, 3), (3,))), (array_of_arrays, ((4,), (4,))),
+    (array_of_scalars, ((2,), ())), (list_variables, ((3,), ())), (index_grids, ((6,),)),
+    (layers_loop, ((3,), (4, 3), (4,), (2, 4), (2,))),
+]
+
+
+def _forward_matches_reverse(func, shapes, target):
+    rng = np.random.default_rng(21)
+    args = tuple(rand(rng, *s) if s else 0.7 for s in shapes)
+    direction = tuple(rand(rng, *s) if s else 0.3 for s in shapes)
+    wrt = tuple(range(len(args)))
+    value, derivative = srcgrad.jvp(func, wrt=wrt, target=target)(*args, direction)
+    grads = srcgrad.grad(func, wrt=wrt, target="python")(*args)
+    expected = sum(float(np.sum(g * v)) for g, v in zip(grads, direction))
+    assert value == pytest.approx(func(*args), rel=1e-12)
+    assert derivative == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("func, shapes", FORWARD_CASES, ids=[f.__name__ for f, _ in FORWARD_CASES])
+def test_forward_mode_through_the_constructs(func, shapes):
+    _forward_matches_reverse(func, shapes, "python")
+
+
+def test_forward_mode_through_lists_compiled():
+    _forward_matches_reverse(append_and_stack, ((5, 3), (3,)), "cpu")
+    _forward_matches_reverse(array_of_arrays, ((4,), (4,)), "cpu")
