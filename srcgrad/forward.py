@@ -211,8 +211,12 @@ class ForwardTransformer:
             return [], self.zero(name_load(name), kind, stmt)     # set by the element writes
         if (callee is np.array or callee is np.asarray) and call.args:
             return [], self.array_literal_tangent(call, kind, stmt)
+        # (elements of tuple arguments count: a call without a rule for them is refused below,
+        # never given a zero tangent)
         active_args = [arg for arg in call.args if self.a.is_active(arg)] + \
-                      [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
+                      [kw.value for kw in call.keywords if self.a.is_active(kw.value)] + \
+                      [e for arg in call.args if isinstance(arg, ast.Tuple) for e in arg.elts
+                       if self.a.is_active(e)]
         label = ast.unparse(call.func)
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
         if not active_args or isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
