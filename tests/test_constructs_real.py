@@ -600,3 +600,31 @@ def test_forward_mode_through_the_constructs(func, shapes):
 def test_forward_mode_through_lists_compiled():
     _forward_matches_reverse(append_and_stack, ((5, 3), (3,)), "cpu")
     _forward_matches_reverse(array_of_arrays, ((4,), (4,)), "cpu")
+
+
+@pytest.mark.parametrize("func, shapes", [(append_and_stack, ((5, 3), (3,))), (comprehensions, ((4, 3), (3,))),
+                                          (array_of_scalars, ((2,), ())), (rows_loop, ((4, 3), (3,)))],
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_hessian_vector_products_through_the_constructs(func, shapes):
+    rng = np.random.default_rng(22)
+    args = tuple(rand(rng, *s) if s else 0.7 for s in shapes)
+    args[0].flat[0] = 0.5             # comprehensions' filtered list is not empty
+    v = rand(rng, *shapes[0])
+    out = srcgrad.hvp(func, wrt=0, target="python")(*args, v)
+    hv = out[-1] if isinstance(out, tuple) else out
+    g = srcgrad.grad(func, wrt=0, target="python")
+    h = 1e-6
+    fd = (g(args[0] + h * v, *args[1:]) - g(args[0] - h * v, *args[1:])) / (2 * h)
+    np.testing.assert_allclose(hv, fd, rtol=1e-5, atol=1e-6)
+
+
+def sum_of_filtered(x):
+    return sum([v * v for v in x if v > 0.0]) + 1.0
+
+
+def test_sum_of_an_empty_filtered_list_raises(target):
+    # a known difference from Python (whose sum of nothing is 0): a clear error, not a value
+    f = srcgrad.grad(sum_of_filtered, target=target)
+    np.testing.assert_allclose(f(np.array([-1.0, 2.0])), [0.0, 4.0])
+    with pytest.raises(AssertionError, match="sum of the empty list"):
+        f(np.array([-1.0, -2.0]))
