@@ -202,6 +202,12 @@ class ReverseTransformer:
             return self.element_write(stmt)
         name = target.id
         kind = self.a.kinds.get(name, K.FLOAT)
+        value = stmt.value
+        if isinstance(value, ast.Call) and value.callee == "stack_buffer" and \
+                isinstance(value.args[2], ast.Constant) and value.args[2].value:
+            # the array of a list built with append, made once per call (normalize.ListBuilder):
+            # nothing before it to restore, no derivative
+            return [stmt], []
         save = Save(name, kind, like=stmt)
         save.loop = self.loop_stack[-1] if self.loop_stack else None
         forward = [save, stmt]
@@ -309,6 +315,8 @@ class ReverseTransformer:
 
     def call(self, stmt, name, call):
         callee = call.callee
+        if callee == "stack_buffer":     # allocation: the items arrive by element writes
+            return []
         if callee == "astype":          # x.astype(dtype): the array is the method's receiver
             base = call.func.value
             if not self.a.is_active(base):
@@ -601,6 +609,8 @@ class ReverseTransformer:
             reverse_loop.body[:0] = restores + \
                 [_Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
             self.recomputed |= wanted
+            # an enclosing loop (later in self.loops) must provide what the recomputation reads
+            needed |= {op for stmt in recompute for op in operand_names(stmt.value)}
 
     def save_arrays_per_iteration(self, body, reverse_loop, forward_body, candidates, needed):
         """Arrays computed once per iteration (``r = a[i] * v``) that the reverse sweep reads: keep a
