@@ -281,7 +281,7 @@ def _var_adjoint_ov(gradient, x, axis, ddof, keepdims):
             scale = 2.0 * g[i] / (n - ddof)
             for j in range(n):
                 out[i, j] = scale * (rows[i, j] - mean)
-        return from_rows(out, shape)
+        return from_rows(out, shape).reshape(x.shape)
     return impl
 
 
@@ -1055,7 +1055,7 @@ def _norm_adjoint_ov(gradient, x, result, axis, keepdims):
         for i in range(rows.shape[0]):
             for j in range(rows.shape[1]):
                 out[i, j] = g[i] * rows[i, j] / r[i]
-        return from_rows(out, shape)
+        return from_rows(out, shape).reshape(x.shape)
     return impl
 
 
@@ -1241,7 +1241,7 @@ def _logsumexp_adjoint_ov(gradient, x, result, axis, keepdims):
         for i in range(rows.shape[0]):
             for j in range(rows.shape[1]):
                 out[i, j] = g[i] * math.exp(rows[i, j] - r[i])
-        return from_rows(out, shape)
+        return from_rows(out, shape).reshape(x.shape)
     return impl
 
 
