@@ -953,6 +953,7 @@ _library(np.vsplit, "np_split", _vsplit, _split_kind("np.vsplit"))
 _library(np.hsplit, "np_hsplit", _hsplit, _split_kind("np.hsplit"))
 
 TUPLE_ARGUMENT_RULES[np.vstack] = "vstack_part"
+LIBRARY_CALLS[np.vstack] = "np_vstack"        # Numba's needs parts of one ndim (1-d parts are rows)
 CREATION |= {np.eye, np.identity}
 TUPLE_ARGUMENT_RULES[np.hstack] = "hstack_part"
 

@@ -276,7 +276,7 @@ LIBRARY_HELPERS = (
     # shape work
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
-    "append_part", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
+    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
     "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
@@ -484,6 +484,10 @@ def append_part(gradient, arr, values, axis, k):
 
 def _as_rows(part, ndim):
     return part if ndim >= 2 else np.reshape(part, (1, -1)) if ndim == 1 else np.reshape(part, (1, 1))
+
+
+def np_vstack(parts):
+    return np.vstack(parts)
 
 
 def vstack_part(gradient, k, parts, axis):

@@ -803,6 +803,20 @@ def _stack_part(name, vertical):
 
 
 vstack_part = _stack_part("vstack_part", True)
+
+
+def np_vstack(parts):
+    return runtime.np_vstack(parts)
+
+
+@overload(np_vstack)
+def _np_vstack_ov(parts):
+    """np.vstack with 1-d parts as rows (Numba's own needs parts of one ndim)."""
+    items = [f"np.ascontiguousarray(parts[{j}]).reshape((1, parts[{j}].shape[0]))" if part.ndim == 1
+             else f"parts[{j}]" for j, part in enumerate(parts)]
+    namespace = {"np": np}
+    exec(f"def stacked(parts):\n    return np.vstack(({', '.join(items)},))\n", namespace)  # noqa: S102
+    return namespace["stacked"]
 hstack_part = _stack_part("hstack_part", False)
 
 
