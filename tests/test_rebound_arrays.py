@@ -149,6 +149,17 @@ def first_assigned_in_loop(x, n):
     return s
 
 
+def first_assigned_in_while(x, n):
+    s = 0.0
+    k = 0
+    while k < n:
+        z = x * (k + 1.0)
+        z = np.tanh(z)
+        s = s + np.sum(z * x)
+        k += 1
+    return s
+
+
 def rebound_twice(x):
     """Outside loops too: an array rebound where the reverse sweep needs both values."""
     y = np.tanh(x)
@@ -288,6 +299,16 @@ def test_float32(target):
     for a, b in zip(g32, g64):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["python", CPU])
+def test_float32_list_of_snapshots_with_a_placeholder(target):
+    """A while loop (the list) and a variable first assigned inside it (a float32 placeholder)."""
+    x = np.random.default_rng(16).standard_normal(4)
+    g32 = srcgrad.grad(first_assigned_in_while, target=target)(x.astype(np.float32), 3)
+    assert g32.dtype == np.float32
+    g64 = check_grad(first_assigned_in_while, (x, 3), target="python")
+    np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-6)
 
 
 def test_the_adjoint_marks_the_snapshot():
