@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import runtime, transform
+from srcgrad import lower, runtime, transform
 
 from conftest import check_grad
 
@@ -346,6 +346,24 @@ def test_changing_shape_is_refused(target):
     line = inspect.getsourcelines(growing)[1] + 2
     with pytest.raises(srcgrad.ShapeError, match=rf"line {line} in growing.*changes shape"):
         srcgrad.grad(growing, wrt=(0, 1), target=target)(np.ones(3), np.ones(2))
+
+
+def test_fused_equals_unfused(monkeypatch, tmp_path):
+    """cpu loop fusion (lower.py) around snapshotted loops changes no result: the stencil's
+    gradient with fusion on and off."""
+    rng = np.random.default_rng(17)
+    args = (rng.random(9), 0.2, 4)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(lower, "FUSE", fused)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(fused)))
+        g = srcgrad.value_and_grad(heat, wrt=(0, 1), target="cpu")
+        assert ("loop fusion (cpu target)" in g.source_for(*args)) == fused
+        results.append(g(*args))
+    (v1, (u1, d1)), (v0, (u0, d0)) = results
+    np.testing.assert_allclose(v1, v0, rtol=1e-13)
+    np.testing.assert_allclose(u1, u0, rtol=1e-13)
+    np.testing.assert_allclose(d1, d0, rtol=1e-13)
 
 
 def test_snapshots_count_against_the_tape_limit(monkeypatch):
