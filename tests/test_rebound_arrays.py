@@ -160,6 +160,20 @@ def first_assigned_in_while(x, n):
     return s
 
 
+def advance(u, dt, n):
+    for i in range(n):
+        u = u + dt * lap(u)
+    return u
+
+
+def stepped(u0, dt):
+    """A helper that rebinds its argument in a loop, called twice; a rebinding between the calls."""
+    u = advance(u0, dt, 3)
+    u = np.tanh(u)
+    u = advance(u, dt, 2)
+    return np.sum(u * u * u)
+
+
 def rebound_twice(x):
     """Outside loops too: an array rebound where the reverse sweep needs both values."""
     y = np.tanh(x)
@@ -281,6 +295,11 @@ def test_continue():
 def test_array_first_assigned_inside_the_loop(target):
     rng = np.random.default_rng(10)
     check_grad(first_assigned_in_loop, (rand(rng, 4), 3), wrt=0, target=target)
+
+
+def test_helper_rebinding_its_argument_in_a_loop():
+    rng = np.random.default_rng(18)
+    check_grad(stepped, (rng.random(7), 0.2), wrt=(0, 1), target="python")
 
 
 def test_array_rebound_twice_outside_loops():
