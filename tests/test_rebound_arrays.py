@@ -15,6 +15,8 @@ from srcgrad import lower, runtime, transform
 from conftest import check_grad
 
 CPU = pytest.param("cpu", id="cpu")
+# compiled variants another default cpu test already covers (the same snapshot path): slow only
+SLOW_CPU = pytest.param("cpu", marks=pytest.mark.slow, id="cpu")
 
 
 # -- programs as people write them --------------------------------------------------------------
@@ -174,6 +176,21 @@ def stepped(u0, dt):
     return np.sum(u * u * u)
 
 
+def dynamics(W, y):
+    return np.tanh(W @ y)
+
+
+def rk4(y0, W, dt, n):
+    y = y0
+    for i in range(n):
+        k1 = dynamics(W, y)
+        k2 = dynamics(W, y + 0.5 * dt * k1)
+        k3 = dynamics(W, y + 0.5 * dt * k2)
+        k4 = dynamics(W, y + dt * k3)
+        y = y + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return np.sum(y * y)
+
+
 def rebound_twice(x):
     """Outside loops too: an array rebound where the reverse sweep needs both values."""
     y = np.tanh(x)
@@ -200,7 +217,7 @@ def rand(rng, *shape, scale=1.0):
     return scale * rng.standard_normal(shape)
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_rnn(target):
     rng = np.random.default_rng(0)
     args = (rand(rng, 4, 4, scale=0.5), rand(rng, 3, 4, scale=0.5), rand(rng, 4), rand(rng, 5, 3),
@@ -208,7 +225,7 @@ def test_rnn(target):
     check_grad(rnn, args, wrt=(0, 1, 2, 3, 4), target=target)
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_lstm_cell_states(target):
     rng = np.random.default_rng(1)
     n, m = 3, 2
@@ -240,14 +257,14 @@ def test_explicit_stencil_1d(target):
     check_grad(heat, (rng.random(8), 0.2, 5), wrt=(0, 1), target=target)
 
 
-@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_explicit_stencil_2d(target):
     """(cpu: slow; the 1-d stencil covers the same compiled path by default)"""
     rng = np.random.default_rng(4)
     check_grad(heat2d, (rng.random((5, 6)), 0.15, 4), wrt=(0, 1), target=target)
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_while_loop(target):
     rng = np.random.default_rng(5)
     check_grad(rnn_while, (rand(rng, 3, 3), rand(rng, 3), 4), wrt=(0, 1), target=target)
@@ -291,7 +308,7 @@ def test_continue():
                wrt=(0, 1, 2), target="python")
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_array_first_assigned_inside_the_loop(target):
     rng = np.random.default_rng(10)
     check_grad(first_assigned_in_loop, (rand(rng, 4), 3), wrt=0, target=target)
@@ -300,6 +317,11 @@ def test_array_first_assigned_inside_the_loop(target):
 def test_helper_rebinding_its_argument_in_a_loop():
     rng = np.random.default_rng(18)
     check_grad(stepped, (rng.random(7), 0.2), wrt=(0, 1), target="python")
+
+
+def test_rk4_on_a_vector_state():
+    rng = np.random.default_rng(19)
+    check_grad(rk4, (rng.random(3), rand(rng, 3, 3), 0.1, 5), wrt=(0, 1, 2), target="python")
 
 
 def test_array_rebound_twice_outside_loops():
@@ -343,7 +365,7 @@ def test_the_adjoint_marks_the_snapshot():
     assert "_h_snapshots1.append(h.copy())" in source and "pop_snapshot(" in source
 
 
-@pytest.mark.parametrize("target", ["python", CPU])
+@pytest.mark.parametrize("target", ["python", SLOW_CPU])
 def test_buffer_equals_list(target, monkeypatch, tmp_path):
     """The preallocated buffer gives the gradient the list of snapshots gives, bit for bit."""
     rng = np.random.default_rng(14)
