@@ -123,6 +123,38 @@ def nested(W, u0, outer, inner):
     return np.sum(u * u)
 
 
+def for_then_while(W, h0, n):
+    h = h0
+    for i in range(n):
+        h = np.tanh(W @ h)
+        k = 0
+        while k < 2:
+            h = np.sin(h) + h
+            k += 1
+    return np.sum(h * h)
+
+
+def while_then_for(W, h0, n):
+    h = h0
+    k = 0
+    while k < n:
+        for i in range(2):
+            h = np.tanh(W @ h) * h
+        h = h * 0.9
+        k += 1
+    return np.sum(h * h)
+
+
+def rebound_in_a_branch(W, h0, x):
+    """Two snapshot sites per iteration, one of them conditional: the buffer is an upper bound."""
+    h = h0
+    for t in range(x.shape[0]):
+        if x[t, 0] > 0.0:
+            h = np.tanh(W @ h + x[t])
+        h = np.sin(h) * h
+    return np.sum(h)
+
+
 def with_break(W, x, h0, limit):
     h = h0
     for t in range(x.shape[0]):
@@ -285,6 +317,21 @@ def test_while_loop_with_data_dependent_trip_count():
 def test_nested_loops(target):
     rng = np.random.default_rng(7)
     check_grad(nested, (rand(rng, 3, 3, scale=0.4), rand(rng, 3), 3, 2), wrt=(0, 1), target=target)
+
+
+@pytest.mark.parametrize("f", [for_then_while, while_then_for])
+def test_while_and_for_loops_inside_each_other(f):
+    rng = np.random.default_rng(20)
+    check_grad(f, (rand(rng, 3, 3, scale=0.5), rand(rng, 3), 3), wrt=(0, 1), target="python")
+
+
+@pytest.mark.parametrize("target", ["python", CPU])
+def test_rebound_in_a_branch(target):
+    rng = np.random.default_rng(21)
+    x = rand(rng, 6, 3)
+    assert 0 < np.sum(x[:, 0] > 0) < 6
+    check_grad(rebound_in_a_branch, (rand(rng, 3, 3, scale=0.5), rand(rng, 3), x), wrt=(0, 1, 2),
+               target=target)
 
 
 @pytest.mark.parametrize("target", ["python", CPU])
