@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,cuda]"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,cuda,distributed]"
 if [ -z "${SRCGRAD_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     export SRCGRAD_DATA="$(cd ../shared/data/mnist && pwd)"
 fi

@@ -52,6 +52,8 @@ class Analysis:
 def constant_kind(value):
     if value is None:
         return K.NONE
+    if isinstance(value, str):          # a string argument of a call (mode="constant")
+        return K.Kind("str")
     if isinstance(value, bool):
         return K.BOOL
     if isinstance(value, int):
@@ -112,6 +114,10 @@ class KindInference:
             return a.kind(node)
         if isinstance(node, ast.BinOp):
             left, right = a.kind(node.left), a.kind(node.right)
+            if left.cls == "tuple" or right.cls == "tuple":
+                raise self.fsrc.error(stmt, f"`{ast.unparse(node)}`: arithmetic on a tuple or list "
+                                      "(concatenation, repetition) is not supported; use np.array "
+                                      "or np.concatenate", "tuple arithmetic")
             if isinstance(node.op, ast.MatMult):
                 return matmul_kind(left, right)
             if left.is_array or right.is_array:
@@ -192,6 +198,8 @@ class KindInference:
             return K.BOOL
         kw_values = {kw.arg: _constant_or_kind(kw.value, self.a) for kw in node.keywords}
         rule = rules.lookup(callee)
+        if getattr(rule, "literal_args", False):      # constant arguments as their values
+            args = [_constant_or_kind(arg, self.a) for arg in node.args]
         if rule is not None:
             try:
                 return rule.kind(*args, **kw_values)
@@ -199,7 +207,15 @@ class KindInference:
                 raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
         known = BUILTIN_KINDS.get(_safe_key(callee))
         if known is not None:
-            return known(*args, **kw_values)
+            try:
+                return known(*args, **kw_values)
+            except TypeError as exc:
+                raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
+        if any(isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+               for arg in list(node.args) + [kw.value for kw in node.keywords]):
+            raise self.fsrc.error(stmt, f"a string argument to `{ast.unparse(node.func)}` is not "
+                                  "supported (strings are accepted by NumPy functions with "
+                                  "derivative rules)", "string argument")
         result = self.helper_kind(callee, args, node, stmt)
         self.a.helper_kinds[id(node)] = result
         return result
@@ -231,6 +247,13 @@ def matmul_kind(a, b):
     return K.array(max(a.ndim, b.ndim))
 
 
+def _joined_ndim(parts, axis):
+    if axis is None:        # NumPy flattens the parts first: another result, not differentiated
+        raise TypeError("np.concatenate with axis=None (flattening) is not supported; "
+                        "concatenate np.ravel(part)s instead")
+    return parts.items[0].ndim
+
+
 def _shape_ndim(shape):
     if shape.cls == "tuple":
         return len(shape.items)
@@ -244,6 +267,27 @@ def _creation(shape, *rest, dtype=None, **kw):
     return K.array(_shape_ndim(shape), element)
 
 
+def _array_kind(x, *rest, **kw):
+    """np.array / np.asarray of an array (a copy / itself), of a literal of scalars (1-d) or of
+    a literal of arrays of one ndim (stacked along a new first axis)."""
+    if x.cls != "tuple":
+        return x
+    items = x.items
+    if not items:
+        raise SrcgradError("np.array of an empty sequence")
+    if all(item.is_scalar for item in items):
+        element = "bool"
+        for item in items:
+            element = K.join_dtype(element, item.cls)
+        return K.array(1, element)
+    if all(item.is_array for item in items) and len({item.ndim for item in items}) == 1:
+        element = "bool"
+        for item in items:
+            element = K.join_dtype(element, item.dtype)
+        return K.array(items[0].ndim + 1, element)
+    raise SrcgradError(f"np.array of a mix of scalars and arrays of different ndim ({x})")
+
+
 BUILTIN_KINDS = {
     len: lambda *a, **k: K.INT,
     int: lambda *a, **k: K.INT,
@@ -254,8 +298,12 @@ BUILTIN_KINDS = {
     np.zeros_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.ones_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
     np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.concatenate: lambda parts, axis=0, **k: K.array(parts.items[0].ndim),
+    np.concatenate: lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)),
     np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
+    np.array: _array_kind, np.asarray: _array_kind,
+    np.vstack: lambda parts, **k: K.array(max(2, parts.items[0].ndim)),
+    np.eye: lambda *a, **k: K.array(2), np.identity: lambda *a, **k: K.array(2),
+    np.hstack: lambda parts, **k: K.array(parts.items[0].ndim),
     np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
     np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),
@@ -329,6 +377,8 @@ def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
     that reaches the result: the derivative through it is not defined (or silently zero), so
     refuse rather than return a gradient that ignores it. (Conditions of ``if``/``while``/
     ``np.where`` are fine: they pick a branch, they do not scale a value.)"""
+    if fsrc.namespace.get("_srcgrad_tangent_module"):
+        return      # generated tangent code (hvp): its comparisons are masks on purpose
     arithmetic_operands = set()
     for stmt, _depth in walk_assignments(body):
         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, (ast.BinOp, ast.UnaryOp)):

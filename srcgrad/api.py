@@ -21,9 +21,11 @@ import numpy as np
 
 from . import codegen
 from . import kinds as K
-from .errors import ShapeError, SrcgradError
-from .parse import unwrap_function
+from . import pytree
+from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
+from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
+from .static import is_library_function, make_plan
 
 TARGETS = ("cpu", "python", "cuda")
 _LOCK = threading.RLock()
@@ -65,7 +67,7 @@ class GradFunction:
         if target == "cuda":
             raise SrcgradError("target='cuda' functions are built by srcgrad.grad(..., target='cuda') "
                                "(srcgrad.cuda map mode), not GradFunction")
-        self.func = unwrap_function(func)
+        self.func = _function(func)
         self.target = target
         self.mode = mode
         self.signature = inspect.signature(self.func)
@@ -77,6 +79,7 @@ class GradFunction:
         self._last = None
         self._entry = None
         self._python_twin = None
+        self._plans = {}            # the arguments' treedefs -> static.Plan
         self.__name__ = f"{self.func.__name__}_{mode}"
         self.__doc__ = f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}"
 
@@ -111,22 +114,125 @@ class GradFunction:
 
     def specialize(self, *args, **kwargs):
         """The compiled specialization for these arguments (generating it if needed)."""
-        values = self._bind(args, kwargs)
-        return self._specialization(self.kinds_of(values), precision_of(values))
+        spec, _, _ = self._prepared_call(self._bind(args, kwargs))
+        return spec
 
-    def _specialization(self, kinds, precision="float64"):
-        key = (kinds, precision)
+    # -- pytrees, module data, closures (static.py) ----------------------------------------------
+    def _plan_for(self, values, fresh=False):
+        """The static.Plan for arguments of this structure (rebuilt when a constant it baked in,
+        a module-level int, has changed)."""
+        treedefs = tuple(pytree.treedef_of(v, f"argument {p!r} of {self.func.__name__}")
+                         if v is None or pytree.is_container(v) else None
+                         for p, v in zip(self.params, values))
+        plan = None if fresh else self._plans.get(treedefs)
+        if plan is None or (plan.guards and not plan.guards_hold()):
+            with _LOCK:
+                plan = make_plan(self.func, values, self.params)
+                self._plans[treedefs] = plan
+        return plan
+
+    def _default_plan(self):
+        """The plan for plain (non-pytree) arguments, or None when it is the function itself."""
+        plan = self._plan_for([0.0] * len(self.params))
+        return None if plan.trivial else plan
+
+    def _prepared_call(self, raw):
+        """(specialization, flat argument values, layout of the gradients) for the bound
+        arguments ``raw``."""
+        values = tuple(_prepare(v) for v in raw)
+        plan = self._plan_for(values)
+        captured, same = plan.read_captures()
+        if not same:                      # a captured pytree changed structure: plan again
+            plan = self._plan_for(values, fresh=True)
+            captured, _ = plan.read_captures()
+        if plan.trivial:
+            kinds = self.kinds_of(values)
+            spec = self._specialization(kinds, precision_of(values))
+            # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
+            layout = tuple((None, raw[i].dtype if isinstance(raw[i], np.ndarray) and
+                            raw[i].ndim == 0 else None, None, _dtype_of(values[i]))
+                           for i in self.wrt_indices)
+            return spec, values, layout
+        flat, kinds = [], []
+        for name, treedef, value in zip(self.params, plan.arg_treedefs, values):
+            items = [value] if treedef is None else pytree.leaves(value)
+            for item in items:
+                try:
+                    kinds.append(K.kind_of_value(item))
+                except TypeError as exc:
+                    raise TypeError(f"argument {name!r} of {self.func.__name__}: {exc}") from None
+            flat += items
+        for capture in plan.captures:
+            for item in pytree.leaves(capture.read()):
+                try:
+                    kinds.append(K.kind_of_value(item))
+                except TypeError as exc:
+                    raise TypeError(f"{capture.where}: {exc}") from None
+        flat += captured
+        layout = []
+        wrt_names = []
+        for index in self.wrt_indices:
+            names = plan.arg_params[index]
+            treedef = plan.arg_treedefs[index]
+            start = sum(len(plan.arg_params[i]) for i in range(index))
+            leaf_kinds = kinds[start:start + len(names)]
+            mask = tuple(k.is_float for k in leaf_kinds)
+            if not any(mask):
+                what = "it holds no float leaves" if treedef is not None else \
+                    f"it is a {leaf_kinds[0]} value"
+                raise TypeError(
+                    f"cannot differentiate with respect to argument {self.params[index]!r} of "
+                    f"{self.func.__name__}: {what}; expected a float, a float32/float64 array, or "
+                    "a tuple/list/dict of those")
+            wrt_names += [n for n, m in zip(names, mask) if m]
+            zero_d = raw[index].dtype if treedef is None and isinstance(raw[index], np.ndarray) \
+                and raw[index].ndim == 0 else None
+            dtypes = _dtype_of(values[index]) if treedef is None else \
+                tuple(_dtype_of(item) for item in flat[start:start + len(names)])
+            layout.append((treedef, zero_d, mask, dtypes))
+        values = [_prepare(v) for v in flat]
+        spec = self._specialization(tuple(kinds), precision_of(values), plan, tuple(wrt_names))
+        return spec, tuple(values), tuple(layout)
+
+    def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None):
+        if plan is not None and plan.trivial:
+            plan = None
+        key = (kinds, precision) if plan is None else (kinds, precision, plan, wrt_names)
         spec = self._specializations.get(key)
         if spec is None:
             with _LOCK:
                 spec = self._specializations.get(key)
                 if spec is None:
-                    spec = self._build(kinds, precision)
+                    spec = self._build(kinds, precision) if plan is None else \
+                        self._build_plan(kinds, precision, plan, wrt_names)
                     self._specializations[key] = spec
         self._last = spec
         return spec
 
+    def _build_plan(self, kinds, precision, plan, wrt_names):
+        root = plan.root
+        vjp = self.mode == "vjp"
+        key = codegen.cache_key(self.target, kinds, precision, wrt_names, False, vjp, *plan.source_key())
+        path = codegen.module_path(root.__name__, key)
+        if not os.path.exists(path):
+            source, _, _, _ = build_module(root, kinds, list(wrt_names), self.target, False, precision,
+                                           array_result=vjp)
+            codegen.write_module(path, source)
+        module = codegen.import_module(path)
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+        spec = Specialization(module, root.__name__, source, path, (kinds, precision, plan, wrt_names))
+        spec.plan = plan
+        return spec
+
     def _build(self, kinds, precision):
+        plan = self._default_plan()
+        if plan is not None:        # module data, a lambda, ...: the rewritten function
+            if any(k.cls == "tuple" for k in kinds):
+                raise TypeError("pytree arguments need a call with values (their structure)")
+            wrt = [self.params[i] for i in self.wrt_indices]
+            return self._build_plan(kinds + tuple(K.kind_of_value(v) for v in plan.read_captures()[0]),
+                                    precision, plan, tuple(wrt))
         sources = helper_sources(self.func)
         key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single, self.mode == "vjp",
                                 *sorted(sources.values()))
@@ -138,36 +244,65 @@ class GradFunction:
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
-        return Specialization(module, self.func.__name__, source, path, (kinds, precision))
+        spec = Specialization(module, self.func.__name__, source, path, (kinds, precision))
+        spec.plan = None
+        return spec
 
     def __call__(self, *args, **kwargs):
         # Fast path for repeated calls with all arguments given by position: a cheap key of the
-        # argument types finds the specialization without binding and kind inference (~30 us a
-        # call, which matters for gradients that run in well under a millisecond).
-        key = _call_key(args) if not kwargs and len(args) == len(self.params) else None
-        spec = self._by_call_key.get(key) if key is not None else None
-        zero_d = ()
-        if spec is not None:
-            values = args
-            self._last = spec
-        else:
-            values = self._bind(args, kwargs)
-            # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
-            zero_d = tuple(k for k, i in enumerate(self.wrt_indices)
-                           if isinstance(values[i], np.ndarray) and values[i].ndim == 0)
-            zero_d = {k: values[self.wrt_indices[k]].dtype for k in zero_d}
-            values = tuple(_prepare(v) for v in values)
-            spec = self._specialization(self.kinds_of(values), precision_of(values))
+        # argument types (and pytree structures) finds the specialization without binding and
+        # kind inference (~30 us a call, which matters for gradients that run in well under a
+        # millisecond). Module data and closure values the function reads are read again here.
+        key = _tree_key(args) if not kwargs and len(args) == len(self.params) else None
+        entry = self._by_call_key.get(key) if key is not None else None
+        values = None
+        if entry is not None:
+            spec, layout = entry
+            plan = spec.plan
+            if plan is None:
+                values = args
+            elif not plan.guards or plan.guards_hold():
+                captured, same = plan.read_captures()
+                if same and _call_key(captured) == spec.capture_key:
+                    values = []
+                    for treedef, value in zip(plan.arg_treedefs, args):
+                        if treedef is None:
+                            values.append(value)
+                        else:
+                            pytree.leaves(value, values)
+                    values = tuple(values) + tuple(captured)
+            if values is not None:
+                self._last = spec
+        if values is None:
+            spec, values, layout = self._prepared_call(self._bind(args, kwargs))
+            if spec.plan is not None:
+                spec.capture_key = _call_key(values[len(values) - _n_captured(spec.plan):])
             if key is not None:
-                self._by_call_key[key] = spec
+                self._by_call_key[key] = (spec, layout)
         if self.mode == "vjp":
-            return self._vjp(spec, values, zero_d)
+            return self._vjp(spec, values, layout)
         if self.mode == "grad":
             grads = self._run(spec, "grad", values)
-            return _to_python(_first_if(_as_zero_d(grads, zero_d), self.single), self.single)
+            return self._assemble(grads, layout)
         value, grads = self._run(spec, "value_and_grad", values)
-        return _to_python_scalar(value), _to_python(_first_if(_as_zero_d(grads, zero_d), self.single),
-                                                    self.single)
+        return _to_python_scalar(value), self._assemble(grads, layout)
+
+    def _assemble(self, grads, layout):
+        """The flat gradients of the compiled code, one per float leaf of the ``wrt`` arguments,
+        as the arguments' structures: a plain argument's gradient has its shape and dtype (0-d
+        arrays included), a pytree's is the same pytree with a gradient per float leaf and None
+        for the other leaves."""
+        items = iter(grads)
+        out = []
+        for treedef, zero_d, mask, dtypes in layout:
+            if treedef is None:
+                g = _in_dtype(next(items), dtypes)
+                out.append(np.asarray(g, dtype=zero_d) if zero_d is not None else _to_python_scalar(g))
+            else:
+                leaves = [_to_python_scalar(_in_dtype(next(items), dtype)) if m else None
+                          for m, dtype in zip(mask, dtypes)]
+                out.append(pytree.unflatten(treedef, iter(leaves)))
+        return out[0] if self.single else tuple(out)
 
     def _run(self, spec, entry, values, extra=()):
         """Call ``spec.<entry>``; shape failures become a ShapeError naming the user's line."""
@@ -175,6 +310,8 @@ class GradFunction:
             return spec.call(entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
             error = self._shape_error(exc, spec, entry, values, extra)
+            if error is None and self.target == "cpu":
+                error = compile_error(exc, spec)
             if error is None:
                 raise
             raise error from None
@@ -204,7 +341,7 @@ class GradFunction:
             return None
         return None
 
-    def _vjp(self, spec, values, zero_d=()):
+    def _vjp(self, spec, values, layout):
         value = self._run(spec, "primal", values)
         shape = np.shape(value)
         dtype = np.asarray(value).dtype
@@ -217,16 +354,26 @@ class GradFunction:
                                  f"shape {shape}, got {seed_array.shape}")
             seed_value = seed_array.astype(dtype, copy=True) if shape else dtype.type(seed_array)
             _, grads = self._run(spec, "vjp", values, (seed_value,))
-            grads = _as_zero_d(grads, zero_d)
-            return _to_python(grads[0] if self.single else grads, self.single)
+            return self._assemble(grads, layout)
         return _to_python_scalar(value), pullback
 
     # -- inspection and composition ------------------------------------------------------------
     @property
     def source(self):
-        """The generated module (primal, adjoint and wrappers) of the latest specialization."""
+        """The generated module (primal, adjoint and wrappers) of the latest specialization.
+
+        Before any call there is none: the argument kinds are then guessed from how the function
+        uses its parameters (fine for scalar code); when that guess does not type-check (matrix
+        code, say), a SrcgradError points to ``source_for(*args)``."""
         if self._last is None:
-            self._specialization(self._guess_kinds())
+            kinds = self._guess_kinds()         # unsupported syntax is reported as such here
+            try:
+                self._specialization(kinds)
+            except SrcgradError as exc:
+                raise SrcgradError(
+                    f"{self.func.__name__} has not been called yet, so there is no specialization "
+                    f"to show, and its argument kinds cannot be guessed from the source ({exc}); "
+                    f"use .source_for(*args) with example arguments, or call it first") from None
         return self._last.source
 
     def source_for(self, *args, **kwargs):
@@ -295,6 +442,41 @@ def _may_be_shape_error(exc):
     if typing_error is not None and isinstance(exc, typing_error):
         return any(word in str(exc).lower() for word in _TYPING_SHAPE_WORDS)
     return False
+
+
+def compile_error(exc, spec):
+    """An UnsupportedSyntaxError for a Numba error ``exc`` compiling ``spec``'s generated code on
+    the cpu target (something the compiled target does not support that the python target does):
+    the user's file and line from the generated line Numba names, mapped through the line table,
+    and the first line of Numba's own explanation. None when ``exc`` is not a Numba error."""
+    import re
+    numba = sys.modules.get("numba")
+    errors = getattr(getattr(numba, "core", None), "errors", None)
+    if errors is None or not isinstance(exc, errors.NumbaError):
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))       # Numba colours its messages
+    owner = line = None
+    for match in re.finditer(r'File "([^"]+)", line (\d+)', text):
+        if os.path.basename(match.group(1)) == os.path.basename(spec.path):
+            entry = spec.lines.get(int(match.group(2)))
+            if entry is not None:
+                owner, line, _ = entry
+    ours = re.search(r"srcgrad: (.*)", text)
+    inner = re.findall(r"(?:TypingError|NumbaTypeError|NumbaValueError|UnsupportedError): (.+)", text)
+    if ours is not None:
+        reason = ours.group(1).strip()
+    elif inner:                     # the error an overload raised, deepest last
+        reason = inner[-1].strip()
+    else:
+        skip = ("Failed in", "During:", "File ", "<source elided>", "There are", "- Of which",
+                "Rejected as", "With argument", "No implementation", ">>>", "^", "Intrinsic in")
+        lines = [t.strip() for t in text.splitlines() if t.strip()]
+        reason = next((t for t in lines if not t.startswith(skip)), lines[0] if lines else repr(exc))
+    filename, texts = spec.user_sources.get(owner, (None, {}))
+    where = f" `{texts.get(line, '')}`" if line is not None else ""
+    return UnsupportedSyntaxError(
+        f"target='cpu' (Numba) cannot compile this{where}: {reason}. target='python' runs the same "
+        "generated code without Numba", filename, line, "not supported by the compiled target")
 
 
 def locate_shape_error(exc, spec):
@@ -468,22 +650,73 @@ def _call_key(values):
     return tuple(key)
 
 
+def _tree_key(values):
+    """Like ``_call_key``, through tuples, lists and dicts (their types, keys and leaves)."""
+    key = []
+    for value in values:
+        cls = type(value)
+        if cls is np.ndarray:
+            if value.ndim == 0:
+                return None
+            key.append((value.dtype.char, value.ndim))
+        elif cls in (float, int, bool) or isinstance(value, np.generic):
+            key.append(cls)
+        elif cls is tuple or cls is list:
+            inner = _tree_key(value)
+            if inner is None:
+                return None
+            key.append((cls, inner))
+        elif cls is dict:
+            inner = _tree_key(list(value.values()))
+            if inner is None:
+                return None
+            key.append((cls, tuple(value), inner))
+        elif value is None:
+            key.append(None)
+        else:
+            return None
+    return tuple(key)
+
+
+def _n_captured(plan):
+    return sum(pytree.count_leaves(c.treedef) for c in plan.captures)
+
+
+def _function(func):
+    """The Python function to differentiate: a NumPy/SciPy function passed directly
+    (``grad(np.tanh)``) becomes a generated one-line function calling it."""
+    if isinstance(func, SourceFunction):
+        return func
+    inner = getattr(func, "py_func", func)
+    if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)) and \
+            not inspect.isfunction(func) or (inspect.isfunction(inner) and is_library_function(inner)):
+        return library_wrapper(func)
+    return unwrap_function(func)
+
+
 def _prepare(value):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     return value
 
 
-def _first_if(grads, single):
-    return grads[0] if single else grads
 
 
-def _as_zero_d(grads, zero_d):
-    """``grads`` (one per wrt argument) with those of 0-d array arguments (position -> dtype in
-    ``zero_d``) as 0-d arrays of the argument's dtype, like the argument."""
-    if not zero_d:
-        return grads
-    return tuple(np.asarray(g, dtype=zero_d[k]) if k in zero_d else g for k, g in enumerate(grads))
+def _dtype_of(value):
+    return value.dtype if isinstance(value, np.ndarray) else None
+
+
+def _in_dtype(grad, dtype):
+    """An array gradient in its argument's dtype: a float32 array mixed with float64 arrays or
+    Python floats works in float64 (NumPy's promotion; compiled code also promotes Python floats)
+    but its gradient is float32, like the argument."""
+    if dtype is not None and isinstance(grad, np.ndarray) and grad.dtype != dtype:
+        return grad.astype(dtype)
+    return grad
+
+
+
+
 
 
 def _to_python_scalar(value):
@@ -492,10 +725,6 @@ def _to_python_scalar(value):
     return value
 
 
-def _to_python(grads, single):
-    if single:
-        return _to_python_scalar(grads)
-    return tuple(_to_python_scalar(g) for g in grads)
 
 
 def _parse_wrt(wrt, params, fname):

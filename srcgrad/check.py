@@ -5,39 +5,47 @@ line and the construct, so unsupported code never reaches the transformer (and n
 silently wrong gradient).
 """
 import ast
+import types
 
 from .parse import FunctionSource
 
 # Statements the transformer understands.
 ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
-                      ast.Break, ast.Continue, ast.Return, ast.Pass, ast.Expr)
+                      ast.Break, ast.Continue, ast.Return, ast.Pass, ast.Expr, ast.Assert)
 
 # Expressions the transformer understands.
 ALLOWED_EXPRESSIONS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call,
                        ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple,
+                       ast.List,      # list literals are values like tuples (normalize.py)
                        ast.keyword, ast.Load, ast.Store, ast.operator, ast.unaryop, ast.boolop,
                        ast.cmpop, ast.expr_context)
 
 # Human-readable names for the constructs users most often try.
 CONSTRUCT_NAMES = {
-    ast.Try: "try/except", ast.With: "with", ast.Lambda: "lambda", ast.ListComp: "list comprehension",
+    ast.Try: "try/except", ast.With: "with statement / context manager", ast.Lambda: "lambda", ast.ListComp: "list comprehension",
     ast.SetComp: "set comprehension", ast.DictComp: "dict comprehension",
-    ast.GeneratorExp: "generator expression", ast.Yield: "yield", ast.YieldFrom: "yield from",
+    ast.GeneratorExp: "generator expression", ast.Yield: "generator (yield)",
+    ast.YieldFrom: "generator (yield from)",
     ast.Await: "await", ast.Global: "global statement", ast.Nonlocal: "nonlocal statement",
     ast.ClassDef: "class definition", ast.FunctionDef: "nested function definition",
     ast.AsyncFunctionDef: "async function", ast.Delete: "del", ast.Raise: "raise",
-    ast.Assert: "assert", ast.Import: "import", ast.ImportFrom: "import", ast.JoinedStr: "f-string",
+    ast.Import: "import", ast.ImportFrom: "import", ast.JoinedStr: "f-string",
     ast.List: "list literal", ast.Dict: "dict literal", ast.Set: "set literal",
     ast.Starred: "starred expression", ast.NamedExpr: "walrus assignment (:=)",
     ast.Match: "match statement", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
 }
+
+# Methods of str: a call like "...".format(x) or name.join(...) is string work, not numeric code.
+STRING_METHODS = {"format", "format_map", "join", "split", "rsplit", "splitlines", "strip", "lstrip",
+                  "rstrip", "replace", "upper", "lower", "title", "capitalize", "startswith",
+                  "endswith", "encode", "decode", "zfill", "center", "ljust", "rjust", "partition"}
 if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 
 
 # Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
 # write ``np.concatenate([a, b])``) and normalized to a tuple.
-SEQUENCE_CALLS = {"concatenate", "stack"}
+SEQUENCE_CALLS = {"concatenate", "stack", "vstack", "hstack"}
 
 
 def _sequence_lists(expr):
@@ -50,6 +58,10 @@ def _sequence_lists(expr):
             if name in SEQUENCE_CALLS:
                 lists.add(id(node.args[0]))
     return lists
+
+
+def _is_print(call):
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print"
 
 
 def construct_name(node):
@@ -65,6 +77,10 @@ def check_function(fsrc: FunctionSource):
     if args.posonlyargs or args.kwonlyargs:
         raise fsrc.error(fn, "positional-only and keyword-only parameters are not supported",
                          "parameter kind")
+    for node in ast.walk(fn):          # before any statement: `yield x` is also an expression
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            raise fsrc.error(node, "generator functions (yield) are not supported: srcgrad "
+                             "differentiates functions that return one value", construct_name(node))
     for index, stmt in enumerate(fn.body):
         if index == 0 and _is_docstring(stmt):
             continue
@@ -82,8 +98,25 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.Expr):
         if _is_docstring(stmt):
             return
+        if _is_print(stmt.value):
+            # print(...) runs in the primal (the forward sweep) only; Numba prints positional
+            # values and string literals
+            if stmt.value.keywords:
+                raise fsrc.error(stmt, "print() with keyword arguments (sep=, end=, file=) is not "
+                                 "supported", "print keywords")
+            for arg in stmt.value.args:
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    _check_expression(fsrc, arg)
+            return
         raise fsrc.error(stmt, "an expression used as a statement has no effect srcgrad can "
                          "differentiate (calls for side effects are not supported)", "expression statement")
+    if isinstance(stmt, ast.Assert):
+        # checked in the primal (forward sweep), never differentiated
+        if stmt.msg is not None and not (isinstance(stmt.msg, ast.Constant) and
+                                         isinstance(stmt.msg.value, str)):
+            raise fsrc.error(stmt, "an assert message must be a string literal", "assert message")
+        _check_expression(fsrc, stmt.test)
+        return
     if isinstance(stmt, (ast.Break, ast.Continue)) and loop_depth == 0:
         raise fsrc.error(stmt, f"'{type(stmt).__name__.lower()}' outside a loop", "break/continue")
     if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
@@ -129,18 +162,50 @@ def _check_target(fsrc, stmt, target):
                      "and array elements/slices `a[i] = ...`)", "assignment target")
 
 
+def _string_arguments(expr):
+    """String literals passed straight to a call (``astype("float32")``, ``mode="constant"``):
+    non-differentiable constants of the call, for the rule (or NumPy) to read."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            for arg in list(node.args) + [kw.value for kw in node.keywords]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(id(arg))
+    return found
+
+
+def _is_module(fsrc, node):
+    """``np`` in ``np.split(...)``: a module's function, not a string method of the same name."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and isinstance(fsrc.namespace.get(node.id), types.ModuleType)
+
+
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
+    strings = _string_arguments(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
             continue
+        if isinstance(node, ast.JoinedStr):
+            raise fsrc.error(node, "f-strings are not supported: srcgrad differentiates numeric code "
+                             "(no string work)", construct_name(node))
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) in strings:
+            continue
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "
                              "(string/complex work cannot be differentiated)", "string constant")
         if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and (
+                    isinstance(func.value, ast.Constant) and isinstance(func.value.value, str)
+                    or func.attr in STRING_METHODS and not _is_module(fsrc, func.value)):
+                raise fsrc.error(node, f"string methods (`.{func.attr}(...)`) are not supported: "
+                                 "srcgrad differentiates numeric code (no string work)",
+                                 "string method")
             if not isinstance(node.func, (ast.Name, ast.Attribute)):
                 raise fsrc.error(node, "only calls of named functions or methods are supported",
                                  "computed call")

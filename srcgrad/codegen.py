@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .fileio import write_atomic
+from .runtime import LIBRARY_HELPERS
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
@@ -36,6 +37,7 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
                  "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
                  "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at"]
+RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
 
 
 def cache_dir():
@@ -59,12 +61,33 @@ def implementation_hash():
     return _IMPLEMENTATION_HASH
 
 
+def _numba_version():
+    try:
+        from importlib.metadata import version
+        return version("numba")
+    except Exception:           # noqa: BLE001  (not installed: only the python target runs)
+        return "none"
+
+
+def codegen_options():
+    """Everything outside the user's code and the call's kinds that decides a generated module:
+    srcgrad's version and own source, every registered derivative rule, the NumPy/Numba versions,
+    the BLAS choice (compiled cpu code calls NumPy's BLAS by symbol name unless
+    SRCGRAD_NUMPY_BLAS=0, backends/cpu.py), loop fusion (lower.FUSE) and fast math for the cpu
+    target (backends.cpu.FASTMATH: Numba's own disk cache does not key on compile flags)."""
+    from . import lower, rules
+    cpu = sys.modules.get("srcgrad.backends.cpu")
+    return (__version__, implementation_hash(), rules.registry_fingerprint(), np.__version__,
+            _numba_version(), os.environ.get("SRCGRAD_NUMPY_BLAS", "1"), f"fuse={lower.FUSE}",
+            f"fastmath={getattr(cpu, 'FASTMATH', False)}")
+
+
 def cache_key(*parts):
+    """The hash naming a generated module: ``parts`` (target, kinds, precision, user and helper
+    sources, ...) plus :func:`codegen_options`."""
     digest = hashlib.sha256()
-    digest.update(__version__.encode())
-    digest.update(implementation_hash().encode())
-    # compiled cpu code calls NumPy's BLAS by symbol name unless SRCGRAD_NUMPY_BLAS=0 (backends/cpu.py)
-    digest.update(np.__version__.encode() + os.environ.get("SRCGRAD_NUMPY_BLAS", "1").encode())
+    for part in codegen_options():
+        digest.update(str(part).encode() + b"\0")
     for part in parts:
         digest.update(b"\0" + str(part).encode())
     return digest.hexdigest()[:20]

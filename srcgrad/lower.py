@@ -14,6 +14,8 @@ import copy
 
 import numpy as np
 
+from . import rules
+
 REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
               np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
 
@@ -31,8 +33,44 @@ def lower(stmts, analysis):
                     all(not analysis.kind(a).is_array for a in node.args):
                 new = ast.Call(func=ast.Name(id="clip_scalar", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)
+            if callee is np.dot and analysis is not None and \
+                    not all(analysis.kind(a).is_array for a in node.args):
+                # np.dot with a scalar operand is a product (Numba's np.dot takes arrays only)
+                return ast.copy_location(ast.BinOp(left=node.args[0], op=ast.Mult(),
+                                                   right=node.args[1]), node)
+            if (callee is np.array or callee is np.asarray) and analysis is not None and node.args:
+                items = node.args[0]
+                item_kinds = analysis.kind(items).items if analysis.kind(items).cls == "tuple" else ()
+                if item_kinds and all(k.is_array for k in item_kinds):
+                    # a literal of arrays: Numba's np.array takes scalars only, np.stack arrays
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="stack", ctx=ast.Load()),
+                                   args=[items], keywords=[])
+                    return ast.copy_location(new, node)
+                if isinstance(items, ast.Tuple):
+                    # one element type for Numba: ints among floats become floats
+                    kinds = [analysis.kind(e) for e in items.elts]
+                    if any(k.cls == "float" for k in kinds):
+                        items.elts = [e if k.cls == "float" else
+                                      (ast.Constant(float(e.value)) if isinstance(e, ast.Constant) else
+                                       ast.Call(func=ast.Name(id="float", ctx=ast.Load()), args=[e],
+                                                keywords=[]))
+                                      for e, k in zip(items.elts, kinds)]
+                elif analysis.kind(items).is_array:
+                    # np.array(a) copies (Numba's np.array takes sequences of scalars only)
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="copy" if callee is np.array else "asarray",
+                                                      ctx=ast.Load()),
+                                   args=[items], keywords=[])
+                    return ast.copy_location(new, node)
             if callee is np.reshape:
                 new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
+                return ast.copy_location(new, node)
+            library = rules.library_helper(callee) if callee is not None else None
+            if library is not None:     # a NumPy/SciPy call run by a runtime helper (rules.LIBRARY_CALLS)
+                new = ast.Call(func=ast.Name(id=library, ctx=ast.Load()), args=node.args,
+                               keywords=node.keywords)
+                new.callee = callee
                 return ast.copy_location(new, node)
             if helper is None:
                 return node
@@ -206,8 +244,8 @@ _NEW_ARRAY = {"np.zeros_like", "np.zeros", "np.empty_like", "np.empty", "np.ones
 _IN_PLACE_HELPERS = {"scatter_add1", "scatter_add2"}     # write into their first argument
 
 
-# Set to False to generate the statements as written (tests and benchmarks compare both; the code
-# cache does not know this switch: use another SRCGRAD_CACHE_DIR for each setting).
+# Set to False to generate the statements as written (tests and benchmarks compare both; the
+# switch is part of the generated modules' cache key, codegen.codegen_options).
 FUSE = True
 
 
@@ -240,18 +278,19 @@ def _matrix_products(stmts, analysis):
     if analysis is None or not _backend_matmul():
         return stmts
 
-    def ndim(node):
+    def ndim(node, floats_only=True):
         if isinstance(node, ast.Name):
             kind = analysis.kinds.get(node.id)
-            if kind is not None and kind.is_array and kind.dtype == "float":
+            if kind is not None and kind.is_array and (kind.dtype == "float" or not floats_only):
                 return kind.ndim
         return None
 
     def backend_product(left, right, batched_too=True):
-        dims = (ndim(left), ndim(right))
-        if None in dims:
+        dims = (ndim(left, False), ndim(right, False))
+        if None in dims or ndim(left) is None and ndim(right) is None:
             return False
-        return dims == (2, 2) or (batched_too and max(dims) > 2)
+        # vectors too: the backend's matmul also reconciles float32 with float64 operands
+        return max(dims) <= 2 or batched_too
 
     class Products(ast.NodeTransformer):
         def visit_BinOp(self, node):
@@ -268,6 +307,10 @@ def _matrix_products(stmts, analysis):
             if name in ("np.dot", "np.matmul") and len(node.args) == 2 and not node.keywords and \
                     backend_product(*node.args, batched_too=name == "np.matmul"):
                 node.func = ast.Name(id="matmul", ctx=ast.Load())
+            elif name == "np.matmul" and len(node.args) == 2 and not node.keywords:
+                # Numba has no np.matmul; its `@` does vectors and matrices (as np.dot)
+                product = ast.BinOp(left=node.args[0], op=ast.MatMult(), right=node.args[1])
+                return ast.copy_location(product, node)
             return node
     products = Products()
     return [products.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt
@@ -1227,7 +1270,7 @@ class _Fusion:
         space = self._make_space(group, plan, self._inputs(group, x), ndim)
         plan.expr, k = self._element(group, plan, x, space)
         op = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}[_call_name(value)]
-        if op != "sum" and k != "float":
+        if k != "float":    # NumPy sums booleans and small integers as int64: not in the element type
             raise _Unfusable
         entries = tuple(("c", 0) if u == axis else ("ax", u) for u in space if u != axis or keep.value)
         self._reduction(group, plan, target, None, space, [u == axis for u in space], entries, op)

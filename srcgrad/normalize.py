@@ -17,6 +17,7 @@ annotated with the Python object it calls (``node.callee``).
 """
 import ast
 import builtins
+import inspect
 import math
 import types
 
@@ -350,8 +351,12 @@ class Flattener:
     def statement(self, stmt):
         if isinstance(stmt, ast.Pass):
             return []
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):     # print(...)
+            return self.print_call(stmt)
         if isinstance(stmt, ast.Expr):       # docstring
             return []
+        if isinstance(stmt, ast.Assert):
+            return self.assertion(stmt)
         if isinstance(stmt, ast.AnnAssign):
             if stmt.value is None:
                 return []
@@ -387,6 +392,26 @@ class Flattener:
             pre, atom = self.atom(value, stmt)
             return pre + [ast.copy_location(ast.Return(value=atom), stmt)]
         raise self.fsrc.error(stmt, f"unsupported statement {type(stmt).__name__}")
+
+    def print_call(self, stmt):
+        """``print(a, "text", b)``: kept as a statement of the primal (the forward sweep runs it)."""
+        pre, atoms = [], []
+        for arg in stmt.value.args:
+            p, atom = self.atom(arg, stmt)
+            pre += p
+            atoms.append(atom)
+        call = ast.Call(func=name_load("print"), args=atoms, keywords=[])
+        call.callee = print
+        return pre + [ast.copy_location(ast.Expr(value=call), stmt)]
+
+    def assertion(self, stmt):
+        """``assert test, "message"``: checked in the primal (and the forward sweep), not
+        differentiated. Without a message, the error names the user's file, line and source."""
+        pre, test = self.atom(stmt.test, stmt)
+        message = stmt.msg.value if stmt.msg is not None else \
+            f"{self.fsrc.filename}:{stmt.lineno}: {self.fsrc.line_text(stmt.lineno)}"
+        new = ast.Assert(test=test, msg=ast.Constant(message))
+        return pre + [ast.copy_location(new, stmt)]
 
     def assignment(self, stmt):
         value = stmt.value
@@ -612,6 +637,9 @@ class Flattener:
         args = list(expr.args)
         keywords = list(expr.keywords)
         callee = None
+        if isinstance(func, ast.Attribute) and self._is_local_object(func.value) and \
+                func.attr == "squeeze":
+            return self.squeeze(expr, stmt)
         if isinstance(func, ast.Attribute) and self._is_local_object(func.value):
             method = ARRAY_METHODS.get(func.attr)
             if method is None:
@@ -635,6 +663,20 @@ class Flattener:
                 callee = self.fsrc.resolve(func)
             except KeyError as exc:
                 raise self.fsrc.error(expr, f"name {exc.args[0]!r} is not defined", "unknown name") from None
+        if callee is sum and len(args) in (1, 2) and not keywords and isinstance(args[0], ast.Tuple):
+            # sum([a, b, c]) -> a + b + c (plus the start value when given)
+            total = args[1] if len(args) == 2 else None
+            for elt in args[0].elts:
+                total = elt if total is None else ast.copy_location(
+                    ast.BinOp(left=total, op=ast.Add(), right=elt), expr)
+            return self.operation(total if total is not None else ast.Constant(0), stmt)
+        args, keywords = _keywords_as_positions(callee, args, keywords)
+        if callee is np.transpose:
+            axes = args[1:] + [kw.value for kw in keywords if kw.arg == "axes"]
+            if axes and not (isinstance(axes[0], ast.Tuple) and all(
+                    isinstance(e, ast.Constant) and type(e.value) is int for e in axes[0].elts)):
+                raise self.fsrc.error(expr, "the axes of a transpose must be a tuple of constants",
+                                      "transpose axes")
         pre, atoms = [], []
         for arg in args:
             p, atom = self.call_argument(arg, stmt)
@@ -642,7 +684,10 @@ class Flattener:
             atoms.append(atom)
         kws = []
         for kw in keywords:
-            p, atom = self.call_argument(kw.value, stmt)
+            if kw.arg == "dtype":          # dtype="float32" -> np.float32
+                p, atom = self.dtype_argument([kw.value], [], stmt)
+            else:
+                p, atom = self.call_argument(kw.value, stmt)
             pre += p
             kws.append(ast.keyword(arg=kw.arg, value=atom))
         node = ast.Call(func=func_expression(callee, func), args=atoms, keywords=kws)
@@ -663,12 +708,49 @@ class Flattener:
         return self.atom(arg, stmt)
 
     def dtype_argument(self, args, keywords, stmt):
-        if args:
-            return self.call_argument(args[0], stmt)
-        for kw in keywords:
-            if kw.arg == "dtype":
-                return self.call_argument(kw.value, stmt)
-        raise self.fsrc.error(stmt, "astype() needs a dtype", "astype")
+        value = args[0] if args else next((kw.value for kw in keywords if kw.arg == "dtype"), None)
+        if value is None:
+            raise self.fsrc.error(stmt, "astype() needs a dtype", "astype")
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            # a dtype by name ("float32"): the NumPy scalar type, which Numba also understands
+            try:
+                dtype = np.dtype(value.value).type
+            except TypeError:
+                raise self.fsrc.error(stmt, f"unknown dtype {value.value!r}", "dtype") from None
+            return [], func_expression(dtype, value)
+        return self.call_argument(value, stmt)
+
+    def squeeze(self, expr, stmt):
+        """``x.squeeze(axis=k)`` -> ``assert x.shape[k] == 1; x[:, ..., 0]`` (k constant, >= 0).
+
+        Without an axis, the result's number of dimensions depends on the run-time shape, and
+        srcgrad's generated code is specialized on it: that is refused."""
+        axis = expr.args[0] if expr.args else next(
+            (kw.value for kw in expr.keywords if kw.arg == "axis"), None)
+        if axis is None:
+            raise self.fsrc.error(expr, "`.squeeze()` without an axis: the number of dimensions of "
+                                  "its result depends on the run-time shape; write `.squeeze(axis=k)` "
+                                  "or index (`x[:, 0]`)", "squeeze without axis")
+        axes = axis.elts if isinstance(axis, ast.Tuple) else [axis]
+        if not all(isinstance(a, ast.Constant) and type(a.value) is int and a.value >= 0 for a in axes):
+            raise self.fsrc.error(expr, "`.squeeze(axis)` needs constant non-negative axes",
+                                  "squeeze axis")
+        squeezed = sorted({a.value for a in axes})
+        pre, base = self.atom(expr.func.value, stmt, want_name=True)
+        shape = self.names.fresh("t")
+        pre.append(assign(shape, ast.Attribute(value=name_load(base.id), attr="shape", ctx=ast.Load()), stmt))
+        for k in squeezed:
+            size, ok = self.names.fresh("t"), self.names.fresh("t")
+            pre.append(assign(size, ast.Subscript(value=name_load(shape), slice=ast.Constant(k),
+                                                  ctx=ast.Load()), stmt))
+            pre.append(assign(ok, ast.Compare(left=name_load(size), ops=[ast.Eq()],
+                                              comparators=[ast.Constant(1)]), stmt))
+            message = f"{self.fsrc.filename}:{stmt.lineno}: cannot squeeze axis {k}: its size is not 1"
+            pre.append(ast.copy_location(ast.Assert(test=name_load(ok), msg=ast.Constant(message)), stmt))
+        index = [ast.Constant(0) if k in squeezed else ast.Slice(lower=None, upper=None, step=None)
+                 for k in range(squeezed[-1] + 1)]
+        index = index[0] if len(index) == 1 else ast.Tuple(elts=index, ctx=ast.Load())
+        return pre, ast.Subscript(value=name_load(base.id), slice=index, ctx=ast.Load())
 
     def _is_local_object(self, node):
         root = node
@@ -705,6 +787,43 @@ class Flattener:
         return None
 
 
+def _keywords_as_positions(callee, args, keywords):
+    """Keyword arguments named as NumPy names them (``np.clip(x, a_min=0, a_max=1)``) become
+    positional when the derivative rule's template calls that parameter differently: the
+    template's parameters follow the function's positional order."""
+    from . import rules
+    rule = rules.lookup(callee) if _hashable(callee) else None
+    if not isinstance(rule, rules.Rule) or not keywords:
+        return args, keywords
+    template = rule.params[1:]          # after `result`
+    try:
+        names = [p.name for p in inspect.signature(callee).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return args, keywords
+    args, keywords = list(args), list(keywords)
+    moved = True
+    while moved:
+        moved = False
+        for kw in keywords:
+            if kw.arg in template or kw.arg not in names:
+                continue
+            if names.index(kw.arg) == len(args) < len(template):
+                args.append(kw.value)
+                keywords.remove(kw)
+                moved = True
+                break
+    return args, keywords
+
+
+def _hashable(obj):
+    try:
+        hash(obj)
+        return True
+    except TypeError:
+        return False
+
+
 def _as_constant(value):
     if value is None:
         return ast.Constant(None)       # np.newaxis
@@ -713,10 +832,8 @@ def _as_constant(value):
             return ast.Constant(bool(value))
         if isinstance(value, (int, np.integer)):
             return ast.Constant(int(value))
-        value = float(value)
-        if math.isfinite(value):
-            return ast.Constant(value)
-        return None
+        # np.inf / math.inf / np.nan too: generated code spells them 1e1000 and (1e1000-1e1000)
+        return ast.Constant(float(value))
     return None
 
 
@@ -737,7 +854,50 @@ def func_expression(callee, original):
 
 
 def _copy(node):
-    return ast.parse(ast.unparse(node), mode="eval").body if node is not None else None
+    if node is None:
+        return None
+    if isinstance(node, ast.Slice) or isinstance(node, ast.Tuple) and \
+            any(isinstance(e, ast.Slice) for e in node.elts):
+        # an index with slices (`::2`, `1:, 0`) is only valid source inside brackets
+        text = ast.unparse(node) if isinstance(node, ast.Slice) else \
+            "".join(f"{ast.unparse(e)}, " for e in node.elts)
+        return ast.parse(f"_[{text}]", mode="eval").body.slice
+    return ast.parse(ast.unparse(node), mode="eval").body
+
+
+def _literal_lists(body):
+    """List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
+    ``x[0, 2]``) becomes ``x[np.array((0, 2))]``; the rows of a nested literal in
+    ``np.array([[a, b], [c, d]])`` become arrays of their own (stacked)."""
+    def as_array(node):
+        elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e for e in node.elts]
+        call = ast.Call(func=ast.Attribute(value=name_load("np"), attr="array", ctx=ast.Load()),
+                        args=[ast.Tuple(elts=elts, ctx=ast.Load())], keywords=[])
+        call.callee = np.array
+        for sub in ast.walk(call):
+            if not hasattr(sub, "lineno"):
+                ast.copy_location(sub, node)
+        return call
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Subscript(self, node):
+            self.generic_visit(node)
+            if isinstance(node.slice, ast.List):
+                node.slice = as_array(node.slice)
+            elif isinstance(node.slice, ast.Tuple):
+                node.slice.elts = [as_array(e) if isinstance(e, ast.List) else e for e in node.slice.elts]
+            return node
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            name = ast.unparse(node.func)
+            if name in ("np.array", "np.asarray", "numpy.array", "numpy.asarray") and node.args and \
+                    isinstance(node.args[0], (ast.List, ast.Tuple)):
+                first = node.args[0]
+                first.elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e
+                              for e in first.elts]
+            return node
+    return [Rewrite().visit(stmt) for stmt in body]
 
 
 def _lists_to_tuples(body):
@@ -765,6 +925,7 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
+    body = _literal_lists(body)
     _lists_to_tuples(body)
     desugared = JumpDesugarer(names, ast.FunctionDef(name=fn.name, args=fn.args, body=body,
                                                      decorator_list=[], returns=None)).run(

@@ -15,7 +15,8 @@ from .analyse import analyse
 from .check import check_function
 from .errors import SrcgradError
 from .normalize import normalize
-from .parse import read_function, unwrap_function
+from .parse import SourceFunction, read_function, unwrap_function
+from .static import is_library_function
 from .transform import ReverseTransformer
 from . import codegen
 from . import rules
@@ -23,8 +24,23 @@ from .lower import cast_float_literals, lower_for_cpu, lower
 
 
 def is_helper(callee):
-    return isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
-                                                      isinstance(callee.py_func, types.FunctionType))
+    """A user function whose source srcgrad transforms. NumPy/SciPy functions written in Python
+    (``np.eye``, ``scipy.special.logsumexp``) are library calls: they need a derivative rule."""
+    if isinstance(callee, SourceFunction):
+        return True
+    if not (isinstance(callee, types.FunctionType) or (hasattr(callee, "py_func") and
+                                                       isinstance(callee.py_func, types.FunctionType))):
+        return False
+    # srcgrad's own runtime helpers in generated code (hvp differentiates the jvp module, which
+    # calls _range_continues) are plain Python: transformed like user helpers
+    return not is_library_function(callee) or getattr(callee, "__module__", None) == "srcgrad.runtime"
+
+
+def _differentiable(unit, kinds):
+    """The parameters a helper's adjoint differentiates: its float ones, except the hidden
+    parameters static.py added for module data and closure variables (constants of the call)."""
+    hidden = getattr(unit.func, "hidden", ())
+    return [p for p, k in zip(unit.params, kinds) if k.is_float and p not in hidden]
 
 
 class FunctionUnit:
@@ -79,7 +95,9 @@ class ModuleBuilder:
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
-                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None:
+                if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
+                        and rules.library_helper(callee) is None \
+                        and getattr(callee, "__module__", None) != "srcgrad.runtime":   # SciPy's run as runtime helpers; the backend's own
                     self.externals[callee.__name__] = rules.external_name(callee)
             self.add_source(unit, *codegen.function_source_and_lines(
                 name, unit.params, body,
@@ -106,6 +124,9 @@ class ModuleBuilder:
     # -- kinds of helper calls -------------------------------------------------------------------
     def helper_kind(self, caller_unit):
         def result_kind(callee, arg_kinds, node, stmt):
+            sampling = rules.random_sampling_message(callee)
+            if sampling is not None:
+                raise caller_unit.fsrc.error(stmt, sampling, "random sampling")
             if not is_helper(callee):
                 label = ast.unparse(node.func)
                 raise caller_unit.fsrc.error(
@@ -131,7 +152,7 @@ class ModuleBuilder:
             if len(kinds) != len(unit.params):
                 raise SrcgradError(f"{unit.func.__name__} takes {len(unit.params)} arguments, "
                                    f"called with {len(kinds)}")
-            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
+            wrt = _differentiable(unit, kinds)
             for stmt in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Subscript) and \
                         stmt.targets[0].value.id in unit.params:
@@ -157,8 +178,7 @@ class ModuleBuilder:
                                           "differentiated code must not modify their array arguments",
                                           "argument mutation")
             kinds = tuple(arg_kinds)
-            wrt = [p for p, k in zip(unit.params, kinds) if k.is_float]
-            return self.adjoint(callee, kinds, wrt)
+            return self.adjoint(callee, kinds, _differentiable(unit, kinds))
         return adjoint
 
     def adjoint(self, func, kinds, wrt):
@@ -168,7 +188,7 @@ class ModuleBuilder:
             return self.adjoints[key]
         analysis, _ = self.analysis_of(func, kinds)
         self.primal(func, analysis)
-        if tuple(wrt) != tuple(p for p, k in zip(unit.params, kinds) if k.is_float):
+        if tuple(wrt) != tuple(_differentiable(unit, kinds)):
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
         name = self.unique(f"{unit.func.__name__}_adjoint")
         self.adjoints[key] = name
@@ -331,7 +351,7 @@ def helper_sources(func, seen=None):
                 pass
     for name in sorted(names):
         value = namespace.get(name)
-        if is_helper(value):
+        if is_helper(value) and rules.library_helper(value) is None:   # not SciPy's functions
             helper_sources(value, seen)
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)

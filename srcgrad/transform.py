@@ -15,6 +15,8 @@ import ast
 import copy
 import operator
 
+import numpy as np
+
 from . import kinds as K
 from . import rules
 from .analyse import BINOPS, operand_names
@@ -141,6 +143,8 @@ class ReverseTransformer:
     def statement(self, stmt, depth):
         if isinstance(stmt, ast.Pass):          # an emptied branch (`y = y` was dropped)
             return [], []
+        if isinstance(stmt, (ast.Assert, ast.Expr)):    # assert / print: the primal only
+            return [stmt], []
         if isinstance(stmt, ast.Assign):
             return self.assignment(stmt, depth)
         if isinstance(stmt, ast.If):
@@ -313,8 +317,20 @@ class ReverseTransformer:
             return self.accumulate(base, name_load(self.adj(name)), self.a.kind(base), False, stmt,
                                    fresh=False)
         helper = rules.TUPLE_ARGUMENT_RULES.get(callee) if _hashable(callee) else None
+        if callee is np.array or callee is np.asarray:
+            if call.args and isinstance(call.args[0], ast.Tuple):
+                # a literal: its elements stacked along axis 0
+                return self.tuple_argument(stmt, name, call, "stack_part", axis=ast.Constant(0))
+            elif call.args and self.a.kind(call.args[0]).cls == "tuple":
+                return self.tuple_variable_argument(stmt, name, call, "stack_part", axis=ast.Constant(0))
+            elif call.args and self.a.is_active(call.args[0]):    # a copy of an array
+                return self.accumulate(call.args[0], name_load(self.adj(name)),
+                                       self.a.kind(call.args[0]), False, stmt)
         if helper is not None and call.args and isinstance(call.args[0], ast.Tuple):
             return self.tuple_argument(stmt, name, call, helper)
+        if helper is not None and call.args and isinstance(call.args[0], ast.Name) and \
+                self.a.kind(call.args[0]).cls == "tuple":
+            return self.tuple_variable_argument(stmt, name, call, helper)
         elements = [e for arg in call.args if isinstance(arg, ast.Tuple) for e in arg.elts]
         active_args = [arg for arg in list(call.args) + elements if self.a.is_active(arg)] + \
                       [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
@@ -327,6 +343,8 @@ class ReverseTransformer:
                                   "differentiated inputs, and srcgrad has no derivative rule for that",
                                   "tuple argument")
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
+        if callee is np.dot and not all(self.a.kind(arg).is_array for arg in call.args):
+            rule = rules.lookup(operator.mul)       # np.dot with a scalar is a product
         if isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
             return []     # the result does not depend on the argument's values
         if rule is not None:
@@ -361,21 +379,42 @@ class ReverseTransformer:
                 position += 1
         return out
 
-    def tuple_argument(self, stmt, name, call, helper):
+    def tuple_argument(self, stmt, name, call, helper, axis=None):
         """np.concatenate((a, b), axis) / np.stack(...): each active part gets its slice back."""
         parts = call.args[0]
-        axis = call.args[1] if len(call.args) > 1 else next(
+        axis = axis if axis is not None else call.args[1] if len(call.args) > 1 else next(
             (kw.value for kw in call.keywords if kw.arg == "axis"), ast.Constant(0))
         out = []
         for k, element in enumerate(parts.elts):
             if not self.a.is_active(element):
                 continue
             args = [name_load(self.adj(name)), ast.Constant(k)]
-            if helper == "concat_part":
+            if helper != "stack_part":        # the other helpers need the parts' shapes
                 args.append(copy.deepcopy(parts))
             args.append(copy.deepcopy(axis))
             part = ast.Call(func=name_load(helper), args=args, keywords=[])
             out += self.accumulate(element, part, self.a.kind(element), False, stmt, fresh=False)
+        return out
+
+    def tuple_variable_argument(self, stmt, name, call, helper, axis=None):
+        """np.concatenate(parts) / np.stack(parts) of a tuple (or list) variable: component k's
+        adjoint (``_adj_parts_k``) gets its slice back."""
+        parts = call.args[0]
+        if not self.a.is_active(parts):
+            return []
+        axis = axis if axis is not None else call.args[1] if len(call.args) > 1 else next(
+            (kw.value for kw in call.keywords if kw.arg == "axis"), ast.Constant(0))
+        out = []
+        for k, item in enumerate(self.a.kind(parts).items):
+            if not item.is_float:
+                continue
+            args = [name_load(self.adj(name)), ast.Constant(k)]
+            if helper == "concat_part":
+                args.append(name_load(parts.id))
+            args.append(copy.deepcopy(axis))
+            part = ast.Call(func=name_load(helper), args=args, keywords=[])
+            target = name_store(f"{self.adj(parts.id)}_{k}")
+            out.append(ast.copy_location(ast.AugAssign(target=target, op=ast.Add(), value=part), stmt))
         return out
 
     def apply_rule(self, rule, name, args, keywords, stmt, label):
@@ -414,6 +453,10 @@ class ReverseTransformer:
             def visit_Subscript(inner, node):
                 if isinstance(node.value, ast.Name) and node.value.id == "d":
                     atom = bound[node.slice.id]
+                    kind = self.a.kind(atom)
+                    if kind.cls == "tuple":       # a tuple result: the tuple of its parts' adjoints
+                        return ast.Tuple(elts=[name_load(f"{self.adj(atom.id)}_{k}")
+                                               for k in range(len(kind.items))], ctx=ast.Load())
                     return name_load(self.adj(atom.id))
                 inner.generic_visit(node)
                 return node
@@ -1129,7 +1172,8 @@ def simplify(expr):
             self.generic_visit(node)
             left, right = node.left, node.right
             lc, rc = isinstance(left, ast.Constant), isinstance(right, ast.Constant)
-            if lc and rc and type(node.op) in _FOLD and _number(left) and _number(right):
+            if lc and rc and type(node.op) in _FOLD and _numeric(left) and _numeric(right) and \
+                    (_number(left) or _number(right)):          # 3 - True (a folded test) is 2
                 try:
                     return ast.Constant(_FOLD[type(node.op)](left.value, right.value))
                 except ZeroDivisionError:
@@ -1144,6 +1188,31 @@ def simplify(expr):
                 return left
             return node
 
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            # `p != 0` of a constant exponent (the power rule): folded, so x ** 3 reads 3 * x ** 2
+            if len(node.ops) == 1 and type(node.ops[0]) in _FOLD_COMPARE and \
+                    isinstance(node.left, ast.Constant) and isinstance(node.comparators[0], ast.Constant) \
+                    and _number(node.left) and _number(node.comparators[0]):
+                return ast.Constant(_FOLD_COMPARE[type(node.ops[0])](node.left.value,
+                                                                     node.comparators[0].value))
+            return node
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            name = ast.unparse(node.func)
+            if name == "np.argsort" and len(node.args) == 1 and _constant_axes(node.args[0]):
+                # the inverse of a constant permutation (np.transpose's adjoint)
+                axes = node.args[0]
+                if isinstance(axes, ast.Constant):
+                    return ast.Constant(None)
+                order = sorted(range(len(axes.elts)), key=lambda k: axes.elts[k].value)
+                return ast.Tuple(elts=[ast.Constant(k) for k in order], ctx=ast.Load())
+            if name == "np.transpose" and len(node.args) == 2 and \
+                    isinstance(node.args[1], ast.Constant) and node.args[1].value is None:
+                node.args = node.args[:1]
+            return node
+
         def visit_UnaryOp(self, node):
             self.generic_visit(node)
             if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and _number(node.operand):
@@ -1152,5 +1221,20 @@ def simplify(expr):
     return Simplify().visit(expr)
 
 
+def _constant_axes(node):
+    """None or a tuple of int constants."""
+    if isinstance(node, ast.Constant):
+        return node.value is None
+    return isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) and type(e.value) is int
+                                               for e in node.elts)
+
+
 def _number(node):
     return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+
+
+def _numeric(node):
+    return isinstance(node.value, (int, float))
+
+
+_FOLD_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}

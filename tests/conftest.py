@@ -26,6 +26,16 @@ def pytest_addoption(parser):
                      help="targets the long fuzz profile checks every program on (comma separated)")
 
 
+def pytest_runtest_setup(item):
+    """``mission.needs`` marks: skip locally, fail under CI=true (see tests/mission.py)."""
+    for mark in item.iter_markers("needs"):
+        available, reason = mark.args
+        if not available:
+            import mission
+
+            mission.missing(reason)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def srcgrad_cache_dir():
     """The private cache directory of this session (removed at the end)."""

@@ -52,9 +52,7 @@ class Gen:
         return self.choice(options)
 
     def expr(self, depth, loop_vars):
-        leaves = SCALARS + ["CONST"]
-        if "array" in self.features or True:
-            leaves = leaves + ["A", "A"]
+        leaves = SCALARS + ["CONST", "A", "A"]   # `a` is always an argument
         if "array" in self.features:
             leaves = leaves + ["B"]
         if depth <= 0 or self.draw(st.integers(0, 3)) == 0:

@@ -517,9 +517,11 @@ def list_variable(a, b):
     return np.sum(np.concatenate(pieces))
 
 
-def test_list_literal_outside_a_sequence_argument_is_refused():
-    with pytest.raises(srcgrad.UnsupportedSyntaxError, match=r"test_arrays.py:\d+: .*list literal"):
-        srcgrad.grad(list_variable, wrt=(0, 1), target="python")(np.ones(2), np.ones(3))
+def test_list_variable_as_a_sequence_argument():
+    # a list literal bound to a name is a value like a tuple (tests/test_constructs_real.py)
+    ga, gb = srcgrad.grad(list_variable, wrt=(0, 1), target="python")(np.ones(2), np.ones(3))
+    np.testing.assert_array_equal(ga, np.ones(2))
+    np.testing.assert_array_equal(gb, np.ones(3))
 
 
 # ------------------------------------------------------------------------------------------------

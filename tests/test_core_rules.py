@@ -2,17 +2,23 @@
 
 Hypothesis draws inputs inside each function's domain (and away from kinks and jumps, where a
 finite difference is meaningless); the gradient is compared with central finite differences in
-float64. The GradFunction objects are built once per (function, target) and reused across examples:
-compilation dominates the cost.
+float64. The python target runs one test per rule (the generated code without compiling). The
+compiled target gets every rule at once: one function with one group of arguments per rule (the
+rule functions' bodies, summed), compiled once, its gradient compared slice by slice with each
+rule function's finite differences; a per-rule cpu compile cost about a second each.
 """
+import ast
+import inspect
 import math
+import textwrap
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import srcgrad
-from conftest import TARGETS, check_grad
+from conftest import TARGETS, check_grad, fd_scalar
+from fuzz_programs import load_program
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 
@@ -400,21 +406,11 @@ PAIR_CASES = [
     (f_np_fmax, lambda x, y: abs(x - y) > 1e-3, (ANY, ANY)),
     (f_np_fmin, lambda x, y: abs(x - y) > 1e-3, (ANY, ANY)),
     (f_np_where, lambda x, y: abs(x - y) > 1e-3, (ANY, ANY)),
+    (f_np_clip_bounds, lambda x, lo, hi: abs(x - lo) > 1e-3 and abs(x - hi) > 1e-3,
+     (ANY, floats(-2.0, -0.1), floats(0.1, 2.0))),
 ]
 
 _GRADS = {}
-
-CLIP_CPU_BUG = ("BUG: np.clip on scalar floats fails on target='cpu' with a raw numba TypingError "
-                "(numba's np.clip needs arrays: `a.shape` of a float); the python target works. "
-                "srcgrad should lower scalar np.clip to min/max or refuse with a SrcgradError")
-CPU_XFAIL = {}  # scalar np.clip is lowered to clip_scalar (was: CLIP_CPU_BUG)
-
-
-def mark_known_bugs(request, func, target):
-    reason = CPU_XFAIL.get(func.__name__) if target == "cpu" else None
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
 
 def gradfn(func, target, wrt):
     key = (func, target, wrt)
@@ -428,11 +424,10 @@ def all_wrt(func):
     return 0 if n == 1 else tuple(range(n))
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ["python"])      # cpu: test_every_rule_compiled_in_one_function
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0].__name__)
-def test_rule_float64(case, target, request):
+def test_rule_float64(case, target):
     func, strategies = case
-    mark_known_bugs(request, func, target)
     wrt = all_wrt(func)
     g = gradfn(func, target, wrt)
 
@@ -444,7 +439,7 @@ def test_rule_float64(case, target, request):
     run()
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ["python"])      # cpu: test_every_rule_compiled_in_one_function
 @pytest.mark.parametrize("case", PAIR_CASES, ids=lambda c: c[0].__name__)
 def test_rule_kinked_float64(case, target):
     func, valid, strategies = case
@@ -460,23 +455,106 @@ def test_rule_kinked_float64(case, target):
     run()
 
 
-def test_clip_with_active_bounds(target, request):
-    mark_known_bugs(request, f_np_clip_bounds, target)
-    g = gradfn(f_np_clip_bounds, target, (0, 1, 2))
-    # inside, below, above
-    assert g(0.3, -1.0, 1.0) == (1.0, 0.0, 0.0)
-    assert g(-2.0, -1.0, 1.0) == (0.0, 1.0, 0.0)
-    assert g(2.0, -1.0, 1.0) == (0.0, 0.0, 1.0)
+# Exact gradients at special points: (function, arguments, gradient). Checked per function on the
+# python target and through the one-function bundle on the cpu target.
+SPECIAL_POINTS = [
+    (f_np_clip_bounds, (0.3, -1.0, 1.0), (1.0, 0.0, 0.0)),       # inside
+    (f_np_clip_bounds, (-2.0, -1.0, 1.0), (0.0, 1.0, 0.0)),      # below: the lower bound's
+    (f_np_clip_bounds, (2.0, -1.0, 1.0), (0.0, 0.0, 1.0)),       # above
+    (f_max, (1.5, 1.5), (2.0, 0.0)),                             # ties go to the first argument
+    (f_min, (1.5, 1.5), (2.0, 0.0)),
+    (f_floor, (1.25,), (2.5,)),                                  # floor/ceil: zero derivative
+    (f_ceil, (-1.25,), (-2.5,)),
+]
 
 
-def test_max_min_ties_go_to_first_argument(target):
-    assert gradfn(f_max, target, (0, 1))(1.5, 1.5) == (2.0, 0.0)
-    assert gradfn(f_min, target, (0, 1))(1.5, 1.5) == (2.0, 0.0)
+@pytest.mark.parametrize("case", SPECIAL_POINTS, ids=lambda c: f"{c[0].__name__}{c[1]}")
+def test_special_points_python(case):
+    func, args, expected = case
+    got = gradfn(func, "python", all_wrt(func))(*args)
+    assert (got if isinstance(got, tuple) else (got,)) == pytest.approx(expected, abs=1e-15)
 
 
-def test_floor_ceil_have_zero_derivative(target):
-    assert gradfn(f_floor, target, 0)(1.25) == pytest.approx(2.5)
-    assert gradfn(f_ceil, target, 0)(-1.25) == pytest.approx(-2.5)
+# ------------------------------------------------------------------------------------------------
+# The compiled target: every rule in one function, one compile
+# ------------------------------------------------------------------------------------------------
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return ast.copy_location(ast.Name(id=self.names[node.id], ctx=node.ctx), node)
+        return node
+
+
+def bundle_source(funcs, name):
+    """Source of ``name``: the sum of every ``funcs`` body (each a single return expression), each
+    function's parameters renamed ``<function>__<parameter>`` and all of them taken in order."""
+    params, lines = [], []
+    for func in funcs:
+        fdef = ast.parse(textwrap.dedent(inspect.getsource(func))).body[0]
+        assert len(fdef.body) == 1 and isinstance(fdef.body[0], ast.Return), func.__name__
+        names = {a.arg: f"{func.__name__[2:]}__{a.arg}" for a in fdef.args.args}
+        params += names.values()
+        lines.append(f"    s += {ast.unparse(_Rename(names).visit(fdef.body[0].value))}")
+    return ("import math\n\nimport numpy as np\n\n\n"
+            f"def {name}({', '.join(params)}):\n    s = 0.0\n" + "\n".join(lines) + "\n    return s\n")
+
+
+BUNDLE = [(func, st.tuples(*strategies)) for func, strategies in CASES] + \
+    [(func, st.tuples(*strategies).filter(lambda args, valid=valid: valid(*args)))
+     for func, valid, strategies in PAIR_CASES]
+
+
+@pytest.fixture(scope="module")
+def compiled_bundle():
+    func = load_program(bundle_source([f for f, _ in BUNDLE], "all_rules")).all_rules
+    n = func.__code__.co_argcount
+    return func, srcgrad.value_and_grad(func, wrt=tuple(range(n)), target="cpu")
+
+
+def _unbundle(grads, groups):
+    out, pos = [], 0
+    for group in groups:
+        out.append(tuple(grads[pos:pos + len(group)]))
+        pos += len(group)
+    return out
+
+
+def test_every_rule_compiled_in_one_function(compiled_bundle):
+    func, g = compiled_bundle
+    checked = []
+
+    @SETTINGS
+    @given(st.tuples(*(strategy for _, strategy in BUNDLE)))
+    def run(groups):
+        args = [v for group in groups for v in group]
+        value, grads = g(*args)
+        assert math.isclose(value, func(*args), rel_tol=1e-12, abs_tol=1e-12)
+        for (rule_func, _), group, got in zip(BUNDLE, groups, _unbundle(grads, groups)):
+            for index, gi in enumerate(got):
+                assert type(gi) is float
+                fd = fd_scalar(rule_func, group, index)
+                assert math.isclose(gi, fd, rel_tol=1e-5, abs_tol=1e-6), \
+                    f"{rule_func.__name__} d/d arg {index} at {group}: cpu {gi!r} vs FD {fd!r}"
+        checked.append(1)
+
+    run()
+    assert len(checked) == SETTINGS.max_examples
+
+
+def test_special_points_compiled(compiled_bundle):
+    _, g = compiled_bundle
+    funcs = [f for f, _ in BUNDLE]
+    base = [(0.5,) * f.__code__.co_argcount for f in funcs]     # any point: only the overridden
+    for func, args, expected in SPECIAL_POINTS:                 # function's slice is checked
+        groups = list(base)
+        groups[funcs.index(func)] = args
+        _, grads = g(*[v for group in groups for v in group])
+        assert _unbundle(grads, groups)[funcs.index(func)] == pytest.approx(expected, abs=1e-15), \
+            (func.__name__, args)
 
 
 # ------------------------------------------------------------------------------------------------

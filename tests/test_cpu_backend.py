@@ -10,6 +10,7 @@ import numba
 import numpy as np
 import pytest
 
+from mission import missing
 from srcgrad.backends import cpu
 
 
@@ -92,7 +93,7 @@ def test_numpy_blas_found_where_numpy_bundles_openblas():
     back to Numba's np.dot, which measured 7-16% slower on the MLP's products)."""
     config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     if config.get("name") != "scipy-openblas":
-        pytest.skip(f"NumPy's BLAS here is {config.get('name')!r}, not a bundled OpenBLAS")
+        missing(f"NumPy's BLAS here is {config.get('name')!r}, not a bundled OpenBLAS")
     assert cpu.NUMPY_BLAS
 
 

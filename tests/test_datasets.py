@@ -11,6 +11,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
+from mission import needs
 from srcgrad import datasets
 from srcgrad.datasets import MNIST_FILES, DatasetError, load_mnist
 from srcgrad.errors import SrcgradError
@@ -24,10 +25,8 @@ def _real_mnist_dir():
 
 
 REAL = _real_mnist_dir()
-needs_real = pytest.mark.skipif(
-    not all((REAL / n).is_file() for n in MNIST_FILES),
-    reason=f"real MNIST not found in {REAL} (set SRCGRAD_DATA)",
-)
+needs_real = needs(all((REAL / n).is_file() for n in MNIST_FILES),
+                   f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
 
 
 # ------------------------------------------------------------------------------------------------

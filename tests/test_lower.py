@@ -12,7 +12,8 @@ ties and NaN in row maxima, empty arrays and shape errors.
 
 Numba compiles each (function, argument types) once, so the cases share compiled functions:
 several shapes per compile. The fused code exists once the code generator calls
-``lower.lower_for_cpu`` for the cpu target (srcgrad/program.py); until then these tests skip.
+``lower.lower_for_cpu`` for the cpu target (srcgrad/program.py); without it these tests skip (fail under
+CI=true, tests/mission.py).
 """
 import contextlib
 import os
@@ -23,6 +24,7 @@ import pytest
 
 import srcgrad
 from srcgrad import lower
+from mission import needs
 
 # ------------------------------------------------------------------------------------------------
 # Programs
@@ -130,8 +132,8 @@ def _generator_fuses():
     return "loop fusion" in src
 
 
-pytestmark = pytest.mark.skipif(not _generator_fuses(), reason="the code generator does not call "
-                                "srcgrad.lower.lower_for_cpu for the cpu target (program.py)")
+pytestmark = needs(_generator_fuses(), "loop fusion is not wired in: the code generator does not "
+                   "call srcgrad.lower.lower_for_cpu for the cpu target (program.py)")
 
 
 def rand(rng, *shape, dtype=np.float64):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mission import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train_mnist.py"
@@ -36,8 +37,7 @@ REAL = _real_mnist_dir()
 HAVE_REAL = all((REAL / n).is_file() for n in
                 ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
-needs_real = pytest.mark.skipif(not HAVE_REAL,
-                                reason=f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
+needs_real = needs(HAVE_REAL, f"real MNIST not found in {REAL} (set SRCGRAD_DATA)")
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,6 @@ def mnist():
 
 @pytest.fixture(scope="module")
 def loss_and_grads():
-    try:
-        from srcgrad import value_and_grad  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"srcgrad.value_and_grad is not available yet: {exc}")
     return tm.make_loss_and_grads()
 
 
@@ -122,6 +118,27 @@ def test_resume_is_exact_and_runs_are_deterministic(mnist, loss_and_grads, tmp_p
 
 
 @needs_real
+def test_cli_save_resume_plot(tmp_path, capsys):
+    """The command line's success paths on a small subset: --save after one epoch, --resume to a
+    second epoch (saving again), --plot writes a PNG of both epochs."""
+    ck, png = tmp_path / "ck.npz", tmp_path / "curves.png"
+    common = ["--data", str(REAL), "--no-download", "--limit-train", "300", "--hidden", "8",
+              "--batch-size", "50", "--seed", "7", "--quiet"]
+    assert tm.main(common + ["--epochs", "1", "--save", str(ck)]) == 0, capsys.readouterr().err
+    with np.load(ck) as z:
+        assert int(z["epoch"]) == 1 and len(z["history.test_acc"]) == 1
+        first = z["param.W1"].copy()
+    assert tm.main(common + ["--epochs", "2", "--resume", str(ck), "--save", str(ck),
+                             "--plot", str(png)]) == 0, capsys.readouterr().err
+    with np.load(ck) as z:
+        assert int(z["epoch"]) == 2 and len(z["history.test_acc"]) == 2
+        assert z["param.W1"].shape == first.shape and not np.array_equal(z["param.W1"], first)
+        assert all(0.0 <= a <= 1.0 for a in z["history.test_acc"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@needs_real
 def test_step_mode_equals_epoch_mode(mnist, loss_and_grads):
     kw = dict(limit_train=300, batch_size=64, hidden=8, epochs=1, seed=5)
     a = _run(mnist, loss_and_grads, mode="epoch", **kw)
@@ -176,13 +193,8 @@ def test_resume_missing_checkpoint(tmp_path, capsys):
     assert "nope.npz" in capsys.readouterr().err
 
 
-def test_plot_without_matplotlib(tmp_path, capsys):
-    try:
-        import matplotlib  # noqa: F401
-
-        pytest.skip("matplotlib is installed")
-    except ImportError:
-        pass
+def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # `import matplotlib` raises ImportError
     rc = tm.main(["--plot", str(tmp_path / "p.png"), "--data", str(tmp_path)])
     assert rc == 2
     assert "matplotlib" in capsys.readouterr().err

@@ -15,9 +15,6 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from .. import runtime
 
-if os.environ.get("SRCGRAD_MAX_TAPE_BYTES"):
-    runtime.MAX_TAPE_BYTES = int(os.environ["SRCGRAD_MAX_TAPE_BYTES"])
-
 FASTMATH = False
 
 
@@ -182,6 +179,9 @@ def matmul(a, b):
 def _matmul_ov(a, b):
     """Product of two matrices: NumPy's BLAS when found (else np.dot), a large result on huge
     pages (see huge_pages)."""
+    common = _common_float(a, b)
+    if common is not None:          # float32 with float64: Numba's np.dot needs one dtype
+        return lambda a, b: matmul(a.astype(common), b.astype(common))
     if isinstance(a, types.Array) and isinstance(b, types.Array) and max(a.ndim, b.ndim) > 2:
         return _batched_matmul(a, b)
     if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
@@ -224,6 +224,16 @@ def _matmul_ov(a, b):
     return impl_numpy_blas
 
 
+def _common_float(*operands):
+    """The NumPy scalar type (np.float32, np.float64) that arrays of different dtypes among
+    ``operands`` promote to, when one of them is a float array; None when they agree."""
+    dtypes = {t.dtype for t in operands if isinstance(t, types.Array)}
+    if len(dtypes) < 2 or not any(isinstance(d, types.Float) for d in dtypes):
+        return None
+    from numba.np.numpy_support import as_dtype
+    return getattr(np, str(np.result_type(*[as_dtype(d) for d in dtypes])))
+
+
 def _batched_matmul(a, b):
     """``a @ b`` where one operand is a stack of matrices: NumPy's rule (a 1-d ``a`` is a row, a
     1-d ``b`` a column, the leading axes broadcast), one matrix product per batch index. Numba's
@@ -250,6 +260,39 @@ def _batched_matmul(a, b):
             out[index][:, :] = matmul(a_stack[index], b_stack[index])
         return out
     return stacks
+
+
+@intrinsic
+def _env_tape_limit(typingctx):
+    """SRCGRAD_MAX_TAPE_BYTES as an integer, or -1 when it is unset or empty: libc's getenv and
+    strtoll called by symbol name at run time (a Python global would be frozen into the cached
+    machine code; os.environ assignments reach getenv through putenv)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i64 = ir.IntType(64)
+        getenv = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i8p, [i8p]), "getenv")
+        strtoll = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i8p, i8p.as_pointer(), ir.IntType(32)]), "strtoll")
+        text = builder.call(getenv, [context.insert_const_string(builder.module, "SRCGRAD_MAX_TAPE_BYTES")])
+        result = cgutils.alloca_once_value(builder, ir.Constant(i64, -1))
+        with builder.if_then(cgutils.is_not_null(builder, text)):
+            with builder.if_then(builder.icmp_unsigned("!=", builder.load(text), ir.Constant(ir.IntType(8), 0))):
+                builder.store(builder.call(strtoll, [text, ir.Constant(i8p.as_pointer(), None),
+                                                     ir.Constant(ir.IntType(32), 10)]), result)
+        return builder.load(result)
+    return sig, codegen
+
+
+@overload(runtime.max_tape_bytes)
+def _max_tape_bytes_ov():
+    default = runtime.MAX_TAPE_BYTES
+
+    def impl():
+        limit = _env_tape_limit()
+        return default if limit < 0 else limit
+    return impl
 
 
 grow = numba.njit(cache=True)(runtime.grow)
@@ -409,8 +452,92 @@ def _bad_axis(x, axis):
     return None
 
 
+def _axis_type_check(what, axis):
+    """A refusal (SrcgradError: Numba passes it through) for an axis srcgrad cannot compile."""
+    if _is_none(axis) or isinstance(axis, types.Integer):
+        return
+    raise numba.core.errors.TypingError(
+        f"srcgrad: {what} with an axis of type {axis} (a tuple of axes) is not supported on "
+        "target='cpu': reduce one axis at a time")
+
+
+# -- any axis of any array: the array seen as (outer, n, inner), reduced along its middle axis ----
+# These implementations take the axis as a run-time integer, so an axis held in a variable (a
+# function argument: not a Numba literal) means what it says, and arrays of any ndim work.
+
+@register_jitable
+def _axis_index(axis, ndim):
+    """``axis`` as an index in 0..ndim-1 (negative axes count from the end); NumPy's error else."""
+    if axis < -ndim or axis >= ndim:
+        raise ValueError("axis is out of bounds for the array's dimension")
+    return axis + ndim if axis < 0 else axis
+
+
+@register_jitable
+def _around_axis(shape, ax):
+    """(outer, n, inner): the sizes of the axes before ``ax``, of ``ax``, and of those after."""
+    outer = 1
+    inner = 1
+    for k in range(len(shape)):
+        if k < ax:
+            outer *= shape[k]
+        elif k > ax:
+            inner *= shape[k]
+    return outer, shape[ax], inner
+
+
+_REDUCED_SHAPES = {}
+
+
+def _reduced_shape(ndim, keep):
+    """A jitable ``(shape, ax) ->`` the shape after reducing axis ``ax`` (kept as 1 when ``keep``):
+    the result's length is fixed by ``ndim``, its entries are chosen at run time."""
+    key = (ndim, keep)
+    if key not in _REDUCED_SHAPES:
+        if keep:
+            items = [f"1 if ax == {k} else shape[{k}]" for k in range(ndim)]
+        else:
+            items = [f"shape[{k} if {k} < ax else {k + 1}]" for k in range(ndim - 1)]
+        namespace = {}
+        exec(f"def reduced_shape(shape, ax):\n    return ({', '.join(items)},)\n", namespace)  # noqa: S102
+        _REDUCED_SHAPES[key] = register_jitable(namespace["reduced_shape"])
+    return _REDUCED_SHAPES[key]
+
+
+def _reduced_type(name, dtype):
+    """NumPy's result type of reduction ``name`` of an array of (Numba) ``dtype``, as a NumPy
+    scalar type: np.mean of integers is float64, np.sum/np.prod of booleans and integers int64."""
+    if not isinstance(dtype, types.Float):
+        if name == "mean":
+            return np.float64
+        if name in ("sum", "prod"):
+            return np.int64
+    from numba.np.numpy_support import as_dtype
+    return as_dtype(dtype).type
+
+
+def _reduce_along(combine_1d, ndim, keep, out_type):
+    """reduce(x, axis, keepdims) for an integer ``axis`` (literal or not) of an N-d array."""
+    shape_of = _reduced_shape(ndim, keep)
+
+    def along(x, axis, keepdims):
+        ax = _axis_index(axis, x.ndim)
+        outer, n, inner = _around_axis(x.shape, ax)
+        v = np.ascontiguousarray(x).reshape((outer, n, inner))
+        out = np.empty((outer, inner), out_type)
+        column = np.empty(n, x.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                for k in range(n):
+                    column[k] = v[o, k, i]
+                out[o, i] = combine_1d(column)
+        return out.reshape(shape_of(x.shape, ax))
+    return along
+
+
 def _reduction(name, combine_1d):
-    """A reduce_<name>(x, axis, keepdims) with a Numba overload for 1-d/2-d arrays."""
+    """A reduce_<name>(x, axis, keepdims) with a Numba overload: fast paths for a literal axis of
+    a 1-d/2-d array, any integer axis of any array otherwise."""
     py = getattr(runtime, f"reduce_{name}")
 
     def stub(x, axis, keepdims):
@@ -438,23 +565,32 @@ def _reduction(name, combine_1d):
                 ones = (1,) * x.ndim            # a constant: Numba cannot repeat a tuple
                 return lambda x, axis, keepdims: np.full(ones, combine_1d(x.ravel()))
             return lambda x, axis, keepdims: combine_1d(x.ravel())
+        _axis_type_check(f"np.{name}", axis)
         ax = _literal(axis)
         if x.ndim == 1:
             if keep:
-                return lambda x, axis, keepdims: np.full(1, combine_1d(x))
-            return lambda x, axis, keepdims: combine_1d(x)
-        if x.ndim != 2:
-            raise numba.core.errors.TypingError(f"srcgrad: reduce_{name} with axis supports 1-d and 2-d arrays")
+                def kept_1d(x, axis, keepdims):
+                    _axis_index(axis, 1)
+                    return np.full(1, combine_1d(x))
+                return kept_1d
+
+            def whole_1d(x, axis, keepdims):
+                _axis_index(axis, 1)
+                return combine_1d(x)
+            return whole_1d
+        out_type = _reduced_type(name, x.dtype)
+        if x.ndim != 2 or ax is None:           # arrays of 3+ dimensions, a run-time axis
+            return _reduce_along(combine_1d, x.ndim, keep, out_type)
         if ax == 1 or ax == -1:
             def rows(x, axis, keepdims):
-                out = np.empty(x.shape[0], x.dtype)
+                out = np.empty(x.shape[0], out_type)
                 for i in range(x.shape[0]):
                     out[i] = combine_1d(x[i])
                 return out.reshape((x.shape[0], 1)) if keep else out
             return rows
 
         def cols(x, axis, keepdims):
-            out = np.empty(x.shape[1], x.dtype)
+            out = np.empty(x.shape[1], out_type)
             column = np.empty(x.shape[0], x.dtype)
             for j in range(x.shape[1]):
                 for i in range(x.shape[0]):
@@ -530,7 +666,10 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
         if isinstance(gradient, types.Array):
             return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient.ravel()[0])
         return lambda gradient, x, axis, keepdims: np.full(x.shape, gradient)
+    _axis_type_check("the adjoint of np.sum/np.mean", axis)
     ax = _literal(axis)
+    if ax is None or x.ndim > 2:                # a run-time axis, arrays of 3+ dimensions
+        return _expand_along
     if x.ndim == 1:
         return lambda gradient, x, axis, keepdims: np.full(x.shape, _first(gradient))
     if ax in (1, -1):
@@ -557,6 +696,74 @@ def _expand_reduced_ov(gradient, x, axis, keepdims):
     return cols
 
 
+def _as_flat(v):
+    return np.ravel(v)
+
+
+@overload(_as_flat)
+def _as_flat_ov(v):
+    """The values of an array (C order) or a scalar as a 1-d array."""
+    if isinstance(v, types.Array):
+        return lambda v: np.ascontiguousarray(v).ravel()
+    return lambda v: np.full(1, v)
+
+
+def _expand_along(gradient, x, axis, keepdims):
+    """expand_reduced for an integer axis (literal or not) of an N-d array."""
+    ax = _axis_index(axis, x.ndim)
+    outer, n, inner = _around_axis(x.shape, ax)
+    g = _as_flat(gradient)
+    if g.size != outer * inner:
+        raise ValueError("expand_reduced: the gradient does not match the reduced array")
+    out = huge_pages(np.empty((outer, n, inner), g.dtype))
+    for o in range(outer):
+        for k in range(n):
+            for i in range(inner):
+                out[o, k, i] = g[o * inner + i]
+    return out.reshape(x.shape)
+
+
+def _extreme_along(take_max):
+    """max_adjoint/min_adjoint for an integer axis (literal or not) of an N-d array."""
+    def along(gradient, x, axis, keepdims):
+        ax = _axis_index(axis, x.ndim)
+        outer, n, inner = _around_axis(x.shape, ax)
+        v = np.ascontiguousarray(x).reshape((outer, n, inner))
+        g = _as_flat(gradient)
+        if g.size != outer * inner:
+            raise ValueError("max/min adjoint: the gradient does not match the reduced array")
+        out = np.zeros((outer, n, inner), g.dtype)
+        column = np.empty(n, x.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                for k in range(n):
+                    column[k] = v[o, k, i]
+                out[o, _arg_extreme_1d(column, take_max), i] = g[o * inner + i]
+        return out.reshape(x.shape)
+    return along
+
+
+def _prod_along(gradient, x, axis, keepdims):
+    """prod_adjoint for an integer axis (literal or not) of an N-d array."""
+    ax = _axis_index(axis, x.ndim)
+    outer, n, inner = _around_axis(x.shape, ax)
+    v = np.ascontiguousarray(x).reshape((outer, n, inner))
+    g = _as_flat(gradient)
+    if g.size != outer * inner:
+        raise ValueError("prod_adjoint: the gradient does not match the reduced array")
+    out = np.empty((outer, n, inner), x.dtype)
+    column = np.empty(n, x.dtype)
+    others = np.empty(n, x.dtype)
+    for o in range(outer):
+        for i in range(inner):
+            for k in range(n):
+                column[k] = v[o, k, i]
+            _others_product_1d(column, g[o * inner + i], others)
+            for k in range(n):
+                out[o, k, i] = others[k]
+    return out.reshape(x.shape)
+
+
 def reduced_count(x, axis):
     return runtime.reduced_count(x, axis)
 
@@ -567,7 +774,8 @@ def _reduced_count_ov(x, axis):
         return lambda x, axis: 1
     if _is_none(axis):
         return lambda x, axis: x.size
-    return lambda x, axis: x.shape[axis]
+    _axis_type_check("np.mean", axis)
+    return lambda x, axis: x.shape[_axis_index(axis, x.ndim)]
 
 
 @numba.njit(cache=True)
@@ -596,6 +804,9 @@ def _extremum(take_max):
         bad = _bad_axis(x, axis)
         if bad is not None:
             return _raising_bad_axis(bad)
+        _axis_type_check("the adjoint of np.max/np.min", axis)
+        if not _is_none(axis) and (_literal(axis) is None or x.ndim > 2):
+            return _extreme_along(take_max)     # a run-time axis, arrays of 3+ dimensions
         if _is_none(axis) or x.ndim == 1:
             def whole(gradient, x, axis, keepdims):
                 g = _first(gradient)
@@ -664,14 +875,15 @@ def _prod_adjoint_ov(gradient, x, axis, keepdims):
     bad = _bad_axis(x, axis)
     if bad is not None:
         return _raising_bad_axis(bad)
+    _axis_type_check("the adjoint of np.prod", axis)
+    if not _is_none(axis) and (_literal(axis) is None or x.ndim > 2):
+        return _prod_along                      # a run-time axis, arrays of 3+ dimensions
     if _is_none(axis) or x.ndim == 1:
         def whole(gradient, x, axis, keepdims):
             out = np.empty(x.size, x.dtype)
             _others_product_1d(np.ascontiguousarray(x).ravel(), _first(gradient), out)
             return out.reshape(x.shape)
         return whole
-    if x.ndim != 2:
-        raise numba.core.errors.TypingError("srcgrad: np.prod with axis supports 1-d and 2-d arrays")
     ax = _literal(axis)
     if ax in (1, -1):
         def rows(gradient, x, axis, keepdims):
@@ -732,6 +944,9 @@ def _batched_matmul_grads_ov(g, a, b):
 
 @overload(matmul_grad_left)
 def _mgl(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_left(_as_type(g, common), a.astype(common), b.astype(common))
     if max(a.ndim, b.ndim) > 2:
         return lambda g, a, b: batched_matmul_grads(g, a, b)[0]
     if a.ndim == 1 and b.ndim == 1:
@@ -747,8 +962,23 @@ def matmul_grad_right(g, a, b):
     return runtime.matmul_grad_right(g, a, b)
 
 
+def _as_type(v, scalar_type):
+    return v
+
+
+@overload(_as_type)
+def _as_type_ov(v, scalar_type):
+    """An array or scalar ``v`` converted to ``scalar_type`` (np.float32 / np.float64)."""
+    if isinstance(v, types.Array):
+        return lambda v, scalar_type: v.astype(scalar_type)
+    return lambda v, scalar_type: scalar_type(v)
+
+
 @overload(matmul_grad_right)
 def _mgr(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_right(_as_type(g, common), a.astype(common), b.astype(common))
     if max(a.ndim, b.ndim) > 2:
         return lambda g, a, b: batched_matmul_grads(g, a, b)[1]
     if a.ndim == 1 and b.ndim == 1:
@@ -820,6 +1050,8 @@ def concat_part(gradient, k, parts, axis):
 
 @overload(concat_part, prefer_literal=True)
 def _concat_part_ov(gradient, k, parts, axis):
+    if isinstance(axis, types.Integer) and _literal(axis) is None:
+        return _concat_part_along(gradient, parts)
     ax = _literal(axis)
     ax = 0 if ax is None else ax % gradient.ndim
     index = _literal(k)
@@ -849,7 +1081,7 @@ def _concat_part_ov(gradient, k, parts, axis):
                 start += parts[j].shape[1]
             return gradient[:, start:start + parts[k].shape[1]]
         return second
-    raise numba.core.errors.TypingError("srcgrad: np.concatenate adjoint supports axis 0 and 1 (2-d)")
+    return _concat_part_along(gradient, parts)        # other axes, arrays of 3+ dimensions
 
 
 def stack_part(gradient, k, axis):
@@ -858,6 +1090,8 @@ def stack_part(gradient, k, axis):
 
 @overload(stack_part, prefer_literal=True)
 def _stack_part_ov(gradient, k, axis):
+    if isinstance(axis, types.Integer) and _literal(axis) is None:
+        return _stack_part_along(gradient.ndim)
     ax = _literal(axis)
     ax = 0 if ax is None else ax % gradient.ndim
     if ax == 0:
@@ -868,4 +1102,66 @@ def _stack_part_ov(gradient, k, axis):
         return lambda gradient, k, axis: gradient[:, k]
     if ax == 2 and gradient.ndim == 3:
         return lambda gradient, k, axis: gradient[:, :, k]
-    raise numba.core.errors.TypingError("srcgrad: np.stack adjoint supports 2-d and 3-d results")
+    return _stack_part_along(gradient.ndim)           # other axes and dimensions
+
+
+# np.concatenate / np.stack with an axis held in a variable (not a Numba literal): the block of
+# the gradient along a run-time axis, as a copy (views along different axes have different types)
+_RESIZED_SHAPES = {}
+
+
+def _resized_shape(ndim):
+    """A jitable ``(shape, ax, size) ->`` ``shape`` with entry ``ax`` replaced by ``size``."""
+    if ndim not in _RESIZED_SHAPES:
+        items = [f"size if ax == {k} else shape[{k}]" for k in range(ndim)]
+        namespace = {}
+        exec(f"def resized_shape(shape, ax, size):\n    return ({', '.join(items)},)\n", namespace)  # noqa: S102
+        _RESIZED_SHAPES[ndim] = register_jitable(namespace["resized_shape"])
+    return _RESIZED_SHAPES[ndim]
+
+
+def _concat_part_along(gradient, parts):
+    if not isinstance(parts, types.UniTuple):
+        raise numba.core.errors.TypingError(
+            "srcgrad: np.concatenate of arrays of different kinds with an axis held in a variable "
+            "is not supported on target='cpu': write the axis as a number")
+    shape_of = _resized_shape(gradient.ndim)
+
+    def along(gradient, k, parts, axis):
+        ax = _axis_index(axis, gradient.ndim)
+        start = 0
+        for j in range(k):
+            start += parts[j].shape[ax]
+        size = parts[k].shape[ax]
+        outer, n, inner = _around_axis(gradient.shape, ax)
+        v = np.ascontiguousarray(gradient).reshape((outer, n, inner))
+        out = np.empty((outer, size, inner), gradient.dtype)
+        for o in range(outer):
+            for c in range(size):
+                for i in range(inner):
+                    out[o, c, i] = v[o, start + c, i]
+        return out.reshape(shape_of(gradient.shape, ax, size))
+    return along
+
+
+def _stack_part_along(ndim):
+    shape_of = _reduced_shape(ndim, False)
+
+    def along(gradient, k, axis):
+        ax = _axis_index(axis, gradient.ndim)
+        outer, n, inner = _around_axis(gradient.shape, ax)
+        v = np.ascontiguousarray(gradient).reshape((outer, n, inner))
+        out = np.empty((outer, inner), gradient.dtype)
+        for o in range(outer):
+            for i in range(inner):
+                out[o, i] = v[o, k, i]
+        return out.reshape(shape_of(gradient.shape, ax))
+    return along
+
+
+# -- NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS) -------------------------------------
+# Compiled versions live in cpu_library; a helper it does not define is the runtime one, compiled.
+from . import cpu_library as _cpu_library  # noqa: E402
+
+for _name in runtime.LIBRARY_HELPERS:
+    globals()[_name] = getattr(_cpu_library, _name, None) or numba.njit(cache=True)(getattr(runtime, _name))

@@ -10,6 +10,10 @@ from ..runtime import (  # noqa: F401  (re-exported for generated modules)
     reduced_count, max_adjoint, min_adjoint, prod_adjoint, matmul_grad_left, matmul_grad_right, gather2, scatter_add2,
     scatter_add1, clip_scalar, reshape_any, push_slice, tape_slice, concat_part, stack_part, matmul,
     huge_pages, count_snapshot, pop_snapshot, snapshot_buffer, push_snapshot, snapshot_at)
+from .. import runtime as _runtime
+
+# the NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS), as they are
+globals().update({_name: getattr(_runtime, _name) for _name in _runtime.LIBRARY_HELPERS})
 
 
 def jit(function):

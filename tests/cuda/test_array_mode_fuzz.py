@@ -30,7 +30,10 @@ UNARY = ["np.tanh({})", "np.sin({})", "np.exp(np.tanh({}))", "np.sqrt(1.0 + {0} 
          "np.maximum({}, 0.1)", "np.abs({})", "np.where({0} > 0.0, {0}, 0.5 * {0})",
          "np.clip({}, -0.7, 0.7)"]
 BINARY = ["({} + {})", "({} - {})", "({} * {})"]
-LEAVES = ["A", "b", "c", "s", "A.T[:, 0]", "A[1:, :]", "0.5"]
+# Every leaf broadcasts against (m, n), so every drawn program is valid (none is thrown away):
+# A (m, n), b (n,), c (m, 1), s and 0.5 scalars, and views with offsets: A.T[:, 0] is (n,),
+# A[:, 1:2] is (m, 1), and the offset row slice A[1:, :] enters through a reduction to (n,).
+LEAVES = ["A", "b", "c", "s", "A.T[:, 0]", "A[:, 1:2]", "np.sum(A[1:, :], axis=0)", "0.5"]
 REDUCE = ["np.sum({}, axis=0)", "np.max({}, axis=1, keepdims=True)", "np.mean({}, axis=1)",
           "np.min({}, axis=0, keepdims=True)", "np.sum({})"]
 
@@ -65,17 +68,27 @@ def _args(seed):
     return rng.normal(size=(M, N)), rng.normal(size=N), rng.normal(size=(M, 1)), float(rng.normal())
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-@given(source=programs(), seed=st.integers(0, 1000))
-def test_array_mode_matches_python_target(source, seed):
-    prog = load_program(source).prog
-    args = _args(seed)
-    try:
-        prog(*args)
-    except ValueError:          # a drawn leaf that does not broadcast (e.g. A.T[:, 0] with b)
-        return
-    ref_value, ref_grads = srcgrad.value_and_grad(prog, wrt=(0, 1, 2, 3), target="python")(*args)
-    value, grads = srcgrad.value_and_grad(prog, wrt=(0, 1, 2, 3), target="cuda", arrays=True)(*args)
-    np.testing.assert_allclose(value, ref_value, rtol=1e-10, atol=1e-12, err_msg=source)
-    for g, r in zip(grads, ref_grads):
-        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-11, err_msg=source)
+EXAMPLES = 12
+
+
+def test_array_mode_matches_python_target():
+    checked = []
+
+    # derandomized: the same programs every run (a CI failure reproduces locally)
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(source=programs(), seed=st.integers(0, 1000))
+    def run(source, seed):
+        prog = load_program(source).prog
+        args = _args(seed)
+        ref_value, ref_grads = srcgrad.value_and_grad(prog, wrt=(0, 1, 2, 3), target="python")(*args)
+        value, grads = srcgrad.value_and_grad(prog, wrt=(0, 1, 2, 3), target="cuda", arrays=True)(*args)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-10, atol=1e-12, err_msg=source)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-11, err_msg=source)
+        checked.append(source)
+
+    run()
+    # every example was a valid program and was compared (no early return hides a skipped case)
+    assert len(checked) == EXAMPLES
+    assert len(set(checked)) > EXAMPLES // 2

@@ -1,0 +1,429 @@
+"""Forward mode and second order: ``jvp``, ``hvp``, ``hessian`` and ``jacobian``.
+
+* ``jvp(f, wrt)(*args, tangent)`` → ``(f(*args), directional derivative)``: the forward-mode
+  module of :mod:`srcgrad.forward` (primal and tangent statements interleaved, no tape).
+* ``hvp(f, wrt)(*args, v)`` → H·v: reverse mode over forward mode. The tangent function
+  ``<f>_jvp_tangent(*args, *v)`` (generated as plain NumPy source) is itself a function srcgrad
+  can differentiate; its gradient with respect to ``wrt`` is H·v (H is symmetric).
+* ``hessian`` / ``jacobian``: one sweep per basis direction (hvp per column of H; jvp per input
+  element or vjp per output element, whichever is fewer).
+"""
+import os
+
+import numpy as np
+
+from . import codegen
+from .api import GradFunction, Specialization, precision_of, _prepare, _to_python_scalar
+from .errors import SrcgradError
+from .forward import build_forward_module
+from .program import helper_sources
+
+
+class ForwardSpecialization(Specialization):
+    def __init__(self, module, name, source, path, key=None):     # noqa: D107 (no reverse entries)
+        self.module = module
+        self.source = source
+        self.path = path
+        self.key = key
+        self.lines, self.user_sources = codegen.line_table(module)
+        self.jvp = getattr(module, name)
+
+    def call(self, entry, values, extra=()):
+        return getattr(self, entry)(*values, *extra)
+
+
+def _forward_module(func, kinds, wrt_names, target, precision, lowered=True):
+    """Import (generating if needed) the forward-mode module; (module, jvp name, source, path)."""
+    sources = helper_sources(func)
+    key = codegen.cache_key(target, kinds, precision, wrt_names, "jvp", lowered, *sorted(sources.values()))
+    name_of = f"{func.__name__}_jvp"
+    path = codegen.module_path(name_of, key)
+    if not os.path.exists(path):
+        source, _, _ = build_forward_module(func, kinds, wrt_names, target, precision, lowered)
+        codegen.write_module(path, source)
+    module = codegen.import_module(path)
+    with open(path, encoding="utf-8") as handle:
+        source = handle.read()
+    return module, name_of, source, path
+
+
+def _tangents(fn, values, tangent):
+    """The tangent(s) as the generated code takes them: one per wrt argument, in its dtype and
+    shape (a copy, so the caller's arrays are never written)."""
+    parts = (tangent,) if fn.single else tangent
+    if not isinstance(parts, (tuple, list)) or len(parts) != len(fn.wrt_indices):
+        raise TypeError(f"{fn.__name__}: expected a tuple of {len(fn.wrt_indices)} tangents/directions "
+                        f"(one per wrt argument {tuple(fn.wrt_names)}), got {type(tangent).__name__}")
+    out = []
+    for index, part in zip(fn.wrt_indices, parts):
+        x = values[index]
+        if isinstance(x, np.ndarray):
+            array = np.asarray(part)
+            if array.shape != x.shape:
+                raise ValueError(f"{fn.__name__}: the direction for {fn.params[index]!r} must have its "
+                                 f"shape {x.shape}, got {array.shape}")
+            out.append(np.array(array, dtype=x.dtype, copy=True))
+        else:
+            array = np.asarray(part)
+            if array.shape != ():
+                raise ValueError(f"{fn.__name__}: the direction for the float {fn.params[index]!r} must "
+                                 f"be a float, got shape {array.shape}")
+            out.append(type(x)(array[()]) if isinstance(x, np.floating) else float(array[()]))
+    return tuple(out)
+
+
+class _ForwardBase(GradFunction):
+    """Shared argument handling: ``(*args, direction)`` calls with f's own kinds and precision."""
+
+    def _split(self, args, kwargs):
+        if not args:
+            raise TypeError(f"{self.__name__} takes f's arguments followed by the direction")
+        values = tuple(_prepare(v) for v in self._bind(args[:-1], kwargs))
+        return values, args[-1]
+
+    def specialize(self, *args, **kwargs):
+        values = tuple(_prepare(v) for v in self._bind(args, kwargs))
+        return self._specialization(self.kinds_of(values), precision_of(values))
+
+    def source_for(self, *args, **kwargs):
+        """The generated source for f's arguments ``args`` (no direction needed)."""
+        return self.specialize(*args, **kwargs).source
+
+
+class JvpFunction(_ForwardBase):
+    """``jvp(f, wrt)``: call with f's arguments and then the tangent(s)."""
+
+    def __init__(self, func, wrt=0, target="cpu"):
+        super().__init__(func, wrt=wrt, target=target, mode="jvp")
+
+    def _build(self, kinds, precision):
+        module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, self.target, precision)
+        return ForwardSpecialization(module, name, source, path, (kinds, precision))
+
+    def __call__(self, *args, **kwargs):
+        values, tangent = self._split(args, kwargs)
+        spec = self._specialization(self.kinds_of(values), precision_of(values))
+        tangents = _tangents(self, values, tangent)
+        value, derivative = self._run(spec, "jvp", values, tangents)
+        return _to_python_scalar(value), _to_python_scalar(derivative)
+
+    @property
+    def njit(self):
+        """``g(*args, tangent)`` callable from ``@numba.njit`` code (cpu target)."""
+        if self._entry is None:
+            self._entry = _make_entry(self, lambda spec: spec.jvp, tangent_last=True)
+        return self._entry
+
+
+class HvpFunction(_ForwardBase):
+    """``hvp(f, wrt)``: H·v for a scalar f, by reverse mode over the generated tangent function."""
+
+    def __init__(self, func, wrt=0, target="cpu"):
+        super().__init__(func, wrt=wrt, target=target, mode="hvp")
+        self._inner = {}
+
+    def inner(self, kinds, precision):
+        """The gradient (w.r.t. wrt) of the tangent function for these kinds: H·v."""
+        key = (kinds, precision)
+        inner = self._inner.get(key)
+        if inner is None:
+            # the tangent function as plain NumPy source (float64 literals: the reverse
+            # transformation writes them in the working precision itself)
+            from .program import ModuleBuilder
+            _, result_kind = ModuleBuilder("python").analysis_of(self.func, tuple(kinds))
+            if result_kind.is_array or result_kind.cls == "tuple":
+                raise SrcgradError(f"hvp/hessian need a scalar (float) function; {self.func.__name__} "
+                                   f"returns a {result_kind} (use srcgrad.jacobian, jvp or vjp)")
+            module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, "python",
+                                                         "float64", lowered=False)
+            if "prod_adjoint(" in source:
+                raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative of "
+                                   "np.prod is not supported (its tangent uses a runtime helper that "
+                                   "has no adjoint); jvp and grad of np.prod work")
+            tangent_function = getattr(module, f"{name}_tangent")
+            wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
+            inner = GradFunction(tangent_function, wrt=wrt, target=self.target, mode="grad")
+            self._inner[key] = inner
+        return inner
+
+    def _specialization(self, kinds, precision="float64"):
+        inner = self.inner(kinds, precision)
+        wrt_kinds = tuple(kinds[i] for i in self.wrt_indices)
+        spec = inner._specialization(tuple(kinds) + wrt_kinds, precision)
+        self._last = spec
+        return spec
+
+    def __call__(self, *args, **kwargs):
+        values, direction = self._split(args, kwargs)
+        kinds = self.kinds_of(values)
+        precision = precision_of(values)
+        vs = _tangents(self, values, direction)
+        inner = self.inner(kinds, precision)
+        self._last = inner._specialization(tuple(kinds) + tuple(kinds[i] for i in self.wrt_indices),
+                                           precision)
+        return inner(*values, *vs)
+
+    @property
+    def njit(self):
+        """``h(*args, v)`` callable from ``@numba.njit`` code (cpu target)."""
+        if self._entry is None:
+            self._entry = _make_entry(self, lambda spec: spec.grad, tangent_last=True)
+        return self._entry
+
+
+class HessianFunction(_ForwardBase):
+    """``hessian(f, wrt)``: the dense Hessian, one hvp sweep per column."""
+
+    def __init__(self, func, wrt=0, target="cpu"):
+        super().__init__(func, wrt=wrt, target=target, mode="hessian")
+        self._hvp = HvpFunction(func, wrt=wrt, target=target)
+
+    def _specialization(self, kinds, precision="float64"):
+        spec = self._hvp._specialization(kinds, precision)
+        self._last = spec
+        return spec
+
+    def __call__(self, *args, **kwargs):
+        values = tuple(_prepare(v) for v in self._bind(args, kwargs))
+        self.kinds_of(values)
+        xs = [values[i] for i in self.wrt_indices]
+        shapes = [np.shape(x) for x in xs]
+        sizes = [int(np.prod(s)) for s in shapes]
+        dtypes = [np.asarray(x).dtype if isinstance(x, np.ndarray) else np.dtype(np.float64) for x in xs]
+        blocks = [[np.empty(shapes[i] + shapes[j], dtype=dtypes[i]) for j in range(len(xs))]
+                  for i in range(len(xs))]
+        for j, (shape, size) in enumerate(zip(shapes, sizes)):
+            for k in range(size):
+                direction = []
+                for i, x in enumerate(xs):
+                    e = np.zeros(shapes[i], dtype=dtypes[i])
+                    if i == j:
+                        e.reshape(-1)[k] = 1.0
+                    direction.append(e if shapes[i] else dtypes[i].type(e[()]))
+                columns = self._hvp(*values, direction[0] if self.single else tuple(direction))
+                columns = (columns,) if self.single else columns
+                for i, column in enumerate(columns):
+                    # column k of the (i, j) block: H[i][..., index of k in x_j]
+                    block = blocks[i][j].reshape(shapes[i] + (size,))
+                    block[..., k] = column
+        out = [[_scalar_if_0d(b) for b in row] for row in blocks]
+        if self.single:
+            return out[0][0]
+        return tuple(tuple(row) for row in out)
+
+    @property
+    def njit(self):
+        """``hessian(*args)`` callable from ``@numba.njit`` code (one wrt argument): a compiled
+        loop of hvp sweeps over the basis vectors."""
+        if self._entry is None:
+            self._entry = _make_driver_entry(self, "hessian")
+        return self._entry
+
+
+class JacobianFunction(_ForwardBase):
+    """``jacobian(f, wrt)``: shape ``f(x).shape + x.shape``; forward mode (one jvp per input
+    element) when the inputs are no more than the outputs, else reverse mode (one vjp per output
+    element)."""
+
+    def __init__(self, func, wrt=0, target="cpu"):
+        super().__init__(func, wrt=wrt, target=target, mode="jacobian")
+        wrt_spec = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
+        self._jvp = JvpFunction(func, wrt=wrt_spec, target=target)
+        self._vjp = GradFunction(func, wrt=wrt_spec, target=target, mode="vjp")
+        self.last_mode = None
+
+    def _specialization(self, kinds, precision="float64"):
+        spec = self._jvp._specialization(kinds, precision)
+        self._last = spec
+        return spec
+
+    def __call__(self, *args, **kwargs):
+        values = tuple(_prepare(v) for v in self._bind(args, kwargs))
+        self.kinds_of(values)
+        xs = [values[i] for i in self.wrt_indices]
+        shapes = [np.shape(x) for x in xs]
+        sizes = [int(np.prod(s)) for s in shapes]
+        dtypes = [np.asarray(x).dtype if isinstance(x, np.ndarray) else np.dtype(np.float64) for x in xs]
+        value, pullback = self._vjp(*values)
+        out_shape = np.shape(value)
+        out_size = int(np.prod(out_shape))
+        out_dtype = np.asarray(value).dtype
+        blocks = [np.empty(out_shape + shape, dtype=out_dtype) for shape in shapes]
+        flat = [b.reshape(out_size, size) for b, size in zip(blocks, sizes)]
+        if sum(sizes) <= out_size:
+            self.last_mode = "forward"
+            self._last = self._jvp._last
+            for j, (shape, size) in enumerate(zip(shapes, sizes)):
+                for k in range(size):
+                    direction = []
+                    for i in range(len(xs)):
+                        e = np.zeros(shapes[i], dtype=dtypes[i])
+                        if i == j:
+                            e.reshape(-1)[k] = 1.0
+                        direction.append(e if shapes[i] else dtypes[i].type(e[()]))
+                    _, column = self._jvp(*values, direction[0] if self.single else tuple(direction))
+                    flat[j][:, k] = np.ravel(column)
+        else:
+            self.last_mode = "reverse"
+            for r in range(out_size):
+                seed = np.zeros(out_shape, dtype=out_dtype)
+                seed.reshape(-1)[r] = 1.0
+                rows = pullback(seed if out_shape else out_dtype.type(seed[()]))
+                rows = (rows,) if self.single else rows
+                for j, row in enumerate(rows):
+                    flat[j][r, :] = np.ravel(row)
+        out = [_scalar_if_0d(b) for b in blocks]
+        return out[0] if self.single else tuple(out)
+
+    @property
+    def njit(self):
+        """``jacobian(*args)`` callable from ``@numba.njit`` code (one wrt argument): a compiled
+        loop of jvp sweeps (inputs no more than outputs) or vjp sweeps (otherwise)."""
+        if self._entry is None:
+            self._entry = _make_driver_entry(self, "jacobian")
+        return self._entry
+
+
+def _scalar_if_0d(array):
+    return float(array[()]) if array.ndim == 0 and array.dtype == np.float64 else \
+        (array[()] if array.ndim == 0 else array)
+
+
+def _make_entry(fn, compiled_of, tangent_last):
+    """A function callable from ``@numba.njit`` code. For jvp, the compiled tangent function
+    itself is inlined; the others call back into the interpreter (numba.objmode), which is
+    correct for any kinds (each hvp/hessian/jacobian call runs compiled sweeps)."""
+    from numba.extending import overload
+
+    def entry(*args):
+        return fn(*args)
+    entry.__name__ = f"{fn.func.__name__}_{fn.mode}_njit"
+
+    @overload(entry, prefer_literal=False)
+    def _typed_entry(*args):
+        from .backends.compose import numba_precision
+        from .kinds import kind_of_numba_type
+        types = args[0].types if len(args) == 1 and type(args[0]).__name__ == "StarArgTuple" else args
+        f_types = types[:-1] if tangent_last else types
+        kinds = tuple(kind_of_numba_type(t) for t in f_types)
+        spec = fn._specialization(fn._check_kinds(kinds), numba_precision(f_types))
+        target = compiled_of(spec)
+        if fn.single:
+            def impl(*args):
+                return target(*args)
+        else:
+            count = len(fn.wrt_indices)
+            namespace = {"target": target}
+            parts = ", ".join(f"args[-1][{k}]" for k in range(count))
+            exec(f"def impl(*args):\n    return target(*args[:-1], {parts})\n", namespace)  # noqa: S102
+            impl = namespace["impl"]
+        return impl
+
+    return entry
+
+
+# Compiled drivers of hessian/jacobian for njit code: a loop over the basis vectors of the (one)
+# differentiated argument, calling the compiled hvp / jvp / vjp of each direction.
+_HESSIAN_DRIVER = """
+def impl(*args):
+    x = args[{index}]
+    n = x.size
+    H = np.empty((n, n), dtype=x.dtype)
+    for k in range(n):
+        e = np.zeros(n, dtype=x.dtype)
+        e[k] = 1.0
+        column = hvp(*args, e.reshape(x.shape))
+        H[:, k] = column.ravel()
+    return H.reshape(x.shape + x.shape)
+"""
+
+_JACOBIAN_DRIVER = """
+def impl(*args):
+    x = args[{index}]
+    n = x.size
+    value = primal(*args)
+    out = np.asarray(value)
+    m = out.size
+    J = np.empty((m, n), dtype=out.dtype)
+    if n <= m:
+        for k in range(n):
+            e = np.zeros(n, dtype=x.dtype)
+            e[k] = 1.0
+            J[:, k] = np.asarray(jvp(*args, e.reshape(x.shape))[1]).ravel()
+    else:
+        for r in range(m):
+            seed = np.zeros(m, dtype=out.dtype)
+            seed[r] = 1.0
+            J[r, :] = vjp(*args, {seed})[1][0].ravel()
+    return J.reshape(out.shape + x.shape)
+"""
+
+
+def _make_driver_entry(fn, kind):
+    from numba.extending import overload
+
+    def entry(*args):
+        return fn(*args)
+    entry.__name__ = f"{fn.func.__name__}_{kind}_njit"
+
+    @overload(entry, prefer_literal=False)
+    def _typed_entry(*args):
+        from numba.core import types as nt
+        from .backends.compose import numba_precision
+        from .kinds import kind_of_numba_type
+        types = args[0].types if len(args) == 1 and type(args[0]).__name__ == "StarArgTuple" else args
+        if not fn.single or not isinstance(types[fn.wrt_indices[0]], nt.Array):
+            raise SrcgradError(f"{kind}(...).njit differentiates one array argument; call the {kind} "
+                               "object from Python for tuple wrt or float arguments")
+        kinds = fn._check_kinds(tuple(kind_of_numba_type(t) for t in types))
+        precision = numba_precision(types)
+        namespace = {"np": np}
+        if kind == "hessian":
+            namespace["hvp"] = fn._hvp._specialization(kinds, precision).grad
+            source = _HESSIAN_DRIVER.format(index=fn.wrt_indices[0])
+        else:
+            jvp_spec = fn._jvp._specialization(kinds, precision)
+            vjp_spec = fn._vjp._specialization(kinds, precision)
+            namespace.update(jvp=jvp_spec.jvp, vjp=vjp_spec.vjp, primal=vjp_spec.primal)
+            from .program import ModuleBuilder
+            scalar = not ModuleBuilder("python").analysis_of(fn.func, kinds)[1].is_array
+            source = _JACOBIAN_DRIVER.format(index=fn.wrt_indices[0],
+                                             seed="seed[0]" if scalar else "seed.reshape(out.shape)")
+        exec(source, namespace)  # noqa: S102  (a fixed template)
+        return namespace["impl"]
+
+    return entry
+
+
+def _decorator(cls, mode):
+    def api(func=None, *, wrt=0, target="cpu"):
+        def make(f):
+            if target not in ("cpu", "python"):
+                raise ValueError(f"{mode} supports target='cpu' or 'python', got {target!r}")
+            return cls(f, wrt=wrt, target=target)
+        if func is None:
+            return make
+        if isinstance(func, (int, str, tuple, list)):
+            raise TypeError(f"{mode}(...) takes the function first; use {mode}(f, wrt=...)")
+        return make(func)
+    api.__name__ = mode
+    return api
+
+
+jvp = _decorator(JvpFunction, "jvp")
+jvp.__doc__ = """Jacobian-vector product by forward mode: ``jvp(f, wrt=0)(*args, tangent)`` returns
+``(f(*args), directional derivative)``; for a tuple ``wrt``, ``tangent`` is a tuple with one entry
+per differentiated argument (each of its argument's shape). The derivative has f's value shape."""
+
+hvp = _decorator(HvpFunction, "hvp")
+hvp.__doc__ = """Hessian-vector product of a scalar f: ``hvp(f, wrt=0)(*args, v)`` returns H·v with the
+structure of ``wrt`` (a tuple for a tuple ``wrt``). Reverse mode over the generated forward mode."""
+
+hessian = _decorator(HessianFunction, "hessian")
+hessian.__doc__ = """Dense Hessian of a scalar f: shape ``x.shape + x.shape`` (a float for a float
+argument); for a tuple ``wrt`` a tuple of tuples of blocks ``H[i][j]`` of shape
+``x_i.shape + x_j.shape``."""
+
+jacobian = _decorator(JacobianFunction, "jacobian")
+jacobian.__doc__ = """Jacobian of f: shape ``f(x).shape + x.shape`` (a tuple of blocks for a tuple
+``wrt``), by forward mode when the inputs are no more than the outputs, else by reverse mode."""
