@@ -371,6 +371,24 @@ def test_rk4_on_a_vector_state():
     check_grad(rk4, (rng.random(3), rand(rng, 3, 3), 0.1, 5), wrt=(0, 1, 2), target="python")
 
 
+def rnn_state(W, h0):
+    h = h0
+    for t in range(3):
+        h = np.tanh(W @ h)
+    return np.sum(h * h)
+
+
+def test_hvp_through_a_rebound_array():
+    """hvp is reverse mode over the tangent code, where `h` and its tangent are both rebound."""
+    rng = np.random.default_rng(22)
+    W, h0, v = rand(rng, 3, 3, scale=0.5), rand(rng, 3), rand(rng, 3)
+    hv = srcgrad.hvp(rnn_state, wrt=1, target="python")(W, h0, v)
+    g = srcgrad.grad(rnn_state, wrt=1, target="python")
+    eps = 1e-6
+    np.testing.assert_allclose(hv, (g(W, h0 + eps * v) - g(W, h0 - eps * v)) / (2 * eps), rtol=1e-6,
+                               atol=1e-8)
+
+
 def test_array_rebound_twice_outside_loops():
     rng = np.random.default_rng(11)
     check_grad(rebound_twice, (rand(rng, 5),), wrt=0, target="python")
