@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import lower, runtime, transform
+from srcgrad import lower, transform
 
 from conftest import check_grad
 
@@ -472,14 +472,16 @@ def test_fused_equals_unfused(monkeypatch, tmp_path):
     np.testing.assert_allclose(d1, d0, rtol=1e-13)
 
 
-def test_snapshots_count_against_the_tape_limit(monkeypatch):
-    monkeypatch.setattr(runtime, "MAX_TAPE_BYTES", 64 * 1024)
-    g = srcgrad.grad(long_rnn, wrt=0, target="python")
+@pytest.mark.parametrize("target", ["python", CPU])
+def test_snapshots_count_against_the_tape_limit(target, monkeypatch):
+    """SRCGRAD_MAX_TAPE_BYTES, read at run time as for the tape of scalars."""
+    monkeypatch.setenv("SRCGRAD_MAX_TAPE_BYTES", str(64 * 1024))
+    g = srcgrad.grad(long_rnn, wrt=0, target=target)
     W, h0 = 0.1 * np.eye(16), np.ones(16)
     assert np.isfinite(g(W, h0, 100)).all()           # 100 snapshots of 128 bytes
     with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
         g(W, h0, 1000)                                # the buffer, refused at loop entry
-    g = srcgrad.grad(rnn_while, wrt=0, target="python")
+    g = srcgrad.grad(rnn_while, wrt=0, target=target)
     assert np.isfinite(g(W, h0, 100)).all()
     with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
         g(W, h0, 1000)                                # the list of a while loop
