@@ -68,7 +68,7 @@ def count_snapshot(total, snapshots, array, may_be_unset):
             not (may_be_unset and len(snapshots) == 1 and snapshots[-1].size == 0):
         raise ValueError(SHAPE_CHANGE)
     total += array.nbytes
-    if total > MAX_TAPE_BYTES:
+    if total > max_tape_bytes():
         raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
                           "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
                           "size or raise the limit")
@@ -88,7 +88,7 @@ def pop_snapshot(snapshots, current, may_be_unset):
 
 def snapshot_buffer(array, count):
     """Room for ``count`` snapshots of ``array``: one allocation at the entry of a loop."""
-    if count * array.nbytes > MAX_TAPE_BYTES:
+    if count * array.nbytes > max_tape_bytes():
         raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
                           "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
                           "size or raise the limit")
