@@ -196,6 +196,16 @@ class KindInference:
             return K.array(self.a.kind(node.func.value).ndim, dtype)
         if callee == "_range_continues":
             return K.BOOL
+        if callee == "range_length":
+            return K.INT
+        if callee == "stack_buffer":        # rows for the items of a list (normalize.ListBuilder)
+            item = args[1]
+            if item.is_array:
+                return K.array(item.ndim + 1, item.dtype)
+            if not item.is_scalar:
+                raise self.fsrc.error(stmt, f"append of a {item} value is not supported (append "
+                                      "floats, ints or arrays)", "append")
+            return K.array(1, item.cls)
         kw_values = {kw.arg: _constant_or_kind(kw.value, self.a) for kw in node.keywords}
         rule = rules.lookup(callee)
         if getattr(rule, "literal_args", False):      # constant arguments as their values
@@ -418,6 +428,8 @@ def _data_flows(body):
                     differentiable = False
                 if value.callee == "astype":
                     sources = operand_names(value.func)
+                if value.callee in ("stack_buffer", "range_length"):    # shapes and counts only
+                    differentiable = False
             elif isinstance(value, ast.Subscript):
                 sources = [value.value.id] if isinstance(value.value, ast.Name) else []
             elif isinstance(value, (ast.Compare,)) or (isinstance(value, ast.UnaryOp)

@@ -36,9 +36,10 @@ CONSTRUCT_NAMES = {
 }
 
 # Methods of str: a call like "...".format(x) or name.join(...) is string work, not numeric code.
-STRING_METHODS = {"format", "format_map", "join", "split", "rsplit", "splitlines", "strip", "lstrip",
-                  "rstrip", "replace", "upper", "lower", "title", "capitalize", "startswith",
-                  "endswith", "encode", "decode", "zfill", "center", "ljust", "rjust", "partition"}
+# (Names NumPy also uses, such as split or partition, are left out.)
+STRING_METHODS = {"format", "format_map", "join", "splitlines", "strip", "lstrip", "rstrip",
+                  "replace", "upper", "lower", "title", "capitalize", "startswith", "endswith",
+                  "encode", "decode", "zfill", "ljust", "rjust"}
 if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 
@@ -98,6 +99,12 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.Expr):
         if _is_docstring(stmt):
             return
+        if isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Attribute) and \
+                stmt.value.func.attr == "append" and isinstance(stmt.value.func.value, ast.Name):
+            # L.append(v) on a list created in the function (normalize.ListBuilder)
+            for arg in stmt.value.args:
+                _check_expression(fsrc, arg)
+            return
         if _is_print(stmt.value):
             # print(...) runs in the primal (the forward sweep) only; Numba prints positional
             # values and string literals
@@ -124,14 +131,11 @@ def _check_statement(fsrc, stmt, loop_depth):
     if isinstance(stmt, ast.For):
         if stmt.orelse:
             raise fsrc.error(stmt, "for ... else is not supported", "for-else")
-        if not isinstance(stmt.target, ast.Name):
-            raise fsrc.error(stmt, "a for loop must bind a single name (for i in range(...))",
+        # range(...), an array (its first axis), a tuple or list, enumerate/zip/reversed of
+        # those (normalize.py turns them into index loops)
+        if not _names_only(stmt.target):
+            raise fsrc.error(stmt, "a for loop must bind names (for x in ..., for i, (a, b) in ...)",
                              "for target")
-        it = stmt.iter
-        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
-                and not it.keywords and 1 <= len(it.args) <= 3):
-            raise fsrc.error(stmt, "only `for i in range(...)` loops are supported "
-                             f"(got `for ... in {ast.unparse(it)}`)", "for over non-range")
     if isinstance(stmt, ast.While) and stmt.orelse:
         raise fsrc.error(stmt, "while ... else is not supported", "while-else")
     if isinstance(stmt, (ast.Assign,)):
@@ -146,6 +150,20 @@ def _check_statement(fsrc, stmt, loop_depth):
             _check_statement(fsrc, child, inner)
         elif isinstance(child, ast.expr):
             _check_expression(fsrc, child)
+
+
+def _names_only(target):
+    if isinstance(target, ast.Name):
+        return True
+    return isinstance(target, ast.Tuple) and all(_names_only(e) for e in target.elts)
+
+
+def _check_comprehension(fsrc, node):
+    for gen in node.generators:
+        if gen.is_async:
+            raise fsrc.error(node, "async comprehensions are not supported", "comprehension")
+        if not _names_only(gen.target):
+            raise fsrc.error(node, "a comprehension must bind names", "comprehension")
 
 
 def _check_target(fsrc, stmt, target):
@@ -174,6 +192,16 @@ def _string_arguments(expr):
     return found
 
 
+def _grid_steps(expr):
+    """Complex steps in ``np.r_[0:1:5j]`` (a number of points, evaluated by normalize.py)."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and \
+                node.value.attr in ("r_", "c_"):
+            found |= {id(n) for n in ast.walk(node.slice) if isinstance(n, ast.Constant)}
+    return found
+
+
 def _is_module(fsrc, node):
     """``np`` in ``np.split(...)``: a module's function, not a string method of the same name."""
     while isinstance(node, ast.Attribute):
@@ -183,9 +211,14 @@ def _is_module(fsrc, node):
 
 def _check_expression(fsrc, expr):
     sequence_lists = _sequence_lists(expr)
-    strings = _string_arguments(expr)
+    strings = _string_arguments(expr) | _grid_steps(expr)
     for node in ast.walk(expr):
         if isinstance(node, ast.List) and id(node) in sequence_lists:
+            continue
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+            _check_comprehension(fsrc, node)      # list comprehensions -> loops (normalize.py)
+            continue
+        if isinstance(node, ast.comprehension):
             continue
         if isinstance(node, ast.JoinedStr):
             raise fsrc.error(node, "f-strings are not supported: srcgrad differentiates numeric code "
@@ -193,7 +226,7 @@ def _check_expression(fsrc, expr):
         if not isinstance(node, ALLOWED_EXPRESSIONS):
             raise fsrc.error(node, f"unsupported construct: {construct_name(node)}",
                              construct_name(node))
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) in strings:
+        if isinstance(node, ast.Constant) and id(node) in strings:
             continue
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, complex)):
             raise fsrc.error(node, f"{type(node.value).__name__} constants are not supported "

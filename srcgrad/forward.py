@@ -17,6 +17,8 @@ import ast
 import copy
 import operator
 
+import numpy as np
+
 from . import kinds as K
 from . import rules
 from .analyse import BINOPS, operand_names
@@ -41,6 +43,11 @@ class ForwardTransformer:
         self.names = names
         self.helper_jvp = helper_jvp     # callable(callee, arg kinds, active positions, stmt) -> name
         self.tangent_kinds = {}          # tangent name -> kind (for lowering)
+        # arrays written by index anywhere: their tangents must not share memory with another
+        # tangent unless the primal arrays do too
+        self.written = {node.targets[0].value.id for node in ast.walk(ast.Module(body=body, type_ignores=[]))
+                        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript)
+                        and isinstance(node.targets[0].value, ast.Name)}
 
     def tan(self, name):
         tangent = tangent_name(name, self.names.generated)
@@ -66,6 +73,8 @@ class ForwardTransformer:
 
     def statement(self, stmt):
         if isinstance(stmt, ast.Pass):
+            return [stmt]
+        if isinstance(stmt, (ast.Assert, ast.Expr)):     # assert / print: the primal only
             return [stmt]
         if isinstance(stmt, ast.Assign):
             return self.assignment(stmt)
@@ -117,6 +126,18 @@ class ForwardTransformer:
                 any(self.a.is_active(arg) for arg in value.args):
             return self.helper_call(stmt, name, value)
         pre, tangent = self.tangent_expr(stmt, name, value)
+        if self.a.kinds.get(name, K.FLOAT).is_array and not isinstance(value, ast.Name) and \
+                isinstance(tangent, (ast.Name, ast.Attribute, ast.Subscript)):
+            # `y = x + 0.0` has the tangent `_dot_x` itself: copy it when either array is written
+            # by index later (the primal y is a new array, so the tangents must not alias)
+            base = tangent
+            while isinstance(base, (ast.Attribute, ast.Subscript)):
+                base = base.value
+            sources = {n for n in operand_names(value)}
+            if name in self.written or (sources & self.written) or \
+                    (isinstance(base, ast.Name) and base.id in {self.tan(n) for n in self.written}):
+                tangent = ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy", ctx=ast.Load()),
+                                   args=[tangent], keywords=[])
         tangent_stmt = assign(self.tan(name), tangent, stmt)
         uses_result = any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(tangent))
         overwrites_operand = name in operand_names(value)
@@ -198,8 +219,21 @@ class ForwardTransformer:
             new.args[0] = ast.Tuple(elts=[self.tangent_of(e, self.a.kind(e), stmt) for e in call.args[0].elts],
                                     ctx=ast.Load())
             return [], new
+        if _hashable(callee) and callee in rules.TUPLE_ARGUMENT_RULES and call.args and \
+                isinstance(call.args[0], ast.Name) and self.a.kind(call.args[0]).cls == "tuple":
+            new = copy.deepcopy(call)        # of a tuple (or list) variable: of its tangent
+            new.args[0] = self.tangent_of(call.args[0], self.a.kind(call.args[0]), stmt)
+            return [], new
+        if callee == "stack_buffer":     # the array of a list built with append: zero rows,
+            return [], self.zero(name_load(name), kind, stmt)     # set by the element writes
+        if (callee is np.array or callee is np.asarray) and call.args:
+            return [], self.array_literal_tangent(call, kind, stmt)
+        # (elements of tuple arguments count: a call without a rule for them is refused below,
+        # never given a zero tangent)
         active_args = [arg for arg in call.args if self.a.is_active(arg)] + \
-                      [kw.value for kw in call.keywords if self.a.is_active(kw.value)]
+                      [kw.value for kw in call.keywords if self.a.is_active(kw.value)] + \
+                      [e for arg in call.args if isinstance(arg, ast.Tuple) for e in arg.elts
+                       if self.a.is_active(e)]
         label = ast.unparse(call.func)
         rule = rules.lookup(callee) if not isinstance(callee, str) else None
         if not active_args or isinstance(rule, rules.ZeroDerivative) or _in(callee, rules.CREATION):
@@ -218,6 +252,29 @@ class ForwardTransformer:
         raise SrcgradError(
             f"{self.fsrc.filename}:{stmt.lineno}: no derivative rule for `{label}`. Register one "
             f"with @srcgrad.register_adjoint({label}) (and @srcgrad.register_tangent for forward mode)")
+
+    def array_literal_tangent(self, call, kind, stmt):
+        """np.array / np.asarray is linear: a literal of the items' tangents (stacked when they
+        are arrays), the tangent of a tuple variable, or the tangent of an array."""
+        items = call.args[0]
+        if isinstance(items, ast.Tuple):
+            item_kinds = [self.a.kind(e) for e in items.elts]
+            parts = ast.Tuple(elts=[self.tangent_of(e, k, stmt) for e, k in zip(items.elts, item_kinds)],
+                              ctx=ast.Load())
+        elif self.a.kind(items).cls == "tuple":
+            item_kinds = list(self.a.kind(items).items)
+            parts = self.tangent_of(items, self.a.kind(items), stmt)
+        else:
+            return self.tangent_of(items, self.a.kind(items), stmt)
+        if item_kinds and all(k.is_array for k in item_kinds):
+            new = ast.Call(func=ast.Attribute(value=name_load("np"), attr="stack", ctx=ast.Load()),
+                           args=[parts], keywords=[])
+            new.callee = np.stack
+            return new
+        new = ast.Call(func=ast.Attribute(value=name_load("np"), attr="array", ctx=ast.Load()),
+                       args=[parts], keywords=[])
+        new.callee = np.array
+        return new
 
     def helper_call(self, stmt, name, call):
         """``r = helper(a, b)`` → ``r, _dot_r = helper_jvp(a, b, _dot_a)`` (tangents of the varying
@@ -412,6 +469,12 @@ class ForwardBuilder:
                 copies.append(assign(n, ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy",
                                                                     ctx=ast.Load()),
                                                  args=[name_load(n)], keywords=[]), like))
+        for param in unit.params:
+            # an argument that is not differentiated but receives varying values (`buf[i] = x`)
+            # starts with a zero tangent
+            if param in analysis.active and param not in wrt:
+                copies.append(assign(transformer.tan(param),
+                                     transformer.zero(name_load(param), analysis.kinds[param], like), like))
         result_kind = analysis.kind(result)
         if result_kind.cls == "tuple":
             # a helper returning a tuple: (values..., tangents...) as one flat tuple (reverse mode,

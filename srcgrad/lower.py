@@ -63,6 +63,22 @@ def lower(stmts, analysis):
                                                       ctx=ast.Load()),
                                    args=[items], keywords=[])
                     return ast.copy_location(new, node)
+            if callee == "stack_buffer" and analysis is not None:
+                # the rows of a list built with append: np.full for scalars (the item's type),
+                # np.empty of the item's shape and dtype for arrays
+                size, item = node.args[:2]
+                if analysis.kind(item).is_array:
+                    shape = ast.BinOp(left=ast.Tuple(elts=[size], ctx=ast.Load()), op=ast.Add(),
+                                      right=ast.Attribute(value=item, attr="shape", ctx=ast.Load()))
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="empty", ctx=ast.Load()),
+                                   args=[shape, ast.Attribute(value=item, attr="dtype", ctx=ast.Load())],
+                                   keywords=[])
+                else:
+                    new = ast.Call(func=ast.Attribute(value=ast.Name(id="np", ctx=ast.Load()),
+                                                      attr="full", ctx=ast.Load()),
+                                   args=[size, item], keywords=[])
+                return ast.copy_location(new, node)
             if callee is np.reshape:
                 new = ast.Call(func=ast.Name(id="reshape_any", ctx=ast.Load()), args=node.args, keywords=[])
                 return ast.copy_location(new, node)

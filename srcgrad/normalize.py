@@ -17,6 +17,7 @@ annotated with the Python object it calls (``node.callee``).
 """
 import ast
 import builtins
+import copy
 import inspect
 import math
 import types
@@ -93,6 +94,668 @@ class NameMaker:
                 self.taken.add(name)
                 self.generated.add(name)
                 return name
+
+
+# --------------------------------------------------------------------------------------------
+# Part 0: Python sequences. Loops over arrays, tuples, lists, enumerate/zip/reversed and list
+# comprehensions become loops over indices (unrolled when the sequence is a literal); lists
+# built with append become arrays written slot by slot.
+# --------------------------------------------------------------------------------------------
+
+class _Sequence:
+    """What a loop or comprehension iterates: its length and its k-th item (expressions)."""
+
+    def __init__(self, length, item, static=None):
+        self.length = length        # () -> expression
+        self.item = item            # (k expression) -> expression
+        self.static = static        # the number of items when it is known here (literals)
+
+
+def _call(callee, name, args, like):
+    func = name_load(name) if "." not in name else \
+        ast.Attribute(value=name_load(name.split(".")[0]), attr=name.split(".")[1], ctx=ast.Load())
+    node = ast.Call(func=func, args=args, keywords=[])
+    node.callee = callee
+    for sub in ast.walk(node):
+        if not hasattr(sub, "lineno"):
+            ast.copy_location(sub, like)
+    return node
+
+
+def _binop(left, op, right, like):
+    if isinstance(op, ast.Add) and isinstance(right, ast.Constant) and right.value == 0:
+        return left
+    if isinstance(op, ast.Mult) and isinstance(right, ast.Constant) and right.value == 1:
+        return left
+    return ast.copy_location(ast.BinOp(left=left, op=op, right=right), like)
+
+
+def _has_jump(stmts):
+    return _contains(stmts, (ast.Break, ast.Continue), True)
+
+
+class SequenceDesugarer:
+    """``for x in seq`` (seq not a ``range``) and list comprehensions -> index loops (Part 0)."""
+
+    def __init__(self, fsrc, names, body):
+        self.fsrc = fsrc
+        self.names = names
+        # names bound once, at the top level, to a literal list/tuple: their length is known
+        self.counts = {}
+        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                self.counts[node.id] = self.counts.get(node.id, 0) + 1
+        self.static_names = {}       # name -> the literal (a Tuple)
+        self.top = {id(stmt) for stmt in body}
+        # uses of each name outside every for loop that binds it: a loop variable with none is
+        # private to its loops, and each loop can have its own (one assignment, no tape)
+        self.outside = {}
+
+        def count(node, bound):
+            if isinstance(node, ast.For):
+                inner = bound | {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+                count(node.iter, bound)
+                for child in node.body + node.orelse:
+                    count(child, inner)
+                return
+            if isinstance(node, ast.Name) and node.id not in bound:
+                self.outside[node.id] = self.outside.get(node.id, 0) + 1
+            for child in ast.iter_child_nodes(node):
+                count(child, bound)
+        for stmt in body:
+            count(stmt, frozenset())
+
+    def _note_literal(self, stmt):
+        if isinstance(stmt, ast.Assign) and id(stmt) in self.top and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name) and self.counts.get(stmt.targets[0].id) == 1 and \
+                isinstance(stmt.value, (ast.List, ast.Tuple)) and stmt.value.elts and \
+                not any(isinstance(e, ast.Starred) for e in stmt.value.elts):
+            self.static_names[stmt.targets[0].id] = stmt.value
+
+    def _resolves_to(self, func, obj):
+        try:
+            return self.fsrc.resolve(func) is obj
+        except KeyError:
+            return False
+
+    def _bind(self, expr, pre, stem, like):
+        """``expr`` evaluated once, before the loop: a name (or a constant)."""
+        if isinstance(expr, (ast.Name, ast.Constant)):
+            return expr
+        temp = self.names.fresh(stem)
+        pre.append(assign(temp, expr, like))
+        return name_load(temp)
+
+    def sequence(self, expr, pre, like):
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and not expr.keywords:
+            func, args = expr.func, expr.args
+            if self._resolves_to(func, range) and 1 <= len(args) <= 3:
+                args = [ast.Constant(0), args[0], ast.Constant(1)] if len(args) == 1 else \
+                    list(args) + [ast.Constant(1)] * (3 - len(args))
+                a, b, c = [self._bind(x, pre, "r", like) for x in args]
+                static = None
+                if all(isinstance(x, ast.Constant) and type(x.value) is int for x in (a, b, c)):
+                    static = len(range(a.value, b.value, c.value))
+                return _Sequence(lambda: _call("range_length", "range_length", [a, b, c], like),
+                                 lambda k: _binop(a, ast.Add(), _binop(k, ast.Mult(), c, like), like),
+                                 static)
+            if self._resolves_to(func, enumerate) and len(args) in (1, 2):
+                inner = self.sequence(args[0], pre, like)
+                start = self._bind(args[1], pre, "start", like) if len(args) == 2 else ast.Constant(0)
+                return _Sequence(inner.length, lambda k: ast.Tuple(
+                    elts=[_binop(k, ast.Add(), start, like), inner.item(k)], ctx=ast.Load()),
+                    inner.static)
+            if self._resolves_to(func, zip) and args:
+                inners = [self.sequence(arg, pre, like) for arg in args]
+                item = lambda k: ast.Tuple(elts=[s.item(k) for s in inners], ctx=ast.Load())  # noqa: E731
+                if all(s.static is not None for s in inners):
+                    static = min(s.static for s in inners)
+                    return _Sequence(lambda: ast.Constant(static), item, static)
+                # the shortest length, as zip stops there
+                n = self.names.fresh("n")
+                pre.append(assign(n, inners[0].length(), like))
+                for s in inners[1:]:
+                    m = self.names.fresh("n")
+                    pre.append(assign(m, s.length(), like))
+                    shorter = ast.IfExp(test=ast.Compare(left=name_load(m), ops=[ast.Lt()],
+                                                         comparators=[name_load(n)]),
+                                        body=name_load(m), orelse=name_load(n))
+                    pre.append(assign(n, shorter, like))
+                return _Sequence(lambda: name_load(n), item)
+            if self._resolves_to(func, reversed) and len(args) == 1:
+                inner = self.sequence(args[0], pre, like)
+                n = self._bind(inner.length(), pre, "n", like)
+                last = _binop(n, ast.Sub(), ast.Constant(1), like) if not isinstance(n, ast.Constant) \
+                    else ast.Constant(n.value - 1)
+                return _Sequence(lambda: n, lambda k: inner.item(_binop(last, ast.Sub(), k, like)),
+                                 inner.static)
+        if isinstance(expr, (ast.List, ast.Tuple)):
+            if any(isinstance(e, ast.Starred) for e in expr.elts):
+                raise self.fsrc.error(like, "starred items in a sequence literal are not supported",
+                                      "starred expression")
+            seq = expr
+            if not all(isinstance(e, (ast.Name, ast.Constant)) for e in expr.elts):
+                seq = self._bind(ast.Tuple(elts=expr.elts, ctx=ast.Load()), pre, "seq", like)
+            if isinstance(seq, ast.Name):
+                item = lambda k: ast.Subscript(value=name_load(seq.id), slice=k, ctx=ast.Load())  # noqa: E731
+            else:
+                item = lambda k: _copy(seq.elts[k.value]) if isinstance(k, ast.Constant) else \
+                    ast.Subscript(value=ast.Tuple(elts=[_copy(e) for e in seq.elts], ctx=ast.Load()),
+                                  slice=k, ctx=ast.Load())  # noqa: E731
+            count = len(expr.elts)
+            return _Sequence(lambda: ast.Constant(count), item, count)
+        # anything indexable: an array (its first axis), a tuple, a list built with append
+        seq = self._bind(expr, pre, "seq", like)
+        literal = self.static_names.get(seq.id) if isinstance(seq, ast.Name) else None
+        if literal is not None and _plain(literal):
+            # a name bound to a literal of names: its items themselves (`for W, b in layers`)
+            count = len(literal.elts)
+            return _Sequence(lambda: ast.Constant(count), lambda k: _copy(literal.elts[k.value]), count)
+        return _Sequence(lambda: _call(len, "len", [name_load(seq.id)], like),
+                         lambda k: ast.Subscript(value=name_load(seq.id), slice=k, ctx=ast.Load()),
+                         len(literal.elts) if literal is not None else None)
+
+    def bind_target(self, target, value, like):
+        """``target = value`` for a name or a (nested) tuple of names."""
+        if isinstance(target, ast.Name):
+            return [assign(name_store(target.id), value, like)]
+        if isinstance(target, ast.Tuple) and all(isinstance(e, ast.Name) for e in target.elts):
+            store = ast.Tuple(elts=[name_store(e.id) for e in target.elts], ctx=ast.Store())
+            return [assign(store, value, like)]
+        targets = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and \
+                len(value.elts) == len(target.elts) and \
+                not targets & {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}:
+            # (i, (W, b)) = (k, (W1, b1)): item by item, no nested tuple value
+            return [s for t, v in zip(target.elts, value.elts) for s in self.bind_target(t, v, like)]
+        if isinstance(target, ast.Tuple):
+            temp = self.names.fresh("item")
+            out = [assign(temp, value, like)]
+            for k, elt in enumerate(target.elts):
+                part = ast.Subscript(value=name_load(temp), slice=ast.Constant(k), ctx=ast.Load())
+                out += self.bind_target(elt, part, like)
+            return out
+        raise self.fsrc.error(like, f"cannot bind `{ast.unparse(target)}` in a for loop", "for target")
+
+    # -- statements ----------------------------------------------------------------------------
+    def block(self, stmts):
+        out = []
+        for stmt in stmts:
+            out.extend(self.statement(stmt))
+        return out
+
+    def statement(self, stmt):
+        pre = []
+        if isinstance(stmt, (ast.If, ast.While)):
+            if isinstance(stmt, ast.While) and _has_comprehension(stmt.test):
+                raise self.fsrc.error(stmt, "a list comprehension in a while condition is not "
+                                      "supported", "comprehension")
+            stmt.test = self.expression(stmt.test, pre, stmt)
+            stmt.body = self.block(stmt.body)
+            stmt.orelse = self.block(stmt.orelse)
+            return pre + [stmt]
+        if isinstance(stmt, ast.For):
+            return self.for_loop(stmt)
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.ListComp) and \
+                self._dynamic(stmt.value):
+            # ys = [f(w) for w in ws if ...] -> ys = []; for ...: ys.append(f(w)) (see _append_lists)
+            return self.comprehension_loops(stmt.value, stmt.targets[0].id, stmt)
+        for field in ("value", "test", "msg"):
+            value = getattr(stmt, field, None)
+            if isinstance(value, ast.expr):
+                setattr(stmt, field, self.expression(value, pre, stmt))
+        self._note_literal(stmt)
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
+                stmt.targets[0].id in self.static_names and not _plain(stmt.value):
+            # its items as names first, so loops over it take them without indexing a tuple
+            stmt.value = self._plain_literal(stmt.value, pre, stmt)
+            self.static_names[stmt.targets[0].id] = stmt.value
+        return pre + [stmt]
+
+    def _plain_literal(self, node, pre, like):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return ast.Tuple(elts=[self._plain_literal(e, pre, like) for e in node.elts], ctx=ast.Load())
+        return self._bind(node, pre, "e", like)
+
+    def for_loop(self, stmt):
+        it = stmt.iter
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and \
+                self._resolves_to(it.func, range) and isinstance(stmt.target, ast.Name):
+            stmt.body = self.block(stmt.body)
+            return [stmt]
+        pre = []
+        seq = self.sequence(it, pre, stmt)
+        if seq.static is not None:
+            # a literal (or a name bound to one): unrolled, each copy with a constant index, so
+            # tuples of differently shaped arrays (layers of a network) keep their kinds
+            if _has_jump(stmt.body):
+                raise self.fsrc.error(stmt, "break/continue in a loop over a literal list or tuple "
+                                      "(which srcgrad unrolls) is not supported", "break in unrolled loop")
+            out = pre
+            for k in range(seq.static):
+                out += self.bind_target(stmt.target, seq.item(ast.Constant(k)), stmt)
+                out += self.block(copy.deepcopy(stmt.body))
+            return out
+        n = self.names.fresh("n")
+        k = self.names.fresh("k")
+        pre.append(assign(n, seq.length(), stmt))
+        private = {node.id: self.names.fresh(node.id.lstrip("_")) for node in ast.walk(stmt.target)
+                   if isinstance(node, ast.Name) and not self.outside.get(node.id)}
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, node):
+                if node.id in private:
+                    return ast.copy_location(ast.Name(id=private[node.id], ctx=node.ctx), node)
+                return node
+        target = Rename().visit(copy.deepcopy(stmt.target))
+        body = self.bind_target(target, seq.item(name_load(k)), stmt) + \
+            [Rename().visit(child) for child in stmt.body]
+        loop = ast.For(target=name_store(k), iter=_call(range, "range", [name_load(n)], stmt),
+                       body=self.block(body), orelse=[])
+        return pre + [ast.copy_location(loop, stmt)]
+
+    # -- comprehensions --------------------------------------------------------------------------
+    def _dynamic(self, comp):
+        """Whether a comprehension needs a loop (filtered, nested, or of unknown length)."""
+        if len(comp.generators) != 1 or comp.generators[0].ifs:
+            return True
+        scratch = []
+        try:
+            return self.sequence(copy.deepcopy(comp.generators[0].iter), scratch,
+                                 comp).static is None
+        finally:
+            for stmt in scratch:              # undo the names bound for the probe
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                        self.names.taken.discard(node.id)
+
+    def _renamed(self, comp):
+        """The comprehension with its variables renamed (they do not leak, as in Python 3)."""
+        comp = copy.deepcopy(comp)
+        mapping = {}
+        for gen in comp.generators:
+            for node in ast.walk(gen.target):
+                if isinstance(node, ast.Name):
+                    mapping[node.id] = self.names.fresh(node.id.lstrip("_"))
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, node):
+                if node.id in mapping:
+                    return ast.copy_location(ast.Name(id=mapping[node.id], ctx=node.ctx), node)
+                return node
+        for gen in comp.generators:
+            gen.target = Rename().visit(gen.target)
+            gen.ifs = [Rename().visit(c) for c in gen.ifs]
+        # an iterable is evaluated in the enclosing scope, except where an inner generator reads
+        # an outer generator's variable
+        for gen in comp.generators[1:]:
+            gen.iter = Rename().visit(gen.iter)
+        comp.elt = Rename().visit(comp.elt)
+        return comp
+
+    def comprehension_loops(self, comp, list_name, like):
+        comp = self._renamed(comp)
+        append = ast.Expr(value=ast.Call(func=ast.Attribute(value=name_load(list_name), attr="append",
+                                                            ctx=ast.Load()),
+                                         args=[comp.elt], keywords=[]))
+        body = [ast.copy_location(append, like)]
+        for gen in reversed(comp.generators):
+            for cond in reversed(gen.ifs):
+                body = [ast.copy_location(ast.If(test=cond, body=body, orelse=[]), like)]
+            body = [ast.copy_location(ast.For(target=gen.target, iter=gen.iter, body=body, orelse=[]),
+                                      like)]
+        out = [assign(list_name, ast.List(elts=[], ctx=ast.Load()), like)]
+        return out + self.block(body)
+
+    def expression(self, expr, pre, stmt):
+        desugarer = self
+        for node in ast.walk(expr):
+            if isinstance(node, (ast.IfExp, ast.BoolOp)) and _has_comprehension(node):
+                # it would run before the statement, whether or not Python evaluates it
+                raise self.fsrc.error(stmt, "a list comprehension inside a conditional expression "
+                                      "(`... if ... else ...`, and/or) is not supported: assign it "
+                                      "first", "comprehension")
+
+        class Comprehensions(ast.NodeTransformer):
+            def visit_ListComp(self, node):
+                return desugarer.comprehension(node, pre, stmt)
+
+            def visit_GeneratorExp(self, node):
+                return desugarer.comprehension(node, pre, stmt)
+        return Comprehensions().visit(expr)
+
+    def comprehension(self, comp, pre, stmt):
+        if self._dynamic(comp):
+            name = self.names.fresh("list")
+            pre.extend(self.comprehension_loops(comp, name, stmt))
+            return name_load(name, stmt)
+        comp = self._renamed(comp)
+        gen = comp.generators[0]
+        seq = self.sequence(gen.iter, pre, stmt)
+        elts = []
+        for k in range(seq.static):
+            # this item's variables, then its element with them renamed once more
+            mapping = {node.id: self.names.fresh(node.id.lstrip("_"))
+                       for node in ast.walk(gen.target) if isinstance(node, ast.Name)}
+
+            class Rename(ast.NodeTransformer):
+                def visit_Name(self, node):
+                    if node.id in mapping:
+                        return ast.copy_location(ast.Name(id=mapping[node.id], ctx=node.ctx), node)
+                    return node
+            pre.extend(self.bind_target(Rename().visit(copy.deepcopy(gen.target)),
+                                        seq.item(ast.Constant(k)), stmt))
+            elts.append(Rename().visit(copy.deepcopy(comp.elt)))
+        return ast.copy_location(ast.Tuple(elts=elts, ctx=ast.Load()), comp)
+
+
+def _plain(node):
+    """A literal of names and constants (nested): its items can be repeated without cost."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return all(_plain(e) for e in node.elts)
+    return isinstance(node, (ast.Name, ast.Constant))
+
+
+def _has_comprehension(expr):
+    return any(isinstance(n, (ast.ListComp, ast.GeneratorExp)) for n in ast.walk(expr))
+
+
+def _is_append(stmt, name=None):
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
+        call.func.attr == "append" and isinstance(call.func.value, ast.Name) and \
+        (name is None or call.func.value.id == name)
+
+
+class ListBuilder:
+    """``L = []`` ... ``L.append(v)`` ... ``np.stack(L)``: the list becomes an array ``L`` of the
+    largest length it can reach (known before the first append: the appends' loops are ``range``
+    loops), written slot by slot, and a count ``_L_n1`` of the items appended. Its uses read the
+    first ``_L_n1`` rows: ``np.stack(L)``/``np.array(L)`` -> ``L[:_L_n1]``, ``sum(L)``,
+    ``len(L)``, ``L[i]``. (Python's list would hold the appended objects themselves; srcgrad
+    copies each value when it is appended, so appending an array that is later written into is
+    refused.)"""
+
+    def __init__(self, fsrc, names):
+        self.fsrc = fsrc
+        self.names = names
+
+    def run(self, body):
+        lists = []
+        for node in _walk_all(body):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                    isinstance(node.targets[0], ast.Name) and \
+                    isinstance(node.value, (ast.List, ast.Tuple)) and not node.value.elts:
+                lists.append(node.targets[0].id)
+        for stmt in _walk_all(body):
+            if _is_append(stmt) and stmt.value.func.value.id not in lists:
+                raise self.fsrc.error(stmt, f"`{ast.unparse(stmt.value)}`: srcgrad supports append to "
+                                      "a list created empty in the function (`L = []`)", "append")
+        for name in dict.fromkeys(lists):
+            body = self.build(body, name)
+        return body
+
+    def build(self, body, name):
+        block, index = _find_creation(body, name)
+        if block is None:
+            raise self.fsrc.error(None, f"the list {name!r} must be created once, as `{name} = []`",
+                                  "list")
+        creation = block[index]
+        # every other assignment to the name, and the appends' places
+        for node in _walk_all(body):
+            if node is not creation and isinstance(node, (ast.Assign, ast.AugAssign, ast.For)) and \
+                    name in assigned_names([node]) and not isinstance(node, ast.For):
+                raise self.fsrc.error(node, f"the list {name!r} is assigned again: srcgrad builds a "
+                                      "list once, with append", "list")
+        sites = [k for k in range(index + 1, len(block)) if _appends_in(block[k], name)]
+        outside = [s for s in _walk_all(body) if _is_append(s, name) and
+                   not any(s is t for k in sites for t in _walk_all([block[k]]))]
+        if outside:
+            raise self.fsrc.error(outside[0], f"append to {name!r} outside the block that creates it",
+                                  "append")
+        count = self.names.fresh(f"{name.lstrip('_')}_n")
+        capacity = self.names.fresh(f"{name.lstrip('_')}_cap")
+        first = sites[0] if sites else index + 1
+        total = None
+        for k in sites:
+            part = self.count(block[k], name)
+            total = part if total is None else _binop(total, ast.Add(), part, creation)
+        if sites:
+            changed = assigned_names(block[first:sites[-1] + 1])
+            total = _substitute_invariants(total, block[first:sites[-1] + 1], body, changed)
+            used = {n.id for n in ast.walk(total) if isinstance(n, ast.Name)}
+            if used & changed:
+                raise self.fsrc.error(block[first], f"the number of items appended to {name!r} depends "
+                                      f"on {sorted(used & changed)[0]!r}, which changes while they "
+                                      "are appended: srcgrad needs it before the first append", "append")
+        written = {n.value.id for s in _walk_all(body) for n in ast.walk(s)
+                   if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
+                   and isinstance(n.value, ast.Name)}
+        # created at the top of the function, the list's array is made once per call: the
+        # reverse sweep never needs a value it replaced (transform.py then saves nothing)
+        self.once = block is body
+        new_block = []
+        for k, stmt in enumerate(block):
+            if k == index:
+                new_block.append(assign(count, ast.Constant(0), creation))
+                continue
+            if sites and k == first:
+                new_block.append(assign(capacity, total, stmt))
+            if k in sites:
+                result = self.rewrite_appends(stmt, name, count, capacity, written)
+                new_block += result if isinstance(result, list) else [result]
+            else:
+                new_block.append(stmt)
+        block[:] = new_block
+        return self.rewrite_uses(body, name, count)
+
+    def count(self, stmt, name):
+        """How many times ``stmt`` appends to ``name`` at most (an expression)."""
+        if _is_append(stmt, name):
+            return ast.Constant(1)
+        if isinstance(stmt, ast.If):
+            parts = [self.block_count(stmt.body, name), self.block_count(stmt.orelse, name)]
+            parts = [p for p in parts if p is not None]
+            return parts[0] if len(parts) == 1 else _binop(parts[0], ast.Add(), parts[1], stmt)
+        if isinstance(stmt, ast.For):
+            it = stmt.iter
+            if not (isinstance(it, ast.Call) and getattr(it.func, "id", None) == "range"):
+                raise self.fsrc.error(stmt, f"append to {name!r} in a loop srcgrad cannot count",
+                                      "append")
+            args = list(it.args)
+            args = [ast.Constant(0), args[0], ast.Constant(1)] if len(args) == 1 else \
+                args + [ast.Constant(1)] * (3 - len(args))
+            trips = _call("range_length", "range_length", [_copy(a) for a in args], stmt)
+            inner = self.block_count(stmt.body, name)
+            return _binop(trips, ast.Mult(), inner, stmt)
+        if isinstance(stmt, ast.While):
+            raise self.fsrc.error(stmt, f"append to {name!r} inside a while loop: the list's length "
+                                  "must be known before its loop (use a for loop over a range)", "append")
+        return None
+
+    def block_count(self, stmts, name):
+        total = None
+        for stmt in stmts:
+            if not _appends_in(stmt, name):
+                continue
+            part = self.count(stmt, name)
+            total = part if total is None else _binop(total, ast.Add(), part, stmt)
+        return total if total is not None else ast.Constant(0)
+
+    def rewrite_appends(self, stmt, name, count, capacity, written):
+        if _is_append(stmt, name):
+            call = stmt.value
+            if len(call.args) != 1 or call.keywords:
+                raise self.fsrc.error(stmt, "append takes one value", "append")
+            value = call.args[0]
+            if isinstance(value, ast.Name) and value.id in written:
+                raise self.fsrc.error(stmt, f"`{value.id}` is written into after being appended to "
+                                      f"{name!r}: Python's list would see the change, srcgrad copies "
+                                      f"the value; append `{value.id}.copy()`", "append of a mutated array")
+            out = []
+            if not isinstance(value, ast.Name):
+                item = self.names.fresh("item")
+                out.append(assign(item, value, stmt))
+                value = name_load(item)
+            first = ast.Compare(left=name_load(count), ops=[ast.Eq()], comparators=[ast.Constant(0)])
+            make = assign(name, _call("stack_buffer", "stack_buffer",
+                                      [name_load(capacity), name_load(value.id), ast.Constant(self.once)],
+                                      stmt), stmt)
+            out.append(ast.copy_location(ast.If(test=first, body=[make], orelse=[]), stmt))
+            slot = ast.Subscript(value=name_load(name), slice=name_load(count), ctx=ast.Store())
+            out.append(assign(slot, name_load(value.id), stmt))
+            out.append(assign(count, _binop(name_load(count), ast.Add(), ast.Constant(1), stmt), stmt))
+            return out
+        for field in ("body", "orelse"):
+            if hasattr(stmt, field):
+                new = []
+                for child in getattr(stmt, field):
+                    result = self.rewrite_appends(child, name, count, capacity, written)
+                    new.extend(result if isinstance(result, list) else [result])
+                setattr(stmt, field, new)
+        return stmt
+
+    def rewrite_uses(self, body, name, count):
+        fsrc = self.fsrc
+
+        def rows(like):
+            sl = ast.Slice(lower=None, upper=name_load(count), step=None)
+            return ast.copy_location(ast.Subscript(value=name_load(name), slice=sl, ctx=ast.Load()), like)
+
+        def nonempty(like, what):
+            test = ast.Compare(left=name_load(count), ops=[ast.Gt()], comparators=[ast.Constant(0)])
+            message = f"{fsrc.filename}:{like.lineno}: {what} of the empty list {name!r}"
+            return ast.copy_location(ast.Assert(test=test, msg=ast.Constant(message)), like)
+
+        class Uses(ast.NodeTransformer):
+            def __init__(self, stmt):
+                self.stmt = stmt
+                self.checks = []
+
+            def visit_Call(self, node):
+                if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == name:
+                    label = ast.unparse(node.func)
+                    keywords = {kw.arg: kw.value for kw in node.keywords}
+                    axis = node.args[1] if len(node.args) > 1 else keywords.get("axis")
+                    if label in ("np.stack", "np.array", "np.asarray", "numpy.stack", "numpy.array"):
+                        if label.endswith("stack") and axis is not None and not (
+                                isinstance(axis, ast.Constant) and axis.value == 0):
+                            raise fsrc.error(node, f"np.stack of the list {name!r} along an axis other "
+                                             "than 0 is not supported (stack along 0, then transpose)",
+                                             "stack axis")
+                        if len(node.args) + len(node.keywords) > (2 if label.endswith("stack") else 1):
+                            raise fsrc.error(node, f"`{label}` of the list {name!r} with these "
+                                             "arguments is not supported", "list")
+                        self.checks.append(nonempty(node, label))
+                        return rows(node)
+                    if label == "sum" and len(node.args) == 1 and not node.keywords:
+                        self.checks.append(nonempty(node, "sum"))
+                        call = _call(np.sum, "np.sum", [rows(node)], node)
+                        call.keywords = [ast.keyword(arg="axis", value=ast.Constant(0))]
+                        return call
+                    if label == "len" and len(node.args) == 1:
+                        return ast.copy_location(name_load(count), node)
+                self.generic_visit(node)
+                return node
+
+            def visit_Subscript(self, node):
+                if isinstance(node.value, ast.Name) and node.value.id == name and \
+                        isinstance(node.ctx, ast.Load):
+                    node.slice = self.visit(node.slice)
+                    node.value = rows(node)
+                    return node
+                self.generic_visit(node)
+                return node
+
+            def visit_Name(self, node):
+                if node.id == name:
+                    raise fsrc.error(self.stmt, f"this use of the list {name!r} is not supported "
+                                     "(srcgrad supports np.stack, np.array, sum, len and indexing of "
+                                     "a list built with append)", "list use")
+                return node
+
+        def visit(stmts):
+            out = []
+            for stmt in stmts:
+                if isinstance(stmt, (ast.If, ast.For, ast.While)):
+                    uses = Uses(stmt)
+                    if isinstance(stmt, ast.For):
+                        stmt.iter = uses.visit(stmt.iter)
+                    else:
+                        stmt.test = uses.visit(stmt.test)
+                    stmt.body = visit(stmt.body)
+                    stmt.orelse = visit(stmt.orelse)
+                    out += uses.checks + [stmt]
+                    continue
+                uses = Uses(stmt)
+                for field in ("value", "test", "msg"):
+                    value = getattr(stmt, field, None)
+                    if isinstance(value, ast.expr):
+                        setattr(stmt, field, uses.visit(value))
+                for target in getattr(stmt, "targets", []):
+                    if isinstance(target, ast.Subscript):
+                        target.slice = uses.visit(target.slice)
+                        if isinstance(target.value, ast.Name) and target.value.id == name and \
+                                not (isinstance(target.slice, ast.Name) and target.slice.id == count):
+                            raise fsrc.error(stmt, f"writing into the list {name!r} is not supported",
+                                             "list write")
+                out += uses.checks + [stmt]
+            return out
+        return visit(body)
+
+
+def _substitute_invariants(expr, region, body, changed):
+    """``expr`` with the names ``region`` assigns once, from values it does not change (an inner
+    loop's length ``_n4 = len(_seq5)``), replaced by those values: computable before the region."""
+    stores = {}
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stores[node.id] = stores.get(node.id, 0) + 1
+    defs = {s.targets[0].id: s.value for s in _walk_all(region)
+            if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+            and stores.get(s.targets[0].id) == 1}
+
+    class Substitute(ast.NodeTransformer):
+        def __init__(self, depth):
+            self.depth = depth
+
+        def visit_Name(self, node):
+            if node.id in changed and node.id in defs and self.depth < 8:
+                return Substitute(self.depth + 1).visit(_copy(defs[node.id]))
+            return node
+    out = Substitute(0).visit(_copy(expr))
+    for node in ast.walk(out):         # _copy re-parses: keep the callee annotations
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("range_length",):
+                node.callee = "range_length"
+            elif node.func.id == "len":
+                node.callee = len
+    return out
+
+
+def _walk_all(stmts):
+    for stmt in stmts:
+        yield stmt
+        for field in ("body", "orelse"):
+            yield from _walk_all(getattr(stmt, field, []) if isinstance(stmt, ast.stmt) else [])
+
+
+def _appends_in(stmt, name):
+    return any(_is_append(s, name) for s in _walk_all([stmt]))
+
+
+def _find_creation(stmts, name):
+    for index, stmt in enumerate(stmts):
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name and \
+                isinstance(stmt.value, (ast.List, ast.Tuple)) and not stmt.value.elts:
+            return stmts, index
+        for field in ("body", "orelse"):
+            found = _find_creation(getattr(stmt, field, []), name)
+            if found[0] is not None:
+                return found
+    return None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,6 +1321,9 @@ class Flattener:
             callee = method
         elif getattr(expr, "callee", None) is not None:     # a runtime helper srcgrad inserted
             callee = expr.callee
+        elif isinstance(func, ast.Name) and func.id == "stack_buffer" and \
+                func.id not in self.fsrc.namespace:
+            callee = "stack_buffer"       # generated tangent code differentiated again (hvp)
         else:
             try:
                 callee = self.fsrc.resolve(func)
@@ -670,6 +1336,13 @@ class Flattener:
                 total = elt if total is None else ast.copy_location(
                     ast.BinOp(left=total, op=ast.Add(), right=elt), expr)
             return self.operation(total if total is not None else ast.Constant(0), stmt)
+        if (callee is max or callee is min) and len(args) == 1 and not keywords and \
+                isinstance(args[0], ast.Tuple) and args[0].elts:
+            # max([a, b, c]) -> max(max(a, b), c): the two-argument rule, ties to the first
+            best = args[0].elts[0]
+            for elt in args[0].elts[1:]:
+                best = ast.copy_location(ast.Call(func=expr.func, args=[best, elt], keywords=[]), expr)
+            return self.operation(best, stmt)
         args, keywords = _keywords_as_positions(callee, args, keywords)
         if callee is np.transpose:
             axes = args[1:] + [kw.value for kw in keywords if kw.arg == "axes"]
@@ -865,10 +1538,11 @@ def _copy(node):
     return ast.parse(ast.unparse(node), mode="eval").body
 
 
-def _literal_lists(body):
-    """List literals whose meaning is not a tuple's: an index list ``x[[0, 2]]`` (a gather, not
-    ``x[0, 2]``) becomes ``x[np.array((0, 2))]``; the rows of a nested literal in
-    ``np.array([[a, b], [c, d]])`` become arrays of their own (stacked)."""
+def _literal_lists(body, fsrc):
+    """np.r_/np.c_ of constants become constant arrays. List literals whose meaning is not a
+    tuple's: an index list ``x[[0, 2]]`` (a gather, not ``x[0, 2]``) becomes
+    ``x[np.array((0, 2))]``; the rows of a nested literal in ``np.array([[a, b], [c, d]])`` become
+    arrays of their own (stacked)."""
     def as_array(node):
         elts = [as_array(e) if isinstance(e, (ast.List, ast.Tuple)) else e for e in node.elts]
         call = ast.Call(func=ast.Attribute(value=name_load("np"), attr="array", ctx=ast.Load()),
@@ -879,9 +1553,41 @@ def _literal_lists(body):
                 ast.copy_location(sub, node)
         return call
 
+    def as_literal(values, like):
+        if isinstance(values, np.ndarray) and values.ndim:
+            return ast.copy_location(ast.Tuple(elts=[as_literal(v, like) for v in values], ctx=ast.Load()),
+                                     like)
+        return ast.copy_location(ast.Constant(values.item()), like)
+
+    def index_grid(node):
+        """np.r_[0:3, 7] / np.c_[0:3, 4:7] of constants: evaluated now, a constant array."""
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+
+        def constant(e):
+            if e is None:
+                return None
+            value = ast.literal_eval(e)
+            if not isinstance(value, (int, float, complex)) or isinstance(value, bool):
+                raise ValueError
+            return value
+        try:
+            items = tuple(slice(constant(p.lower), constant(p.upper), constant(p.step))
+                          if isinstance(p, ast.Slice) else constant(p) for p in parts)
+            grid = (np.r_ if node.value.attr == "r_" else np.c_)[items]
+        except (ValueError, TypeError, SyntaxError):
+            raise fsrc.error(node, f"`{ast.unparse(node)}`: np.r_/np.c_ are supported with constant "
+                             "items and slices (for arrays use np.concatenate/np.stack)", "np.r_/np.c_")
+        if grid.dtype.kind not in "iuf" or grid.size == 0:
+            raise fsrc.error(node, f"`{ast.unparse(node)}` is not a non-empty int or float array",
+                             "np.r_/np.c_")
+        return as_array(as_literal(grid, node))
+
     class Rewrite(ast.NodeTransformer):
         def visit_Subscript(self, node):
             self.generic_visit(node)
+            if isinstance(node.value, ast.Attribute) and node.value.attr in ("r_", "c_") and \
+                    ast.unparse(node.value.value) in ("np", "numpy"):
+                return index_grid(node)
             if isinstance(node.slice, ast.List):
                 node.slice = as_array(node.slice)
             elif isinstance(node.slice, ast.Tuple):
@@ -925,7 +1631,9 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
-    body = _literal_lists(body)
+    body = _literal_lists(body, fsrc)
+    body = SequenceDesugarer(fsrc, names, body).block(body)
+    body = ListBuilder(fsrc, names).run(body)
     _lists_to_tuples(body)
     desugared = JumpDesugarer(names, ast.FunctionDef(name=fn.name, args=fn.args, body=body,
                                                      decorator_list=[], returns=None)).run(

@@ -92,6 +92,7 @@ class ModuleBuilder:
             self.primals[unit.func] = name
             body = self.finish(copy.deepcopy(unit.body), analysis)
             if self.target == "cpu":
+                _refuse_on_cpu(unit)
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
@@ -247,6 +248,16 @@ class ModuleBuilder:
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         return name
+
+
+def _refuse_on_cpu(unit):
+    """A SrcgradError naming the line of the first call the cpu target cannot compile."""
+    from .analyse import walk_assignments
+    for stmt, _depth in walk_assignments(unit.body):
+        for node in ast.walk(stmt):
+            reason = rules.cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
+            if reason is not None:
+                raise unit.fsrc.error(stmt, reason, "cpu target")
 
 
 def user_lines(fsrc):

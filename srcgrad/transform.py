@@ -4,7 +4,8 @@ Input: a normalized body (see :mod:`srcgrad.normalize`) and its :class:`~srcgrad
 Output: the statements of the forward sweep and of the reverse sweep.
 
 * The forward sweep is the primal code. Before a statement overwrites a value that the reverse
-  sweep will read, the old value is pushed on a tape (a NumPy array that grows geometrically).
+  sweep will read, the old value is pushed on a tape (a NumPy array that grows geometrically); a
+  whole array that is rebound (``h = np.tanh(h @ W)`` in a loop) is snapshotted: copied whole.
 * The reverse sweep walks the statements backwards. For each active assignment it inserts the
   derivative rule's template (from :mod:`srcgrad.rules`), then pops the overwritten value back.
   ``if`` replays the branch taken (the condition variable is kept); ``for`` runs its range
@@ -202,6 +203,12 @@ class ReverseTransformer:
             return self.element_write(stmt)
         name = target.id
         kind = self.a.kinds.get(name, K.FLOAT)
+        value = stmt.value
+        if isinstance(value, ast.Call) and value.callee == "stack_buffer" and \
+                isinstance(value.args[2], ast.Constant) and value.args[2].value:
+            # the array of a list built with append, made once per call (normalize.ListBuilder):
+            # nothing before it to restore, no derivative
+            return [stmt], []
         save = Save(name, kind, like=stmt)
         save.loop = self.loop_stack[-1] if self.loop_stack else None
         forward = [save, stmt]
@@ -309,6 +316,8 @@ class ReverseTransformer:
 
     def call(self, stmt, name, call):
         callee = call.callee
+        if callee == "stack_buffer":     # allocation: the items arrive by element writes
+            return []
         if callee == "astype":          # x.astype(dtype): the array is the method's receiver
             base = call.func.value
             if not self.a.is_active(base):
@@ -601,6 +610,8 @@ class ReverseTransformer:
             reverse_loop.body[:0] = restores + \
                 [_Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
             self.recomputed |= wanted
+            # an enclosing loop (later in self.loops) must provide what the recomputation reads
+            needed |= {op for stmt in recompute for op in operand_names(stmt.value)}
 
     def save_arrays_per_iteration(self, body, reverse_loop, forward_body, candidates, needed):
         """Arrays computed once per iteration (``r = a[i] * v``) that the reverse sweep reads: keep a
@@ -714,9 +725,11 @@ class ReverseTransformer:
         return tape
 
     # -- array snapshots: a whole array rebound where the reverse sweep needs its old value -------
-    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep appends a copy of the old array to
-    # a list of its own (one copy per overwrite, each keeping its shape, so shapes may vary), and
-    # the reverse sweep pops it back. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
+    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep copies the old array into a
+    # buffer allocated at the entry of its loop (see plan_snapshot_buffers) or appends a copy to a
+    # list of its own, and the reverse sweep reads it back. The array must keep its shape (the
+    # adjoint arrays have one shape per variable): the runtime helpers check it at each push and
+    # pop. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
 
     @staticmethod
     def _is_snapshot(save):

@@ -53,12 +53,13 @@ def u_with(x):
 
 def u_listcomp(x):
     y = x * 2.0
-    ys = [y * i for i in range(3)]  # BAD
-    return ys[0]
+    while sum([y * i for i in range(3)]) < 10.0:  # BAD
+        y = y * 2.0
+    return y
 
 
 def u_genexp(x):
-    return sum(x * i for i in range(3))  # BAD
+    return sum(x * i for i in {0: 1, 1: 2})  # BAD
 
 
 def u_yield(x):
@@ -106,14 +107,14 @@ def u_fstring(x):
 
 def u_for_list(x):
     s = 0.0
-    for v in [1.0, 2.0]:  # BAD
+    for v in {1.0, 2.0}:  # BAD
         s = s + v * x
     return s
 
 
 def u_for_array(a):
     s = 0.0
-    for v in a:  # BAD
+    for v in a.flat:  # BAD
         s = s + v
     return s
 
