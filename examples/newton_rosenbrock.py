@@ -74,13 +74,13 @@ def gradient_descent(x, value_and_grad, tol, max_iter):
     return x, max_iter
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--gd-max-iter", type=int, default=200000)
     parser.add_argument("--target", default="cpu", choices=("cpu", "python"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     x0 = np.zeros(args.n)                 # (the chained Rosenbrock has a local minimum near -1, 1, ..., 1)
     value_and_grad = srcgrad.value_and_grad(rosen, target=args.target)
     hvp = srcgrad.hvp(rosen, target=args.target)

@@ -45,12 +45,12 @@ def lorenz_final_state(p, x0, steps, dt):
     return out
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument("--target", default="cpu", choices=("cpu", "python"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     p = np.array([10.0, 28.0, 8.0 / 3.0])
     x0 = np.array([1.0, 1.0, 1.0])
     direction = np.array([1.0, 0.0, 0.0])          # d/d sigma

@@ -8,6 +8,7 @@ training loop together with a compiled optimizer update from ``srcgrad.optim``::
     python examples/train_mnist.py --data /path/to/mnist --epochs 10
     python examples/train_mnist.py --epochs 2 --save ck.npz && \\
         python examples/train_mnist.py --epochs 4 --resume ck.npz --save ck.npz
+    mpiexec -n 2 python examples/train_mnist.py --distributed    # data-parallel over MPI ranks
 
 Exit codes: 0 success, 1 data/checkpoint/srcgrad error, 2 bad usage or unavailable device.
 """
@@ -301,6 +302,7 @@ def train(
     arrays=None,
     loss_and_grads=None,
     log=print,
+    distributed=False,
 ):
     """Train and return ``{"params", "history", "optimizer", "epoch", "config",
     "compile_seconds"}``; on cpu ``compile_seconds`` is ``{"gradient": s, "loop": s}`` spent
@@ -308,17 +310,33 @@ def train(
 
     ``arrays`` may give ``(X_train, y_train, X_test, y_test)`` directly instead of loading MNIST;
     ``loss_and_grads`` may give another object with srcgrad's ``value_and_grad`` contract.
+
+    ``distributed=True`` (run under ``mpiexec -n N``): data-parallel training over the MPI ranks
+    (srcgrad.distributed.DataParallelLoop); each global minibatch of ``batch_size`` samples is
+    split between the ranks, so the run follows the 1-process run with the same batch size.
+    Rank 0 reads the checkpoint and gives it to the others; only rank 0 logs and writes the
+    checkpoints and the plot; every rank returns the same parameters and history.
     """
+    dist = _distributed() if distributed else None
+    is_root = dist is None or dist.rank() == 0
+    if dist is not None and device != "cpu":
+        raise UsageError("--distributed trains on the cpu device only")
     if device not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu or cuda, got {device!r}")
     if mode not in ("epoch", "step"):
         raise UsageError(f"--mode must be epoch or step, got {mode!r}")
-    if plot is not None:
+    if plot is not None and is_root:
         _check_plot_available()
     _set_threads(threads)
+    quiet_log = quiet or not is_root
 
     # --- configuration (a resumed run takes the training configuration of its checkpoint) ---
-    ckpt = load_checkpoint(resume) if resume is not None else None
+    if resume is None:
+        ckpt = None
+    elif dist is None:
+        ckpt = load_checkpoint(resume)
+    else:  # rank 0 reads it (the other machines need no copy): every rank gets it or its error
+        ckpt = dist.on_root(lambda: load_checkpoint(resume))
     if ckpt is not None:
         config = dict(ckpt[3])
     else:
@@ -371,6 +389,8 @@ def train(
         params = init_params(config["hidden"], config["seed"], dtype=fdt)
         opt_state, start_epoch = None, 0
         history = {k: [] for k in HISTORY_KEYS}
+    if dist is not None:  # the same starting point on every rank, whatever each computed
+        params = dist.broadcast(params)
     hyper = dict(lr=config["lr"])
     if config["optimizer"] == "momentum":
         hyper["momentum"] = config["momentum"]
@@ -378,7 +398,7 @@ def train(
     if opt_state is not None:
         opt.load_state_dict(opt_state)
 
-    if start_epoch >= epochs and not quiet:
+    if start_epoch >= epochs and not quiet_log:
         log(f"checkpoint is already at epoch {start_epoch} >= --epochs {epochs}; nothing to do")
 
     if device == "cuda":
@@ -386,8 +406,9 @@ def train(
                              start_epoch, epochs, history, save, quiet, log, cuda_kernels)
     else:
         compile_s = _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch,
-                               epochs, history, save, quiet, mode, loss_and_grads, log)
-    if plot is not None:
+                               epochs, history, save if is_root else None, quiet, mode,
+                               loss_and_grads, log, dist)
+    if plot is not None and is_root:
         save_plot(plot, history)
     return {"params": params, "history": history, "optimizer": opt,
             "epoch": max(start_epoch, epochs), "config": config,
@@ -405,12 +426,23 @@ def _record(history, *rec):
 
 
 def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch, epochs,
-               history, save, quiet, mode, loss_and_grads, log):
+               history, save, quiet, mode, loss_and_grads, log, dist=None):
     if loss_and_grads is None:
         loss_and_grads = make_loss_and_grads()
-    # gather each shuffled minibatch, loss and gradients from srcgrad, optimizer update: one
-    # compiled call for many minibatches (srcgrad.optim.MinibatchLoop)
-    train_loop = MinibatchLoop(loss_and_grads, opt)
+    if dist is None:
+        # gather each shuffled minibatch, loss and gradients from srcgrad, optimizer update: one
+        # compiled call for many minibatches (srcgrad.optim.MinibatchLoop)
+        train_loop = MinibatchLoop(loss_and_grads, opt)
+        evaluate = accuracy
+    else:
+        # the same on every rank for its shard of each minibatch, one allreduce of the
+        # gradients per step; the accuracy counted on a slice of the samples per rank
+        train_loop = dist.DataParallelLoop(loss_and_grads, opt)
+
+        def evaluate(params, X, y):
+            return _distributed_accuracy(dist, params, X, y)
+    # the chunking below must be the same on every rank (it decides the calls' batches)
+    show = not quiet and (dist is None or dist.rank() == 0)
     n = X_train.shape[0]
     bs = config["batch_size"]
     n_batches = -(-n // bs)
@@ -423,14 +455,14 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
     compile_s = None
     if start_epoch < epochs:  # compile before the clock starts; timed and reported on its own
         compile_s = _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test,
-                                 y_test, bs)
-        if not quiet:
+                                 y_test, bs, dist)
+        if show:
             log(_compile_line(compile_s))
     for epoch in range(start_epoch, epochs):
         opt.lr = lr_at(config, epoch)
         perm = epoch_permutation(n, config["seed"], epoch)
         bar = None
-        if not quiet:
+        if show:
             from tqdm import tqdm
 
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
@@ -446,17 +478,36 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
         secs = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        rec = (total / n, accuracy(params, X_train, y_train), accuracy(params, X_test, y_test),
+        rec = (total / n, evaluate(params, X_train, y_train), evaluate(params, X_test, y_test),
                secs, n / secs)
         _record(history, *rec)
-        if not quiet:
+        if show:
             log(_epoch_line(epoch + 1, epochs, rec))
         if save is not None:
             save_checkpoint(save, params, opt, epoch + 1, config, history)
     return compile_s
 
 
-def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y_test, bs):
+def _distributed():
+    try:
+        from srcgrad import distributed
+        distributed.world()
+    except Exception as exc:
+        raise UsageError(f"--distributed: {exc}") from None
+    return distributed
+
+
+def _distributed_accuracy(dist, params, X, y):
+    """Accuracy counted by the ranks on consecutive slices of the samples, summed over them."""
+    if X.shape[0] == 0:
+        return float("nan")
+    lo, hi = dist.shard_bounds(X.shape[0], dist.rank(), dist.size())
+    mine = count_correct(*params, X[lo:hi], y[lo:hi], 2048) if hi > lo else 0
+    return dist.world().allreduce(int(mine)) / X.shape[0]
+
+
+def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y_test, bs,
+                 dist=None):
     """Compile everything the epochs run, timing the parts: ``{"gradient": s, "loop": s}``.
 
     ``gradient``: srcgrad's first call with the batch's types (the source transformation and
@@ -467,7 +518,10 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
     Xb = np.zeros((bs,) + X_train.shape[1:], X_train.dtype)
     yb = np.zeros(bs, y_train.dtype)
     t0 = time.perf_counter()
-    loss_and_grads(*params, Xb, yb)
+    if dist is None:
+        loss_and_grads(*params, Xb, yb)
+    else:  # several ranks on a machine: the first compiles, the others load its cached code
+        dist.node_leader_first(lambda: loss_and_grads(*params, Xb, yb))
     t1 = time.perf_counter()
     train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
     accuracy(params, X_test[:1], y_test[:1])
@@ -565,6 +619,10 @@ def build_parser():
     p.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULTS["dtype"],
                    help="floating-point type of parameters and data (default %(default)s)")
     p.add_argument("--no-download", action="store_true", help="never download MNIST")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: run as mpiexec -n N python train_mnist.py "
+                        "--distributed ... (--batch-size is the global batch; needs the "
+                        "[distributed] extra)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -578,18 +636,36 @@ def main(argv=None):
             hidden=args.hidden, seed=args.seed, threads=args.threads, save=args.save,
             resume=args.resume, plot=args.plot, device=args.device, cuda_kernels=args.cuda_kernels,
             limit_train=args.limit_train, quiet=args.quiet, mode=args.mode, dtype=args.dtype,
-            download=not args.no_download,
+            download=not args.no_download, distributed=args.distributed,
         )
     except UsageError as exc:
-        print(f"train_mnist: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"error: {exc}", 2)
     except (DatasetError, SrcgradError) as exc:
-        print(f"train_mnist: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, f"error: {exc}", 1)
     except KeyboardInterrupt:
-        print("train_mnist: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", 130)
+    except Exception as exc:
+        if not args.distributed:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        return _fail(args, f"error: {type(exc).__name__}: {exc}", 1)
     return 0
+
+
+def _fail(args, message, code):
+    """Print the error and return the exit code; under MPI with several ranks, abort them all
+    (an error on one rank alone would leave the others waiting in the next allreduce)."""
+    comm = None
+    if args.distributed and "mpi4py.MPI" in sys.modules:
+        comm = sys.modules["mpi4py.MPI"].COMM_WORLD
+    where = "" if comm is None or comm.Get_rank() == 0 else f"rank {comm.Get_rank()}: "
+    print(f"train_mnist: {where}{message}", file=sys.stderr, flush=True)
+    if comm is not None and comm.Get_size() > 1:
+        sys.stdout.flush()
+        comm.Abort(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from . import pytree
 from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
-from .static import is_library_function, make_plan
+from .static import Plan, is_library_function, make_plan
 
 TARGETS = ("cpu", "python", "cuda")
 _LOCK = threading.RLock()
@@ -127,7 +127,17 @@ class GradFunction:
         plan = None if fresh else self._plans.get(treedefs)
         if plan is None or (plan.guards and not plan.guards_hold()):
             with _LOCK:
-                plan = make_plan(self.func, values, self.params)
+                try:
+                    plan = make_plan(self.func, values, self.params)
+                except SrcgradError:
+                    raise
+                except Exception:       # noqa: BLE001
+                    # a construct the pre-pass does not anticipate, in a function with plain
+                    # arguments: the pipeline sees the function as written (and checks it)
+                    if any(t is not None for t in treedefs) or isinstance(self.func, SourceFunction) \
+                            or self.func.__name__ == "<lambda>":
+                        raise
+                    plan = Plan(self.func, treedefs, [[p] for p in self.params], [], [], True, [])
                 self._plans[treedefs] = plan
         return plan
 
@@ -191,7 +201,10 @@ class GradFunction:
                 tuple(_dtype_of(item) for item in flat[start:start + len(names)])
             layout.append((treedef, zero_d, mask, dtypes))
         values = [_prepare(v) for v in flat]
-        spec = self._specialization(tuple(kinds), precision_of(values), plan, tuple(wrt_names))
+        precision = precision_of(values)
+        if precision == "float32":
+            values = values[:len(values) - len(captured)] + _as_float32(captured)
+        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names))
         return spec, tuple(values), tuple(layout)
 
     def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None):
@@ -263,6 +276,8 @@ class GradFunction:
                 values = args
             elif not plan.guards or plan.guards_hold():
                 captured, same = plan.read_captures()
+                if spec.key[1] == "float32":
+                    captured = _as_float32(captured)
                 if same and _call_key(captured) == spec.capture_key:
                     values = []
                     for treedef, value in zip(plan.arg_treedefs, args):
@@ -678,6 +693,12 @@ def _tree_key(values):
     return tuple(key)
 
 
+def _as_float32(values):
+    """Python floats read from module data or closures, in float32 working precision: float32
+    scalars (a float64 scalar would make compiled code promote the arrays it touches)."""
+    return [np.float32(v) if type(v) is float else v for v in values]
+
+
 def _n_captured(plan):
     return sum(pytree.count_leaves(c.treedef) for c in plan.captures)
 
@@ -688,8 +709,7 @@ def _function(func):
     if isinstance(func, SourceFunction):
         return func
     inner = getattr(func, "py_func", func)
-    if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)) and \
-            not inspect.isfunction(func) or (inspect.isfunction(inner) and is_library_function(inner)):
+    if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)):
         return library_wrapper(func)
     return unwrap_function(func)
 
@@ -698,8 +718,6 @@ def _prepare(value):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     return value
-
-
 
 
 def _dtype_of(value):
@@ -715,16 +733,10 @@ def _in_dtype(grad, dtype):
     return grad
 
 
-
-
-
-
 def _to_python_scalar(value):
     if isinstance(value, (np.floating, float)):
         return float(value)
     return value
-
-
 
 
 def _parse_wrt(wrt, params, fname):

@@ -36,9 +36,10 @@ CONSTRUCT_NAMES = {
 }
 
 # Methods of str: a call like "...".format(x) or name.join(...) is string work, not numeric code.
-STRING_METHODS = {"format", "format_map", "join", "split", "rsplit", "splitlines", "strip", "lstrip",
-                  "rstrip", "replace", "upper", "lower", "title", "capitalize", "startswith",
-                  "endswith", "encode", "decode", "zfill", "center", "ljust", "rjust", "partition"}
+# (Names NumPy also uses, such as split or partition, are left out.)
+STRING_METHODS = {"format", "format_map", "join", "splitlines", "strip", "lstrip", "rstrip",
+                  "replace", "upper", "lower", "title", "capitalize", "startswith", "endswith",
+                  "encode", "decode", "zfill", "ljust", "rjust"}
 if hasattr(ast, "TryStar"):
     CONSTRUCT_NAMES[ast.TryStar] = "try/except*"
 

@@ -49,6 +49,7 @@ __all__ = [
     "rank",
     "size",
     "node_leader_first",
+    "on_root",
     "broadcast",
     "FusedBuffer",
     "allreduce_average",
@@ -101,22 +102,50 @@ def node_leader_first(fn, comm=None):
     For compiling: srcgrad's generated modules and Numba's machine code are cached in files, so
     the other ranks of a machine then load what its first rank compiled instead of all compiling
     the same code at once on the same cores. (Machines do not wait for each other.) An error on
-    the first rank is raised there after the others were released; they run ``fn`` themselves."""
+    the first rank is raised there after the others were released; they run ``fn`` themselves.
+    ``fn`` must not make collective calls on ``comm`` (the other ranks are not there yet)."""
+    global _leading
     MPI = mpi()
     comm = _comm(comm)
+    if _leading:        # nested: the outer call already orders the ranks
+        return fn()
     local = _node_comms.get(id(comm))
     if local is None:
         local = _node_comms[id(comm)] = (comm, comm.Split_type(MPI.COMM_TYPE_SHARED))
     local = local[1]
     if local.Get_size() == 1:
         return fn()
-    if local.Get_rank() == 0:
+    _leading = True
+    try:
+        if local.Get_rank() == 0:
+            try:
+                return fn()
+            finally:
+                _sleepy_barrier(local)
+        _sleepy_barrier(local)
+        return fn()
+    finally:
+        _leading = False
+
+
+_leading = False
+
+
+def on_root(fn, root=0, comm=None):
+    """``fn()`` run on rank ``root`` only; every rank gets its result, or raises its exception
+    (so that an error there, e.g. a checkpoint that cannot be read, stops every rank instead of
+    leaving them waiting). The result and the exception travel pickled."""
+    comm = _comm(comm)
+    outcome = None
+    if comm.Get_rank() == root:
         try:
-            return fn()
-        finally:
-            _sleepy_barrier(local)
-    _sleepy_barrier(local)
-    return fn()
+            outcome = (True, fn())
+        except Exception as exc:  # sent to the other ranks, then raised everywhere
+            outcome = (False, exc)
+    ok, value = comm.bcast(outcome, root=root)
+    if not ok:
+        raise value
+    return value
 
 
 def _sleepy_barrier(comm, interval=0.005):
@@ -449,10 +478,13 @@ class DataParallelLoop:
     state; the ranks then stay identical, since they apply the same update to the same numbers.
 
     ``bytes_per_step`` is what one rank sends (and receives) per allreduce, before the MPI
-    library's own algorithm multiplies it (see benchmarks/results/distributed.md).
+    library's own algorithm multiplies it (see benchmarks/results/distributed.md). With
+    ``profile=True`` the loop also adds up, in ``seconds``, the time this rank spent computing
+    its shard's gradient (``"gradient"``), in the allreduce, waiting for the others included
+    (``"allreduce"``), and in the update (``"update"``).
     """
 
-    def __init__(self, loss_and_grads, optimizer, comm=None):
+    def __init__(self, loss_and_grads, optimizer, comm=None, profile=False):
         if not hasattr(loss_and_grads, "specialize"):
             raise TypeError("DataParallelLoop needs a srcgrad value_and_grad(...) object, got "
                             f"{type(loss_and_grads).__name__}")
@@ -469,6 +501,8 @@ class DataParallelLoop:
         self.size = self.comm.Get_size()
         self._plans = {}
         self.bytes_per_step = None
+        self.profile = bool(profile)
+        self.seconds = {"gradient": 0.0, "allreduce": 0.0, "update": 0.0}
 
     def _plan(self, params, X, y, order, batch_size):
         """Buffers and compiled entry points for these argument types (built once)."""
@@ -537,6 +571,9 @@ class DataParallelLoop:
         views, flat, tail = fused.views, fused.flat, fused.tail
         comm, op, in_place = self.comm, MPI.SUM, MPI.IN_PLACE
         total = 0.0
+        if self.profile:
+            return self._profiled(first, stop, sampler, n, step, update, gradient, params, X, y,
+                                  order, Xb, yb, seed, fused, state, hyper)
         for batch in range(first, stop):
             lo, hi, count = sampler.bounds(n, batch)
             tail[0] = step(gradient, params, X, y, order, lo, hi, Xb, yb, seed, views,
@@ -544,4 +581,26 @@ class DataParallelLoop:
             comm.Allreduce(in_place, flat, op=op)
             update(params, views, state, hyper)
             total += float(tail[0])
+        return total
+
+    def _profiled(self, first, stop, sampler, n, step, update, gradient, params, X, y, order,
+                  Xb, yb, seed, fused, state, hyper):
+        """The loop of ``__call__`` with each part of a step timed."""
+        MPI = mpi()
+        clock, sec = time.perf_counter, self.seconds
+        total = 0.0
+        for batch in range(first, stop):
+            lo, hi, count = sampler.bounds(n, batch)
+            t0 = clock()
+            fused.tail[0] = step(gradient, params, X, y, order, lo, hi, Xb, yb, seed,
+                                 fused.views, (hi - lo) / count)
+            t1 = clock()
+            self.comm.Allreduce(MPI.IN_PLACE, fused.flat, op=MPI.SUM)
+            t2 = clock()
+            update(params, fused.views, state, hyper)
+            t3 = clock()
+            total += float(fused.tail[0])
+            sec["gradient"] += t1 - t0
+            sec["allreduce"] += t2 - t1
+            sec["update"] += t3 - t2
         return total

@@ -43,6 +43,11 @@ class ForwardTransformer:
         self.names = names
         self.helper_jvp = helper_jvp     # callable(callee, arg kinds, active positions, stmt) -> name
         self.tangent_kinds = {}          # tangent name -> kind (for lowering)
+        # arrays written by index anywhere: their tangents must not share memory with another
+        # tangent unless the primal arrays do too
+        self.written = {node.targets[0].value.id for node in ast.walk(ast.Module(body=body, type_ignores=[]))
+                        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript)
+                        and isinstance(node.targets[0].value, ast.Name)}
 
     def tan(self, name):
         tangent = tangent_name(name, self.names.generated)
@@ -121,6 +126,18 @@ class ForwardTransformer:
                 any(self.a.is_active(arg) for arg in value.args):
             return self.helper_call(stmt, name, value)
         pre, tangent = self.tangent_expr(stmt, name, value)
+        if self.a.kinds.get(name, K.FLOAT).is_array and not isinstance(value, ast.Name) and \
+                isinstance(tangent, (ast.Name, ast.Attribute, ast.Subscript)):
+            # `y = x + 0.0` has the tangent `_dot_x` itself: copy it when either array is written
+            # by index later (the primal y is a new array, so the tangents must not alias)
+            base = tangent
+            while isinstance(base, (ast.Attribute, ast.Subscript)):
+                base = base.value
+            sources = {n for n in operand_names(value)}
+            if name in self.written or (sources & self.written) or \
+                    (isinstance(base, ast.Name) and base.id in {self.tan(n) for n in self.written}):
+                tangent = ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy", ctx=ast.Load()),
+                                   args=[tangent], keywords=[])
         tangent_stmt = assign(self.tan(name), tangent, stmt)
         uses_result = any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(tangent))
         overwrites_operand = name in operand_names(value)
@@ -452,6 +469,12 @@ class ForwardBuilder:
                 copies.append(assign(n, ast.Call(func=ast.Attribute(value=name_load("np"), attr="copy",
                                                                     ctx=ast.Load()),
                                                  args=[name_load(n)], keywords=[]), like))
+        for param in unit.params:
+            # an argument that is not differentiated but receives varying values (`buf[i] = x`)
+            # starts with a zero tangent
+            if param in analysis.active and param not in wrt:
+                copies.append(assign(transformer.tan(param),
+                                     transformer.zero(name_load(param), analysis.kinds[param], like), like))
         result_kind = analysis.kind(result)
         if result_kind.cls == "tuple":
             # a helper returning a tuple: (values..., tangents...) as one flat tuple (reverse mode,

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import codegen
-from .api import GradFunction, Specialization, precision_of, _prepare, _to_python_scalar
+from .api import GradFunction, Specialization, precision_of, _call_key, _prepare, _to_python_scalar
 from .errors import SrcgradError
 from .forward import build_forward_module
 from .program import helper_sources
@@ -49,7 +49,7 @@ def _forward_module(func, kinds, wrt_names, target, precision, lowered=True):
 
 def _tangents(fn, values, tangent):
     """The tangent(s) as the generated code takes them: one per wrt argument, in its dtype and
-    shape (a copy, so the caller's arrays are never written)."""
+    shape (the generated code copies a tangent before writing into it)."""
     parts = (tangent,) if fn.single else tangent
     if not isinstance(parts, (tuple, list)) or len(parts) != len(fn.wrt_indices):
         raise TypeError(f"{fn.__name__}: expected a tuple of {len(fn.wrt_indices)} tangents/directions "
@@ -62,7 +62,7 @@ def _tangents(fn, values, tangent):
             if array.shape != x.shape:
                 raise ValueError(f"{fn.__name__}: the direction for {fn.params[index]!r} must have its "
                                  f"shape {x.shape}, got {array.shape}")
-            out.append(np.array(array, dtype=x.dtype, copy=True))
+            out.append(array.astype(x.dtype, copy=False))
         else:
             array = np.asarray(part)
             if array.shape != ():
@@ -101,8 +101,17 @@ class JvpFunction(_ForwardBase):
         return ForwardSpecialization(module, name, source, path, (kinds, precision))
 
     def __call__(self, *args, **kwargs):
-        values, tangent = self._split(args, kwargs)
-        spec = self._specialization(self.kinds_of(values), precision_of(values))
+        # fast path (as GradFunction's): the argument types find the specialization
+        key = _call_key(args[:-1]) if not kwargs and len(args) == len(self.params) + 1 else None
+        spec = self._by_call_key.get(key) if key is not None else None
+        if spec is not None:
+            values, tangent = args[:-1], args[-1]
+            self._last = spec
+        else:
+            values, tangent = self._split(args, kwargs)
+            spec = self._specialization(self.kinds_of(values), precision_of(values))
+            if key is not None:
+                self._by_call_key[key] = spec
         tangents = _tangents(self, values, tangent)
         value, derivative = self._run(spec, "jvp", values, tangents)
         return _to_python_scalar(value), _to_python_scalar(derivative)
@@ -154,14 +163,20 @@ class HvpFunction(_ForwardBase):
         return spec
 
     def __call__(self, *args, **kwargs):
-        values, direction = self._split(args, kwargs)
-        kinds = self.kinds_of(values)
-        precision = precision_of(values)
-        vs = _tangents(self, values, direction)
-        inner = self.inner(kinds, precision)
-        self._last = inner._specialization(tuple(kinds) + tuple(kinds[i] for i in self.wrt_indices),
-                                           precision)
-        return inner(*values, *vs)
+        key = _call_key(args[:-1]) if not kwargs and len(args) == len(self.params) + 1 else None
+        inner = self._by_call_key.get(key) if key is not None else None
+        if inner is not None:
+            values, direction = args[:-1], args[-1]
+        else:
+            values, direction = self._split(args, kwargs)
+            kinds = self.kinds_of(values)
+            precision = precision_of(values)
+            inner = self.inner(kinds, precision)
+            self._last = inner._specialization(tuple(kinds) + tuple(kinds[i] for i in self.wrt_indices),
+                                               precision)
+            if key is not None:
+                self._by_call_key[key] = inner
+        return inner(*values, *_tangents(self, values, direction))
 
     @property
     def njit(self):

@@ -342,13 +342,26 @@ def adam_kernel(params, grads, state, hyper):
 
 
 def _as_tuple(arrays, what):
+    """The arrays of ``arrays``: a sequence of arrays, or a pytree (nested tuples/lists/dicts,
+    like srcgrad's gradients of a pytree argument), flattened depth first."""
+    from .pytree import leaves
     if isinstance(arrays, np.ndarray):
         raise TypeError(f"{what} must be a sequence of arrays, got a single array")
-    t = tuple(arrays)
+    t = tuple(leaves(arrays)) if isinstance(arrays, (tuple, list, dict)) else tuple(arrays)
     for a in t:
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"{what} must be numpy arrays, got {type(a).__name__}")
+            raise TypeError(f"{what} must be numpy arrays (or a tuple/list/dict of them), got "
+                            f"{type(a).__name__}")
     return t
+
+
+def _same_structure(params, grads):
+    from .pytree import treedef_of
+    if isinstance(params, (tuple, list, dict)) and isinstance(grads, (tuple, list, dict)) and \
+            any(isinstance(p, (tuple, list, dict)) for p in
+                (params.values() if isinstance(params, dict) else params)):
+        if treedef_of(params) != treedef_of(grads):
+            raise ValueError("grads do not have the structure of params")
 
 
 class Optimizer:
@@ -402,7 +415,9 @@ class Optimizer:
 
     # stepping -------------------------------------------------------------------------------
     def step(self, params, grads):
-        """Update ``params`` (a sequence of arrays) in place from ``grads``."""
+        """Update ``params`` (a sequence of arrays, or a pytree of them) in place from ``grads``
+        (the same structure)."""
+        _same_structure(params, grads)
         params = _as_tuple(params, "params")
         grads = _as_tuple(grads, "grads")
         if len(params) != len(grads):
@@ -650,9 +665,18 @@ class MinibatchLoop:
         self._buffers = {}
         self._entries = {}      # argument types -> (compiled loop entry, gradient, update kernel)
 
-    def _pieces(self, params, Xb, yb):
+    def _pieces(self, params, Xb, yb, tree=None):
         """The compiled adjoint and its seed, the update kernel, and their function types."""
-        spec = self.loss_and_grads.specialize(*params, Xb, yb)
+        if tree is not None:        # loss(params, X, y) with a pytree of parameters
+            spec = self.loss_and_grads.specialize(tree, Xb, yb)
+        else:
+            spec = self.loss_and_grads.specialize(*params, Xb, yb)
+        plan = getattr(spec, "plan", None)
+        if plan is not None and plan.captures:
+            names = ", ".join(sorted({c.name for c in plan.captures}))
+            raise TypeError(f"MinibatchLoop: the loss reads module data or closure variables "
+                            f"({names}); pass them as arguments (the compiled loop calls the "
+                            "gradient with the parameters and the batch only)")
         gradient, seed = spec.adjoint, spec.one
         grad_sig = _compiled_signature(gradient,
                                        tuple(numba.typeof(a) for a in (*params, Xb, yb, seed)))
@@ -667,6 +691,9 @@ class MinibatchLoop:
         return gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
 
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
+        # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
+        tree = params if isinstance(params, (tuple, list, dict)) and \
+            len(getattr(self.loss_and_grads, "params", ())) == 3 else None
         params = _as_tuple(params, "params")
         batch_size = int(batch_size)
         if batch_size < 1:
@@ -691,7 +718,7 @@ class MinibatchLoop:
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
         argtypes = tuple(numba.typeof(a) for a in rest)
         if argtypes not in self._entries:
-            gradient, seed, kernel, grad_type, update_type = self._pieces(params, Xb, yb)
+            gradient, seed, kernel, grad_type, update_type = self._pieces(params, Xb, yb, tree)
             signature = (grad_type, update_type) + argtypes + (numba.typeof(seed),)
             _run_minibatches.compile(signature)
             # the compiled entry for exactly these types, called with the Dispatcher objects as

@@ -92,6 +92,7 @@ class ModuleBuilder:
             self.primals[unit.func] = name
             body = self.finish(copy.deepcopy(unit.body), analysis)
             if self.target == "cpu":
+                _refuse_on_cpu(unit)
                 (body,) = lower_for_cpu([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
@@ -249,6 +250,16 @@ class ModuleBuilder:
         return name
 
 
+def _refuse_on_cpu(unit):
+    """A SrcgradError naming the line of the first call the cpu target cannot compile."""
+    from .analyse import walk_assignments
+    for stmt, _depth in walk_assignments(unit.body):
+        for node in ast.walk(stmt):
+            reason = rules.cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
+            if reason is not None:
+                raise unit.fsrc.error(stmt, reason, "cpu target")
+
+
 def user_lines(fsrc):
     """The ``(first, last)`` line numbers of the function's body in its file."""
     last = fsrc.firstline + len(fsrc.source.splitlines()) - 1
@@ -371,19 +382,31 @@ def inspect_stage(func, stage, *args, wrt=0):
     from .api import GradFunction, precision_of
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    gradfn = GradFunction(func, wrt=wrt, target="python")
+    if args:        # pytrees, module data, lambdas: the function static.py rewrote for them
+        spec = gradfn.specialize(*args)
+        if getattr(spec, "plan", None) is not None:
+            func = spec.plan.root
     unit = FunctionUnit(func)
     if stage == "parse":
         return ast.unparse(unit.fsrc.tree) + "\n"
     if stage == "normalize":
         return codegen.function_source(unit.func.__name__, unit.params, copy.deepcopy(unit.body),
                                        decorator=None)
-    gradfn = GradFunction(func, wrt=wrt, target="python")
-    kinds = gradfn.kinds_of(args) if args else gradfn._guess_kinds()
-    if stage == "codegen":
-        return build_module(func, kinds, gradfn.wrt_names, "python", gradfn.single,
-                            precision_of(args))[0]
+    if args:
+        if stage == "codegen":
+            return spec.source
+        if getattr(spec, "plan", None) is not None:
+            kinds, wrt_names = spec.key[0], list(spec.key[3])
+        else:
+            kinds, wrt_names = spec.key[0], gradfn.wrt_names
+    else:
+        kinds, wrt_names = gradfn._guess_kinds(), gradfn.wrt_names
+        if stage == "codegen":
+            return build_module(func, kinds, gradfn.wrt_names, "python", gradfn.single,
+                                precision_of(args))[0]
     builder = ModuleBuilder("python")
-    analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, gradfn.wrt_names,
+    analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt_names,
                        builder.helper_kind(unit))
     lines = [f"{'name':<16} {'kind':<10} {'active':<7} {'overwritten'}"]
     for name in sorted(analysis.kinds, key=_natural):

@@ -1230,7 +1230,7 @@ def _sort(result, a, axis=-1, kind=None, order=None):
     d[a] += sort_adjoint(d[result], a, axis)
 
 
-_library(np.sort, None, _sort, _sort_kind)
+_library(np.sort, "np_sort", _sort, _sort_kind)
 
 
 def _linspace_kind(start, stop, num=50, endpoint=True, **kw):
@@ -1296,9 +1296,10 @@ def _hsplit(result, ary, indices_or_sections):
 _library(np.split, "np_split", _split, _split_kind("np.split"))
 _library(np.array_split, "np_array_split", _split, _split_kind("np.array_split"))
 _library(np.vsplit, "np_split", _vsplit, _split_kind("np.vsplit"))
-_library(np.hsplit, None, _hsplit, _split_kind("np.hsplit"))
+_library(np.hsplit, "np_hsplit", _hsplit, _split_kind("np.hsplit"))
 
 TUPLE_ARGUMENT_RULES[np.vstack] = "vstack_part"
+LIBRARY_CALLS[np.vstack] = "np_vstack"        # Numba's needs parts of one ndim (1-d parts are rows)
 CREATION |= {np.eye, np.identity}
 TUPLE_ARGUMENT_RULES[np.hstack] = "hstack_part"
 
@@ -1657,3 +1658,22 @@ def random_sampling_message(callee):
                 "differentiated function is not supported: draw the samples outside and pass them "
                 "in as an argument (data)")
     return None
+
+
+# --- functions the cpu target does not compile (yet): refused when the function is specialized ---
+
+CPU_REFUSED = {
+    np.einsum: "np.einsum is supported on the python target only (its cpu version would need a "
+               "loop nest per subscripts string); use `@`/np.dot/np.sum, or target='python'",
+    np.tensordot: "np.tensordot is supported on the python target only; use `@`/np.dot and "
+                  "reshapes, or target='python'",
+    np.inner: "np.inner is supported on the python target only; use `@`/np.dot, or target='python'",
+}
+
+
+def cpu_refusal(callee):
+    """Why the cpu target refuses ``callee``, or None."""
+    try:
+        return CPU_REFUSED.get(_key(callee))
+    except TypeError:
+        return None

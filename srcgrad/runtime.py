@@ -68,7 +68,7 @@ def count_snapshot(total, snapshots, array, may_be_unset):
             not (may_be_unset and len(snapshots) == 1 and snapshots[-1].size == 0):
         raise ValueError(SHAPE_CHANGE)
     total += array.nbytes
-    if total > MAX_TAPE_BYTES:
+    if total > max_tape_bytes():
         raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
                           "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
                           "size or raise the limit")
@@ -88,7 +88,7 @@ def pop_snapshot(snapshots, current, may_be_unset):
 
 def snapshot_buffer(array, count):
     """Room for ``count`` snapshots of ``array``: one allocation at the entry of a loop."""
-    if count * array.nbytes > MAX_TAPE_BYTES:
+    if count * array.nbytes > max_tape_bytes():
         raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
                           "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
                           "size or raise the limit")
@@ -341,8 +341,8 @@ LIBRARY_HELPERS = (
     # shape work
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
-    "append_part", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
-    "np_split", "np_array_split", "split_adjoint",
+    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
+    "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
     "kron_adjoint",
@@ -551,6 +551,10 @@ def _as_rows(part, ndim):
     return part if ndim >= 2 else np.reshape(part, (1, -1)) if ndim == 1 else np.reshape(part, (1, 1))
 
 
+def np_vstack(parts):
+    return np.vstack(parts)
+
+
 def vstack_part(gradient, k, parts, axis):
     """The block of np.vstack(parts)'s gradient from ``parts[k]`` (1-d parts are rows)."""
     start = sum(_as_rows(p, np.ndim(p)).shape[0] for p in parts[:k])
@@ -592,6 +596,14 @@ def meshgrid_adjoint(gradients, k, indexing):
 
 def np_split(x, indices_or_sections, axis=0):
     return tuple(np.split(x, indices_or_sections, axis))
+
+
+def np_hsplit(x, indices_or_sections):
+    return tuple(np.hsplit(x, indices_or_sections))
+
+
+def np_sort(a, axis=-1, kind=None, order=None):
+    return np.sort(a, axis=axis, kind=kind)
 
 
 def np_array_split(x, indices_or_sections, axis=0):

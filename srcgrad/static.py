@@ -25,7 +25,6 @@ Unknown constructs are left alone for check.py to name. A function that needs no
 its original source (the plan is *trivial*) and goes through the pipeline exactly as before.
 """
 import ast
-import builtins
 import copy
 import inspect
 import itertools
@@ -38,7 +37,7 @@ import numpy as np
 
 from . import kinds as K
 from . import pytree
-from .errors import SrcgradError
+from .errors import SrcgradError, UnsupportedSyntaxError
 from .parse import FunctionSource, SourceFunction, read_function, unwrap_function
 
 # modules whose functions are library calls (derivative rules or errors), never user code
@@ -295,7 +294,7 @@ class Plan:
         return flat, True
 
 
-def make_plan(func, values, params, precise_kinds=True):
+def make_plan(func, values, params):
     """The plan for calling ``func`` with ``values`` (one per parameter, defaults applied)."""
     preparer = Preparer()
     descs = []
@@ -560,10 +559,13 @@ class FunctionRewriter:
         try:
             body = self.block(tree.body)
         except NeedStatic as need:
-            raise self.error(need.node, f"`{ast.unparse(need.node)}`: a pytree index must be known "
-                             f"at specialization time (`{need.name}` is not; loops over "
-                             "`range(len(...))` with constant bounds are unrolled)",
-                             "pytree index") from None
+            error = self.error(need.node, f"`{ast.unparse(need.node)}`: a pytree index must be "
+                               f"known at specialization time (`{need.name}` is not; loops over "
+                               "`range(len(...))` with constant bounds are unrolled)",
+                               "pytree index")
+            error.static_name = need.name if need.name in self.plain_params else None
+            error.function = self.prepared
+            raise error from None
         if not body:
             body = [ast.copy_location(ast.Pass(), tree)]
         hidden = []
@@ -804,9 +806,6 @@ class FunctionRewriter:
                     stmt.lineno)
             else:
                 self.drop(name)
-        for name in set(after_body) | set(after_else):
-            if name not in changed and name not in self.env and name in after_else:
-                self.env[name] = after_else[name]
         stmt.body, stmt.orelse = body or [ast.Pass()], orelse
         return pre + [stmt]
 
@@ -842,9 +841,11 @@ class FunctionRewriter:
         if not changed:
             return [stmt]
         # a name whose binding changes in the body is loop-carried when the body reads it before
-        # rebinding it (with the value it had on entry): then it must be a real variable
+        # rebinding it (with the value it had on entry), or ends as a plain variable: then it
+        # must be a real variable (assigned before the loop, for zero iterations, too)
         carried = {name for name, binding in self.load_log[start:]
                    if name in changed and _same(binding, probe_env.get(name))}
+        carried |= {name for name in changed if name not in self.env}
         self.env = dict(probe_env)
         pre = []
         saved_materialize = set(self.materialize)
@@ -1398,10 +1399,31 @@ class FunctionRewriter:
                 raise self.error(node, f"{label} got two values for {kw.arg!r}", "call arguments")
             given[kw.arg] = kw.value
         first_default = len(names) - len(defaults)
+        static_names = set()
+        while True:
+            try:
+                return self.bound_call(node, callee, names, given, defaults, first_default, label,
+                                       static_names)
+            except UnsupportedSyntaxError as exc:
+                # a helper indexing a pytree by a parameter given a constant: specialize on it
+                name = getattr(exc, "static_name", None)
+                if name is None or name in static_names or name not in names or \
+                        getattr(exc, "function", None) is None or \
+                        exc.function.target is not target and \
+                        getattr(exc.function.target, "key", None) != getattr(target, "key", 0):
+                    raise
+                static_names.add(name)
+
+    def bound_call(self, node, callee, names, given, defaults, first_default, label, static_names):
+        target = callee.target
         descs, flat = [], []
         for k, name in enumerate(names):
             if name in given:
-                value = self.value(given[name])
+                value = self.value(copy.deepcopy(given[name]))
+                if name in static_names:
+                    constant = self.static_int(copy.deepcopy(given[name]))
+                    if constant is not None:
+                        value = SConst(constant)
             elif k >= first_default:
                 value = self.default_value(defaults[k - first_default], node, label, name)
             else:

@@ -4,7 +4,8 @@ Input: a normalized body (see :mod:`srcgrad.normalize`) and its :class:`~srcgrad
 Output: the statements of the forward sweep and of the reverse sweep.
 
 * The forward sweep is the primal code. Before a statement overwrites a value that the reverse
-  sweep will read, the old value is pushed on a tape (a NumPy array that grows geometrically).
+  sweep will read, the old value is pushed on a tape (a NumPy array that grows geometrically); a
+  whole array that is rebound (``h = np.tanh(h @ W)`` in a loop) is snapshotted: copied whole.
 * The reverse sweep walks the statements backwards. For each active assignment it inserts the
   derivative rule's template (from :mod:`srcgrad.rules`), then pops the overwritten value back.
   ``if`` replays the branch taken (the condition variable is kept); ``for`` runs its range
@@ -724,9 +725,11 @@ class ReverseTransformer:
         return tape
 
     # -- array snapshots: a whole array rebound where the reverse sweep needs its old value -------
-    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep appends a copy of the old array to
-    # a list of its own (one copy per overwrite, each keeping its shape, so shapes may vary), and
-    # the reverse sweep pops it back. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
+    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep copies the old array into a
+    # buffer allocated at the entry of its loop (see plan_snapshot_buffers) or appends a copy to a
+    # list of its own, and the reverse sweep reads it back. The array must keep its shape (the
+    # adjoint arrays have one shape per variable): the runtime helpers check it at each push and
+    # pop. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
 
     @staticmethod
     def _is_snapshot(save):

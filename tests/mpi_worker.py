@@ -89,8 +89,12 @@ def main(out):
             params = tuple(np.full_like(p, 7.0) for p in params)
         params = dist.broadcast(params)
         opt = make_optimizer(optimizer, params, lr=lr_of(optimizer))
-        loop = dist.DataParallelLoop(value_and_grad(softmax_loss, wrt=(0, 1)), opt)
+        # adam runs the profiled loop (the same steps, timed)
+        loop = dist.DataParallelLoop(value_and_grad(softmax_loss, wrt=(0, 1)), opt,
+                                     profile=optimizer == "adam")
         totals = [loop(params, X, y, order, batch_size) for order in orders(X.shape[0])]
+        if optimizer == "adam":
+            assert all(v > 0 for v in loop.seconds.values()), loop.seconds
         gathered = dist.world().gather(params, root=0)
         key = f"{optimizer}_{batch_size}"
         if r == 0:

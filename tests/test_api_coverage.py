@@ -1,6 +1,6 @@
 """Public features that had no test: ``inspect_stage``, ``register_zero_derivative``, the
-``SRCGRAD_NUMPY_BLAS`` / ``SRCGRAD_MALLOC_TUNING`` switches, the two refusals that guard against
-wrong gradients, helpers with array arguments, ``.njit`` entries (tuple ``wrt``,
+``SRCGRAD_NUMPY_BLAS`` / ``SRCGRAD_MALLOC_TUNING`` switches, the refusal that guards against
+wrong gradients (and the array rebinding that was refused before), helpers with array arguments, ``.njit`` entries (tuple ``wrt``,
 ``value_and_grad``) and a real cross-process cache hit (the second process compiles nothing).
 
 Switches read at import and the on-disk cache are tested in fresh child processes.
@@ -122,14 +122,9 @@ def calls_augmenter(a):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_array_rebound_in_loop_is_refused(target):
-    with pytest.raises(srcgrad.UnsupportedSyntaxError) as info:
-        srcgrad.grad(rebinds_array_in_loop, target=target)(np.ones(3))
-    msg = str(info.value)
-    line = rebinds_array_in_loop.__code__.co_firstlineno + 3
-    assert f"test_api_coverage.py:{line}" in msg
-    assert "the array variable 'a' is reassigned where the reverse sweep needs its old value" in msg
-    assert "use a new name" in msg
+def test_array_rebound_in_loop_is_snapshotted(target):
+    """Once refused; now the forward sweep keeps a snapshot of `a` (tests/test_rebound_arrays.py)."""
+    check_grad(rebinds_array_in_loop, (np.array([0.3, -1.2, 2.0]),), target=target)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -3,8 +3,11 @@
 The hand-picked shapes of test_arrays.py cover each case once; here hypothesis draws any pair of
 shapes NumPy broadcasts together (up to 3 axes; axes of size 1 and 0-length too), and any pair of
 operand shapes `@` accepts (vectors, matrices, stacks with broadcast leading axes), using NumPy's
-own gufunc signature of matmul. The python target runs every example; the cpu target (a compile
-per new pair of ndims) a derandomized few.
+own gufunc signature of matmul. The python target runs every example (the same generated code).
+The cpu target compiles once per new pair of ndims (a 3-d pair took minutes on a loaded machine),
+so its derandomized run (8 examples) is marked slow; by default the compiled code paths are
+covered by test_arrays.py's cpu cases (test_broadcasting, test_broadcasting_3d, test_products_shapes,
+test_batched_products).
 """
 import numpy as np
 import pytest
@@ -48,7 +51,10 @@ def _check_pair(f, shapes, seed, target):
     assert [np.shape(g) for g in grads] == [a.shape, b.shape]
 
 
-@pytest.mark.parametrize("target", ["python", "cpu"])
+SLOW_CPU = ["python", pytest.param("cpu", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_broadcasting_any_shapes(target):
     @_settings(target)
     @given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
@@ -61,7 +67,7 @@ def test_broadcasting_any_shapes(target):
 MATMUL_SIGNATURE = "(m?,n),(n,p?)->(m?,p?)"      # np.matmul.signature
 
 
-@pytest.mark.parametrize("target", ["python", "cpu"])
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_matmul_any_shapes(target):
     @_settings(target)
     @given(shapes=mutually_broadcastable_shapes(signature=MATMUL_SIGNATURE, max_dims=2, max_side=3),

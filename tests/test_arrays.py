@@ -20,6 +20,10 @@ _CACHE = {}
 # The float32 + non-contiguous variants of the big grouped functions cost a fresh Numba compile each
 # (30-70 s on a loaded 2-core machine): on the cpu target they are marked slow (`-m "not slow"`).
 SLOW_CPU = ["python", pytest.param("cpu", marks=pytest.mark.slow)]
+# float32 on cpu compiles the same code path again (float32 compiled code: test_products_float32_
+# non_contiguous, test_mlp_loss_float32): slow
+F32_CPU_SLOW = [("python", np.float64), ("python", np.float32), ("cpu", np.float64),
+                pytest.param("cpu", np.float32, marks=pytest.mark.slow)]
 
 
 def gradfn(f, wrt, target):
@@ -115,7 +119,7 @@ def test_batched_products(target, s_shape, t_shape):
     assert [g.shape for g in grads] == [s_shape, t_shape, (5, 2), (5,)]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
 def test_batched_products_non_contiguous(target, dtype):
     rng = np.random.default_rng(7)
     S = rand(rng, 3, 5, 4).transpose(0, 2, 1)          # (3, 4, 5): last two axes swapped
@@ -263,7 +267,7 @@ def prod_rows(x):
     return np.sum(np.prod(x, axis=1) * np.arange(1.0, x.shape[0] + 1.0)) + np.prod(x[0])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
 def test_prod_with_zeros(target, dtype):
     """No division by the element: a zero gets the product of the others, two zeros in a row give
     that row a zero gradient, checked against products of np.delete (a second method) and FD."""
@@ -298,7 +302,7 @@ def maximum_tie(x, y):
     return np.sum(np.maximum(x, y))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
 def test_max_ties_first_element_gets_adjoint(target, dtype):
     """Documented: the FIRST extreme element receives the whole adjoint on ties."""
     fn = gradfn(extremes, 0, target)
@@ -504,7 +508,7 @@ def test_stack(target):
     check(stack, [rand(rng, 3), rand(rng, 3)], (0, 1), target)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
 def test_concatenate_and_stack_lists(target, dtype):
     rng = np.random.default_rng(16)
     A, B = rand(rng, 4, 3).T, rand(rng, 6, 4)[::2, 1:]          # (3, 4) F-order, (3, 3) strided

@@ -12,6 +12,20 @@ import pytest
 import srcgrad
 from conftest import TARGETS, check_grad
 
+# Breadth runs on the python target (the same generated code, without compiling): this `target`
+# fixture overrides conftest's. The compiled target runs the tests marked COMPILED, one per
+# backend code path: branches, for/while loops with break/continue/early exit (flags and int
+# tape), the float tape under overwrites, element writes and arrays created inside, helpers
+# (nested, tuple-returning), value_and_grad, dtypes, NaN, and the whole programs (also compared
+# between the targets by test_targets_agree). Each cpu test costs a Numba compile.
+COMPILED = pytest.mark.parametrize("target", TARGETS)
+
+
+@pytest.fixture(params=["python"])
+def target(request):
+    return request.param
+
+
 # ------------------------------------------------------------------------------------------------
 # control flow on data
 # ------------------------------------------------------------------------------------------------
@@ -27,6 +41,7 @@ def if_elif_else(x, y):
     return z
 
 
+@COMPILED
 def test_if_elif_else(target):
     for x in (2.0, 0.3, -2.0):
         check_grad(if_elif_else, (x, 0.7), wrt=(0, 1), target=target)
@@ -91,6 +106,7 @@ def for_start_stop_step(a):
     return s
 
 
+@COMPILED
 def test_for_range_forms(target):
     a = np.linspace(-1.0, 1.3, 9)
     check_grad(for_start_stop_step, (a,), target=target)
@@ -220,6 +236,7 @@ def while_break_continue(x):
     return s * x
 
 
+@COMPILED
 def test_while_break_continue(target):
     for x in (0.1, 0.4, 1.1):
         check_grad(while_break_continue, (x,), target=target)
@@ -251,6 +268,7 @@ def return_in_loop(a, t):
     return -s
 
 
+@COMPILED
 def test_return_inside_loops(target):
     g = srcgrad.grad(return_in_loop, wrt=0, target=target)
     # (inputs keep a[j] * a[i] away from the 3.0 threshold, where the function jumps)
@@ -301,6 +319,7 @@ def unpack_swap(x, y):
     return a + b * x - y
 
 
+@COMPILED
 def test_tuple_unpacking_and_swap(target):
     check_grad(unpack_swap, (0.7, -0.3), wrt=(0, 1), target=target)
 
@@ -373,6 +392,7 @@ def test_created_2d_array(target):
     check_grad(created_2d, (0.7, 3), target=target)
 
 
+@COMPILED
 def test_arrays_created_inside(target):
     check_grad(created_arrays, (0.7, 4), target=target)
 
@@ -404,6 +424,7 @@ def overwrite_in_loop(a, steps):
     return s
 
 
+@COMPILED
 def test_overwrites_inside_loops(target):
     check_grad(overwrite_in_loop, (np.array([0.3, -0.8, 1.2, 0.1]), 5), target=target)
 
@@ -459,6 +480,7 @@ def aug_subscript_in_loop(a):
     return b[0] + b[1]
 
 
+@COMPILED
 def test_augmented_assignment_on_elements_in_loop(target):
     check_grad(aug_subscript_in_loop, (np.array([0.5, 1.5, -0.5]),), target=target)
 
@@ -518,6 +540,7 @@ def nested_helpers(x, y):
     return s
 
 
+@COMPILED
 def test_nested_helpers(target):
     check_grad(nested_helpers, (0.4, 0.9), wrt=(0, 1), target=target)
 
@@ -554,6 +577,7 @@ def test_decorator_forms(target):
     assert g(0.5, 1.5, 0.25) == pytest.approx(math.cos(0.25) * 0.5)
 
 
+@COMPILED
 def test_value_and_grad(target):
     vg = srcgrad.value_and_grad(three_args, wrt=(0, 1), target=target)
     value, (ga, gb) = vg(0.5, 1.5, 0.25)
@@ -572,6 +596,7 @@ def sum_sq(a):
     return s
 
 
+@COMPILED
 def test_gradient_dtype_and_shape(target):
     g = srcgrad.grad(sum_sq, target=target)
     a32 = np.array([1.0, 2.0, 3.0], dtype=np.float32)
@@ -594,6 +619,7 @@ def test_int_argument_promoted_gradient_is_none_of_our_business(target):
     assert srcgrad.grad(for_bounds_from_args, target=target)(np.ones(3), 0, 3, 1).tolist() == [2.0, 4.0, 6.0]
 
 
+@COMPILED
 def test_nan_input_gives_nan(target):
     g = srcgrad.grad(if_elif_else, wrt=(0, 1), target=target)
     gx, gy = g(float("nan"), 0.5)
@@ -623,6 +649,7 @@ def rosenbrock_grad_exact(x):
     return g
 
 
+@COMPILED
 def test_rosenbrock(target):
     x = np.linspace(-1.2, 1.1, 7)
     g = check_grad(rosenbrock, (x,), target=target, rtol=1e-6)
@@ -667,6 +694,7 @@ def lorenz_rk4(p, s0, n, dt):
     return x * x + 0.5 * y + z
 
 
+@COMPILED
 def test_lorenz_rk4_1000_steps(target):
     p = np.array([10.0, 28.0, 8.0 / 3.0])
     s0 = np.array([1.0, 1.0, 1.0])
@@ -691,6 +719,7 @@ def lorenz_euler_helper(p, s0, n, dt):
     return x + y * z
 
 
+@COMPILED
 def test_lorenz_with_tuple_returning_helper(target):
     check_grad(lorenz_euler_helper, (np.array([10.0, 28.0, 8.0 / 3.0]), np.array([1.0, 0.5, 2.0]), 200,
                                      0.002), wrt=(0, 1), target=target)
@@ -780,6 +809,7 @@ def gmm_inputs():
             0.3 * rng.standard_normal((K, d * (d + 1) // 2)), rng.standard_normal((n, d)), 1.0, 0.0)
 
 
+@COMPILED
 def test_gmm_objective(target):
     args = gmm_inputs()
     assert gmm_objective(*args) == pytest.approx(gmm_numpy(*args), rel=1e-12)
@@ -803,6 +833,7 @@ def inplace_update(w, x, steps, lr):
     return s
 
 
+@COMPILED
 def test_inplace_update_loop(target):
     w = np.array([0.5, -0.2, 1.3, 0.1])
     x = np.array([1.0, 0.4, -0.5, 0.9])

@@ -171,3 +171,94 @@ def test_two_ranks_match_one_process(mpiexec, tmp_path):
             np.testing.assert_allclose(z[f"{key}.totals"], totals, rtol=1e-12)
             # W (6x3) and b (3) gradients plus the loss, float64: one message of 22 * 8 bytes
             assert int(z[f"{key}.bytes"]) == 22 * 8
+
+
+# ------------------------------------------------------------------------------------------------
+# examples/train_mnist.py --distributed
+# ------------------------------------------------------------------------------------------------
+
+SCRIPT = ROOT / "examples" / "train_mnist.py"
+MNIST = Path(os.environ.get("SRCGRAD_DATA") or ROOT.parent / "shared" / "data" / "mnist")
+HAVE_MNIST = (MNIST / "train-images-idx3-ubyte.gz").is_file()
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"real MNIST not found in {MNIST} (set SRCGRAD_DATA)")
+def test_train_mnist_distributed_resumes_and_matches_one_process(mpiexec, tmp_path):
+    spec = importlib.util.spec_from_file_location("train_mnist_for_distributed", SCRIPT)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    from srcgrad.datasets import load_mnist
+
+    kw = dict(limit_train=640, batch_size=64, hidden=16, lr=0.05, seed=3)
+    # one process, 2 epochs (this also compiles the gradient into the cache the ranks load)
+    one = tm.train(arrays=load_mnist(MNIST, download=False), epochs=2, quiet=True, **kw)
+    common = ["--distributed", "--data", MNIST, "--no-download", "--limit-train", "640",
+              "--batch-size", "64", "--hidden", "16", "--lr", "0.05", "--seed", "3"]
+    ck1, ck2 = tmp_path / "ck1.npz", tmp_path / "ck2.npz"
+    first = run_ranks(mpiexec, 2, [SCRIPT, *common, "--epochs", "1", "--save", ck1])
+    # only rank 0 prints (the progress bar goes to stderr)
+    assert first.stdout.count("epoch   1/1") == 1, first.stdout
+    assert first.stdout.count("compiled in") == 1, first.stdout
+    second = run_ranks(mpiexec, 2, [SCRIPT, *common, "--epochs", "2", "--resume", ck1,
+                                    "--save", ck2])
+    assert second.stdout.count("epoch   2/2") == 1 and "epoch   1/" not in second.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck1.npz", "ck2.npz"]
+    with np.load(ck2) as z:
+        assert int(z["epoch"]) == 2
+        for name, p in zip(tm.PARAM_NAMES, one["params"]):
+            # float32: the same numbers up to the order of the sums (two half-batch gradients)
+            np.testing.assert_allclose(z[f"param.{name}"], p, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(z["history.train_loss"], one["history"]["train_loss"],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(z["history.test_acc"], one["history"]["test_acc"], atol=2e-4)
+
+
+def test_train_mnist_distributed_errors_stop_every_rank(mpiexec, tmp_path):
+    """A checkpoint that cannot be read (read by rank 0 only) stops both ranks with exit code 2
+    and one message, instead of leaving rank 1 waiting."""
+    proc = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, str(SCRIPT), "--distributed", "--resume",
+         str(tmp_path / "nope.npz"), "--data", str(tmp_path), "--no-download"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    # rank 0's message; rank 1's too unless rank 0's abort ended it first
+    assert 1 <= proc.stderr.count("nope.npz does not exist") <= 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_benchmark_report_computes_speedup_and_efficiency():
+    """benchmarks/distributed_bench.py's table: speed-up = single / N-rank epoch time, efficiency =
+    speed-up / N, and the profile's 'other' = epoch time minus the timed parts."""
+    spec = importlib.util.spec_from_file_location("distributed_bench",
+                                                  ROOT / "benchmarks" / "distributed_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seconds, size, parts=None):
+        return {"epochs": [{"seconds": s} for s in seconds], "size": size,
+                "parts_s": parts, "bytes_per_step": 407084, "allreduce_us": 250.0}
+
+    parts = {"gradient": 0.5, "allreduce": 0.1, "update": 0.05}
+    results = {"ranks": 2, "epochs": 3, "cpus": 2, "platform": "p", "python": "3", "mpi": "MPICH",
+               "load_before": (1.0, 1.0, 1.0), "load_after": (1.0, 1.0, 1.0),
+               "allreduce_algorithms_us": {"auto": 250.0, "ring": 300.0},
+               "runs": [{"batch_size": 64, "single": run([1.0, 1.2, 1.1], 1),
+                         "dp1": run([1.2, 1.2, 1.2], 1, parts),
+                         "dp2": run([0.7, 0.8, 0.75], 2, parts)}]}
+    text = bench.report(results)
+    assert "| 64 | 1.100 | 1.200 | 0.750 | 1.47× | 73% | 407,084 | 250 |" in text, text
+    assert "| 64 | 2 | 0.500 | 0.100 | 0.050 | 0.100 |" in text, text
+    assert "| 250 | 300 |" in text
+
+
+def test_distributed_without_mpi4py_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    """No MPI installed: --distributed exits with code 2 and says which extra to install."""
+    monkeypatch.setitem(sys.modules, "mpi4py", None)      # import mpi4py fails
+    spec = importlib.util.spec_from_file_location("train_mnist_no_mpi", SCRIPT)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    rc = tm.main(["--distributed", "--data", str(tmp_path), "--no-download", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "srcgrad[distributed]" in err and "mpi4py" in err, err
+    with pytest.raises(dist.DistributedError, match="srcgrad\\[distributed\\]"):
+        dist.rank()

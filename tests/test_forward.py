@@ -76,7 +76,7 @@ def ufuncs(x, y):
 
 def piecewise(x, y):
     a = np.maximum(x, y) + np.minimum(x, 0.5) + np.fmax(y, 0.4) + np.fmin(x, y)
-    b = np.where(x > y, x * x, y) + np.clip(x, 0.3, 0.7) + np.floor(x) * y
+    b = np.where(x > y, x * x, y) + np.clip(x, 0.3, 0.7) + np.floor(x) * y + np.clip(y, 0.5 * x, x + 0.2)
     return a * b + max(x[0], y[1]) + min(x[1], 0.5)
 
 
@@ -116,6 +116,11 @@ def broadcast(x, s):
     return np.sum(x * s + s) + np.sum(x[:, None] * x[None, :] - s)
 
 
+def broadcast_add(a, b, s):
+    c = a[:, None] + b[None, :]          # with only a varying, its tangent broadcasts to c's shape
+    return np.sin(c) * 2.0 + s - b[None, :]
+
+
 def array_result(x, W):
     return np.tanh(W @ x) * x[0] + s_helper(x)
 
@@ -138,6 +143,8 @@ RULES = [
     (indexing, lambda r: (r.standard_normal((4, 3)), np.array([0, 2, 2]), np.array([1, 0, 1])), 0),
     (broadcast, lambda r: (r.standard_normal(4), 0.7), (0, 1)),
     (array_result, lambda r: (r.standard_normal(3), r.standard_normal((3, 3))), (0, 1)),
+    (broadcast_add, lambda r: (r.standard_normal(3), r.standard_normal(4), 0.3), 0),
+    (broadcast_add, lambda r: (r.standard_normal(3), r.standard_normal(4), 0.3), 2),
 ]
 
 
@@ -184,6 +191,21 @@ def inplace(x, n):
     return np.sum(y * x)
 
 
+def aliasing(x, n):
+    y = x + 0.0                  # tangent: _dot_x itself, unless copied
+    y[0] = 5.0
+    z = np.zeros(n)
+    w = z * 1.0 + x[1]
+    z[1] = x[0] * 3.0
+    return np.sum(y * x) + np.sum(w * z) + np.sum(z)
+
+
+def into_buffer(x, buf):
+    for i in range(buf.shape[0]):
+        buf[i] = x[i] * x[i]             # buf (not differentiated) receives varying values
+    return np.sum(buf * buf)
+
+
 def helper_tuple(a, b):
     return a * b, np.sin(a) + b
 
@@ -210,6 +232,8 @@ CONSTRUCTS = [
     (loops, lambda r: (r.uniform(0.1, 0.9, 6), 6), 0),
     (jumps, lambda r: (r.uniform(0.0, 1.0, 8), 8), 0),
     (inplace, lambda r: (r.standard_normal(5), 5), 0),
+    (aliasing, lambda r: (r.standard_normal(4), 4), 0),
+    (into_buffer, lambda r: (r.standard_normal(4), np.zeros(3)), 0),
     (helper_calls, lambda r: (r.standard_normal(3), 0.4), (0, 1)),
     (branches, lambda r: (0.7, 0.3), (0, 1)),
     (branches, lambda r: (0.2, 0.9), 0),
@@ -231,11 +255,24 @@ def test_written_argument_and_tangent_unchanged():
     np.testing.assert_array_equal(v, v0)
 
 
-CPU_SUBSET = [RULES[1], RULES[3], RULES[5], RULES[7], RULES[8], RULES[11], CONSTRUCTS[0], CONSTRUCTS[1],
-              CONSTRUCTS[2], CONSTRUCTS[3]]
+# compiled (Numba) path: a representative subset (each compile takes seconds); the products
+# program (matrix products of every kind, ~50 s to compile here) only with -m slow: array_result
+# covers matrix-vector products on the cpu target by default
+def _param(program, slow=False):
+    f, _, wrt = program
+    return pytest.param(*program, id=f"{f.__name__}-{wrt}", marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize("f,make,wrt", CPU_SUBSET, ids=[f"{f.__name__}-{w}" for f, _, w in CPU_SUBSET])
+def _program(f, table):
+    return next(p for p in table if p[0] is f)
+
+
+CPU_SUBSET = [_param(RULES[1]), _param(_program(products, RULES), slow=True), _param(_program(reductions, RULES)),
+              _param(_program(array_result, RULES))] + \
+    [_param(_program(f, CONSTRUCTS)) for f in (jumps, inplace, helper_calls, into_buffer)]
+
+
+@pytest.mark.parametrize("f,make,wrt", CPU_SUBSET)
 def test_jvp_cpu(f, make, wrt):
     args = make(np.random.default_rng(4))
     check_jvp(f, args, wrt, "cpu")
@@ -286,7 +323,8 @@ def summed_piecewise(x, y):
     return np.sum(piecewise(x, y) ** 2)
 
 
-HVP_PROGRAMS = [p for p in RULES + CONSTRUCTS if p[0] not in (reductions, array_result, ufuncs, piecewise)] + [
+HVP_PROGRAMS = [p for p in RULES + CONSTRUCTS
+                if p[0] not in (reductions, array_result, ufuncs, piecewise, broadcast_add)] + [
     (summed_ufuncs, RULES[3][1], (0, 1)), (summed_piecewise, RULES[4][1], (0, 1)),
     (extremes, lambda r: (r.uniform(0.5, 1.5, (3, 4)),), 0)]
 
@@ -296,10 +334,11 @@ def test_hvp_python(f, make, wrt):
     check_hvp(f, make(np.random.default_rng(5)), wrt, "python")
 
 
-HVP_CPU = [CONSTRUCTS[0], HVP_PROGRAMS[-1]]
+# (the reductions program takes ~80 s to compile here: -m slow; loops covers compiled hvp)
+HVP_CPU = [_param(_program(loops, CONSTRUCTS)), _param(HVP_PROGRAMS[-1], slow=True)]
 
 
-@pytest.mark.parametrize("f,make,wrt", HVP_CPU, ids=[f"{f.__name__}-{w}" for f, _, w in HVP_CPU])
+@pytest.mark.parametrize("f,make,wrt", HVP_CPU)
 def test_hvp_cpu(f, make, wrt):
     check_hvp(f, make(np.random.default_rng(6)), wrt, "cpu")
 
@@ -505,3 +544,65 @@ def test_njit_entries():
     np.testing.assert_allclose(H, fd_hessian(rosen, (x,), 0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(hvx, H @ v, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(J, fd_jacobian(tall, (y, W), 0), rtol=1e-6, atol=1e-7)
+
+
+def test_examples_run(capsys):
+    import importlib.util
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    newton_iters, gd_iters = load("newton_rosenbrock").main(["--n", "4", "--target", "python",
+                                                             "--gd-max-iter", "3000"])
+    assert newton_iters < 40 and gd_iters > 10 * newton_iters
+    sensitivity, fd, J, J_fd = load("ode_sensitivity").main(["--steps", "100", "--dt", "0.005",
+                                                             "--target", "python"])
+    np.testing.assert_allclose(sensitivity, fd, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(J, J_fd, rtol=1e-5, atol=1e-6)
+    assert "Newton-CG" in capsys.readouterr().out
+
+
+# ---- differential fuzzing: random programs, jvp against FD and reverse mode, hvp against FD ------
+
+def _fuzz_test():
+    from hypothesis import HealthCheck, Phase, assume, given, note, settings, strategies as st
+    import fuzz_programs as fp
+
+    @settings(max_examples=12, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+              deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(source=fp.programs(features=fp.ALL_FEATURES), point_seed=st.integers(0, 2 ** 16))
+    def run(source, point_seed):
+        note(source)
+        f = fp.load_program(source).prog
+        rng = np.random.default_rng(point_seed)
+        x, y = (float(v) for v in rng.uniform(-1.5, 1.5, 2))
+        a = rng.uniform(-1.5, 1.5, fp.N)
+        dx, dy = (float(v) for v in rng.standard_normal(2))
+        da = rng.standard_normal(fp.N)
+        fd1 = fp.directional_fd(f, x, y, a, dx, dy, da, 1e-6)
+        fd2 = fp.directional_fd(f, x, y, a, dx, dy, da, 4e-6)
+        assume(math.isfinite(fd1) and math.isclose(fd1, fd2, rel_tol=1e-4, abs_tol=1e-5))
+        value, t = srcgrad.jvp(f, wrt=(0, 1, 2), target="python")(x, y, a.copy(), (dx, dy, da))
+        assert math.isclose(t, fd1, rel_tol=1e-5, abs_tol=1e-6), (t, fd1, source)
+        gx, gy, ga = srcgrad.grad(f, wrt=(0, 1, 2), target="python")(x, y, a.copy())
+        reverse = gx * dx + gy * dy + float(np.dot(ga, da))
+        assert math.isclose(t, reverse, rel_tol=1e-9, abs_tol=1e-12), (t, reverse, source)
+        # hvp against central differences of the gradient along the same direction
+        g = srcgrad.grad(f, wrt=(0, 1, 2), target="python")
+
+        def fd_grad(h):
+            p, m = g(x + h * dx, y + h * dy, a + h * da), g(x - h * dx, y - h * dy, a - h * da)
+            return np.r_[p[0], p[1], p[2]] - np.r_[m[0], m[1], m[2]]
+        h1, h2 = fd_grad(1e-6) / 2e-6, fd_grad(4e-6) / 8e-6
+        if np.allclose(h1, h2, rtol=1e-4, atol=1e-5):      # no branch boundary within the step
+            hx, hy, ha = srcgrad.hvp(f, wrt=(0, 1, 2), target="python")(x, y, a.copy(), (dx, dy, da))
+            np.testing.assert_allclose(np.r_[hx, hy, ha], h1, rtol=1e-4, atol=1e-5, err_msg=source)
+    return run
+
+
+def test_fuzz_jvp_and_hvp():
+    _fuzz_test()()

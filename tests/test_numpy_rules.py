@@ -490,3 +490,101 @@ def test_refused_with_clear_errors(f, words):
     message = str(info.value)
     assert words in message, message
     assert "test_numpy_rules.py:" in message, message
+
+
+# ------------------------------------------------------------------------------------------------
+# The cpu target: one compiled function per group, each using many rules (compiles dominate)
+# ------------------------------------------------------------------------------------------------
+
+def c_reductions(x, v):
+    a = np.sum(np.cumsum(x, axis=0) ** 2) + np.sum(np.cumsum(x) ** 2) + np.sum(np.cumsum(v) * v) + np.sum(np.cumsum(x, axis=-1) * x)
+    b = np.sum(np.cumprod(x, axis=1)) + np.sum(np.cumprod(v) ** 2)
+    c = np.sum(np.diff(x) ** 2) + np.sum(np.diff(x, 2, axis=0) ** 2) + np.sum(np.diff(v) ** 2)
+    e = np.var(x) + np.sum(np.var(x, axis=0) ** 2) + np.sum(np.var(x, axis=1, ddof=1, keepdims=True) * x)
+    f = np.std(v, ddof=1) + np.sum(np.std(x, axis=0, keepdims=True) ** 2) + np.sum(np.std(x, axis=-1) * v[:4])
+    return a + b + c + e + f + np.trace(x) * np.trace(x, 1)
+
+
+def c_shapes(m, v):
+    a = np.sum(np.diag(m) ** 2) + np.sum(np.diag(v) * m[:3, :3]) + np.sum(np.diagonal(m, 1) ** 2)
+    b = np.sum(np.triu(m) ** 2) + np.sum(np.tril(m, -1) * m)
+    c = np.sum(np.roll(m, 1) * m) + np.sum(np.roll(m, -1, axis=0) ** 2) + np.sum(np.roll(m, (1, 2), axis=(0, 1)) * m)
+    e = np.sum(np.flip(m) * m) + np.sum(np.flip(m, axis=1) ** 2) + np.sum(np.flipud(m) * np.fliplr(m) * m)
+    f = np.sum(np.rot90(m, 2) * m) + np.sum(np.rot90(m).T * m) + np.sum(np.rot90(m, 1, axes=(1, 0)).T ** 2 * m)
+    g = np.sum(np.repeat(m, 2) * np.arange(24.0)) + np.sum(np.repeat(m, 3, axis=1) ** 2) + np.sum(np.tile(v, (2, 2)) ** 2)
+    h = np.sum(np.tile(m, (2, 1)) ** 2 * np.arange(24.0).reshape(6, 4)) + np.sum(np.squeeze(m[:1, :], 0) ** 2)
+    i = np.sum(np.swapaxes(m, 0, 1) * m.T) + np.sum(np.moveaxis(m, 0, 1) ** 2)
+    j = np.sum(np.pad(m, 1) ** 2 * 3.0) + np.sum(np.pad(m, ((1, 0), (2, 1))) ** 2)
+    k = np.sum(np.sort(m) * np.arange(4.0)) + np.sum(np.sort(m, axis=0) ** 2 * np.arange(4.0)) + np.sum(np.sort(v) * v)
+    return a + b + c + e + f + g + h + i + j + k
+
+
+def c_pieces(m, v, s):
+    a = np.sum(np.vstack((m, v)) * np.arange(12.0).reshape(3, 4)) + np.sum(np.hstack([m, m * 2.0]) ** 2)
+    b = np.sum(np.append(m, v) * np.arange(12.0)) + np.sum(np.append(m, m, axis=1) ** 2)
+    p, q = np.split(m, 2, axis=1)
+    r, t, u = np.array_split(v, 3)
+    w, y = np.vsplit(m, 2)
+    c = np.sum(p * q) + np.sum(r ** 2) + np.sum(u * 3.0) + np.sum(w * y ** 2) + np.sum(np.hsplit(m, 2)[1] ** 2)
+    grid_x, grid_y = np.meshgrid(v, v[:3])
+    e = np.sum(grid_x * grid_y ** 2) + np.sum(np.linspace(s, 2.0 * s, 5) ** 2)
+    f = np.sum(np.kron(v[:2], v[1:3]) ** 2 * np.arange(4.0)) + np.sum(np.kron(m[:, :2], m[:, 2:]) ** 2)
+    return a + b + c + e + f + np.sum(np.cross(m[:, :3], v[:3]) ** 2)
+
+
+def c_special(x, mu, s):
+    a = special.logsumexp(x) + np.sum(special.logsumexp(x, axis=1) ** 2) + np.sum(special.logsumexp(x, axis=0, keepdims=True) * x)
+    b = np.sum(special.expit(x) * x + special.logit(special.expit(x) * 0.5 + 0.25) + special.erf(x) + special.erfc(x) * x)
+    c = np.sum(special.gammaln(s) * s + special.digamma(s) + special.betaln(s, s + 1.0))
+    e = np.sum(norm.logpdf(x, mu, s) + norm.pdf(x, loc=mu, scale=s) + norm.cdf(x, mu, s)) + np.sum(t.logpdf(x, s + 2.0, mu, s))
+    return a + b + c + e
+
+
+def c_linalg(a, b, x, mean):
+    m = a @ a.T + 3.0 * np.eye(3)
+    sign, logdet = np.linalg.slogdet(m)
+    factor = np.linalg.cholesky(m)
+    w, vec = np.linalg.eigh(m)
+    p = np.sum(np.linalg.inv(m) ** 2) + np.sum(np.linalg.solve(m, b) ** 2) + np.linalg.det(m) * 0.01 + logdet
+    q = np.sum(factor * np.arange(9.0).reshape(3, 3)) + np.sum(w * np.arange(3.0)) + np.sum(vec * vec * np.arange(9.0).reshape(3, 3))
+    r = np.linalg.norm(a) + np.sum(np.linalg.norm(a, axis=1) ** 3) + np.sum(multivariate_normal.logpdf(x, mean, m))
+    return p + q + r
+
+
+CPU_CASES = [
+    (c_reductions, lambda: [positive(4, 5), positive(4, seed=1)], (0, 1)),
+    (c_shapes, lambda: [normal(3, 4), normal(3, seed=1)], (0, 1)),
+    (c_pieces, lambda: [normal(2, 4), normal(4, seed=1), 0.7], (0, 1, 2)),
+    (c_special, lambda: [normal(3, 4), normal(4, seed=1), positive(4, seed=2)], (0, 1, 2)),
+    (c_linalg, lambda: [normal(3, 3), normal(3, seed=1), normal(4, 3, seed=2), normal(3, seed=3)], (0, 1, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("f,make,wrt", CPU_CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_groups_python(f, make, wrt):
+    check(f, make(), wrt=wrt, rtol=1e-4, atol=1e-5)
+
+
+CPU_CHECKED = {"c_shapes", "c_reductions", "c_special", "c_linalg"}     # the groups below whose compiled versions have been verified
+
+
+@pytest.mark.parametrize("f,make,wrt", [c for c in CPU_CASES if c[0].__name__ in CPU_CHECKED],
+                         ids=lambda c: getattr(c, "__name__", ""))
+def test_groups_cpu(f, make, wrt):
+    check(f, make(), wrt=wrt, target="cpu", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("f,make,wrt", PRODUCT_CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_products_refused_on_cpu(f, make, wrt):
+    with pytest.raises(srcgrad.SrcgradError, match="python target only") as info:
+        srcgrad.grad(f, wrt=wrt, target="cpu")(*make())
+    assert "test_numpy_rules.py:" in str(info.value)
+
+
+def gmm_loglik(means, x):
+    d2 = np.sum((x[:, np.newaxis, :] - means[np.newaxis]) ** 2, axis=2)
+    return np.sum(special.logsumexp(-0.5 * d2, axis=1))
+
+
+def test_readme_gmm_example():
+    check(gmm_loglik, [normal(3, 2), normal(6, 2, seed=1)])

@@ -304,8 +304,12 @@ def _regression_problem(dtype, n=23, d=5, k=3, seed=0):
     return X, y, params, rng.permutation(n)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("optimizer, dtype", [
+    ("sgd", np.float64), ("momentum", np.float64), ("adam", np.float64), ("momentum", np.float32),
+    # float32 with the other optimizers: the same loop compiled again (each optimizer's float32
+    # kernel is checked by test_*_matches_reference); opt in with -m slow
+    pytest.param("sgd", np.float32, marks=pytest.mark.slow),
+    pytest.param("adam", np.float32, marks=pytest.mark.slow)])
 def test_minibatch_loop_matches_a_python_loop(optimizer, dtype):
     """The compiled loop = gather batch, value_and_grad, optimizer step, for every batch (the last
     one shorter: 23 samples in batches of 5), in that order."""

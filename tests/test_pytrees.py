@@ -132,6 +132,16 @@ def loop_over_tree_in_range(params, x, steps):
     return s
 
 
+def apply_layer(params, k, h):
+    W, b = params[k]
+    return np.tanh(h @ W + b)
+
+
+def helper_indexed_by_constant(params, x):
+    # the helper indexes the pytree by its argument: specialized on the constant it is given
+    return np.sum(apply_layer(params, 1, apply_layer(params, 0, x)) ** 2)
+
+
 def scalar_leaves(p):
     a, b = p
     return a * a * b + np.sin(b)
@@ -150,6 +160,7 @@ Y = RNG.standard_normal((4, 2))
     (helper_pytree, (mlp_params([3, 4, 2]), X)),
     (helper_leaves, (mlp_params([3, 4, 2]), X)),
     (loop_over_tree_in_range, (mlp_params([3, 3]), X, 3)),
+    (helper_indexed_by_constant, (mlp_params([3, 4, 2]), X)),
 ])
 def test_list_of_tuples(program, args):
     grads = check_tree_grad(program, args, wrt="params")
@@ -244,6 +255,7 @@ def test_float32_pytree():
                     rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow          # the default run compiles a pytree MLP in tests/test_closures.py
 @pytest.mark.parametrize("program,args", [
     (mlp_loop, (mlp_params([3, 5, 2]), X, Y)),
     (helper_pytree, (mlp_params([3, 4, 2]), X)),
@@ -331,3 +343,110 @@ def test_bad_wrt_leaves():
 def test_unsupported_leaf_type():
     with pytest.raises(TypeError, match="unsupported type str"):
         srcgrad.grad(mlp_loop, wrt="params", target="python")([("a", np.ones(2))], X, Y)
+
+
+# -- names bound to different leaves on different paths ----------------------------------------------
+
+def choose_leaf(params, c):
+    if c > 0:
+        W = params[0]
+    else:
+        W = params[1]
+    return np.sum(W ** 2)
+
+
+def rebind_leaf_in_loop(params, n):
+    W = params[0]
+    s = 0.0
+    for i in range(n):
+        s = s + np.sum(W * (i + 1.0))
+        W = params[1]
+    return s
+
+
+def test_leaf_chosen_at_runtime():
+    params = [RNG.standard_normal(3), RNG.standard_normal(3)]
+    for c in (1.0, -1.0):
+        check_tree_grad(choose_leaf, (params, c), wrt="params")
+    check_tree_grad(rebind_leaf_in_loop, (params, 3), wrt="params")
+    check_tree_grad(rebind_leaf_in_loop, (params, 0), wrt="params")
+
+
+# -- optimizers and the compiled training loop --------------------------------------------------------
+
+def test_optimizer_steps_on_pytrees():
+    from srcgrad import optim
+    params = mlp_params([3, 4, 2])
+    reference = [(W.copy(), b.copy()) for W, b in params]
+    grads = srcgrad.grad(mlp_loop, wrt="params", target="python")(params, X, Y)
+    optim.SGD(params, lr=0.1).step(params, grads)
+    for (W, b), (W0, b0), (gW, gb) in zip(params, reference, grads):
+        np.testing.assert_allclose(W, W0 - 0.1 * gW)
+        np.testing.assert_allclose(b, b0 - 0.1 * gb)
+    p = {"W": np.ones((2, 2)), "b": np.zeros(2)}
+    g = {"W": np.full((2, 2), 0.5), "b": np.ones(2)}
+    optim.Momentum(p, lr=0.1, momentum=0.0).step(p, g)
+    np.testing.assert_allclose(p["W"], 0.95)
+    np.testing.assert_allclose(p["b"], -0.1)
+    with pytest.raises(ValueError, match="structure"):
+        optim.SGD(params, lr=0.1).step(params, [grads[0]])
+
+
+def test_minibatch_loop_with_pytree_params():
+    from srcgrad import optim
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 3))
+    y = rng.standard_normal((20, 2))
+    params = mlp_params([3, 4, 2])
+    reference = [(W.copy(), b.copy()) for W, b in params]
+    order = rng.permutation(20)
+    loop = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loop, wrt="params"),
+                               optim.SGD(params, lr=0.1))
+    total = loop(params, x, y, order, 5)
+    g = srcgrad.value_and_grad(mlp_loop, wrt="params", target="python")
+    ref_total = 0.0
+    for start in range(0, 20, 5):
+        rows = order[start:start + 5]
+        value, grads = g(reference, x[rows], y[rows])
+        ref_total += value * 5
+        for (W, b), (gW, gb) in zip(reference, grads):
+            W -= 0.1 * gW
+            b -= 0.1 * gb
+    assert total == pytest.approx(ref_total, rel=1e-10)
+    for (W, b), (W0, b0) in zip(params, reference):
+        np.testing.assert_allclose(W, W0, rtol=1e-10)
+        np.testing.assert_allclose(b, b0, rtol=1e-10)
+
+
+def static_then_plain_in_loop(params, n):
+    W = params[0]
+    for i in range(n):
+        W = params[1] * 2.0
+    return np.sum(W ** 2)
+
+
+def test_leaf_name_reassigned_in_a_loop():
+    params = [RNG.standard_normal(3), RNG.standard_normal(3)]
+    for n in (0, 2):
+        check_tree_grad(static_then_plain_in_loop, (params, n), wrt="params")
+
+
+def test_inspect_stage_with_pytree_arguments():
+    p = [(RNG.standard_normal((3, 2)), RNG.standard_normal(2))]
+    table = srcgrad.inspect_stage(mlp_enumerate, "analyse", p, X)
+    assert "params_0_0" in table and "float2d" in table
+    assert "def mlp_enumerate(params_0_0, params_0_1, x)" in \
+        srcgrad.inspect_stage(mlp_enumerate, "codegen", p, X)
+
+
+def rnn_over_layers(params, x, steps):
+    # a pytree loop inside a range loop that rebinds an array (snapshotted by the reverse sweep)
+    h = x
+    for t in range(steps):
+        for W, b in params:
+            h = np.tanh(h @ W + b)
+    return np.sum(h ** 2)
+
+
+def test_pytree_loop_inside_a_loop_rebinding_an_array():
+    check_tree_grad(rnn_over_layers, (mlp_params([3, 3, 3]), X, 3), wrt="params")

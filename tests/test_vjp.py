@@ -87,6 +87,10 @@ def check_vjp(f, args, wrt, target, seeds=3, dtype=np.float64, rtol=1e-6, atol=1
                                        err_msg=f"pullback w.r.t. argument {i}")
     return value, pullback
 
+# cpu variants whose compiled code path another default cpu test covers (float32 and non-contiguous
+# arrays: test_arrays' products; a second shape: the same code) run only with -m slow
+SLOW_CPU = ["python", pytest.param("cpu", marks=pytest.mark.slow)]
+
 
 def _layer_args(rng, m=3, n=4):
     return [rng.standard_normal((m, n)), rng.standard_normal(n), rng.standard_normal(m)]
@@ -97,18 +101,21 @@ def test_layer(target, m, n):
     check_vjp(layer, _layer_args(np.random.default_rng(m * n), m, n), (0, 1, 2), target)
 
 
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_layer_non_contiguous(target):
     rng = np.random.default_rng(1)
     check_vjp(layer, [rng.standard_normal((4, 3)).T, rng.standard_normal(8)[::2], rng.standard_normal(3)],
               (0, 1, 2), target)
 
 
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_layer_float32(target):
     check_vjp(layer, _layer_args(np.random.default_rng(2)), (0, 1, 2), target, dtype=np.float32,
               rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("shape", [(5,), (2, 3)])
+@pytest.mark.parametrize("target, shape", [("python", (5,)), ("python", (2, 3)), ("cpu", (5,)),
+                                           pytest.param("cpu", (2, 3), marks=pytest.mark.slow)])
 def test_elementwise(target, shape):
     rng = np.random.default_rng(len(shape))
     check_vjp(elementwise, [rng.standard_normal(shape), rng.standard_normal(shape)], (0, 1), target)
@@ -118,6 +125,7 @@ def test_reductions_keeping_dims(target):
     check_vjp(reductions_keepdims, [np.random.default_rng(3).standard_normal((3, 4))], 0, target)
 
 
+@pytest.mark.parametrize("target", SLOW_CPU)      # a 2-d result on cpu: test_layer
 def test_matrix_result(target):
     rng = np.random.default_rng(4)
     check_vjp(matrix_out, [rng.standard_normal((3, 2)), rng.standard_normal((2, 4))], (0, 1), target)

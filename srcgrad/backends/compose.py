@@ -22,6 +22,13 @@ def make_entry(gradfn):
             type(args[0]).__name__ == "StarArgTuple" else args
         kinds = tuple(kind_of_numba_type(t) for t in types)
         spec = gradfn._specialization(gradfn._check_kinds(kinds), numba_precision(types))
+        plan = getattr(spec, "plan", None)
+        if plan is not None and plan.captures:
+            from ..errors import SrcgradError
+            names = ", ".join(sorted({c.name for c in plan.captures}))
+            raise SrcgradError(f"{gradfn.func.__name__} reads module data or closure variables "
+                               f"({names}); compiled code calling .njit cannot read them at each "
+                               "call: pass them as arguments")
         target = spec.grad if gradfn.mode == "grad" else spec.value_and_grad
 
         def impl(*args):
