@@ -1064,7 +1064,7 @@ def _kron(result, a, b):
     d[b] += kron_adjoint(d[result], a, b, 1)
 
 
-_library(np.kron, None, _kron, _kron_kind)
+_library(np.kron, "np_kron", _kron, _kron_kind)
 
 
 def _cross_kind(a, b, **kw):

@@ -280,7 +280,7 @@ LIBRARY_HELPERS = (
     "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
-    "kron_adjoint",
+    "np_kron", "kron_adjoint",
     # linear algebra
     "np_norm", "norm_adjoint", "slogdet_adjoint", "cholesky_adjoint", "eigh_adjoint",
     # scipy.special and scipy.stats
@@ -646,6 +646,10 @@ def inner_adjoint(gradient, a, b, k):
         g = np.asarray(gradient) * other
         return _like(np.sum(g) if np.ndim(a if k == 0 else b) == 0 else g, a if k == 0 else b)
     return tensordot_adjoint(gradient, a, b, ([np.ndim(a) - 1], [np.ndim(b) - 1]), k)
+
+
+def np_kron(a, b):
+    return np.kron(a, b)
 
 
 def kron_adjoint(gradient, a, b, k):

@@ -977,6 +977,12 @@ def _np_hsplit_ov(x, indices_or_sections):
 
 # ---- products ------------------------------------------------------------------------------------
 
+@numba.njit(cache=True)
+def np_kron(a, b):
+    """np.kron of views too (Numba's takes C or F arrays only)."""
+    return np.kron(np.ascontiguousarray(a), np.ascontiguousarray(b))
+
+
 def kron_adjoint(gradient, a, b, k):
     return runtime.kron_adjoint(gradient, a, b, k)
 
