@@ -1410,7 +1410,7 @@ def _kron(result, a, b):
     d[b] += kron_adjoint(d[result], a, b, 1)
 
 
-_library(np.kron, None, _kron, _kron_kind)
+_library(np.kron, "np_kron", _kron, _kron_kind)
 
 
 def _cross_kind(a, b, **kw):
@@ -1507,8 +1507,8 @@ _library(np.linalg.norm, "np_norm", _norm, _norm_kind)
 # Registered on first use (importing scipy.stats takes about a second): lookup() and
 # library_helper() call _register_scipy() when they meet a function they do not know.
 
-from .runtime import (logsumexp_adjoint, mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
-                      special_polygamma1, t_logpdf_adjoint)
+from .runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
+                      special_polygamma1, stats_t_logpdf_adjoint)
 
 _SCIPY_REGISTERED = []
 
@@ -1586,10 +1586,10 @@ def _norm_cdf(result, x, loc=0.0, scale=1.0):
 
 
 def _t_logpdf(result, x, df, loc=0.0, scale=1.0):
-    d[x] += t_logpdf_adjoint(d[result], x, df, loc, scale, 0)
-    d[df] += t_logpdf_adjoint(d[result], x, df, loc, scale, 1)
-    d[loc] += t_logpdf_adjoint(d[result], x, df, loc, scale, 2)
-    d[scale] += t_logpdf_adjoint(d[result], x, df, loc, scale, 3)
+    d[x] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 0)
+    d[df] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 1)
+    d[loc] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 2)
+    d[scale] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 3)
 
 
 def _mvn_kind(x, mean, cov, **kw):
@@ -1601,9 +1601,9 @@ def _mvn_kind(x, mean, cov, **kw):
 
 
 def _mvn_logpdf(result, x, mean, cov):
-    d[x] += mvn_logpdf_adjoint(d[result], x, mean, cov, 0)
-    d[mean] += mvn_logpdf_adjoint(d[result], x, mean, cov, 1)
-    d[cov] += mvn_logpdf_adjoint(d[result], x, mean, cov, 2)
+    d[x] += stats_mvn_logpdf_adjoint(d[result], x, mean, cov, 0)
+    d[mean] += stats_mvn_logpdf_adjoint(d[result], x, mean, cov, 1)
+    d[cov] += stats_mvn_logpdf_adjoint(d[result], x, mean, cov, 2)
 
 
 def _register_scipy():
@@ -1623,11 +1623,11 @@ def _register_scipy():
     _library(special.digamma, "special_digamma", _digamma, unary, elementwise=True)
     _library(special.psi, "special_digamma", _digamma, unary, elementwise=True)
     _library(special.betaln, "special_betaln", _betaln, unary, elementwise=True)
-    _library(stats.norm.logpdf, "norm_logpdf", _norm_logpdf, _stats_kind, elementwise=True)
-    _library(stats.norm.pdf, "norm_pdf", _norm_pdf, _stats_kind, elementwise=True)
-    _library(stats.norm.cdf, "norm_cdf", _norm_cdf, _stats_kind, elementwise=True)
-    _library(stats.t.logpdf, "t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
-    _library(stats.multivariate_normal.logpdf, "mvn_logpdf", _mvn_logpdf, _mvn_kind)
+    _library(stats.norm.logpdf, "stats_norm_logpdf", _norm_logpdf, _stats_kind, elementwise=True)
+    _library(stats.norm.pdf, "stats_norm_pdf", _norm_pdf, _stats_kind, elementwise=True)
+    _library(stats.norm.cdf, "stats_norm_cdf", _norm_cdf, _stats_kind, elementwise=True)
+    _library(stats.t.logpdf, "stats_t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
+    _library(stats.multivariate_normal.logpdf, "stats_mvn_logpdf", _mvn_logpdf, _mvn_kind)
     return True
 
 

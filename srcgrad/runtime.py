@@ -345,14 +345,14 @@ LIBRARY_HELPERS = (
     "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
-    "kron_adjoint",
+    "np_kron", "kron_adjoint",
     # linear algebra
     "np_norm", "norm_adjoint", "slogdet_adjoint", "cholesky_adjoint", "eigh_adjoint",
     # scipy.special and scipy.stats
     "special_logsumexp", "logsumexp_adjoint", "special_expit", "special_logit", "special_erf",
     "special_erfc", "special_gammaln", "special_digamma", "special_polygamma1", "special_betaln",
-    "norm_logpdf", "norm_pdf", "norm_cdf", "t_logpdf", "t_logpdf_adjoint", "mvn_logpdf",
-    "mvn_logpdf_adjoint",
+    "stats_norm_logpdf", "stats_norm_pdf", "stats_norm_cdf", "stats_t_logpdf", "stats_t_logpdf_adjoint", "stats_mvn_logpdf",
+    "stats_mvn_logpdf_adjoint",
 )
 
 
@@ -713,6 +713,10 @@ def inner_adjoint(gradient, a, b, k):
     return tensordot_adjoint(gradient, a, b, ([np.ndim(a) - 1], [np.ndim(b) - 1]), k)
 
 
+def np_kron(a, b):
+    return np.kron(a, b)
+
+
 def kron_adjoint(gradient, a, b, k):
     """Adjoint of np.kron of two vectors or two matrices: the gradient cut into blocks, one per
     element of ``a`` (block (i, j) is g[i*p:(i+1)*p, j*q:(j+1)*q] for b of shape (p, q))."""
@@ -831,27 +835,27 @@ def special_betaln(a, b):
 
 # -- scipy.stats --
 
-def norm_logpdf(x, loc=0.0, scale=1.0):
+def stats_norm_logpdf(x, loc=0.0, scale=1.0):
     from scipy.stats import norm
     return _like(norm.logpdf(x, loc, scale), np.asarray(x) + loc + scale)
 
 
-def norm_pdf(x, loc=0.0, scale=1.0):
+def stats_norm_pdf(x, loc=0.0, scale=1.0):
     from scipy.stats import norm
     return _like(norm.pdf(x, loc, scale), np.asarray(x) + loc + scale)
 
 
-def norm_cdf(x, loc=0.0, scale=1.0):
+def stats_norm_cdf(x, loc=0.0, scale=1.0):
     from scipy.stats import norm
     return _like(norm.cdf(x, loc, scale), np.asarray(x) + loc + scale)
 
 
-def t_logpdf(x, df, loc=0.0, scale=1.0):
+def stats_t_logpdf(x, df, loc=0.0, scale=1.0):
     from scipy.stats import t
     return _like(t.logpdf(x, df, loc, scale), np.asarray(x) + df + loc + scale)
 
 
-def t_logpdf_adjoint(gradient, x, df, loc, scale, k):
+def stats_t_logpdf_adjoint(gradient, x, df, loc, scale, k):
     """Partial derivatives of Student's t log-density w.r.t. x (k=0), df (1), loc (2), scale (3)."""
     z = (x - loc) / scale
     q = df + z * z
@@ -865,12 +869,12 @@ def t_logpdf_adjoint(gradient, x, df, loc, scale, k):
                              - np.log1p(z * z / df) + (df + 1.0) * z * z / (df * q))
 
 
-def mvn_logpdf(x, mean, cov):
+def stats_mvn_logpdf(x, mean, cov):
     from scipy.stats import multivariate_normal
     return _like(multivariate_normal.logpdf(x, mean, cov), np.asarray(x) + mean)
 
 
-def mvn_logpdf_adjoint(gradient, x, mean, cov, k):
+def stats_mvn_logpdf_adjoint(gradient, x, mean, cov, k):
     """Adjoint of multivariate_normal.logpdf(x, mean, cov) (rows of x are points) w.r.t. x (k=0),
     mean (1) or cov (2): with alpha = cov^-1 (x - mean), d/dx = -alpha, d/dmean = alpha,
     d/dcov = (alpha alpha^T - cov^-1) / 2 (symmetric), each scaled by its point's gradient."""

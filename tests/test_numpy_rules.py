@@ -565,11 +565,7 @@ def test_groups_python(f, make, wrt):
     check(f, make(), wrt=wrt, rtol=1e-4, atol=1e-5)
 
 
-CPU_CHECKED = {"c_shapes", "c_reductions", "c_special", "c_linalg"}     # the groups below whose compiled versions have been verified
-
-
-@pytest.mark.parametrize("f,make,wrt", [c for c in CPU_CASES if c[0].__name__ in CPU_CHECKED],
-                         ids=lambda c: getattr(c, "__name__", ""))
+@pytest.mark.parametrize("f,make,wrt", CPU_CASES, ids=lambda c: getattr(c, "__name__", ""))
 def test_groups_cpu(f, make, wrt):
     check(f, make(), wrt=wrt, target="cpu", rtol=1e-4, atol=1e-5)
 

@@ -977,6 +977,12 @@ def _np_hsplit_ov(x, indices_or_sections):
 
 # ---- products ------------------------------------------------------------------------------------
 
+@numba.njit(cache=True)
+def np_kron(a, b):
+    """np.kron of views too (Numba's takes C or F arrays only)."""
+    return np.kron(np.ascontiguousarray(a), np.ascontiguousarray(b))
+
+
 def kron_adjoint(gradient, a, b, k):
     return runtime.kron_adjoint(gradient, a, b, k)
 
@@ -1260,31 +1266,31 @@ def _logsumexp_adjoint_ov(gradient, x, result, axis, keepdims):
 
 
 @numba.njit(cache=True)
-def norm_logpdf(x, loc=0.0, scale=1.0):
+def stats_norm_logpdf(x, loc=0.0, scale=1.0):
     z = (x - loc) / scale
     return -0.5 * z * z - np.log(scale) - 0.9189385332046727        # log sqrt(2 pi)
 
 
 @numba.njit(cache=True)
-def norm_pdf(x, loc=0.0, scale=1.0):
+def stats_norm_pdf(x, loc=0.0, scale=1.0):
     z = (x - loc) / scale
     return np.exp(-0.5 * z * z) * 0.3989422804014327 / scale
 
 
 @numba.njit(cache=True)
-def norm_cdf(x, loc=0.0, scale=1.0):
+def stats_norm_cdf(x, loc=0.0, scale=1.0):
     return 0.5 * special_erfc(-(x - loc) / scale * 0.7071067811865476)
 
 
 @numba.njit(cache=True)
-def t_logpdf(x, df, loc=0.0, scale=1.0):
+def stats_t_logpdf(x, df, loc=0.0, scale=1.0):
     z = (x - loc) / scale
     return (special_gammaln(0.5 * (df + 1.0)) - special_gammaln(0.5 * df) - 0.5 * np.log(df * math.pi)
             - np.log(scale) - 0.5 * (df + 1.0) * np.log1p(z * z / df))
 
 
 @numba.njit(cache=True)
-def t_logpdf_adjoint(gradient, x, df, loc, scale, k):
+def stats_t_logpdf_adjoint(gradient, x, df, loc, scale, k):
     z = (x - loc) / scale
     q = df + z * z
     if k == 0:
@@ -1297,11 +1303,11 @@ def t_logpdf_adjoint(gradient, x, df, loc, scale, k):
                              - np.log1p(z * z / df) + (df + 1.0) * z * z / (df * q))
 
 
-def mvn_logpdf(x, mean, cov):
-    return runtime.mvn_logpdf(x, mean, cov)
+def stats_mvn_logpdf(x, mean, cov):
+    return runtime.stats_mvn_logpdf(x, mean, cov)
 
 
-@overload(mvn_logpdf)
+@overload(stats_mvn_logpdf)
 def _mvn_logpdf_ov(x, mean, cov):
     """-(d log 2 pi + log det cov + r^T cov^-1 r) / 2 for each point r = x - mean."""
     def impl(x, mean, cov):
@@ -1333,8 +1339,8 @@ def _mvn_shape_ov(out, x):
     return lambda out, x: out
 
 
-def mvn_logpdf_adjoint(gradient, x, mean, cov, k):
-    return runtime.mvn_logpdf_adjoint(gradient, x, mean, cov, k)
+def stats_mvn_logpdf_adjoint(gradient, x, mean, cov, k):
+    return runtime.stats_mvn_logpdf_adjoint(gradient, x, mean, cov, k)
 
 
 @register_jitable
@@ -1344,7 +1350,7 @@ def _mvn_alpha(x, mean, cov):
     return points, np.ascontiguousarray(np.linalg.solve(cov, np.ascontiguousarray(r.T)).T)
 
 
-@overload(mvn_logpdf_adjoint, prefer_literal=True)
+@overload(stats_mvn_logpdf_adjoint, prefer_literal=True)
 def _mvn_logpdf_adjoint_ov(gradient, x, mean, cov, k):
     """alpha = cov^-1 (x - mean) per point: d/dx = -g alpha, d/dmean = sum g alpha,
     d/dcov = (sum g alpha alpha^T - sum(g) cov^-1) / 2."""
