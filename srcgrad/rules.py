@@ -226,6 +226,10 @@ def register_tangent(*functions):
                 raise SrcgradError(f"register_tangent({getattr(function, '__name__', function)}): "
                                    "register its adjoint template (register_adjoint) first")
             rule.tangent = tangent
+            # the tangent template decides generated forward code too (cache key)
+            rule.fingerprint = rule.fingerprint.split("\0tangent\0")[0] + "\0tangent\0" + \
+                _source_or_name(template)
+            _REGISTRY_VERSION[0] += 1
         return template
     return decorate
 

@@ -9,6 +9,7 @@ import scipy.special as special
 import scipy.stats as stats
 
 import srcgrad
+from srcgrad import d
 from test_forward import check_hvp, check_jvp
 
 
@@ -121,9 +122,24 @@ def grouped(X, v):
         np.sum(stats.norm.logpdf(v, 0.2, 1.3)) + np.sum(np.diff(v))
 
 
+# (~150 s to compile on a shared 2-core machine: -m slow; grouped_small runs by default)
+@pytest.mark.slow
 def test_jvp_cpu_grouped():
     r = np.random.default_rng(12)
     check_jvp(grouped, (r.uniform(0.2, 0.9, (3, 3)), r.uniform(0.2, 0.9, 3)), (0, 1), "cpu")
+
+
+def grouped_small(X, v):
+    a = np.add(X, 1.0) * np.multiply(X, X) + np.arcsinh(X) + np.logaddexp(X, 0.5)
+    b = np.cumsum(X, axis=0) + np.var(X, axis=1, keepdims=True) + np.triu(X)
+    S = X @ X.T + 3.0 * np.eye(3)
+    e = np.linalg.solve(S, v) + np.sum(np.linalg.cholesky(S))
+    return np.sum(a * b) + np.sum(e * special.expit(v)) + np.sum(stats.norm.logpdf(v, 0.2, 1.3))
+
+
+def test_jvp_cpu_grouped_small():
+    r = np.random.default_rng(12)
+    check_jvp(grouped_small, (r.uniform(0.2, 0.9, (3, 3)), r.uniform(0.2, 0.9, 3)), (0, 1), "cpu")
 
 
 # ---- hvp: reverse mode over the generated tangent code -----------------------------------------
@@ -139,7 +155,8 @@ def hvp_linalg(A, b):
 
 
 def hvp_moments(X):
-    return np.sum(np.var(X, axis=0) ** 2) + np.std(X) * np.var(X, ddof=1)
+    s = np.sort(X * X, axis=1) * np.cumsum(X, axis=0)
+    return np.sum(np.var(X, axis=0) ** 2) + np.std(X) * np.var(X, ddof=1) + np.sum(s * s)
 
 
 def hvp_einsum(A, B):
@@ -182,3 +199,38 @@ def test_cumprod_has_no_tangent_rule_yet():
         return np.sum(np.cumprod(x))
     with pytest.raises(srcgrad.SrcgradError, match="no tangent rule"):
         srcgrad.jvp(f, target="python")(np.ones(3), np.ones(3))
+
+
+# ---- a user's tangent template is part of the generated modules' cache key -----------------------
+
+def _cube(x):
+    return x * x * x
+
+
+def _cube_adjoint(result, x):
+    d[x] += d[result] * 3.0 * x * x
+
+
+def _cube_tangent(result, x):
+    d[result] += d[x] * 3.0 * x * x
+
+
+def _cube_tangent_wrong(result, x):
+    d[result] += d[x] * 2.0 * x * x
+
+
+def test_tangent_template_changes_the_registry_fingerprint():
+    from srcgrad import rules
+    srcgrad.register_adjoint(_cube)(_cube_adjoint)
+    try:
+        without = rules.registry_fingerprint()
+        srcgrad.register_tangent(_cube)(_cube_tangent)
+        right = rules.registry_fingerprint()
+        srcgrad.register_tangent(_cube)(_cube_tangent_wrong)
+        wrong = rules.registry_fingerprint()
+        assert len({without, right, wrong}) == 3
+        srcgrad.register_tangent(_cube)(_cube_tangent)
+        assert rules.registry_fingerprint() == right
+    finally:
+        rules.REGISTRY.pop(_cube, None)
+        rules._REGISTRY_VERSION[0] += 1
