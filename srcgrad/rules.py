@@ -1394,6 +1394,13 @@ def _pad(result, array, pad_width, mode="constant", constant_values=0.0):
 _library(np.pad, "np_pad", _pad, _pad_kind)
 
 
+# the padding's tangent is the constant's: 1 where padded, 0 on the array
+@register_tangent(np.pad)
+def _pad_tangent(result, array, pad_width, mode="constant", constant_values=0.0):
+    d[result] += np.pad(d[array], pad_width)
+    d[result] += d[constant_values] * np.pad(np.zeros_like(array), pad_width, constant_values=1.0)
+
+
 def _sort_kind(a, axis=-1, kind=None, order=None):
     if order is not None or (kind is not None and kind != "stable"):
         raise TypeError("np.sort: only axis (and kind='stable') are supported")
