@@ -1755,8 +1755,8 @@ _library(np.linalg.eigh, None, _eigh,
          _square_kind("np.linalg.eigh", lambda a: K.tuple_of([K.array(1), K.array(2)])))
 
 
-# Forward mode (np.linalg.eigh has no tangent template yet). The tangents are written with
-# functions that have adjoint templates, so hvp (reverse mode over them) works too.
+# Forward mode. The tangents are written with functions that have adjoint templates, so hvp
+# (reverse mode over them) works too.
 @register_tangent(np.linalg.inv)
 def _inv_tangent(result, a):
     d[result] -= result @ d[a] @ result
@@ -1786,6 +1786,18 @@ def _cholesky_tangent(result, a):
     da = np.tril(d[a]) + np.tril(d[a], -1).T
     p = np.linalg.solve(result, np.linalg.solve(result, da).T)
     d[result] += result @ (np.tril(p) - 0.5 * p * np.eye(a.shape[0]))
+
+
+# (w, V) = eigh(A), distinct eigenvalues: with P = V^T dA V, dw = diag(P) and dV = V (F o P),
+# F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it. eigh reads A's lower triangle (as cholesky).
+@register_tangent(np.linalg.eigh)
+def _eigh_tangent(result, a):
+    w = result[0]
+    v = result[1]
+    da = np.tril(d[a]) + np.tril(d[a], -1).T
+    p = v.T @ da @ v
+    f = 1.0 / (w - np.reshape(w, (a.shape[0], 1)) + np.eye(a.shape[0])) - np.eye(a.shape[0])
+    d[result] += (np.diag(p), v @ (f * p))
 
 
 def _norm_kind(x, ord=None, axis=None, keepdims=False):

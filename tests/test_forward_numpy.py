@@ -66,6 +66,11 @@ def linalg(A, b):
     return np.sum(np.linalg.inv(A) * L) + np.sum(x * x) + np.linalg.det(A) + sign * logdet
 
 
+def eigh_program(A):
+    w, V = np.linalg.eigh(A)      # sign-invariant uses of the eigenvectors (their signs are arbitrary)
+    return np.sum(w * w * w) + np.sum((V * V) @ np.arange(4.0)) + np.sum(V[:, 0:1] @ V[:, 0:1].T * A)
+
+
 def cholesky_lower(A):
     return np.linalg.cholesky(A)        # reads A's lower triangle only (A not symmetric here)
 
@@ -97,6 +102,7 @@ PROGRAMS = [
      (0, 1, 2)),
     (linalg, lambda r: (r.standard_normal((4, 4)) + 3.0 * np.eye(4), r.standard_normal(4)), (0, 1)),
     (cholesky_lower, lambda r: (_spd(r),), 0),
+    (eigh_program, lambda r: (_spd(r),), 0),
     (special_functions, lambda r: (r.uniform(0.2, 0.8, 3), r.uniform(0.2, 0.8, 3)), (0, 1)),
     (distributions, lambda r: (r.standard_normal(4), r.standard_normal(4), r.uniform(0.5, 2.0, 4)),
      (0, 1, 2)),
@@ -150,7 +156,9 @@ def hvp_logsumexp(x):
 def hvp_linalg(A, b):
     S = A @ A.T + 4.0 * np.eye(3)
     L = np.linalg.cholesky(S)
-    return np.sum(np.linalg.solve(S, b) * b) + np.sum(L * L * L)
+    w, V = np.linalg.eigh(S)
+    return np.sum(np.linalg.solve(S, b) * b) + np.sum(L * L * L) + np.sum(w * w * w) + \
+        np.sum((V * V) @ b)
 
 
 def hvp_moments(X):
