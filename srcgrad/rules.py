@@ -1991,6 +1991,18 @@ def _t_logpdf(result, x, df, loc=0.0, scale=1.0):
     d[scale] += t_logpdf_adjoint(d[result], x, df, loc, scale, 3)
 
 
+# log t(x; v, loc, s) = gammaln((v+1)/2) - gammaln(v/2) - log(v pi)/2 - log s - (v+1)/2 log(1 + z^2/v)
+# with z = (x - loc) / s; written with plain NumPy and special_digamma (both differentiable: hvp)
+def _t_logpdf_tangent(result, x, df, loc=0.0, scale=1.0):
+    z = (x - loc) / scale
+    q = (df + 1.0) * z / (scale * (df + z * z))
+    d[result] -= d[x] * q
+    d[result] += d[loc] * q
+    d[result] += d[scale] * (q * z - 1.0 / scale)
+    d[result] += d[df] * (0.5 * (special_digamma(0.5 * df + 0.5) - special_digamma(0.5 * df)) - 0.5 / df
+                          - 0.5 * np.log1p(z * z / df) + 0.5 * (df + 1.0) * z * z / (df * (df + z * z)))
+
+
 def _mvn_kind(x, mean, cov, **kw):
     if kw or not (x.is_array and x.ndim in (1, 2) and mean.is_array and mean.ndim == 1
                   and cov.is_array and cov.ndim == 2):
@@ -2038,6 +2050,7 @@ def _register_scipy():
     _library(stats.norm.cdf, "norm_cdf", _norm_cdf, _stats_kind, elementwise=True)
     register_tangent(stats.norm.cdf)(_norm_cdf_tangent)
     _library(stats.t.logpdf, "t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
+    register_tangent(stats.t.logpdf)(_t_logpdf_tangent)
     _library(stats.multivariate_normal.logpdf, "mvn_logpdf", _mvn_logpdf, _mvn_kind)
     return True
 

@@ -84,7 +84,8 @@ def special_functions(x, y):
 
 def distributions(x, loc, scale):
     a = stats.norm.logpdf(x, loc, scale) + stats.norm.pdf(x, loc, scale) * stats.norm.cdf(x, loc, scale)
-    return a + stats.norm.logpdf(x) + stats.norm.cdf(x, loc=loc) + stats.norm.pdf(x, scale=scale)
+    b = stats.t.logpdf(x, 2.0 + scale, loc, scale) + stats.t.logpdf(x, 3.0)
+    return a + b + stats.norm.logpdf(x) + stats.norm.cdf(x, loc=loc) + stats.norm.pdf(x, scale=scale)
 
 
 def _spd(r, n=4):
@@ -172,7 +173,8 @@ def hvp_einsum(A, B):
 
 
 def hvp_special(x):
-    return np.sum(special.gammaln(x) * special.expit(x) + special.erf(x) + stats.norm.logpdf(x, 0.3, 1.2))
+    return np.sum(special.gammaln(x) * special.expit(x) + special.erf(x) + stats.norm.logpdf(x, 0.3, 1.2)
+                  + stats.t.logpdf(x, x + 1.0, 0.2, x))
 
 
 HVP_PROGRAMS = [
