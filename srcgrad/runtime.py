@@ -341,8 +341,8 @@ LIBRARY_HELPERS = (
     # shape work
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
-    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "sort_tangent", "np_meshgrid", "meshgrid_adjoint",
-    "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
+    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
+    "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort", "sort_tangent",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
     "kron_adjoint",
