@@ -415,7 +415,27 @@ class ForwardBuilder:
         self.lowered = lowered      # False: plain NumPy source for a second transformation (hvp)
         self.jvps = {}
         if not lowered:             # primal helpers too: no runtime helpers, no np.float32 literals
-            self.base.finish = lambda stmts, analysis: stmts
+            self.base.finish = lambda stmts, analysis: self._name_library_calls(stmts)
+
+    def _name_library_calls(self, stmts):
+        """SciPy calls in plain (unlowered) tangent code: the generated module does not have the
+        user's ``special``/``stats`` names, so each such call names the function through the
+        module's externals (``_scipy_special_logsumexp = external(...)``), which the second
+        (reverse-mode) transformation resolves to the SciPy function and its rule."""
+        import re
+        for node in ast.walk(ast.Module(body=stmts, type_ignores=[])):
+            callee = getattr(node, "callee", None)
+            if not (isinstance(node, ast.Call) and callee is not None and not isinstance(callee, str)
+                    and rules.library_helper(callee) is not None and rules._is_scipy(callee)):
+                continue
+            owner = getattr(callee, "__self__", None)
+            label = (f"scipy.{type(owner).__name__}.{callee.__name__}" if owner is not None
+                     else f"scipy.{callee.__name__}")
+            name = "_" + re.sub(r"\W", "_", label)
+            rules.EXTERNALS[label] = callee
+            self.base.externals[name] = label
+            node.func = name_load(name)
+        return stmts
 
     def helper_jvp(self, caller_unit):
         def jvp(callee, arg_kinds, active, stmt):
@@ -494,6 +514,8 @@ class ForwardBuilder:
         body = copies + stmts + [tail]
         if self.lowered:
             body = base.finish(body, analysis)
+        else:
+            body = self._name_library_calls(body)
             if self.target == "cpu":
                 (body,) = lower_for_cpu([body], analysis)
         params = unit.params + [tangent_name(p, unit.names.generated) for p in wrt]

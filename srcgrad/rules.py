@@ -226,6 +226,10 @@ def register_tangent(*functions):
                 raise SrcgradError(f"register_tangent({getattr(function, '__name__', function)}): "
                                    "register its adjoint template (register_adjoint) first")
             rule.tangent = tangent
+            # the tangent template decides generated forward code too (cache key)
+            rule.fingerprint = rule.fingerprint.split("\0tangent\0")[0] + "\0tangent\0" + \
+                _source_or_name(template)
+            _REGISTRY_VERSION[0] += 1
         return template
     return decorate
 
@@ -880,9 +884,19 @@ def reciprocal(result, x):
     d[x] -= d[result] * result * result
 
 
+@register_tangent(np.reciprocal)
+def reciprocal_tangent(result, x):
+    d[result] -= d[x] * result * result
+
+
 @register_adjoint(np.exp2)
 def exp2(result, x):
     d[x] += d[result] * result * 0.6931471805599453       # ln 2
+
+
+@register_tangent(np.exp2)
+def exp2_tangent(result, x):
+    d[result] += d[x] * result * 0.6931471805599453
 
 
 @register_adjoint(math.asinh, np.arcsinh)
@@ -890,9 +904,19 @@ def arcsinh(result, x):
     d[x] += d[result] / np.sqrt(x * x + 1.0)
 
 
+@register_tangent(math.asinh, np.arcsinh)
+def arcsinh_tangent(result, x):
+    d[result] += d[x] / np.sqrt(x * x + 1.0)
+
+
 @register_adjoint(math.acosh, np.arccosh)
 def arccosh(result, x):
     d[x] += d[result] / np.sqrt(x * x - 1.0)
+
+
+@register_tangent(math.acosh, np.arccosh)
+def arccosh_tangent(result, x):
+    d[result] += d[x] / np.sqrt(x * x - 1.0)
 
 
 @register_adjoint(math.atanh, np.arctanh)
@@ -900,14 +924,29 @@ def arctanh(result, x):
     d[x] += d[result] / (1.0 - x * x)
 
 
+@register_tangent(math.atanh, np.arctanh)
+def arctanh_tangent(result, x):
+    d[result] += d[x] / (1.0 - x * x)
+
+
 @register_adjoint(math.radians, np.deg2rad, np.radians)
 def deg2rad(result, x):
     d[x] += d[result] * 0.017453292519943295              # pi / 180
 
 
+@register_tangent(math.radians, np.deg2rad, np.radians)
+def deg2rad_tangent(result, x):
+    d[result] += d[x] * 0.017453292519943295
+
+
 @register_adjoint(math.degrees, np.rad2deg, np.degrees)
 def rad2deg(result, x):
     d[x] += d[result] * 57.29577951308232                 # 180 / pi
+
+
+@register_tangent(math.degrees, np.rad2deg, np.degrees)
+def rad2deg_tangent(result, x):
+    d[result] += d[x] * 57.29577951308232
 
 
 # sinc(x) = sin(pi x) / (pi x): derivative (cos(pi x) - sinc(x)) / x, which is 0 at x = 0
@@ -917,8 +956,16 @@ def sinc(result, x):
     d[x] += d[result] * (np.cos(3.141592653589793 * x) - result) / (x + (x == 0.0))
 
 
+# (hvp differentiates this expression again: exact except at x == 0 itself, where the mask makes
+# the second derivative 0 instead of -pi^2/3)
+@register_tangent(np.sinc)
+def sinc_tangent(result, x):
+    d[result] += d[x] * (np.cos(3.141592653589793 * x) - result) / (x + (x == 0.0))
+
+
 # real and imaginary parts of real inputs (complex arrays are refused as arguments)
 register_adjoint(np.real, kind=same_kind)(copy_)
+register_tangent(np.real)(copy_tangent)
 register_zero_derivative(np.imag, kind=lambda x: K.broadcast(x, dtype="float"))
 
 
@@ -930,6 +977,11 @@ register_adjoint(np.subtract)(sub)
 register_adjoint(np.multiply)(mul)
 register_adjoint(np.divide, np.true_divide)(truediv)
 register_adjoint(np.float_power)(power)
+register_tangent(np.add)(add_tangent)
+register_tangent(np.subtract)(sub_tangent)
+register_tangent(np.multiply)(mul_tangent)
+register_tangent(np.divide, np.true_divide)(truediv_tangent)
+register_tangent(np.float_power)(power_tangent)
 
 
 @register_adjoint(np.logaddexp)
@@ -938,10 +990,22 @@ def logaddexp(result, x, y):
     d[y] += d[result] * np.exp(y - result)
 
 
+@register_tangent(np.logaddexp)
+def logaddexp_tangent(result, x, y):
+    d[result] += d[x] * np.exp(x - result)
+    d[result] += d[y] * np.exp(y - result)
+
+
 @register_adjoint(np.logaddexp2)
 def logaddexp2(result, x, y):
     d[x] += d[result] * np.exp2(x - result)
     d[y] += d[result] * np.exp2(y - result)
+
+
+@register_tangent(np.logaddexp2)
+def logaddexp2_tangent(result, x, y):
+    d[result] += d[x] * np.exp2(x - result)
+    d[result] += d[y] * np.exp2(y - result)
 
 
 # --- reductions and cumulative operations -------------------------------------------------------
@@ -980,6 +1044,13 @@ _library(np.cumsum, "np_cumsum", _cumsum, _cumulative_kind)
 _library(np.cumprod, "np_cumprod", _cumprod, _cumulative_kind)
 
 
+# (forward mode: the linear functions in this section have the same call on the tangent as
+# tangent; np.cumprod has none yet: its tangent divides by x, wrong where x is 0)
+@register_tangent(np.cumsum)
+def _cumsum_tangent(result, x, axis=None):
+    d[result] += np.cumsum(d[x], axis=axis)
+
+
 def _diff_kind(x, n=1, axis=-1, **kw):
     if not x.is_array:
         raise TypeError("np.diff needs an array")
@@ -994,6 +1065,11 @@ def _diff(result, x, n=1, axis=-1):
 
 
 _library(np.diff, "np_diff", _diff, _diff_kind)
+
+
+@register_tangent(np.diff)
+def _diff_tangent(result, x, n=1, axis=-1):
+    d[result] += np.diff(d[x], n, axis)
 
 
 def _moment_kind(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
@@ -1017,6 +1093,25 @@ _library(np.var, "np_var", _var, _moment_kind)
 _library(np.std, "np_std", _std, _moment_kind)
 
 
+# reduced_count is an int (the number of elements combined): constant for hvp
+register_zero_derivative(reduced_count, kind=lambda x, axis: K.INT)
+
+
+# d var = 2 mean((x - mean x) dx) n / (n - ddof); d std = d var / (2 std)
+@register_tangent(np.var)
+def _var_tangent(result, x, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    n = reduced_count(x, axis)
+    d[result] += np.mean((x - np.mean(x, axis=axis, keepdims=True)) * d[x], axis=axis,
+                         keepdims=keepdims) * (2.0 * n / (n - ddof))
+
+
+@register_tangent(np.std)
+def _std_tangent(result, x, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    n = reduced_count(x, axis)
+    d[result] += np.mean((x - np.mean(x, axis=axis, keepdims=True)) * d[x], axis=axis,
+                         keepdims=keepdims) * (n / (n - ddof)) / result
+
+
 def _matrix_kind(what, result_ndim):
     def kind(x, *rest, **kw):
         if not (x.is_array and x.ndim == 2):
@@ -1032,10 +1127,15 @@ def _trace(result, x, offset=0):
 _library(np.trace, None, _trace, _matrix_kind("np.trace", 0))
 
 
+@register_tangent(np.trace)
+def _trace_tangent(result, x, offset=0):
+    d[result] += np.trace(d[x], offset)
+
+
 # --- shape work ---------------------------------------------------------------------------------
 
 from .runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
-                      repeat_adjoint, roll_adjoint, sort_adjoint, split_adjoint, tile_adjoint,
+                      repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
                       vstack_part, np_flip, np_rot90)
 
 
@@ -1052,11 +1152,21 @@ def _diag(result, v, k=0):
 _library(np.diag, None, _diag, _diag_kind)
 
 
+@register_tangent(np.diag)
+def _diag_tangent(result, v, k=0):
+    d[result] += np.diag(d[v], k)
+
+
 def _diagonal(result, x, offset=0):
     d[x] += diag_adjoint(d[result], x, offset)
 
 
 _library(np.diagonal, "np_diagonal", _diagonal, _matrix_kind("np.diagonal", 1))
+
+
+@register_tangent(np.diagonal)
+def _diagonal_tangent(result, x, offset=0):
+    d[result] += np.diagonal(d[x], offset)
 
 
 def _triu(result, m, k=0):
@@ -1069,6 +1179,16 @@ def _tril(result, m, k=0):
 
 _library(np.triu, None, _triu, _matrix_kind("np.triu", 2))
 _library(np.tril, None, _tril, _matrix_kind("np.tril", 2))
+
+
+@register_tangent(np.triu)
+def _triu_tangent(result, m, k=0):
+    d[result] += np.triu(d[m], k)
+
+
+@register_tangent(np.tril)
+def _tril_tangent(result, m, k=0):
+    d[result] += np.tril(d[m], k)
 
 
 def _same_ndim(x, *rest, **kw):
@@ -1094,6 +1214,11 @@ def _roll(result, x, shift, axis=None):
 _library(np.roll, "np_roll", _roll, _roll_kind)
 
 
+@register_tangent(np.roll)
+def _roll_tangent(result, x, shift, axis=None):
+    d[result] += np.roll(d[x], shift, axis)
+
+
 def _flip_kind(m, axis=None):
     if not isinstance(axis, tuple):
         _axis_value(m, axis, "np.flip")
@@ -1117,6 +1242,21 @@ _library(np.flipud, None, _flipud, _same_ndim)
 _library(np.fliplr, None, _fliplr, _matrix_kind("np.fliplr", 2))
 
 
+@register_tangent(np.flip)
+def _flip_tangent(result, m, axis=None):
+    d[result] += np.flip(d[m], axis)
+
+
+@register_tangent(np.flipud)
+def _flipud_tangent(result, m):
+    d[result] += np.flipud(d[m])
+
+
+@register_tangent(np.fliplr)
+def _fliplr_tangent(result, m):
+    d[result] += np.fliplr(d[m])
+
+
 def _rot90_kind(m, k=1, axes=(0, 1)):
     if isinstance(k, K.Kind) or not isinstance(axes, tuple):
         raise TypeError("np.rot90: k and axes must be constants")
@@ -1128,6 +1268,11 @@ def _rot90(result, m, k=1, axes=(0, 1)):
 
 
 _library(np.rot90, "np_rot90", _rot90, _rot90_kind)
+
+
+@register_tangent(np.rot90)
+def _rot90_tangent(result, m, k=1, axes=(0, 1)):
+    d[result] += np.rot90(d[m], k, axes)
 
 
 def _repeat_kind(a, repeats, axis=None):
@@ -1143,6 +1288,11 @@ def _repeat(result, a, repeats, axis=None):
 
 
 _library(np.repeat, "np_repeat", _repeat, _repeat_kind)
+
+
+@register_tangent(np.repeat)
+def _repeat_tangent(result, a, repeats, axis=None):
+    d[result] += np.repeat(d[a], repeats, axis)
 
 
 def _tile_kind(a, reps):
@@ -1161,6 +1311,11 @@ def _tile(result, a, reps):
 _library(np.tile, "np_tile", _tile, _tile_kind)
 
 
+@register_tangent(np.tile)
+def _tile_tangent(result, a, reps):
+    d[result] += np.tile(d[a], reps)
+
+
 def _squeeze_kind(a, axis=None):
     if axis is None or isinstance(axis, K.Kind):
         raise TypeError("np.squeeze needs a constant axis= (srcgrad specializes on the number of "
@@ -1176,6 +1331,11 @@ def _squeeze(result, a, axis=None):
 _library(np.squeeze, "np_squeeze", _squeeze, _squeeze_kind)
 
 
+@register_tangent(np.squeeze)
+def _squeeze_tangent(result, a, axis=None):
+    d[result] += np.squeeze(d[a], axis)
+
+
 def _swapaxes(result, a, axis1, axis2):
     d[a] += np.swapaxes(d[result], axis1, axis2)
 
@@ -1186,6 +1346,16 @@ def _moveaxis(result, a, source, destination):
 
 _library(np.swapaxes, None, _swapaxes, _same_ndim)
 _library(np.moveaxis, None, _moveaxis, _same_ndim)
+
+
+@register_tangent(np.swapaxes)
+def _swapaxes_tangent(result, a, axis1, axis2):
+    d[result] += np.swapaxes(d[a], axis1, axis2)
+
+
+@register_tangent(np.moveaxis)
+def _moveaxis_tangent(result, a, source, destination):
+    d[result] += np.moveaxis(d[a], source, destination)
 
 
 def _append_kind(arr, values, axis=None):
@@ -1200,6 +1370,12 @@ def _append(result, arr, values, axis=None):
 
 
 _library(np.append, None, _append, _append_kind)
+
+
+@register_tangent(np.append)
+def _append_tangent(result, arr, values, axis=None):
+    d[result] += np.append(d[arr], np.zeros_like(values), axis)
+    d[result] += np.append(np.zeros_like(arr), d[values], axis)
 
 
 def _pad_kind(array, pad_width, mode="constant", constant_values=0.0, **kw):
@@ -1218,6 +1394,13 @@ def _pad(result, array, pad_width, mode="constant", constant_values=0.0):
 _library(np.pad, "np_pad", _pad, _pad_kind)
 
 
+# the padding's tangent is the constant's: 1 where padded, 0 on the array
+@register_tangent(np.pad)
+def _pad_tangent(result, array, pad_width, mode="constant", constant_values=0.0):
+    d[result] += np.pad(d[array], pad_width)
+    d[result] += d[constant_values] * np.pad(np.zeros_like(array), pad_width, constant_values=1.0)
+
+
 def _sort_kind(a, axis=-1, kind=None, order=None):
     if order is not None or (kind is not None and kind != "stable"):
         raise TypeError("np.sort: only axis (and kind='stable') are supported")
@@ -1231,6 +1414,21 @@ def _sort(result, a, axis=-1, kind=None, order=None):
 
 
 _library(np.sort, "np_sort", _sort, _sort_kind)
+
+
+# the tangent is gathered in sorted order (runtime.sort_tangent); for hvp, its adjoint in the
+# tangent is sort_adjoint, and the order itself is piecewise constant in x (no term)
+@register_tangent(np.sort)
+def _sort_tangent(result, a, axis=-1, kind=None, order=None):
+    d[result] += sort_tangent(d[a], a, axis)
+
+
+def _sort_tangent_adjoint(result, tangent, x, axis):
+    d[tangent] += sort_adjoint(d[result], x, axis)
+
+
+_register_rule([sort_tangent], _sort_tangent_adjoint, elementwise=False,
+               kind=lambda tangent, x, axis: K.array(1) if axis is None else _same_ndim(x))
 
 
 def _linspace_kind(start, stop, num=50, endpoint=True, **kw):
@@ -1249,6 +1447,13 @@ def _linspace(result, start, stop, num=50, endpoint=True):
 
 
 _library(np.linspace, None, _linspace, _linspace_kind)
+
+
+@register_tangent(np.linspace)
+def _linspace_tangent(result, start, stop, num=50, endpoint=True):
+    t = np.linspace(0.0, 1.0, num)
+    d[result] += d[start] * (1.0 - t)
+    d[result] += d[stop] * t
 
 
 def _meshgrid_kind(x, y, indexing="xy", **kw):
@@ -1297,6 +1502,11 @@ _library(np.split, "np_split", _split, _split_kind("np.split"))
 _library(np.array_split, "np_array_split", _split, _split_kind("np.array_split"))
 _library(np.vsplit, "np_split", _vsplit, _split_kind("np.vsplit"))
 _library(np.hsplit, "np_hsplit", _hsplit, _split_kind("np.hsplit"))
+
+
+@register_tangent(np.split, np.array_split)
+def _split_tangent(result, ary, indices_or_sections, axis=0):
+    d[result] += np.split(d[ary], indices_or_sections, axis)
 
 TUPLE_ARGUMENT_RULES[np.vstack] = "vstack_part"
 LIBRARY_CALLS[np.vstack] = "np_vstack"        # Numba's needs parts of one ndim (1-d parts are rows)
@@ -1364,6 +1574,42 @@ REGISTRY[np.einsum] = _EinsumRule()
 LIBRARY_CALLS[np.einsum] = "np_einsum"
 
 
+# einsum is multilinear: one term per varying operand, the same subscripts
+def _einsum2_tangent(result, subscripts, a, b):
+    d[result] += np.einsum(subscripts, d[a], b)
+    d[result] += np.einsum(subscripts, a, d[b])
+
+
+def _einsum1_tangent(result, subscripts, a):
+    d[result] += np.einsum(subscripts, d[a])
+
+
+def _einsum3_tangent(result, subscripts, a, b, c):
+    d[result] += np.einsum(subscripts, d[a], b, c)
+    d[result] += np.einsum(subscripts, a, d[b], c)
+    d[result] += np.einsum(subscripts, a, b, d[c])
+
+
+class _EinsumTangent(TangentRule):
+    """The tangent template that matches the call's operand count (as _EinsumRule does)."""
+
+    def __init__(self):
+        super().__init__(_einsum2_tangent)
+        self.name = "einsum_tangent"
+        self._by_count = {1: TangentRule(_einsum1_tangent), 2: TangentRule(_einsum2_tangent),
+                          3: TangentRule(_einsum3_tangent)}
+
+    def bind(self, result, args, keywords):
+        rule = self._by_count.get(len(args) - 1)
+        if rule is None:
+            raise SrcgradError("np.einsum is supported with one, two or three operands")
+        self.body = rule.body
+        return rule.bind(result, args, keywords)
+
+
+REGISTRY[np.einsum].tangent = _EinsumTangent()
+
+
 def _tensordot_kind(a, b, axes=2):
     if isinstance(axes, K.Kind):         # a pair of tuples of axes (written to temporaries)
         if not (axes.cls == "tuple" and len(axes.items) == 2
@@ -1385,6 +1631,12 @@ def _tensordot(result, a, b, axes=2):
 _library(np.tensordot, "np_tensordot", _tensordot, _tensordot_kind)
 
 
+@register_tangent(np.tensordot)
+def _tensordot_tangent(result, a, b, axes=2):
+    d[result] += np.tensordot(d[a], b, axes)
+    d[result] += np.tensordot(a, d[b], axes)
+
+
 def _inner_kind(a, b):
     if not a.is_array or not b.is_array:
         return K.array(max(a.ndim, b.ndim))
@@ -1397,6 +1649,12 @@ def _inner(result, a, b):
 
 
 _library(np.inner, "np_inner", _inner, _inner_kind)
+
+
+@register_tangent(np.inner)
+def _inner_tangent(result, a, b):
+    d[result] += np.inner(d[a], b)
+    d[result] += np.inner(a, d[b])
 
 
 def _kron_kind(a, b):
@@ -1413,6 +1671,12 @@ def _kron(result, a, b):
 _library(np.kron, "np_kron", _kron, _kron_kind)
 
 
+@register_tangent(np.kron)
+def _kron_tangent(result, a, b):
+    d[result] += np.kron(d[a], b)
+    d[result] += np.kron(a, d[b])
+
+
 def _cross_kind(a, b, **kw):
     if kw:
         raise TypeError("np.cross: the axis arguments are not supported (vectors are the last axis)")
@@ -1426,6 +1690,12 @@ def _cross(result, a, b):
 
 
 _register_rule([np.cross], _cross, kind=_cross_kind)
+
+
+@register_tangent(np.cross)
+def _cross_tangent(result, a, b):
+    d[result] += np.cross(d[a], b)
+    d[result] += np.cross(a, d[b])
 
 
 # --- linear algebra (np.linalg) -----------------------------------------------------------------
@@ -1485,6 +1755,51 @@ _library(np.linalg.eigh, None, _eigh,
          _square_kind("np.linalg.eigh", lambda a: K.tuple_of([K.array(1), K.array(2)])))
 
 
+# Forward mode. The tangents are written with functions that have adjoint templates, so hvp
+# (reverse mode over them) works too.
+@register_tangent(np.linalg.inv)
+def _inv_tangent(result, a):
+    d[result] -= result @ d[a] @ result
+
+
+@register_tangent(np.linalg.solve)
+def _solve_tangent(result, a, b):
+    d[result] += np.linalg.solve(a, d[b])
+    d[result] -= np.linalg.solve(a, d[a] @ result)
+
+
+# d det A = det A tr(A^-1 dA); d log|det A| = tr(A^-1 dA) (the sign does not vary)
+@register_tangent(np.linalg.det)
+def _det_tangent(result, a):
+    d[result] += result * np.trace(np.linalg.solve(a, d[a]))
+
+
+@register_tangent(np.linalg.slogdet)
+def _slogdet_tangent(result, a):
+    d[result] += (0.0, np.trace(np.linalg.solve(a, d[a])))
+
+
+# L = cholesky(A): dL = L Phi(L^-1 dA L^-T), Phi = the lower triangle with the diagonal halved.
+# np.linalg.cholesky reads only A's lower triangle, so dA is the symmetric matrix made from it.
+@register_tangent(np.linalg.cholesky)
+def _cholesky_tangent(result, a):
+    da = np.tril(d[a]) + np.tril(d[a], -1).T
+    p = np.linalg.solve(result, np.linalg.solve(result, da).T)
+    d[result] += result @ (np.tril(p) - 0.5 * p * np.eye(a.shape[0]))
+
+
+# (w, V) = eigh(A), distinct eigenvalues: with P = V^T dA V, dw = diag(P) and dV = V (F o P),
+# F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it. eigh reads A's lower triangle (as cholesky).
+@register_tangent(np.linalg.eigh)
+def _eigh_tangent(result, a):
+    w = result[0]
+    v = result[1]
+    da = np.tril(d[a]) + np.tril(d[a], -1).T
+    p = v.T @ da @ v
+    f = 1.0 / (w - np.reshape(w, (a.shape[0], 1)) + np.eye(a.shape[0])) - np.eye(a.shape[0])
+    d[result] += (np.diag(p), v @ (f * p))
+
+
 def _norm_kind(x, ord=None, axis=None, keepdims=False):
     if not x.is_array:
         raise TypeError("np.linalg.norm needs an array")
@@ -1501,6 +1816,11 @@ def _norm(result, x, ord=None, axis=None, keepdims=False):
 
 
 _library(np.linalg.norm, "np_norm", _norm, _norm_kind)
+
+
+@register_tangent(np.linalg.norm)
+def _norm_tangent(result, x, ord=None, axis=None, keepdims=False):
+    d[result] += np.sum(x * d[x], axis=axis, keepdims=keepdims) / result
 
 
 # --- scipy.special and scipy.stats --------------------------------------------------------------
@@ -1524,34 +1844,91 @@ def _logsumexp(result, a, axis=None, b=None, keepdims=False, return_sign=False):
     d[a] += logsumexp_adjoint(d[result], a, result, axis, keepdims)
 
 
+# the softmax-weighted sum of the tangent (weights shifted by the max: it cancels in the ratio)
+def _logsumexp_tangent(result, a, axis=None, b=None, keepdims=False, return_sign=False):
+    w = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    d[result] += np.sum(d[a] * w, axis=axis, keepdims=keepdims) / np.sum(w, axis=axis, keepdims=keepdims)
+
+
 def _expit(result, x):
     d[x] += d[result] * result * (1.0 - result)
+
+
+def _expit_tangent(result, x):
+    d[result] += d[x] * result * (1.0 - result)
 
 
 def _logit(result, x):
     d[x] += d[result] / (x * (1.0 - x))
 
 
+def _logit_tangent(result, x):
+    d[result] += d[x] / (x * (1.0 - x))
+
+
 def _erf(result, x):
     d[x] += d[result] * 1.1283791670955126 * np.exp(-x * x)       # 2 / sqrt(pi)
+
+
+def _erf_tangent(result, x):
+    d[result] += d[x] * 1.1283791670955126 * np.exp(-x * x)
 
 
 def _erfc(result, x):
     d[x] -= d[result] * 1.1283791670955126 * np.exp(-x * x)
 
 
+def _erfc_tangent(result, x):
+    d[result] -= d[x] * 1.1283791670955126 * np.exp(-x * x)
+
+
 def _gammaln(result, x):
     d[x] += d[result] * special_digamma(x)
+
+
+def _gammaln_tangent(result, x):
+    d[result] += d[x] * special_digamma(x)
 
 
 def _digamma(result, x):
     d[x] += d[result] * special_polygamma1(x)
 
 
+def _digamma_tangent(result, x):
+    d[result] += d[x] * special_polygamma1(x)
+
+
+# hvp differentiates the tangents above again: digamma (runtime helper) has the trigamma as
+# derivative; the trigamma's own derivative is not provided (a clear error, not a wrong answer)
+@register_adjoint(special_digamma)
+def _special_digamma(result, x):
+    d[x] += d[result] * special_polygamma1(x)
+
+
+class _NoSecondDerivative(Rule):
+    def bind(self, result, args, keywords):
+        raise SrcgradError("the derivative of the trigamma function (polygamma(2, x)) is not "
+                           "supported: hvp/hessian of scipy.special.digamma (and second derivatives "
+                           "through digamma's derivative) are not available")
+
+
+def _special_polygamma1(result, x):
+    d[x] += d[result]         # (never generated: bind refuses)
+
+
+REGISTRY[special_polygamma1] = _NoSecondDerivative(_special_polygamma1)
+
+
 def _betaln(result, a, b):
     ab = special_digamma(a + b)
     d[a] += d[result] * (special_digamma(a) - ab)
     d[b] += d[result] * (special_digamma(b) - ab)
+
+
+def _betaln_tangent(result, a, b):
+    ab = special_digamma(a + b)
+    d[result] += d[a] * (special_digamma(a) - ab)
+    d[result] += d[b] * (special_digamma(b) - ab)
 
 
 def _stats_kind(*args, **kw):
@@ -1570,11 +1947,25 @@ def _norm_logpdf(result, x, loc=0.0, scale=1.0):
     d[scale] += d[result] * (z * z - 1.0) / scale
 
 
+def _norm_logpdf_tangent(result, x, loc=0.0, scale=1.0):
+    z = (x - loc) / scale
+    d[result] -= d[x] * z / scale
+    d[result] += d[loc] * z / scale
+    d[result] += d[scale] * (z * z - 1.0) / scale
+
+
 def _norm_pdf(result, x, loc=0.0, scale=1.0):
     z = (x - loc) / scale
     d[x] -= d[result] * result * z / scale
     d[loc] += d[result] * result * z / scale
     d[scale] += d[result] * result * (z * z - 1.0) / scale
+
+
+def _norm_pdf_tangent(result, x, loc=0.0, scale=1.0):
+    z = (x - loc) / scale
+    d[result] -= d[x] * result * z / scale
+    d[result] += d[loc] * result * z / scale
+    d[result] += d[scale] * result * (z * z - 1.0) / scale
 
 
 def _norm_cdf(result, x, loc=0.0, scale=1.0):
@@ -1585,11 +1976,31 @@ def _norm_cdf(result, x, loc=0.0, scale=1.0):
     d[scale] -= d[result] * density * z
 
 
+def _norm_cdf_tangent(result, x, loc=0.0, scale=1.0):
+    z = (x - loc) / scale
+    density = np.exp(-0.5 * z * z) * 0.3989422804014327 / scale
+    d[result] += d[x] * density
+    d[result] -= d[loc] * density
+    d[result] -= d[scale] * density * z
+
+
 def _t_logpdf(result, x, df, loc=0.0, scale=1.0):
     d[x] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 0)
     d[df] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 1)
     d[loc] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 2)
     d[scale] += stats_t_logpdf_adjoint(d[result], x, df, loc, scale, 3)
+
+
+# log t(x; v, loc, s) = gammaln((v+1)/2) - gammaln(v/2) - log(v pi)/2 - log s - (v+1)/2 log(1 + z^2/v)
+# with z = (x - loc) / s; written with plain NumPy and special_digamma (both differentiable: hvp)
+def _t_logpdf_tangent(result, x, df, loc=0.0, scale=1.0):
+    z = (x - loc) / scale
+    q = (df + 1.0) * z / (scale * (df + z * z))
+    d[result] -= d[x] * q
+    d[result] += d[loc] * q
+    d[result] += d[scale] * (q * z - 1.0 / scale)
+    d[result] += d[df] * (0.5 * (special_digamma(0.5 * df + 0.5) - special_digamma(0.5 * df)) - 0.5 / df
+                          - 0.5 * np.log1p(z * z / df) + 0.5 * (df + 1.0) * z * z / (df * (df + z * z)))
 
 
 def _mvn_kind(x, mean, cov, **kw):
@@ -1615,18 +2026,31 @@ def _register_scipy():
     import scipy.stats as stats
     unary = elementwise_kind
     _library(special.logsumexp, "special_logsumexp", _logsumexp, _logsumexp_kind)
+    register_tangent(special.logsumexp)(_logsumexp_tangent)
     _library(special.expit, "special_expit", _expit, unary, elementwise=True)
+    register_tangent(special.expit)(_expit_tangent)
     _library(special.logit, "special_logit", _logit, unary, elementwise=True)
+    register_tangent(special.logit)(_logit_tangent)
     _library(special.erf, "special_erf", _erf, unary, elementwise=True)
+    register_tangent(special.erf)(_erf_tangent)
     _library(special.erfc, "special_erfc", _erfc, unary, elementwise=True)
+    register_tangent(special.erfc)(_erfc_tangent)
     _library(special.gammaln, "special_gammaln", _gammaln, unary, elementwise=True)
+    register_tangent(special.gammaln)(_gammaln_tangent)
     _library(special.digamma, "special_digamma", _digamma, unary, elementwise=True)
+    register_tangent(special.digamma)(_digamma_tangent)
     _library(special.psi, "special_digamma", _digamma, unary, elementwise=True)
+    register_tangent(special.psi)(_digamma_tangent)
     _library(special.betaln, "special_betaln", _betaln, unary, elementwise=True)
+    register_tangent(special.betaln)(_betaln_tangent)
     _library(stats.norm.logpdf, "stats_norm_logpdf", _norm_logpdf, _stats_kind, elementwise=True)
+    register_tangent(stats.norm.logpdf)(_norm_logpdf_tangent)
     _library(stats.norm.pdf, "stats_norm_pdf", _norm_pdf, _stats_kind, elementwise=True)
+    register_tangent(stats.norm.pdf)(_norm_pdf_tangent)
     _library(stats.norm.cdf, "stats_norm_cdf", _norm_cdf, _stats_kind, elementwise=True)
+    register_tangent(stats.norm.cdf)(_norm_cdf_tangent)
     _library(stats.t.logpdf, "stats_t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
+    register_tangent(stats.t.logpdf)(_t_logpdf_tangent)
     _library(stats.multivariate_normal.logpdf, "stats_mvn_logpdf", _mvn_logpdf, _mvn_kind)
     return True
 
@@ -1634,6 +2058,10 @@ def _register_scipy():
 def _is_scipy(function):
     module = getattr(function, "__module__", None) or ""
     owner = getattr(function, "__self__", None)
+    if isinstance(function, np.ufunc) and not module:       # scipy.special's ufuncs (erf, expit...)
+        import sys                                            # have no __module__
+        special = sys.modules.get("scipy.special")
+        return special is not None and getattr(special, function.__name__, None) is function
     return module.startswith("scipy.") or type(owner).__module__.startswith("scipy.")
 
 

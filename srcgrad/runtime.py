@@ -342,7 +342,7 @@ LIBRARY_HELPERS = (
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
     "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
-    "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",
+    "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort", "sort_tangent",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
     "np_kron", "kron_adjoint",
@@ -600,6 +600,14 @@ def np_split(x, indices_or_sections, axis=0):
 
 def np_hsplit(x, indices_or_sections):
     return tuple(np.hsplit(x, indices_or_sections))
+
+
+def sort_tangent(tangent, x, axis):
+    """Tangent of np.sort: the tangent's elements in the order np.sort puts x's (the same stable
+    argsort as sort_adjoint, whose transpose this is)."""
+    if axis is None:
+        return np.ravel(tangent)[np.argsort(np.ravel(x), kind="stable")]
+    return np.take_along_axis(tangent, np.argsort(x, axis=axis, kind="stable"), axis=axis)
 
 
 def np_sort(a, axis=-1, kind=None, order=None):

@@ -860,6 +860,28 @@ def _sort_adjoint_ov(gradient, x, axis):
     return impl
 
 
+def sort_tangent(tangent, x, axis):
+    return runtime.sort_tangent(tangent, x, axis)
+
+
+@overload(sort_tangent, prefer_literal=True)
+def _sort_tangent_ov(tangent, x, axis):
+    ax = _axis_of(x, axis)
+    to_rows, from_rows = _rows(x.ndim, ax)
+    t_rows, _ = _rows(tangent.ndim, ax)
+
+    def impl(tangent, x, axis):
+        rows, shape = to_rows(x)
+        t, _ = t_rows(tangent)
+        out = np.empty(rows.shape, x.dtype)
+        for i in range(rows.shape[0]):
+            order = np.argsort(rows[i], kind="mergesort")       # stable, as sort_adjoint
+            for j in range(rows.shape[1]):
+                out[i, j] = t[i, order[j]]
+        return from_rows(out, shape)
+    return impl
+
+
 def np_meshgrid(x, y, indexing="xy"):
     return runtime.np_meshgrid(x, y, indexing)
 
