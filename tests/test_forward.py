@@ -13,7 +13,7 @@ _CACHE = {}
 
 
 def cached(kind, f, wrt, target):
-    key = (kind, f.__name__, wrt, target)
+    key = (kind, f, wrt, target)       # the function itself: test files reuse names
     if key not in _CACHE:
         _CACHE[key] = getattr(srcgrad, kind)(f, wrt=wrt, target=target)
     return _CACHE[key]
