@@ -101,7 +101,9 @@ def main(argv=None):
              f"Produced by `python benchmarks/mnist_accuracy.py` on {header['date']}, commit "
              f"{header['commit']}, Python {header['python']}, {header['machine']} (load average "
              f"at the end {header['load_average']}). Each run is a fresh process; the first "
-             "compiles the gradient, the second loads it from the shared cache.", "",
+             "compiles the gradient, the second loads it from the shared cache. This report backs "
+             "the accuracies; its times are wall-clock under the load shown (timing: "
+             "benchmarks/results/cpu-2core.md).", "",
              "| configuration | final test accuracy | wall time (s) |", "|---|---|---|"]
     for r in results:
         lines.append(f"| {r['label']} | {r['test_acc'][-1] * 100:.2f}% | {r['wall_s']} |")

@@ -24,6 +24,8 @@ def pytest_addoption(parser):
                      help="number of random programs for the long fuzzing profile (pytest -m fuzz)")
     parser.addoption("--fuzz-targets", default="python,cpu",
                      help="targets the long fuzz profile checks every program on (comma separated)")
+    parser.addoption("--fuzz-bundle", action="store", type=int, default=10,
+                     help="whole-array fuzz programs compiled together as one cpu function")
 
 
 def pytest_runtest_setup(item):
