@@ -245,6 +245,9 @@ def main(argv=None):
     ap.add_argument("--out", default="compile")
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--timeout", type=float, default=400.0, help="per child process (s)")
+    ap.add_argument("--compare", default=None,
+                    help="a JSON report of an earlier run (results/compile_before.json): add a "
+                         "before/after table")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -286,12 +289,54 @@ def main(argv=None):
     report = {"date": started, "load_avg_start": load_start, "load_avg_end": _load(),
               "cpus": os.cpu_count(), "machine": platform.platform(), "python": sys.version.split()[0],
               "programs": PROGRAMS, "srcgrad": records, "jax": jax_rec}
+    write(report, names, a.out, a.compare)
+
+
+def write(report, names, out, compare=None):
     outdir = os.path.join(HERE, "results")
-    with open(os.path.join(outdir, a.out + ".json"), "w") as f:
+    with open(os.path.join(outdir, out + ".json"), "w") as f:
         json.dump(report, f, indent=1)
-    with open(os.path.join(outdir, a.out + ".md"), "w") as f:
-        f.write(markdown(report, names))
-    print(markdown(report, names))
+    text = markdown(report, names)
+    if compare:
+        with open(compare if os.path.isabs(compare) else os.path.join(outdir, compare)) as f:
+            text += comparison(json.load(f), report, names, os.path.basename(compare))
+    with open(os.path.join(outdir, out + ".md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def _cold_total(c):
+    """Seconds from a new process with empty caches to the first gradient: backend import and
+    first call (the transform, the compile and one run)."""
+    return c["import_backend_s"] + c["first_call_s"]
+
+
+def _warm_total(w):
+    return w["import_backend_s"] + w["first_call_s"]
+
+
+def comparison(before, after, names, label):
+    lines = ["", f"## Before / after (before: `{label}`, {before['date']}, load {_s(before['load_avg_start'])}"
+             f" / {_s(before['load_avg_end'])})", "",
+             "Cold = import backend + first call (transform and compile included); warm = import backend "
+             "+ first call, in a new process with the caches. Functions compiled: `numba:compile` events "
+             "in the cold process (backend import + first call; each a function and signature), which "
+             "do not depend on the load. Both runs on the same shared machine, at different loads: "
+             "seconds differ by tens of percent between runs of the same code.", "",
+             "| program | cold before | cold after | Numba compile before | after | functions compiled "
+             "before | after | warm before | warm after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        b, a = before["srcgrad"].get(name, {}), after["srcgrad"].get(name, {})
+        try:
+            lines.append(f"| {PROGRAMS[name]} | {_s(_cold_total(b['cold']))} | {_s(_cold_total(a['cold']))} | "
+                         f"{_s(b['cold']['compile_s'])} | {_s(a['cold']['compile_s'])} | "
+                         f"{b['cold']['compiles'] + b['cold']['backend_compiles']} | "
+                         f"{a['cold']['compiles'] + a['cold']['backend_compiles']} | "
+                         f"{_s(_warm_total(b['warm']))} | {_s(_warm_total(a['warm']))} |")
+        except KeyError:
+            lines.append(f"| {PROGRAMS[name]} | (missing or failed run) |")
+    return "\n".join(lines) + "\n"
 
 
 def _s(v):
@@ -328,7 +373,8 @@ def markdown(report, names):
         lines += ["", f"JAX {jx.get('version')}: `import jax` {jx['import_jax_s']:.2f} s (not in the "
                   "column); the JAX GMM is its vectorized version, for both GMM rows."]
     lines += ["", "Import backend: `import srcgrad.backends.cpu` (which every generated module imports; "
-              "it compiled the eager `@vectorize` library ufuncs); transform: srcgrad's source "
+              "before the cuts it compiled, or loaded, the 16 loops of the SciPy library ufuncs, and "
+              "with them Numba's one-time start-up, which the warm first call now pays); transform: srcgrad's source "
               "generation, writing and importing the generated module (warm: importing it). "
               "Typing / lowering+LLVM / other passes: exclusive time in Numba's compiler passes "
               "(`numba:run_pass` events); Numba compile = first call − transform − run."]
