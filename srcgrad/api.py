@@ -22,6 +22,7 @@ import numpy as np
 from . import codegen
 from . import kinds as K
 from . import pytree
+from . import compile_notice
 from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
@@ -44,12 +45,31 @@ class Specialization:
         self.vjp = getattr(module, f"{name}_vjp")
         self.adjoint = module._srcgrad_adjoint       # (value, tuple of gradients) = adjoint(*args, seed)
         self.one = np.float32(1.0) if key is not None and key[1] == "float32" else 1.0
+        self.name = name
+        self._called = set()                # "adjoint" / "primal": called (so compiled) already
 
     def call(self, entry, values, extra=()):
         """Run entry point ``entry`` ("primal", "grad", "value_and_grad" or "vjp") from Python.
         The gradient entries call the adjoint itself (seed 1 for grad and value_and_grad), so a
         specialization compiles the adjoint once and none of the wrappers; the result is what the
-        wrapper returns except that the gradients are always a tuple."""
+        wrapper returns except that the gradients are always a tuple. The first call of a compiled
+        (Numba) function compiles it or loads it from the cache: if that runs long, it says so
+        once (compile_notice)."""
+        which = "primal" if entry == "primal" else "adjoint"
+        if which in self._called or not hasattr(self.adjoint, "signatures"):   # python target
+            return self._call(entry, values, extra)
+        what = self.name if which == "primal" else f"the gradient of {self.name}"
+        if self.key is not None:
+            kinds = ", ".join(f"{k.ndim}-d {k.dtype} array" if getattr(k, "cls", None) == "array"
+                              else str(getattr(k, "cls", k)) for k in self.key[0])
+            what += f" for ({kinds}) in {self.key[1]}"
+        with compile_notice.announce_if_slow(what,
+                                             os.path.dirname(self.path)):
+            out = self._call(entry, values, extra)
+        self._called.add(which)
+        return out
+
+    def _call(self, entry, values, extra):
         if entry in ("grad", "value_and_grad"):
             value, grads = self.adjoint(*values, self.one)
             return grads if entry == "grad" else (value, grads)

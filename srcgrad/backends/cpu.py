@@ -295,7 +295,19 @@ def _max_tape_bytes_ov():
     return impl
 
 
-grow = numba.njit(cache=True)(runtime.grow)
+@numba.njit(cache=True)
+def grow(tape):
+    """runtime.grow, copying with a loop: Numba's slice assignment ``bigger[:n] = tape`` checks
+    shapes and formats an error message, which compiled ~25 string-formatting functions (about
+    4 s of a cold compile on a 2-core machine) into every gradient with a tape."""
+    n = tape.shape[0]
+    if n * 2 * 8 > runtime.max_tape_bytes():
+        raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
+                          "(a loop with a huge trip count); reduce the problem size or raise the limit")
+    bigger = np.empty(n * 2, dtype=tape.dtype)
+    for i in range(n):
+        bigger[i] = tape[i]
+    return bigger
 runtime_grow = grow
 
 
@@ -1164,4 +1176,14 @@ def _stack_part_along(ndim):
 from . import cpu_library as _cpu_library  # noqa: E402
 
 for _name in runtime.LIBRARY_HELPERS:
-    globals()[_name] = getattr(_cpu_library, _name, None) or numba.njit(cache=True)(getattr(runtime, _name))
+    if _name not in _cpu_library._LAZY:         # those are built on first use (__getattr__ below)
+        globals()[_name] = getattr(_cpu_library, _name, None) or numba.njit(cache=True)(getattr(runtime, _name))
+
+
+def __getattr__(name):
+    """The library ufuncs (and the functions calling them) are compiled on first use: see
+    cpu_library._LAZY."""
+    if name in _cpu_library._LAZY:
+        value = globals()[name] = getattr(_cpu_library, name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1139,8 +1139,41 @@ def eigh_adjoint(gradients, w, v):
 
 _UNARY = [numba.float32(numba.float32), numba.float64(numba.float64)]
 
+# Compiling (or loading from the cache) a ufunc's loops costs ~0.3-0.5 s each on a 2-core machine,
+# and importing this module did it for all of them: 3-6 s at every start, for every program
+# (benchmarks/results/compile.md). So a ufunc is built on first use instead: the name is absent
+# from the module until the module-level __getattr__ below builds it (``from ... import name`` in a
+# generated module, or the backend's lookup). Compiled functions here that call a ufunc list it in
+# _USES, and are built after it, so that the name is a global when Numba compiles them.
+_LAZY = {}          # name -> function building it
+_USES = {}          # name of a lazily built jit function -> the lazy ufuncs it calls
 
-@numba.vectorize(_UNARY, cache=True)
+
+def _lazy_ufunc(signatures):
+    def register(function):
+        _LAZY[function.__name__] = lambda: numba.vectorize(signatures, cache=True)(function)
+    return register     # the decorated name is bound to None, and deleted at the module's end
+
+
+def _lazy_jit(*ufuncs):
+    def register(function):
+        _USES[function.__name__] = ufuncs
+        _LAZY[function.__name__] = lambda: numba.njit(cache=True)(function)
+    return register
+
+
+def __getattr__(name):
+    build = _LAZY.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for used in _USES.get(name, ()):
+        if used not in globals():
+            __getattr__(used)
+    value = globals()[name] = build()
+    return value
+
+
+@_lazy_ufunc(_UNARY)
 def special_expit(x):
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -1148,22 +1181,22 @@ def special_expit(x):
     return e / (1.0 + e)
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_logit(x):
     return math.log(x / (1.0 - x))
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_erf(x):
     return math.erf(x)
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_erfc(x):
     return math.erfc(x)
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_gammaln(x):
     return math.lgamma(x)
 
@@ -1202,12 +1235,12 @@ def _trigamma_positive(x):
     return shift + series
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_digamma(x):
     return _digamma(x)
 
 
-@numba.vectorize(_UNARY, cache=True)
+@_lazy_ufunc(_UNARY)
 def special_polygamma1(x):
     """The trigamma function; reflection psi1(1 - x) + psi1(x) = pi^2 / sin^2(pi x)."""
     if x <= 0.0 and x == math.floor(x):
@@ -1218,8 +1251,8 @@ def special_polygamma1(x):
     return _trigamma_positive(x)
 
 
-@numba.vectorize([numba.float32(numba.float32, numba.float32),
-                  numba.float64(numba.float64, numba.float64)], cache=True)
+@_lazy_ufunc([numba.float32(numba.float32, numba.float32),
+              numba.float64(numba.float64, numba.float64)])
 def special_betaln(a, b):
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
@@ -1299,19 +1332,19 @@ def stats_norm_pdf(x, loc=0.0, scale=1.0):
     return np.exp(-0.5 * z * z) * 0.3989422804014327 / scale
 
 
-@numba.njit(cache=True)
+@_lazy_jit("special_erfc")
 def stats_norm_cdf(x, loc=0.0, scale=1.0):
     return 0.5 * special_erfc(-(x - loc) / scale * 0.7071067811865476)
 
 
-@numba.njit(cache=True)
+@_lazy_jit("special_gammaln")
 def stats_t_logpdf(x, df, loc=0.0, scale=1.0):
     z = (x - loc) / scale
     return (special_gammaln(0.5 * (df + 1.0)) - special_gammaln(0.5 * df) - 0.5 * np.log(df * math.pi)
             - np.log(scale) - 0.5 * (df + 1.0) * np.log1p(z * z / df))
 
 
-@numba.njit(cache=True)
+@_lazy_jit("special_digamma")
 def stats_t_logpdf_adjoint(gradient, x, df, loc, scale, k):
     z = (x - loc) / scale
     q = df + z * z
@@ -1410,3 +1443,7 @@ def _mvn_logpdf_adjoint_ov(gradient, x, mean, cov, k):
             weighted += g[n] * np.outer(alpha[n], alpha[n])
         return (0.5 * (weighted - g.sum() * np.linalg.inv(cov))).astype(cov.dtype)
     return of_cov
+
+
+for _name in _LAZY:         # built on first use (__getattr__ above)
+    globals().pop(_name, None)
