@@ -81,8 +81,8 @@ PROGRAMS = {
 XFAIL = {
     "rnn": "helper `concat_and_multiply(weights, *args)`: srcgrad refuses functions with *args "
            "(UnsupportedSyntaxError naming rnn.py:18)",
-    "lstm": "`output = [first]` then `output.append(...)`: srcgrad's append needs a list created "
-            "empty (`L = []`); the helper also takes *args",
+    "lstm": "helper `concat_and_multiply(weights, *args)`: srcgrad refuses functions with *args "
+            "(UnsupportedSyntaxError naming lstm.py:24)",
     "gmm": "`np.vstack(cluster_lls)` of a list built with append: srcgrad reads such a list only "
            "with np.stack/np.array/sum/len/indexing",
 }
