@@ -137,3 +137,34 @@ def _leaves(tree):
     if isinstance(tree, (tuple, list)):
         return [leaf for value in tree for leaf in _leaves(value)]
     return [tree]
+
+
+def _run_example(name, argv, monkeypatch):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr("sys.argv", [path] + argv)
+    return module.main()
+
+
+def test_example_gp_regression(monkeypatch):
+    saved = gp.X, gp.y
+    try:
+        result = _run_example("gp_regression", ["--target", "python", "--n-data", "12"], monkeypatch)
+        assert result.success and result.fun < gp.objective(np.array([0.0, -1.0, 0.0, 0.0]))
+    finally:
+        gp.X, gp.y = saved
+
+
+def test_example_neural_ode_fit(monkeypatch):
+    saved = neural_ode.final_states
+    try:
+        first, last = _run_example("neural_ode_fit", ["--target", "python", "--steps", "60"],
+                                   monkeypatch)
+        assert last < 0.05 * first
+    finally:
+        neural_ode.final_states = saved
