@@ -705,6 +705,29 @@ class ListBuilder:
         return visit(body)
 
 
+def _split_list_literals(stmts, names):
+    """``L = [a, b]`` where ``L`` is later appended to becomes ``L = []; L.append(a);
+    L.append(b)`` (the same list), so that ListBuilder sees one kind of list."""
+    out = []
+    for stmt in stmts:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id in names and \
+                isinstance(stmt.value, ast.List) and stmt.value.elts and \
+                not any(isinstance(e, ast.Starred) for e in stmt.value.elts):
+            name = stmt.targets[0].id
+            out.append(assign(name, ast.List(elts=[], ctx=ast.Load()), stmt))
+            for elt in stmt.value.elts:
+                method = ast.Attribute(value=name_load(name), attr="append", ctx=ast.Load())
+                call = ast.Call(func=method, args=[elt], keywords=[])
+                out.append(ast.copy_location(ast.Expr(value=ast.copy_location(call, stmt)), stmt))
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            if isinstance(getattr(stmt, field, None), list):
+                setattr(stmt, field, _split_list_literals(getattr(stmt, field), names))
+        out.append(stmt)
+    return out
+
+
 def _substitute_invariants(expr, region, body, changed):
     """``expr`` with the names ``region`` assigns once, from values it does not change (an inner
     loop's length ``_n4 = len(_seq5)``), replaced by those values: computable before the region."""
@@ -1631,6 +1654,9 @@ def normalize(fsrc: FunctionSource):
         body = body[1:]
     if not body:
         raise fsrc.error(fn, "the function body is empty")
+    appended = {s.value.func.value.id for s in _walk_all(body) if _is_append(s)}
+    if appended:   # before _literal_lists, which reads `L = [a, b]` as a fixed list
+        body = _split_list_literals(body, appended)
     body = _literal_lists(body, fsrc)
     body = SequenceDesugarer(fsrc, names, body).block(body)
     body = ListBuilder(fsrc, names).run(body)
