@@ -16,7 +16,7 @@ import numpy as np
 import srcgrad.backends.cpu as cpu
 import srcgrad.backends.cpu_library as library
 names = sorted(library._LAZY)
-assert {"special_erfc", "special_digamma", "special_betaln", "norm_cdf"} <= set(names), names
+assert {"special_erfc", "special_digamma", "special_betaln", "stats_norm_cdf"} <= set(names), names
 assert not [n for n in names if n in vars(library) or n in vars(cpu)]   # nothing built at import
 f = cpu.stats_norm_cdf                       # a jit function calling a lazy ufunc builds that one first
 assert "special_erfc" in vars(library) and "stats_norm_cdf" in vars(cpu)
