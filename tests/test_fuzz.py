@@ -83,20 +83,16 @@ def _check_compiled_bundle(sources, seed):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
 
 
-# Found by this fuzzer (shrunk by hand): cpu loop fusion (srcgrad/lower.py) puts a statement whose
+# Found by this fuzzer (shrunk by hand): cpu loop fusion (srcgrad/lower.py) put a statement whose
 # result is (m, 1) -- a scalar minus a keepdims row reduction -- into the (m, n) loop nest of the
 # reduction's operand: value and gradient n times too large, silently (python target right).
-FUSION_KEEPDIMS_BUG = ("cpu loop fusion computes `s - np.sum(A, axis=1, keepdims=True)` over A's "
-                       "(m, n) loop nest: value and gradient wrong (see keepdims_row_minus_scalar)")
-
-
+# Fusion now refuses to run a statement over an axis none of its operands has.
 def keepdims_row_minus_scalar(A, s):
     t = s - np.sum(A, axis=1, keepdims=True)
     return np.sum(t * t)
 
 
-@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.xfail(
-    strict=True, reason=FUSION_KEEPDIMS_BUG))])
+@pytest.mark.parametrize("target", ["python", "cpu"])
 def test_keepdims_row_minus_scalar(target):
     import srcgrad
 
@@ -107,7 +103,6 @@ def test_keepdims_row_minus_scalar(target):
     np.testing.assert_allclose(grad, np.broadcast_to(-2.0 * t, A.shape), rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=FUSION_KEEPDIMS_BUG)
 def test_fuzz_arrays_compiled_representative():
     """A few small whole-array programs that together use every kind of operation (matmul,
     axis/keepdims reductions, gathers, slices, outer, broadcasting), compiled as one cpu function
