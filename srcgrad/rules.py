@@ -956,11 +956,12 @@ def sinc(result, x):
     d[x] += d[result] * (np.cos(3.141592653589793 * x) - result) / (x + (x == 0.0))
 
 
-# (hvp differentiates this expression again: exact except at x == 0 itself, where the mask makes
-# the second derivative 0 instead of -pi^2/3)
+# hvp differentiates this expression again. The masked quotient's derivative is 0 at x == 0, so a
+# term that is 0 everywhere, (x == 0) * x * (-pi^2/3), supplies sinc''(0) = -pi^2/3 there.
 @register_tangent(np.sinc)
 def sinc_tangent(result, x):
-    d[result] += d[x] * (np.cos(3.141592653589793 * x) - result) / (x + (x == 0.0))
+    d[result] += d[x] * ((np.cos(3.141592653589793 * x) - result) / (x + (x == 0.0))
+                         - (x == 0.0) * x * 3.289868133696453)
 
 
 # real and imaginary parts of real inputs (complex arrays are refused as arguments)

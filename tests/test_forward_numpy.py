@@ -243,3 +243,21 @@ def test_tangent_template_changes_the_registry_fingerprint():
     finally:
         rules.REGISTRY.pop(_cube, None)
         rules._REGISTRY_VERSION[0] += 1
+
+
+def sinc_sum(x):
+    return np.sum(np.sinc(x))
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_sinc_hvp_exact_at_zero(target):
+    """sinc''(x) at 0 is -pi^2/3 (a removable point of the derivative's formula), elsewhere
+    2 (sin(pi x) / (pi x) - cos(pi x)) / x^2 - pi^2 sinc(x); jvp's value there stays sinc'(0) = 0."""
+    x = np.array([0.0, 0.3, -1.7])
+    v = np.array([1.0, -2.0, 0.5])
+    hv = srcgrad.hvp(sinc_sum, target=target)(x, v)
+    px = np.pi * x[1:]
+    second = 2.0 * (np.sin(px) / px - np.cos(px)) / x[1:] ** 2 - np.pi ** 2 * np.sinc(x[1:])
+    np.testing.assert_allclose(hv, v * np.r_[-np.pi ** 2 / 3.0, second], rtol=1e-10, atol=1e-12)
+    value, tangent = srcgrad.jvp(sinc_sum, target=target)(x, np.array([1.0, 0.0, 0.0]))
+    assert tangent == pytest.approx(0.0, abs=1e-15)
