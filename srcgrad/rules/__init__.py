@@ -24,10 +24,10 @@ import types
 
 import numpy as np
 
-from . import kinds as K
-from .errors import SrcgradError
+from .. import kinds as K
+from ..errors import SrcgradError
 # Runtime helpers the array templates call (generated code imports them from its backend).
-from .runtime import (expand_reduced, matmul_grad_left, matmul_grad_right, max_adjoint, prod_adjoint,  # noqa: F401
+from ..runtime import (expand_reduced, matmul_grad_left, matmul_grad_right, max_adjoint, prod_adjoint,  # noqa: F401
                       min_adjoint, reduced_count, reshape_any)
 
 
@@ -658,7 +658,7 @@ register_zero_derivative(np.floor, np.ceil, np.trunc, np.sign, np.round, np.rint
 # ================================================================================================
 
 def _matmul_kind(a, b):
-    from .analyse import matmul_kind
+    from ..analyse import matmul_kind
     return matmul_kind(a, b)
 
 
@@ -1011,7 +1011,7 @@ def logaddexp2_tangent(result, x, y):
 
 # --- reductions and cumulative operations -------------------------------------------------------
 
-from .runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoint,  # noqa: E402,F401
+from ..runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoint,  # noqa: E402,F401
                       trace_adjoint, var_adjoint)
 
 
@@ -1135,7 +1135,7 @@ def _trace_tangent(result, x, offset=0):
 
 # --- shape work ---------------------------------------------------------------------------------
 
-from .runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
+from ..runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
                       repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
                       vstack_part, np_flip, np_rot90)
 
@@ -1517,7 +1517,7 @@ TUPLE_ARGUMENT_RULES[np.hstack] = "hstack_part"
 
 # --- products -----------------------------------------------------------------------------------
 
-from .runtime import (einsum_adjoint, inner_adjoint, kron_adjoint, tensordot_adjoint,  # noqa: E402,F401
+from ..runtime import (einsum_adjoint, inner_adjoint, kron_adjoint, tensordot_adjoint,  # noqa: E402,F401
                       _einsum_parts, _tensordot_axes)
 
 
@@ -1701,7 +1701,7 @@ def _cross_tangent(result, a, b):
 
 # --- linear algebra (np.linalg) -----------------------------------------------------------------
 
-from .runtime import cholesky_adjoint, eigh_adjoint, norm_adjoint, slogdet_adjoint  # noqa: E402,F401
+from ..runtime import cholesky_adjoint, eigh_adjoint, norm_adjoint, slogdet_adjoint  # noqa: E402,F401
 
 
 def _square_kind(what, make):
@@ -1828,7 +1828,7 @@ def _norm_tangent(result, x, ord=None, axis=None, keepdims=False):
 # Registered on first use (importing scipy.stats takes about a second): lookup() and
 # library_helper() call _register_scipy() when they meet a function they do not know.
 
-from .runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
+from ..runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
                       special_polygamma1, stats_t_logpdf_adjoint)
 
 _SCIPY_REGISTERED = []
