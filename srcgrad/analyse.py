@@ -15,6 +15,7 @@ import numpy as np
 from . import kinds as K
 from . import rules
 from .errors import SrcgradError
+from .kinds import matmul_kind  # noqa: F401  (kind algebra; imported from here before)
 
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod,
@@ -245,16 +246,6 @@ def _constant_or_kind(node, analysis):
     if isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts):
         return tuple(e.value for e in node.elts)
     return analysis.kind(node)
-
-
-def matmul_kind(a, b):
-    if not (a.is_array and b.is_array):
-        raise SrcgradError("`@` needs two arrays")
-    if a.ndim == 1 and b.ndim == 1:
-        return K.FLOAT
-    if a.ndim == 1 or b.ndim == 1:
-        return K.array(max(a.ndim, b.ndim) - 1)
-    return K.array(max(a.ndim, b.ndim))
 
 
 def _joined_ndim(parts, axis):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import SrcgradError
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -90,6 +92,18 @@ def broadcast(*kinds, dtype=None):
     if dtype is not None:
         element = dtype
     return array(ndim, element)
+
+
+def matmul_kind(a, b):
+    """Kind of ``a @ b`` (np.matmul, np.dot of vectors and matrices): vector @ vector is a float,
+    a vector on either side drops one axis, stacks of matrices broadcast their leading axes."""
+    if not (a.is_array and b.is_array):
+        raise SrcgradError("`@` needs two arrays")
+    if a.ndim == 1 and b.ndim == 1:
+        return FLOAT
+    if a.ndim == 1 or b.ndim == 1:
+        return array(max(a.ndim, b.ndim) - 1)
+    return array(max(a.ndim, b.ndim))
 
 
 def kind_of_value(value):

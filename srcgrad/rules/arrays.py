@@ -12,11 +12,6 @@ from .table import (d, elementwise_kind, reduction_kind, register_adjoint, regis
                     register_zero_derivative, same_kind)
 
 
-def _matmul_kind(a, b):
-    from ..analyse import matmul_kind
-    return matmul_kind(a, b)
-
-
 def _dot_kind(a, b):
     if not (a.is_array and b.is_array):     # np.dot with a scalar: a product (see scalar_dot)
         return elementwise_kind(a, b)
@@ -27,12 +22,12 @@ def _dot_kind(a, b):
             raise TypeError(f"np.dot of a {operand.ndim}-d array is not supported (for more than "
                             f"2 dimensions np.dot is not a batched product); use `@` or np.matmul "
                             f"for stacks of matrices")
-    return _matmul_kind(a, b)
+    return K.matmul_kind(a, b)
 
 
 # a @ b and np.dot of vectors and matrices; `@`/np.matmul also of stacks of matrices (NumPy's
 # broadcasting of the leading axes). The helpers pick the transposed products by ndim.
-@register_adjoint(operator.matmul, np.matmul, kind=_matmul_kind, elementwise=False)
+@register_adjoint(operator.matmul, np.matmul, kind=K.matmul_kind, elementwise=False)
 def matmul(result, a, b):
     d[a] += matmul_grad_left(d[result], a, b)
     d[b] += matmul_grad_right(d[result], a, b)

@@ -69,10 +69,14 @@ def _is_scipy(function):
     return module.startswith("scipy.") or type(owner).__module__.startswith("scipy.")
 
 
+# SciPy's rules are registered on first use: scipy_rules puts its loader here when imported
+# (this module is below the rule families and imports none of them)
+SCIPY_LOADER = []
+
+
 def _register_scipy():
-    """Register the SciPy rules on first use (scipy_rules imports this module: imported here)."""
-    from .scipy_rules import _register_scipy as register
-    return register()
+    """Register the SciPy rules now (once); True when something was added."""
+    return bool(SCIPY_LOADER) and SCIPY_LOADER[0]()
 
 
 # --- random sampling: refused with a message that says what to do instead ---------------------

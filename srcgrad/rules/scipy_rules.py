@@ -7,6 +7,7 @@ from .. import kinds as K
 from ..errors import SrcgradError
 from ..runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
                       special_polygamma1, stats_t_logpdf_adjoint)
+from .callees import SCIPY_LOADER
 from .table import (REGISTRY, Rule, _SCIPY_REGISTERED, _axis_value, _library, d, elementwise_kind,
                     reduction_kind, register_adjoint, register_tangent)
 
@@ -231,3 +232,6 @@ def _register_scipy():
     register_tangent(stats.t.logpdf)(_t_logpdf_tangent)
     _library(stats.multivariate_normal.logpdf, "stats_mvn_logpdf", _mvn_logpdf, _mvn_kind)
     return True
+
+
+SCIPY_LOADER.append(_register_scipy)
