@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import kinds as K
+from . import naming as N
 from . import rules
 from .errors import SrcgradError
 from .kinds import matmul_kind  # noqa: F401  (kind algebra; imported from here before)
@@ -195,7 +196,7 @@ class KindInference:
             target = node.args[0]
             dtype = "float" if "float" in ast.unparse(target) else "int"
             return K.array(self.a.kind(node.func.value).ndim, dtype)
-        if callee == "_range_continues":
+        if callee == N.RANGE_CONTINUES:
             return K.BOOL
         if callee == "range_length":
             return K.INT
@@ -378,7 +379,7 @@ def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
     that reaches the result: the derivative through it is not defined (or silently zero), so
     refuse rather than return a gradient that ignores it. (Conditions of ``if``/``while``/
     ``np.where`` are fine: they pick a branch, they do not scale a value.)"""
-    if fsrc.namespace.get("_srcgrad_tangent_module"):
+    if fsrc.namespace.get(N.TANGENT_MODULE_FLAG):
         return      # generated tangent code (hvp): its comparisons are masks on purpose
     arithmetic_operands = set()
     for stmt, _depth in walk_assignments(body):

@@ -22,6 +22,7 @@ import astor
 import numpy as np
 
 from . import __version__
+from . import naming as N
 from .fileio import write_atomic
 from .runtime import LIBRARY_HELPERS
 from .transform import _Comment
@@ -224,12 +225,12 @@ def module_source(header, target, functions, externals=(), line_tables=None, use
         start += function.count("\n") + 2
     return (text + "\n\n# Line table for error messages: generated line -> (user function, line in "
             "its file, sweep);\n# user function -> (file, {line: source text}).\n"
-            f"_srcgrad_lines = {table!r}\n_srcgrad_sources = {dict(user_sources or {})!r}\n")
+            f"{N.MODULE_LINES} = {table!r}\n{N.MODULE_SOURCES} = {dict(user_sources or {})!r}\n")
 
 
 def line_table(module):
     """The line table of a generated module: ``(lines, sources)`` (empty when it has none)."""
-    return getattr(module, "_srcgrad_lines", {}), getattr(module, "_srcgrad_sources", {})
+    return getattr(module, N.MODULE_LINES, {}), getattr(module, N.MODULE_SOURCES, {})
 
 
 def write_module(path, source):

@@ -24,6 +24,7 @@ import types
 
 import numpy as np
 
+from . import naming as N
 from .parse import FunctionSource
 
 # Methods users call on arrays, mapped to the NumPy function that takes the array first.
@@ -87,7 +88,7 @@ class NameMaker:
         count = self.counters.get(stem, 0)
         while True:
             count += 1
-            name = f"_{stem}{count}"
+            name = N.temporary(stem, count)
             # `_t3`'s adjoint is `_adj_t3`: never shadow a user variable `t3` (whose adjoint it is)
             if name not in self.taken and name[1:] not in self.taken:
                 self.counters[stem] = count
@@ -906,10 +907,10 @@ class JumpDesugarer:
         counter = self.names.fresh("i")
         stop_name, step_name = self.names.fresh("stop"), self.names.fresh("step")
         pre += [assign(counter, start, stmt), assign(stop_name, stop, stmt), assign(step_name, step, stmt)]
-        in_range = ast.Call(func=name_load("_range_continues"),
+        in_range = ast.Call(func=name_load(N.RANGE_CONTINUES),
                             args=[name_load(counter), name_load(stop_name), name_load(step_name)],
                             keywords=[])
-        in_range.callee = "_range_continues"
+        in_range.callee = N.RANGE_CONTINUES
         test = ast.BoolOp(op=ast.And(), values=[_not_any(stops, stmt), in_range])
         body = [assign(stmt.target.id, name_load(counter), stmt)] + body + [
             assign(counter, ast.BinOp(left=name_load(counter), op=ast.Add(), right=name_load(step_name)), stmt)]

@@ -19,6 +19,7 @@ from .parse import SourceFunction, read_function, unwrap_function
 from .static import is_library_function
 from .transform import ReverseTransformer
 from . import codegen
+from . import naming as N
 from . import rules
 from .lower import cast_float_literals, lower_for_cpu, lower
 
@@ -60,6 +61,7 @@ class ModuleBuilder:
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
+        self.analyses = {}       # (func, kinds) -> (Analysis, result kind)
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
         self.line_tables = []    # per source: (user function, {text line index: (user line, sweep)})
@@ -145,7 +147,7 @@ class ModuleBuilder:
         if key in self.in_progress:
             raise unit.fsrc.error(unit.fsrc.tree, f"recursion: {unit.func.__name__} calls itself "
                                   "(directly or through helpers); srcgrad needs loops instead", "recursion")
-        cached = getattr(self, "_analyses", {}).get(key)
+        cached = self.analyses.get(key)
         if cached is not None:
             return cached
         self.in_progress.add(key)
@@ -154,15 +156,11 @@ class ModuleBuilder:
                 raise SrcgradError(f"{unit.func.__name__} takes {len(unit.params)} arguments, "
                                    f"called with {len(kinds)}")
             wrt = _differentiable(unit, kinds)
-            for stmt in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
-                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Subscript) and \
-                        stmt.targets[0].value.id in unit.params:
-                    pass
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
             result_kind = analysis.kind(unit.body[-1].value)
         finally:
             self.in_progress.discard(key)
-        self.__dict__.setdefault("_analyses", {})[key] = (analysis, result_kind)
+        self.analyses[key] = (analysis, result_kind)
         return analysis, result_kind
 
     # -- adjoints --------------------------------------------------------------------------------
@@ -195,20 +193,18 @@ class ModuleBuilder:
         self.adjoints[key] = name
         transformer = ReverseTransformer(unit.fsrc, unit.params, unit.body, analysis, unit.names,
                                          self.helper_adjoint(unit))
-        import copy as _copy
-        body_copy = _copy.deepcopy(unit.body)
-        transformer.body = body_copy
+        transformer.body = copy.deepcopy(unit.body)
         transformer.precision = self.precision
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
-            maker = "new_int_tape" if tape != "_ftape" else \
+            maker = "new_int_tape" if tape != N.FLOAT_TAPE_NAME else \
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
         stmts += self.finish(inits, analysis)
         stmts += self.finish(forward, analysis)
-        stmts.append(ast.parse("_value = 0").body[0])
+        stmts.append(ast.parse(f"{N.VALUE} = 0").body[0])
         stmts[-1].value = result
         # adjoints start at zero (temporaries used once, right beside their definition, are
         # assigned directly by their single use instead)
@@ -231,20 +227,18 @@ class ModuleBuilder:
                 grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
-        tail = ast.parse(f"return _value, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
+        tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
-        if reverse_body:
-            reverse_body[0] = _with_banner(reverse_body[0])
         tail_stmts = self.finish([tail], analysis)
         if self.target == "cpu":      # chains of array statements as loop nests (lower.py)
             stmts, reverse_body, tail_stmts = lower_for_cpu([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
-        params = unit.params + ["_seed"]
+        params = unit.params + [N.SEED]
         wrt_text = ", ".join(wrt)
-        doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by _seed.\n\n"
+        doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by {N.SEED}.\n\n"
                f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"
-               f"    Reverse sweep: adjoints (_adj_<name>) flow from the result back to the inputs.\n    ")
+               f"    Reverse sweep: adjoints ({N.adjoint_name('<name>')}) flow from the result back to the inputs.\n    ")
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         return name
@@ -267,21 +261,8 @@ def user_lines(fsrc):
     return first, last
 
 
-class _Banner(ast.stmt):
-    _fields = ()
-
-
-def _with_banner(stmt):
-    return stmt
-
-
 def _natural(name):
     return (name.startswith("_"), name)
-
-
-def _strip(stmt):
-    """Generated statements are plain AST nodes; drop srcgrad's annotations before printing."""
-    return stmt
 
 
 def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False):
@@ -303,30 +284,32 @@ def build_module(func, kinds, wrt_names, target, single=None, precision="float64
     params = ", ".join(unit.params)
     single = len(wrt_names) == 1 if single is None else single
     one = "np.float32(1.0)" if precision == "float32" else "1.0"
-    grads = "_grads[0]" if single else "_grads"
+    value, grads, seed = N.VALUE, N.GRADS, N.SEED
+    returned = f"{grads}[0]" if single else grads
+    call = f"{adjoint}({params}{', ' if params else ''}"
     wrappers = f'''@jit
 def {primal}_grad({params}):
     """Gradient of {primal} w.r.t. {", ".join(wrt_names)}."""
-    _value, _grads = {adjoint}({params}{", " if params else ""}{one})
-    return {grads}
+    {value}, {grads} = {call}{one})
+    return {returned}
 
 
 @jit
 def {primal}_value_and_grad({params}):
     """Value of {primal} and its gradient w.r.t. {", ".join(wrt_names)}."""
-    _value, _grads = {adjoint}({params}{", " if params else ""}{one})
-    return _value, {grads}
+    {value}, {grads} = {call}{one})
+    return {value}, {returned}
 
 
 @jit
-def {primal}_vjp({params}{", " if params else ""}_seed):
-    """Value of {primal} and the vector-Jacobian product of _seed w.r.t. {", ".join(wrt_names)}."""
-    return {adjoint}({params}{", " if params else ""}_seed)
+def {primal}_vjp({params}{", " if params else ""}{seed}):
+    """Value of {primal} and the vector-Jacobian product of {seed} w.r.t. {", ".join(wrt_names)}."""
+    return {call}{seed})
 
 
 # Calls from Python go straight to the adjoint: compiling a wrapper above makes Numba optimize
 # the whole adjoint again inside it.
-_srcgrad_adjoint = {adjoint}
+{N.MODULE_ENTRY} = {adjoint}
 '''
     header = (f"Generated by srcgrad {__import__('srcgrad').__version__} from "
               f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); target={target}; "

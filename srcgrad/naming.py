@@ -1,0 +1,72 @@
+"""The names srcgrad gives to what it generates: one place for every convention.
+
+Generated code must never clash with the user's names, and later stages recognise earlier stages'
+variables by their names (the cpu lowering treats tape positions and loop trip counts specially;
+the CUDA backend finds adjoints and the seed). So the spellings live here, and every stage asks
+this module instead of writing ``"_adj_"`` or ``"_fpos"`` itself.
+
+All generated names start with ``_``: the normalizer's temporaries are ``_<stem><n>`` (``_t3``,
+``_trips2``, ``_i1``), and a temporary ``_t3`` is only made when the user has no ``t3``, so that
+prefixing (``_adj_`` + ``t3`` vs ``_adj`` + ``_t3``) stays injective.
+"""
+
+# --- derivative variables ---------------------------------------------------------------------
+ADJOINT_PREFIX = "_adj"          # x -> _adj_x (reverse mode)
+TANGENT_PREFIX = "_dot"          # x -> _dot_x (forward mode)
+
+
+def adjoint_name(name, generated=frozenset()):
+    """The adjoint's variable name: ``x`` -> ``_adj_x``; srcgrad's temporary ``_t3`` -> ``_adj_t3``.
+
+    Injective: a user name that starts with ``_`` gets ``_adj__`` (the name maker never creates a
+    temporary ``_t3`` when the user has a ``t3``)."""
+    return _derived(ADJOINT_PREFIX, name, generated)
+
+
+def tangent_name(name, generated=frozenset()):
+    """The tangent's variable name: ``x`` -> ``_dot_x``; srcgrad's temporary ``_t3`` -> ``_dot_t3``."""
+    return _derived(TANGENT_PREFIX, name, generated)
+
+
+def _derived(prefix, name, generated):
+    if name in generated:
+        return prefix + name
+    return prefix + "_" + name
+
+
+def is_adjoint(name):
+    """Whether ``name`` is an adjoint variable (``_adj_x``, ``_adj_t3``)."""
+    return name.startswith(ADJOINT_PREFIX + "_")
+
+
+# --- temporaries ------------------------------------------------------------------------------
+
+def temporary(stem, count):
+    """The ``count``-th temporary made from ``stem``: ``_t3``, ``_trips1``."""
+    return f"_{stem}{count}"
+
+
+TRIPS_STEM = "trips"             # _trips1: how often a while loop ran (the reverse sweep replays it)
+TRIPS_PREFIX = "_" + TRIPS_STEM
+
+# --- the tapes (values the reverse sweep pops back) -------------------------------------------
+FLOAT_TAPE_NAME = "_ftape"
+FLOAT_POSITION = "_fpos"
+INT_TAPE_NAME = "_itape"
+INT_POSITION = "_ipos"
+FLOAT_TAPE = (FLOAT_TAPE_NAME, FLOAT_POSITION, "push_float")     # (tape, position, push helper)
+INT_TAPE = (INT_TAPE_NAME, INT_POSITION, "push_int")
+TAPE_COUNTERS = (FLOAT_POSITION, INT_POSITION, TRIPS_PREFIX)    # counters the reverse sweep reads back
+SNAPSHOT_BYTES = "_snapshot_bytes"   # bytes of array snapshots taken so far (tape size limit)
+
+# --- the adjoint function's interface ---------------------------------------------------------
+SEED = "_seed"                   # the last parameter: the result's adjoint (1.0 for a gradient)
+VALUE = "_value"                 # the primal result, returned with the gradients
+GRADS = "_grads"                 # the tuple of gradients (in the grad/value_and_grad wrappers)
+RANGE_CONTINUES = "_range_continues"     # runtime helper of normalized `for ... in range` loops
+
+# --- module attributes of generated modules ---------------------------------------------------
+MODULE_ENTRY = "_srcgrad_adjoint"            # what Python calls: (value, gradients) = entry(*args, seed)
+MODULE_LINES = "_srcgrad_lines"              # generated line -> (user line, sweep)
+MODULE_SOURCES = "_srcgrad_sources"          # file -> user source lines quoted in errors
+TANGENT_MODULE_FLAG = "_srcgrad_tangent_module"   # set in generated tangent code (hvp differentiates it)
