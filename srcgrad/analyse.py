@@ -10,13 +10,12 @@ import ast
 import operator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import kinds as K
 from . import naming as N
 from . import rules
+from .rules.callees import facts
 from .errors import SrcgradError
-from .kinds import matmul_kind  # noqa: F401  (kind algebra; imported from here before)
+from .kinds import matmul_kind
 
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod,
@@ -217,7 +216,7 @@ class KindInference:
                 return rule.kind(*args, **kw_values)
             except TypeError as exc:
                 raise self.fsrc.error(stmt, f"bad arguments to {ast.unparse(node.func)}: {exc}") from None
-        known = BUILTIN_KINDS.get(_safe_key(callee))
+        known = facts(callee).result_kind
         if known is not None:
             try:
                 return known(*args, **kw_values)
@@ -233,85 +232,12 @@ class KindInference:
         return result
 
 
-def _safe_key(callee):
-    try:
-        hash(callee)
-        return callee
-    except TypeError:
-        return None
-
-
 def _constant_or_kind(node, analysis):
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts):
         return tuple(e.value for e in node.elts)
     return analysis.kind(node)
-
-
-def _joined_ndim(parts, axis):
-    if axis is None:        # NumPy flattens the parts first: another result, not differentiated
-        raise TypeError("np.concatenate with axis=None (flattening) is not supported; "
-                        "concatenate np.ravel(part)s instead")
-    return parts.items[0].ndim
-
-
-def _shape_ndim(shape):
-    if shape.cls == "tuple":
-        return len(shape.items)
-    return 1
-
-
-def _creation(shape, *rest, dtype=None, **kw):
-    element = "float"
-    if isinstance(dtype, K.Kind) or dtype is None:
-        element = "float"
-    return K.array(_shape_ndim(shape), element)
-
-
-def _array_kind(x, *rest, **kw):
-    """np.array / np.asarray of an array (a copy / itself), of a literal of scalars (1-d) or of
-    a literal of arrays of one ndim (stacked along a new first axis)."""
-    if x.cls != "tuple":
-        return x
-    items = x.items
-    if not items:
-        raise SrcgradError("np.array of an empty sequence")
-    if all(item.is_scalar for item in items):
-        element = "bool"
-        for item in items:
-            element = K.join_dtype(element, item.cls)
-        return K.array(1, element)
-    if all(item.is_array for item in items) and len({item.ndim for item in items}) == 1:
-        element = "bool"
-        for item in items:
-            element = K.join_dtype(element, item.dtype)
-        return K.array(items[0].ndim + 1, element)
-    raise SrcgradError(f"np.array of a mix of scalars and arrays of different ndim ({x})")
-
-
-BUILTIN_KINDS = {
-    len: lambda *a, **k: K.INT,
-    int: lambda *a, **k: K.INT,
-    bool: lambda *a, **k: K.BOOL,
-    round: lambda *a, **k: K.INT if len(a) == 1 else K.FLOAT,
-    np.zeros: _creation, np.ones: _creation, np.empty: _creation, np.full: _creation,
-    np.full_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.zeros_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.ones_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.empty_like: lambda x, *a, **k: K.array(x.ndim, "float") if x.is_array else K.FLOAT,
-    np.concatenate: lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)),
-    np.stack: lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1),
-    np.array: _array_kind, np.asarray: _array_kind,
-    np.vstack: lambda parts, **k: K.array(max(2, parts.items[0].ndim)),
-    np.eye: lambda *a, **k: K.array(2), np.identity: lambda *a, **k: K.array(2),
-    np.hstack: lambda parts, **k: K.array(parts.items[0].ndim),
-    np.isnan: lambda x, **k: K.broadcast(x, dtype="bool"),
-    np.isinf: lambda x, **k: K.broadcast(x, dtype="bool"),
-    np.isfinite: lambda x, **k: K.broadcast(x, dtype="bool"),
-    np.argmax: lambda *a, **k: K.INT, np.argmin: lambda *a, **k: K.INT,
-    np.arange: lambda *a, **k: K.array(1, "int" if all(x.cls == "int" for x in a) else "float"),
-}
 
 
 def analyse(fsrc, params, body, param_kinds, wrt_names, helper_kind):
@@ -370,10 +296,6 @@ def analyse(fsrc, params, body, param_kinds, wrt_names, helper_kind):
     return a
 
 
-# Calls whose integer/bool result would silently cut the derivative of an input it depends on.
-VALUE_CUTTING = {int, round, bool, np.argmax, np.argmin, np.argsort}
-
-
 def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
     """``int(x)`` or ``(x > 0)`` computed from a differentiated input and then used in arithmetic
     that reaches the result: the derivative through it is not defined (or silently zero), so
@@ -392,7 +314,8 @@ def _refuse_hidden_non_differentiable(fsrc, body, a, useful):
         varied_inputs = [n for n in operand_names(value) if n in a.varied]
         if not varied_inputs or target not in useful or target not in arithmetic_operands:
             continue
-        if isinstance(value, ast.Call) and _safe_key(value.callee) in VALUE_CUTTING:
+        # a call whose integer/bool result would silently cut the derivative of an input
+        if isinstance(value, ast.Call) and facts(value.callee).value_cutting:
             label = ast.unparse(value.func)
         elif isinstance(value, ast.Compare):
             label = "a comparison"
@@ -435,7 +358,5 @@ def _data_flows(body):
 
 
 def _is_nondiff(callee):
-    try:
-        return callee in rules.NON_DIFFERENTIABLE or callee in rules.CREATION
-    except TypeError:
-        return False
+    known = facts(callee)
+    return known.non_differentiable or known.creation

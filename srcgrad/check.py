@@ -8,6 +8,7 @@ import ast
 import types
 
 from .parse import FunctionSource
+from .rules.callees import sequence_call_names
 
 # Statements the transformer understands.
 ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
@@ -45,8 +46,8 @@ if hasattr(ast, "TryStar"):
 
 
 # Calls whose first argument is a sequence of arrays: a list literal there is accepted (users
-# write ``np.concatenate([a, b])``) and normalized to a tuple.
-SEQUENCE_CALLS = {"concatenate", "stack", "vstack", "hstack"}
+# write ``np.concatenate([a, b])``) and normalized to a tuple. (By name: names are not resolved yet.)
+SEQUENCE_CALLS = sequence_call_names()      # concatenate, stack, vstack, hstack
 
 
 def _sequence_lists(expr):

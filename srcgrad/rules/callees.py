@@ -1,12 +1,21 @@
-"""Facts about callees that are not derivative templates: which calls create arrays, which have
-no derivative, which take a tuple of arrays, which run as a runtime helper, which a target refuses.
+"""One lookup for what srcgrad knows about a callee besides its derivative template:
+``facts(callee)`` says whether it creates arrays, has no derivative, cuts derivatives through an
+int result, takes a tuple of arrays, runs as a runtime helper, what kind its result has (calls
+without a template) and whether a target refuses it.
 
-(The derivative templates themselves are in the one table, :data:`srcgrad.rules.table.REGISTRY`.)
+(The derivative templates themselves are in the one table, :data:`srcgrad.rules.table.REGISTRY`.
+The names CREATION, NON_DIFFERENTIABLE, TUPLE_ARGUMENT_RULES, LIBRARY_CALLS and
+CPU_REFUSED are views of this table, for code that reads them as dicts and sets.)
 """
 import math
 import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
+
+from .. import kinds as K
+from ..errors import SrcgradError
 
 
 def _key(function):
@@ -18,45 +27,184 @@ def _key(function):
     return function
 
 
+# ================================================================================================
+# One table of callee facts. Every stage that asks "what is this call?" (kinds, activity, the
+# reverse and forward sweeps, lowering, the cpu target's refusals) reads facts(callee).
+# ================================================================================================
+
+@dataclass
+class Callee:
+    """What srcgrad knows about a callee besides its derivative template (rules.table.REGISTRY)."""
+    creation: bool = False            # makes an array from a shape: the values never matter
+    non_differentiable: bool = False  # fine on inactive values, no derivative on active ones
+    value_cutting: bool = False       # its int/bool result would silently cut a derivative it reads
+    result_kind: object = None        # kind function of the result (calls without a template)
+    sequence_part: str = None         # takes a tuple of arrays: the runtime helper that cuts part k
+    #                                   of the result's adjoint: d[parts[k]] += helper(d[result], k, parts, axis)
+    library_helper: str = None        # generated code runs the call as this runtime helper instead
+    cpu_refusal: str = None           # why the cpu target refuses the call (None: it compiles it)
+
+
+CALLEES = {}        # _key(callee) -> Callee
+_NOTHING = Callee()
+
+
+def declare(*callees, **facts):
+    """Record facts about callees (``declare(np.zeros, creation=True)``); later calls add to them."""
+    for callee in callees:
+        entry = CALLEES.setdefault(_key(callee), Callee())
+        for name, value in facts.items():
+            if not hasattr(entry, name):
+                raise TypeError(f"unknown callee fact {name!r}")
+            setattr(entry, name, value)
+
+
+def facts(callee):
+    """Everything known about ``callee`` (a Callee with no facts set for a callee srcgrad does not
+    know); SciPy's entries are registered on first use."""
+    try:
+        entry = CALLEES.get(_key(callee))
+    except TypeError:           # unhashable callee
+        return _NOTHING
+    if entry is None and _is_scipy(callee) and _register_scipy():
+        entry = CALLEES.get(_key(callee))
+    return entry if entry is not None else _NOTHING
+
+
+class _View(Mapping):
+    """The callees that have one fact, read like the dict or set each fact once was
+    (``callee in CREATION``, ``TUPLE_ARGUMENT_RULES.get(callee)``); writes declare the fact."""
+
+    def __init__(self, fact):
+        self.fact = fact
+
+    def __getitem__(self, callee):
+        value = getattr(facts(callee), self.fact)
+        if value is None or value is False:
+            raise KeyError(callee)
+        return value
+
+    def __iter__(self):
+        return iter([key for key, entry in CALLEES.items() if getattr(entry, self.fact) not in (None, False)])
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __setitem__(self, callee, value):
+        declare(callee, **{self.fact: value})
+
+    def add(self, callee):
+        declare(callee, **{self.fact: True})
+
+    def __ior__(self, callees):
+        for callee in callees:
+            self.add(callee)
+        return self
+
+
+CREATION = _View("creation")
+NON_DIFFERENTIABLE = _View("non_differentiable")
+TUPLE_ARGUMENT_RULES = _View("sequence_part")
+LIBRARY_CALLS = _View("library_helper")
+CPU_REFUSED = _View("cpu_refusal")
+
+
+# --- result kinds of calls without a derivative template ----------------------------------------
+
+def _joined_ndim(parts, axis):
+    if axis is None:        # NumPy flattens the parts first: another result, not differentiated
+        raise TypeError("np.concatenate with axis=None (flattening) is not supported; "
+                        "concatenate np.ravel(part)s instead")
+    return parts.items[0].ndim
+
+
+def _shape_ndim(shape):
+    if shape.cls == "tuple":
+        return len(shape.items)
+    return 1
+
+
+def _creation(shape, *rest, dtype=None, **kw):
+    element = "float"
+    if isinstance(dtype, K.Kind) or dtype is None:
+        element = "float"
+    return K.array(_shape_ndim(shape), element)
+
+
+def _array_kind(x, *rest, **kw):
+    """np.array / np.asarray of an array (a copy / itself), of a literal of scalars (1-d) or of
+    a literal of arrays of one ndim (stacked along a new first axis)."""
+    if x.cls != "tuple":
+        return x
+    items = x.items
+    if not items:
+        raise SrcgradError("np.array of an empty sequence")
+    if all(item.is_scalar for item in items):
+        element = "bool"
+        for item in items:
+            element = K.join_dtype(element, item.cls)
+        return K.array(1, element)
+    if all(item.is_array for item in items) and len({item.ndim for item in items}) == 1:
+        element = "bool"
+        for item in items:
+            element = K.join_dtype(element, item.dtype)
+        return K.array(items[0].ndim + 1, element)
+    raise SrcgradError(f"np.array of a mix of scalars and arrays of different ndim ({x})")
+
+
+def _like(x, *a, **k):
+    return K.array(x.ndim, "float") if x.is_array else K.FLOAT
+
+
+# --- the facts ----------------------------------------------------------------------------------
+
 # Array creation: the result depends on the argument's shape, never on its values.
-CREATION = {np.zeros, np.ones, np.empty, np.zeros_like, np.ones_like, np.empty_like, np.full,
-            np.full_like, np.arange}
+declare(np.zeros, np.ones, np.empty, np.full, creation=True, result_kind=_creation)
+declare(np.zeros_like, np.ones_like, np.empty_like, np.full_like, creation=True, result_kind=_like)
+declare(np.arange, creation=True,
+        result_kind=lambda *a, **k: K.array(1, "int" if all(x.cls == "int" for x in a) else "float"))
+declare(np.eye, np.identity, creation=True, result_kind=lambda *a, **k: K.array(2))
+declare(np.array, np.asarray, result_kind=_array_kind)
 
-# Functions that are fine on inactive values but have no derivative on active ones.
-NON_DIFFERENTIABLE = {int, len, range, bool, round, np.argmax, np.argmin, np.argsort, np.isnan,
-                      np.isinf, np.isfinite, math.isnan, math.isinf, math.isfinite, np.shape,
-                      np.ndim, np.size}
-
+# Functions that are fine on inactive values but have no derivative on active ones; those whose
+# int/bool result would silently cut the derivative of an input it depends on are value-cutting
+# (analyse refuses them in arithmetic that reaches the result).
+declare(int, len, range, bool, round, np.argmax, np.argmin, np.argsort, np.isnan, np.isinf,
+        np.isfinite, math.isnan, math.isinf, math.isfinite, np.shape, np.ndim, np.size,
+        non_differentiable=True)
+declare(int, round, bool, np.argmax, np.argmin, np.argsort, value_cutting=True)
+declare(len, int, result_kind=lambda *a, **k: K.INT)
+declare(bool, result_kind=lambda *a, **k: K.BOOL)
+declare(round, result_kind=lambda *a, **k: K.INT if len(a) == 1 else K.FLOAT)
+declare(np.isnan, np.isinf, np.isfinite, result_kind=lambda x, **k: K.broadcast(x, dtype="bool"))
+declare(np.argmax, np.argmin, result_kind=lambda *a, **k: K.INT)
 
 # Functions taking a tuple of arrays: the adjoint of element k of the tuple is a part of the
 # result's adjoint, cut out by a runtime helper: ``d[parts[k]] += helper(d[result], k, parts, axis)``.
-TUPLE_ARGUMENT_RULES = {
-    np.concatenate: "concat_part",     # the k-th block along `axis`
-    np.stack: "stack_part",            # the k-th index along the new `axis`
-}
+declare(np.concatenate, sequence_part="concat_part",      # the k-th block along `axis`
+        result_kind=lambda parts, axis=0, **k: K.array(_joined_ndim(parts, axis)))
+declare(np.stack, sequence_part="stack_part",             # the k-th index along the new `axis`
+        result_kind=lambda parts, axis=0, **k: K.array(parts.items[0].ndim + 1))
+declare(np.vstack, sequence_part="vstack_part",
+        result_kind=lambda parts, **k: K.array(max(2, parts.items[0].ndim)))
+declare(np.hstack, sequence_part="hstack_part", result_kind=lambda parts, **k: K.array(parts.items[0].ndim))
 
-TUPLE_ARGUMENT_RULES[np.vstack] = "vstack_part"
-TUPLE_ARGUMENT_RULES[np.hstack] = "hstack_part"
-CREATION |= {np.eye, np.identity}
-
-
-# NumPy and SciPy calls that generated code makes through a runtime helper (``LIBRARY_CALLS``):
+# NumPy and SciPy calls that generated code makes through a runtime helper (library_helper):
 # NumPy calls Numba cannot compile as written (an ``axis`` it does not take) and SciPy functions
-# (not plain Python for srcgrad to transform).
-# callee -> name of the runtime helper that generated code calls instead (both targets)
-LIBRARY_CALLS = {}
-LIBRARY_CALLS[np.vstack] = "np_vstack"        # Numba's needs parts of one ndim (1-d parts are rows)
+# (not plain Python for srcgrad to transform). The rule families declare most of them beside
+# their templates (table._library).
+declare(np.vstack, library_helper="np_vstack")     # Numba's needs parts of one ndim (1-d parts are rows)
+
+
+def sequence_call_names():
+    """The names of the calls whose first argument is a sequence of arrays (``concatenate``...):
+    check.py accepts a list literal there, before names are resolved."""
+    return {getattr(key, "__name__", None) for key in TUPLE_ARGUMENT_RULES} - {None}
 
 
 def library_helper(callee):
     """The runtime helper generated code calls for ``callee``, or None (a plain NumPy call)."""
-    try:
-        helper = LIBRARY_CALLS.get(_key(callee))
-        if helper is None and _is_scipy(callee) and _register_scipy():
-            helper = LIBRARY_CALLS.get(_key(callee))
-        return helper
-    except TypeError:           # unhashable callee
-        return None
+    return facts(callee).library_helper
 
 
 def _is_scipy(function):
@@ -94,18 +242,14 @@ def random_sampling_message(callee):
 
 # --- functions the cpu target does not compile (yet): refused when the function is specialized ---
 
-CPU_REFUSED = {
-    np.einsum: "np.einsum is supported on the python target only (its cpu version would need a "
-               "loop nest per subscripts string); use `@`/np.dot/np.sum, or target='python'",
-    np.tensordot: "np.tensordot is supported on the python target only; use `@`/np.dot and "
-                  "reshapes, or target='python'",
-    np.inner: "np.inner is supported on the python target only; use `@`/np.dot, or target='python'",
-}
+declare(np.einsum, cpu_refusal="np.einsum is supported on the python target only (its cpu version "
+        "would need a loop nest per subscripts string); use `@`/np.dot/np.sum, or target='python'")
+declare(np.tensordot, cpu_refusal="np.tensordot is supported on the python target only; use `@`/np.dot "
+        "and reshapes, or target='python'")
+declare(np.inner, cpu_refusal="np.inner is supported on the python target only; use `@`/np.dot, or "
+        "target='python'")
 
 
 def cpu_refusal(callee):
     """Why the cpu target refuses ``callee``, or None."""
-    try:
-        return CPU_REFUSED.get(_key(callee))
-    except TypeError:
-        return None
+    return facts(callee).cpu_refusal

@@ -7,7 +7,7 @@ from ..runtime import (einsum_adjoint, inner_adjoint, kron_adjoint, tensordot_ad
                       _einsum_parts, _tensordot_axes)
 from ..runtime import cholesky_adjoint, eigh_adjoint, norm_adjoint, slogdet_adjoint  # noqa: E402,F401
 from ..runtime import matmul_grad_left
-from .callees import LIBRARY_CALLS
+from .callees import declare
 from .table import (REGISTRY, Rule, TangentRule, _axis_value, _library, _register_rule, d, reduction_kind,
                     register_tangent)
 
@@ -63,7 +63,7 @@ class _EinsumRule(Rule):
 
 
 REGISTRY[np.einsum] = _EinsumRule()
-LIBRARY_CALLS[np.einsum] = "np_einsum"
+declare(np.einsum, library_helper="np_einsum")
 
 
 # einsum is multilinear: one term per varying operand, the same subscripts

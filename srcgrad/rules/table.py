@@ -9,7 +9,7 @@ import textwrap
 
 from .. import kinds as K
 from ..errors import SrcgradError
-from .callees import LIBRARY_CALLS, _is_scipy, _key, _register_scipy
+from .callees import _is_scipy, _key, _register_scipy, declare
 
 
 class _AdjointOf:
@@ -263,7 +263,7 @@ def _library(function, helper, template, kind, elementwise=False):
     rule.literal_args = True
     REGISTRY[_key(function)] = rule
     if helper is not None:
-        LIBRARY_CALLS[_key(function)] = helper
+        declare(function, library_helper=helper)
 
 
 def _register_rule(functions, template, kind=None, elementwise=True):
