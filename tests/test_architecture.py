@@ -81,3 +81,14 @@ def test_rules_and_core_modules_under_800_lines():
     for path in list((PACKAGE / "rules").glob("*.py")) + [PACKAGE / "naming.py", PACKAGE / "kinds.py",
                                                           PACKAGE / "analyse.py", PACKAGE / "program.py"]:
         assert len(path.read_text().splitlines()) <= 800, path
+
+
+def test_registry_fingerprint_has_no_addresses():
+    """Method keys (scipy.stats.norm.logpdf is registered by class and function) are labelled by
+    name: the fingerprint (part of every cache key) is the same in every process."""
+    import scipy.stats
+    rules.lookup(scipy.stats.norm.logpdf)
+    labels = [rules._label(key) for key in rules.REGISTRY]
+    assert not [label for label in labels if " at 0x" in label]
+    assert any(label.startswith("scipy.stats._continuous_distns.norm_gen.") and label.endswith(".logpdf")
+               for label in labels)

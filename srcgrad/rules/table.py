@@ -227,6 +227,9 @@ def _source_or_name(function):
 
 def _label(function):
     """A name for a registered function that is the same in every process (no addresses)."""
+    if isinstance(function, tuple):     # a method's key (class, function): scipy.stats.norm.logpdf
+        owner, function = function
+        return f"{_label(owner)}.{_label(function)}"
     module = getattr(function, "__module__", None) or type(function).__module__
     name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
     return f"{module}.{name}"
