@@ -1,0 +1,465 @@
+"""Tape placement: which overwritten values the forward sweep saves, where, and how.
+
+Input: the forward and reverse sweeps of :class:`~srcgrad.transform.ReverseTransformer`, with
+:class:`~srcgrad.placeholders.Save` / :class:`~srcgrad.placeholders.Restore` pairs at every
+overwrite, and the loops it transformed. Output: the same sweeps with the pairs the reverse sweep
+needs turned into pushes and pops (the others dropped), and the initialisations they need.
+
+* Liveness (:mod:`srcgrad.liveness`) keeps a pair only when the reverse sweep reads the value.
+* Cheap loop values are recomputed at the top of each reverse iteration instead of taped
+  (:meth:`TapePlan.recompute_in_loops`); arrays computed once per iteration go to a list.
+* Scalars go to one float and one int tape (NumPy arrays that grow geometrically); a whole array
+  that is rebound (``h = np.tanh(h @ W)`` in a loop) is snapshotted: copied whole, into a buffer
+  allocated at loop entry when the trip count is known there, else into a list.
+"""
+import ast
+import copy
+
+from . import kinds as K
+from . import rules
+from .analyse import operand_names
+from .liveness import assigned_in, dead_restores, has_code, primal_reads, walk_body
+from .normalize import assign, name_load, name_store
+from .placeholders import Comment, Reset, Restore, Save
+
+FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
+INT_TAPE = ("_itape", "_ipos", "push_int")
+
+
+class TapePlan:
+    """The tape decisions for one adjoint function (explicit state; one instance per function).
+
+    ``loops``: (normalized body, reverse loop, loop variable or None, forward body) of each loop
+    the reverse sweep replays; ``top_loops``: (forward For, normalized For) of the loops that run
+    once per call; ``reset(placeholder)``: the statements that zero an adjoint for a
+    :class:`~srcgrad.placeholders.Reset` ([] when the adjoint turned out to be assigned, not added);
+    ``snapshot_buffers``: whether snapshots in top-level ``for`` loops go to preallocated buffers.
+    """
+
+    def __init__(self, params, body, analysis, names, precision, loops, top_loops, reset,
+                 snapshot_buffers=True):
+        self.params = params
+        self.body = body
+        self.a = analysis
+        self.names = names
+        self.precision = precision  # the working float dtype (typed dummies)
+        self.loops = loops
+        self.top_loops = top_loops
+        self.reset = reset
+        self.snapshot_buffers = snapshot_buffers
+        self.used_tapes = set()    # FLOAT_TAPE / INT_TAPE, those a push uses
+        self.saves = []            # the kept Save placeholders, in forward order
+        self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
+        self.array_lists = []      # `_r_saved1 = []` initialisations of per-iteration array lists
+        self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
+        self.snapshots = {}        # array variable -> the list its overwritten values are kept in
+        self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
+        self.allocations = {}      # id(forward loop) -> the buffer allocations before it
+
+    def resolve(self, forward, reverse):
+        """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
+        self.recompute_in_loops(primal_reads(reverse, lambda save: False))
+        needed = set()
+        for _ in range(10):
+            before = set(needed)
+            needed = primal_reads(reverse, self._restore_filter(needed)) | {"_seed"}
+            if needed == before:
+                break
+        keep = self._restore_filter(needed)
+        dead = dead_restores(reverse, keep)
+        if dead:
+            base_keep = keep
+
+            def keep(save):
+                return base_keep(save) and id(save) not in dead
+        inits = []
+        initialized = set()
+        self.plan_snapshot_buffers(keep)
+        forward = self._replace(forward, keep, restore=False)
+        reverse = self._replace(reverse, keep, restore=True)
+        inits += self.array_lists
+        if self.snapshots:
+            inits.append(assign("_snapshot_bytes", ast.Constant(0), self.body[0]))
+            inits += [assign(snapshots, ast.List(elts=[], ctx=ast.Load()), self.body[0])
+                      for snapshots in self.snapshots.values()]
+        for save in self.saves:
+            if save.index is None and save.name not in self.params and save.name not in initialized \
+                    and not save.always:
+                initialized.add(save.name)
+                if not self._is_snapshot(save):
+                    inits.append(assign(save.name, ast.Constant(_zero_of(save.kind)), save.like))
+                elif not self._defined_before(save):
+                    inits.append(assign(save.name, self._empty_array(save.kind), save.like))
+        return forward, reverse, inits
+
+    def recompute_in_loops(self, needed):
+        """Recompute cheap loop values at the top of each reverse iteration instead of taping them.
+
+        A value qualifies when it is assigned once, at the top level of the loop body, from the loop
+        variable, names the loop never assigns, arrays it never writes, and other qualifying values,
+        by an operation that costs about as much as a tape access (arithmetic, indexing, math
+        functions). This is what a hand-written adjoint does: Rosenbrock's loop needs no tape.
+        """
+        for body, reverse_loop, loop_var, forward_body in self.loops:
+            assigned = assigned_in(body)
+            written = {n.targets[0].value.id for n in walk_body(body)
+                       if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Subscript)}
+            carried = self._checkpointable(body)
+            candidates = {}
+            read_so_far = set()
+            reassigned = set()
+            for stmt in body:
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                    name = stmt.targets[0].id
+                    value = stmt.value
+                    operands = set(operand_names(value))
+                    ok = (self.a.def_sites.get(name) == 1 and name not in read_so_far
+                          and _cheap(value, written)
+                          and all(op == loop_var or op not in assigned or op in candidates
+                                  or (op in carried and op not in reassigned) for op in operands))
+                    if ok:
+                        candidates[name] = stmt
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                        read_so_far.add(node.id)
+                reassigned |= assigned_in([stmt])
+            wanted = {n for n in candidates if n in needed}
+            changed = True
+            while changed:
+                changed = False
+                for name in list(wanted):
+                    for op in operand_names(candidates[name].value):
+                        if op in candidates and op not in wanted:
+                            wanted.add(op)
+                            changed = True
+            self.save_arrays_per_iteration(body, reverse_loop, forward_body, candidates, needed)
+            if not wanted:
+                continue
+            recompute = [copy.deepcopy(stmt) for name, stmt in candidates.items() if name in wanted]
+            # loop-carried state the recomputation starts from: saved once per iteration
+            state = sorted({op for stmt in recompute for op in operand_names(stmt.value) if op in carried})
+            # Forward: copy the state at the start of the iteration, push the copy at its end (so
+            # the reverse iteration, which begins where the forward one ended, pops it first).
+            restores = []
+            for name in reversed(state):
+                start = self.names.fresh(name.lstrip("_") + "_start")
+                forward_body.insert(0, assign(start, name_load(name), body[0]))
+                save = Save(start, self.a.kinds.get(name, K.FLOAT), like=body[0], always=True)
+                forward_body.append(save)
+                restores.append(Restore(save))
+                _rename_operands(recompute, name, start)
+                if not carried[name]:
+                    # never read after its update in the body: the start value is the only one the
+                    # reverse iteration reads, so restore it here instead of at each assignment
+                    self.checkpointed.add((name, id(body)))
+                    restores.append(assign(name, name_load(start), body[0]))
+            restores = _reverse_pairs(restores)     # pop in the opposite order of the pushes
+            reverse_loop.body[:0] = restores + \
+                [Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
+            self.recomputed |= wanted
+            # an enclosing loop (later in self.loops) must provide what the recomputation reads
+            needed |= {op for stmt in recompute for op in operand_names(stmt.value)}
+
+    def save_arrays_per_iteration(self, body, reverse_loop, forward_body, candidates, needed):
+        """Arrays computed once per iteration (``r = a[i] * v``) that the reverse sweep reads: keep a
+        copy of each iteration's value in a list and pop it at the top of the reverse iteration.
+        (The shared tape holds scalars; a list of arrays keeps each iteration's shape.)"""
+        for stmt in body:
+            if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
+                continue
+            name = stmt.targets[0].id
+            kind = self.a.kinds.get(name, K.FLOAT)
+            if not kind.is_array or name in candidates or name not in needed or \
+                    self.a.def_sites.get(name) != 1:
+                continue
+            saved = self.names.fresh(name.lstrip("_") + "_saved")
+            copy_call = ast.Call(func=ast.Attribute(value=name_load(name), attr="copy", ctx=ast.Load()),
+                                 args=[], keywords=[])
+            append = ast.Expr(value=ast.Call(func=ast.Attribute(value=name_load(saved), attr="append",
+                                                                ctx=ast.Load()),
+                                             args=[copy_call], keywords=[]))
+            index = next(i for i, item in enumerate(forward_body) if item is stmt)
+            forward_body.insert(index + 1, ast.copy_location(append, stmt))
+            pop = ast.Call(func=ast.Attribute(value=name_load(saved), attr="pop", ctx=ast.Load()),
+                           args=[], keywords=[])
+            reverse_loop.body.insert(0, assign(name, pop, stmt))
+            self.array_lists.append(assign(saved, ast.List(elts=[], ctx=ast.Load()), stmt))
+            self.recomputed.add(name)
+
+    def _checkpointable(self, body):
+        """Loop-carried scalars: assigned once, at the top level of the loop body. Saving their value
+        at the start of each iteration lets the reverse sweep recompute the iteration's values from
+        it (the state of an ODE step) instead of taping every intermediate."""
+        top_defs, nested = {}, set()
+        out = {}           # name -> is it read again, after its update, later in the body?
+        for stmt in body:
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                top_defs[stmt.targets[0].id] = top_defs.get(stmt.targets[0].id, 0) + 1
+            elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+                nested |= assigned_in([stmt])
+        for name, count in top_defs.items():
+            kind = self.a.kinds.get(name, K.FLOAT)
+            if count != 1 or name in nested or not kind.is_scalar:
+                continue
+            index = next(i for i, stmt in enumerate(body) if isinstance(stmt, ast.Assign)
+                         and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name)
+            live_in = any(isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name
+                          for stmt in body[:index + 1] for node in ast.walk(stmt))
+            if not live_in:          # a value of this iteration only: nothing to carry
+                continue
+            later_reads = any(isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name
+                              for stmt in body[index + 1:] for node in ast.walk(stmt))
+            # the new value is also read by the reverse of its own assignment when that is an
+            # operation whose rule uses the result (tanh, exp, sqrt, ...): only a plain copy is safe
+            copy_only = isinstance(body[index].value, (ast.Name, ast.Constant))
+            out[name] = later_reads or not copy_only
+        return out
+
+    def _restore_filter(self, needed):
+        def keep(save):
+            if save.always:
+                return True
+            if save.index is None and save.name in self.recomputed:
+                return False
+            if save.index is None and (save.name, save.loop) in self.checkpointed:
+                return False
+            if save.name not in needed:
+                return False
+            if save.index is not None:
+                return True
+            return self.a.overwritten(save.name)
+        return keep
+
+    def _replace(self, stmts, keep, restore):
+        out = []
+        for stmt in stmts:
+            if isinstance(stmt, Reset):
+                if restore:
+                    out.extend(self.reset(stmt))
+            elif isinstance(stmt, Save):
+                if keep(stmt):
+                    if stmt not in self.saves:
+                        self.saves.append(stmt)
+                    push = self._push(stmt)
+                    out.extend(push if isinstance(push, list) else [push])
+            elif isinstance(stmt, Restore):
+                if keep(stmt.save):
+                    out.extend(self._pop(stmt.save))
+            elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+                if not restore:
+                    out.extend(self.allocations.get(id(stmt), []))
+                body = self._replace(stmt.body, keep, restore)
+                orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
+                if restore and not has_code(body) and not has_code(orelse):
+                    continue        # nothing left to replay in the reverse sweep
+                if isinstance(stmt, ast.If) and not has_code(body):
+                    stmt.test = ast.UnaryOp(op=ast.Not(), operand=stmt.test)
+                    body, orelse = orelse, []
+                stmt.body = body or [ast.Pass()]
+                if isinstance(stmt, ast.If):
+                    stmt.orelse = orelse if has_code(orelse) else []
+                out.append(stmt)
+            else:
+                out.append(stmt)
+        return out
+
+    def _tape_for(self, save):
+        kind = save.kind.element() if save.index is not None else save.kind
+        tape = FLOAT_TAPE if kind.cls == "float" else INT_TAPE
+        self.used_tapes.add(tape)
+        return tape
+
+    # -- array snapshots: a whole array rebound where the reverse sweep needs its old value -------
+    # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep copies the old array into a
+    # buffer allocated at the entry of its loop (see plan_snapshot_buffers) or appends a copy to a
+    # list of its own, and the reverse sweep reads it back. The array must keep its shape (the
+    # adjoint arrays have one shape per variable): the runtime helpers check it at each push and
+    # pop. The bytes kept count against SRCGRAD_MAX_TAPE_BYTES.
+
+    @staticmethod
+    def _is_snapshot(save):
+        return save.index is None and save.kind is not None and save.kind.is_array
+
+    def _snapshot_list(self, name):
+        if name not in self.snapshots:
+            self.snapshots[name] = self.names.fresh(name.lstrip("_") + "_snapshots")
+        return self.snapshots[name]
+
+    def plan_snapshot_buffers(self, keep):
+        """Snapshots taken in a ``for`` loop that runs once per call go to one buffer of shape
+        ``(snapshots per iteration * trip count, *shape)``, allocated at loop entry (the trip count
+        is known there): no allocation and no growth inside the loop. The array must have a value
+        at loop entry; the others (and ``while`` loops, loops inside loops) use the list."""
+        for forward_loop, loop in self.top_loops if self.snapshot_buffers else ():
+            sites = {}
+            for save in walk_body(forward_loop.body):
+                if isinstance(save, Save) and self._is_snapshot(save) and keep(save) and \
+                        save.loop == id(loop.body) and self._defined_at(save.name, loop):
+                    sites.setdefault(save.name, []).append(save)
+            iterator = forward_loop.iter
+            if not sites or not (isinstance(iterator, ast.Call) and isinstance(iterator.func, ast.Name)
+                                 and iterator.func.id == "range" and len(iterator.args) == 3):
+                continue
+            trips = ast.Call(func=name_load("range_length"), args=copy.deepcopy(iterator.args), keywords=[])
+            allocations = self.allocations.setdefault(id(forward_loop), [])
+            for name, saves in sites.items():
+                stem = name.lstrip("_")
+                buffer, top = self.names.fresh(stem + "_snapshots"), self.names.fresh(stem + "_top")
+                count = copy.deepcopy(trips) if len(saves) == 1 else \
+                    ast.BinOp(left=ast.Constant(len(saves)), op=ast.Mult(), right=copy.deepcopy(trips))
+                allocations += [
+                    Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once",
+                             loop.lineno),
+                    assign(buffer, ast.Call(func=name_load("snapshot_buffer"), args=[name_load(name), count],
+                                            keywords=[]), loop),
+                    assign(top, ast.Constant(0), loop)]
+                for save in saves:
+                    self.buffers[id(save)] = (buffer, top)
+
+    def _push_snapshot(self, save):
+        if id(save) in self.buffers:
+            buffer, top = self.buffers[id(save)]
+            push = ast.Call(func=name_load("push_snapshot"), args=[name_load(buffer), name_load(top),
+                                                                   name_load(save.name)], keywords=[])
+            note = Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
+                            "reads it back)", save.like.lineno)
+            return [note, assign(top, push, save.like)]
+        snapshots = self._snapshot_list(save.name)
+        unset = ast.Constant(not self._defined_before(self._first_save(save.name)))
+        count = ast.Call(func=name_load("count_snapshot"),
+                         args=[name_load("_snapshot_bytes"), name_load(snapshots), name_load(save.name),
+                               unset], keywords=[])
+        copy_call = ast.Call(func=ast.Attribute(value=name_load(save.name), attr="copy", ctx=ast.Load()),
+                             args=[], keywords=[])
+        append = ast.Expr(value=ast.Call(func=ast.Attribute(value=name_load(snapshots), attr="append",
+                                                            ctx=ast.Load()),
+                                         args=[copy_call], keywords=[]))
+        note = Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
+                        "pops it back)", save.like.lineno)
+        return [note, assign("_snapshot_bytes", count, save.like), ast.copy_location(append, save.like)]
+
+    def _pop_snapshot(self, save):
+        if id(save) in self.buffers:
+            buffer, top = self.buffers[id(save)]
+            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(), value=ast.Constant(1)),
+                                    save.like)
+            read = ast.Call(func=name_load("snapshot_at"), args=[name_load(buffer), name_load(top),
+                                                                 name_load(save.name)], keywords=[])
+            return [dec, assign(save.name, read, save.like)]
+        unset = ast.Constant(not self._defined_before(self._first_save(save.name)))
+        pop = ast.Call(func=name_load("pop_snapshot"), args=[name_load(self._snapshot_list(save.name)),
+                                                             name_load(save.name), unset], keywords=[])
+        return [assign(save.name, pop, save.like)]
+
+    def _first_save(self, name):
+        return next(save for save in self.saves if save.index is None and save.name == name)
+
+    def _defined_before(self, save):
+        """Whether ``save.name`` always has a value when ``save`` runs."""
+        return self._defined_at(save.name, save.like)
+
+    def _defined_at(self, name, place):
+        """Whether ``name`` always has a value when the statement ``place`` runs: a parameter, or
+        assigned at the top level of the body before the statement that holds ``place``."""
+        if name in self.params:
+            return True
+        for stmt in self.body:
+            if any(node is place for node in ast.walk(stmt)):
+                return False
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
+                    stmt.targets[0].id == name:
+                return True
+        return False
+
+    def _empty_array(self, kind):
+        """A typed placeholder for an array variable the first snapshot finds still unassigned."""
+        dtype = {"int": "int64", "bool": "bool_"}.get(kind.dtype, self.precision)
+        shape = ast.Tuple(elts=[ast.Constant(0)] * kind.ndim, ctx=ast.Load())
+        return ast.Call(func=ast.Attribute(value=name_load("np"), attr="empty", ctx=ast.Load()),
+                        args=[shape, ast.Attribute(value=name_load("np"), attr=dtype, ctx=ast.Load())],
+                        keywords=[])
+
+    def _push(self, save):
+        if self._is_snapshot(save):
+            return self._push_snapshot(save)
+        tape, pos, push = self._tape_for(save)
+        if save.index is not None:
+            value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+            if self._slot_is_array(save):      # a row or slice: save all its values
+                push = "push_slice"
+        else:
+            value = name_load(save.name)
+        call = ast.Call(func=name_load(push), args=[name_load(tape), name_load(pos), value], keywords=[])
+        target = ast.Tuple(elts=[name_store(tape), name_store(pos)], ctx=ast.Store())
+        return assign(target, call, save.like)
+
+    def _slot_is_array(self, save):
+        """Whether ``name[index]`` is an array (a row, a slice) rather than one element."""
+        parts = save.index.elts if isinstance(save.index, ast.Tuple) else [save.index]
+        if _index_is_slice(save.index, self.a) or any(isinstance(p, ast.Constant) and p.value is None
+                                                       for p in parts):
+            return True
+        return save.kind is not None and save.kind.is_array and len(parts) < save.kind.ndim
+
+    def _pop(self, save):
+        if self._is_snapshot(save):
+            return self._pop_snapshot(save)
+        tape, pos, _ = self._tape_for(save)
+        dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
+                                save.like)
+        value = ast.Subscript(value=name_load(tape), slice=name_load(pos), ctx=ast.Load())
+        if save.index is not None:
+            target = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
+            if self._slot_is_array(save):
+                slot = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+                dec.value = ast.Attribute(value=slot, attr="size", ctx=ast.Load())
+                value = ast.Call(func=name_load("tape_slice"), args=[name_load(tape), name_load(pos),
+                                                                      copy.deepcopy(slot)], keywords=[])
+        else:
+            target = name_store(save.name)
+        return [dec, assign(target, value, save.like)]
+
+
+
+def _reverse_pairs(restores):
+    """Reverse a list of Restore placeholders, keeping each optional follow-up assignment after
+    its Restore."""
+    groups = []
+    for item in restores:
+        if isinstance(item, Restore):
+            groups.append([item])
+        else:
+            groups[-1].append(item)
+    return [item for group in reversed(groups) for item in group]
+
+
+def _rename_operands(stmts, old, new):
+    for stmt in stmts:
+        for node in ast.walk(stmt.value):
+            if isinstance(node, ast.Name) and node.id == old:
+                node.id = new
+
+
+
+def _cheap(value, written_arrays):
+    if isinstance(value, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Constant)):
+        return True
+    if isinstance(value, ast.Subscript):
+        return isinstance(value.value, ast.Name) and value.value.id not in written_arrays
+    if isinstance(value, ast.Attribute):
+        return value.attr in ("shape", "size", "ndim")
+    if isinstance(value, ast.Call):
+        rule = rules.lookup(value.callee) if not isinstance(value.callee, str) else None
+        return rule is not None and all(isinstance(a, (ast.Name, ast.Constant)) for a in value.args)
+    return False
+
+
+def _index_is_slice(index, analysis):
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return any(isinstance(p, ast.Slice) or (isinstance(p, ast.Name) and analysis.kind(p).is_array)
+               for p in parts)
+
+
+def _zero_of(kind):
+    return {"float": 0.0, "int": 0, "bool": False}.get(kind.cls, 0.0)
+
