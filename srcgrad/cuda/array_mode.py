@@ -5,15 +5,15 @@
     loss_and_grads = srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3), target="cuda", arrays=True)
     loss, (dW1, db1, dW2, db2) = loss_and_grads(W1, b1, W2, b2, X, y)   # device or host arrays
 
-Where map mode (:mod:`srcgrad.cuda`) runs scalar code once per element, array mode runs
+Where map mode (:mod:`srcgrad.cuda.map_mode`) runs scalar code once per element, array mode runs
 whole-array NumPy code (``X @ W1 + b1``, ``np.max(z, axis=1)``, gathers with labels) as a
 sequence of CUDA kernels.  It starts from the same generated adjoint as the cpu target:
 
 1. srcgrad generates the adjoint source (``target="python"``, identical to what the cpu backend
    compiles) for the argument kinds;
-2. :mod:`srcgrad.backends.cuda_trace` runs it on stand-ins with the arguments' static shapes and
+2. :mod:`srcgrad.cuda.array_trace` runs it on stand-ins with the arguments' static shapes and
    records a graph of array operations;
-3. :mod:`srcgrad.backends.cuda_plan` fuses elementwise chains, views and broadcasts into kernels,
+3. :mod:`srcgrad.cuda.array_plan` fuses elementwise chains, views and broadcasts into kernels,
    maps matrix products to the tiled GEMM (transposes by indexing, bias fused into the epilogue
    where it follows a product), reductions to shared-memory tree kernels, and allocates every
    buffer once.
@@ -41,12 +41,12 @@ import threading
 
 import numpy as np
 
-from . import kinds as K
-from .api import _parse_wrt
-from .cuda import _is_device_array, host_numeric_array
-from .errors import SrcgradError
-from .parse import unwrap_function
-from .program import build_module
+from .. import kinds as K
+from ..api import _parse_wrt
+from ..errors import SrcgradError
+from ..parse import unwrap_function
+from ..program import build_module
+from .device import host_numeric_array, is_device_array
 
 __all__ = ["ArrayGradFunction"]
 
@@ -85,7 +85,7 @@ class ArrayGradFunction:
         items, on_device = [], False
         for index, name in enumerate(self.params):
             value = bound.arguments[name]
-            if _is_device_array(value):
+            if is_device_array(value):
                 on_device = True
                 items.append(("array", value))
             elif isinstance(value, (float, np.floating)) or (index in self.wrt_indices and
@@ -131,18 +131,18 @@ class ArrayGradFunction:
         return plan
 
     def _build(self, items):
-        from .backends import cuda_plan
-        return cuda_plan.compile_graph(self._trace(items), self.func.__name__)
+        from . import array_plan
+        return array_plan.compile_graph(self._trace(items), self.func.__name__)
 
     def plan_without_device(self, *args, **kwargs):
         """The kernel plan (source and signatures) for arguments given as NumPy arrays, without
         allocating anything on a device — for ``compile_ptx`` checks on machines without a GPU."""
-        from .backends import cuda_plan
+        from . import array_plan
         items, _ = self._classify(args, kwargs)
-        return cuda_plan.Plan(self._trace(items), self.func.__name__)
+        return array_plan.Plan(self._trace(items), self.func.__name__)
 
     def _trace(self, items):
-        from .backends import cuda_trace
+        from . import array_trace
         precision = self._precision(items)
         kinds, arguments = [], {}
         for index, (name, (tag, value)) in enumerate(zip(self.params, items)):
@@ -163,7 +163,7 @@ class ArrayGradFunction:
                                 "or a float32/float64 array")
         source, _, adjoint, _ = build_module(self.func, tuple(kinds), self.wrt_names, "python",
                                              self.single, precision)
-        return cuda_trace.trace(source, adjoint, self.params, arguments, precision)
+        return array_trace.trace(source, adjoint, self.params, arguments, precision)
 
     # -- calls --------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -173,7 +173,7 @@ class ArrayGradFunction:
         inputs, scalars = {}, {}
         for name, (tag, value) in zip(self.params, items):
             if tag == "array":
-                inputs[name] = value if _is_device_array(value) else cuda.to_device(np.ascontiguousarray(value))
+                inputs[name] = value if is_device_array(value) else cuda.to_device(np.ascontiguousarray(value))
             elif tag == "scalar":
                 scalars[name] = value
         outputs = plan.run(inputs, scalars)

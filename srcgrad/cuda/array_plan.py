@@ -1,6 +1,6 @@
 """CUDA array mode, stage 2: fuse a traced graph into CUDA kernels and run them.
 
-Input: the :class:`~srcgrad.backends.cuda_trace.Graph` of a generated adjoint (static shapes).
+Input: the :class:`~srcgrad.cuda.array_graph.Graph` of a generated adjoint (static shapes).
 Output: a :class:`Plan` — one generated module of ``@cuda.jit`` kernels plus a fixed list of
 launches into preallocated device buffers.  Calling the plan runs one forward and reverse sweep
 with no allocation and no host synchronisation.
@@ -14,7 +14,7 @@ How the graph becomes kernels:
   into the kernel of the materialized node that reads it: the kernel computes it in registers
   at the index it needs.  Views (slices, ``.T``, ``None``) and broadcasting become index
   arithmetic, never copies.
-* Matrix products call the tiled shared-memory GEMM of :mod:`srcgrad.backends.cuda_kernels`;
+* Matrix products call the tiled shared-memory GEMM of :mod:`srcgrad.cuda.kernels`;
   a transposed operand (``a.T @ g``, ``g @ b.T``) is passed untransposed with the transpose flag.
   A bias row added to a product (``X @ W1 + b1``) is fused into the GEMM epilogue.
 * Reductions are one block per output element with a shared-memory tree (no atomics); the
@@ -37,10 +37,10 @@ import numpy as np
 
 from .. import codegen
 from ..errors import SrcgradError
-from . import cuda_kernels as ck
-from .cuda_trace import _is_zero
+from . import kernels as ck
+from .array_trace import _is_zero
+from .device import SIMULATOR
 
-SIMULATOR = ck.SIMULATOR
 EW_BLOCK = 256
 EW_MAX_GRID = 4096
 MAX_REDUCE_BLOCK = 256
@@ -49,7 +49,7 @@ MAX_REDUCE_BLOCK = 256
 RECOMPUTE_MAX_OPS = 4
 RECOMPUTE_MAX_USERS = 3
 
-# The CUDA expression of each elementwise operation of cuda_trace.EW_ARITY.
+# The CUDA expression of each elementwise operation of array_graph.EW_ARITY.
 EW_EXPRESSIONS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
     "pow": "{0} ** {1}", "neg": "-{0}", "copy": "{0}",

@@ -4,7 +4,7 @@ The adjoint that srcgrad generates for array code (``target="python"``, the same
 backend compiles) is straight-line NumPy: ``_t1 = X @ W1``, ``_adj_t2 = unbroadcast(...)``,
 ``scatter_add2(_adj_z, ...)``.  Running it once with :class:`Traced` values in place of arrays
 records every operation with its static shape and dtype into a graph of :class:`Node` s;
-:mod:`srcgrad.backends.cuda_plan` then fuses the graph into CUDA kernels.
+:mod:`srcgrad.cuda.array_plan` then fuses the graph into CUDA kernels.
 
 Shapes are static (a plan is built per argument shape signature), so ``X.shape[0]`` and loop
 bounds over shapes are plain ints while tracing.  What cannot be traced is refused with a clear
@@ -33,7 +33,7 @@ from ..errors import SrcgradError
 MAX_NODES = 20000  # a trace that unrolls a long loop stops here with a clear error
 
 # Elementwise operations: name -> number of operands.  The CUDA expression for each lives in
-# cuda_plan.EW_EXPRESSIONS (one place to extend both).
+# array_codegen.EW_EXPRESSIONS (one place to extend both).
 EW_ARITY = {
     "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "maximum": 2, "minimum": 2,
     "lt": 2, "le": 2, "gt": 2, "ge": 2, "eq": 2, "ne": 2, "and": 2, "or": 2,
@@ -667,7 +667,7 @@ class _TracingNumPy:
             return lambda x: _lift(g, x, lambda: elementwise(g, fn, x), getattr(np, name))
         if name in binary:
             return lambda a, b: elementwise(g, binary[name], a, b)
-        _refuse(f"np.{name} has no CUDA array rule (srcgrad.backends.cuda_trace._TracingNumPy)")
+        _refuse(f"np.{name} has no CUDA array rule (srcgrad.cuda.array_trace._TracingNumPy)")
 
     # functions with keywords or non-elementwise meaning
     def where(self, cond, a, b):

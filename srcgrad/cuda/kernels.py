@@ -32,14 +32,9 @@ import math
 import os
 
 import numpy as np
-
-try:  # numba-cuda 0.30.x uses np.row_stack, removed in NumPy 2.5
-    np.row_stack  # noqa: B018
-except AttributeError:  # pragma: no cover - depends on the NumPy version
-    np.row_stack = np.vstack
-
-from numba import config as _numba_config
 from numba import cuda, types
+
+from .device import SIMULATOR
 
 __all__ = [
     "TILE",
@@ -65,7 +60,6 @@ VEC_BLOCK = 256  # threads in vec_sum_into (power of two)
 EW_BLOCK = 256  # threads per block for elementwise kernels
 EW_MAX_GRID = 4096  # elementwise kernels are grid-stride beyond this many blocks
 
-SIMULATOR = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
 if SIMULATOR and os.environ.get("SRCGRAD_CUDA_SIM_TILES", "small") != "full":
     # The simulator runs every thread as a Python thread, so the same kernels are exercised
     # with small blocks (which also puts tiny test sizes across several tiles).  Set

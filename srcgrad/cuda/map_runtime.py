@@ -1,8 +1,10 @@
 """The ``cuda`` target: generated functions become CUDA device functions (map mode).
 
-Every thread of a map-mode kernel (see :mod:`srcgrad.cuda`) evaluates the scalar function and its
+Every thread of a map-mode kernel (see :mod:`srcgrad.cuda.map_mode`) evaluates the scalar function and its
 adjoint for one element, so the generated code only ever sees scalars.  A generated module imports
-its runtime helpers from here (``from srcgrad.backends.cuda import (jit, push_float, ...)``);
+its runtime helpers from here, by the target's name ``srcgrad.backends.cuda`` (``from
+srcgrad.backends.cuda import (jit, push_float, ...)``, as the other targets' modules import
+``srcgrad.backends.python`` or ``srcgrad.backends.cpu``);
 :func:`device_source` then rewrites the module for the device before it is written to the cache:
 
 * each function gets a last parameter ``_status`` (a one-element int32 array local to the thread)
@@ -31,10 +33,7 @@ from numba.core import errors as numba_errors, types
 from numba.extending import overload
 
 from ..errors import SrcgradError
-
-from numba import config as _numba_config  # noqa: E402
-
-SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
+from .device import SIMULATOR
 
 # _status bits set by device code
 TAPE_OVERFLOW = 1       # a float push past max_tape

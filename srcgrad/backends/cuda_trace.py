@@ -1,0 +1,9 @@
+"""Array-mode tracing moved to :mod:`srcgrad.cuda.array_trace`.
+
+This name stays importable: importing it gives the module ``srcgrad.cuda.array_trace`` itself (the same
+object, so every name, private ones included, and every monkeypatch behave as before)."""
+import sys
+
+from ..cuda import array_trace as _moved
+
+sys.modules[__name__] = _moved

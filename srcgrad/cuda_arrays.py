@@ -1,0 +1,9 @@
+"""CUDA array mode moved to :mod:`srcgrad.cuda.array_mode`.
+
+This name stays importable: importing it gives the module ``srcgrad.cuda.array_mode`` itself (the same
+object, so every name, private ones included, and every monkeypatch behave as before)."""
+import sys
+
+from .cuda import array_mode as _moved
+
+sys.modules[__name__] = _moved
