@@ -1,6 +1,7 @@
 """Normalize, part 1: jumps (``return`` / ``break`` / ``continue``) become flags."""
 import ast
 
+from .. import naming as N
 from .syntax import NameMaker, _contains, assign, assigned_names, name_load
 
 
@@ -104,10 +105,10 @@ class JumpDesugarer:
         counter = self.names.fresh("i")
         stop_name, step_name = self.names.fresh("stop"), self.names.fresh("step")
         pre += [assign(counter, start, stmt), assign(stop_name, stop, stmt), assign(step_name, step, stmt)]
-        in_range = ast.Call(func=name_load("_range_continues"),
+        in_range = ast.Call(func=name_load(N.RANGE_CONTINUES),
                             args=[name_load(counter), name_load(stop_name), name_load(step_name)],
                             keywords=[])
-        in_range.callee = "_range_continues"
+        in_range.callee = N.RANGE_CONTINUES
         test = ast.BoolOp(op=ast.And(), values=[_not_any(stops, stmt), in_range])
         body = [assign(stmt.target.id, name_load(counter), stmt)] + body + [
             assign(counter, ast.BinOp(left=name_load(counter), op=ast.Add(), right=name_load(step_name)), stmt)]

@@ -3,6 +3,8 @@ import ast
 
 import numpy as np
 
+from .. import naming as N
+
 
 # Methods users call on arrays, mapped to the NumPy function that takes the array first.
 ARRAY_METHODS = {
@@ -66,7 +68,7 @@ class NameMaker:
         count = self.counters.get(stem, 0)
         while True:
             count += 1
-            name = f"_{stem}{count}"
+            name = N.temporary(stem, count)
             # `_t3`'s adjoint is `_adj_t3`: never shadow a user variable `t3` (whose adjoint it is)
             if name not in self.taken and name[1:] not in self.taken:
                 self.counters[stem] = count

@@ -10,7 +10,7 @@
 
 Arguments are arrays (host NumPy arrays, or device arrays: Numba device arrays and anything with
 ``__cuda_array_interface__``) and scalars; they broadcast like a ufunc, and each thread evaluates
-the function and its adjoint (compiled as CUDA device functions by :mod:`srcgrad.backends.cuda`)
+the function and its adjoint (compiled as CUDA device functions by :mod:`srcgrad.cuda.map_runtime`)
 for one element.  Results come back where the inputs were: if any argument is a device array the
 results are device arrays, otherwise NumPy arrays (NumPy scalars when every argument is a scalar).
 The working dtype is float32 when the float arrays are float32 (Python floats do not promote),
@@ -28,7 +28,6 @@ Per-thread limits (compile-time constants, part of the cache key):
 A thread that exceeds either limit is reported: the call raises :class:`srcgrad.SrcgradError`
 naming the option to raise (and the first element affected); no memory outside the tape is touched.
 """
-import contextlib
 import inspect
 import os
 import threading
@@ -36,50 +35,19 @@ import threading
 import numpy as np
 from numba import cuda
 
-from . import codegen
-from . import kinds as K
-from .api import _parse_wrt
-from .backends import cuda as backend
-from .errors import SrcgradError
-from .parse import unwrap_function
-from .program import build_module, helper_sources
+from .. import codegen
+from .. import kinds as K
+from ..api import _parse_wrt
+from ..errors import SrcgradError
+from ..parse import unwrap_function
+from ..program import build_module, helper_sources
+from . import map_runtime as backend
+from .device import as_device_array, device_cc, host_numeric_array, is_device_array
 
-__all__ = ["grad", "value_and_grad", "MapGradFunction"]
+__all__ = ["MapGradFunction", "kernel_source", "BLOCK"]
 
 _LOCK = threading.RLock()
 BLOCK = 256
-
-
-def _precision_supported():
-    try:
-        return "precision" in inspect.signature(build_module).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _is_device_array(value):
-    if backend.SIMULATOR:
-        return type(value).__name__ == "FakeCUDAArray"
-    return cuda.is_cuda_array(value)
-
-
-def host_numeric_array(value, name, fname):
-    """``value`` as a NumPy array of numbers, or a TypeError naming the argument."""
-    try:
-        array = np.asarray(value)
-    except Exception:       # noqa: BLE001
-        raise TypeError(f"argument {name!r} of {fname}: expected an array or a number, got "
-                        f"{type(value).__name__}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"argument {name!r} of {fname}: expected numbers, got an array of dtype "
-                        f"{array.dtype}")
-    return array
-
-
-def _as_device_array(value):
-    if backend.SIMULATOR or cuda.devicearray.is_cuda_ndarray(value):
-        return value
-    return cuda.as_cuda_array(value)
 
 
 def kernel_source(primal, adjoint, params, kinds, wrt_count, dtype):
@@ -115,25 +83,6 @@ def kernel_source(primal, adjoint, params, kinds, wrt_count, dtype):
                f"    \"\"\"One thread per element: {primal} (no derivatives).\"\"\"\n" + head +
                f"        _value[_i] = {primal}({reads}{sep}_st)\n" + tail)
     return "\n\n" + "\n\n".join(out)
-
-
-@contextlib.contextmanager
-def _device_cc(cc):
-    """Without a GPU, Numba compiles called device functions for the "current device": name one."""
-    from numba.cuda import dispatcher
-    if cuda.is_available():
-        yield
-        return
-    original = dispatcher.get_current_device
-
-    class _Device:
-        compute_capability = tuple(cc)
-
-    dispatcher.get_current_device = lambda: _Device()
-    try:
-        yield
-    finally:
-        dispatcher.get_current_device = original
 
 
 class _Spec:
@@ -189,7 +138,7 @@ class MapGradFunction:
 
     def _build(self, kinds, dtype):
         sources = helper_sources(self.func)
-        precision = _precision_supported() and dtype == "float32"
+        precision = dtype == "float32"      # the core casts float32 literals itself
         key = codegen.cache_key("cuda", "map", kinds, self.wrt_names, dtype, self.max_tape, self.max_iter,
                                 precision, *sorted(sources.values()))
         path = codegen.module_path(f"{self.func.__name__}_cuda", key)
@@ -220,9 +169,9 @@ class MapGradFunction:
         on_device = False
         items = []          # (kind of value: "dev"/"host"/"scalar", value)
         for name, value in zip(self.params, values):
-            if _is_device_array(value):
+            if is_device_array(value):
                 on_device = True
-                value = _as_device_array(value)
+                value = as_device_array(value)
                 items.append(["dev", value] if value.ndim else ["scalar", value.copy_to_host()[()]])
             elif isinstance(value, (bool, int, float, np.number)):
                 items.append(["scalar", value])
@@ -335,7 +284,7 @@ class MapGradFunction:
         element = types.float32 if dtype == "float32" else types.float64
         argtypes = [typeof(a) for a in kernel_args] + [types.Array(element, 1, "C")] * count + \
             [types.Array(types.int32, 1, "C"), types.int64]
-        with _device_cc(cc):
+        with device_cc(cc):
             ptx, _ = cuda.compile_ptx(kernel.py_func, tuple(argtypes), cc=cc)
         return ptx
 
@@ -351,34 +300,3 @@ class MapGradFunction:
             return self._spec(tuple(K.FLOAT for _ in self.params), "float64").source
         return self._last.source
 
-
-def _decorator(mode):
-    def api(func=None, *, wrt=0, max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER, block=BLOCK,
-            arrays=False, check=True):
-        def make(f):
-            if arrays:     # whole-array code as fused kernels (srcgrad.cuda_arrays)
-                from .cuda_arrays import ArrayGradFunction
-                return ArrayGradFunction(f, wrt=wrt, mode=mode, check=check)
-            return MapGradFunction(f, wrt=wrt, mode=mode, max_tape=max_tape, max_iter=max_iter, block=block)
-        if func is None:
-            return make
-        if isinstance(func, (int, str, tuple, list)):
-            raise TypeError(f"srcgrad.cuda.{mode}(...) takes the function first; use "
-                            f"{mode}(f, wrt=...) or @{mode}(wrt=...)")
-        return make(func)
-    api.__name__ = mode
-    return api
-
-
-grad = _decorator("grad")
-grad.__doc__ = """Map-mode gradient on the GPU: ``grad(f, wrt=0 | (0, 4) | "name", max_tape=1024,
-max_iter=100000, block=256)``; usable as ``@grad(wrt=...)``. ``f`` is scalar code; calling the
-result maps it over arrays (one thread per element). A single ``wrt`` gives one array, a tuple a
-tuple of arrays.
-
-``arrays=True`` selects array mode instead (:mod:`srcgrad.cuda_arrays`): ``f`` is whole-array
-NumPy code (an MLP loss, say) and runs as fused CUDA kernels; ``check=False`` skips the per-call
-read of the index-error flag."""
-
-value_and_grad = _decorator("value_and_grad")
-value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""
