@@ -13,7 +13,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
 
-from .. import runtime
+from ... import runtime
 
 FASTMATH = False
 
@@ -1027,7 +1027,7 @@ clip_scalar = _helper(runtime.clip_scalar)
 
 def external(qualified_name):
     """A user function with a registered rule, compiled for Numba if it is plain Python."""
-    from ..rules import external as lookup
+    from ...rules import external as lookup
     function = lookup(qualified_name)
     if hasattr(function, "py_func"):
         return function
@@ -1173,7 +1173,7 @@ def _stack_part_along(ndim):
 
 # -- NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS) -------------------------------------
 # Compiled versions live in cpu_library; a helper it does not define is the runtime one, compiled.
-from . import cpu_library as _cpu_library  # noqa: E402
+from . import library as _cpu_library  # noqa: E402
 
 for _name in runtime.LIBRARY_HELPERS:
     if _name not in _cpu_library._LAZY:         # those are built on first use (__getattr__ below)
