@@ -34,9 +34,10 @@ kernel by kernel.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from srcgrad.training import mlp as _mlp
+from srcgrad.training.mlp import N_IN, N_OUT, epoch_permutation
 
 __all__ = [
     "available",
@@ -55,9 +56,7 @@ __all__ = [
     "N_OUT",
 ]
 
-N_IN = 784
-N_OUT = 10
-_PARAM_NAMES = ("W1", "b1", "W2", "b2")
+_PARAM_NAMES = _mlp.PARAM_NAMES
 
 
 def available():
@@ -82,7 +81,7 @@ def available():
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared CPU-side definitions: initialisation and batch order
+# Initialisation and batch order: the shared model's (srcgrad.training.mlp)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -97,25 +96,8 @@ def _layout(hidden, n_in=N_IN):
 
 
 def init_params(hidden=128, seed=0, dtype=np.float32, n_in=N_IN):
-    """PyTorch ``nn.Linear``-style uniform init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
-    and biases, drawn in the order W1, b1, W2, b2 from ``np.random.default_rng(seed)``.
-    Weights are stored (in, out): the layer computes ``x @ W + b``.  (``n_in`` other than 784
-    is only for small tests.)"""
-    rng = np.random.default_rng(seed)
-    b_in = 1.0 / math.sqrt(n_in)
-    b_h = 1.0 / math.sqrt(hidden)
-    p = {
-        "W1": rng.uniform(-b_in, b_in, (n_in, hidden)),
-        "b1": rng.uniform(-b_in, b_in, (hidden,)),
-        "W2": rng.uniform(-b_h, b_h, (hidden, N_OUT)),
-        "b2": rng.uniform(-b_h, b_h, (N_OUT,)),
-    }
-    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in p.items()}
-
-
-def epoch_permutation(n, seed=0, epoch=0):
-    """The sample order of one epoch (int64), the same for the GPU and CPU paths."""
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+    """:func:`srcgrad.training.mlp.init_params` as a dict keyed by parameter name."""
+    return dict(zip(_PARAM_NAMES, _mlp.init_params(hidden, seed, dtype, n_in)))
 
 
 # ----------------------------------------------------------------------------------------------

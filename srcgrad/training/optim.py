@@ -344,7 +344,7 @@ def adam_kernel(params, grads, state, hyper):
 def _as_tuple(arrays, what):
     """The arrays of ``arrays``: a sequence of arrays, or a pytree (nested tuples/lists/dicts,
     like srcgrad's gradients of a pytree argument), flattened depth first."""
-    from .pytree import leaves
+    from srcgrad.pytree import leaves
     if isinstance(arrays, np.ndarray):
         raise TypeError(f"{what} must be a sequence of arrays, got a single array")
     t = tuple(leaves(arrays)) if isinstance(arrays, (tuple, list, dict)) else tuple(arrays)
@@ -356,7 +356,7 @@ def _as_tuple(arrays, what):
 
 
 def _same_structure(params, grads):
-    from .pytree import treedef_of
+    from srcgrad.pytree import treedef_of
     if isinstance(params, (tuple, list, dict)) and isinstance(grads, (tuple, list, dict)) and \
             any(isinstance(p, (tuple, list, dict)) for p in
                 (params.values() if isinstance(params, dict) else params)):
