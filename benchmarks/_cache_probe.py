@@ -8,13 +8,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
     name, size, seed = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-    import programs as P
+    from benchmarks.lib import programs as P
     prog = P.ALL_PROGRAMS[name]
     args = P.make_args(prog, size, seed)
     if prog.float32:            # the arguments the benchmark process compiled and timed

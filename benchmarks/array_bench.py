@@ -17,6 +17,8 @@ Output: ``results/<out>.md`` and ``.json`` (default ``out = gmm_vectorized``).
 """
 
 import argparse
+import importlib
+import json
 import os
 import sys
 import tempfile
@@ -24,12 +26,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(1, str(HERE.parent))
+if str(HERE.parent) not in sys.path:      # the benchmarks package and this checkout's srcgrad
+    sys.path.insert(0, str(HERE.parent))
 
-import _threads  # noqa: E402  (no heavy imports)
+from benchmarks.lib import _threads  # noqa: E402  (no heavy imports)
 
 NAME = "gmm_vectorized"
 SIZES = {"d=10,K=25,n=1000": {"d": 10, "K": 25, "n": 1000},
@@ -39,8 +39,8 @@ TINY = {"tiny:d=3,K=4,n=7": {"d": 3, "K": 4, "n": 7}}
 # loop formulations cost ~n*K*d^2 scalar steps: timed only up to this much work
 LOOP_WORK_LIMIT = 10 * 25 * 1000 * 10
 TOOLS = ["primal", "srcgrad", "numpy-hand", "jax", "torch", "autograd", "srcgrad-loops", "hand-numba"]
-PEER_MODULES = {"numpy-hand": ("numpy", "peers_numpy"), "jax": ("jax", "peers_jax"),
-                "torch": ("torch", "peers_torch"), "autograd": ("autograd", "peers_autograd")}
+PEER_MODULES = {"numpy-hand": ("numpy", "benchmarks.lib.peers_numpy"), "jax": ("jax", "benchmarks.lib.peers_jax"),
+                "torch": ("torch", "benchmarks.lib.peers_torch"), "autograd": ("autograd", "benchmarks.lib.peers_autograd")}
 
 
 def parse(argv):
@@ -59,7 +59,7 @@ def parse(argv):
 
 def gmm_args(size, seed=0):
     """(loop args, vectorized args): the same data; the vectorized form adds its index arrays."""
-    import programs as P
+    from benchmarks.lib import programs as P
     args = P.make_args(P.PROGRAMS["gmm"], size, seed)
     return args, tuple(args) + P.gmm_vectorized_index(size["K"], size["d"])
 
@@ -67,10 +67,10 @@ def gmm_args(size, seed=0):
 def bench_size(label, size, cfg, log=print):
     import numpy as np
 
-    import adjoints
-    import checks
-    import harness as H
-    import programs as P
+    from benchmarks.lib import adjoints
+    from benchmarks.lib import checks
+    from benchmarks.lib import harness as H
+    from benchmarks.lib import programs as P
     tools = cfg["tools"]
     args, vargs = gmm_args(size, cfg.get("seed", 0))
     work = size["n"] * size["K"] * size["d"] ** 2
@@ -157,7 +157,7 @@ def bench_size(label, size, cfg, log=print):
             except ImportError:
                 rec(tool, "", "missing")
                 continue
-            module = __import__(module_name)
+            module = importlib.import_module(module_name)
             style = module.STYLE["gmm"]
             build = (lambda m: lambda: m.build("gmm", args))(module)
         else:
@@ -195,9 +195,7 @@ def bench_size(label, size, cfg, log=print):
 
 
 def write_report(recs, checks_by_size, meta, md_path, json_path):
-    import json
-
-    import harness as H
+    from benchmarks.lib import harness as H
     L = ["# srcgrad benchmark: vectorized GMM objective (issue #3)", ""]
     L.append(f"- date: {meta.get('date')}  ")
     L.append(f"- mode: {meta.get('mode')}  ")
@@ -266,7 +264,7 @@ def main(argv=None):
     thread_env = _threads.setup_threads(a.threads)
     if "SRCGRAD_CACHE_DIR" not in os.environ:
         os.environ["SRCGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="srcgrad-array-bench-cache-")
-    import harness as H
+    from benchmarks.lib import harness as H
     runtime = _threads.apply_runtime_threads(a.threads)
     meta = H.machine_info(a.threads, thread_env, runtime)
     meta["mode"] = "tiny" if a.tiny else ("quick" if a.quick else "full")

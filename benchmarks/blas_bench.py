@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the benchmarks package and this checkout's srcgrad
 
-import _threads  # noqa: E402  (no heavy imports)
+from benchmarks.lib import _threads  # noqa: E402  (no heavy imports)
 
 
 def products(batch, dtype, rng):

@@ -58,8 +58,7 @@ JAX_NAME = {"mlp": "mlp", "gmm_vectorized": "gmm", "gmm_loops": "gmm", "lorenz":
 
 def _program(name):
     """(function, wrt, args) of a benchmark program at its quick size."""
-    sys.path.insert(0, HERE)
-    import programs as P
+    from benchmarks.lib import programs as P
     if name == "gmm_vectorized":
         size = {"d": 10, "K": 25, "n": 1000}
         args = P.make_args(P.PROGRAMS["gmm"], size) + P.gmm_vectorized_index(size["K"], size["d"])
@@ -181,8 +180,7 @@ def child_jax(names):
     jax.config.update("jax_platforms", "cpu")
     import jax.numpy as jnp
     t1 = time.perf_counter()
-    sys.path.insert(0, HERE)
-    import peers_jax
+    from benchmarks.lib import peers_jax
     fns = peers_jax._fns()
     out = {"import_jax_s": t1 - t0, "version": jax.__version__}
     for name in names:

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the benchmarks package and this checkout's srcgrad
 
-import _threads  # noqa: E402  (no heavy imports)
+from benchmarks.lib import _threads  # noqa: E402  (no heavy imports)
 
 SIZES = {"rosenbrock": {"n": 1_000_000}, "lorenz": {"nsteps": 10_000}, "mlp": {"batch": 256}}
 QUICK = {"rosenbrock": {"n": 10_000}, "lorenz": {"nsteps": 1000}, "mlp": {"batch": 64}}
@@ -47,7 +46,7 @@ def srcgrad_rows(prog, args, vs):
 def jax_rows(name, args, wrt, vs):
     import jax
     import jax.numpy as jnp
-    import peers_jax
+    from benchmarks.lib import peers_jax
     f = peers_jax._fns()[name]
     static = {"lorenz": (3,)}.get(name, ())
     jargs = [jnp.asarray(a) if hasattr(a, "shape") else a for a in args]
@@ -125,8 +124,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = _threads.setup_threads(args.threads)
     import numpy as np
-    import programs
-    from harness import InterleavedTiming
+    from benchmarks.lib import programs
+    from benchmarks.lib.harness import InterleavedTiming
     try:
         import jax
         jax_version = jax.__version__

@@ -383,7 +383,7 @@ def run(batches=(64, 256), quick=False, log=print, quick_steps=300, reps=None, t
                         r["measured"] = (f"its own epoch clock, {nsteps} steps x{reps}, "
                                          "shuffled, compile excluded")
                 except Exception as e:
-                    from harness import short_error
+                    from benchmarks.lib.harness import short_error
                     r["status"] = "failed: " + short_error(e)
                 log(f"  mnist B={B} {label}: {r['status']} {r.get('s_per_epoch', '')}")
                 continue
@@ -410,7 +410,7 @@ def run(batches=(64, 256), quick=False, log=print, quick_steps=300, reps=None, t
                                  f"{spe} steps)" if nsteps != spe else " (full epoch)"))
                 r["status"] = "ok"
             except Exception as e:
-                from harness import short_error
+                from benchmarks.lib.harness import short_error
                 r["status"] = "failed: " + short_error(e)
             log(f"  mnist B={B} {label}: {r['status']} {r.get('s_per_epoch', '')}")
         sg = next((r for r in recs if r["batch"] == B and r["tool"].startswith("srcgrad (")
@@ -424,7 +424,7 @@ def run(batches=(64, 256), quick=False, log=print, quick_steps=300, reps=None, t
         try:
             compiled = srcgrad_compile(B, threads)
         except Exception as e:
-            from harness import short_error
+            from benchmarks.lib.harness import short_error
             compiled = {"error": short_error(e)}
         for label, where in (("cold", "fresh process, empty SRCGRAD_CACHE_DIR: source transformation "
                                       "and Numba compile"),

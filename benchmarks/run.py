@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-if str(HERE.parent) not in sys.path:      # the repository's srcgrad (if not installed)
-    sys.path.insert(1, str(HERE.parent))
+if str(HERE.parent) not in sys.path:      # the benchmarks package and this checkout's srcgrad
+    sys.path.insert(0, str(HERE.parent))
 
-import _threads  # noqa: E402  (no heavy imports)
+from benchmarks.lib import _threads  # noqa: E402  (no heavy imports)
 
 
 def parse(argv):
@@ -52,10 +50,10 @@ def main(argv=None):
         os.environ["SRCGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="srcgrad-bench-cache-")
     only = [s.strip() for s in a.only.split(",")] if a.only else None
     if only == ["core"]:
-        import core_bench
+        from benchmarks import core_bench
         return core_bench.main(["--threads", str(a.threads)] + (["--quick"] if a.quick else []))
     if only and "gmm_vectorized" in only:
-        import array_bench
+        from benchmarks import array_bench
         sub = ["--threads", str(a.threads)] + (["--quick"] if a.quick else []) + \
             (["--tiny"] if a.tiny else []) + (["--tools", a.tools] if a.tools else []) + \
             (["--outdir", a.outdir] if a.outdir else [])
@@ -66,8 +64,8 @@ def main(argv=None):
         if not only:
             return {"programs": vectorized}
 
-    import harness as H
-    import programs as P
+    from benchmarks.lib import harness as H
+    from benchmarks.lib import programs as P
     runtime = _threads.apply_runtime_threads(a.threads)
     outdir = Path(a.outdir) if a.outdir else H.RESULTS
     outdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +96,7 @@ def main(argv=None):
             print(f"[{time.perf_counter() - t_start:6.1f}s] {name} {label}", flush=True)
             results["programs"] += H.bench_config(prog, label, size, cfg)
     if not a.tiny and (only is None or "mnist" in only):
-        import mnist_bench
+        from benchmarks import mnist_bench
         print(f"[{time.perf_counter() - t_start:6.1f}s] mnist", flush=True)
         recs, note = mnist_bench.run(quick=a.quick, threads=a.threads)
         results["mnist"] = recs

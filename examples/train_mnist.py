@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -55,9 +54,14 @@ from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
 from srcgrad.optim import MinibatchLoop, make_optimizer  # noqa: E402
-
-N_IN, N_OUT = 784, 10
-PARAM_NAMES = ("W1", "b1", "W2", "b2")
+from srcgrad.training.mlp import (  # noqa: E402
+    N_IN,
+    N_OUT,  # noqa: F401  (part of this script's namespace: tests read tm.N_OUT)
+    PARAM_NAMES,
+    epoch_permutation,
+    init_params,
+    mlp_loss,
+)
 CHECKPOINT_VERSION = 1
 
 DEFAULTS = dict(
@@ -79,16 +83,17 @@ class UsageError(Exception):
 
 
 # ------------------------------------------------------------------------------------------------
-# The model, written like any NumPy user would
+# The model: ``mlp_loss``, ``init_params`` and ``epoch_permutation`` live in srcgrad.training.mlp
+# (one definition shared with the GPU trainer, the benchmarks and the tests). The loss is plain
+# NumPy, written like any NumPy user would:
+#
+#     def mlp_loss(W1, b1, W2, b2, X, y):
+#         h = np.maximum(X @ W1 + b1, 0.0)
+#         z = h @ W2 + b2
+#         m = np.max(z, axis=1, keepdims=True)
+#         lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
+#         return np.mean(lse - z[np.arange(X.shape[0]), y])
 # ------------------------------------------------------------------------------------------------
-
-
-def mlp_loss(W1, b1, W2, b2, X, y):
-    h = np.maximum(X @ W1 + b1, 0.0)
-    z = h @ W2 + b2
-    m = np.max(z, axis=1, keepdims=True)
-    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
-    return np.mean(lse - z[np.arange(X.shape[0]), y])
 
 
 def make_loss_and_grads():
@@ -99,32 +104,9 @@ def make_loss_and_grads():
     return loss_and_grads
 
 
-# ------------------------------------------------------------------------------------------------
-# Initialisation and batch order (same conventions as srcgrad.backends.cuda_mlp)
-# ------------------------------------------------------------------------------------------------
-
-
-def init_params(hidden, seed, dtype=np.float32):
-    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, drawn W1, b1, W2, b2."""
-    rng = np.random.default_rng(seed)
-    b_in, b_h = 1.0 / math.sqrt(N_IN), 1.0 / math.sqrt(hidden)
-    p = (
-        rng.uniform(-b_in, b_in, (N_IN, hidden)),
-        rng.uniform(-b_in, b_in, (hidden,)),
-        rng.uniform(-b_h, b_h, (hidden, N_OUT)),
-        rng.uniform(-b_h, b_h, (N_OUT,)),
-    )
-    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in p)
-
-
 def lr_at(config, epoch):
     """Learning rate of an epoch (counted from 0): ``lr * lr_decay**epoch``."""
     return float(config["lr"] * config.get("lr_decay", 1.0) ** epoch)
-
-
-def epoch_permutation(n, seed, epoch):
-    """The sample order of an epoch: a function of (seed, epoch) only, so resuming is exact."""
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,7 +233,7 @@ def save_plot(path, history):
 
 def _cuda_backend():
     try:
-        from srcgrad.backends import cuda_mlp
+        from srcgrad.training import cuda_mlp
     except Exception as exc:
         raise UsageError(
             f"--device cuda: the CUDA backend cannot be imported ({type(exc).__name__}: {exc})"

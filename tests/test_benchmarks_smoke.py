@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))    # the benchmarks package
 
-import adjoints  # noqa: E402
-import checks  # noqa: E402
-import programs as P  # noqa: E402
+from benchmarks.lib import adjoints  # noqa: E402
+from benchmarks.lib import checks  # noqa: E402
+from benchmarks.lib import programs as P  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(P.ALL_PROGRAMS))
@@ -39,7 +39,7 @@ def test_compare_grads_flags_wrong():
 
 
 def test_interleaved_timing_takes_turns_and_keeps_failures_as_rows():
-    import harness
+    from benchmarks.lib import harness
     order = []
 
     def tool(name, fail_at=None):
@@ -67,7 +67,7 @@ def test_interleaved_timing_takes_turns_and_keeps_failures_as_rows():
 
 
 def test_run_writes_tables_on_tiny_config(tmp_path):
-    import run
+    from benchmarks import run
     run.main(["--tiny", "--only", "rosenbrock,heat", "--tools", "primal,hand-numba",
               "--outdir", str(tmp_path), "--out", "tiny"])
     md = (tmp_path / "tiny.md").read_text()
@@ -83,8 +83,8 @@ def test_run_writes_tables_on_tiny_config(tmp_path):
 def test_vectorized_gmm_bench_on_tiny_config(tmp_path):
     """array_bench.py (the vectorized GMM, issue #3) on the tiny size: srcgrad's python target
     (no Numba compile), the hand NumPy gradient and the references; run.py --only wiring."""
-    import array_bench
-    import run
+    from benchmarks import array_bench
+    from benchmarks import run
     args, vargs = array_bench.gmm_args({"d": 3, "K": 4, "n": 7})
     assert np.isclose(P.gmm_vectorized(*vargs), P.gmm_objective(*args), rtol=1e-12)
     array_bench.main(["--tiny", "--srcgrad-target", "python", "--tools",
@@ -100,7 +100,7 @@ def test_vectorized_gmm_bench_on_tiny_config(tmp_path):
 
 def test_blas_bench_on_tiny_config(tmp_path):
     """blas_bench.py checks each tool's product before timing it and writes its table."""
-    import blas_bench
+    from benchmarks import blas_bench
     blas_bench.main(["--tiny", "--outdir", str(tmp_path), "--out", "blas"])
     rows = json.loads((tmp_path / "blas.json").read_text())["rows"]
     assert len(rows) == 2 * 2 * 5          # dtypes x batch sizes x products

@@ -202,7 +202,7 @@ def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
 
 def test_device_cuda_without_gpu_exits_2(tmp_path):
     try:
-        from srcgrad.backends import cuda_mlp
+        from srcgrad.training import cuda_mlp
 
         ok, _ = cuda_mlp.available()
     except Exception:

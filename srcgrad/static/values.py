@@ -13,12 +13,16 @@ from ..parse import SourceFunction
 # modules whose functions are library calls (derivative rules or errors), never user code
 LIBRARY_MODULES = ("numpy", "scipy", "math", "numba", "srcgrad", "builtins", "cmath", "operator")
 
+# modules inside the srcgrad package that hold user programs (plain NumPy models that srcgrad
+# differentiates, e.g. the MNIST MLP), not library code
+USER_MODULES = ("srcgrad.training.mlp",)
+
 
 def is_library_function(obj):
     module = getattr(obj, "__module__", None) or ""
     if isinstance(obj, np.ufunc):
         return True
-    return module.split(".")[0] in LIBRARY_MODULES
+    return module.split(".")[0] in LIBRARY_MODULES and module not in USER_MODULES
 
 
 def is_user_function(obj):

@@ -21,12 +21,7 @@ pytestmark = pytest.mark.skipif(not ck.SIMULATOR, reason="CUDA tests run in the 
 # Programs (plain NumPy, as a user writes them)
 # ------------------------------------------------------------------------------------------------
 
-def mlp_loss(W1, b1, W2, b2, X, y):
-    h = np.maximum(X @ W1 + b1, 0.0)
-    z = h @ W2 + b2
-    m = np.max(z, axis=1, keepdims=True)
-    lse = np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0]
-    return np.mean(lse - z[np.arange(X.shape[0]), y])
+from srcgrad.training.mlp import mlp_loss  # noqa: E402  (the one MNIST model)
 
 
 def logistic(w, b, X, t):

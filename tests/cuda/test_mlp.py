@@ -10,7 +10,7 @@ from numba import config as _numba_config  # tests/cuda/conftest.py has decided 
 SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
 
 if SIM_ACTIVE:
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
 
 N_IN, HIDDEN, N = 6, 5, 11  # 11 samples, batch 4: two full batches and a partial one
 

@@ -120,7 +120,7 @@ def build(name, args):
         else:
             targs.append(a)
     if name == "gmm":
-        from peers_jax import _gmm_tril_index
+        from .peers_jax import _gmm_tril_index
         rows, cols = _gmm_tril_index(args[1].shape[1])
         targs += [torch.from_numpy(rows), torch.from_numpy(cols)]
     params = [targs[i] for i in prog_wrt]

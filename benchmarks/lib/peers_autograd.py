@@ -112,7 +112,7 @@ def build(name, args):
            "heat": (0, 1), "mlp": (0, 1, 2, 3)}[name]
     args = list(args)
     if name == "gmm":
-        from peers_jax import _gmm_tril_index
+        from .peers_jax import _gmm_tril_index
         d = args[1].shape[1]
         rows, cols = _gmm_tril_index(d)
         sel = np.zeros((len(rows), d * d))

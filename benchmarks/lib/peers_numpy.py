@@ -62,7 +62,7 @@ def mlp_grad(W1, b1, W2, b2, X, y):
 
 def build(name, args):
     if name == "gmm":
-        from peers_jax import _gmm_tril_index
+        from .peers_jax import _gmm_tril_index
         rows, cols = _gmm_tril_index(args[1].shape[1])
         call = lambda: gmm_grad(*args, rows, cols)
     elif name == "mlp":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """One-shot GPU check of srcgrad's CUDA backend (for a lent H100; runs in under 5 minutes).
 
-    python benchmarks/gpu_check.py             # on the GPU machine, from the repo root
-    python benchmarks/gpu_check.py --simulate  # tiny sizes in Numba's CUDA simulator (no GPU)
+    python scripts/gpu_check.py             # on the GPU machine, from the repo root
+    python scripts/gpu_check.py --simulate  # tiny sizes in Numba's CUDA simulator (no GPU)
 
 Sections, each guarded (try/except + time limit) so one failure does not hide the rest:
 
@@ -234,7 +234,7 @@ def sec_environment():
             rows.append((mod, getattr(m, "__version__", "?")))
         except Exception as exc:  # noqa: BLE001
             rows.append((mod, f"not importable ({type(exc).__name__})"))
-    from srcgrad.backends import cuda_mlp
+    from srcgrad.training import cuda_mlp
 
     ok, why = cuda_mlp.available()
     rows.append(("cuda_mlp.available()", f"{ok}: {why}"))
@@ -372,7 +372,7 @@ def sec_kernels():
 
 
 def sec_agreement():
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
 
     Xtr, ytr = CTX["Xtr"], CTX["ytr"]
     n_in = Xtr.shape[1]
@@ -407,7 +407,7 @@ def sec_agreement():
 def sec_train():
     from numba import cuda
 
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
 
     Xtr, ytr, Xte, yte = CTX["Xtr"], CTX["ytr"], CTX["Xte"], CTX["yte"]
     n_in = Xtr.shape[1]
@@ -441,20 +441,15 @@ def sec_train():
 
 def _mlp_loss():
     """The loss examples/train_mnist.py trains (plain NumPy; its gradient kernels are generated)."""
-    import importlib.util
+    from srcgrad.training.mlp import mlp_loss
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
-    spec = importlib.util.spec_from_file_location("train_mnist_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module      # srcgrad and Numba's cache look the module up by name
-    spec.loader.exec_module(module)
-    return module.mlp_loss
+    return mlp_loss
 
 
 def _srcgrad_epoch_time(bs, hidden, program=None):
     from numba import cuda
 
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
 
     Xtr, ytr = CTX["Xtr"], CTX["ytr"]
     n_in = Xtr.shape[1]
@@ -485,7 +480,7 @@ def _torch_epoch_time(bs, hidden):
     torch = _torch_cuda()
     if torch is None:
         return None, None
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
 
     dev = torch.device("cuda")
     Xtr, ytr = CTX["Xtr"], CTX["ytr"]
@@ -538,7 +533,7 @@ def sec_timing():
     hidden = 8 if ARGS.simulate else ARGS.hidden
     batches = (16, 24) if ARGS.simulate else (64, 256)
     rows = []
-    from srcgrad.backends import cuda_mlp as cm
+    from srcgrad.training import cuda_mlp as cm
     program = cm.generated_program(_mlp_loss())
     for bs in batches:
         g_sec, g_acc = _srcgrad_epoch_time(bs, hidden, program)

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-import adjoints
-import checks
-import programs as P
+from . import adjoints
+from . import checks
+from . import programs as P
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]     # benchmarks/
 RESULTS = HERE / "results"
 
 # tool id -> (label, module name or None)
 PEERS = [
-    ("jax", "peers_jax"),
-    ("torch", "peers_torch"),
-    ("autograd", "peers_autograd"),
-    ("numpy-hand", "peers_numpy"),
+    ("jax", "benchmarks.lib.peers_jax"),
+    ("torch", "benchmarks.lib.peers_torch"),
+    ("autograd", "benchmarks.lib.peers_autograd"),
+    ("numpy-hand", "benchmarks.lib.peers_numpy"),
 ]
 PEER_PACKAGE = {"jax": "jax", "torch": "torch", "autograd": "autograd", "numpy-hand": "numpy"}
 # Peers whose cost per call is interpretive (eager): probe a shortened problem first.

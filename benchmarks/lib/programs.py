@@ -1,7 +1,8 @@
 """Benchmark programs, written the way a srcgrad user writes them.
 
-Plain Python + NumPy: loops, scalar indexing, ``math.*``.  Nothing here imports srcgrad,
-numba, jax or torch; every peer (see ``peers_*.py`` and ``adjoints.py``) differentiates or
+Plain Python + NumPy: loops, scalar indexing, ``math.*``.  Nothing here imports numba, jax
+or torch, nor srcgrad's machinery (``mlp_loss`` is the project's one MNIST model, plain NumPy
+from ``srcgrad.training.mlp``); every peer (see ``peers_*.py`` and ``adjoints.py``) differentiates or
 re-implements exactly these functions.
 
 Each program is described by a :class:`Program`: the user function, which positional arguments
@@ -241,14 +242,9 @@ def heat_1d(u0, kappa, nsteps):
     return s
 
 
-def mlp_loss(W1, b1, W2, b2, X, y):
-    """784-128-10 MLP, ReLU, softmax cross-entropy (array program)."""
-    h = np.maximum(X @ W1 + b1, 0.0)
-    z = h @ W2 + b2
-    z = z - np.max(z, axis=1, keepdims=True)
-    lse = np.log(np.sum(np.exp(z), axis=1))
-    n = X.shape[0]
-    return np.mean(lse - z[np.arange(n), y])
+# mlp_loss: the 784-128-10 MLP, ReLU, softmax cross-entropy (array program) -- the project's one
+# MNIST model, shared with examples/train_mnist.py and the tests
+from srcgrad.training.mlp import mlp_loss  # noqa: E402,F401
 
 
 # --- extra programs of the "core" benchmark ---------------------------------------------------

@@ -1,0 +1,730 @@
+"""Optimizers as compiled in-place update rules: SGD, Momentum (heavy ball / Nesterov), Adam.
+
+Two ways to use them.
+
+From Python, a small class holds the hyperparameters and the state arrays::
+
+    opt = Momentum(params, lr=0.05, momentum=0.9)
+    opt.step(params, grads)          # updates every array in ``params`` in place
+
+Inside your own ``@numba.njit`` code, call the module-level compiled update rules on tuples of
+arrays (any mix of shapes and of ndim, float32 or float64)::
+
+    sgd_update(params, grads, lr)
+    momentum_update(params, grads, velocity, lr, mu, nesterov)
+    adam_update(params, grads, m, v, t, lr, b1, b2, eps)      # t: this step's number, from 1
+
+or the uniform form every optimizer object exposes, convenient to pass an optimizer into a
+compiled training loop::
+
+    kernel, state, hyper = opt.kernel, opt.state_tuple(), opt.hyper_tuple()
+    kernel(params, grads, state, hyper)                          # inside @njit code
+
+One call updates all parameters; the loop over the parameter tuple is unrolled at compile time,
+so there is no Python loop per step. Parameters must be C- or F-contiguous arrays (they are
+updated through a flat view); gradients may have any layout.
+
+For the common case, :class:`MinibatchLoop` is a ready compiled training loop: it gathers shuffled
+minibatches of ``(X, y)``, calls a srcgrad ``value_and_grad`` and applies the optimizer, all in
+one compiled call::
+
+    loop = MinibatchLoop(value_and_grad(loss, wrt=(0, 1, 2, 3)), opt)
+    total_loss = loop(params, X, y, order, batch_size)    # one epoch; params updated in place
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import overload
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Adam",
+    "sgd_update",
+    "momentum_update",
+    "adam_update",
+    "sgd_kernel",
+    "momentum_kernel",
+    "adam_kernel",
+    "make_optimizer",
+    "MinibatchLoop",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# Compile-time helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _param_flat(a):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_param_flat)
+def _ov_param_flat(a):
+    if not isinstance(a, types.Array):
+        raise TypingError(f"srcgrad.optim: parameters must be arrays, got {a}")
+    if not isinstance(a.dtype, types.Float):
+        raise TypingError(f"srcgrad.optim: parameters must be float32/float64 arrays, got {a}")
+    if not a.mutable:
+        raise TypingError(f"srcgrad.optim: parameter array is read-only: {a}")
+    if a.layout == "C":
+        return lambda a: a.reshape(a.size)
+    if a.layout == "F":
+        return lambda a: a.T.reshape(a.size)
+    raise TypingError(
+        f"srcgrad.optim: parameter arrays must be contiguous (updated in place through a flat "
+        f"view), got layout {a.layout!r}: {a}"
+    )
+
+
+def _read_flat(a):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_read_flat)
+def _ov_read_flat(a):
+    if not isinstance(a, types.Array):
+        raise TypingError(f"srcgrad.optim: gradients must be arrays, got {a}")
+    if a.layout == "C":
+        return lambda a: a.reshape(a.size)
+    if a.layout == "F":
+        return lambda a: a.T.reshape(a.size)
+    return lambda a: np.ascontiguousarray(a).reshape(a.size)
+
+
+def _same_order_flat(p, g):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_same_order_flat)
+def _ov_same_order_flat(p, g):
+    """Flat view of ``g`` whose element order matches ``_param_flat(p)``."""
+    if not isinstance(g, types.Array):
+        raise TypingError(f"srcgrad.optim: gradients/state must be arrays, got {g}")
+    if g.ndim != p.ndim:
+        raise TypingError(
+            f"srcgrad.optim: array of ndim {g.ndim} paired with a parameter of ndim {p.ndim}"
+        )
+    if p.layout == "F":
+        if g.layout == "F":
+            return lambda p, g: g.T.reshape(g.size)
+        return lambda p, g: np.ascontiguousarray(g.T).reshape(g.size)
+    if g.layout == "C":
+        return lambda p, g: g.reshape(g.size)
+    return lambda p, g: np.ascontiguousarray(g).reshape(g.size)
+
+
+def _state_flat(p, s):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_state_flat)
+def _ov_state_flat(p, s):
+    """Writable flat view of a state array, in the element order of ``_param_flat(p)``."""
+    if not isinstance(s, types.Array) or s.ndim != p.ndim:
+        raise TypingError(f"srcgrad.optim: state array {s} does not match parameter {p}")
+    if not s.mutable:
+        raise TypingError(f"srcgrad.optim: state array is read-only: {s}")
+    if p.layout == "F" and s.layout == "F":
+        return lambda p, s: s.T.reshape(s.size)
+    if p.layout == "C" and s.layout == "C":
+        return lambda p, s: s.reshape(s.size)
+    raise TypingError(
+        f"srcgrad.optim: state array layout {s.layout!r} must match parameter layout "
+        f"{p.layout!r} (allocate state with np.zeros_like(param))"
+    )
+
+
+def _as_param_dtype(x, a):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_as_param_dtype)
+def _ov_as_param_dtype(x, a):
+    dt = a.dtype
+    return lambda x, a: dt(x)
+
+
+@numba.njit(cache=True)
+def _check_shapes(p, g):
+    if p.shape != g.shape:
+        raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-array kernels
+# ------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _sgd_array(p, g, lr):
+    _check_shapes(p, g)
+    pf = _param_flat(p)
+    gf = _same_order_flat(p, g)
+    lr_ = _as_param_dtype(lr, p)
+    for i in range(pf.size):
+        pf[i] -= lr_ * gf[i]
+
+
+@numba.njit(cache=True)
+def _momentum_array(p, g, vel, lr, mu, nesterov):
+    _check_shapes(p, g)
+    _check_shapes(p, vel)
+    pf = _param_flat(p)
+    gf = _same_order_flat(p, g)
+    vf = _state_flat(p, vel)
+    lr_ = _as_param_dtype(lr, p)
+    mu_ = _as_param_dtype(mu, p)
+    if nesterov:
+        for i in range(pf.size):
+            gi = gf[i]
+            vi = mu_ * vf[i] + gi
+            vf[i] = vi
+            pf[i] -= lr_ * (gi + mu_ * vi)
+    else:
+        for i in range(pf.size):
+            vi = mu_ * vf[i] + gf[i]
+            vf[i] = vi
+            pf[i] -= lr_ * vi
+
+
+@numba.njit(cache=True)
+def _adam_array(p, g, m, v, t, lr, b1, b2, eps):
+    _check_shapes(p, g)
+    _check_shapes(p, m)
+    _check_shapes(p, v)
+    pf = _param_flat(p)
+    gf = _same_order_flat(p, g)
+    mf = _state_flat(p, m)
+    vf = _state_flat(p, v)
+    # bias corrections computed in float64, then the per-element work in the parameter dtype
+    bc1 = 1.0 - b1**t
+    bc2 = 1.0 - b2**t
+    step = _as_param_dtype(lr / bc1, p)
+    inv_bc2 = _as_param_dtype(1.0 / bc2, p)
+    b1_ = _as_param_dtype(b1, p)
+    b2_ = _as_param_dtype(b2, p)
+    c1 = _as_param_dtype(1.0 - b1, p)
+    c2 = _as_param_dtype(1.0 - b2, p)
+    eps_ = _as_param_dtype(eps, p)
+    for i in range(pf.size):
+        gi = gf[i]
+        mi = b1_ * mf[i] + c1 * gi
+        vi = b2_ * vf[i] + c2 * (gi * gi)
+        mf[i] = mi
+        vf[i] = vi
+        pf[i] -= step * mi / (np.sqrt(vi * inv_bc2) + eps_)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuple-level update rules (compile-time unrolled over the parameter tuple)
+# ------------------------------------------------------------------------------------------------
+
+
+def _tuple_len(name, tup):
+    if isinstance(tup, types.BaseTuple):
+        return len(tup)
+    raise TypingError(
+        f"srcgrad.optim.{name}: expected a tuple of arrays, got {tup} (pass tuple(params))"
+    )
+
+
+def _unrolled(kernel, tuple_names, scalar_names, n):
+    """Source of ``impl(*tuple_names, *scalar_names)`` calling
+    ``kernel(tuple_names[0][i], ..., *scalar_names)`` for every i < n (unrolled)."""
+    args = ", ".join(list(tuple_names) + list(scalar_names))
+    lines = [f"def impl({args}):"]
+    for i in range(n):
+        call_args = ", ".join([f"{t}[{i}]" for t in tuple_names] + list(scalar_names))
+        lines.append(f"    kernel({call_args})")
+    lines.append("    return None")
+    ns = {"kernel": kernel}
+    exec("\n".join(lines), ns)  # noqa: S102 - generated from integers and fixed names only
+    return ns["impl"]
+
+
+def _check_lengths(name, *tuples):
+    n = _tuple_len(name, tuples[0])
+    for t in tuples[1:]:
+        if _tuple_len(name, t) != n:
+            raise TypingError(
+                f"srcgrad.optim.{name}: tuples of different lengths ({n} parameters, "
+                f"{len(t)} gradients/state arrays)"
+            )
+    return n
+
+
+def _sgd_tuple(params, grads, lr):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_sgd_tuple)
+def _ov_sgd_tuple(params, grads, lr):
+    n = _check_lengths("sgd_update", params, grads)
+    return _unrolled(_sgd_array, ("params", "grads"), ("lr",), n)
+
+
+def _momentum_tuple(params, grads, velocity, lr, mu, nesterov):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_momentum_tuple)
+def _ov_momentum_tuple(params, grads, velocity, lr, mu, nesterov):
+    n = _check_lengths("momentum_update", params, grads, velocity)
+    return _unrolled(_momentum_array, ("params", "grads", "velocity"), ("lr", "mu", "nesterov"), n)
+
+
+def _adam_tuple(params, grads, m, v, t, lr, b1, b2, eps):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_adam_tuple)
+def _ov_adam_tuple(params, grads, m, v, t, lr, b1, b2, eps):
+    n = _check_lengths("adam_update", params, grads, m, v)
+    return _unrolled(_adam_array, ("params", "grads", "m", "v"), ("t", "lr", "b1", "b2", "eps"), n)
+
+
+@numba.njit(cache=True)
+def sgd_update(params, grads, lr):
+    """``p -= lr * g`` for every pair; in place. Callable from Python and from njit code."""
+    _sgd_tuple(params, grads, lr)
+
+
+@numba.njit(cache=True)
+def momentum_update(params, grads, velocity, lr, mu, nesterov=False):
+    """Heavy-ball momentum (PyTorch convention), in place.
+
+    ``v = mu*v + g``; then ``p -= lr*v``, or with ``nesterov`` ``p -= lr*(g + mu*v)``.
+    """
+    _momentum_tuple(params, grads, velocity, lr, mu, nesterov)
+
+
+@numba.njit(cache=True)
+def adam_update(params, grads, m, v, t, lr, b1, b2, eps):
+    """Adam (Kingma & Ba), in place. ``t`` is the number of this step, starting at 1.
+
+    ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``;
+    ``p -= lr * (m/(1-b1**t)) / (sqrt(v/(1-b2**t)) + eps)``.
+    """
+    _adam_tuple(params, grads, m, v, t, lr, b1, b2, eps)
+
+
+# Uniform kernels: kernel(params, grads, state, hyper), with state/hyper from the optimizer object.
+
+
+@numba.njit(cache=True)
+def sgd_kernel(params, grads, state, hyper):
+    _sgd_tuple(params, grads, hyper[0])
+
+
+@numba.njit(cache=True)
+def momentum_kernel(params, grads, state, hyper):
+    _momentum_tuple(params, grads, state[0], hyper[0], hyper[1], hyper[2] != 0.0)
+
+
+@numba.njit(cache=True)
+def adam_kernel(params, grads, state, hyper):
+    counter = state[2]
+    counter[0] += 1
+    _adam_tuple(params, grads, state[0], state[1], counter[0], hyper[0], hyper[1], hyper[2],
+                hyper[3])
+
+
+# ------------------------------------------------------------------------------------------------
+# Python classes
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_tuple(arrays, what):
+    """The arrays of ``arrays``: a sequence of arrays, or a pytree (nested tuples/lists/dicts,
+    like srcgrad's gradients of a pytree argument), flattened depth first."""
+    from srcgrad.pytree import leaves
+    if isinstance(arrays, np.ndarray):
+        raise TypeError(f"{what} must be a sequence of arrays, got a single array")
+    t = tuple(leaves(arrays)) if isinstance(arrays, (tuple, list, dict)) else tuple(arrays)
+    for a in t:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{what} must be numpy arrays (or a tuple/list/dict of them), got "
+                            f"{type(a).__name__}")
+    return t
+
+
+def _same_structure(params, grads):
+    from srcgrad.pytree import treedef_of
+    if isinstance(params, (tuple, list, dict)) and isinstance(grads, (tuple, list, dict)) and \
+            any(isinstance(p, (tuple, list, dict)) for p in
+                (params.values() if isinstance(params, dict) else params)):
+        if treedef_of(params) != treedef_of(grads):
+            raise ValueError("grads do not have the structure of params")
+
+
+class Optimizer:
+    """Base class. Subclasses set ``kind``, ``kernel``, ``_state_names`` and ``hyper_tuple``."""
+
+    kind = "base"
+    kernel = None
+    _state_names: tuple = ()
+
+    def __init__(self, params=None):
+        self._state = None  # dict name -> list of arrays
+        if params is not None:
+            self.init(params)
+
+    # state ----------------------------------------------------------------------------------
+    def init(self, params):
+        """Allocate the state arrays (zeros like each parameter)."""
+        params = _as_tuple(params, "params")
+        for p in params:
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"parameters must be float32 or float64, got {p.dtype}")
+        self._state = {
+            name: tuple(np.zeros_like(p, order="K") for p in params) for name in self._state_names
+        }
+        self._shapes = tuple((p.shape, p.dtype) for p in params)
+        self._extra_init()
+        return self
+
+    def _extra_init(self):
+        pass
+
+    def _ensure(self, params):
+        if self._state is None:
+            self.init(params)
+        elif len(params) != len(self._shapes) or any(
+            p.shape != s or p.dtype != d for p, (s, d) in zip(params, self._shapes)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: parameters do not match the ones the state was built "
+                f"for ({[s for s, _ in self._shapes]})"
+            )
+
+    def state_tuple(self):
+        """The ``state`` argument of ``self.kernel`` (a tuple of tuples of arrays)."""
+        if self._state is None:
+            raise RuntimeError(f"{type(self).__name__}: call init(params) or step() first")
+        return tuple(self._state[name] for name in self._state_names)
+
+    def hyper_tuple(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # stepping -------------------------------------------------------------------------------
+    def step(self, params, grads):
+        """Update ``params`` (a sequence of arrays, or a pytree of them) in place from ``grads``
+        (the same structure)."""
+        _same_structure(params, grads)
+        params = _as_tuple(params, "params")
+        grads = _as_tuple(grads, "grads")
+        if len(params) != len(grads):
+            raise ValueError(f"{len(params)} parameters but {len(grads)} gradients")
+        for p, g in zip(params, grads):
+            if p.shape != g.shape:
+                raise ValueError(f"gradient shape {g.shape} != parameter shape {p.shape}")
+        self._ensure(params)
+        type(self).kernel(params, grads, self.state_tuple(), self.hyper_tuple())
+
+    # checkpoints ----------------------------------------------------------------------------
+    def _hyper_dict(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def state_dict(self):
+        """A flat ``{str: numpy array or scalar}`` dict (store it with ``np.savez``)."""
+        d = {"kind": np.array(self.kind)}
+        for k, val in self._hyper_dict().items():
+            d[k] = np.array(val)
+        d["n_params"] = np.array(-1 if self._state is None else len(self._shapes))
+        if self._state is not None:
+            for name in self._state_names:
+                for i, a in enumerate(self._state[name]):
+                    d[f"{name}.{i}"] = a.copy()
+        self._extra_state(d)
+        return d
+
+    def _extra_state(self, d):
+        pass
+
+    def load_state_dict(self, d):
+        """Restore hyperparameters and state saved by :meth:`state_dict` (copies the arrays)."""
+        kind = str(np.asarray(d["kind"]))
+        if kind != self.kind:
+            raise ValueError(f"state dict is for optimizer {kind!r}, not {self.kind!r}")
+        for k in self._hyper_dict():
+            setattr(self, k, type(getattr(self, k))(np.asarray(d[k])))
+        n = int(np.asarray(d["n_params"]))
+        if n < 0:
+            self._state = None
+        elif self._state_names:
+            state = {}
+            for name in self._state_names:
+                arrays = []
+                for i in range(n):
+                    a = np.asarray(d[f"{name}.{i}"])
+                    if self._state is not None:
+                        if n != len(self._shapes):
+                            raise ValueError(
+                                f"state dict holds {n} parameters, optimizer has "
+                                f"{len(self._shapes)}"
+                            )
+                        ref = self._state[name][i]
+                        if a.shape != ref.shape or a.dtype != ref.dtype:
+                            raise ValueError(
+                                f"state {name}.{i}: saved {a.shape} {a.dtype}, "
+                                f"parameters have {ref.shape} {ref.dtype}"
+                            )
+                        arrays.append(np.array(a, copy=True, order="K"))
+                    else:
+                        arrays.append(np.array(a, copy=True, order="K"))
+                state[name] = tuple(arrays)
+            self._state = state
+            self._shapes = tuple((a.shape, a.dtype) for a in state[self._state_names[0]])
+        self._load_extra(d)
+        return self
+
+    def _load_extra(self, d):
+        pass
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent: ``p -= lr * g``."""
+
+    kind = "sgd"
+    kernel = sgd_kernel
+    _state_names = ()
+
+    def __init__(self, params=None, *, lr=0.01):
+        self.lr = float(lr)
+        super().__init__(params)
+
+    def hyper_tuple(self):
+        return (float(self.lr),)
+
+    def _hyper_dict(self):
+        return {"lr": float(self.lr)}
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum, optionally Nesterov (PyTorch's SGD-with-momentum convention)."""
+
+    kind = "momentum"
+    kernel = momentum_kernel
+    _state_names = ("velocity",)
+
+    def __init__(self, params=None, *, lr=0.01, momentum=0.9, nesterov=False):
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        super().__init__(params)
+
+    def hyper_tuple(self):
+        return (float(self.lr), float(self.momentum), 1.0 if self.nesterov else 0.0)
+
+    def _hyper_dict(self):
+        return {"lr": float(self.lr), "momentum": float(self.momentum),
+                "nesterov": bool(self.nesterov)}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction."""
+
+    kind = "adam"
+    kernel = adam_kernel
+    _state_names = ("m", "v")
+
+    def __init__(self, params=None, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+        self.lr = float(lr)
+        self.b1 = float(b1)
+        self.b2 = float(b2)
+        self.eps = float(eps)
+        self._t = np.zeros(1, np.int64)
+        super().__init__(params)
+
+    @property
+    def t(self):
+        """Number of steps taken."""
+        return int(self._t[0])
+
+    def _extra_init(self):
+        self._t[0] = 0
+
+    def state_tuple(self):
+        return super().state_tuple() + (self._t,)
+
+    def hyper_tuple(self):
+        return (float(self.lr), float(self.b1), float(self.b2), float(self.eps))
+
+    def _hyper_dict(self):
+        return {"lr": float(self.lr), "b1": float(self.b1), "b2": float(self.b2),
+                "eps": float(self.eps)}
+
+    def _extra_state(self, d):
+        d["t"] = np.array(self.t, dtype=np.int64)
+
+    def _load_extra(self, d):
+        self._t[0] = int(np.asarray(d["t"]))
+
+
+_OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(kind, params=None, **hyper):
+    """``make_optimizer('momentum', params, lr=0.05, momentum=0.9)``."""
+    try:
+        cls = _OPTIMIZERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {kind!r}; choose from {sorted(_OPTIMIZERS)}") from None
+    return cls(params, **hyper)
+
+
+# ------------------------------------------------------------------------------------------------
+# A compiled minibatch training loop
+# ------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _gather_rows(dst, src, order, start):
+    """``dst[r] = src[order[start + r]]`` for every row r of ``dst`` (C-contiguous arrays of any
+    ndim, copied as flat rows: an explicit loop is twice as fast as Numba's row assignment)."""
+    rows = dst.shape[0]
+    dst_flat = dst.reshape(rows, -1)
+    src_flat = src.reshape(src.shape[0], -1)
+    for r in range(rows):
+        sample = order[start + r]
+        for k in range(dst_flat.shape[1]):
+            dst_flat[r, k] = src_flat[sample, k]
+
+
+@numba.njit(cache=True)
+def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, stop, state, hyper,
+                     Xb, yb, seed):
+    """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
+    ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = adjoint(*params, Xb, yb,
+    seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
+    Returns the sum of the batch losses, each weighted by its number of samples."""
+    n = order.shape[0]
+    total = 0.0
+    for batch in range(first, stop):
+        start = batch * batch_size
+        size = min(batch_size, n - start)
+        if size == batch_size:
+            Xc = Xb
+            yc = yb
+        else:
+            Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
+            yc = np.empty((size,) + yb.shape[1:], yb.dtype)
+        _gather_rows(Xc, X, order, start)
+        _gather_rows(yc, y, order, start)
+        loss, grads = adjoint(*params, Xc, yc, seed)
+        update(params, grads, state, hyper)
+        total += loss * size
+    return total
+
+
+def _compiled_signature(dispatcher, argtypes):
+    """The full signature (with the return type) of ``dispatcher`` compiled for ``argtypes``."""
+    dispatcher.compile(argtypes)
+    return dispatcher.overloads[argtypes].signature
+
+
+class MinibatchLoop:
+    """SGD-style training over minibatches as one compiled call.
+
+    ``loss_and_grads`` is a srcgrad ``value_and_grad(loss, wrt=...)`` of a loss
+    ``loss(*params, X_batch, y_batch)`` that differentiates with respect to every parameter;
+    ``optimizer`` is an :class:`Optimizer` (its state is used and updated). Calling the loop::
+
+        total = loop(params, X, y, order, batch_size, first=0, stop=None)
+
+    trains on minibatches ``first <= i < stop`` (default: all) of the samples ``order`` (e.g. a
+    permutation of ``range(len(X))``), updates ``params`` in place and returns the sum of the batch
+    losses weighted by batch size. A shorter last batch is used as it is.
+
+    Why a class and not a plain ``@njit`` function calling the gradient: Numba links a called
+    function's code into the caller and optimizes the whole again, which for a large generated
+    adjoint took ~10 s per process. Here the loop receives the compiled gradient and update as
+    function pointers (Numba first-class functions), so it compiles in under a second, once: the
+    loop does not depend on which gradient it calls, and its machine code is cached on disk.
+    """
+
+    def __init__(self, loss_and_grads, optimizer):
+        if not hasattr(loss_and_grads, "specialize"):
+            raise TypeError("MinibatchLoop needs a srcgrad value_and_grad(...) object, got "
+                            f"{type(loss_and_grads).__name__}")
+        if getattr(loss_and_grads, "mode", "value_and_grad") != "value_and_grad":
+            raise TypeError("MinibatchLoop needs value_and_grad(...) (the loss and the gradients), "
+                            f"got {loss_and_grads!r}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a srcgrad.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.loss_and_grads = loss_and_grads
+        self.optimizer = optimizer
+        self._buffers = {}
+        self._entries = {}      # argument types -> (compiled loop entry, gradient, update kernel)
+
+    def _pieces(self, params, Xb, yb, tree=None):
+        """The compiled adjoint and its seed, the update kernel, and their function types."""
+        if tree is not None:        # loss(params, X, y) with a pytree of parameters
+            spec = self.loss_and_grads.specialize(tree, Xb, yb)
+        else:
+            spec = self.loss_and_grads.specialize(*params, Xb, yb)
+        plan = getattr(spec, "plan", None)
+        if plan is not None and plan.captures:
+            names = ", ".join(sorted({c.name for c in plan.captures}))
+            raise TypeError(f"MinibatchLoop: the loss reads module data or closure variables "
+                            f"({names}); pass them as arguments (the compiled loop calls the "
+                            "gradient with the parameters and the batch only)")
+        gradient, seed = spec.adjoint, spec.one
+        grad_sig = _compiled_signature(gradient,
+                                       tuple(numba.typeof(a) for a in (*params, Xb, yb, seed)))
+        grads_type = grad_sig.return_type.types[1]
+        if not isinstance(grads_type, types.BaseTuple) or len(grads_type) != len(params):
+            raise TypeError(f"{self.loss_and_grads!r} must differentiate with respect to all "
+                            f"{len(params)} parameters (wrt=(0, ..., {len(params) - 1}))")
+        kernel = type(self.optimizer).kernel
+        state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
+        update_sig = _compiled_signature(
+            kernel, (numba.typeof(params), grads_type, numba.typeof(state), numba.typeof(hyper)))
+        return gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
+
+    def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
+        # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
+        tree = params if isinstance(params, (tuple, list, dict)) and \
+            len(getattr(self.loss_and_grads, "params", ())) == 3 else None
+        params = _as_tuple(params, "params")
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        order = np.asarray(order, dtype=np.int64)
+        X = np.ascontiguousarray(X)         # (no copy when it already is)
+        y = np.ascontiguousarray(y)
+        n_batches = -(-order.shape[0] // batch_size)
+        stop = n_batches if stop is None else min(int(stop), n_batches)
+        used = order[int(first) * batch_size:stop * batch_size]
+        if used.size and (used.min() < 0 or used.max() >= X.shape[0]):
+            raise ValueError(f"order holds sample indices outside 0..{X.shape[0] - 1}")
+        self.optimizer._ensure(params)
+        key = (batch_size, X.shape[1:], X.dtype, y.shape[1:], y.dtype)
+        if key not in self._buffers:
+            self._buffers[key] = (np.empty((batch_size,) + X.shape[1:], X.dtype),
+                                  np.empty((batch_size,) + y.shape[1:], y.dtype))
+        Xb, yb = self._buffers[key]
+        state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
+        rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
+        argtypes = tuple(numba.typeof(a) for a in rest)
+        if argtypes not in self._entries:
+            gradient, seed, kernel, grad_type, update_type = self._pieces(params, Xb, yb, tree)
+            signature = (grad_type, update_type) + argtypes + (numba.typeof(seed),)
+            _run_minibatches.compile(signature)
+            # the compiled entry for exactly these types, called with the Dispatcher objects as
+            # the signature's function pointers (calling _run_minibatches itself would type them
+            # as Dispatchers and compile the linked variant this class exists to avoid)
+            self._entries[argtypes] = (_run_minibatches.overloads[signature].entry_point,
+                                       gradient, kernel, seed)
+        entry, gradient, kernel, seed = self._entries[argtypes]
+        return entry(gradient, kernel, *rest, seed)
