@@ -525,8 +525,9 @@ class ForwardBuilder:
         if not self.lowered and top:
             # the top-level function again, returning the tangent alone: what hvp differentiates
             # in reverse mode (with respect to the inputs only, not their tangents)
-            only = copy.deepcopy(body[:-1]) + [ast.copy_location(ast.Return(value=copy.deepcopy(tangent)),
-                                                                 unit.body[-1])]
+            # (without the primal statements the tangent does not read: s in `s += x * x`)
+            only = remove_dead_code(copy.deepcopy(body[:-1]) + [
+                ast.copy_location(ast.Return(value=copy.deepcopy(tangent)), unit.body[-1])])
             base.add_source(unit, *codegen.function_source_and_lines(
                 f"{name}_tangent", params, only, user_lines=user_lines(unit.fsrc),
                 docstring=f"The directional derivative of {unit.func.__name__} alone (for hvp)."))
@@ -561,3 +562,145 @@ def build_forward_module(func, kinds, wrt_names, target, precision="float64", lo
 
 
 __all__ = ["ForwardTransformer", "ForwardBuilder", "build_forward_module", "tangent_name", "_Comment"]
+
+
+# ================================================================================================
+# Dead code: statements whose values nothing reads (hvp's adjoint needs no value; a tangent
+# function needs no primal value its tangent does not read)
+# ================================================================================================
+
+# calls that only compute a value (no writes, no state): a dead assignment of one can go
+_PURE_MODULES = ("math", "np")
+_IMPURE_NP = {"copyto", "put", "place", "putmask", "fill_diagonal", "random"}
+_PURE_BUILTINS = {"range", "len", "min", "max", "abs", "float", "int", "bool"}
+
+
+class _NotStraight(Exception):
+    """A construct the liveness pass does not model (break, continue, nested functions, ...)."""
+
+
+def _pure(expr):
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if not ((isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                     and func.value.id in _PURE_MODULES and func.attr not in _IMPURE_NP)
+                    or (isinstance(func, ast.Name) and func.id in _PURE_BUILTINS)):
+                return False
+        elif isinstance(node, (ast.NamedExpr, ast.Yield, ast.YieldFrom, ast.Await, ast.Lambda)):
+            return False
+    return True
+
+
+def _reads(*exprs):
+    return {node.id for e in exprs if e is not None for node in ast.walk(e)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+def _store_names(target):
+    return {node.id for node in ast.walk(target) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+
+
+def _live_block(stmts, live):
+    """(kept statements, names live before them) for a block followed by ``live`` names."""
+    kept = []
+    for stmt in reversed(stmts):
+        stmt, live = _live_stmt(stmt, live)
+        if stmt is not None:
+            kept.append(stmt)
+    return kept[::-1], live
+
+
+def _live_stmt(stmt, live):
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target = stmt.targets[0]
+        if isinstance(target, (ast.Name, ast.Tuple)) and all(
+                isinstance(e, ast.Name) for e in ([target] if isinstance(target, ast.Name) else target.elts)):
+            names = _store_names(target)
+            if not (names & live) and _pure(stmt.value):
+                return None, live
+            return stmt, (live - names) | _reads(stmt.value)
+        # a write into an array (or attribute): always kept; the array stays live
+        return stmt, live | _reads(stmt.value, target)
+    if isinstance(stmt, ast.AugAssign):
+        if isinstance(stmt.target, ast.Name):
+            if stmt.target.id not in live and _pure(stmt.value):
+                return None, live
+            return stmt, live | {stmt.target.id} | _reads(stmt.value)
+        return stmt, live | _reads(stmt.value, stmt.target)
+    if isinstance(stmt, (ast.Expr, ast.Assert, ast.Pass)):
+        if isinstance(stmt, ast.Pass):
+            return None, live
+        return stmt, live | _reads(stmt)
+    if isinstance(stmt, ast.Return):
+        return stmt, _reads(stmt.value)
+    if isinstance(stmt, ast.If):
+        body, live_body = _live_block(stmt.body, live)
+        orelse, live_else = _live_block(stmt.orelse, live)
+        if not body and not orelse and _pure(stmt.test):
+            return None, live
+        new = ast.copy_location(ast.If(test=stmt.test, body=body or [ast.Pass()], orelse=orelse), stmt)
+        return new, live_body | live_else | _reads(stmt.test)
+    if isinstance(stmt, (ast.For, ast.While)):
+        if stmt.orelse:
+            raise _NotStraight
+        effects, assigned = _effects([stmt])
+        if not effects and not (assigned & live):
+            return None, live       # a loop that only computes values nothing reads (it ends:
+            #                         the function it comes from returns)
+        defined = _store_names(stmt.target) if isinstance(stmt, ast.For) else set()
+        test = stmt.iter if isinstance(stmt, ast.For) else stmt.test
+        # the body may run again or not at all: live at its end = live at its start | live after
+        end = set(live) | (_reads(test) if isinstance(stmt, ast.While) else set())
+        while True:
+            body, start = _live_block(stmt.body, end)
+            start = start - defined
+            new_end = end | start
+            if new_end == end:
+                break
+            end = new_end
+        if not body and not (defined & live) and _pure(test):
+            return None, live
+        if isinstance(stmt, ast.For):
+            new = ast.For(target=stmt.target, iter=stmt.iter, body=body or [ast.Pass()], orelse=[])
+        else:
+            new = ast.While(test=stmt.test, body=body or [ast.Pass()], orelse=[])
+        return ast.copy_location(new, stmt), end | _reads(test)
+    raise _NotStraight
+
+
+def _effects(stmts):
+    """(whether the statements may do more than assign names, the names they assign)."""
+    assigned = set()
+    for stmt in stmts:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and all(
+                isinstance(e, ast.Name) for e in ([stmt.targets[0]] if isinstance(stmt.targets[0], ast.Name)
+                                                  else getattr(stmt.targets[0], "elts", [None]))):
+            if not _pure(stmt.value):
+                return True, assigned
+            assigned |= _store_names(stmt.targets[0])
+        elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+            if not _pure(stmt.value):
+                return True, assigned
+            assigned.add(stmt.target.id)
+        elif isinstance(stmt, (ast.If, ast.For, ast.While)):
+            test = stmt.iter if isinstance(stmt, ast.For) else stmt.test
+            inner, names = _effects(stmt.body + stmt.orelse)
+            if inner or not _pure(test):
+                return True, assigned
+            assigned |= names | (_store_names(stmt.target) if isinstance(stmt, ast.For) else set())
+        elif not isinstance(stmt, ast.Pass):
+            return True, assigned
+    return False, assigned
+
+
+def remove_dead_code(stmts):
+    """The statements without assignments whose values nothing reads (by liveness over the
+    structured code: loops run their body any number of times). Writes into arrays, calls other
+    than ``math.*``/``np.*`` and anything the pass does not model stay; a construct it does not
+    model at all (break, continue, nested definitions) leaves the code unchanged."""
+    try:
+        kept, _ = _live_block(list(stmts), set())
+    except _NotStraight:
+        return list(stmts)
+    return kept

@@ -72,6 +72,78 @@ def _tangents(fn, values, tangent):
     return tuple(out)
 
 
+# Version of the rewrite below: part of the cache key of the modules it produces.
+_GRADIENT_ONLY = "gradient-only-1"
+
+
+def _gradient_only(source):
+    """The module ``source`` of a reverse-mode gradient plus ``<adjoint>_gradient_only``: the
+    adjoint without the function's value. hvp needs H·v alone, the gradient of the tangent
+    function; its value (the jvp) is what the forward sweep computes, and where the reverse sweep
+    recomputes its loop iterations rather than reading a tape (Rosenbrock, the MLP), the forward
+    sweep then has no other use and liveness removes it. ``_srcgrad_gradient_only`` names it."""
+    import ast
+    import re
+    from .forward import remove_dead_code
+    match = re.search(r"^_srcgrad_adjoint = (\w+)$", source, re.M)
+    tree = ast.parse(source)
+    (adjoint,) = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+                  and node.name == match.group(1)]
+    tail = adjoint.body[-1]
+    if not (isinstance(tail, ast.Return) and isinstance(tail.value, ast.Tuple) and len(tail.value.elts) == 2):
+        return source                    # (not the shape build_module writes: the adjoint serves)
+    body = adjoint.body[:-1]
+    docstring = body[:1] if body and isinstance(body[0], ast.Expr) and \
+        isinstance(body[0].value, ast.Constant) else []
+    body = remove_dead_code(body[len(docstring):] + [ast.Return(value=tail.value.elts[1])])
+    name = f"{adjoint.name}_gradient_only"
+    doc = ast.Expr(value=ast.Constant(f"The gradients of {adjoint.name} without its value (for hvp): "
+                                      "statements only the value needed are left out."))
+    function = ast.FunctionDef(name=name, args=adjoint.args, body=[doc] + body,
+                               decorator_list=adjoint.decorator_list, returns=None, type_comment=None,
+                               type_params=[])
+    text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
+    return source.rstrip("\n") + f"\n\n\n{text}\n\n\n_srcgrad_gradient_only = {name}\n"
+
+
+class _GradientOnlySpecialization(Specialization):
+    """A gradient specialization whose ``grad`` entry (all hvp calls) runs the adjoint without
+    the value; the other entries are the ordinary ones."""
+
+    def __init__(self, module, name, source, path, key):
+        super().__init__(module, name, source, path, key)
+        self.gradient_only = getattr(module, "_srcgrad_gradient_only", None)
+
+    def _call(self, entry, values, extra):
+        if entry == "grad" and self.gradient_only is not None:
+            return self.gradient_only(*values, self.one)
+        return super()._call(entry, values, extra)
+
+
+class _TangentGradient(GradFunction):
+    """The gradient of a generated tangent function (hvp's inner function), built from
+    :func:`_gradient_only` modules."""
+
+    def _build(self, kinds, precision):
+        from .program import build_module
+        if self._default_plan() is not None:
+            return super()._build(kinds, precision)
+        sources = helper_sources(self.func)
+        key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single, _GRADIENT_ONLY,
+                                *sorted(sources.values()))
+        path = codegen.module_path(self.func.__name__, key)
+        if not os.path.exists(path):
+            source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
+                                           precision)
+            codegen.write_module(path, _gradient_only(source))
+        module = codegen.import_module(path)
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+        spec = _GradientOnlySpecialization(module, self.func.__name__, source, path, (kinds, precision))
+        spec.plan = None
+        return spec
+
+
 class _ForwardBase(GradFunction):
     """Shared argument handling: ``(*args, direction)`` calls with f's own kinds and precision."""
 
@@ -151,7 +223,7 @@ class HvpFunction(_ForwardBase):
                                    "has no adjoint); jvp and grad of np.prod work")
             tangent_function = getattr(module, f"{name}_tangent")
             wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
-            inner = GradFunction(tangent_function, wrt=wrt, target=self.target, mode="grad")
+            inner = _TangentGradient(tangent_function, wrt=wrt, target=self.target, mode="grad")
             self._inner[key] = inner
         return inner
 
