@@ -9,7 +9,7 @@ The pipeline, one module per stage: parse → check → normalize → analyse �
 derivative rules of :mod:`srcgrad.rules`) → codegen → backends (python, cpu, cuda); runtime helpers
 live in :mod:`srcgrad.runtime`.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError  # noqa: E402
 from .rules import register_adjoint, register_zero_derivative, d  # noqa: E402

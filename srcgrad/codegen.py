@@ -21,7 +21,7 @@ from pathlib import Path
 import astor
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from . import naming as N
 from .fileio import write_atomic
 from .runtime import LIBRARY_HELPERS

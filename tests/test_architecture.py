@@ -92,3 +92,44 @@ def test_registry_fingerprint_has_no_addresses():
     assert not [label for label in labels if " at 0x" in label]
     assert any(label.startswith("scipy.stats._continuous_distns.norm_gen.") and label.endswith(".logpdf")
                for label in labels)
+
+
+def _module_level_imports():
+    """srcgrad module -> the srcgrad modules it imports when it is imported (top-level statements)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("srcgrad",) + path.relative_to(PACKAGE).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+                for alias in node.names:
+                    targets.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
+            elif isinstance(node, ast.ImportFrom) and node.module.startswith("srcgrad"):
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names if alias.name.startswith("srcgrad")}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_circle_at_module_level():
+    graph = _module_level_imports()
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in graph[name]:
+            assert state.get(target) != "open", " -> ".join(path + [target])
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
