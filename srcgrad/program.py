@@ -166,7 +166,7 @@ class ModuleBuilder:
 
     # -- adjoints --------------------------------------------------------------------------------
     def helper_adjoint(self, caller_unit):
-        def adjoint(callee, arg_kinds, stmt):
+        def adjoint(callee, arg_kinds, stmt, active=None, in_place=()):
             if not is_helper(callee):
                 return None
             unit = self.unit(callee)
@@ -178,12 +178,23 @@ class ModuleBuilder:
                                           "differentiated code must not modify their array arguments",
                                           "argument mutation")
             kinds = tuple(arg_kinds)
-            return self.adjoint(callee, kinds, _differentiable(unit, kinds))
+            wrt = _differentiable(unit, kinds)
+            if active is not None:      # only the parameters whose argument is active in the caller
+                wrt = [p for p in wrt if active[unit.params.index(p)]]
+            analysis, _ = self.analysis_of(callee, kinds)
+            # a parameter the helper assigns has its adjoint reset: it cannot accumulate in place
+            in_place = tuple(unit.params[k] for k in in_place
+                             if unit.params[k] in wrt and not analysis.overwritten(unit.params[k]))
+            name = self.adjoint(callee, kinds, wrt, in_place)
+            return (name, [unit.params.index(p) for p in wrt],
+                    tuple(unit.params.index(p) for p in in_place))
         return adjoint
 
-    def adjoint(self, func, kinds, wrt):
+    def adjoint(self, func, kinds, wrt, in_place=()):
+        """The adjoint of ``func`` w.r.t. ``wrt``; ``in_place``: parameters whose adjoint arrays
+        the caller passes after ``_seed`` (added into, then returned among the gradients)."""
         unit = self.unit(func)
-        key = (unit.func, kinds, tuple(wrt))
+        key = (unit.func, kinds, tuple(wrt), tuple(in_place))
         if key in self.adjoints:
             return self.adjoints[key]
         analysis, _ = self.analysis_of(func, kinds)
@@ -193,9 +204,10 @@ class ModuleBuilder:
         name = self.unique(f"{unit.func.__name__}_adjoint")
         self.adjoints[key] = name
         transformer = ReverseTransformer(unit.fsrc, unit.params, unit.body, analysis, unit.names,
-                                         self.helper_adjoint(unit))
+                                         self.helper_adjoint(unit), in_place)
         transformer.body = copy.deepcopy(unit.body)
         transformer.precision = self.precision
+        transformer.loop_tapes = self.target != "cuda"    # device code has fixed-size tapes
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
@@ -211,7 +223,7 @@ class ModuleBuilder:
         # assigned directly by their single use instead)
         zero_inits = []
         for var in sorted(analysis.active, key=_natural):
-            if var in transformer.single_use:
+            if var in transformer.single_use or var in in_place:
                 continue
             kind = analysis.kinds.get(var, K.FLOAT)
             if kind.cls == "tuple":      # one adjoint per component: _adj_t_0, _adj_t_1, ...
@@ -224,7 +236,7 @@ class ModuleBuilder:
         grads = []
         for param in wrt:
             kind = analysis.kinds[param]
-            if param in analysis.active:
+            if param in analysis.active or param in in_place:   # in place: the caller's array
                 grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
@@ -235,7 +247,7 @@ class ModuleBuilder:
             stmts, reverse_body, tail_stmts = lower_for_cpu([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
-        params = unit.params + [N.SEED]
+        params = unit.params + [N.SEED] + [transformer.adj(p) for p in in_place]
         wrt_text = ", ".join(wrt)
         doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by {N.SEED}.\n\n"
                f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"

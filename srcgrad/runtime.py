@@ -95,6 +95,15 @@ def snapshot_buffer(array, count):
     return np.empty((max(count, 0),) + array.shape, array.dtype)
 
 
+def tape_buffer(tape, count):
+    """A tape of exactly ``count`` slots (``tape``'s dtype) for the pushes of one loop whose trip
+    counts are known at its entry: one allocation, no growth checks (see tape.plan_loop_tapes)."""
+    if count * tape.itemsize > max_tape_bytes():
+        raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
+                          "(a loop with a huge trip count); reduce the problem size or raise the limit")
+    return np.empty(max(count, 0), tape.dtype)
+
+
 def push_snapshot(buffer, top, array):
     """Copy ``array`` into row ``top`` of a snapshot buffer; returns the next free row."""
     if array.shape != buffer.shape[1:]:

@@ -21,6 +21,7 @@ from .analyse import operand_names
 from .liveness import assigned_in, dead_restores, has_code, primal_reads, walk_body
 from .normalize import assign, name_load, name_store
 from .placeholders import Comment, Reset, Restore, Save
+from .simplify import simplify
 
 FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
 INT_TAPE = ("_itape", "_ipos", "push_int")
@@ -37,7 +38,7 @@ class TapePlan:
     """
 
     def __init__(self, params, body, analysis, names, precision, loops, top_loops, reset,
-                 snapshot_buffers=True):
+                 snapshot_buffers=True, loop_tapes=True):
         self.params = params
         self.body = body
         self.a = analysis
@@ -47,6 +48,7 @@ class TapePlan:
         self.top_loops = top_loops
         self.reset = reset
         self.snapshot_buffers = snapshot_buffers
+        self.loop_tapes = loop_tapes  # scalar pushes of a loop with known trip counts: one buffer
         self.used_tapes = set()    # FLOAT_TAPE / INT_TAPE, those a push uses
         self.saves = []            # the kept Save placeholders, in forward order
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
@@ -55,6 +57,7 @@ class TapePlan:
         self.snapshots = {}        # array variable -> the list its overwritten values are kept in
         self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
         self.allocations = {}      # id(forward loop) -> the buffer allocations before it
+        self.loop_buffers = {}     # id(Save) -> (buffer, top): scalar pushes to a loop's own tape
 
     def resolve(self, forward, reverse):
         """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
@@ -75,6 +78,7 @@ class TapePlan:
         inits = []
         initialized = set()
         self.plan_snapshot_buffers(keep)
+        self.plan_loop_tapes(keep)
         forward = self._replace(forward, keep, restore=False)
         reverse = self._replace(reverse, keep, restore=True)
         inits += self.array_lists
@@ -264,10 +268,78 @@ class TapePlan:
         return out
 
     def _tape_for(self, save):
-        kind = save.kind.element() if save.index is not None else save.kind
-        tape = FLOAT_TAPE if kind.cls == "float" else INT_TAPE
+        tape = self._tape_kind(save)
         self.used_tapes.add(tape)
         return tape
+
+    @staticmethod
+    def _tape_kind(save):
+        kind = save.kind.element() if save.index is not None else save.kind
+        return FLOAT_TAPE if kind.cls == "float" else INT_TAPE
+
+    # -- exact tapes for loops whose trip counts are known at loop entry --------------------------
+    # A `for` loop that runs once per call, whose pushes to a tape all happen a fixed number of
+    # times per iteration (none only on one side of an `if`, none in a `while`, inner `for` ranges
+    # computable at the loop's entry), pushes exactly `count` values: they go to a buffer of that
+    # size allocated at the loop's entry, written and read without growth checks.
+
+    def plan_loop_tapes(self, keep):
+        for forward_loop, loop in self.top_loops if self.loop_tapes else ():
+            iterator = forward_loop.iter
+            if not (isinstance(iterator, ast.Call) and isinstance(iterator.func, ast.Name)
+                    and iterator.func.id == "range" and len(iterator.args) == 3):
+                continue
+            entry = _EntryValues(loop, self.a)
+            for tape in (FLOAT_TAPE, INT_TAPE):
+                saves = []
+                per_iteration = self._count_pushes(forward_loop.body, tape, keep, entry, saves)
+                if per_iteration is None or not saves:
+                    continue
+                trips = ast.Call(func=name_load("range_length"), args=copy.deepcopy(iterator.args),
+                                 keywords=[])
+                count = simplify(ast.BinOp(left=per_iteration, op=ast.Mult(), right=trips))
+                self.used_tapes.add(tape)        # the buffer takes the tape's dtype
+                stem = tape[0].lstrip("_")
+                buffer, top = self.names.fresh(stem), self.names.fresh(tape[1].lstrip("_"))
+                self.allocations.setdefault(id(forward_loop), []).extend([
+                    Comment(f"this loop's tape: exactly {ast.unparse(count)} values (trip counts "
+                            "known at loop entry): one allocation, no growth checks", loop.lineno),
+                    assign(buffer, ast.Call(func=name_load("tape_buffer"),
+                                            args=[name_load(tape[0]), count], keywords=[]), loop),
+                    assign(top, ast.Constant(0), loop)])
+                for save in saves:
+                    self.loop_buffers[id(save)] = (buffer, top)
+
+    def _count_pushes(self, stmts, tape, keep, entry, saves):
+        """Pushes to ``tape`` one run of ``stmts`` makes, as an expression computable at the loop's
+        entry (``saves`` collects them), or None when that number is not fixed."""
+        total = ast.Constant(0)
+        for stmt in stmts:
+            if isinstance(stmt, Save):
+                if not keep(stmt) or self._is_snapshot(stmt) or self._tape_kind(stmt) != tape:
+                    continue
+                if stmt.index is not None and self._slot_is_array(stmt):
+                    return None              # a row or slice: its size is not counted
+                saves.append(stmt)
+                total = _plus(total, ast.Constant(1))
+            elif isinstance(stmt, (ast.If, ast.While)):
+                for branch in (stmt.body, stmt.orelse):
+                    inner = self._count_pushes(branch, tape, keep, entry, saves)
+                    if inner is None or not _is_zero(inner):
+                        return None          # pushes on one path only, or a data-dependent count
+            elif isinstance(stmt, ast.For):
+                inner = self._count_pushes(stmt.body, tape, keep, entry, saves)
+                if inner is None:
+                    return None
+                if _is_zero(inner):
+                    continue
+                bounds = [entry.value(arg) for arg in stmt.iter.args] \
+                    if isinstance(stmt.iter, ast.Call) and _is_range(stmt.iter) else [None]
+                if any(bound is None for bound in bounds):
+                    return None
+                trips = ast.Call(func=name_load("range_length"), args=bounds, keywords=[])
+                total = _plus(total, ast.BinOp(left=inner, op=ast.Mult(), right=trips))
+        return simplify(total)
 
     # -- array snapshots: a whole array rebound where the reverse sweep needs its old value -------
     # (`h = np.tanh(h @ W + x[t])` in a loop). The forward sweep copies the old array into a
@@ -382,6 +454,14 @@ class TapePlan:
     def _push(self, save):
         if self._is_snapshot(save):
             return self._push_snapshot(save)
+        if id(save) in self.loop_buffers:
+            buffer, top = self.loop_buffers[id(save)]
+            value = name_load(save.name) if save.index is None else \
+                ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
+            slot = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Store())
+            return [assign(slot, value, save.like),
+                    ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Add(),
+                                                    value=ast.Constant(1)), save.like)]
         tape, pos, push = self._tape_for(save)
         if save.index is not None:
             value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
@@ -404,6 +484,14 @@ class TapePlan:
     def _pop(self, save):
         if self._is_snapshot(save):
             return self._pop_snapshot(save)
+        if id(save) in self.loop_buffers:
+            buffer, top = self.loop_buffers[id(save)]
+            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(),
+                                                  value=ast.Constant(1)), save.like)
+            target = name_store(save.name) if save.index is None else \
+                ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
+            read = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Load())
+            return [dec, assign(target, read, save.like)]
         tape, pos, _ = self._tape_for(save)
         dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
                                 save.like)
@@ -463,3 +551,67 @@ def _index_is_slice(index, analysis):
 def _zero_of(kind):
     return {"float": 0.0, "int": 0, "bool": False}.get(kind.cls, 0.0)
 
+
+
+def _plus(total, term):
+    return term if _is_zero(total) else ast.BinOp(left=total, op=ast.Add(), right=term)
+
+
+def _is_zero(expr):
+    return isinstance(expr, ast.Constant) and expr.value == 0
+
+
+def _is_range(call):
+    return isinstance(call.func, ast.Name) and call.func.id == "range" and len(call.args) == 3
+
+
+class _EntryValues:
+    """Expressions a loop's body computes that have the same value in every iteration, rewritten
+    in terms of values available at the loop's entry (for trip counts of inner loops)."""
+
+    def __init__(self, loop, analysis):
+        self.a = analysis
+        body = loop.body
+        self.assigned = assigned_in(body) | {loop.target.id}       # the loop variable changes too
+        self.written = {node.targets[0].value.id for node in walk_body(body)
+                        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript)
+                        and isinstance(node.targets[0].value, ast.Name)}
+        # single definitions outside branches (they run in every iteration, before their uses)
+        self.definitions = {}
+
+        def collect(stmts):
+            for stmt in stmts:
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                    self.definitions[stmt.targets[0].id] = stmt.value
+                elif isinstance(stmt, ast.For):
+                    collect(stmt.body)
+        collect(body)
+
+    def value(self, node, depth=0):
+        if depth > 20:
+            return None
+        if isinstance(node, ast.Constant):
+            return copy.deepcopy(node)
+        if isinstance(node, ast.Name):
+            if node.id not in self.assigned:
+                return name_load(node.id)
+            if self.a.def_sites.get(node.id) == 1 and node.id in self.definitions:
+                return self.value(self.definitions[node.id], depth + 1)
+            return None
+        if isinstance(node, ast.BinOp):
+            left, right = self.value(node.left, depth + 1), self.value(node.right, depth + 1)
+            if left is None or right is None:
+                return None
+            return ast.BinOp(left=left, op=copy.deepcopy(node.op), right=right)
+        if isinstance(node, ast.UnaryOp):
+            operand = self.value(node.operand, depth + 1)
+            return None if operand is None else ast.UnaryOp(op=copy.deepcopy(node.op), operand=operand)
+        if isinstance(node, ast.Attribute) and node.attr == "shape" and isinstance(node.value, ast.Name):
+            base = self.value(node.value, depth + 1)
+            return None if base is None else ast.Attribute(value=base, attr="shape", ctx=ast.Load())
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+                isinstance(node.value, ast.Name) and node.value.id not in self.written:
+            base = self.value(node.value, depth + 1)
+            return None if base is None else ast.Subscript(value=base, slice=copy.deepcopy(node.slice),
+                                                           ctx=ast.Load())
+        return None

@@ -32,6 +32,12 @@ from .tape import FLOAT_TAPE, INT_TAPE, TapePlan  # noqa: F401 (re-exported)
 # Snapshots of arrays rebound in a loop that runs once per call go to one preallocated buffer (else a
 # list). False: always the list (tests compare both; the code cache does not know this switch).
 SNAPSHOT_BUFFERS = True
+# A helper's adjoint adds into the caller's adjoint arrays in place (else it returns fresh gradient
+# arrays the caller adds). False: always fresh arrays (tests compare both; not in the cache key).
+HELPER_ADJOINTS_IN_PLACE = True
+# The scalar pushes of a loop whose trip counts are known at its entry go to one buffer of that
+# exact size (see tape.plan_loop_tapes). False: the growing tape (tests compare both).
+LOOP_TAPES = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -45,19 +51,26 @@ def adjoint_name(name, generated=frozenset()):
 
 
 class ReverseTransformer:
-    def __init__(self, fsrc, params, body, analysis, names, helper_adjoint):
+    def __init__(self, fsrc, params, body, analysis, names, helper_adjoint, in_place=()):
         self.fsrc = fsrc
         self.params = params
         self.body = body
         self.a = analysis
         self.names = names
-        self.helper_adjoint = helper_adjoint   # callable(callee, arg kinds) -> adjoint function name
+        # callable(callee, arg kinds, stmt, arg activity, in-place candidates) ->
+        # (adjoint function name, positions of the arguments it returns gradients for, in order,
+        #  positions whose adjoint arrays it takes and adds into), or None (not a helper)
+        self.helper_adjoint = helper_adjoint
+        # parameters whose adjoint arrays the caller passes in (this is a helper's adjoint): they
+        # are only ever added into, never assigned
+        self.in_place = tuple(in_place)
         self.single_use = self._single_use_temps()
         self.used_tapes = set()    # the tapes the pushes use (set by run; program.py allocates them)
         self.loops = []            # (normalized body, reverse loop node, loop variable, forward body)
         self.loop_stack = []       # ids of the loop bodies being transformed (innermost last)
         self.top_loops = []        # (forward For, normalized For) of loops that run once a call
         self.precision = "float64"  # the working float dtype (set by the caller; typed dummies)
+        self.loop_tapes = True      # backends that allocate in generated code (set by the caller)
 
     def adj(self, name):
         return adjoint_name(name, self.names.generated)
@@ -92,7 +105,7 @@ class ReverseTransformer:
         indexed = {node.value.id for stmt in self.body for node in ast.walk(stmt)
                    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)}
         return {name for name in def_block
-                if name not in indexed and self.a.kinds.get(name, K.FLOAT).cls != "tuple"
+                if name not in indexed and name not in self.in_place and self.a.kinds.get(name, K.FLOAT).cls != "tuple"
                 and self.a.def_sites.get(name) == 1
                 and self.a.operand_uses.get(name, 0) - doubled.get(name, 0) // 2 == 1
                 and use_block.get(name) == def_block[name]}
@@ -113,7 +126,8 @@ class ReverseTransformer:
                                    self.body[-1])
         reverse = seed + reverse
         plan = TapePlan(self.params, self.body, self.a, self.names, self.precision, self.loops,
-                        self.top_loops, self.resolve_reset, SNAPSHOT_BUFFERS)
+                        self.top_loops, self.resolve_reset, SNAPSHOT_BUFFERS,
+                        LOOP_TAPES and self.loop_tapes)
         forward, reverse, inits = plan.resolve(forward, reverse)
         self.used_tapes = plan.used_tapes
         return forward, reverse, inits, result
@@ -353,12 +367,22 @@ class ReverseTransformer:
             raise self.fsrc.error(stmt, f"`{label}(...)` has no derivative, but its argument "
                                   f"`{ast.unparse(active_args[0])}` depends on the differentiated "
                                   "inputs", "non-differentiable call")
-        adjoint = self.helper_adjoint(callee, [self.a.kind(arg) for arg in call.args], stmt)
+        # Array arguments whose adjoint is an accumulator here (zeroed once, added to) are handed
+        # to the helper's adjoint, which adds into them in place: no gradient arrays allocated
+        # and added per call (a helper called in a loop with whole arrays and indices).
+        names = [arg.id for arg in call.args if isinstance(arg, ast.Name)]
+        in_place = tuple(k for k, arg in enumerate(call.args)
+                         if HELPER_ADJOINTS_IN_PLACE and isinstance(arg, ast.Name) and self.a.is_active(arg)
+                         and self.a.kind(arg).is_array and self.a.kind(arg).is_float
+                         and arg.id not in self.single_use and names.count(arg.id) == 1)
+        adjoint = self.helper_adjoint(callee, [self.a.kind(arg) for arg in call.args], stmt,
+                                      tuple(self.a.is_active(arg) for arg in call.args), in_place)
         if adjoint is None:
             raise SrcgradError(
                 f"{self.fsrc.filename}:{stmt.lineno}: no derivative rule for `{label}`. Register one "
                 f"with @srcgrad.register_adjoint({label}) on a template such as\n"
                 f"    def {label.split('.')[-1]}_adjoint(result, x):\n        d[x] += d[result] * ...")
+        adjoint, wrt_positions, in_place = adjoint
         grads = self.names.fresh("grads")
         result_kind = self.a.kinds.get(name, K.FLOAT)
         if result_kind.cls == "tuple":      # the seed of a tuple result: one adjoint per component
@@ -366,16 +390,23 @@ class ReverseTransformer:
                              ctx=ast.Load())
         else:
             seed = name_load(self.adj(name))
-        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed], keywords=[])
-        out = [assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()), stmt)]
-        position = 0
-        for arg in call.args:
-            kind = self.a.kind(arg)
-            if kind.is_float:
-                if self.a.is_active(arg):
-                    part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
-                    out += self.accumulate(arg, part, kind, False, stmt)
-                position += 1
+        accumulators = [name_load(self.adj(call.args[k].id)) for k in in_place]
+        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed] + accumulators,
+                               keywords=[])
+        out = []
+        if in_place:
+            out.append(Comment(f"{adjoint} adds into {', '.join(a.id for a in accumulators)} in place "
+                               "(no gradient arrays per call)", stmt.lineno))
+        out.append(assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()),
+                          stmt))
+        for position, k in enumerate(wrt_positions):
+            arg = call.args[k]
+            part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
+            if k in in_place:
+                # the same array comes back (rebinding keeps backends that copy on `+=` right)
+                out.append(assign(self.adj(arg.id), part, stmt))
+            elif self.a.is_active(arg):
+                out += self.accumulate(arg, part, self.a.kind(arg), False, stmt)
         return out
 
     def tuple_argument(self, stmt, name, call, helper, axis=None):

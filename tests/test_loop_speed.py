@@ -1,0 +1,204 @@
+"""The loop-speed transformations (issue #18) give the gradient the unoptimized code gives.
+
+Each optimization has a switch; every test compares the gradient with the switch on and off
+(to rounding) and with central finite differences, on the python target and a compiled subset.
+"""
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import srcgrad
+from srcgrad import transform
+from conftest import check_grad
+
+# -- helpers called in loops: their adjoints add into the caller's adjoint arrays in place --------
+
+
+@numba.njit
+def row_energy(W, x, i, c):
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += math.tanh(W[i, j] * x[j]) * c
+    return s
+
+
+def whole(W):                 # W's adjoint is assigned whole inside (a single use)
+    return np.sum(W * W)
+
+
+def shape_only(W, x):         # W lends its shape only: its adjoint is untouched inside
+    return x[0] * W.shape[0]
+
+
+def rebinds(x):               # assigns its parameter: its adjoint is reset, so never in place
+    x = x * 2.0
+    return np.sum(np.sin(x))
+
+
+def pair(a, b):               # called with the same array twice: not in place
+    return np.sum(a * b)
+
+
+def outer(W, x, i):           # passes its own in-place adjoint on to the next helper
+    return row_energy(W, x, i, 0.5) + whole(W)
+
+
+def helper_loop(W, x):
+    total = 0.0
+    for i in range(W.shape[0]):
+        total += outer(W, x, i)
+        total += shape_only(W, x)
+    total += rebinds(x)
+    total += pair(x, x)
+    return total
+
+
+def _args(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((4, 3)), rng.standard_normal(3)
+
+
+def _both(f, args, wrt, target, monkeypatch, tmp_path, switch):
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(transform, switch, on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(on)))
+        g = srcgrad.value_and_grad(f, wrt=wrt, target=target)
+        results.append((g(*args), g.source_for(*args)))
+    return results
+
+
+def test_helper_adjoints_in_place(monkeypatch, tmp_path):
+    args = _args()
+    (on, source_on), (off, source_off) = _both(helper_loop, args, (0, 1), "python", monkeypatch,
+                                               tmp_path, "HELPER_ADJOINTS_IN_PLACE")
+    assert "adds into _adj_W, _adj_x in place" in source_on
+    assert "in place" not in source_off
+    # `pair(x, x)` and `rebinds(x)` keep fresh gradient arrays
+    assert "pair_adjoint(x, x, _adj_t" in source_on and "rebinds_adjoint(x, _adj_t" in source_on
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-14)
+    for a, b in zip(on[1], off[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+    monkeypatch.setattr(transform, "HELPER_ADJOINTS_IN_PLACE", True)
+    check_grad(helper_loop, args, wrt=(0, 1), target="python")
+
+
+def rows_loop(W, x):
+    total = 0.0
+    for i in range(W.shape[0]):
+        total += row_energy(W, x, i, 0.5)
+    return total
+
+
+def test_helper_adjoints_in_place_cpu():
+    g = srcgrad.grad(rows_loop, wrt=(0, 1), target="cpu")
+    assert "adds into _adj_W, _adj_x in place" in g.source_for(*_args())
+    check_grad(rows_loop, _args(), wrt=(0, 1), target="cpu", gradfn=g)
+
+
+def test_helper_in_place_inactive_argument():
+    """Only the arguments active in the caller are differentiated in the helper: x is data here."""
+    W, x = _args(1)
+
+    def f(W, x):
+        s = 0.0
+        for i in range(W.shape[0]):
+            s += outer(W, x, i)
+        return s
+    source = srcgrad.grad(f, wrt=0, target="python").source_for(W, x)
+    assert "def row_energy_adjoint(W, x, i, c, _seed, _adj_W):" in source
+    check_grad(f, (W, x), wrt=0, target="python")
+
+
+# -- exact tapes: a loop whose trip counts are known at its entry pushes into one buffer ----------
+
+
+def stencil(u0, kappa, nsteps):
+    n = u0.shape[0]
+    u = u0.copy()
+    un = u0.copy()
+    for t in range(nsteps):
+        for i in range(1, n - 1):
+            un[i] = u[i] + kappa * (u[i - 1] - 2.0 * u[i] + u[i + 1])
+        for i in range(1, n - 1):
+            u[i] = un[i]
+    s = 0.0
+    for i in range(n):
+        s += math.sin(u[i]) * u[i]
+    return s
+
+
+def branchy(x, m):
+    s = 0.0
+    y = 0.0
+    for k in range(m):
+        for i in range(x.shape[0]):
+            y = math.tanh(y + x[i])          # pushed every iteration: counted
+            if x[i] > 0.0:
+                s = s * y + x[i]            # pushed on one path only: the whole loop keeps the tape
+            else:
+                s = s + y
+    return s * s
+
+
+def triangular(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        for j in range(i, x.shape[0]):      # the inner trip count changes: not counted
+            s = math.sin(s + x[i] * x[j])
+    return s
+
+
+def counted_with_flags(x, m):
+    # an int tape (the index j, carried from iteration to iteration) and a float tape, both
+    # exact; an outer range with a step other than 1
+    s = 0.0
+    j = 0
+    for k in range(1, 2 * m + 1, 2):
+        for i in range(x.shape[0]):
+            j = (j * 3 + i + k) % x.shape[0]
+            s = math.sin(s + x[i] * x[j])
+            if x[j] > 0.1 * k:
+                s = s * 0.5
+    return s
+
+
+@pytest.mark.parametrize("f, args, exact", [
+    (stencil, (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4), True),
+    (branchy, (np.array([0.3, -0.4, 0.8, -0.1]), 3), False),
+    (triangular, (np.array([0.3, -0.4, 0.8, 0.5]),), False),
+    (counted_with_flags, (np.array([0.35, -0.4, 0.8, 0.05]), 3), True),
+])
+def test_loop_tapes(f, args, exact, monkeypatch, tmp_path):
+    wrt = 0
+    (on, source_on), (off, source_off) = _both(f, args, wrt, "python", monkeypatch, tmp_path,
+                                               "LOOP_TAPES")
+    assert ("tape_buffer(" in source_on) == exact
+    assert "tape_buffer(" not in source_off
+    if exact:
+        assert "one allocation, no growth checks" in source_on
+        assert "push_float(" not in source_on.split("def " + f.__name__ + "_adjoint")[1].split("\n@jit")[0]
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-14, atol=1e-15)
+    monkeypatch.setattr(transform, "LOOP_TAPES", True)
+    check_grad(f, args, wrt=wrt, target="python")
+
+
+def test_loop_tapes_cpu():
+    args = (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4)
+    g = srcgrad.grad(stencil, wrt=(0, 1), target="cpu")
+    assert "tape_buffer(" in g.source_for(*args)
+    check_grad(stencil, args, wrt=(0, 1), target="cpu", gradfn=g)
+    args = (np.array([0.35, -0.4, 0.8, 0.05]), 3)
+    g = srcgrad.grad(counted_with_flags, wrt=0, target="cpu")
+    assert "_itape1 = tape_buffer(_itape" in g.source_for(*args)
+    check_grad(counted_with_flags, args, wrt=0, target="cpu", gradfn=g)
+
+
+def test_loop_tape_respects_the_tape_limit(monkeypatch):
+    monkeypatch.setenv("SRCGRAD_MAX_TAPE_BYTES", "1000")
+    g = srcgrad.grad(stencil, wrt=0, target="python")
+    with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
+        g(np.linspace(0.0, 1.0, 50), 0.2, 10)
