@@ -47,6 +47,7 @@ from .device import host_numeric_array, is_device_array
 
 __all__ = ["ArrayGradFunction"]
 
+
 def _cuda():
     from numba import cuda
     return cuda
@@ -117,7 +118,7 @@ class ArrayGradFunction(DifferentiatedFunction):
         from . import array_trace
         precision = self._precision(items)
         kinds, arguments = [], {}
-        for index, (name, (tag, value)) in enumerate(zip(self.params, items)):
+        for name, (tag, value) in zip(self.params, items):
             if tag == "array":
                 dtype = np.dtype(value.dtype)
                 kinds.append(K.kind_of_value(np.zeros((1,) * len(value.shape), dtype)))
