@@ -16,7 +16,7 @@ from .rules import register_adjoint, register_zero_derivative, d  # noqa: E402
 from .api import grad, value_and_grad, vjp, GradFunction  # noqa: E402
 from .rules import register_tangent  # noqa: E402
 from .forward_api import jvp, hvp, hessian, jacobian  # noqa: E402
-from .program import inspect_stage, STAGES  # noqa: E402
+from .debugging import inspect_stage, STAGES  # noqa: E402
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "hvp", "hessian", "jacobian", "register_tangent", "register_adjoint", "register_zero_derivative", "d",
            "SrcgradError", "UnsupportedSyntaxError", "ShapeError", "GradFunction", "inspect_stage", "STAGES",

@@ -11,11 +11,9 @@ the module's line table; the cpu target first re-runs the uncompiled (python tar
 the same specialization on copies of the arguments to find that line.
 """
 import ast
-import inspect
 import linecache
 import os
 import sys
-import threading
 
 import numpy as np
 
@@ -23,13 +21,15 @@ from . import codegen
 from . import kinds as K
 from . import pytree
 from . import compile_notice
+from .arguments import (BUILD_LOCK, DifferentiatedFunction, as_float32 as _as_float32, call_key as _call_key,
+                        dtype_of as _dtype_of, in_dtype as _in_dtype, precision_of, prepare as _prepare,
+                        to_python_scalar as _to_python_scalar, tree_key as _tree_key)
 from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import SourceFunction, library_wrapper, unwrap_function
 from .program import build_module, helper_sources
 from .static import Plan, is_library_function, make_plan
 
 TARGETS = ("cpu", "python", "cuda")
-_LOCK = threading.RLock()
 
 
 class Specialization:
@@ -78,7 +78,7 @@ class Specialization:
         return getattr(self, entry)(*values, *extra)
 
 
-class GradFunction:
+class GradFunction(DifferentiatedFunction):
     """A differentiated function. Call it like the original; see ``mode`` for what it returns."""
 
     def __init__(self, func, wrt=0, target="cpu", mode="grad"):
@@ -87,16 +87,9 @@ class GradFunction:
         if target == "cuda":
             raise SrcgradError("target='cuda' functions are built by srcgrad.grad(..., target='cuda') "
                                "(srcgrad.cuda map mode), not GradFunction")
-        self.func = _function(func)
+        super().__init__(_function(func), wrt, mode)
         self.target = target
-        self.mode = mode
-        self.signature = inspect.signature(self.func)
-        self.params = list(self.signature.parameters)
-        self.wrt_indices, self.single = _parse_wrt(wrt, self.params, self.func.__name__)
-        self.wrt_names = [self.params[i] for i in self.wrt_indices]
-        self._specializations = {}
         self._by_call_key = {}      # _call_key(args) -> specialization: the fast path of __call__
-        self._last = None
         self._entry = None
         self._python_twin = None
         self._plans = {}            # the arguments' treedefs -> static.Plan
@@ -104,34 +97,6 @@ class GradFunction:
         self.__doc__ = f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}"
 
     # -- calling -------------------------------------------------------------------------------
-    def _bind(self, args, kwargs):
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.func.__name__}{self.signature}: {exc}") from None
-        bound.apply_defaults()
-        return tuple(bound.arguments[p] for p in self.params)
-
-    def kinds_of(self, values):
-        kinds = []
-        for name, value in zip(self.params, values):
-            try:
-                kinds.append(K.kind_of_value(value))
-            except TypeError as exc:
-                raise TypeError(f"argument {name!r} of {self.func.__name__}: {exc}") from None
-        return self._check_kinds(kinds)
-
-    def _check_kinds(self, kinds):
-        if len(kinds) != len(self.params):
-            raise TypeError(f"{self.func.__name__} takes {len(self.params)} arguments, got {len(kinds)}")
-        for index in self.wrt_indices:
-            if not kinds[index].is_float:
-                raise TypeError(
-                    f"cannot differentiate with respect to argument {self.params[index]!r} of "
-                    f"{self.func.__name__}: it is a {kinds[index]} value; expected a float or a "
-                    "float32/float64 array")
-        return tuple(kinds)
-
     def specialize(self, *args, **kwargs):
         """The compiled specialization for these arguments (generating it if needed)."""
         spec, _, _ = self._prepared_call(self._bind(args, kwargs))
@@ -146,7 +111,7 @@ class GradFunction:
                          for p, v in zip(self.params, values))
         plan = None if fresh else self._plans.get(treedefs)
         if plan is None or (plan.guards and not plan.guards_hold()):
-            with _LOCK:
+            with BUILD_LOCK:
                 try:
                     plan = make_plan(self.func, values, self.params)
                 except SrcgradError:
@@ -231,16 +196,9 @@ class GradFunction:
         if plan is not None and plan.trivial:
             plan = None
         key = (kinds, precision) if plan is None else (kinds, precision, plan, wrt_names)
-        spec = self._specializations.get(key)
-        if spec is None:
-            with _LOCK:
-                spec = self._specializations.get(key)
-                if spec is None:
-                    spec = self._build(kinds, precision) if plan is None else \
-                        self._build_plan(kinds, precision, plan, wrt_names)
-                    self._specializations[key] = spec
-        self._last = spec
-        return spec
+        if plan is None:
+            return self._cached(key, lambda: self._build(kinds, precision))
+        return self._cached(key, lambda: self._build_plan(kinds, precision, plan, wrt_names))
 
     def _build_plan(self, kinds, precision, plan, wrt_names):
         root = plan.root
@@ -653,72 +611,6 @@ _BROADCASTING = ("maximum", "minimum", "where", "arctan2", "hypot", "power", "ad
                  "multiply", "divide", "clip", "unbroadcast")
 
 
-def precision_of(values):
-    """float32 when the float inputs are float32 (and none is a float64 array), else float64."""
-    has32 = has64 = False
-    for value in values:
-        dtype = getattr(value, "dtype", None)
-        if dtype is None or dtype.kind != "f":
-            continue
-        if dtype == np.float32:
-            has32 = True
-        elif isinstance(value, np.ndarray):
-            has64 = True
-    return "float32" if has32 and not has64 else "float64"
-
-
-def _call_key(values):
-    """(dtype, ndim) of each array and the type of each scalar argument: everything the kinds and
-    the working precision depend on; None when an argument needs the full path (a tuple, a 0-d
-    array, anything else)."""
-    key = []
-    for value in values:
-        cls = type(value)
-        if cls is np.ndarray:
-            if value.ndim == 0:
-                return None
-            key.append((value.dtype.char, value.ndim))
-        elif cls in (float, int, bool) or isinstance(value, np.generic):
-            key.append(cls)
-        else:
-            return None
-    return tuple(key)
-
-
-def _tree_key(values):
-    """Like ``_call_key``, through tuples, lists and dicts (their types, keys and leaves)."""
-    key = []
-    for value in values:
-        cls = type(value)
-        if cls is np.ndarray:
-            if value.ndim == 0:
-                return None
-            key.append((value.dtype.char, value.ndim))
-        elif cls in (float, int, bool) or isinstance(value, np.generic):
-            key.append(cls)
-        elif cls is tuple or cls is list:
-            inner = _tree_key(value)
-            if inner is None:
-                return None
-            key.append((cls, inner))
-        elif cls is dict:
-            inner = _tree_key(list(value.values()))
-            if inner is None:
-                return None
-            key.append((cls, tuple(value), inner))
-        elif value is None:
-            key.append(None)
-        else:
-            return None
-    return tuple(key)
-
-
-def _as_float32(values):
-    """Python floats read from module data or closures, in float32 working precision: float32
-    scalars (a float64 scalar would make compiled code promote the arrays it touches)."""
-    return [np.float32(v) if type(v) is float else v for v in values]
-
-
 def _n_captured(plan):
     return sum(pytree.count_leaves(c.treedef) for c in plan.captures)
 
@@ -732,56 +624,6 @@ def _function(func):
     if isinstance(func, np.ufunc) or (callable(func) and is_library_function(inner)):
         return library_wrapper(func)
     return unwrap_function(func)
-
-
-def _prepare(value):
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return value[()]
-    return value
-
-
-def _dtype_of(value):
-    return value.dtype if isinstance(value, np.ndarray) else None
-
-
-def _in_dtype(grad, dtype):
-    """An array gradient in its argument's dtype: a float32 array mixed with float64 arrays or
-    Python floats works in float64 (NumPy's promotion; compiled code also promotes Python floats)
-    but its gradient is float32, like the argument."""
-    if dtype is not None and isinstance(grad, np.ndarray) and grad.dtype != dtype:
-        return grad.astype(dtype)
-    return grad
-
-
-def _to_python_scalar(value):
-    if isinstance(value, (np.floating, float)):
-        return float(value)
-    return value
-
-
-def _parse_wrt(wrt, params, fname):
-    single = not isinstance(wrt, (tuple, list))
-    items = [wrt] if single else list(wrt)
-    if not items:
-        raise ValueError(f"wrt must name at least one argument of {fname}")
-    indices = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, str, np.integer)):
-            raise TypeError(f"wrt entries must be argument positions (int) or names (str), got {item!r}")
-        if isinstance(item, str):
-            if item not in params:
-                raise ValueError(f"wrt={item!r}: {fname} has no parameter named {item!r} "
-                                 f"(parameters: {', '.join(params)})")
-            index = params.index(item)
-        else:
-            index = int(item)
-            if not 0 <= index < len(params):
-                raise ValueError(f"wrt={index}: {fname} has {len(params)} parameter(s), so positions "
-                                 f"0..{len(params) - 1} are valid")
-        if index in indices:
-            raise ValueError(f"wrt names argument {params[index]!r} twice")
-        indices.append(index)
-    return indices, single
 
 
 def _decorator(mode):

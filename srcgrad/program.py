@@ -2,8 +2,8 @@
 
 ``build_module(func, kinds, wrt, target)`` runs parse → check → normalize → analyse → transform →
 codegen for ``func`` and, recursively, for every plain Python helper it calls, and returns the
-generated module's source. Each stage is a separate module; :func:`inspect_stage` shows the code
-after any of them (``srcgrad.inspect_stage(f, "normalize")``).
+generated module's source. Each stage is a separate module; :func:`srcgrad.debugging.inspect_stage`
+shows the code after any of them (``srcgrad.inspect_stage(f, "normalize")``).
 """
 import ast
 import copy
@@ -363,49 +363,3 @@ def helper_sources(func, seen=None):
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)
     return seen
-
-
-STAGES = ("parse", "normalize", "analyse", "codegen")
-
-
-def inspect_stage(func, stage, *args, wrt=0):
-    """The function as a given pipeline stage sees it, as text: for debugging a wrong gradient.
-
-    ``parse`` the source srcgrad read; ``normalize`` one operation per line (jumps and augmented
-    assignments desugared); ``analyse`` each variable's kind, activity and whether the reverse
-    sweep may need its old value (needs ``*args`` for the kinds); ``codegen`` the generated module.
-    """
-    from .api import GradFunction, precision_of
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    gradfn = GradFunction(func, wrt=wrt, target="python")
-    if args:        # pytrees, module data, lambdas: the function static.py rewrote for them
-        spec = gradfn.specialize(*args)
-        if getattr(spec, "plan", None) is not None:
-            func = spec.plan.root
-    unit = FunctionUnit(func)
-    if stage == "parse":
-        return ast.unparse(unit.fsrc.tree) + "\n"
-    if stage == "normalize":
-        return codegen.function_source(unit.func.__name__, unit.params, copy.deepcopy(unit.body),
-                                       decorator=None)
-    if args:
-        if stage == "codegen":
-            return spec.source
-        if getattr(spec, "plan", None) is not None:
-            kinds, wrt_names = spec.key[0], list(spec.key[3])
-        else:
-            kinds, wrt_names = spec.key[0], gradfn.wrt_names
-    else:
-        kinds, wrt_names = gradfn._guess_kinds(), gradfn.wrt_names
-        if stage == "codegen":
-            return build_module(func, kinds, gradfn.wrt_names, "python", gradfn.single,
-                                precision_of(args))[0]
-    builder = ModuleBuilder("python")
-    analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt_names,
-                       builder.helper_kind(unit))
-    lines = [f"{'name':<16} {'kind':<10} {'active':<7} {'overwritten'}"]
-    for name in sorted(analysis.kinds, key=_natural):
-        lines.append(f"{name:<16} {str(analysis.kinds[name]):<10} {str(name in analysis.active):<7} "
-                     f"{analysis.overwritten(name)}")
-    return "\n".join(lines) + "\n"

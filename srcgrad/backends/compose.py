@@ -7,6 +7,7 @@ calls the GradFunction.
 """
 from numba.extending import overload
 
+from ..arguments import numba_precision
 from ..kinds import kind_of_numba_type
 
 
@@ -37,16 +38,3 @@ def make_entry(gradfn):
 
     return entry
 
-
-def numba_precision(nbtypes):
-    """The working precision for arguments of these Numba types (see api.precision_of)."""
-    from numba.core import types as nt
-    has32 = has64 = False
-    for t in nbtypes:
-        dtype = t.dtype if isinstance(t, nt.Array) else t
-        if isinstance(dtype, nt.Float):
-            if dtype.bitwidth == 32:
-                has32 = True
-            elif isinstance(t, nt.Array):
-                has64 = True
-    return "float32" if has32 and not has64 else "float64"

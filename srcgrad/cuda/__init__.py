@@ -28,8 +28,8 @@ The modules, by role:
 """
 from . import map_runtime as _runtime
 from .array_mode import ArrayGradFunction
-from .device import host_numeric_array
-from .map_mode import BLOCK, MapGradFunction, kernel_source
+from .device import host_numeric_array  # noqa: F401  (srcgrad.cuda.host_numeric_array, as before)
+from .map_mode import BLOCK, MapGradFunction, kernel_source  # noqa: F401
 
 __all__ = ["grad", "value_and_grad", "MapGradFunction", "ArrayGradFunction"]
 

@@ -36,13 +36,10 @@ and ``keepdims``, 1-d/2-d matmul, basic slices and views, ``reshape``, gathers `
 
 from __future__ import annotations
 
-import inspect
-import threading
-
 import numpy as np
 
 from .. import kinds as K
-from ..api import _parse_wrt
+from ..arguments import DifferentiatedFunction, working_precision
 from ..errors import SrcgradError
 from ..parse import unwrap_function
 from ..program import build_module
@@ -50,41 +47,26 @@ from .device import host_numeric_array, is_device_array
 
 __all__ = ["ArrayGradFunction"]
 
-_LOCK = threading.RLock()
-
 
 def _cuda():
     from numba import cuda
     return cuda
 
 
-class ArrayGradFunction:
+class ArrayGradFunction(DifferentiatedFunction):
     """``grad``/``value_and_grad`` of an array function, run as fused CUDA kernels."""
 
     def __init__(self, func, wrt=0, mode="grad", check=True):
-        self.func = unwrap_function(func)
-        self.mode = mode
-        self.signature = inspect.signature(self.func)
-        self.params = list(self.signature.parameters)
-        self.wrt_indices, self.single = _parse_wrt(wrt, self.params, self.func.__name__)
-        self.wrt_names = [self.params[i] for i in self.wrt_indices]
+        super().__init__(unwrap_function(func), wrt, mode)
         self.check_each_call = check
-        self._plans = {}
-        self._last = None
 
     def __repr__(self):
         return f"<srcgrad {self.mode} of {self.func.__name__} wrt={tuple(self.wrt_names)} target=cuda arrays>"
 
     # -- arguments ----------------------------------------------------------------------------
     def _classify(self, args, kwargs):
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.func.__name__}{self.signature}: {exc}") from None
-        bound.apply_defaults()
         items, on_device = [], False
-        for index, name in enumerate(self.params):
-            value = bound.arguments[name]
+        for index, (name, value) in enumerate(zip(self.params, self._bind(args, kwargs))):
             if is_device_array(value):
                 on_device = True
                 items.append(("array", value))
@@ -109,8 +91,8 @@ class ArrayGradFunction:
         return tuple(key)
 
     def _precision(self, items):
-        floats = [np.dtype(v.dtype) for tag, v in items if tag == "array" and np.dtype(v.dtype).kind == "f"]
-        return "float32" if floats and all(d == np.float32 for d in floats) else "float64"
+        return working_precision(np.dtype(v.dtype) for tag, v in items
+                                 if tag == "array" and np.dtype(v.dtype).kind == "f")
 
     # -- plans --------------------------------------------------------------------------------
     def plan_for(self, *args, **kwargs):
@@ -119,16 +101,7 @@ class ArrayGradFunction:
         return self._plan(items)
 
     def _plan(self, items):
-        key = self._signature_key(items)
-        plan = self._plans.get(key)
-        if plan is None:
-            with _LOCK:
-                plan = self._plans.get(key)
-                if plan is None:
-                    plan = self._build(items)
-                    self._plans[key] = plan
-        self._last = plan
-        return plan
+        return self._cached(self._signature_key(items), lambda: self._build(items))
 
     def _build(self, items):
         from . import array_plan
@@ -145,7 +118,7 @@ class ArrayGradFunction:
         from . import array_trace
         precision = self._precision(items)
         kinds, arguments = [], {}
-        for index, (name, (tag, value)) in enumerate(zip(self.params, items)):
+        for name, (tag, value) in zip(self.params, items):
             if tag == "array":
                 dtype = np.dtype(value.dtype)
                 kinds.append(K.kind_of_value(np.zeros((1,) * len(value.shape), dtype)))
@@ -156,11 +129,7 @@ class ArrayGradFunction:
             else:
                 kinds.append(K.kind_of_value(value))
                 arguments[name] = ("static", value)
-        for index in self.wrt_indices:
-            if not kinds[index].is_float:
-                raise TypeError(f"cannot differentiate with respect to argument {self.params[index]!r} "
-                                f"of {self.func.__name__}: it is a {kinds[index]} value; expected a float "
-                                "or a float32/float64 array")
+        self._check_kinds(kinds)
         source, _, adjoint, _ = build_module(self.func, tuple(kinds), self.wrt_names, "python",
                                              self.single, precision)
         return array_trace.trace(source, adjoint, self.params, arguments, precision)
@@ -197,7 +166,7 @@ class ArrayGradFunction:
 
     def check(self):
         """Raise ``IndexError`` if a call since the last check gathered with an out-of-range index."""
-        for plan in self._plans.values():
+        for plan in self._specializations.values():
             plan.check()
 
     def source_for(self, *args, **kwargs):

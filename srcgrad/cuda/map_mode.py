@@ -28,16 +28,14 @@ Per-thread limits (compile-time constants, part of the cache key):
 A thread that exceeds either limit is reported: the call raises :class:`srcgrad.SrcgradError`
 naming the option to raise (and the first element affected); no memory outside the tape is touched.
 """
-import inspect
 import os
-import threading
 
 import numpy as np
 from numba import cuda
 
 from .. import codegen
 from .. import kinds as K
-from ..api import _parse_wrt
+from ..arguments import DifferentiatedFunction, working_precision
 from ..errors import SrcgradError
 from ..parse import unwrap_function
 from ..program import build_module, helper_sources
@@ -46,7 +44,6 @@ from .device import as_device_array, device_cc, host_numeric_array, is_device_ar
 
 __all__ = ["MapGradFunction", "kernel_source", "BLOCK"]
 
-_LOCK = threading.RLock()
 BLOCK = 256
 
 
@@ -95,7 +92,7 @@ class _Spec:
         self.value_kernel = module._srcgrad_value_kernel
 
 
-class MapGradFunction:
+class MapGradFunction(DifferentiatedFunction):
     """A scalar function's gradient mapped over arrays on the GPU (see the module docstring)."""
 
     def __init__(self, func, wrt=0, mode="grad", max_tape=backend.MAX_TAPE, max_iter=backend.MAX_ITER,
@@ -104,17 +101,10 @@ class MapGradFunction:
             raise ValueError(f"mode must be 'grad' or 'value_and_grad', got {mode!r}")
         if int(max_tape) < 1 or int(max_iter) < 1:
             raise ValueError("max_tape and max_iter must be positive")
-        self.func = unwrap_function(func)
-        self.mode = mode
+        super().__init__(unwrap_function(func), wrt, mode)
         self.max_tape = int(max_tape)
         self.max_iter = int(max_iter)
         self.block = int(block)
-        self.signature = inspect.signature(self.func)
-        self.params = list(self.signature.parameters)
-        self.wrt_indices, self.single = _parse_wrt(wrt, self.params, self.func.__name__)
-        self.wrt_names = [self.params[i] for i in self.wrt_indices]
-        self._specs = {}
-        self._last = None
         self.__name__ = f"{self.func.__name__}_{mode}"
         self.__doc__ = (f"{mode} of {self.func.__name__} w.r.t. {', '.join(self.wrt_names)}, "
                         "mapped over arrays on the GPU (srcgrad.cuda)")
@@ -125,16 +115,7 @@ class MapGradFunction:
 
     # -- building --------------------------------------------------------------------------------
     def _spec(self, kinds, dtype):
-        key = (kinds, dtype)
-        spec = self._specs.get(key)
-        if spec is None:
-            with _LOCK:
-                spec = self._specs.get(key)
-                if spec is None:
-                    spec = self._build(kinds, dtype)
-                    self._specs[key] = spec
-        self._last = spec
-        return spec
+        return self._cached((kinds, dtype), lambda: self._build(kinds, dtype))
 
     def _build(self, kinds, dtype):
         sources = helper_sources(self.func)
@@ -155,14 +136,6 @@ class MapGradFunction:
         return _Spec(module, path, text)
 
     # -- calling ---------------------------------------------------------------------------------
-    def _bind(self, args, kwargs):
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.func.__name__}{self.signature}: {exc}") from None
-        bound.apply_defaults()
-        return [bound.arguments[p] for p in self.params]
-
     def _prepare(self, args, kwargs):
         """Classify the arguments: (kinds, dtype, kernel args, n, shape, on_device)."""
         values = self._bind(args, kwargs)
@@ -180,8 +153,7 @@ class MapGradFunction:
                 items.append(["host", array] if array.ndim else ["scalar", array[()]])
         # working dtype: float arrays and NumPy float scalars decide; Python floats and ints do not
         strong = [np.dtype(v.dtype) for t, v in items if t != "scalar" or isinstance(v, np.floating)]
-        floats = [d for d in strong if d.kind == "f"]
-        dtype = "float32" if floats and all(d == np.float32 for d in floats) else "float64"
+        dtype = working_precision(d for d in strong if d.kind == "f")
         kinds = []
         for index, (name, (tag, value)) in enumerate(zip(self.params, items)):
             integer = (np.dtype(value.dtype).kind in "biu") if hasattr(value, "dtype") else \

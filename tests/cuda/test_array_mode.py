@@ -1,4 +1,4 @@
-"""CUDA array mode (srcgrad.cuda_arrays) in Numba's CUDA simulator: whole-array programs and
+"""CUDA array mode (srcgrad.cuda.array_mode) in Numba's CUDA simulator: whole-array programs and
 their gradients as fused kernels, checked against the python target (the same generated adjoint
 run by NumPy) and, for the MLP, against central finite differences.
 
@@ -150,7 +150,7 @@ def test_new_shapes_build_a_new_plan():
         args = _mlp_args(np.float64, n=n)
         value, _ = f(*args)
         assert np.isclose(value, mlp_loss(*args))
-    assert len(f._plans) == 2
+    assert len(f._specializations) == 2
 
 
 def test_generated_kernels_are_fused_and_readable():
