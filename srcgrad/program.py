@@ -20,7 +20,8 @@ from .static import is_library_function
 from .transform import ReverseTransformer
 from . import codegen
 from . import rules
-from .lower import cast_float_literals, lower_for_cpu, lower
+from .lower import cast_float_literals, lower
+from .backends import backend as target_backend
 
 
 def is_helper(callee):
@@ -56,6 +57,7 @@ class FunctionUnit:
 class ModuleBuilder:
     def __init__(self, target, precision="float64"):
         self.target = target
+        self.backend = target_backend(target)
         self.precision = precision
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
@@ -91,9 +93,8 @@ class ModuleBuilder:
             self.used_names.add(name)
             self.primals[unit.func] = name
             body = self.finish(copy.deepcopy(unit.body), analysis)
-            if self.target == "cpu":
-                _refuse_on_cpu(unit)
-                (body,) = lower_for_cpu([body], analysis)
+            self.backend.check(unit)
+            (body,) = self.backend.lower([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
@@ -236,8 +237,8 @@ class ModuleBuilder:
         if reverse_body:
             reverse_body[0] = _with_banner(reverse_body[0])
         tail_stmts = self.finish([tail], analysis)
-        if self.target == "cpu":      # chains of array statements as loop nests (lower.py)
-            stmts, reverse_body, tail_stmts = lower_for_cpu([stmts, reverse_body, tail_stmts], analysis)
+        # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
+        stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + ["_seed"]
@@ -248,16 +249,6 @@ class ModuleBuilder:
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         return name
-
-
-def _refuse_on_cpu(unit):
-    """A SrcgradError naming the line of the first call the cpu target cannot compile."""
-    from .analyse import walk_assignments
-    for stmt, _depth in walk_assignments(unit.body):
-        for node in ast.walk(stmt):
-            reason = rules.cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
-            if reason is not None:
-                raise unit.fsrc.error(stmt, reason, "cpu target")
 
 
 def user_lines(fsrc):
