@@ -74,14 +74,13 @@ def _numba_version():
 def codegen_options():
     """Everything outside the user's code and the call's kinds that decides a generated module:
     srcgrad's version and own source, every registered derivative rule, the NumPy/Numba versions,
-    the BLAS choice (compiled cpu code calls NumPy's BLAS by symbol name unless
-    SRCGRAD_NUMPY_BLAS=0, backends/cpu.py), loop fusion (lower.FUSE) and fast math for the cpu
-    target (backends.cpu.FASTMATH: Numba's own disk cache does not key on compile flags)."""
-    from . import lower, rules
-    cpu = sys.modules.get("srcgrad.backends.cpu")
+    and every backend's options (``Backend.options``: for the cpu target the BLAS choice, loop
+    fusion and fast math)."""
+    from . import rules
+    from .backends import BACKENDS
+    options = tuple(f"{name}:{option}" for name, b in sorted(BACKENDS.items()) for option in b.options())
     return (__version__, implementation_hash(), rules.registry_fingerprint(), np.__version__,
-            _numba_version(), os.environ.get("SRCGRAD_NUMPY_BLAS", "1"), f"fuse={lower.FUSE}",
-            f"fastmath={getattr(cpu, 'FASTMATH', False)}")
+            _numba_version()) + options
 
 
 def cache_key(*parts):

@@ -454,7 +454,7 @@ class ForwardBuilder:
         from .analyse import analyse
         from .program import user_lines
         from . import codegen
-        from .lower import lower_for_cpu
+        from .backends import lower_for_cpu
         base = self.base
         unit = base.unit(func)
         key = (unit.func, kinds, tuple(wrt))

@@ -22,7 +22,8 @@ from . import codegen
 from . import naming as N
 from ._version import __version__
 from . import rules
-from .lower import cast_float_literals, lower_for_cpu, lower
+from .lower import cast_float_literals, lower
+from .backends import backend as target_backend
 
 
 def is_helper(callee):
@@ -58,6 +59,7 @@ class FunctionUnit:
 class ModuleBuilder:
     def __init__(self, target, precision="float64"):
         self.target = target
+        self.backend = target_backend(target)
         self.precision = precision
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
@@ -94,9 +96,8 @@ class ModuleBuilder:
             self.used_names.add(name)
             self.primals[unit.func] = name
             body = self.finish(copy.deepcopy(unit.body), analysis)
-            if self.target == "cpu":
-                _refuse_on_cpu(unit)
-                (body,) = lower_for_cpu([body], analysis)
+            self.backend.check(unit)
+            (body,) = self.backend.lower([body], analysis)
             for node in ast.walk(ast.Module(body=unit.body, type_ignores=[])):
                 callee = getattr(node, "callee", None)
                 if isinstance(node, ast.Call) and is_helper(callee) and rules.lookup(callee) is not None \
@@ -243,8 +244,8 @@ class ModuleBuilder:
         tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         tail_stmts = self.finish([tail], analysis)
-        if self.target == "cpu":      # chains of array statements as loop nests (lower.py)
-            stmts, reverse_body, tail_stmts = lower_for_cpu([stmts, reverse_body, tail_stmts], analysis)
+        # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
+        stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + [N.SEED] + [transformer.adj(p) for p in in_place]
@@ -255,16 +256,6 @@ class ModuleBuilder:
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         return name
-
-
-def _refuse_on_cpu(unit):
-    """A SrcgradError naming the line of the first call the cpu target cannot compile."""
-    from .analyse import walk_assignments
-    for stmt, _depth in walk_assignments(unit.body):
-        for node in ast.walk(stmt):
-            reason = rules.cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
-            if reason is not None:
-                raise unit.fsrc.error(stmt, reason, "cpu target")
 
 
 def user_lines(fsrc):

@@ -61,9 +61,10 @@ def test_rule_change_is_not_served_from_cache(tmp_path, target):
 
 
 def test_cache_key_covers_codegen_options(monkeypatch):
-    from srcgrad import codegen, lower
+    from srcgrad import codegen
+    from srcgrad.backends import backend
     base = codegen.cache_key("cpu", "kinds")
-    monkeypatch.setattr(lower, "FUSE", not lower.FUSE)
+    monkeypatch.setattr(backend("cpu"), "fuse", not backend("cpu").fuse)
     assert codegen.cache_key("cpu", "kinds") != base
     monkeypatch.undo()
     monkeypatch.setenv("SRCGRAD_NUMPY_BLAS", "0")

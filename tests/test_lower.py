@@ -1,4 +1,4 @@
-"""Loop fusion (``srcgrad.lower.fuse_loops``, cpu target): the loop nests must give the results of
+"""Loop fusion (``srcgrad/backends/cpu/fusion.py``, cpu target): the loop nests must give the results of
 the whole-array statements they replace.
 
 Each program is differentiated on the cpu target (fused) and on the python target (the same
@@ -12,7 +12,7 @@ ties and NaN in row maxima, empty arrays and shape errors.
 
 Numba compiles each (function, argument types) once, so the cases share compiled functions:
 several shapes per compile. The fused code exists once the code generator calls
-``lower.lower_for_cpu`` for the cpu target (srcgrad/program.py); without it these tests skip (fail under
+the cpu backend's lowering step (srcgrad/backends, run by srcgrad/program.py); without it these tests skip (fail under
 CI=true, tests/mission.py).
 """
 import contextlib
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import lower
+from srcgrad.backends import backend
 from mission import needs
 
 # ------------------------------------------------------------------------------------------------
@@ -73,15 +73,15 @@ _FUNCS = {}
 @contextlib.contextmanager
 def fusion(enabled):
     """Generate with loop fusion on or off, each setting in a code cache of its own."""
-    old_flag, old_dir = lower.FUSE, os.environ.get("SRCGRAD_CACHE_DIR")
+    old_flag, old_dir = backend("cpu").fuse, os.environ.get("SRCGRAD_CACHE_DIR")
     if enabled not in _DIRS:
         _DIRS[enabled] = tempfile.mkdtemp(prefix=f"srcgrad-fuse-{int(enabled)}-")
-    lower.FUSE = enabled
+    backend("cpu").fuse = enabled
     os.environ["SRCGRAD_CACHE_DIR"] = _DIRS[enabled]
     try:
         yield
     finally:
-        lower.FUSE = old_flag
+        backend("cpu").fuse = old_flag
         if old_dir is None:
             os.environ.pop("SRCGRAD_CACHE_DIR", None)
         else:
@@ -133,7 +133,7 @@ def _generator_fuses():
 
 
 pytestmark = needs(_generator_fuses(), "loop fusion is not wired in: the code generator does not "
-                   "call srcgrad.lower.lower_for_cpu for the cpu target (program.py)")
+                   "run the cpu backend's lowering (backends.CpuBackend.lower, program.py)")
 
 
 def rand(rng, *shape, dtype=np.float64):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import lower, transform
+from srcgrad import transform
+from srcgrad.backends import backend
 
 from conftest import check_grad
 
@@ -455,13 +456,13 @@ def test_changing_shape_is_refused(target):
 
 
 def test_fused_equals_unfused(monkeypatch, tmp_path):
-    """cpu loop fusion (lower.py) around snapshotted loops changes no result: the stencil's
+    """cpu loop fusion (backends/cpu/fusion.py) around snapshotted loops changes no result: the stencil's
     gradient with fusion on and off."""
     rng = np.random.default_rng(17)
     args = (rng.random(9), 0.2, 4)
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(lower, "FUSE", fused)
+        monkeypatch.setattr(backend("cpu"), "fuse", fused)
         monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(fused)))
         g = srcgrad.value_and_grad(heat, wrt=(0, 1), target="cpu")
         assert ("loop fusion (cpu target)" in g.source_for(*args)) == fused

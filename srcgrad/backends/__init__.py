@@ -1,1 +1,87 @@
-"""Backends: how a generated module's functions are compiled (python, cpu via Numba, cuda)."""
+"""Backends: where generated code runs, each with the same roles.
+
+A backend object (:func:`backend`) owns the target's own steps of code generation, so that the
+pipeline (``srcgrad/program.py``) names no target:
+
+* ``check(unit)`` refuses, with the user's line, calls the target cannot run;
+* ``lower(sections, analysis)`` rewrites a generated function body (its consecutive ``sections``:
+  forward sweep, reverse sweep, return) for the target — the python target runs the code as
+  generated; the cpu target writes matrix products and fused loop nests (``backends/cpu/``);
+* ``options()`` are the target's settings that decide generated code, part of every generated
+  module's cache key (:func:`srcgrad.codegen.codegen_options`).
+
+The runtime helpers a generated module imports live in the target's module
+(``srcgrad.backends.python``, ``srcgrad.backends.cpu``, ...); the helpers each backend has are
+declared in :mod:`srcgrad.helpers`. This module imports neither Numba nor CUDA.
+"""
+import os
+import sys
+
+
+class Backend:
+    """A target of generated code whose code is run as generated (no checks, no lowering)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def check(self, unit):
+        """Raise a SrcgradError naming the line of a call this target cannot run (none here)."""
+
+    def lower(self, sections, analysis):
+        """The function body's ``sections`` rewritten for this target (here: as they are)."""
+        return sections
+
+    def options(self):
+        """Settings of this backend that change generated code (strings, for the cache key)."""
+        return ()
+
+    def __repr__(self):
+        return f"<srcgrad backend {self.name!r}>"
+
+
+class CpuBackend(Backend):
+    """The Numba-compiled target. ``fuse``: write chains of array statements as loop nests (loop
+    fusion, ``backends/cpu/fusion.py``); off generates the statements as written (tests and
+    benchmarks compare both)."""
+
+    def __init__(self):
+        super().__init__("cpu")
+        self.fuse = True
+
+    def check(self, unit):
+        from ..analyse import walk_assignments
+        from ..rules import cpu_refusal
+        import ast
+        for stmt, _depth in walk_assignments(unit.body):
+            for node in ast.walk(stmt):
+                reason = cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
+                if reason is not None:
+                    raise unit.fsrc.error(stmt, reason, "cpu target")
+
+    def lower(self, sections, analysis):
+        from .cpu.lowering import lower_for_cpu
+        return lower_for_cpu(sections, analysis, fuse=self.fuse)
+
+    def options(self):
+        # the BLAS choice: compiled code calls NumPy's BLAS by symbol name unless
+        # SRCGRAD_NUMPY_BLAS=0 (backends/cpu/blas.py); fast math (backends.cpu.FASTMATH): Numba's
+        # own disk cache does not key on compile flags
+        cpu = sys.modules.get(__name__ + ".cpu")
+        return (f"numpy_blas={os.environ.get('SRCGRAD_NUMPY_BLAS', '1')}", f"fuse={self.fuse}",
+                f"fastmath={getattr(cpu, 'FASTMATH', False)}")
+
+
+BACKENDS = {"python": Backend("python"), "cpu": CpuBackend(), "cuda": Backend("cuda")}
+
+
+def backend(target):
+    """The backend object of ``target`` ("python", "cpu", "cuda")."""
+    try:
+        return BACKENDS[target]
+    except KeyError:
+        raise ValueError(f"unknown target {target!r}; choose one of {sorted(BACKENDS)}") from None
+
+
+def lower_for_cpu(sections, analysis):
+    """The cpu backend's lowering of a function body's ``sections`` (see :class:`CpuBackend`)."""
+    return BACKENDS["cpu"].lower(sections, analysis)

@@ -1,0 +1,263 @@
+"""Matrix products of compiled code (``matmul`` and its adjoints) through NumPy's own BLAS."""
+import os
+
+import numpy as np
+from numba import types
+from numba.extending import overload, register_jitable
+
+from ... import runtime
+from .memory import huge_pages
+from .helpers import unbroadcast
+
+
+# -- matrix products through NumPy's own BLAS --------------------------------------------------
+# Numba's np.dot calls the BLAS that SciPy ships. NumPy wheels ship their own OpenBLAS, which may be
+# another release: here SciPy's (0.3.30) ran the MLP's 256x784x128 float32 products 7-16% slower
+# than NumPy's (0.3.31), from Python as from Numba (benchmarks/results/blas.md). Products of two
+# float matrices therefore call NumPy's cblas_?gemm by symbol name when NumPy's library has one,
+# and np.dot otherwise. (codegen.cache_key includes NumPy's version: a generated module compiled
+# against one NumPy is never loaded with another.)
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
+
+
+def _find_numpy_gemm():
+    """(sgemm, dgemm) as Numba external functions from the BLAS bundled with NumPy, or None."""
+    import ctypes
+    import glob
+    import llvmlite.binding as llvm
+    root = os.path.dirname(np.__file__)
+    libraries = (glob.glob(os.path.join(os.path.dirname(root), "numpy.libs", "*blas*"))
+                 + glob.glob(os.path.join(root, ".libs", "*blas*")))
+    # (symbol prefix, symbol suffix, BLAS integer): scipy-openblas64 wheels, plain ILP64, LP64
+    conventions = [("scipy_cblas_", "64_", types.int64), ("cblas_", "64_", types.int64),
+                   ("scipy_cblas_", "", types.int32), ("cblas_", "", types.int32)]
+    for path in libraries:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, blas_int in conventions:
+            names = [f"{prefix}{letter}gemm{suffix}" for letter in "sd"]
+            if not all(hasattr(library, name) for name in names):
+                continue
+            found = []
+            for name, real in zip(names, (types.float32, types.float64)):
+                llvm.add_symbol(name, ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
+                signature = types.void(types.int32, types.int32, types.int32, blas_int, blas_int,
+                                       blas_int, real, types.voidptr, blas_int, types.voidptr,
+                                       blas_int, real, types.voidptr, blas_int)
+                found.append(types.ExternalFunction(name, signature))
+            return tuple(found), blas_int
+    return None, None
+
+
+if os.environ.get("SRCGRAD_NUMPY_BLAS", "1") == "1":
+    _NUMPY_GEMM, _BLAS_INT = _find_numpy_gemm()
+else:                                   # SRCGRAD_NUMPY_BLAS=0: Numba's np.dot (SciPy's BLAS)
+    _NUMPY_GEMM, _BLAS_INT = None, None
+NUMPY_BLAS = _NUMPY_GEMM is not None
+
+
+@register_jitable
+def _blas_strided_operand(x):
+    """An array of any layout as BLAS sees a row-major matrix: (array to pass, transposed?,
+    leading dimension). Row and column views (``x[::2]``, ``x[:, :k]``, their ``.T``) pass as they
+    are; other layouts are copied."""
+    rows, cols = x.shape
+    row_step, col_step = x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+    exact = x.strides[0] % x.itemsize == 0 and x.strides[1] % x.itemsize == 0
+    if exact and (cols <= 1 or col_step == 1) and (rows <= 1 or row_step >= cols):
+        return x, False, row_step if rows > 1 else max(1, cols)
+    if exact and (rows <= 1 or row_step == 1) and (cols <= 1 or col_step >= rows):
+        return x, True, col_step if cols > 1 else max(1, rows)
+    return np.ascontiguousarray(x), False, max(1, cols)
+
+
+@register_jitable
+def _blas_c_operand(x):
+    return x, False, max(1, x.shape[1])
+
+
+@register_jitable
+def _blas_f_operand(x):             # x.T is C-contiguous: BLAS reads it transposed
+    return x, True, max(1, x.shape[0])
+
+
+def _blas_operand(array_type):
+    """The operand helper for an array type: its layout decides at compile time when it can (a
+    runtime stride check compiles to much more code, and most products are of C or F arrays)."""
+    return {"C": _blas_c_operand, "F": _blas_f_operand}.get(array_type.layout,
+                                                             _blas_strided_operand)
+
+
+def matmul(a, b):
+    return a @ b
+
+
+@overload(matmul)
+def _matmul_ov(a, b):
+    """Product of two matrices: NumPy's BLAS when found (else np.dot), a large result on huge
+    pages (see huge_pages)."""
+    common = _common_float(a, b)
+    if common is not None:          # float32 with float64: Numba's np.dot needs one dtype
+        return lambda a, b: matmul(a.astype(common), b.astype(common))
+    if isinstance(a, types.Array) and isinstance(b, types.Array) and max(a.ndim, b.ndim) > 2:
+        return _batched_matmul(a, b)
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
+            and b.ndim == 2 and a.dtype == b.dtype and isinstance(a.dtype, types.Float)):
+        return lambda a, b: np.dot(a, b)
+    if not NUMPY_BLAS or a.dtype not in (types.float32, types.float64):
+        def impl_numba_blas(a, b):
+            if a.shape[1] != b.shape[0]:
+                return np.dot(a, b)         # NumPy's error message
+            out = huge_pages(np.empty((a.shape[0], b.shape[1]), a.dtype))
+            np.dot(a, b, out)
+            return out
+        return impl_numba_blas
+    gemm = _NUMPY_GEMM[0] if a.dtype == types.float32 else _NUMPY_GEMM[1]
+    real, blas_int = a.dtype, _BLAS_INT
+    check_size, largest = blas_int == types.int32, np.iinfo(np.int32).max
+    a_operand, b_operand = _blas_operand(a), _blas_operand(b)
+
+    def impl_numpy_blas(a, b):
+        if a.shape[1] != b.shape[0]:
+            raise ValueError("matmul: the matrices' inner dimensions differ")
+        m, k, n = a.shape[0], a.shape[1], b.shape[1]
+        out = huge_pages(np.empty((m, n), a.dtype))
+        if m == 0 or n == 0:
+            return out
+        if k == 0:
+            out.fill(0)
+            return out
+        a_pass, a_trans, lda = a_operand(a)
+        b_pass, b_trans, ldb = b_operand(b)
+        if check_size and max(m, n, k, lda, ldb) > largest:   # beyond a 32-bit BLAS: np.dot
+            np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+            return out
+        gemm(np.int32(_CBLAS_ROW_MAJOR),
+             np.int32(_CBLAS_TRANS if a_trans else _CBLAS_NO_TRANS),
+             np.int32(_CBLAS_TRANS if b_trans else _CBLAS_NO_TRANS),
+             blas_int(m), blas_int(n), blas_int(k), real(1.0), a_pass.ctypes, blas_int(lda),
+             b_pass.ctypes, blas_int(ldb), real(0.0), out.ctypes, blas_int(n))
+        return out
+    return impl_numpy_blas
+
+
+def _common_float(*operands):
+    """The NumPy scalar type (np.float32, np.float64) that arrays of different dtypes among
+    ``operands`` promote to, when one of them is a float array; None when they agree."""
+    dtypes = {t.dtype for t in operands if isinstance(t, types.Array)}
+    if len(dtypes) < 2 or not any(isinstance(d, types.Float) for d in dtypes):
+        return None
+    from numba.np.numpy_support import as_dtype
+    return getattr(np, str(np.result_type(*[as_dtype(d) for d in dtypes])))
+
+
+def _batched_matmul(a, b):
+    """``a @ b`` where one operand is a stack of matrices: NumPy's rule (a 1-d ``a`` is a row, a
+    1-d ``b`` a column, the leading axes broadcast), one matrix product per batch index. Numba's
+    own ``@`` and ``np.dot`` stop at 2-d."""
+    if a.ndim == 1:
+        def row_times_stack(a, b):
+            stacked = matmul(a.reshape((1, a.shape[0])), b)          # (..., 1, m)
+            return stacked.reshape(stacked.shape[:-2] + stacked.shape[-1:])
+        return row_times_stack
+    if b.ndim == 1:
+        def stack_times_column(a, b):
+            stacked = matmul(a, b.reshape((b.shape[0], 1)))          # (..., n, 1)
+            return stacked.reshape(stacked.shape[:-1])
+        return stack_times_column
+
+    def stacks(a, b):
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError("matmul: the matrices' inner dimensions differ")
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a_stack = np.broadcast_to(a, batch + a.shape[-2:])
+        b_stack = np.broadcast_to(b, batch + b.shape[-2:])
+        out = huge_pages(np.empty(batch + (a.shape[-2], b.shape[-1]), a.dtype))
+        for index in np.ndindex(batch):
+            out[index][:, :] = matmul(a_stack[index], b_stack[index])
+        return out
+    return stacks
+
+
+
+def matmul_grad_left(g, a, b):
+    return runtime.matmul_grad_left(g, a, b)
+
+
+def batched_matmul_grads(g, a, b):
+    return runtime.batched_matmul_grads(g, a, b)
+
+
+@overload(batched_matmul_grads)
+def _batched_matmul_grads_ov(g, a, b):
+    """runtime.batched_matmul_grads: the batched products of the transposes (swapped last two
+    axes: views), summed back over the batch axes each operand was broadcast along."""
+    promote_a = (register_jitable(lambda a: a.reshape((1, a.shape[0]))) if a.ndim == 1
+                 else register_jitable(lambda a: a))
+    promote_b = (register_jitable(lambda b: b.reshape((b.shape[0], 1))) if b.ndim == 1
+                 else register_jitable(lambda b: b))
+    if a.ndim == 1:
+        promote_g = register_jitable(lambda g: g.reshape(g.shape[:-1] + (1, g.shape[-1])))
+    elif b.ndim == 1:
+        promote_g = register_jitable(lambda g: g.reshape(g.shape + (1,)))
+    else:
+        promote_g = register_jitable(lambda g: g)
+
+    def impl(g, a, b):
+        A, B, G = promote_a(a), promote_b(b), promote_g(np.ascontiguousarray(g))
+        grad_a = unbroadcast(matmul(G, np.swapaxes(B, -1, -2)), A)
+        grad_b = unbroadcast(matmul(np.swapaxes(A, -1, -2), G), B)
+        return np.ascontiguousarray(grad_a).reshape(a.shape), \
+            np.ascontiguousarray(grad_b).reshape(b.shape)
+    return impl
+
+
+@overload(matmul_grad_left)
+def _mgl(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_left(_as_type(g, common), a.astype(common), b.astype(common))
+    if max(a.ndim, b.ndim) > 2:
+        return lambda g, a, b: batched_matmul_grads(g, a, b)[0]
+    if a.ndim == 1 and b.ndim == 1:
+        return lambda g, a, b: g * b
+    if b.ndim == 1:
+        return lambda g, a, b: np.outer(g, b)
+    if a.ndim == 1:
+        return lambda g, a, b: np.dot(b, g)
+    return lambda g, a, b: matmul(g, b.T)        # b.T is a view: BLAS reads it transposed
+
+
+def matmul_grad_right(g, a, b):
+    return runtime.matmul_grad_right(g, a, b)
+
+
+def _as_type(v, scalar_type):
+    return v
+
+
+@overload(_as_type)
+def _as_type_ov(v, scalar_type):
+    """An array or scalar ``v`` converted to ``scalar_type`` (np.float32 / np.float64)."""
+    if isinstance(v, types.Array):
+        return lambda v, scalar_type: v.astype(scalar_type)
+    return lambda v, scalar_type: scalar_type(v)
+
+
+@overload(matmul_grad_right)
+def _mgr(g, a, b):
+    common = _common_float(g, a, b)
+    if common is not None:
+        return lambda g, a, b: matmul_grad_right(_as_type(g, common), a.astype(common), b.astype(common))
+    if max(a.ndim, b.ndim) > 2:
+        return lambda g, a, b: batched_matmul_grads(g, a, b)[1]
+    if a.ndim == 1 and b.ndim == 1:
+        return lambda g, a, b: g * a
+    if b.ndim == 1:
+        return lambda g, a, b: np.dot(a.T, g)
+    if a.ndim == 1:
+        return lambda g, a, b: np.outer(a, g)
+    return lambda g, a, b: matmul(a.T, g)
+

@@ -1,0 +1,513 @@
+"""Loop fusion (cpu target), part 3: :func:`fuse_loops` and the fuser, which groups statements and
+places them in loop nests (statement plans: :mod:`.fusion_plans`; code: :mod:`.fusion_emit`).
+"""
+#
+# Generated array code is one whole-array operation per line (``_t2 = _t1 + b1``, then
+# ``h = np.maximum(_t2, 0.0)``), each a pass over memory with an array of its own. ``fuse_loops``
+# turns runs of such statements into one explicit loop nest, which Numba compiles into one pass:
+# elementwise operations (NumPy broadcasting of smaller operands included), the sums ``unbroadcast``
+# does (bias gradients), reductions over the last axes (``reduce_max``/``reduce_sum``) and their
+# adjoints (``expand_reduced``, ``max_adjoint``), and row gathers/scatters ``z[np.arange(n), y]``.
+#
+# Kinds give each array's number of dimensions, not its sizes. Sizes known to be equal (a matrix
+# product and its operands, a reduction and its input, ...) need no test; for the others the loop
+# nest is guarded by a size test and the statements run as written (``else:``) when an operand
+# would be stretched along a size-1 axis, or sizes do not match: NumPy's results and errors.
+# Values used only inside the loop nest become scalars; the others are stored once.
+#
+# Every element is computed with the operations of the statements it replaces, in the same order
+# (sums accumulate in the runtime helpers' order), and element types follow Numba's typing of the
+# whole-array statements: where an int or bool operand takes part, the scalar operation is written
+# as its NumPy ufunc (``np.add(a, b)``), which Numba types as it types the array operation.
+import ast
+
+from .fusion_emit import _Emitter
+from .fusion_plans import _StatementPlans
+from .fusion_facts import (
+    _BINARY_UFUNCS, _BINOP_UFUNC, _COMPARE_UFUNC, _FRESH_NP, _UNARY_UFUNCS, _Block, _Facts, _Group, _Plan,
+    _Unfusable, _access_rule, _basic_index, _call_name, _const_int, _escaping, _ir_reads, _is_comment,
+    _is_float32_literal, _names, _walk_statements)
+
+
+def fuse_loops(sections, analysis):
+    """Rewrite chains of whole-array statements into loop nests (for the Numba-compiled target).
+
+    ``sections`` are consecutive parts of one function body (forward sweep, reverse sweep,
+    return): statements are fused within a section, uses are counted over the whole function.
+    Returns the new sections.
+    """
+    if analysis is None:
+        return sections
+    return _Fusion(sections, analysis).run()
+
+
+class _Fusion(_StatementPlans):
+    def __init__(self, sections, analysis):
+        self.sections = sections
+        self.analysis = analysis
+        self.unsure = set()
+        self.all_names = set()
+        self.defs = {}            # name -> bindings (augmented assignments of arrays excluded)
+        self.top_defs = {}
+        self.uses = {}            # name -> [(section, index)] of the statements reading it
+        self.escapes = {}         # name -> [(section, index)] where another name may alias it
+        for s, stmts in enumerate(sections):
+            for i, stmt in enumerate(stmts):
+                if not isinstance(stmt, ast.stmt) or _is_comment(stmt):
+                    continue
+                nested = isinstance(stmt, (ast.For, ast.While, ast.If))
+                in_place = {id(node.target) for node in ast.walk(stmt)
+                            if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+                            and self.kind_is_array(node.target.id)}
+                for node in ast.walk(stmt):
+                    if not isinstance(node, ast.Name):
+                        continue
+                    self.all_names.add(node.id)
+                    if isinstance(node.ctx, ast.Store):
+                        if id(node) in in_place:
+                            self.uses.setdefault(node.id, []).append((s, i))
+                            continue
+                        self.defs[node.id] = self.defs.get(node.id, 0) + 1
+                        if not nested:
+                            self.top_defs[node.id] = self.top_defs.get(node.id, 0) + 1
+                    else:
+                        self.uses.setdefault(node.id, []).append((s, i))
+                for inner in _walk_statements([stmt]):
+                    for name in _escaping(inner):
+                        self.escapes.setdefault(name, []).append((s, i))
+        # a whole-array reduction with keepdims: the cpu runtime returns a scalar where NumPy (and
+        # the kinds) have an array of ones
+        self.unsure = set()
+        for stmts in sections:
+            for stmt in _walk_statements(stmts):
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                        isinstance(stmt.targets[0], ast.Name) and \
+                        _call_name(stmt.value) in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min") \
+                        and len(stmt.value.args) > 1 and isinstance(stmt.value.args[1], ast.Constant) \
+                        and stmt.value.args[1].value is None:
+                    self.unsure.add(stmt.targets[0].id)
+        self.facts = _Facts(self)
+        self.loop_vars = []
+        self.probe_name = None
+
+    # -- names and kinds ----------------------------------------------------------------------
+    def kind(self, name):
+        """The kind of a variable (an adjoint has its primal's), None when unknown or when the
+        compiled value may not be what the kind says."""
+        kinds = self.analysis.kinds
+        if name in self.unsure:
+            return None
+        if name in kinds:
+            return kinds[name]
+        if name.startswith("_adj_"):
+            for primal in (name[4:], name[5:]):
+                if primal in kinds and kinds[primal].cls != "tuple":
+                    return None if primal in self.unsure else kinds[primal]
+        return None
+
+    def kind_is_array(self, name):
+        kind = self.kind(name)
+        return kind is not None and kind.is_array
+
+    def stable(self, name):
+        """Bound once, at the top level (or an argument never rebound)."""
+        count = self.defs.get(name, 0)
+        if count == 0:
+            return self.kind(name) is not None
+        return count == 1 and self.top_defs.get(name, 0) == 1
+
+    def loop_var(self, axis):
+        """The name of the loop index over axis ``axis`` (the same in every loop nest)."""
+        while len(self.loop_vars) <= axis:
+            self.loop_vars.append(self.fresh(f"_i{len(self.loop_vars)}"))
+        return self.loop_vars[axis]
+
+    def probe(self):
+        if self.probe_name is None:
+            self.probe_name = self.fresh("_x")
+        return self.probe_name
+
+    def fresh(self, base):
+        name, count = base, 1
+        while name in self.all_names:
+            count += 1
+            name = f"{base}{count}"
+        self.all_names.add(name)
+        return name
+
+    # -- driver -------------------------------------------------------------------------------
+    def run(self):
+        out = []
+        for s, stmts in enumerate(self.sections):
+            result, group = [], None
+            for i, stmt in enumerate(stmts):
+                if _is_comment(stmt) or not isinstance(stmt, ast.stmt):
+                    if group is not None:
+                        group.stmts.append(stmt)
+                        group.comments.append(stmt)
+                        group.sequence.append(stmt)
+                    else:
+                        result.append(stmt)
+                    continue
+                if group is not None:
+                    if self._add(group, (s, i), stmt):
+                        continue
+                    if self._hoistable(group, stmt):
+                        group.hoisted.append(stmt)
+                        group.sequence.append(stmt)
+                        self.facts.learn(stmt)
+                        continue
+                    result += self._finish(group)
+                    group = None
+                group = _Group()
+                if not self._add(group, (s, i), stmt):
+                    group = None
+                    result.append(stmt)
+                    self.facts.learn(stmt)
+            if group is not None:
+                result += self._finish(group)
+            out.append(result)
+        return out
+
+    def _add(self, group, position, stmt):
+        try:
+            plan = self._plan(group, position, stmt)
+            if plan.join_guards and group.plans and not group.linked(plan):
+                raise _Unfusable     # unrelated sizes: a test that might fail for the whole nest
+            self._check_accesses(group, plan)
+        except _Unfusable:
+            return False
+        self._commit(group, plan)
+        self.facts.learn(stmt)
+        return True
+
+    def _hoistable(self, group, stmt):
+        """A side-effect free assignment that neither reads nor writes what the group computes
+        or updates: it can run before the loop nest."""
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and
+                isinstance(stmt.targets[0], ast.Name)):
+            return False
+        target = stmt.targets[0].id
+        if not self.stable(target):
+            return False
+        produced = set(group.values) | group.written
+        if target in produced or target in group.accesses or \
+                any(name in produced for name in _names(stmt.value)):
+            return False
+        for node in ast.walk(stmt.value):
+            if isinstance(node, ast.Call):
+                name = _call_name(node)
+                if name is None or not (name.startswith("np.") and name[3:] in _FRESH_NP or
+                                        name in ("reduced_count", "range_length")):
+                    return False
+        return True
+
+    # -- planning -----------------------------------------------------------------------------
+    def _plan(self, group, position, stmt):
+        plan = _Plan(stmt, position)
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            target = stmt.targets[0].id
+            if not self.stable(target) or not self.kind_is_array(target):
+                raise _Unfusable
+            self._plan_assign(group, plan, target, stmt.value)
+        elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, (ast.Add, ast.Sub)):
+            sign = "+" if isinstance(stmt.op, ast.Add) else "-"
+            if isinstance(stmt.target, ast.Name) and self.kind_is_array(stmt.target.id):
+                self._plan_update(group, plan, (stmt.target.id, None, sign), stmt.value)
+            elif isinstance(stmt.target, ast.Subscript) and isinstance(stmt.target.value, ast.Name) \
+                    and self.kind_is_array(stmt.target.value.id):
+                entries = _basic_index(stmt.target.slice)
+                if entries is None:
+                    raise _Unfusable
+                self._plan_update(group, plan, (stmt.target.value.id, entries, sign), stmt.value)
+            else:
+                raise _Unfusable
+        elif isinstance(stmt, ast.Expr) and _call_name(stmt.value) == "scatter_add2":
+            self._plan_scatter(group, plan, stmt.value)
+        else:
+            raise _Unfusable
+        return plan
+
+    def _axis(self, group, plan, axis):
+        axes = group.axes + plan.new_axes
+        if axis >= len(axes):
+            raise _Unfusable
+        return axes[axis]
+
+    def _make_space(self, group, plan, arrays, ndim):
+        """Group axes 0..ndim-1 for a statement; axes the group does not have yet take their size
+        from the first of ``arrays`` (arrays that exist before the group, right-aligned) with one."""
+        for pos in range(len(group.axes) + len(plan.new_axes), ndim):
+            found = None
+            for name in arrays:
+                dims = self.facts.of(name)
+                k = pos - (ndim - len(dims)) if dims is not None else -1
+                if k >= 0 and dims[k] != 1:
+                    found = (dims[k], f"{name}.shape[{k}]")
+                    break
+            if found is None:
+                raise _Unfusable
+            plan.new_axes.append(found)
+        return list(range(ndim))
+
+    def _entries(self, group, plan, name, space, stretch=True):
+        """Index entries reading array ``name`` (existing before the group) inside a statement
+        over ``space``, right-aligned as in NumPy broadcasting; size tests go to ``plan``."""
+        dims = self.facts.of(name)
+        if dims is None or len(dims) > len(space):
+            raise _Unfusable
+        offset = len(space) - len(dims)
+        entries = []
+        for k, d in enumerate(dims):
+            axis = space[offset + k]
+            symbol = self._axis(group, plan, axis)[0]
+            if d == 1 and symbol != 1 and stretch:
+                entries.append(("c", 0))
+                continue
+            self._same(group, plan, name, k, d, axis)
+            entries.append(("ax", axis))
+        return tuple(entries)
+
+    def _same(self, group, plan, name, k, d, axis):
+        """Test (unless known) that dimension ``k`` of array ``name`` (symbol ``d``) has the size
+        of group axis ``axis``. Tests of one symbol against one axis are made once."""
+        symbol, size = self._axis(group, plan, axis)
+        if d == symbol:
+            return
+        code = f"{name}.shape[{k}] == {size}"
+        plan.guards.append((("eq", d, axis) if d != 1 and d[0] != "?" else code, code))
+        if axis < len(group.axes):
+            plan.join_guards = True
+
+    def _expr_ndim(self, node):
+        if isinstance(node, ast.Name):
+            kind = self.kind(node.id)
+            if kind is None:
+                raise _Unfusable
+            return kind.ndim if kind.is_array else 0
+        if isinstance(node, ast.Constant) or _is_float32_literal(node):
+            return 0
+        if isinstance(node, ast.BinOp):
+            return max(self._expr_ndim(node.left), self._expr_ndim(node.right))
+        if isinstance(node, ast.UnaryOp):
+            return self._expr_ndim(node.operand)
+        if isinstance(node, ast.Compare):
+            return max(self._expr_ndim(p) for p in [node.left] + node.comparators)
+        call = _call_name(node)
+        if call == "expand_reduced" and len(node.args) == 4 and isinstance(node.args[1], ast.Name):
+            kind = self.kind(node.args[1].id)
+            if kind is None or not kind.is_array:
+                raise _Unfusable
+            return kind.ndim
+        if call == "reduced_count":
+            return 0
+        if call == "unbroadcast" and len(node.args) == 2:      # inside an expression: no sums
+            ndim = self._expr_ndim(node.args[0])
+            if not isinstance(node.args[1], ast.Name) or not self.kind_is_array(node.args[1].id) or \
+                    self.kind(node.args[1].id).ndim != ndim:
+                raise _Unfusable
+            return ndim
+        if call is not None and call.startswith("np.") and node.args and not node.keywords:
+            return max(self._expr_ndim(a) for a in node.args)
+        raise _Unfusable
+
+    def _inputs(self, group, node):
+        """Arrays an expression reads that exist before the group."""
+        return [n for n in _names(node) if self.kind_is_array(n) and n not in group.values]
+
+    def _read(self, group, plan, name, space):
+        """IR reading array ``name`` at the current element of a statement over ``space``."""
+        if name in group.later:
+            raise _Unfusable
+        if name in group.values:
+            value = group.values[name]
+            offset = len(space) - len(value.entries)
+            if offset < 0:
+                raise _Unfusable
+            for k, entry in enumerate(value.entries):
+                if entry[0] == "ax" and entry[1] != space[offset + k]:
+                    raise _Unfusable
+            plan.values_read.add(name)
+            if value.form == "alias":
+                plan.values_read.update(value.bases)
+                for node in _ir_reads(value.expr):
+                    if node[1] in group.later:
+                        raise _Unfusable
+                    plan.accesses.append((node[1], node[2], len(space)))
+                return value.expr
+            return ("val", name, value.entries)
+        entries = self._entries(group, plan, name, space)
+        plan.accesses.append((name, entries, len(space)))
+        return ("read", name, entries)
+
+    def _element(self, group, plan, node, space):
+        """Element IR of an elementwise expression over ``space`` and its element class
+        ('float' | 'pyfloat' (a float64 literal) | 'int' | 'bool')."""
+        if isinstance(node, ast.Name):
+            kind = self.kind(node.id)
+            if kind is None:
+                raise _Unfusable
+            if not kind.is_array:
+                if kind.cls not in ("float", "int", "bool"):
+                    raise _Unfusable
+                return ("code", node.id), kind.cls
+            if kind.ndim > len(space):
+                raise _Unfusable
+            return self._read(group, plan, node.id, space[len(space) - kind.ndim:]), kind.dtype
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool):
+                return ("code", repr(node.value)), "bool"
+            if isinstance(node.value, int):
+                return ("code", repr(node.value)), "int"
+            if isinstance(node.value, float):
+                return ("code", repr(node.value)), "pyfloat"
+            raise _Unfusable
+        if _is_float32_literal(node):
+            return ("code", ast.unparse(node)), "float"
+        floats = ("float", "pyfloat")
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_UFUNC:
+            (left, lk), (right, rk) = (self._element(group, plan, node.left, space),
+                                       self._element(group, plan, node.right, space))
+            symbol, ufunc = _BINOP_UFUNC[type(node.op)]
+            if lk in floats and rk in floats:
+                return ("fmt", "({0} " + symbol + " {1})", [left, right]), \
+                    "float" if "float" in (lk, rk) else "pyfloat"
+            out = "float" if lk in floats or rk in floats or ufunc == "true_divide" else "int"
+            return ("fmt", f"np.{ufunc}({{0}}, {{1}})", [left, right]), out
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            operand, k = self._element(group, plan, node.operand, space)
+            if k in floats:
+                return ("fmt", "(-{0})", [operand]), k
+            return ("fmt", "np.negative({0})", [operand]), k
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+            return self._element(group, plan, node.operand, space)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE_UFUNC:
+            (left, lk), (right, rk) = (self._element(group, plan, node.left, space),
+                                       self._element(group, plan, node.comparators[0], space))
+            symbol, ufunc = _COMPARE_UFUNC[type(node.ops[0])]
+            if lk in floats and rk in floats:
+                return ("fmt", "({0} " + symbol + " {1})", [left, right]), "bool"
+            return ("fmt", f"np.{ufunc}({{0}}, {{1}})", [left, right]), "bool"
+        call = _call_name(node)
+        if call == "reduced_count" and len(node.args) == 2 and isinstance(node.args[0], ast.Name) \
+                and self.kind_is_array(node.args[0].id):
+            x, axis = node.args[0].id, node.args[1]
+            if isinstance(axis, ast.Constant) and axis.value is None:
+                return ("code", f"{x}.size"), "int"
+            if _const_int(axis) is None:
+                raise _Unfusable
+            return ("code", f"{x}.shape[{_const_int(axis)}]"), "int"
+        if call == "expand_reduced" and len(node.args) == 4:
+            return self._expanded(group, plan, node, space)
+        if call == "unbroadcast" and len(node.args) == 2 and isinstance(node.args[1], ast.Name):
+            summed, _ = self._unbroadcast_sums(group, plan, node.args[1].id, space)
+            if any(summed):
+                raise _Unfusable
+            return self._element(group, plan, node.args[0], space)
+        if call is not None and call.startswith("np.") and not node.keywords:
+            short = call[3:]
+            args = [self._element(group, plan, a, space) for a in node.args]
+            if short in _UNARY_UFUNCS and len(args) == 1:
+                k = args[0][1]
+                keeps = short in ("abs", "absolute", "square", "negative", "sign", "floor", "ceil")
+                return ("fmt", f"np.{short}({{0}})", [args[0][0]]), k if keeps or k in floats else "float"
+            if short in _BINARY_UFUNCS and len(args) == 2:
+                kinds = {args[0][1], args[1][1]}
+                out = "float" if kinds & {"float"} else "pyfloat" if kinds & {"pyfloat"} else "int"
+                return ("fmt", f"np.{short}({{0}}, {{1}})", [args[0][0], args[1][0]]), out
+            if short == "where" and len(args) == 3 and args[1][1] in floats and args[2][1] in floats:
+                return ("fmt", "({1} if {0} else {2})", [a[0] for a in args]), "float"
+        raise _Unfusable
+
+    # Statements ---------------------------------------------------------------------------------
+
+    def _check_accesses(self, group, plan):
+        for name in plan.writes:
+            if name in group.values or name in group.later:
+                raise _Unfusable
+        for name in group.written | plan.writes:
+            accesses = list(group.accesses.get(name, []))
+            accesses += [(e, lv) for n, e, lv in plan.accesses if n == name]
+            if not _access_rule(accesses):
+                raise _Unfusable
+
+    def _commit(self, group, plan):
+        group.axes += plan.new_axes
+        keys = {key for key, _ in group.guards}
+        for key, code in plan.guards:
+            if key not in keys:
+                keys.add(key)
+                group.guards.append((key, code))
+        for name, entries, level in plan.accesses:
+            group.accesses.setdefault(name, []).append((entries, level))
+        group.written |= plan.writes
+        group.stmts.append(plan.stmt)
+        group.sequence.append(plan.stmt)
+        group.positions.add(plan.position)
+        group.plans.append(plan)
+        if plan.form == "later":
+            if plan.target is not None:
+                group.later.add(plan.target[0])
+            else:
+                group.later.add(plan.value.name)
+        if plan.form == "alias":
+            group.values[plan.value.name] = plan.value
+            return
+        # a row reduction being read must be complete, and an array a reduction updates must
+        # be updated: end the loops that compute them
+        for name in plan.values_read:
+            value = group.values.get(name)
+            if value is not None and value.form == "row" and not value.done:
+                self._close(group, value.block.level - 1)
+        touched = {name for name, _, _ in plan.accesses} | plan.writes
+        for name in touched:
+            pending = group.pending.get(name)
+            if pending is not None and pending in group.open:
+                self._close(group, pending.level - 1)
+        self._close(group, plan.level)
+        while len(group.open) - 1 < plan.level:
+            block = _Block(len(group.open), group.open[-1])
+            group.open[-1].items.append(block)
+            group.open.append(block)
+        block = group.open[plan.level]
+        plan.comments, group.comments = group.comments, []
+        if plan.form in ("row", "argext"):
+            outer, inner = group.open[plan.result_level], group.open[plan.result_level + 1]
+            outer.items.insert(outer.items.index(inner), ("init", plan))
+            inner.closing.append(("final", plan))
+            plan.final_block = outer
+            if plan.target is not None:
+                group.pending[plan.target[0]] = inner
+            if plan.value is not None:
+                plan.value.block, plan.value.scope = inner, outer
+        elif plan.value is not None:
+            plan.value.scope = block
+        block.items.append(("plan", plan))
+        plan.block = block
+        if plan.value is not None:
+            group.values[plan.value.name] = plan.value
+
+    def _close(self, group, level):
+        """End the loops deeper than ``level``."""
+        while len(group.open) - 1 > level:
+            block = group.open.pop()
+            group.open[-1].items += block.closing
+            for kind, plan in block.closing:
+                if plan.value is not None:
+                    plan.value.done = True
+
+    # -- code ---------------------------------------------------------------------------------
+    def _finish(self, group):
+        """The statements replacing the group: hoisted ones, then the loop nest (and the
+        statements as written, when the sizes need testing)."""
+        self._close(group, 0)
+        if group.passes < 2:
+            return group.sequence
+        trailing = group.comments        # comments about the statements after the group
+        # (an alias takes no comments: those before it stay pending, but it is no comment itself
+        # and must stay among the statements as written)
+        end = len(group.stmts)
+        while end and any(group.stmts[end - 1] is c for c in trailing):
+            end -= 1
+        group.stmts = group.stmts[:end]
+        return group.hoisted + _Emitter(self, group).emit() + trailing
