@@ -167,3 +167,18 @@ def test_mnist_bench_srcgrad_trainer_matches_reference():
     rec = mnist_bench.run_config(args, 1, log=lambda s: None)["batches"]["64"]
     assert rec["srcgrad"]["status"] == "ok" and rec["srcgrad"]["check_rel_err"] < 1e-5
     assert len(rec["srcgrad"]["times"]) == 3
+
+
+@pytest.mark.parametrize("tool", ["numpy-hand", "jax", "torch", "autograd"])
+def test_vectorized_gmm_peers_run_the_identical_program(tool):
+    """Each peer's transliteration of programs.gmm_vectorized (lib/gmm_identical.py) gives the
+    reference gradient (the hand Numba adjoint of the loop form) on a small random problem."""
+    from benchmarks import array_bench
+    from benchmarks.lib import gmm_identical
+    if tool != "numpy-hand":
+        pytest.importorskip(tool)
+    args, vargs = array_bench.gmm_args({"d": 4, "K": 3, "n": 9}, seed=5)
+    _, ref = adjoints.hand_value_and_grad("gmm", args)
+    b = gmm_identical.build(tool, vargs)
+    ok, err, msg = checks.compare_grads(b["to_numpy"](b["block"](b["run"]())), ref, 1e-8)
+    assert ok, msg
