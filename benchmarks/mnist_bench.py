@@ -263,8 +263,10 @@ def write_report(args, configs, path_md, path_json, command):
             L += [f"## {name}", "", f"failed: {cfg['error']}", ""]
             continue
         L += [f"## {name} (CPUs {cfg['cpus']}, runtime threads {cfg.get('runtime_threads')})", ""]
-        for B, rec in cfg["batches"].items():
+        for i, (B, rec) in enumerate(cfg["batches"].items()):
             rows = summarize(rec, args.max_foreign)
+            # srcgrad's cache state applies to the first batch size; later ones reuse the process
+            cache = cfg.get("srcgrad_cache", "?") if i == 0 else "same process"
             L += [f"### batch {B}", "",
                   "| tool | s/epoch | × srcgrad | compile s | clean rounds | foreign load "
                   "(median / max cores) | check rel. err | status |",
@@ -277,7 +279,7 @@ def write_report(args, configs, path_md, path_json, command):
                     (" (DISTURBED)" if row.get("disturbed") else "")
                 comp = row.get("compile_s")
                 if tool == "srcgrad" and comp is not None:
-                    comp_s = f"{comp:.1f} ({cfg.get('srcgrad_cache', '?')})"
+                    comp_s = f"{comp:.1f} ({cache})"
                 else:
                     comp_s = "–" if not comp else f"{comp:.2f}"
                 L.append(f"| {LABELS[tool]} | {sec} | {ratio} | {comp_s} | "
