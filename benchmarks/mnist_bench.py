@@ -26,6 +26,9 @@ Method:
   fresh SRCGRAD_CACHE_DIR and NUMBA_CACHE_DIR, "warm" in the second, which loads them from the
   cache), JAX's lower+compile, the hand Numba epoch's compile. Not included in s/epoch.
 * Machine: CPU model, BLAS libraries, versions and core types (threadpoolctl), per configuration.
+* Time: the timed rounds of a configuration stop once ``--budget`` seconds (default 120) are spent
+  (after at least 2 rounds per batch size), so a disturbed machine cannot stretch the run without
+  bound; the report says where that happened.
 
 Report: ``benchmarks/results/<out>.md`` and ``.json`` (default ``out=mnist``). MNIST is read from
 ``$SRCGRAD_DATA`` or ``../shared/data/mnist``; without it, random data of MNIST's shape is used
@@ -43,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,6 +72,10 @@ def _parse(argv=None):
     ap.add_argument("--threads", default="1,all",
                     help="configurations: comma-separated CPU counts or 'all' (default 1,all)")
     ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of timed rounds per configuration (default 120; quick 60), "
+                         "split over the batch sizes: rounds stop once it is spent (after at "
+                         "least 2, or 1 when one round alone took twice the share)")
     ap.add_argument("--max-foreign", type=float, default=0.10,
                     help="discard rounds where other processes took more than this many cores")
     ap.add_argument("--out", default="mnist", help="report name under benchmarks/results/")
@@ -78,6 +86,7 @@ def _parse(argv=None):
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # JSON path to write
     a = ap.parse_args(argv)
     a.rounds = a.rounds or (2 if a.quick else 5)
+    a.budget = a.budget or (60.0 if a.quick else 120.0)
     a.batches = [int(b) for b in (a.batches or ("64" if a.quick else "64,256")).split(",")]
     a.tools = [t for t in a.tools.split(",") if t]
     bad = [t for t in a.tools if t not in TOOLS]
@@ -94,7 +103,7 @@ def _cpu_count():
 # One configuration (a child process)
 # ------------------------------------------------------------------------------------------------
 
-def _load_data(random_data):
+def _load_data(random_data, samples=0):
     import numpy as np
     if not random_data:
         from srcgrad.datasets import DatasetError, load_mnist
@@ -108,7 +117,8 @@ def _load_data(random_data):
     else:
         why = "random data of MNIST's shape (--random-data)"
     rng = np.random.default_rng(0)
-    return (rng.random((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000), why)
+    n = samples or 60000
+    return (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), why)
 
 
 def _versions(tools):
@@ -131,7 +141,7 @@ def run_config(args, n_threads, log=print):
     from srcgrad.training.mlp import epoch_permutation, init_params
 
     runtime = _threads.apply_runtime_threads(n_threads)
-    X, y, data_note = _load_data(args.random_data)
+    X, y, data_note = _load_data(args.random_data, args.samples)
     if args.samples:
         X, y = X[:args.samples], y[:args.samples]
         data_note += f", first {len(X)} samples"
@@ -179,6 +189,7 @@ def run_config(args, n_threads, log=print):
             log(f"  [{n_threads} cpu] B={B} {tool}: {r['status']} "
                 f"(compile {r.get('compile_s', 0):.2f} s)")
         names = list(trainers)
+        share, t_start = args.budget / len(args.batches), time.perf_counter()
         for rnd in range(args.rounds):
             order = epoch_permutation(n, 0, rnd + 1)[:nsteps * B]
             k = rnd % max(1, len(names))
@@ -189,6 +200,11 @@ def run_config(args, n_threads, log=print):
                 rec[tool]["foreign"].append(probe.foreign)
             log(f"  [{n_threads} cpu] B={B} round {rnd + 1}: " + ", ".join(
                 f"{t} {rec[t]['times'][-1]:.3f}s" for t in names))
+            spent = time.perf_counter() - t_start
+            if rnd + 1 < args.rounds and spent > share and (rnd >= 1 or spent > 2 * share):
+                out.setdefault("stopped_by_budget", []).append(
+                    f"batch {B}: {rnd + 1} of {args.rounds} rounds ({spent:.0f} s > {share:.0f} s)")
+                break
         for tool in names:
             rec[tool]["steps_timed"] = nsteps
             rec[tool]["steps_per_epoch"] = spe
@@ -263,6 +279,10 @@ def write_report(args, configs, path_md, path_json, command):
             L += [f"## {name}", "", f"failed: {cfg['error']}", ""]
             continue
         L += [f"## {name} (CPUs {cfg['cpus']}, runtime threads {cfg.get('runtime_threads')})", ""]
+        for note in cfg.get("stopped_by_budget", []):
+            L += [f"* rounds stopped by --budget {args.budget:g} s: {note}"]
+        if cfg.get("stopped_by_budget"):
+            L.append("")
         for i, (B, rec) in enumerate(cfg["batches"].items()):
             rows = summarize(rec, args.max_foreign)
             # srcgrad's cache state applies to the first batch size; later ones reuse the process

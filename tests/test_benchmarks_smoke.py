@@ -182,3 +182,12 @@ def test_vectorized_gmm_peers_run_the_identical_program(tool):
     b = gmm_identical.build(tool, vargs)
     ok, err, msg = checks.compare_grads(b["to_numpy"](b["block"](b["run"]())), ref, 1e-8)
     assert ok, msg
+
+
+def test_mnist_bench_budget_stops_rounds():
+    from benchmarks import mnist_bench
+    args = _mnist_bench_args(["numpy"], "--rounds", "6", "--budget", "1e-9")
+    cfg = mnist_bench.run_config(args, 1, log=lambda s: None)
+    # one round alone took more than twice the (tiny) share: stopped after it
+    assert len(cfg["batches"]["64"]["numpy"]["times"]) == 1
+    assert cfg["stopped_by_budget"] and "1 of 6 rounds" in cfg["stopped_by_budget"][0]
