@@ -17,7 +17,6 @@ Output: ``results/<out>.md`` and ``.json`` (default ``out = gmm_vectorized``).
 """
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -39,8 +38,8 @@ TINY = {"tiny:d=3,K=4,n=7": {"d": 3, "K": 4, "n": 7}}
 # loop formulations cost ~n*K*d^2 scalar steps: timed only up to this much work
 LOOP_WORK_LIMIT = 10 * 25 * 1000 * 10
 TOOLS = ["primal", "srcgrad", "numpy-hand", "jax", "torch", "autograd", "srcgrad-loops", "hand-numba"]
-PEER_MODULES = {"numpy-hand": ("numpy", "benchmarks.lib.peers_numpy"), "jax": ("jax", "benchmarks.lib.peers_jax"),
-                "torch": ("torch", "benchmarks.lib.peers_torch"), "autograd": ("autograd", "benchmarks.lib.peers_autograd")}
+# peer -> the package it needs (the programs they run: lib/gmm_identical.py)
+PEER_PACKAGES = {"numpy-hand": "numpy", "jax": "jax", "torch": "torch", "autograd": "autograd"}
 
 
 def parse(argv):
@@ -69,6 +68,7 @@ def bench_size(label, size, cfg, log=print):
 
     from benchmarks.lib import adjoints
     from benchmarks.lib import checks
+    from benchmarks.lib import gmm_identical
     from benchmarks.lib import harness as H
     from benchmarks.lib import programs as P
     tools = cfg["tools"]
@@ -150,16 +150,15 @@ def bench_size(label, size, cfg, log=print):
             continue
         if tool in builders:
             style, build = builders[tool]
-        elif tool in PEER_MODULES:
-            package, module_name = PEER_MODULES[tool]
+        elif tool in PEER_PACKAGES:
             try:
-                __import__(package)
+                __import__(PEER_PACKAGES[tool])
             except ImportError:
                 rec(tool, "", "missing")
                 continue
-            module = importlib.import_module(module_name)
-            style = module.STYLE["gmm"]
-            build = (lambda m: lambda: m.build("gmm", args))(module)
+            # every peer runs the program srcgrad differentiates (lib/gmm_identical.py)
+            style = gmm_identical.STYLE[tool]
+            build = (lambda t: lambda: gmm_identical.build(t, vargs))(tool)
         else:
             continue
         try:
@@ -211,8 +210,10 @@ def write_report(recs, checks_by_size, meta, md_path, json_path):
     L += ["", "The ADBench GMM objective (log-sum-exp over components, precisions parametrised by "
           "Cholesky factors Q_k = exp(diagonal) + strictly-lower part from `icf`, Wishart prior; "
           "constant terms omitted), gradient w.r.t. alphas, means and icf, float64 for every tool. "
-          "srcgrad differentiates `benchmarks/programs.py: gmm_vectorized`, array NumPy code; the "
-          "peers use their own vectorized formulations (`peers_*.py`). Times are per gradient call, "
+          "srcgrad differentiates `benchmarks/lib/programs.py: gmm_vectorized`, array NumPy code; "
+          "every peer runs the identical program, transliterated line by line into its array "
+          "library with the same index arrays (`benchmarks/lib/gmm_identical.py`; hand NumPy: a "
+          "hand-written gradient of the same program). Times are per gradient call, "
           "median over repeated runs after a warm-up (min/max alongside), the tools timed in "
           "interleaved rounds (a slice of each in turn). `× srcgrad` = tool time / "
           "srcgrad (vectorized) time in the same run (> 1: slower than srcgrad). `grad/primal` = tool "
@@ -240,16 +241,13 @@ def write_report(recs, checks_by_size, meta, md_path, json_path):
                   f"direction: rel. err {c['fd_rel_err']:.1e}; every timed gradient above agrees with "
                   "the reference to the `grad_rel_err` in the JSON (≤ 1e-8)."]
         L.append("")
-    L += ["## How srcgrad's vectorized formulation differs from the peers'", "",
-          "The JAX/PyTorch/hand-NumPy peers build the (K, d, d) Cholesky factors with a scatter "
-          "(`Q.at[:, rows, cols].set(...)`, `Q[:, rows, cols] = ...`) and use a batched 3-d matmul "
-          "(K, n, d) x (K, d, d). srcgrad's array subset has no scatter-assignment of "
-          "differentiated values, so `gmm_vectorized` gathers the factors from one (K, d + d(d-1)/2 + 1) array "
+    L += ["## The program", "",
+          "`gmm_vectorized` gathers the K Cholesky factors from one (K, d + d(d-1)/2 + 1) array "
           "(`V[q_rows, q_cols].reshape(K*d, d)`, upper entries read a zero column) and does the K "
           "products as one 2-d matmul `x @ Qall.T` (n, K*d) minus `b = Q_k mu_k`, then sums squares "
-          "by reshaping to (n*K, d). The index arrays are computed outside the function (as the "
-          "peers' scatter indices are). Same arithmetic work as the batched matmul (full d x d "
-          "factors, zeros included).", ""]
+          "by reshaping to (n*K, d); the index arrays are arguments. Every tool in the table runs "
+          "this program (an ADBench-style scatter into (K, d, d) with a batched matmul is the "
+          "same arithmetic work, but it is not what is measured here).", ""]
     notes = meta.get("notes") or []
     if notes:
         L += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -1,19 +1,47 @@
-"""MNIST training throughput: seconds per epoch of SGD on the 784-128-10 MLP (float32).
+#!/usr/bin/env python
+"""MNIST training throughput: seconds per SGD epoch of the 784-128-10 MLP (float32), srcgrad
+against JAX (scan epoch and per-step jit), hand Numba, hand NumPy, PyTorch eager and the GEMM
+floor, each written as its best users write it (``benchmarks/lib/mnist_trainers.py``).
 
-Tools: PyTorch eager (nn.Sequential + optim.SGD), JAX jit per step, JAX whole epoch in
-lax.scan, hand-written NumPy backprop, hand-written Numba backprop (whole epoch in one njit),
-the BLAS floor (only the five matrix products of each step), and srcgrad via
-examples/train_mnist.py when that exists.
+    python benchmarks/mnist_bench.py            # ~5 min on a quiet 2-core machine
+    python benchmarks/mnist_bench.py --quick    # short epochs, 2 rounds (< 2 min; the tests' mode)
 
-Every tool's parameters after a few identical SGD steps are compared with the NumPy reference
-before it is timed.
+Method:
+
+* Two configurations, each in its own process (thread settings must precede the imports):
+  every tool on 1 CPU (single-threaded BLAS/XLA, the process pinned to one CPU), and every tool
+  on all CPUs with its natural threading.
+* All tools train the model of ``srcgrad.training.mlp`` from ``init_params(128, seed=0)``. Before
+  timing, each tool's parameters after 5 SGD steps are compared with a float64 NumPy reference of
+  the same steps from the same start (srcgrad's included); a tool that disagrees is not timed.
+* Epochs are interleaved: in round r every tool trains one epoch (order
+  ``epoch_permutation(n, 0, r)``) before any trains the next; the order of the tools rotates each
+  round. Per tool: the median s/epoch; against srcgrad: the median over rounds of the per-round
+  ratio tool / srcgrad.
+* Foreign load: the CPU time other processes took on this process's CPUs during each epoch
+  (``/proc/stat`` minus this process's own time), in cores. A round where it exceeds
+  ``--max-foreign`` (default 0.10) on either side of a ratio is discarded; when fewer than 2 rounds
+  remain, all rounds are used and the table says DISTURBED.
+* Compile: srcgrad's first call (gradient + training loop; "cold" in the first configuration, with
+  fresh SRCGRAD_CACHE_DIR and NUMBA_CACHE_DIR, "warm" in the second, which loads them from the
+  cache), JAX's lower+compile, the hand Numba epoch's compile. Not included in s/epoch.
+* Machine: CPU model, BLAS libraries, versions and core types (threadpoolctl), per configuration.
+* Time: the timed rounds of a configuration stop once ``--budget`` seconds (default 120) are spent
+  (after at least 2 rounds per batch size), so a disturbed machine cannot stretch the run without
+  bound; the report says where that happened.
+
+Report: ``benchmarks/results/<out>.md`` and ``.json`` (default ``out=mnist``). MNIST is read from
+``$SRCGRAD_DATA`` or ``../shared/data/mnist``; without it, random data of MNIST's shape is used
+and the report says so.
 """
 
-import gzip
-import importlib.util
+from __future__ import annotations
+
+import argparse
+import datetime
 import json
-import math
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -21,438 +49,316 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-LR = 0.1
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:       # the benchmarks package and this checkout's srcgrad
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.lib import _threads  # noqa: E402  (no heavy imports)
+
+TOOLS = ("srcgrad", "jax-scan", "jax-step", "numba", "numpy", "torch", "blas-floor")
+CHECK_STEPS = 5
+CHECK_TOL = 1e-4
 
 
-# ----------------------------------------------------------------------------------------------
-def find_mnist():
-    cands = []
-    env = os.environ.get("SRCGRAD_DATA")
-    if env:
-        cands += [Path(env), Path(env) / "mnist"]
-    cands.append(REPO.parent / "shared" / "data" / "mnist")
-    for c in cands:
-        if (c / "train-images-idx3-ubyte.gz").exists():
-            return c
-    return None
+def _parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="epochs of --quick-steps steps (extrapolated), 2 rounds, batch 64 only")
+    ap.add_argument("--quick-steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
+    ap.add_argument("--batches", default=None, help="comma-separated (default 64,256)")
+    ap.add_argument("--threads", default="1,all",
+                    help="configurations: comma-separated CPU counts or 'all' (default 1,all)")
+    ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of timed rounds per configuration (default 120; quick 60), "
+                         "split over the batch sizes: rounds stop once it is spent (after at "
+                         "least 2, or 1 when one round alone took twice the share)")
+    ap.add_argument("--max-foreign", type=float, default=0.10,
+                    help="discard rounds where other processes took more than this many cores")
+    ap.add_argument("--out", default="mnist", help="report name under benchmarks/results/")
+    ap.add_argument("--outdir", default=str(HERE / "results"))
+    ap.add_argument("--random-data", action="store_true", help="random data of MNIST's shape")
+    ap.add_argument("--samples", type=int, default=0,
+                    help="use the first N training samples (default: all 60,000)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # JSON path to write
+    a = ap.parse_args(argv)
+    a.rounds = a.rounds or (2 if a.quick else 5)
+    a.budget = a.budget or (60.0 if a.quick else 120.0)
+    a.batches = [int(b) for b in (a.batches or ("64" if a.quick else "64,256")).split(",")]
+    a.tools = [t for t in a.tools.split(",") if t]
+    bad = [t for t in a.tools if t not in TOOLS]
+    if bad:
+        ap.error(f"unknown tools {bad}; choose from {', '.join(TOOLS)}")
+    return a
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[0:4], "big")
-    if magic >> 8 != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: size mismatch")
-    return arr.reshape(dims)
+def _cpu_count():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def load_mnist(folder=None):
-    folder = Path(folder) if folder else find_mnist()
-    if folder is None:
-        raise FileNotFoundError("MNIST not found (set SRCGRAD_DATA or ../shared/data/mnist)")
-    X = read_idx(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255
-    y = read_idx(folder / "train-labels-idx1-ubyte.gz").astype(np.int64)
-    return np.ascontiguousarray(X), y
+# ------------------------------------------------------------------------------------------------
+# One configuration (a child process)
+# ------------------------------------------------------------------------------------------------
+
+def _load_data(random_data, samples=0):
+    import numpy as np
+    if not random_data:
+        from srcgrad.datasets import DatasetError, load_mnist
+        folder = os.environ.get("SRCGRAD_DATA") or str(ROOT.parent / "shared" / "data" / "mnist")
+        try:
+            X, y, _, _ = load_mnist(folder, download=False)
+            return (np.ascontiguousarray(X, np.float32).reshape(len(X), -1),
+                    np.ascontiguousarray(y, np.int64), f"MNIST training set ({folder})")
+        except (DatasetError, OSError) as exc:
+            why = f"MNIST not found ({exc}): random data of MNIST's shape"
+    else:
+        why = "random data of MNIST's shape (--random-data)"
+    rng = np.random.default_rng(0)
+    n = samples or 60000
+    return (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), why)
 
 
-def init_params(seed=0):
-    rng = np.random.default_rng(seed)
-    W1 = (rng.standard_normal((784, 128)) * math.sqrt(2.0 / 784)).astype(np.float32)
-    b1 = np.zeros(128, np.float32)
-    W2 = (rng.standard_normal((128, 10)) * math.sqrt(1.0 / 128)).astype(np.float32)
-    b2 = np.zeros(10, np.float32)
-    return [W1, b1, W2, b2]
-
-
-# ----------------------------------------------------------------------------------------------
-# Tools: train(params, X, y, B, nsteps, perm) -> params (numpy, float32); minibatch s is
-# samples perm[s*B:(s+1)*B]
-# ----------------------------------------------------------------------------------------------
-
-def batch_order(n, seed=0):
-    """The shuffled sample order every trainer below walks through (srcgrad's trainer shuffles
-    too, so every tool pays for gathering its minibatches)."""
-    return np.random.default_rng(seed).permutation(n)
-
-
-def train_numpy(params, X, y, B, nsteps, perm):
-    W1, b1, W2, b2 = [p.copy() for p in params]
-    for s in range(nsteps):
-        idx = perm[s * B:(s + 1) * B]
-        xb = X[idx]
-        yb = y[idx]
-        a = xb @ W1 + b1
-        h = np.maximum(a, 0)
-        z = h @ W2 + b2
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        p = e / e.sum(axis=1, keepdims=True)
-        p[np.arange(B), yb] -= 1
-        p *= np.float32(1.0 / B)
-        gW2 = h.T @ p
-        gb2 = p.sum(0)
-        dh = p @ W2.T
-        dh[a <= 0] = 0
-        gW1 = xb.T @ dh
-        gb1 = dh.sum(0)
-        W1 -= LR * gW1
-        b1 -= LR * gb1
-        W2 -= LR * gW2
-        b2 -= LR * gb2
-    return [W1, b1, W2, b2]
-
-
-def train_blas_floor(params, X, y, B, nsteps, perm=None):
-    """Only the matrix products of an epoch (forward 2, backward 3) on contiguous slices of X (no
-    gather); not a real training run."""
-    W1, b1, W2, b2 = [p.copy() for p in params]
-    for s in range(nsteps):
-        xb = X[s * B:(s + 1) * B]
-        h = xb @ W1
-        z = h @ W2
-        h.T @ z
-        dh = z @ W2.T
-        xb.T @ dh
-    return None
-
-
-_numba_epoch = None
-
-
-def _get_numba_epoch():
-    global _numba_epoch
-    if _numba_epoch is None:
-        from numba import njit
-
-        @njit(cache=True, nogil=True)
-        def epoch(W1, b1, W2, b2, X, y, perm, B, nsteps, lr):
-            Hd = W1.shape[1]
-            C = W2.shape[1]
-            xb = np.empty((B, X.shape[1]), X.dtype)
-            yb = np.empty(B, y.dtype)
-            A = np.empty((B, Hd), np.float32)
-            P = np.empty((B, C), np.float32)
-            inv = np.float32(1.0 / B)
-            for s in range(nsteps):
-                for i in range(B):
-                    j = perm[s * B + i]
-                    xb[i, :] = X[j]
-                    yb[i] = y[j]
-                A[:] = np.dot(xb, W1)
-                for i in range(B):
-                    for j in range(Hd):
-                        v = A[i, j] + b1[j]
-                        A[i, j] = v if v > 0 else np.float32(0)
-                P[:] = np.dot(A, W2)
-                for i in range(B):
-                    m = np.float32(-np.inf)
-                    for c in range(C):
-                        P[i, c] += b2[c]
-                        if P[i, c] > m:
-                            m = P[i, c]
-                    se = np.float32(0)
-                    for c in range(C):
-                        e = np.exp(P[i, c] - m)
-                        P[i, c] = e
-                        se += e
-                    for c in range(C):
-                        P[i, c] = P[i, c] / se * inv
-                    P[i, yb[i]] -= inv
-                gW2 = np.dot(A.T, P)
-                dA = np.dot(P, W2.T)
-                for c in range(C):
-                    acc = np.float32(0)
-                    for i in range(B):
-                        acc += P[i, c]
-                    b2[c] -= lr * acc
-                for j in range(Hd):
-                    acc = np.float32(0)
-                    for i in range(B):
-                        if A[i, j] <= 0:
-                            dA[i, j] = 0
-                        acc += dA[i, j]
-                    b1[j] -= lr * acc
-                gW1 = np.dot(xb.T, dA)
-                W2 -= lr * gW2
-                W1 -= lr * gW1
-            return W1, b1, W2, b2
-        _numba_epoch = epoch
-    return _numba_epoch
-
-
-def train_numba(params, X, y, B, nsteps, perm):
-    W1, b1, W2, b2 = [p.copy() for p in params]
-    ep = _get_numba_epoch()
-    ep(W1, b1, W2, b2, X, y, perm, B, nsteps, np.float32(LR))
-    return [W1, b1, W2, b2]
-
-
-def train_torch(params, X, y, B, nsteps, perm):
-    import torch
-    model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                torch.nn.Linear(128, 10))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.from_numpy(params[0].T.copy()))
-        model[0].bias.copy_(torch.from_numpy(params[1]))
-        model[2].weight.copy_(torch.from_numpy(params[2].T.copy()))
-        model[2].bias.copy_(torch.from_numpy(params[3]))
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    lossf = torch.nn.CrossEntropyLoss()
-    Xt = torch.from_numpy(X)
-    yt = torch.from_numpy(y)
-    order = torch.from_numpy(perm)
-    for s in range(nsteps):
-        idx = order[s * B:(s + 1) * B]
-        xb = Xt[idx]
-        yb = yt[idx]
-        opt.zero_grad()
-        loss = lossf(model(xb), yb)
-        loss.backward()
-        opt.step()
-    return [model[0].weight.detach().numpy().T.copy(), model[0].bias.detach().numpy().copy(),
-            model[2].weight.detach().numpy().T.copy(), model[2].bias.detach().numpy().copy()]
-
-
-def _jax_fns():
-    import jax
-    import jax.numpy as jnp
-
-    def loss(params, xb, yb):
-        W1, b1, W2, b2 = params
-        h = jnp.maximum(xb @ W1 + b1, 0.0)
-        z = h @ W2 + b2
-        z = z - jnp.max(z, axis=1, keepdims=True)
-        lse = jnp.log(jnp.sum(jnp.exp(z), axis=1))
-        return jnp.mean(lse - z[jnp.arange(xb.shape[0]), yb])
-
-    def update(params, xb, yb):
-        g = jax.grad(loss)(params, xb, yb)
-        return tuple(p - LR * gp for p, gp in zip(params, g))
-
-    def epoch(params, Xb, Yb):
-        def body(p, batch):
-            return update(p, batch[0], batch[1]), None
-        return jax.lax.scan(body, params, (Xb, Yb))[0]
-
-    return jax.jit(update), jax.jit(epoch)
-
-
-_JAX = {}
-
-
-def train_jax_step(params, X, y, B, nsteps, perm):
-    import jax
-    if "step" not in _JAX:
-        _JAX["step"], _JAX["epoch"] = _jax_fns()
-    upd = _JAX["step"]
-    p = tuple(jax.numpy.asarray(a) for a in params)
-    for s in range(nsteps):
-        idx = perm[s * B:(s + 1) * B]
-        p = upd(p, X[idx], y[idx].astype(np.int32))
-    return [np.asarray(a) for a in jax.block_until_ready(p)]
-
-
-def train_jax_scan(params, X, y, B, nsteps, perm):
-    import jax
-    if "step" not in _JAX:
-        _JAX["step"], _JAX["epoch"] = _jax_fns()
-    order = perm[:nsteps * B]
-    Xb = jax.numpy.asarray(X[order].reshape(nsteps, B, 784))
-    Yb = jax.numpy.asarray(y[order].reshape(nsteps, B).astype(np.int32))
-    p = _JAX["epoch"](tuple(jax.numpy.asarray(a) for a in params), Xb, Yb)
-    return [np.asarray(a) for a in jax.block_until_ready(p)]
-
-
-def srcgrad_epoch(X, y, B, nsteps, threads, epochs=1):
-    """srcgrad's own trainer: examples/train_mnist.py train(arrays=..., epochs=epochs, sgd).
-
-    Returns (median seconds per epoch as the example measures them (compile excluded), train loss
-    after the first epoch).
-    """
-    path = REPO / "examples" / "train_mnist.py"
-    if not path.exists():
-        raise FileNotFoundError("examples/train_mnist.py not found")
-    spec = importlib.util.spec_from_file_location("train_mnist_example", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod     # srcgrad and Numba's on-disk cache look the module up by name
-    spec.loader.exec_module(mod)
-    n = nsteps * B
-    out = mod.train(arrays=(X[:n], y[:n], X[:100], y[:100]), epochs=epochs, batch_size=B, lr=LR,
-                    optimizer="sgd", threads=threads, quiet=True, download=False,
-                    log=lambda *a, **k: None)
-    h = out["history"]
-    return float(np.median(h["seconds"])), float(h["train_loss"][0])
-
-
-# One epoch of examples/train_mnist.py in a fresh process, on random data of MNIST's shape: its
-# compile_seconds (the compile before epoch 1, which the epoch clock leaves out).
-_COMPILE_RUN = r"""
-import importlib.util, json, sys
-import numpy as np
-spec = importlib.util.spec_from_file_location("train_mnist_example", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
-B, threads = int(sys.argv[2]), int(sys.argv[3])
-rng = np.random.default_rng(0)
-X = rng.random((2 * B, 784), dtype=np.float32)
-y = rng.integers(0, 10, 2 * B)
-out = mod.train(arrays=(X, y, X[:B], y[:B]), epochs=1, batch_size=B, lr=0.1, optimizer="sgd",
-                threads=threads, quiet=True, download=False, log=lambda *a, **k: None)
-print(json.dumps(out["compile_seconds"]))
-"""
-
-
-def srcgrad_compile(B, threads, timeout=1200):
-    """The first-epoch compile of examples/train_mnist.py, in two fresh processes sharing a new
-    SRCGRAD_CACHE_DIR and NUMBA_CACHE_DIR: "cold" (nothing cached: source transformation + Numba compile) then
-    "warm" (generated module and machine code loaded from the cache). Each: {"gradient": s,
-    "loop": s} as the script measures them (the training loop: srcgrad.optim.MinibatchLoop, loaded
-    from Numba's cache when warm, and the accuracy counter, compiled in every process)."""
-    path = REPO / "examples" / "train_mnist.py"
-    cache = tempfile.mkdtemp(prefix="srcgrad-mnist-compile-")
-    # a fresh Numba cache as well: srcgrad's own compiled library functions (MinibatchLoop, the
-    # optimizer kernels, runtime helpers) count as compile work in the cold run
-    env = dict(os.environ, SRCGRAD_CACHE_DIR=cache, NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
-    out = {}
-    try:
-        for label in ("cold", "warm"):
-            proc = subprocess.run([sys.executable, "-c", _COMPILE_RUN, str(path), str(B), str(threads)],
-                                  env=env, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{label} run failed: {proc.stderr.strip().splitlines()[-1:]}")
-            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+def _versions(tools):
+    import numba
+    import numpy
+    out = {"python": platform.python_version(), "numpy": numpy.__version__,
+           "numba": numba.__version__}
+    for mod in ("jax", "torch", "scipy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
     return out
 
 
-TOOLS = [
-    ("numpy backprop", "numpy", lambda: train_numpy),
-    ("numba backprop (epoch in one njit)", "numba", lambda: train_numba),
-    ("torch eager", "torch", lambda: train_torch),
-    ("jax jit per step", "jax", lambda: train_jax_step),
-    ("jax lax.scan epoch", "jax", lambda: train_jax_scan),
-    ("srcgrad (examples/train_mnist.py)", "srcgrad", None),
-    ("BLAS floor (matmuls only)", "numpy", lambda: train_blas_floor),
-]
+def run_config(args, n_threads, log=print):
+    """Every tool on ``n_threads`` CPUs (the caller set the threads up before importing them)."""
+    from benchmarks.lib import machine
+    from benchmarks.lib import mnist_trainers as M
+    from srcgrad.training.mlp import epoch_permutation, init_params
 
-
-def run(batches=(64, 256), quick=False, log=print, quick_steps=300, reps=None, threads=1):
-    """Returns (records, note)."""
-    try:
-        X, y = load_mnist()
-    except Exception as e:
-        return [dict(tool="all", batch="-", status=f"missing data: {e}")], ""
+    runtime = _threads.apply_runtime_threads(n_threads)
+    X, y, data_note = _load_data(args.random_data, args.samples)
+    if args.samples:
+        X, y = X[:args.samples], y[:args.samples]
+        data_note += f", first {len(X)} samples"
     n = X.shape[0]
-    params = init_params()
-    recs = []
-    reps = reps or (1 if quick else 3)   # each tool: the median of reps epochs
-    for B in batches:
-        spe = n // B
-        nsteps = min(spe, quick_steps) if quick else spe
-        perm = batch_order(n)
-        ref = train_numpy(params, X, y, B, 5, perm)
-        for label, pkg, getter in TOOLS:
-            r = dict(tool=label, batch=B)
-            recs.append(r)
-            try:
-                if pkg not in ("numpy", "numba", "srcgrad"):
-                    __import__(pkg)
-            except ImportError:
-                r["status"] = "missing"
-                log(f"  mnist B={B} {label}: missing")
-                continue
-            if getter is None:       # srcgrad: its own trainer and clock
-                try:
-                    secs, tl = srcgrad_epoch(X, y, B, nsteps, threads, epochs=reps)
-                    if not math.isfinite(tl) or tl > 2.3:
-                        r["status"] = f"WRONG (train loss {tl:.3f} after one epoch)"
-                    else:
-                        r["status"] = f"ok (train loss {tl:.3f})"
-                        r["s_per_epoch"] = secs * spe / nsteps
-                        r["measured"] = (f"its own epoch clock, {nsteps} steps x{reps}, "
-                                         "shuffled, compile excluded")
-                except Exception as e:
-                    from benchmarks.lib.harness import short_error
-                    r["status"] = "failed: " + short_error(e)
-                log(f"  mnist B={B} {label}: {r['status']} {r.get('s_per_epoch', '')}")
-                continue
-            try:
-                train = getter()
-                out = train(params, X, y, B, 5, perm)
-                if out is not None:
-                    err = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
-                              for a, b in zip(out, ref))
-                    if not err < 1e-3:
-                        r["status"] = f"WRONG (params after 5 steps, rel err {err:.1e})"
-                        log(f"  mnist B={B} {label}: {r['status']}")
-                        continue
-                if label.startswith("jax lax.scan"):
-                    train(params, X, y, B, nsteps, perm)   # compile for this epoch length
-                ts = []
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    train(params, X, y, B, nsteps, perm)
-                    ts.append(time.perf_counter() - t0)
-                t = float(np.median(ts))
-                r["s_per_epoch"] = t * spe / nsteps
-                r["measured"] = (f"{nsteps} steps x{reps}" + (" (extrapolated to "
-                                 f"{spe} steps)" if nsteps != spe else " (full epoch)"))
-                r["status"] = "ok"
-            except Exception as e:
-                from benchmarks.lib.harness import short_error
-                r["status"] = "failed: " + short_error(e)
-            log(f"  mnist B={B} {label}: {r['status']} {r.get('s_per_epoch', '')}")
-        sg = next((r for r in recs if r["batch"] == B and r["tool"].startswith("srcgrad (")
-                   and r.get("s_per_epoch")), None)
-        if sg:
-            for r in recs:
-                if r["batch"] == B and r.get("s_per_epoch"):
-                    r["x_srcgrad"] = r["s_per_epoch"] / sg["s_per_epoch"]
-    if not quick:
-        B = batches[0]
+    out = {"threads": n_threads, "cpus": sorted(os.sched_getaffinity(0)), "data": data_note,
+           "runtime_threads": runtime, "batches": {}}
+    available = {}
+    for tool in args.tools:
         try:
-            compiled = srcgrad_compile(B, threads)
-        except Exception as e:
-            from benchmarks.lib.harness import short_error
-            compiled = {"error": short_error(e)}
-        for label, where in (("cold", "fresh process, empty SRCGRAD_CACHE_DIR: source transformation "
-                                      "and Numba compile"),
-                             ("warm", "fresh process, same SRCGRAD_CACHE_DIR: generated module and "
-                                      "machine code loaded")):
-            r = dict(tool=f"srcgrad compile before epoch 1, {label} cache", batch=B, measured=where)
-            c = compiled.get(label)
-            if c is None:
-                r["status"] = "failed: " + compiled.get("error", "?")
+            __import__(M.TRAINERS[tool].needs)
+            available[tool] = True
+        except ImportError:
+            available[tool] = False
+    out["versions"] = _versions(args.tools)
+    params0 = init_params(128, seed=0)
+    for B in args.batches:
+        spe = n // B
+        nsteps = min(spe, args.quick_steps) if args.quick else spe
+        rec = {}
+        out["batches"][str(B)] = rec
+        trainers = {}
+        check_order = epoch_permutation(n, 0, 0)
+        ref = M.reference_steps(params0, X, y, check_order, B, CHECK_STEPS)
+        for tool in args.tools:
+            r = rec[tool] = {"label": M.LABELS[tool], "times": [], "foreign": []}
+            if not available[tool]:
+                r["status"] = "missing"
+                continue
+            try:
+                t = M.TRAINERS[tool](X, y, B)
+                t.epoch_steps = nsteps
+                r["compile_s"] = t.setup(params0)
+                if tool != "blas-floor":
+                    t.epoch(check_order[:CHECK_STEPS * B])
+                    err = M.max_rel_err(t.params(), ref)
+                    r["check_rel_err"] = err
+                    if not err < CHECK_TOL:
+                        r["status"] = f"WRONG (parameters after {CHECK_STEPS} steps: rel err {err:.1e})"
+                        continue
+                    t.setup(params0)            # back to the start (no recompile)
+                trainers[tool] = t
+                r["status"] = "ok"
+            except Exception as exc:          # a failing tool is reported, the others go on
+                r["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            log(f"  [{n_threads} cpu] B={B} {tool}: {r['status']} "
+                f"(compile {r.get('compile_s', 0):.2f} s)")
+        names = list(trainers)
+        share, t_start = args.budget / len(args.batches), time.perf_counter()
+        for rnd in range(args.rounds):
+            order = epoch_permutation(n, 0, rnd + 1)[:nsteps * B]
+            k = rnd % max(1, len(names))
+            for tool in names[k:] + names[:k]:
+                with machine.LoadProbe() as probe:
+                    trainers[tool].epoch(order)
+                rec[tool]["times"].append(probe.wall * spe / nsteps)
+                rec[tool]["foreign"].append(probe.foreign)
+            log(f"  [{n_threads} cpu] B={B} round {rnd + 1}: " + ", ".join(
+                f"{t} {rec[t]['times'][-1]:.3f}s" for t in names))
+            spent = time.perf_counter() - t_start
+            if rnd + 1 < args.rounds and spent > share and (rnd >= 1 or spent > 2 * share):
+                out.setdefault("stopped_by_budget", []).append(
+                    f"batch {B}: {rnd + 1} of {args.rounds} rounds ({spent:.0f} s > {share:.0f} s)")
+                break
+        for tool in names:
+            rec[tool]["steps_timed"] = nsteps
+            rec[tool]["steps_per_epoch"] = spe
+    out["blas"] = machine.blas_info()
+    out["cpu_model"] = machine.cpu_model()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Summary and report (parent process)
+# ------------------------------------------------------------------------------------------------
+
+def summarize(rec, max_foreign):
+    """Per tool: median s/epoch over clean rounds, median per-round ratio to srcgrad."""
+    import statistics
+
+    def clean(i, tool):
+        f = rec[tool]["foreign"][i]
+        return f is not None and f <= max_foreign
+
+    base = rec.get("srcgrad", {})
+    rows = {}
+    for tool, r in rec.items():
+        times = r.get("times") or []
+        row = {"status": r["status"], "compile_s": r.get("compile_s")}
+        rows[tool] = row
+        if not times:
+            continue
+        idx = [i for i in range(len(times)) if clean(i, tool)]
+        row["disturbed"] = len(idx) < 2
+        use = idx if not row["disturbed"] else list(range(len(times)))
+        row["rounds_clean"], row["rounds"] = len(idx), len(times)
+        row["s_per_epoch"] = statistics.median(times[i] for i in use)
+        fs = [f for f in r["foreign"] if f is not None]
+        row["foreign_max"] = max(fs) if fs else None
+        row["foreign_median"] = statistics.median(fs) if fs else None
+        if base.get("times") and len(base["times"]) == len(times):
+            pair = [i for i in range(len(times)) if clean(i, tool) and clean(i, "srcgrad")]
+            row["ratio_disturbed"] = len(pair) < 2
+            pair = pair if len(pair) >= 2 else list(range(len(times)))
+            row["x_srcgrad"] = statistics.median(times[i] / base["times"][i] for i in pair)
+    return rows
+
+
+def _fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def write_report(args, configs, path_md, path_json, command):
+    from benchmarks.lib.mnist_trainers import LABELS, LR
+    L = ["# MNIST epoch: srcgrad and peers, interleaved", "",
+         f"`{command}` — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+         f"{platform.node() or 'this machine'}", ""]
+    first = next(iter(configs.values()), {})
+    L += [f"* CPU: {first.get('cpu_model', '?')}; data: {first.get('data', '?')}",
+          "* versions: " + ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items()),
+          f"* model: 784-128-10 MLP, `srcgrad.training.mlp` (init seed 0), SGD lr={LR}, float32, "
+          "last partial batch dropped; every trainer gathers its shuffled minibatches except the "
+          "GEMM floor (the five products of each step on contiguous slices).",
+          f"* {args.rounds} interleaved rounds (one epoch of every tool per round, order rotated); "
+          "s/epoch: median over rounds; ×srcgrad: median of the per-round ratios. Rounds where "
+          f"other processes took > {args.max_foreign} cores of this process's CPUs are "
+          "discarded (DISTURBED: fewer than 2 clean rounds, all used).",
+          f"* checked before timing: parameters after {CHECK_STEPS} SGD steps from the same start "
+          f"against a float64 NumPy reference (max rel. err < {CHECK_TOL:g}).",
+          ]
+    if args.quick:
+        L.append(f"* --quick: {args.quick_steps} steps per epoch, extrapolated to a full epoch.")
+    L.append("")
+    for name, cfg in configs.items():
+        if "error" in cfg:
+            L += [f"## {name}", "", f"failed: {cfg['error']}", ""]
+            continue
+        L += [f"## {name} (CPUs {cfg['cpus']}, runtime threads {cfg.get('runtime_threads')})", ""]
+        for note in cfg.get("stopped_by_budget", []):
+            L += [f"* rounds stopped by --budget {args.budget:g} s: {note}"]
+        if cfg.get("stopped_by_budget"):
+            L.append("")
+        for i, (B, rec) in enumerate(cfg["batches"].items()):
+            rows = summarize(rec, args.max_foreign)
+            # srcgrad's cache state applies to the first batch size; later ones reuse the process
+            cache = cfg.get("srcgrad_cache", "?") if i == 0 else "same process"
+            L += [f"### batch {B}", "",
+                  "| tool | s/epoch | × srcgrad | compile s | clean rounds | foreign load "
+                  "(median / max cores) | check rel. err | status |",
+                  "|---|---|---|---|---|---|---|---|"]
+            for tool, row in rows.items():
+                r = rec[tool]
+                ratio = _fmt(row.get("x_srcgrad"), ".2f") + \
+                    (" (DISTURBED)" if row.get("ratio_disturbed") else "")
+                sec = _fmt(row.get("s_per_epoch"), ".3f") + \
+                    (" (DISTURBED)" if row.get("disturbed") else "")
+                comp = row.get("compile_s")
+                if tool == "srcgrad" and comp is not None:
+                    comp_s = f"{comp:.1f} ({cache})"
+                else:
+                    comp_s = "–" if not comp else f"{comp:.2f}"
+                L.append(f"| {LABELS[tool]} | {sec} | {ratio} | {comp_s} | "
+                         f"{row.get('rounds_clean', 0)}/{row.get('rounds', 0)} | "
+                         f"{_fmt(row.get('foreign_median'), '.2f')} / "
+                         f"{_fmt(row.get('foreign_max'), '.2f')} | "
+                         f"{_fmt(r.get('check_rel_err'), '.1e')} | {row['status']} |")
+            L.append("")
+        L += ["BLAS / thread pools (threadpoolctl):", ""]
+        for b in cfg.get("blas", []):
+            L.append("* " + ", ".join(f"{k}={v}" for k, v in b.items()))
+        L.append("")
+    Path(path_md).write_text("\n".join(L))
+    Path(path_json).write_text(json.dumps({"command": command, "configs": configs,
+                                           "max_foreign": args.max_foreign}, indent=1))
+    return "\n".join(L)
+
+
+def main(argv=None):
+    args = _parse(argv)
+    if args.child:                      # one configuration: set threads up, then import
+        n = int(os.environ["MNIST_BENCH_THREADS"])
+        _threads.setup_threads(n)
+        out = run_config(args, n, log=lambda s: print(s, flush=True))
+        out["srcgrad_cache"] = os.environ.get("MNIST_BENCH_CACHE_STATE", "?")
+        Path(args.child).write_text(json.dumps(out))
+        return 0
+    ncpu = _cpu_count()
+    configs = {}
+    tmp = tempfile.mkdtemp(prefix="mnist-bench-")
+    # fresh caches shared by the configurations: srcgrad compiles cold in the first, loads warm
+    env = dict(os.environ, SRCGRAD_CACHE_DIR=os.path.join(tmp, "srcgrad"),
+               NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    try:
+        for i, spec in enumerate(args.threads.split(",")):
+            n = ncpu if spec == "all" else min(int(spec), ncpu)
+            name = f"every tool on {n} CPU" + ("s" if n > 1 else "")
+            if name in configs:
+                continue
+            path = os.path.join(tmp, f"config{i}.json")
+            env_i = dict(env, MNIST_BENCH_THREADS=str(n),
+                         MNIST_BENCH_CACHE_STATE="cold" if i == 0 else "warm")
+            print(f"[mnist_bench] {name}", flush=True)
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *passthrough,
+                                   "--child", path], env=env_i)
+            if proc.returncode != 0 or not os.path.exists(path):
+                configs[name] = {"error": f"child exited with {proc.returncode}"}
             else:
-                r["compile_s"] = c
-                r["status"] = (f"ok: {c['gradient'] + c['loop']:.1f} s (gradient {c['gradient']:.1f} s, "
-                               f"training loop {c['loop']:.1f} s)")
-            recs.append(r)
-            log(f"  mnist srcgrad compile ({label} cache): {r['status']}")
-    note = (f"60,000 training images, SGD lr={LR}, float32, last partial batch dropped; every trainer "
-            "gathers shuffled minibatches (one fixed permutation), except the BLAS floor, which "
-            "multiplies contiguous slices. "
-            f"s/epoch is the median of {reps} epochs per tool (after a warm-up). "
-            "Every tool's parameters after 5 SGD steps were compared with the NumPy backprop "
-            "(rel. tol 1e-3) before timing. Data loading/decompression is not timed; JAX "
-            "per-step feeds NumPy batches (host->device each step), the lax.scan epoch includes "
-            "placing the epoch's data once (compile excluded). srcgrad contract: "
-            "examples/train_mnist.py train(arrays=..., epochs=reps, optimizer='sgd'): its own per-epoch "
-            "clock (shuffled batches, one compiled srcgrad.optim.MinibatchLoop call per epoch, compile "
-            "excluded). The compile rows time "
-            "what the script compiles before its first epoch (train(...)['compile_seconds']), in "
-            "fresh processes: the gradient (srcgrad transform + Numba, or the cache load) and the "
-            "training loop (MinibatchLoop from Numba's cache when warm; the accuracy counter is "
-            "compiled in every process).")
-    return recs, note
+                configs[name] = json.loads(Path(path).read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(args.outdir, exist_ok=True)
+    command = "python benchmarks/mnist_bench.py " + " ".join(passthrough)
+    md = write_report(args, configs, os.path.join(args.outdir, args.out + ".md"),
+                      os.path.join(args.outdir, args.out + ".json"), command.strip())
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

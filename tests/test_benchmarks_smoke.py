@@ -106,3 +106,88 @@ def test_blas_bench_on_tiny_config(tmp_path):
     assert len(rows) == 2 * 2 * 5          # dtypes x batch sizes x products
     assert all(r["srcgrad matmul us"] > 0 and r["numba np.dot / numpy"] > 0 for r in rows)
     assert "| float32 | 256 | `X.T @ dh` |" in (tmp_path / "blas.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# MNIST epoch benchmark (benchmarks/mnist_bench.py): in-process, tiny, random data
+# ------------------------------------------------------------------------------------------------
+
+def _mnist_bench_args(tools, *extra):
+    from benchmarks import mnist_bench
+    return mnist_bench._parse(["--quick", "--quick-steps", "4", "--rounds", "3", "--random-data",
+                               "--samples", "1024", "--tools", ",".join(tools), *extra])
+
+
+def test_mnist_bench_checks_times_and_reports(tmp_path, monkeypatch):
+    from benchmarks import mnist_bench
+    from benchmarks.lib import mnist_trainers as M
+
+    class Broken(M.NumpyTrainer):          # a trainer that forgets the bias updates
+        def epoch(self, order):
+            b1, b2 = self.p[1].copy(), self.p[3].copy()
+            super().epoch(order)
+            self.p[1][:], self.p[3][:] = b1, b2
+
+    monkeypatch.setitem(M.TRAINERS, "torch", Broken)     # stands in for a peer
+    args = _mnist_bench_args(["numpy", "numba", "blas-floor", "torch"])
+    cfg = mnist_bench.run_config(args, 1, log=lambda s: None)
+    rec = cfg["batches"]["64"]
+    for tool in ("numpy", "numba"):
+        assert rec[tool]["status"] == "ok", rec[tool]
+        assert rec[tool]["check_rel_err"] < 1e-5
+    assert rec["blas-floor"]["status"] == "ok"
+    assert rec["torch"]["status"].startswith("WRONG") and rec["torch"]["times"] == []
+    for tool in ("numpy", "numba", "blas-floor"):       # interleaved: one epoch each per round
+        assert len(rec[tool]["times"]) == 3 and all(t > 0 for t in rec[tool]["times"])
+        assert all(f is None or f >= 0 for f in rec[tool]["foreign"])
+    cfg["srcgrad_cache"] = "cold"
+    md = mnist_bench.write_report(args, {"every tool on 1 CPU": cfg}, tmp_path / "m.md",
+                                  tmp_path / "m.json", "python benchmarks/mnist_bench.py --quick")
+    assert "| hand NumPy (out=, in place) |" in md and "WRONG" in md
+    assert json.loads((tmp_path / "m.json").read_text())["configs"]
+    assert cfg["blas"], "threadpoolctl's BLAS description is recorded"
+
+
+def test_mnist_bench_ratios_use_clean_rounds_only():
+    from benchmarks import mnist_bench
+    rec = {"srcgrad": {"status": "ok", "times": [1.0, 1.0, 9.0, 1.0], "foreign": [0, 0, 0.9, 0]},
+           "numpy": {"status": "ok", "times": [2.0, 2.0, 2.0, 3.0], "foreign": [0, 0, 0, 0.5]}}
+    rows = mnist_bench.summarize(rec, 0.1)
+    assert rows["srcgrad"]["s_per_epoch"] == 1.0 and rows["srcgrad"]["rounds_clean"] == 3
+    assert rows["numpy"]["x_srcgrad"] == 2.0 and not rows["numpy"]["ratio_disturbed"]
+    dirty = {k: dict(v, foreign=[1.0] * 4) for k, v in rec.items()}
+    rows = mnist_bench.summarize(dirty, 0.1)
+    assert rows["numpy"]["disturbed"] and rows["numpy"]["ratio_disturbed"]
+
+
+@pytest.mark.slow
+def test_mnist_bench_srcgrad_trainer_matches_reference():
+    from benchmarks import mnist_bench
+    args = _mnist_bench_args(["srcgrad", "numpy"])
+    rec = mnist_bench.run_config(args, 1, log=lambda s: None)["batches"]["64"]
+    assert rec["srcgrad"]["status"] == "ok" and rec["srcgrad"]["check_rel_err"] < 1e-5
+    assert len(rec["srcgrad"]["times"]) == 3
+
+
+@pytest.mark.parametrize("tool", ["numpy-hand", "jax", "torch", "autograd"])
+def test_vectorized_gmm_peers_run_the_identical_program(tool):
+    """Each peer's transliteration of programs.gmm_vectorized (lib/gmm_identical.py) gives the
+    reference gradient (the hand Numba adjoint of the loop form) on a small random problem."""
+    from benchmarks import array_bench
+    from benchmarks.lib import gmm_identical
+    if tool != "numpy-hand":
+        pytest.importorskip(tool)
+    args, vargs = array_bench.gmm_args({"d": 4, "K": 3, "n": 9}, seed=5)
+    _, ref = adjoints.hand_value_and_grad("gmm", args)
+    b = gmm_identical.build(tool, vargs)
+    ok, err, msg = checks.compare_grads(b["to_numpy"](b["block"](b["run"]())), ref, 1e-8)
+    assert ok, msg
+
+
+def test_mnist_bench_budget_stops_rounds():
+    from benchmarks import mnist_bench
+    args = _mnist_bench_args(["numpy"], "--rounds", "6", "--budget", "1e-9")
+    cfg = mnist_bench.run_config(args, 1, log=lambda s: None)
+    # one round alone took more than twice the (tiny) share: stopped after it
+    assert len(cfg["batches"]["64"]["numpy"]["times"]) == 1
+    assert cfg["stopped_by_budget"] and "1 of 6 rounds" in cfg["stopped_by_budget"][0]

@@ -1,0 +1,80 @@
+"""``gemm``: a matrix product with alpha/beta into a given output, callable from compiled code.
+
+    gemm(A, B, C, alpha, beta, trans_a, trans_b)    # C = alpha * op(A) @ op(B) + beta * C
+
+``op(X)`` is ``X.T`` when its flag is true. A, B and C are C-contiguous 2-d float32 or float64
+arrays of one dtype. Inside ``@numba.njit`` code the product calls the BLAS that srcgrad's cpu
+backend calls for ``@`` (NumPy's own ``cblas_?gemm``, found by symbol name), so a training loop
+written by hand, the benchmarks' hand-written trainers and srcgrad's generated code all multiply
+with the same library; where NumPy's BLAS was not found it falls back to ``np.dot``.
+
+Why alpha/beta: an SGD step on a weight is a product accumulated into the weight,
+``W = -lr * X.T @ dH + W``, one BLAS call with no gradient buffer and no separate update pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import overload
+
+__all__ = ["gemm"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def gemm(A, B, C, alpha, beta, trans_a, trans_b):
+    """Uncompiled reference (the same contract): ``C = alpha * op(A) @ op(B) + beta * C``."""
+    a = A.T if trans_a else A
+    b = B.T if trans_b else B
+    product = a @ b
+    if beta == 0:                       # BLAS semantics: C is not read when beta is zero
+        C[...] = alpha * product
+    else:
+        C[...] = alpha * product + beta * C
+
+
+@overload(gemm)
+def _gemm_ov(A, B, C, alpha, beta, trans_a, trans_b):
+    for name, x in (("A", A), ("B", B), ("C", C)):
+        if not (isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C"
+                and x.dtype in (types.float32, types.float64)):
+            raise TypingError(f"srcgrad.training.blas.gemm: {name} must be a C-contiguous 2-d "
+                              f"float32/float64 array, got {x}")
+    if not A.dtype == B.dtype == C.dtype:
+        raise TypingError("srcgrad.training.blas.gemm: A, B and C must have one dtype")
+    if not C.mutable:
+        raise TypingError("srcgrad.training.blas.gemm: C is read-only")
+    real = A.dtype
+    from srcgrad.backends import cpu
+    routines = getattr(cpu, "_NUMPY_GEMM", None)
+
+    if routines is None:                # no NumPy BLAS symbol: Numba's np.dot (SciPy's BLAS)
+        def impl_dot(A, B, C, alpha, beta, trans_a, trans_b):
+            a = A.T if trans_a else A
+            b = B.T if trans_b else B
+            product = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
+            if beta == 0:
+                C[:, :] = real(alpha) * product
+            else:
+                C[:, :] = real(alpha) * product + real(beta) * C
+        return impl_dot
+
+    routine = routines[0] if real == types.float32 else routines[1]
+    blas_int = cpu._BLAS_INT
+
+    def impl(A, B, C, alpha, beta, trans_a, trans_b):
+        m, n = C.shape
+        k = A.shape[0] if trans_a else A.shape[1]
+        a_rows = A.shape[1] if trans_a else A.shape[0]
+        b_rows, b_cols = (B.shape[1], B.shape[0]) if trans_b else (B.shape[0], B.shape[1])
+        if a_rows != m or b_rows != k or b_cols != n:
+            raise ValueError("gemm: shapes of op(A), op(B) and C do not match")
+        if m == 0 or n == 0:
+            return
+        routine(np.int32(_ROW_MAJOR), np.int32(_TRANS if trans_a else _NO_TRANS),
+                np.int32(_TRANS if trans_b else _NO_TRANS), blas_int(m), blas_int(n),
+                blas_int(k), real(alpha), A.ctypes, blas_int(max(1, A.shape[1])), B.ctypes,
+                blas_int(max(1, B.shape[1])), real(beta), C.ctypes, blas_int(max(1, n)))
+    return impl

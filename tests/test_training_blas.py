@@ -1,0 +1,48 @@
+"""srcgrad.training.blas.gemm: C = alpha * op(A) @ op(B) + beta * C, compiled and uncompiled."""
+
+import numba
+import numpy as np
+import pytest
+
+from srcgrad.training.blas import gemm
+
+
+@numba.njit
+def _compiled(A, B, C, alpha, beta, ta, tb):
+    gemm(A, B, C, alpha, beta, ta, tb)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_all_transposes_alpha_beta(dtype):
+    rng = np.random.default_rng(0)
+    m, k, n = 5, 7, 3
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for ta in (False, True):
+        for tb in (False, True):
+            A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+            B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+            C0 = rng.standard_normal((m, n)).astype(dtype)
+            for alpha, beta in ((1.0, 0.0), (-0.1, 1.0), (2.0, -0.5)):
+                want = alpha * ((A.T if ta else A) @ (B.T if tb else B)) + beta * C0
+                for fn in (_compiled, gemm):
+                    C = C0.copy()
+                    fn(A, B, C, alpha, beta, ta, tb)
+                    np.testing.assert_allclose(C, want, rtol=tol, atol=tol)
+
+
+def test_gemm_beta_zero_ignores_nan_in_output():
+    # BLAS semantics: with beta == 0, C's old contents (here NaN) are not read
+    A, B = np.ones((2, 3)), np.ones((3, 2))
+    C = np.full((2, 2), np.nan)
+    _compiled(A, B, C, 1.0, 0.0, False, False)
+    np.testing.assert_array_equal(C, np.full((2, 2), 3.0))
+
+
+def test_gemm_nan_propagates_and_shape_mismatch_raises():
+    A, B = np.ones((2, 3)), np.ones((3, 2))
+    A[0, 0] = np.nan
+    C = np.zeros((2, 2))
+    _compiled(A, B, C, 1.0, 0.0, False, False)
+    assert np.isnan(C[0]).all() and np.isfinite(C[1]).all()
+    with pytest.raises(ValueError, match="shapes"):
+        _compiled(A, B, np.zeros((3, 3)), 1.0, 0.0, False, False)
