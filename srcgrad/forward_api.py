@@ -217,10 +217,11 @@ class HvpFunction(_ForwardBase):
                                    f"returns a {result_kind} (use srcgrad.jacobian, jvp or vjp)")
             module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, "python",
                                                          "float64", lowered=False)
-            if "prod_adjoint(" in source:
-                raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative of "
-                                   "np.prod is not supported (its tangent uses a runtime helper that "
-                                   "has no adjoint); jvp and grad of np.prod work")
+            for helper, what in (("prod_adjoint(", "np.prod"), ("cumprod_tangent(", "np.cumprod")):
+                if helper in source:
+                    raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative "
+                                       f"of {what} is not supported (its tangent uses a runtime helper "
+                                       f"that has no adjoint); jvp and grad of {what} work")
             tangent_function = getattr(module, f"{name}_tangent")
             wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
             inner = _TangentGradient(tangent_function, wrt=wrt, target=self.target, mode="grad")

@@ -1013,6 +1013,7 @@ def logaddexp2_tangent(result, x, y):
 
 from .runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoint,  # noqa: E402,F401
                       trace_adjoint, var_adjoint)
+from .runtime import cumprod_tangent  # noqa: E402,F401
 
 
 def _axis_value(x, axis, what):
@@ -1046,10 +1047,15 @@ _library(np.cumprod, "np_cumprod", _cumprod, _cumulative_kind)
 
 
 # (forward mode: the linear functions in this section have the same call on the tangent as
-# tangent; np.cumprod has none yet: its tangent divides by x, wrong where x is 0)
+# tangent; np.cumprod's runs the product's recurrence on the tangent, dividing by nothing)
 @register_tangent(np.cumsum)
 def _cumsum_tangent(result, x, axis=None):
     d[result] += np.cumsum(d[x], axis=axis)
+
+
+@register_tangent(np.cumprod)
+def _cumprod_tangent(result, x, axis=None):
+    d[result] += cumprod_tangent(d[x], x, axis)
 
 
 def _diff_kind(x, n=1, axis=-1, **kw):
@@ -1473,6 +1479,11 @@ def _meshgrid(result, x, y, indexing="xy"):
 _library(np.meshgrid, "np_meshgrid", _meshgrid, _meshgrid_kind)
 
 
+@register_tangent(np.meshgrid)          # linear: the grids of the tangents
+def _meshgrid_tangent(result, x, y, indexing="xy"):
+    d[result] += np.meshgrid(d[x], d[y], indexing=indexing)
+
+
 def _split_kind(what):
     def kind(ary, indices_or_sections, axis=0):
         _axis_value(ary, axis, what)
@@ -1830,6 +1841,7 @@ def _norm_tangent(result, x, ord=None, axis=None, keepdims=False):
 
 from .runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
                       special_polygamma1, stats_t_logpdf_adjoint)
+from .runtime import special_polygamma2  # noqa: E402,F401
 
 _SCIPY_REGISTERED = []
 
@@ -1900,24 +1912,30 @@ def _digamma_tangent(result, x):
 
 
 # hvp differentiates the tangents above again: digamma (runtime helper) has the trigamma as
-# derivative; the trigamma's own derivative is not provided (a clear error, not a wrong answer)
+# derivative, the trigamma the tetragamma (polygamma(2, x)); the tetragamma's own derivative is
+# not provided (third derivatives through digamma: a clear error, not a wrong answer)
 @register_adjoint(special_digamma)
 def _special_digamma(result, x):
     d[x] += d[result] * special_polygamma1(x)
 
 
-class _NoSecondDerivative(Rule):
-    def bind(self, result, args, keywords):
-        raise SrcgradError("the derivative of the trigamma function (polygamma(2, x)) is not "
-                           "supported: hvp/hessian of scipy.special.digamma (and second derivatives "
-                           "through digamma's derivative) are not available")
-
-
+@register_adjoint(special_polygamma1)
 def _special_polygamma1(result, x):
+    d[x] += d[result] * special_polygamma2(x)
+
+
+class _NoThirdDerivative(Rule):
+    def bind(self, result, args, keywords):
+        raise SrcgradError("the derivative of the tetragamma function (polygamma(3, x)) is not "
+                           "supported: third derivatives through scipy.special.digamma are not "
+                           "available")
+
+
+def _special_polygamma2(result, x):
     d[x] += d[result]         # (never generated: bind refuses)
 
 
-REGISTRY[special_polygamma1] = _NoSecondDerivative(_special_polygamma1)
+REGISTRY[special_polygamma2] = _NoThirdDerivative(_special_polygamma2)
 
 
 def _betaln(result, a, b):
@@ -2018,6 +2036,15 @@ def _mvn_logpdf(result, x, mean, cov):
     d[cov] += stats_mvn_logpdf_adjoint(d[result], x, mean, cov, 2)
 
 
+# with alpha = cov^-1 (x - mean) per point: d log N = -alpha.dx + alpha.dmean
+# + (alpha^T dcov alpha - tr(cov^-1 dcov)) / 2 (the adjoint's symmetric gradient, paired with dcov)
+def _mvn_logpdf_tangent(result, x, mean, cov):
+    alpha = np.linalg.solve(cov, (x - mean).T).T
+    d[result] -= np.sum(d[x] * alpha, axis=-1)
+    d[result] += np.sum(d[mean] * alpha, axis=-1)
+    d[result] += 0.5 * (np.sum((alpha @ d[cov]) * alpha, axis=-1) - np.sum(np.linalg.inv(cov) * d[cov]))
+
+
 def _register_scipy():
     """Register the scipy.special and scipy.stats rules (once); True when something was added."""
     if _SCIPY_REGISTERED:
@@ -2053,6 +2080,7 @@ def _register_scipy():
     _library(stats.t.logpdf, "stats_t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
     register_tangent(stats.t.logpdf)(_t_logpdf_tangent)
     _library(stats.multivariate_normal.logpdf, "stats_mvn_logpdf", _mvn_logpdf, _mvn_kind)
+    register_tangent(stats.multivariate_normal.logpdf)(_mvn_logpdf_tangent)
     return True
 
 
