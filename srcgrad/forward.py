@@ -321,9 +321,12 @@ class ForwardTransformer:
                 continue
             uses = [n.slice.id for n in ast.walk(line.value)
                     if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "d"]
-            if not all(self.a.is_active(bound.get(param)) for param in uses):
+            if uses and not any(self.a.is_active(bound.get(param)) for param in uses):
                 continue          # the tangent of an argument that does not vary is zero
-            terms.append((self.substitute(line.value, bound, local), isinstance(line.op, ast.Sub)))
+            # (a term linear in several tangents, `np.meshgrid(d[x], d[y])`, reads a zero for
+            # those that do not vary)
+            zeros = {param for param in uses if not self.a.is_active(bound.get(param))}
+            terms.append((self.substitute(line.value, bound, local, zeros, stmt), isinstance(line.op, ast.Sub)))
         if not terms:
             return [], self.zero(name_load(name), self.a.kinds.get(name, K.FLOAT), stmt)
         expr, negative = terms[0]
@@ -350,14 +353,17 @@ class ForwardTransformer:
         primal_arrays = {a for a in arrays if a in names or self.tan(a) in tangents}
         return bool(arrays) and primal_arrays == arrays
 
-    def substitute(self, expr, bound, local):
+    def substitute(self, expr, bound, local, zeros=(), stmt=None):
         expr = copy.deepcopy(expr)
         outer = self
 
         class Sub(ast.NodeTransformer):
             def visit_Subscript(self, node):
                 if isinstance(node.value, ast.Name) and node.value.id == "d":
-                    return name_load(outer.tan(bound[node.slice.id].id))
+                    atom = bound[node.slice.id]
+                    if node.slice.id in zeros:
+                        return outer.zero(atom, outer.a.kind(atom), stmt)
+                    return name_load(outer.tan(atom.id))
                 self.generic_visit(node)
                 return node
 

@@ -76,7 +76,7 @@ def _tangents(fn, values, tangent):
 _GRADIENT_ONLY = "gradient-only-1"
 
 
-def _gradient_only(source):
+def _gradient_only(source, hessian_of=None):
     """The module ``source`` of a reverse-mode gradient plus ``<adjoint>_gradient_only``: the
     adjoint without the function's value. hvp needs H·v alone, the gradient of the tangent
     function; its value (the jvp) is what the forward sweep computes, and where the reverse sweep
@@ -103,7 +103,29 @@ def _gradient_only(source):
                                decorator_list=adjoint.decorator_list, returns=None, type_comment=None,
                                type_params=[])
     text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
-    return source.rstrip("\n") + f"\n\n\n{text}\n\n\n_srcgrad_gradient_only = {name}\n"
+    out = source.rstrip("\n") + f"\n\n\n{text}\n\n\n_srcgrad_gradient_only = {name}\n"
+    if hessian_of is not None:
+        index, count = hessian_of
+        params = [a.arg for a in adjoint.args.args][:count]
+        decorators = "".join(f"@{ast.unparse(d)}\n" for d in adjoint.decorator_list)
+        out += "\n\n" + _HESSIAN_COLUMNS.format(decorators=decorators, params=", ".join(params),
+                                                 x=params[index], gradient_only=name)
+    return out
+
+
+# hessian(f) of one array argument: the hvp sweeps over its basis vectors in one compiled call
+_HESSIAN_COLUMNS = """{decorators}def _srcgrad_hessian_columns({params}, _seed):
+    \"\"\"The dense Hessian w.r.t. {x}: one hvp sweep (the gradient-only adjoint) per basis vector,
+    all in this call.\"\"\"
+    _n = {x}.size
+    _H = np.empty((_n, _n), dtype={x}.dtype)
+    for _k in range(_n):
+        _e = np.zeros(_n, dtype={x}.dtype)
+        _e[_k] = 1.0
+        _column = {gradient_only}({params}, _e.reshape({x}.shape), _seed)[0]
+        _H[:, _k] = _column.ravel()
+    return _H.reshape({x}.shape + {x}.shape)
+"""
 
 
 class _GradientOnlySpecialization(Specialization):
@@ -113,6 +135,7 @@ class _GradientOnlySpecialization(Specialization):
     def __init__(self, module, name, source, path, key):
         super().__init__(module, name, source, path, key)
         self.gradient_only = getattr(module, "_srcgrad_gradient_only", None)
+        self.hessian_columns = getattr(module, "_srcgrad_hessian_columns", None)
 
     def _call(self, entry, values, extra):
         if entry == "grad" and self.gradient_only is not None:
@@ -135,7 +158,10 @@ class _TangentGradient(GradFunction):
         if not os.path.exists(path):
             source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
                                            precision)
-            codegen.write_module(path, _gradient_only(source))
+            count = len(self.params) - len(self.wrt_indices)       # f's own parameters
+            index = self.wrt_indices[0]
+            square = self.single and kinds[index].is_array
+            codegen.write_module(path, _gradient_only(source, (index, count) if square else None))
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
@@ -217,10 +243,11 @@ class HvpFunction(_ForwardBase):
                                    f"returns a {result_kind} (use srcgrad.jacobian, jvp or vjp)")
             module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, "python",
                                                          "float64", lowered=False)
-            if "prod_adjoint(" in source:
-                raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative of "
-                                   "np.prod is not supported (its tangent uses a runtime helper that "
-                                   "has no adjoint); jvp and grad of np.prod work")
+            for helper, what in (("prod_adjoint(", "np.prod"), ("cumprod_tangent(", "np.cumprod")):
+                if helper in source:
+                    raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative "
+                                       f"of {what} is not supported (its tangent uses a runtime helper "
+                                       f"that has no adjoint); jvp and grad of {what} work")
             tangent_function = getattr(module, f"{name}_tangent")
             wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
             inner = _TangentGradient(tangent_function, wrt=wrt, target=self.target, mode="grad")
@@ -272,7 +299,17 @@ class HessianFunction(_ForwardBase):
 
     def __call__(self, *args, **kwargs):
         values = tuple(_prepare(v) for v in self._bind(args, kwargs))
-        self.kinds_of(values)
+        kinds = self.kinds_of(values)
+        if self.single and isinstance(values[self.wrt_indices[0]], np.ndarray):
+            # one array argument: all the sweeps in one (compiled) call
+            spec = self._hvp._specialization(kinds, precision_of(values))
+            self._last = spec
+            if getattr(spec, "hessian_columns", None) is not None:
+                return self._hvp._run(spec, "hessian_columns", values, (spec.one,))
+        return self._by_columns(values)
+
+    def _by_columns(self, values):
+        """One hvp call from Python per basis vector (tuple wrt, float arguments)."""
         xs = [values[i] for i in self.wrt_indices]
         shapes = [np.shape(x) for x in xs]
         sizes = [int(np.prod(s)) for s in shapes]

@@ -350,7 +350,7 @@ LIBRARY_HELPERS = (
     # shape work
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
-    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "np_meshgrid", "meshgrid_adjoint",
+    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "cumprod_tangent", "np_meshgrid", "meshgrid_adjoint",
     "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort", "sort_tangent",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
@@ -359,7 +359,8 @@ LIBRARY_HELPERS = (
     "np_norm", "norm_adjoint", "slogdet_adjoint", "cholesky_adjoint", "eigh_adjoint",
     # scipy.special and scipy.stats
     "special_logsumexp", "logsumexp_adjoint", "special_expit", "special_logit", "special_erf",
-    "special_erfc", "special_gammaln", "special_digamma", "special_polygamma1", "special_betaln",
+    "special_erfc", "special_gammaln", "special_digamma", "special_polygamma1",
+    "special_polygamma2", "special_betaln",
     "stats_norm_logpdf", "stats_norm_pdf", "stats_norm_cdf", "stats_t_logpdf", "stats_t_logpdf_adjoint", "stats_mvn_logpdf",
     "stats_mvn_logpdf_adjoint",
 )
@@ -421,6 +422,22 @@ def cumprod_adjoint(gradient, x, axis):
         out[..., i] *= before
         before = before * v[..., i]
     return _like(_unlast(out, x, axis), x)
+
+
+def cumprod_tangent(tangent, x, axis):
+    """Tangent of a cumulative product without dividing by elements (zeros are no special case):
+    the forward recurrence y_i = y_{i-1} x_i, dy_i = dy_{i-1} x_i + y_{i-1} dx_i."""
+    v, t = _last(x, axis), _last(tangent, axis)
+    n = v.shape[-1]
+    out = np.empty(v.shape, dtype=np.result_type(v, t))
+    if n > 0:
+        y, dy = v[..., 0], t[..., 0]
+        out[..., 0] = dy
+        for i in range(1, n):
+            dy = dy * v[..., i] + y * t[..., i]
+            y = y * v[..., i]
+            out[..., i] = dy
+    return out if axis is None else np.moveaxis(out, -1, axis)
 
 
 def np_diff(x, n=1, axis=-1):
@@ -843,6 +860,12 @@ def special_polygamma1(x):
     """The trigamma function (derivative of digamma)."""
     from scipy.special import polygamma
     return _like(polygamma(1, x), x)
+
+
+def special_polygamma2(x):
+    """The tetragamma function (derivative of the trigamma)."""
+    from scipy.special import polygamma
+    return _like(polygamma(2, x), x)
 
 
 def special_betaln(a, b):

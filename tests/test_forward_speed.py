@@ -114,3 +114,145 @@ def test_liveness_pass():
     assert "push" in out and "d = " not in out
     text = "d = 2.0\nfor i in range(n):\n    break\nreturn 0.0"
     assert _dce(text, "") == ast.unparse(ast.parse(text))
+
+
+# ---- tangent rules added with this work: cumprod, meshgrid, multivariate_normal.logpdf, and the
+# second derivative of digamma (hvp) --------------------------------------------------------------
+
+from scipy import special, stats  # noqa: E402
+
+from test_forward import check_jvp  # noqa: E402
+
+
+def cumprods(x, A):
+    return np.cumprod(x) + np.cumprod(A, axis=0)[1] + np.cumprod(A, axis=1)[2] + np.cumprod(A)[:4]
+
+
+def meshgrids(x, y):
+    X, Y = np.meshgrid(x, y)
+    P, Q = np.meshgrid(x, y * y, indexing="ij")
+    return np.sum(np.sin(X) * Y) + np.sum(P * Q * Q)
+
+
+def meshgrid_one(x, y):
+    X, Y = np.meshgrid(x, y)         # only x varies: Y's tangent is zero
+    return np.sum(X * X * Y)
+
+
+def mvn(x, mean, cov):
+    return np.sum(stats.multivariate_normal.logpdf(x, mean, cov)) + \
+        stats.multivariate_normal.logpdf(x[0], mean, cov)
+
+
+def _spd(r, d=3):
+    a = r.standard_normal((d, d))
+    return a @ a.T + d * np.eye(d)
+
+
+@pytest.mark.parametrize("wrt", [0, 1])
+def test_cumprod_tangent_python(wrt):
+    r = np.random.default_rng(0)
+    x = r.uniform(0.5, 1.5, 4)
+    A = r.uniform(-1.5, 1.5, (3, 4))
+    check_jvp(cumprods, (x, A), wrt, "python")
+    x[2] = 0.0                       # a zero factor: no division, the exact tangent
+    A[1, 1] = 0.0
+    check_jvp(cumprods, (x, A), wrt, "python")
+
+
+def cumprod_rows(A):
+    return np.cumprod(A, axis=1)
+
+
+def test_cumprod_tangent_cpu():
+    A = np.random.default_rng(1).uniform(-1.5, 1.5, (3, 4))
+    A[1, 2] = 0.0
+    check_jvp(cumprod_rows, (A,), 0, "cpu")
+
+
+def test_meshgrid_tangent():
+    r = np.random.default_rng(2)
+    args = (r.standard_normal(3), r.standard_normal(4))
+    check_jvp(meshgrids, args, (0, 1), "python")
+    check_jvp(meshgrids, args, 1, "python")
+    check_jvp(meshgrid_one, args, 0, "python")
+    check_hvp(meshgrids, args, (0, 1), "python")
+
+
+def test_mvn_logpdf_tangent_and_hvp():
+    r = np.random.default_rng(3)
+    args = (r.standard_normal((5, 3)), r.standard_normal(3), _spd(r))
+    for wrt in (0, 1, (0, 1)):
+        check_jvp(mvn, args, wrt, "python")
+        check_hvp(mvn, args, wrt, "python")
+    # cov: a symmetric direction (the density reads a symmetric matrix)
+    j = srcgrad.jvp(mvn, wrt=2, target="python")
+    s = r.standard_normal((3, 3))
+    s = s + s.T
+    h = 1e-6
+    fd = (mvn(args[0], args[1], args[2] + h * s) - mvn(args[0], args[1], args[2] - h * s)) / (2 * h)
+    np.testing.assert_allclose(j(*args, s)[1], fd, rtol=1e-6)
+    # and it agrees with reverse mode for any direction: <grad, s>
+    s = r.standard_normal((3, 3))
+    g = srcgrad.grad(mvn, wrt=2, target="python")(*args)
+    np.testing.assert_allclose(j(*args, s)[1], np.sum(g * s), rtol=1e-10)
+
+
+@pytest.mark.slow      # (~90 s to compile here; the python target covers the template)
+def test_mvn_logpdf_tangent_cpu():
+    r = np.random.default_rng(4)
+    check_jvp(mvn, (r.standard_normal((4, 3)), r.standard_normal(3), _spd(r)), (0, 1), "cpu")
+
+
+def digammas(x):
+    return np.sum(special.digamma(x) * x) + special.psi(x[0] + 2.0)
+
+
+def test_digamma_hvp():
+    x = np.array([1.5, 0.3, -0.5, 7.25])
+    check_hvp(digammas, (x,), 0, "python")
+    check_hvp(digammas, (x,), 0, "cpu")
+    H = srcgrad.hessian(digammas, target="python")(x)
+    # d2/dx2 (x psi(x)) = 2 psi'(x) + x psi''(x) on the diagonal, plus psi''(x0 + 2) at (0, 0)
+    want = np.diag(2 * special.polygamma(1, x) + x * special.polygamma(2, x))
+    want[0, 0] += special.polygamma(2, x[0] + 2.0)
+    np.testing.assert_allclose(H, want, rtol=1e-9)
+
+
+# ---- hessian of one array argument: all hvp sweeps in one compiled call -------------------------
+
+def grid(X):
+    s = 0.0
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            s += math.sin(X[i, j]) * X[(i + 1) % X.shape[0], j] + X[i, j] ** 3
+    return s
+
+
+def _fd_hessian(f, x, h=1e-5):
+    g = srcgrad.grad(f, target="python")
+    flat = x.reshape(-1)
+    columns = []
+    for k in range(flat.size):
+        e = np.zeros_like(flat)
+        e[k] = h
+        columns.append(((g((flat + e).reshape(x.shape)) - g((flat - e).reshape(x.shape))) / (2 * h)).reshape(-1))
+    return np.stack(columns, axis=1).reshape(x.shape + x.shape)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_hessian_in_one_call(target):
+    X = np.random.default_rng(7).uniform(-1.0, 1.0, (3, 2))
+    H = srcgrad.hessian(grid, target=target)
+    got = H(X)
+    assert H._last.hessian_columns is not None          # the one-call path ran
+    assert got.shape == (3, 2, 3, 2)
+    np.testing.assert_allclose(got, H._by_columns((X,)), rtol=1e-13, atol=1e-13)   # per-column hvps
+    np.testing.assert_allclose(got, _fd_hessian(grid, X), rtol=1e-6, atol=1e-6)
+
+
+def test_hessian_in_one_call_float32():
+    X = np.random.default_rng(8).uniform(-1.0, 1.0, (2, 3)).astype(np.float32)
+    got = srcgrad.hessian(grid, target="python")(X)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, _fd_hessian(grid, X.astype(np.float64)), rtol=1e-3, atol=1e-3)

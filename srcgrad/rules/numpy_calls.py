@@ -7,6 +7,7 @@ import numpy as np
 from .. import kinds as K
 from ..runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoint,  # noqa: E402,F401
                       trace_adjoint, var_adjoint)
+from ..runtime import cumprod_tangent  # noqa: E402,F401
 from ..runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
                       repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
                       vstack_part, np_flip, np_rot90)
@@ -36,10 +37,15 @@ _library(np.cumprod, "np_cumprod", _cumprod, _cumulative_kind)
 
 
 # (forward mode: the linear functions in this section have the same call on the tangent as
-# tangent; np.cumprod has none yet: its tangent divides by x, wrong where x is 0)
+# tangent; np.cumprod's runs the product's recurrence on the tangent, dividing by nothing)
 @register_tangent(np.cumsum)
 def _cumsum_tangent(result, x, axis=None):
     d[result] += np.cumsum(d[x], axis=axis)
+
+
+@register_tangent(np.cumprod)
+def _cumprod_tangent(result, x, axis=None):
+    d[result] += cumprod_tangent(d[x], x, axis)
 
 
 def _diff_kind(x, n=1, axis=-1, **kw):
@@ -451,6 +457,11 @@ def _meshgrid(result, x, y, indexing="xy"):
 
 
 _library(np.meshgrid, "np_meshgrid", _meshgrid, _meshgrid_kind)
+
+
+@register_tangent(np.meshgrid)          # linear: the grids of the tangents
+def _meshgrid_tangent(result, x, y, indexing="xy"):
+    d[result] += np.meshgrid(d[x], d[y], indexing=indexing)
 
 
 def _split_kind(what):

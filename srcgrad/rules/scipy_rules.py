@@ -7,6 +7,7 @@ from .. import kinds as K
 from ..errors import SrcgradError
 from ..runtime import (logsumexp_adjoint, stats_mvn_logpdf_adjoint, special_digamma,  # noqa: E402,F401
                       special_polygamma1, stats_t_logpdf_adjoint)
+from ..runtime import special_polygamma2  # noqa: E402,F401
 from .callees import SCIPY_LOADER
 from .table import (REGISTRY, Rule, _SCIPY_REGISTERED, _axis_value, _library, d, elementwise_kind,
                     reduction_kind, register_adjoint, register_tangent)
@@ -78,24 +79,30 @@ def _digamma_tangent(result, x):
 
 
 # hvp differentiates the tangents above again: digamma (runtime helper) has the trigamma as
-# derivative; the trigamma's own derivative is not provided (a clear error, not a wrong answer)
+# derivative, the trigamma the tetragamma (polygamma(2, x)); the tetragamma's own derivative is
+# not provided (third derivatives through digamma: a clear error, not a wrong answer)
 @register_adjoint(special_digamma)
 def _special_digamma(result, x):
     d[x] += d[result] * special_polygamma1(x)
 
 
-class _NoSecondDerivative(Rule):
-    def bind(self, result, args, keywords):
-        raise SrcgradError("the derivative of the trigamma function (polygamma(2, x)) is not "
-                           "supported: hvp/hessian of scipy.special.digamma (and second derivatives "
-                           "through digamma's derivative) are not available")
-
-
+@register_adjoint(special_polygamma1)
 def _special_polygamma1(result, x):
+    d[x] += d[result] * special_polygamma2(x)
+
+
+class _NoThirdDerivative(Rule):
+    def bind(self, result, args, keywords):
+        raise SrcgradError("the derivative of the tetragamma function (polygamma(3, x)) is not "
+                           "supported: third derivatives through scipy.special.digamma are not "
+                           "available")
+
+
+def _special_polygamma2(result, x):
     d[x] += d[result]         # (never generated: bind refuses)
 
 
-REGISTRY[special_polygamma1] = _NoSecondDerivative(_special_polygamma1)
+REGISTRY[special_polygamma2] = _NoThirdDerivative(_special_polygamma2)
 
 
 def _betaln(result, a, b):
@@ -196,6 +203,15 @@ def _mvn_logpdf(result, x, mean, cov):
     d[cov] += stats_mvn_logpdf_adjoint(d[result], x, mean, cov, 2)
 
 
+# with alpha = cov^-1 (x - mean) per point: d log N = -alpha.dx + alpha.dmean
+# + (alpha^T dcov alpha - tr(cov^-1 dcov)) / 2 (the adjoint's symmetric gradient, paired with dcov)
+def _mvn_logpdf_tangent(result, x, mean, cov):
+    alpha = np.linalg.solve(cov, (x - mean).T).T
+    d[result] -= np.sum(d[x] * alpha, axis=-1)
+    d[result] += np.sum(d[mean] * alpha, axis=-1)
+    d[result] += 0.5 * (np.sum((alpha @ d[cov]) * alpha, axis=-1) - np.sum(np.linalg.inv(cov) * d[cov]))
+
+
 def _register_scipy():
     """Register the scipy.special and scipy.stats rules (once); True when something was added."""
     if _SCIPY_REGISTERED:
@@ -231,6 +247,7 @@ def _register_scipy():
     _library(stats.t.logpdf, "stats_t_logpdf", _t_logpdf, _stats_kind, elementwise=True)
     register_tangent(stats.t.logpdf)(_t_logpdf_tangent)
     _library(stats.multivariate_normal.logpdf, "stats_mvn_logpdf", _mvn_logpdf, _mvn_kind)
+    register_tangent(stats.multivariate_normal.logpdf)(_mvn_logpdf_tangent)
     return True
 
 

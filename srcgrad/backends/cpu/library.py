@@ -165,6 +165,33 @@ def _cumprod_adjoint_ov(gradient, x, axis):
     return impl
 
 
+def cumprod_tangent(tangent, x, axis):
+    return runtime.cumprod_tangent(tangent, x, axis)
+
+
+@overload(cumprod_tangent, prefer_literal=True)
+def _cumprod_tangent_ov(tangent, x, axis):
+    to_rows, from_rows = _rows(x.ndim, _axis_of(x, axis))
+
+    def impl(tangent, x, axis):
+        v, shape = to_rows(x)
+        t, _ = to_rows(tangent)
+        out = np.empty(v.shape, x.dtype)
+        n = v.shape[1]
+        for i in range(v.shape[0]):
+            if n == 0:
+                continue
+            y = v[i, 0]
+            dy = t[i, 0]
+            out[i, 0] = dy
+            for j in range(1, n):       # dy_j = dy_{j-1} x_j + y_{j-1} dx_j
+                dy = dy * v[i, j] + y * t[i, j]
+                y = y * v[i, j]
+                out[i, j] = dy
+        return from_rows(out, shape)
+    return impl
+
+
 def np_diff(x, n=1, axis=-1):
     return runtime.np_diff(x, n, axis)
 
@@ -412,6 +439,32 @@ def special_polygamma1(x):
         s = math.sin(math.pi * x)
         return math.pi * math.pi / (s * s) - _trigamma_positive(1.0 - x)
     return _trigamma_positive(x)
+
+
+@register_jitable
+def _tetragamma_positive(x):
+    """psi''(x) = psi''(x + 1) - 2 / x^3 up to x >= 6, then the asymptotic series
+    -(1/x^2 + 1/x^3 + sum_k B_2k (2k + 1) / x^(2k + 2))."""
+    shift = 0.0
+    while x < 6.0:
+        shift -= 2.0 / (x * x * x)
+        x += 1.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv2 * (1.0 + inv + inv2 * (0.5 - inv2 * (1.0 / 6 - inv2 * (1.0 / 6 - inv2 * (0.3 - inv2 * 5.0 / 6)))))
+    return shift - series
+
+
+@_lazy_ufunc(_UNARY)
+def special_polygamma2(x):
+    """The tetragamma function; reflection (the derivative of the trigamma's):
+    psi2(x) = psi2(1 - x) - 2 pi^3 cos(pi x) / sin^3(pi x)."""
+    if x <= 0.0 and x == math.floor(x):
+        return math.nan
+    if x < 0.0:
+        s = math.sin(math.pi * x)
+        return _tetragamma_positive(1.0 - x) - 2.0 * math.pi ** 3 * math.cos(math.pi * x) / (s * s * s)
+    return _tetragamma_positive(x)
 
 
 @_lazy_ufunc([numba.float32(numba.float32, numba.float32),
