@@ -126,7 +126,12 @@ def test_batched_products(target, s_shape, t_shape):
     assert [g.shape for g in grads] == [s_shape, t_shape, (5, 2), (5,)]
 
 
-@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
+# On cpu these layouts compile a third specialization: slow. Their generated code runs on the python
+# target (both widths); the compiled stacked product is test_batched_products[cpu-...], and BLAS on
+# strided, transposed and reversed operands is test_cpu_backend.py::test_matmul_layouts.
+@pytest.mark.parametrize("target, dtype", [("python", np.float64), ("python", np.float32),
+                                           pytest.param("cpu", np.float64, marks=pytest.mark.slow),
+                                           pytest.param("cpu", np.float32, marks=pytest.mark.slow)])
 def test_batched_products_non_contiguous(target, dtype):
     rng = np.random.default_rng(7)
     S = rand(rng, 3, 5, 4).transpose(0, 2, 1)          # (3, 4, 5): last two axes swapped
