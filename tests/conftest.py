@@ -4,14 +4,36 @@
   or compiles anything) so tests never write to ~/.cache.
 * ``check_grad`` compares srcgrad's gradient with central finite differences in float64.
 * ``--fuzz-examples N`` sets the number of programs of the long fuzzing profile (``pytest -m fuzz``).
+* Numba compiles at LLVM optimization level 0 (``NUMBA_OPT=0``) unless the user set NUMBA_OPT:
+  compiles dominate the suite's time and take about half as long. The level changes how fast the
+  machine code runs, not what it computes (Numba's default is no fastmath at every level), so the
+  compiled tests check the same semantics. Set here, before anything imports numba; child
+  processes inherit it. One difference is not semantic: at level 0 LLVM keeps dead loads of
+  Numba's "dynamic globals" (e.g. in the BLAS matmul), which makes such functions uncacheable.
+  Tests about the on-disk cache therefore run their child processes at the user's level
+  (``user_numba_env``).
 """
 import math
 import os
 import shutil
 import tempfile
 
-import numpy as np
-import pytest
+if "NUMBA_OPT" not in os.environ:
+    os.environ["NUMBA_OPT"] = "0"
+    os.environ["SRCGRAD_TEST_SET_NUMBA_OPT"] = "1"
+
+
+def user_numba_env(env):
+    """``env`` (a dict for a child process) without the NUMBA_OPT this conftest set, so the child
+    compiles at Numba's default level, as a user's process does (a NUMBA_OPT the user set stays)."""
+    env = dict(env)
+    if env.pop("SRCGRAD_TEST_SET_NUMBA_OPT", None) == "1":
+        env.pop("NUMBA_OPT", None)
+    return env
+
+
+import numpy as np  # noqa: E402  (after NUMBA_OPT is set: nothing below may import numba first)
+import pytest  # noqa: E402
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="srcgrad-test-cache-")
 os.environ["SRCGRAD_CACHE_DIR"] = _CACHE_DIR

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from conftest import TARGETS, check_grad
+from conftest import TARGETS, check_grad, user_numba_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,9 +250,11 @@ print(json.dumps({
 '''
 
 
-def _child(tmp_path, **env_extra):
+def _child(tmp_path, user_level=False, **env_extra):
+    """Run CHILD in a fresh interpreter; ``user_level``: at Numba's default optimization level, not
+    the suite's NUMBA_OPT=0 (at level 0 Numba cannot cache the BLAS matmul: see conftest.py)."""
     (tmp_path / "progmod.py").write_text(PROGRAM)
-    env = dict(os.environ)
+    env = user_numba_env(os.environ) if user_level else dict(os.environ)
     for name in ("SRCGRAD_NUMPY_BLAS", "SRCGRAD_MALLOC_TUNING"):
         env.pop(name, None)
     env.update(env_extra)
@@ -265,9 +267,9 @@ def _child(tmp_path, **env_extra):
 
 
 def test_cache_hit_across_processes_compiles_nothing(tmp_path):
-    first = _child(tmp_path)
+    first = _child(tmp_path, user_level=True)
     assert first["misses"] >= 1 and first["hits"] == 0 and first["diff"] < 1e-12
-    second = _child(tmp_path)
+    second = _child(tmp_path, user_level=True)
     # the second process loads the machine code Numba cached: no compile, not a file written
     assert second["hits"] >= 1 and second["misses"] == 0, second
     assert second["unchanged"] and second["files"] > 0, second

@@ -109,9 +109,16 @@ def batched_products(S, T, M, v):
     return np.sum(np.sin(st)) + np.sum(sm * sm) + np.sum(np.tanh(vt)) + np.sum(np.cos(sv) * sv)
 
 
-@pytest.mark.parametrize("s_shape,t_shape", [((3, 4, 5), (3, 5, 2)),        # same stacks
-                                             ((1, 4, 5), (3, 5, 2)),        # stretched size-1 axis
-                                             ((2, 1, 4, 5), (3, 5, 2))])    # 4-d with 3-d
+# The 4-d case compiles a second cpu specialization (about a minute): slow on cpu. Its generated
+# code runs on the python target; the compiled stacked product and both adjoint products at exactly
+# these shapes are test_cpu_backend.py::test_stacked_product_and_adjoints_match_numpy[a_shape1-b_shape1].
+@pytest.mark.parametrize("target, s_shape, t_shape", [
+    pytest.param(target, s, t, id=f"{target}-s_shape{k}-t_shape{k}",
+                 marks=[pytest.mark.slow] if len(s) == 4 and target == "cpu" else [])
+    for target in TARGETS
+    for k, (s, t) in enumerate([((3, 4, 5), (3, 5, 2)),          # same stacks
+                                ((1, 4, 5), (3, 5, 2)),          # stretched size-1 axis
+                                ((2, 1, 4, 5), (3, 5, 2))])])    # 4-d with 3-d
 def test_batched_products(target, s_shape, t_shape):
     rng = np.random.default_rng(len(s_shape) * 10 + s_shape[0])
     args = [rand(rng, *s_shape), rand(rng, *t_shape), rand(rng, 5, 2), rand(rng, 5)]
@@ -119,7 +126,12 @@ def test_batched_products(target, s_shape, t_shape):
     assert [g.shape for g in grads] == [s_shape, t_shape, (5, 2), (5,)]
 
 
-@pytest.mark.parametrize("target, dtype", F32_CPU_SLOW)
+# On cpu these layouts compile a third specialization: slow. Their generated code runs on the python
+# target (both widths); the compiled stacked product is test_batched_products[cpu-...], and BLAS on
+# strided, transposed and reversed operands is test_cpu_backend.py::test_matmul_layouts.
+@pytest.mark.parametrize("target, dtype", [("python", np.float64), ("python", np.float32),
+                                           pytest.param("cpu", np.float64, marks=pytest.mark.slow),
+                                           pytest.param("cpu", np.float32, marks=pytest.mark.slow)])
 def test_batched_products_non_contiguous(target, dtype):
     rng = np.random.default_rng(7)
     S = rand(rng, 3, 5, 4).transpose(0, 2, 1)          # (3, 4, 5): last two axes swapped
@@ -175,7 +187,13 @@ def broadcasting_3d(X, Y, z):
     return np.sum(np.sin(X * Y + z) * (X - z))
 
 
-@pytest.mark.parametrize("y_shape", [(1, 5, 4), (5, 4), (3, 5, 1)])
+# A 2-d Y is a second cpu specialization: slow on cpu. Its generated code runs on the python target;
+# compiled 3-d broadcasting is the cpu case y_shape0, and summing a gradient back into fewer
+# dimensions is test_cpu_backend.py::test_sum_broadcast_into_matches_numpy.
+@pytest.mark.parametrize("target, y_shape", [
+    pytest.param(target, y, id=f"{target}-y_shape{k}",
+                 marks=[pytest.mark.slow] if len(y) == 2 and target == "cpu" else [])
+    for target in TARGETS for k, y in enumerate([(1, 5, 4), (5, 4), (3, 5, 1)])])
 def test_broadcasting_3d(target, y_shape):
     rng = np.random.default_rng(len(y_shape) + y_shape[0])
     args = [rand(rng, 3, 1, 4), rand(rng, *y_shape), rand(rng, 4)]

@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 
 import srcgrad
-from conftest import check_grad
+from conftest import check_grad, user_numba_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(tmp_path, name, text, cache_dir, env=None):
-    """Run ``text`` as module ``name`` in a fresh interpreter (srcgrad from this checkout); its stdout."""
+    """Run ``text`` as module ``name`` in a fresh interpreter (srcgrad from this checkout); its stdout.
+    The child compiles at Numba's default optimization level, as a user's process does: these tests
+    are about the on-disk cache, and at the suite's NUMBA_OPT=0 some code is not cacheable."""
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(text))
-    environ = dict(os.environ, SRCGRAD_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
+    environ = dict(user_numba_env(os.environ), SRCGRAD_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
     environ.pop("SRCGRAD_MAX_TAPE_BYTES", None)
     environ.update(env or {})
     done = subprocess.run([sys.executable, str(path)], cwd=str(tmp_path), env=environ,

@@ -134,7 +134,11 @@ def c_ufuncs(x, y):
     return np.sum(a * b + c * e)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# float32 compiles the whole group again: slow. The float32 rules (dtype kept) run on the python
+# target (test_unary_ufuncs, test_binary_ufuncs_broadcast: the same generated code); compiled float32
+# gradients keep their dtype in test_arrays.py::test_products_float32_non_contiguous[cpu] and
+# test_hardening.py::test_gradient_dtypes_follow_arguments[cpu].
+@pytest.mark.parametrize("dtype", [np.float64, pytest.param(np.float32, marks=pytest.mark.slow)])
 def test_ufuncs_cpu(dtype):
     check(c_ufuncs, [positive(3, 4), positive(4, seed=1)], wrt=(0, 1), target="cpu", dtype=dtype)
 

@@ -82,7 +82,10 @@ def test_init_is_seeded_and_shapes_checked():
         cm.train_epoch(state, X_dev, y_dev, np.arange(2), 2, 0.1)
 
 
-@pytest.mark.parametrize("dt", [np.float32, np.float64])
+# float32 simulates the same kernels again (about 50 s): slow. float32 training with the hand
+# kernels is test_training_matches_numpy_reference[float32]; the generated adjoint in float32 is
+# test_array_mode.py::test_mlp_loss_matches_python_target[float32-2e-05].
+@pytest.mark.parametrize("dt", [pytest.param(np.float32, marks=pytest.mark.slow), np.float64])
 def test_generated_adjoint_training_matches_hand_kernels(dt):
     """Steps whose gradient comes from srcgrad's generated adjoint (CUDA array mode) give the
     same parameters as the hand-written kernels and the NumPy reference, partial batch included."""
