@@ -23,21 +23,14 @@ import numpy as np
 
 from . import __version__
 from .fileio import write_atomic
-from .runtime import LIBRARY_HELPERS
+from . import helpers
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
 LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, kept in the line table
 
-# Names every generated module imports from its backend (the runtime helpers).
-RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
-                 "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
-                 "reduce_min", "reduce_prod", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
-                 "prod_adjoint",
-                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
-                 "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
-                 "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at"]
-RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
+# Names a generated module may import from its backend: the declared runtime helpers (srcgrad.helpers)
+RUNTIME_NAMES = list(helpers.names())
 
 
 def cache_dir():
