@@ -21,25 +21,16 @@ from pathlib import Path
 import astor
 import numpy as np
 
-from ._version import __version__
-from . import naming as N
+from . import __version__
 from .fileio import write_atomic
-from .runtime import LIBRARY_HELPERS
+from . import helpers
 from .transform import _Comment
 
 COMMENT_MARK = "__srcgrad_comment__:"
 LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, kept in the line table
 
-# Names every generated module imports from its backend (the runtime helpers).
-RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
-                 "new_float_tape", "new_int_tape", "reduce_sum", "reduce_mean", "reduce_max",
-                 "reduce_min", "reduce_prod", "expand_reduced", "reduced_count", "max_adjoint", "min_adjoint",
-                 "prod_adjoint",
-                 "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
-                 "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
-                 "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at",
-                 "tape_buffer"]
-RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
+# Names a generated module may import from its backend: the declared runtime helpers (srcgrad.helpers)
+RUNTIME_NAMES = list(helpers.names())
 
 
 def cache_dir():
@@ -225,12 +216,12 @@ def module_source(header, target, functions, externals=(), line_tables=None, use
         start += function.count("\n") + 2
     return (text + "\n\n# Line table for error messages: generated line -> (user function, line in "
             "its file, sweep);\n# user function -> (file, {line: source text}).\n"
-            f"{N.MODULE_LINES} = {table!r}\n{N.MODULE_SOURCES} = {dict(user_sources or {})!r}\n")
+            f"_srcgrad_lines = {table!r}\n_srcgrad_sources = {dict(user_sources or {})!r}\n")
 
 
 def line_table(module):
     """The line table of a generated module: ``(lines, sources)`` (empty when it has none)."""
-    return getattr(module, N.MODULE_LINES, {}), getattr(module, N.MODULE_SOURCES, {})
+    return getattr(module, "_srcgrad_lines", {}), getattr(module, "_srcgrad_sources", {})
 
 
 def write_module(path, source):

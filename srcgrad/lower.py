@@ -13,7 +13,7 @@ import ast
 
 import numpy as np
 
-from . import rules
+from . import helpers, rules
 
 REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
               np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
@@ -124,6 +124,10 @@ def lower(stmts, analysis):
     return [lowered.visit(stmt) for stmt in stmts]
 
 
+# calls whose arguments are all shapes, sizes or bounds (runtime helpers: their declared int_args)
+_INTEGER_CALLS = {"range", "float32", "zeros", "ones", "empty", "arange", "reshape", "full"}
+
+
 def cast_float_literals(stmts, analysis):
     """Working in float32: write literals as ``np.float32(...)`` so the math stays float32.
 
@@ -155,16 +159,12 @@ def cast_float_literals(stmts, analysis):
 
         def visit_Call(self, node):
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-            if name in ("range", "range_length", "_range_continues", "float32", "reduce_sum", "reduce_mean",
-                        "reduce_max", "reduce_min", "reduce_prod", "expand_reduced", "reduced_count",
-                        "max_adjoint", "min_adjoint", "prod_adjoint", "zeros", "ones", "empty", "arange",
-                        "reshape", "full"):
-                if name in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod",
-                            "expand_reduced", "max_adjoint", "min_adjoint", "prod_adjoint"):
-                    node.args[0] = self.visit(node.args[0])
-                    if name in ("expand_reduced", "max_adjoint", "min_adjoint", "prod_adjoint"):
-                        node.args[1] = self.visit(node.args[1])
+            if name in _INTEGER_CALLS:
                 return node        # shapes, axes and bounds stay integers
+            integers = helpers.int_args(name) if isinstance(node.func, ast.Name) else None
+            if integers:           # a runtime helper's axes, flags and bounds stay integers
+                node.args = [arg if k in integers else self.visit(arg) for k, arg in enumerate(node.args)]
+                return node
             self.generic_visit(node)
             return node
 

@@ -3,6 +3,8 @@ helpers, the static size facts (:class:`_Facts`) and the plan records of a fused
 The fuser itself is :mod:`.fusion`."""
 import ast
 
+from ... import helpers
+
 
 _UNARY_UFUNCS = {"exp", "log", "sqrt", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh",
                  "cosh", "tanh", "expm1", "log1p", "log2", "log10", "abs", "absolute", "square",
@@ -14,26 +16,20 @@ _BINOP_UFUNC = {ast.Add: ("+", "add"), ast.Sub: ("-", "subtract"), ast.Mult: ("*
 _COMPARE_UFUNC = {ast.Gt: (">", "greater"), ast.GtE: (">=", "greater_equal"), ast.Lt: ("<", "less"),
                   ast.LtE: ("<=", "less_equal"), ast.Eq: ("==", "equal"),
                   ast.NotEq: ("!=", "not_equal")}
-# calls whose result is a new array (never one of their arguments)
-_FRESH_CALLS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "expand_reduced",
-                "max_adjoint", "min_adjoint", "prod_adjoint", "matmul_grad_left", "matmul_grad_right", "gather2",
-                "reduced_count", "range_length", "clip_scalar", "push_float", "push_int", "matmul"}
+# calls whose result is a new array (never one of their arguments): declared in srcgrad.helpers
+_FRESH_CALLS = helpers.fresh_names()
 _FRESH_NP = _UNARY_UFUNCS | _BINARY_UFUNCS | {
     "zeros", "zeros_like", "ones", "ones_like", "empty", "empty_like", "full", "full_like", "arange",
     "sum", "mean", "max", "min", "amax", "amin", "prod", "dot", "outer", "where", "clip", "float32",
     "float64", "concatenate", "stack", "copy"}
 _NEW_ARRAY = {"np.zeros_like", "np.zeros", "np.empty_like", "np.empty", "np.ones_like", "np.ones"}
-_IN_PLACE_HELPERS = {"scatter_add1", "scatter_add2"}     # write into their first argument
+_IN_PLACE_HELPERS = helpers.in_place_names()     # write into their first argument
 
 
 def _backend_has(name):
     """Whether generated cpu code can call runtime helper ``name``: the cpu backend defines it
-    and code generation imports it."""
-    from ... import codegen
-    if name not in codegen.RUNTIME_NAMES:
-        return False
-    from .. import cpu
-    return hasattr(cpu, name)
+    and code generation imports it (a declared helper, srcgrad.helpers)."""
+    return name in helpers.HELPERS and helpers.implementation("cpu", name) is not None
 
 
 def _call_name(node):

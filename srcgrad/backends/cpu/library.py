@@ -15,6 +15,7 @@ from numba import types
 from numba.extending import overload, register_jitable
 
 from ... import runtime
+from .memory import runtime_code
 
 
 def _fail(message):
@@ -560,18 +561,8 @@ def stats_t_logpdf(x, df, loc=0.0, scale=1.0):
             - np.log(scale) - 0.5 * (df + 1.0) * np.log1p(z * z / df))
 
 
-@_lazy_jit("special_digamma")
-def stats_t_logpdf_adjoint(gradient, x, df, loc, scale, k):
-    z = (x - loc) / scale
-    q = df + z * z
-    if k == 0:
-        return gradient * (-(df + 1.0) * z / q / scale)
-    if k == 2:
-        return gradient * ((df + 1.0) * z / q / scale)
-    if k == 3:
-        return gradient * (((df + 1.0) * z * z / q - 1.0) / scale)
-    return gradient * 0.5 * (special_digamma((df + 1.0) / 2.0) - special_digamma(df / 2.0) - 1.0 / df
-                             - np.log1p(z * z / df) + (df + 1.0) * z * z / (df * q))
+# the runtime's own code, its special_digamma the ufunc above
+_lazy_jit("special_digamma")(runtime_code(runtime.stats_t_logpdf_adjoint, globals()))
 
 
 def stats_mvn_logpdf(x, mean, cov):

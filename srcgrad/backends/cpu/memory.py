@@ -2,6 +2,7 @@
 tapes of overwritten values (growing under SRCGRAD_MAX_TAPE_BYTES)."""
 import os
 import sys
+from types import FunctionType
 
 import numba
 import numpy as np
@@ -11,6 +12,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ... import runtime
+
+
+def runtime_code(function, namespace):
+    """A python helper of :mod:`srcgrad.runtime` with its global names looked up in ``namespace``
+    (a module of this package, holding the compiled helpers it calls): its own code, compiled for
+    this target, so that one source serves both."""
+    return FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
+                        function.__closure__)
 
 
 def _helper(function):
@@ -130,20 +139,9 @@ def grow(tape):
 runtime_grow = grow
 
 
-@numba.njit(cache=True, inline="always")
-def push_float(tape, top, value):
-    if top == tape.shape[0]:
-        tape = grow(tape)
-    tape[top] = value
-    return tape, top + 1
-
-
-@numba.njit(cache=True, inline="always")
-def push_int(tape, top, value):
-    if top == tape.shape[0]:
-        tape = grow(tape)
-    tape[top] = value
-    return tape, top + 1
+# the runtime's pushes, calling the grow above
+push_float = numba.njit(cache=True, inline="always")(runtime_code(runtime.push_float, globals()))
+push_int = numba.njit(cache=True, inline="always")(runtime_code(runtime.push_int, globals()))
 
 
 new_float_tape = _helper(runtime.new_float_tape)
