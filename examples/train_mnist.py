@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train a 784 -> H (ReLU) -> 10 MLP on MNIST with gradients from srcgrad.
 
-The loss below is an ordinary NumPy function. srcgrad turns it into a compiled function that
+The loss (``mlp_loss`` from ``srcgrad.training.mlp``, shown below) is an ordinary NumPy
+function. srcgrad turns it into a compiled function that
 returns the loss and its gradient; ``srcgrad.optim.MinibatchLoop`` calls it inside one compiled
 training loop together with a compiled optimizer update from ``srcgrad.optim``::
 

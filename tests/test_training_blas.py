@@ -46,3 +46,8 @@ def test_gemm_nan_propagates_and_shape_mismatch_raises():
     assert np.isnan(C[0]).all() and np.isfinite(C[1]).all()
     with pytest.raises(ValueError, match="shapes"):
         _compiled(A, B, np.zeros((3, 3)), 1.0, 0.0, False, False)
+
+
+def test_gemm_uses_the_cpu_backends_blas():
+    from srcgrad.backends import cpu
+    assert (getattr(cpu, "_NUMPY_GEMM", None) is not None) == bool(cpu.NUMPY_BLAS)

@@ -49,6 +49,10 @@ def _gemm_ov(A, B, C, alpha, beta, trans_a, trans_b):
     real = A.dtype
     from srcgrad.backends import cpu
     routines = getattr(cpu, "_NUMPY_GEMM", None)
+    if routines is None and getattr(cpu, "NUMPY_BLAS", False):
+        # never a quiet switch to another BLAS: the point is the same library as srcgrad's `@`
+        raise TypingError("srcgrad.training.blas.gemm: the cpu backend uses NumPy's BLAS but no "
+                          "longer exposes it as _NUMPY_GEMM")
 
     if routines is None:                # no NumPy BLAS symbol: Numba's np.dot (SciPy's BLAS)
         def impl_dot(A, B, C, alpha, beta, trans_a, trans_b):
