@@ -53,7 +53,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if os.environ.get("SRCGRAD_TEST_SET_NUMBA_OPT") == "1":
         # expected at level 0 (see above), one per such function: not worth a line in the summary
-        config.addinivalue_line("filterwarnings", "ignore:Cannot cache compiled function")
+        config.addinivalue_line("filterwarnings", "ignore:.*Cannot cache compiled function")
 
 
 def pytest_runtest_setup(item):
