@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, then runs the suite as two processes in
-# parallel (one per core of a 2-core machine):
-#   1. the main suite, less the files in BESIDE;
-#   2. the CUDA kernels in Numba's CUDA simulator (a separate pytest: the simulator must be on
-#      before numba is imported), then the BESIDE files of the main suite, so that both cores
-#      finish at about the same time.
+# parallel (one per core of a 2-core machine), each a sequence of pytest runs:
+#   1. the main suite, less the files named below (its output is shown live);
+#   2. the CUDA kernels in Numba's CUDA simulator (their own pytest: the simulator must be on before
+#      numba is imported), then test_distributed.py at Numba's default optimization level.
+# Then each process takes the next unclaimed group of SHARED files, until none is left: whichever
+# core is free first runs the next group, so both finish at about the same time.
 # Every pytest run prints its 25 slowest tests; the exit status is non-zero when any run failed.
 # The tests compile at NUMBA_OPT=0 (tests/conftest.py: half the compile time, same semantics),
-# except test_distributed.py, run here at Numba's default level: its MPI ranks load the gradient
-# its parent process compiled from the on-disk cache, and at level 0 Numba cannot cache it.
+# except test_distributed.py: its MPI ranks load from the on-disk cache the gradient its parent
+# process compiled, and at level 0 Numba cannot cache it (each rank would compile it again).
 #
 #   bash scripts/test.sh                 # default: everything but the `slow` and `fuzz` marks
 #   bash scripts/test.sh -m "not fuzz"   # opt in to the slow tests too (arguments go to the main suite)
@@ -26,11 +27,13 @@ if [ "${SRCGRAD_TEST_SLOW:-0}" = "1" ]; then
     marks=(-m "not fuzz")
 fi
 
-# Main-suite files run by the second process after the simulator suite (chosen by measured time).
-BESIDE_DEFAULT_OPT=(tests/test_distributed.py)
-BESIDE=(tests/test_numpy_rules.py)
+DEFAULT_OPT_FILES=(tests/test_distributed.py)
+# Groups of main-suite files taken by whichever process is free first, largest first
+# (compiled-test heavy: a few minutes each on one core).
+SHARED=("tests/test_numpy_rules.py"
+        "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
-for f in "${BESIDE_DEFAULT_OPT[@]}" "${BESIDE[@]}"; do
+for f in "${DEFAULT_OPT_FILES[@]}" ${SHARED[@]}; do
     ignore+=(--ignore="$f")
 done
 pytest_args=(-q -p no:cacheprovider --durations=25)
@@ -39,51 +42,71 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 start=$SECONDS
 
-second() {
-    # the second core's share; each run's exit status is written to $logs
-    local rc
-    echo "===== CUDA simulator suite (tests/cuda) ====="
-    rc=0
-    NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest "${pytest_args[@]}" tests/cuda \
-        ${marks[@]+"${marks[@]}"} || rc=$?
-    echo "$rc" >"$logs/cuda.rc"
-    echo "===== ${BESIDE_DEFAULT_OPT[*]} (Numba's default optimization level) ====="
-    rc=0
-    NUMBA_OPT="${NUMBA_OPT:-3}" "$PYTHON" -m pytest "${pytest_args[@]}" "${BESIDE_DEFAULT_OPT[@]}" \
-        ${marks[@]+"${marks[@]}"} "$@" || rc=$?
-    echo "$rc" >"$logs/beside_opt.rc"
-    echo "===== ${BESIDE[*]} ====="
-    rc=0
-    "$PYTHON" -m pytest "${pytest_args[@]}" "${BESIDE[@]}" ${marks[@]+"${marks[@]}"} "$@" || rc=$?
-    echo "$rc" >"$logs/beside.rc"
+run() {
+    # run NAME ARGS...: one pytest run; its exit status goes to $logs/NAME.rc
+    local name=$1 rc=0
+    shift
+    "$@" || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+    echo "===== $name: exit $rc ($((SECONDS - start)) s since the start) ====="
 }
 
-echo "===== main suite (tests, without tests/cuda and ${BESIDE_DEFAULT_OPT[*]} ${BESIDE[*]}), live; the second process runs beside it ====="
-"$PYTHON" -m pytest "${pytest_args[@]}" tests --ignore=tests/cuda "${ignore[@]}" \
-    ${marks[@]+"${marks[@]}"} "$@" &
-main_pid=$!
-second "$@" >"$logs/second.log" 2>&1 &
-second_pid=$!
+shared() {
+    # take the SHARED groups nobody has taken yet (mkdir is atomic: one process gets each)
+    local i
+    for i in "${!SHARED[@]}"; do
+        if mkdir "$logs/claim.$i" 2>/dev/null; then
+            echo "===== shared group $i (process $1): ${SHARED[$i]} ====="
+            # shellcheck disable=SC2086
+            run "shared$i" "$PYTHON" -m pytest "${pytest_args[@]}" ${SHARED[$i]} \
+                ${marks[@]+"${marks[@]}"} ${extra[@]+"${extra[@]}"}
+        fi
+    done
+}
 
-main_rc=0
-wait "$main_pid" || main_rc=$?
-echo "===== main suite: exit $main_rc ($((SECONDS - start)) s) ====="
+first() {
+    run main "$PYTHON" -m pytest "${pytest_args[@]}" tests --ignore=tests/cuda "${ignore[@]}" \
+        ${marks[@]+"${marks[@]}"} ${extra[@]+"${extra[@]}"}
+    shared 1 >"$logs/first_shared.log" 2>&1
+}
+
+second() {
+    echo "===== CUDA simulator suite (tests/cuda) ====="
+    NUMBA_ENABLE_CUDASIM=1 run cuda "$PYTHON" -m pytest "${pytest_args[@]}" tests/cuda \
+        ${marks[@]+"${marks[@]}"}
+    echo "===== ${DEFAULT_OPT_FILES[*]} (Numba's default optimization level) ====="
+    NUMBA_OPT="${NUMBA_OPT:-3}" run default_opt "$PYTHON" -m pytest "${pytest_args[@]}" \
+        "${DEFAULT_OPT_FILES[@]}" ${marks[@]+"${marks[@]}"} ${extra[@]+"${extra[@]}"}
+    shared 2
+}
+
+extra=("$@")
+echo "===== process 1: the main suite (live), then shared groups; process 2 beside it: tests/cuda, ${DEFAULT_OPT_FILES[*]}, then shared groups ====="
+first &
+first_pid=$!
+second >"$logs/second.log" 2>&1 &
+second_pid=$!
+wait "$first_pid" || true
+cat "$logs/first_shared.log"
 wait "$second_pid" || true
-echo "===== second process: the CUDA simulator suite, then ${BESIDE_DEFAULT_OPT[*]} ${BESIDE[*]} ($((SECONDS - start)) s) ====="
+echo "===== process 2 ====="
 cat "$logs/second.log"
-status=$main_rc
-summary="main: exit $main_rc"
-for run in cuda beside_opt beside; do
-    rc=$(cat "$logs/$run.rc" 2>/dev/null || echo 1)
-    if [ "$run" != cuda ] && [ "$rc" -eq 5 ]; then
-        rc=0                            # no test selected there (e.g. by a -k given for the main suite)
+
+status=0
+summary=""
+runs=(main cuda default_opt)
+for i in "${!SHARED[@]}"; do
+    runs+=("shared$i")
+done
+for name in "${runs[@]}"; do
+    rc=$(cat "$logs/$name.rc" 2>/dev/null || echo "missing")
+    if [ "$rc" = 5 ] && [ "$name" != main ] && [ "$name" != cuda ]; then
+        rc=0                    # nothing selected there (a -k given for the main suite, say)
     fi
-    summary="$summary, $run: exit $rc"
-    if [ "$rc" -ne 0 ]; then
+    summary="$summary $name: exit $rc,"
+    if [ "$rc" != 0 ]; then
         status=1
     fi
 done
-echo "===== $summary, $((SECONDS - start)) s for both processes ====="
-if [ "$status" -ne 0 ]; then
-    exit 1
-fi
+echo "=====$summary $((SECONDS - start)) s for both processes ====="
+exit "$status"

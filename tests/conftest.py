@@ -50,6 +50,12 @@ def pytest_addoption(parser):
                      help="whole-array fuzz programs compiled together as one cpu function")
 
 
+def pytest_configure(config):
+    if os.environ.get("SRCGRAD_TEST_SET_NUMBA_OPT") == "1":
+        # expected at level 0 (see above), one per such function: not worth a line in the summary
+        config.addinivalue_line("filterwarnings", "ignore:.*Cannot cache compiled function")
+
+
 def pytest_runtest_setup(item):
     """``mission.needs`` marks: skip locally, fail under CI=true (see tests/mission.py)."""
     for mark in item.iter_markers("needs"):

@@ -17,7 +17,7 @@ import pytest
 
 import srcgrad
 from srcgrad import UnsupportedSyntaxError, SrcgradError, d
-from conftest import TARGETS, check_grad
+from conftest import TARGETS, check_grad, user_numba_env
 
 THIS_FILE = os.path.abspath(__file__)
 
@@ -582,7 +582,9 @@ def test_two_processes_share_one_cache_dir(tmp_path):
             return s
     """))
     cache = tmp_path / "cache"
-    env = dict(os.environ, SRCGRAD_CACHE_DIR=str(cache))
+    # at Numba's default level, as users run: at the suite's NUMBA_OPT=0 Numba may not write its
+    # cache files at all, and the processes would not share them (see conftest.py)
+    env = dict(user_numba_env(os.environ), SRCGRAD_CACHE_DIR=str(cache))
     repo = os.path.dirname(os.path.dirname(os.path.abspath(srcgrad.__file__)))
     code = CHILD.format(repo=repo, moddir=str(moddir))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,

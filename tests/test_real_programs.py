@@ -89,7 +89,11 @@ XFAIL = {
 
 # Compiled cases run by default (about a minute of compile on a quiet core); the others compile
 # for 40-120 s each on this shared machine and run under -m slow. The python target runs all.
-CPU_DEFAULT = {"negbin", "ica", "neural_ode_euler", "fluid"}
+# fluid (a minute on cpu) is slow too: its compiled pieces are covered by default, arrays rebound in
+# a loop by test_rebound_arrays.py::test_explicit_stencil_1d[cpu] and
+# test_lstm_cell_as_a_helper_returning_both_states[cpu], np.roll with axes by test_numpy_rules.py::test_groups_cpu[c_shapes],
+# helpers returning tuples by test_core_constructs.py::test_lorenz_with_tuple_returning_helper[cpu].
+CPU_DEFAULT = {"negbin", "ica", "neural_ode_euler"}
 
 
 def _cases():
