@@ -12,6 +12,7 @@ harness.InterleavedTiming). Output: ``results/<out>.md`` and ``.json``.
 """
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -114,6 +115,15 @@ def check(prog, args, vs, rows, jax_fns, log):
     log(message)
 
 
+def _cpu_timed(fn, out):
+    def run():
+        start = time.process_time()
+        result = fn()
+        out.append(time.process_time() - start)
+        return result
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -132,6 +142,7 @@ def main(argv=None):
     except ImportError:
         jax_version = None
     sizes = QUICK if args.quick else SIZES
+    load_start = os.getloadavg()
     results = []
     for name in ("rosenbrock", "lorenz", "mlp"):
         prog = programs.PROGRAMS[name]
@@ -148,22 +159,29 @@ def main(argv=None):
         check(prog, call_args, vs, rows, jax_fns, print)
         timing = InterleavedTiming(args.min_time)
         records = {}
+        cpu = {}
         for tool, fns in (("srcgrad", rows), ("jax", jax_fns)):
             if fns is None:
                 continue
             for what, fn in fns.items():
+                cpu[(tool, what)] = []
                 records[(tool, what)] = timing.add({"program": name, "tool": tool, "what": what,
-                                                    "status": "queued"}, fn, lambda out: out)
+                                                    "status": "queued"}, _cpu_timed(fn, cpu[(tool, what)]),
+                                                   lambda out: out)
         timing.run()
         for (tool, what), record in records.items():
             record["ratio"] = record["median"] / records[(tool, "primal")]["median"]
+            # CPU time of the process per call (every tool's threads pinned to one CPU): what the
+            # call computed, less sensitive than wall time to the other jobs of a loaded machine
+            record["cpu_median"] = float(np.median(cpu[(tool, what)][1:]))
+            record["cpu_ratio"] = record["cpu_median"] / float(np.median(cpu[(tool, "primal")][1:]))
         row = {"program": name, "size": sizes[name], "dtype": "float32" if prog.float32 else "float64",
                "wrt": [prog.fn.__code__.co_varnames[i] for i in prog.wrt], "compile_s": compile_s,
                "records": list(records.values())}
         results.append(row)
         print(f"{name}: " + ", ".join(f"{r['tool']} {r['what']} {r['median'] * 1e3:.3f} ms ({r['ratio']:.2f}x)"
                                       for r in records.values()))
-    meta = {"threads": settings, "python": platform.python_version(), "machine": platform.machine(),
+    meta = {"threads": settings, "loadavg_end": os.getloadavg(), "loadavg_start": load_start, "python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor(), "jax": jax_version, "quick": args.quick,
             "numpy": np.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     outdir = Path(args.outdir)
@@ -213,6 +231,20 @@ def report(results, meta):
               "call ÷ fastest primal call (less sensitive to the other jobs on this machine). grad is "
               "the reverse-mode gradient, for scale. Issue 19's targets: jvp ≤ 2×, hvp ≤ 5× the primal.",
               ""]
+    if any("cpu_ratio" in r for row in results for r in row["records"]):
+        load = meta.get("loadavg_start"), meta.get("loadavg_end")
+        lines += ["CPU time per call (the process's, all its threads; every tool pinned to one CPU) ÷ the "
+                  "same tool's primal CPU time, medians: the work each call does, less sensitive than the "
+                  "wall times above to the other jobs on this machine (load average "
+                  + (f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end of the run" if load[0] else "?")
+                  + ", 2 cores).", "",
+                  "| program | jvp | grad | hvp | JAX jvp | JAX grad | JAX hvp |", "|---|---|---|---|---|---|---|"]
+        for row in results:
+            rec = {(r["tool"], r["what"]): r for r in row["records"]}
+            cells = [f"{rec[(t, w)]['cpu_ratio']:.2f}×" if "cpu_ratio" in rec.get((t, w), {}) else "—"
+                     for t in ("srcgrad", "jax") for w in ("jvp", "grad", "hvp")]
+            lines.append(f"| {row['program']} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

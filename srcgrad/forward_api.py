@@ -27,6 +27,7 @@ class ForwardSpecialization(Specialization):
         self.key = key
         self.lines, self.user_sources = codegen.line_table(module)
         self.jvp = getattr(module, name)
+        self.jacobian_columns = getattr(module, "_srcgrad_jacobian_columns", None)
 
     def call(self, entry, values, extra=()):
         return getattr(self, entry)(*values, *extra)
@@ -376,7 +377,12 @@ class JacobianFunction(_ForwardBase):
         flat = [b.reshape(out_size, size) for b, size in zip(blocks, sizes)]
         if sum(sizes) <= out_size:
             self.last_mode = "forward"
-            self._last = self._jvp._last
+            spec = self._jvp._specialization(self.kinds_of(values), precision_of(values))
+            self._last = spec
+            if self.single and sizes[0] > 0 and spec.jacobian_columns is not None:
+                # one array argument, an array result: all the sweeps in one (compiled) call
+                flat[0][...] = np.asarray(self._jvp._run(spec, "jacobian_columns", values)).reshape(out_size, sizes[0])
+                return blocks[0]
             for j, (shape, size) in enumerate(zip(shapes, sizes)):
                 for k in range(size):
                     direction = []

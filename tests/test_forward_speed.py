@@ -256,3 +256,29 @@ def test_hessian_in_one_call_float32():
     got = srcgrad.hessian(grid, target="python")(X)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, _fd_hessian(grid, X.astype(np.float64)), rtol=1e-3, atol=1e-3)
+
+
+# ---- jacobian by forward mode, one array argument: all jvp sweeps in one compiled call ----------
+
+def field(x):
+    out = np.empty((x.shape[0], 3))
+    for i in range(x.shape[0]):
+        out[i, 0] = math.sin(x[i]) * x[(i + 1) % x.shape[0]]
+        out[i, 1] = x[i] * x[i]
+        out[i, 2] = math.exp(-x[i]) + x[0]
+    return out
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_jacobian_in_one_call(target):
+    x = np.random.default_rng(9).uniform(-1.0, 1.0, 4)
+    J = srcgrad.jacobian(field, target=target)
+    got = J(x)
+    assert J.last_mode == "forward" and J._last.jacobian_columns is not None
+    assert got.shape == (4, 3, 4)
+    jvp = srcgrad.jvp(field, target=target)
+    for k in range(4):                  # column k: the jvp along basis vector k
+        np.testing.assert_allclose(got[..., k], jvp(x, np.eye(4)[k])[1], rtol=1e-14, atol=1e-14)
+    h = 1e-6
+    fd = np.stack([(field(x + h * e) - field(x - h * e)) / (2 * h) for e in np.eye(4)], axis=-1)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-6)
