@@ -1511,6 +1511,26 @@ def _split_tangent(result, ary, indices_or_sections, axis=0):
 
 TUPLE_ARGUMENT_RULES[np.vstack] = "vstack_part"
 LIBRARY_CALLS[np.vstack] = "np_vstack"        # Numba's needs parts of one ndim (1-d parts are rows)
+
+
+def _vstack_kind(parts, **kw):
+    if parts.is_array:          # an array's rows (the rows of a list built with append)
+        return K.array(max(2, parts.ndim - 1))
+    return K.array(max(2, parts.items[0].ndim))
+
+
+# np.vstack of an array (its rows, as NumPy reads it) is a reshape of that array; a tuple of
+# parts takes the TUPLE_ARGUMENT_RULES path above
+@register_adjoint(np.vstack, kind=_vstack_kind, elementwise=False)
+def vstack_rows(result, tup):
+    d[tup] += np.reshape(d[result], tup.shape)
+
+
+@register_tangent(np.vstack)
+def vstack_rows_tangent(result, tup):
+    d[result] += np.reshape(d[tup], result.shape)
+
+
 CREATION |= {np.eye, np.identity}
 TUPLE_ARGUMENT_RULES[np.hstack] = "hstack_part"
 
