@@ -5,7 +5,9 @@ A *treedef* describes the structure of a value, everything but its leaves:
 * ``LEAF``: an array or a number (``("leaf", "float32")`` for a 0-d array, which runs as a scalar
   and whose gradient is given back as a 0-d array of that dtype);
 * ``("none",)``: ``None``;
-* ``("tuple", children)``, ``("list", children)``, ``("dict", keys, children)``.
+* ``("tuple", children)``, ``("list", children)``, ``("dict", keys, children)``;
+* ``("namedtuple", cls, children)``: a ``collections.namedtuple`` (or ``typing.NamedTuple``)
+  instance, rebuilt as ``cls(*children)``; its fields are read by name in the function.
 
 Treedefs are hashable; they are part of the specialization key (static.py rewrites the function
 so that compiled code sees one parameter per leaf). Leaves are listed depth first, dict entries in
@@ -23,6 +25,13 @@ def is_container(value):
     return isinstance(value, (tuple, list, dict))
 
 
+def is_namedtuple(value):
+    """A ``collections.namedtuple`` instance (a tuple subclass with ``_fields`` and ``_make``)."""
+    cls = type(value)
+    return isinstance(value, tuple) and isinstance(getattr(cls, "_fields", None), tuple) and \
+        hasattr(cls, "_make")
+
+
 def treedef_of(value, where="argument"):
     """The treedef of ``value``; a TypeError for values that are neither leaves nor containers."""
     if isinstance(value, np.ndarray):
@@ -38,10 +47,13 @@ def treedef_of(value, where="argument"):
         return ("dict", tuple(value), tuple(treedef_of(v, where) for v in value.values()))
     if isinstance(value, (tuple, list)):
         cls = "list" if isinstance(value, list) else "tuple"
+        children = tuple(treedef_of(v, where) for v in value)
         if cls == "tuple" and type(value) is not tuple:
-            raise TypeError(f"{where}: {type(value).__name__} (a tuple subclass) is not supported; "
-                            "pass a plain tuple, list or dict")
-        return (cls, tuple(treedef_of(v, where) for v in value))
+            if not is_namedtuple(value):
+                raise TypeError(f"{where}: {type(value).__name__} (a tuple subclass) is not "
+                                "supported; pass a plain tuple, a namedtuple, a list or a dict")
+            return ("namedtuple", type(value), children)
+        return (cls, children)
     raise TypeError(f"{where}: unsupported type {type(value).__name__}: expected a float, an int, a "
                     "bool, a NumPy array, None, or a tuple/list/dict of those")
 
@@ -82,6 +94,8 @@ def unflatten(treedef, items):
     children = [unflatten(child, items) for child in treedef[-1]]
     if tag == "dict":
         return dict(zip(treedef[1], children))
+    if tag == "namedtuple":
+        return treedef[1](*children)
     return children if tag == "list" else tuple(children)
 
 
@@ -96,4 +110,6 @@ def describe(treedef):
     if tag == "dict":
         return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(treedef[1], children)) + "}"
     inner = ", ".join(children)
+    if tag == "namedtuple":
+        return f"{treedef[1].__name__}({inner})"
     return f"[{inner}]" if tag == "list" else f"({inner}{',' if len(children) == 1 else ''})"

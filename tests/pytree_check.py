@@ -29,7 +29,8 @@ def tree_map_leaves(tree, new_leaves):
     if isinstance(tree, list):
         return [tree_map_leaves(value, new_leaves) for value in tree]
     if isinstance(tree, tuple):
-        return tuple(tree_map_leaves(value, new_leaves) for value in tree)
+        items = [tree_map_leaves(value, new_leaves) for value in tree]
+        return type(tree)(*items) if hasattr(type(tree), "_fields") else tuple(items)   # namedtuples
     return next(new_leaves)
 
 

@@ -160,7 +160,7 @@ def u_import(x):
 
 
 def u_dict(x):
-    table = {"a": x}  # BAD
+    table = {str(x): x}  # BAD: a dict built in the function needs constant keys
     return x
 
 

@@ -4,8 +4,8 @@ against central finite differences in float64 on target="python" and target="cpu
 
 Each case names the objective, builds its arguments and says which arguments are differentiated
 (whole pytrees: lists of (W, b) tuples, dicts, tuples). Sizes are tiny: finite differences and
-compiles stay cheap. Programs that srcgrad cannot differentiate yet are strict xfails naming the
-construct (see the report in the issue).
+compiles stay cheap. Programs that srcgrad cannot differentiate yet would be strict xfails naming
+the construct (XFAIL; none today).
 """
 import numpy as np
 import pytest
@@ -78,14 +78,7 @@ PROGRAMS = {
 }
 
 # Known gaps, each a strict xfail naming the construct srcgrad refuses (with a clear error).
-XFAIL = {
-    "rnn": "helper `concat_and_multiply(weights, *args)`: srcgrad refuses functions with *args "
-           "(UnsupportedSyntaxError naming rnn.py:18)",
-    "lstm": "helper `concat_and_multiply(weights, *args)`: srcgrad refuses functions with *args "
-            "(UnsupportedSyntaxError naming lstm.py:24)",
-    "gmm": "`np.vstack(cluster_lls)` of a list built with append: srcgrad reads such a list only "
-           "with np.stack/np.array/sum/len/indexing",
-}
+XFAIL = {}
 
 # Compiled cases run by default (about a minute of compile on a quiet core); the others compile
 # for 40-120 s each on this shared machine and run under -m slow. The python target runs all.

@@ -174,6 +174,21 @@ class ListBuilder:
             message = f"{fsrc.filename}:{like.lineno}: {what} of the empty list {name!r}"
             return ast.copy_location(ast.Assert(test=test, msg=ast.Constant(message)), like)
 
+        def in_range(like, index):
+            """``-n <= index < n`` for the ``n`` items appended so far, as an assert."""
+            if isinstance(index, ast.Constant) and isinstance(index.value, int):
+                bound = index.value if index.value >= 0 else -index.value - 1
+                test = ast.Compare(left=name_load(count), ops=[ast.Gt()],
+                                   comparators=[ast.Constant(bound)])
+            else:
+                test = ast.Compare(left=ast.UnaryOp(op=ast.USub(), operand=name_load(count)),
+                                   ops=[ast.LtE(), ast.Lt()], comparators=[_copy(index), name_load(count)])
+            message = f"{fsrc.filename}:{like.lineno}: list index out of range for the list {name!r}"
+            node = ast.Assert(test=test, msg=ast.Constant(message))
+            for sub in ast.walk(node):
+                ast.copy_location(sub, like)
+            return node
+
         class Uses(ast.NodeTransformer):
             def __init__(self, stmt):
                 self.stmt = stmt
@@ -195,6 +210,12 @@ class ListBuilder:
                                              "arguments is not supported", "list")
                         self.checks.append(nonempty(node, label))
                         return rows(node)
+                    if label in ("np.vstack", "numpy.vstack") and \
+                            len(node.args) == 1 and not node.keywords:
+                        # NumPy reads an array as the sequence of its rows: the same result
+                        self.checks.append(nonempty(node, label))
+                        node.args = [rows(node)]
+                        return node
                     if label == "sum" and len(node.args) == 1 and not node.keywords:
                         self.checks.append(nonempty(node, "sum"))
                         call = _call(np.sum, "np.sum", [rows(node)], node)
@@ -209,7 +230,20 @@ class ListBuilder:
                 if isinstance(node.value, ast.Name) and node.value.id == name and \
                         isinstance(node.ctx, ast.Load):
                     node.slice = self.visit(node.slice)
-                    node.value = rows(node)
+                    if isinstance(node.slice, (ast.Slice, ast.Tuple)):
+                        node.value = rows(node)
+                        return node
+                    # one item: its slot of the array, not an item of a view of the rows so far
+                    # (that view changes shape while the list grows: `hs[-1]` in the loop that
+                    # appends to `hs`), after the range check Python's list makes
+                    self.checks.append(in_range(node, node.slice))
+                    index = node.slice
+                    if isinstance(index, ast.Constant) and isinstance(index.value, int):
+                        if index.value < 0:
+                            node.slice = _binop(name_load(count), ast.Add(), index, node)
+                    else:
+                        node.slice = ast.copy_location(
+                            ast.BinOp(left=index, op=ast.Mod(), right=name_load(count)), node)
                     return node
                 self.generic_visit(node)
                 return node
@@ -217,8 +251,8 @@ class ListBuilder:
             def visit_Name(self, node):
                 if node.id == name:
                     raise fsrc.error(self.stmt, f"this use of the list {name!r} is not supported "
-                                     "(srcgrad supports np.stack, np.array, sum, len and indexing of "
-                                     "a list built with append)", "list use")
+                                     "(srcgrad supports np.stack, np.vstack, np.array, sum, len and "
+                                     "indexing of a list built with append)", "list use")
                 return node
 
         def visit(stmts):

@@ -12,8 +12,8 @@ from ..runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint, 
                       repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
                       vstack_part, np_flip, np_rot90)
 from ..runtime import reduced_count, reshape_any
-from .table import (_axis_value, _library, _register_rule, _same_ndim, d, reduction_kind, register_tangent,
-                    register_zero_derivative)
+from .table import (_axis_value, _library, _register_rule, _same_ndim, d, reduction_kind, register_adjoint,
+                    register_tangent, register_zero_derivative)
 
 
 # --- reductions and cumulative operations -------------------------------------------------------
@@ -499,3 +499,21 @@ _library(np.hsplit, "np_hsplit", _hsplit, _split_kind("np.hsplit"))
 @register_tangent(np.split, np.array_split)
 def _split_tangent(result, ary, indices_or_sections, axis=0):
     d[result] += np.split(d[ary], indices_or_sections, axis)
+
+
+def _vstack_kind(parts, **kw):
+    if parts.is_array:          # an array's rows (the rows of a list built with append)
+        return K.array(max(2, parts.ndim - 1))
+    return K.array(max(2, parts.items[0].ndim))
+
+
+# np.vstack of an array (its rows, as NumPy reads it) is a reshape of that array; a tuple of
+# parts takes the sequence_part path (rules.callees: vstack_part)
+@register_adjoint(np.vstack, kind=_vstack_kind, elementwise=False)
+def vstack_rows(result, tup):
+    d[tup] += np.reshape(d[result], tup.shape)
+
+
+@register_tangent(np.vstack)
+def vstack_rows_tangent(result, tup):
+    d[result] += np.reshape(d[tup], result.shape)

@@ -17,8 +17,8 @@ from .. import pytree
 from ..errors import UnsupportedSyntaxError
 from ..parse import SourceFunction, unwrap_function
 from .syntax import _constant_value, _fold, _loaded_names, _stored_names
-from .values import (LocalDef, NeedStatic, SAmbiguous, SConst, SDict, SFunc, SLeaf, SSeq, Static,
-                     _capturable, _leaf_kind, _scalar_like, _static_of, describe, flat_atoms,
+from .values import (LocalDef, NeedStatic, SAmbiguous, SConst, SDict, SExpr, SFunc, SLeaf, SReturned,
+                     SSeq, Static, _capturable, _leaf_kind, _scalar_like, _static_of, describe, flat_atoms,
                      is_library_function, is_user_function)
 
 
@@ -43,6 +43,12 @@ class ExpressionRewriter:
             function = self.module_function(node)
             if function is not None:
                 return function
+            base = self.value(node.value)
+            if isinstance(base, SSeq) and base.ntype is not None and \
+                    node.attr in base.ntype._fields:
+                return base.items[base.ntype._fields.index(node.attr)]      # a namedtuple field
+            node.value = self.as_expr(base, node.value)
+            return node
         if isinstance(node, ast.Lambda):
             fdef = ast.FunctionDef(name=f"lambda_{node.lineno}", args=node.args,
                                    body=[ast.copy_location(ast.Return(value=node.body), node.body)],
@@ -54,6 +60,11 @@ class ExpressionRewriter:
             return self.local_function(fdef, f"lambda_{node.lineno}")
         if isinstance(node, ast.Constant) and node.value is None:
             return SConst(None)
+        if isinstance(node, ast.Dict):
+            return self.dict_literal(node)
+        if isinstance(node, (ast.Tuple, ast.List)) and \
+                not any(isinstance(e, ast.Starred) for e in node.elts):
+            return self.sequence_literal(node)
         if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
             unrolled = self.comprehension(node)
             if unrolled is not None:
@@ -63,9 +74,68 @@ class ExpressionRewriter:
             return self.masked_generic(node)
         if isinstance(node, ast.Compare):
             return self.compare(node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.add(node)
         self.generic(node)
         folded = _fold(node)
         if folded is not None and isinstance(node, (ast.BinOp, ast.UnaryOp, ast.BoolOp)):
+            return ast.copy_location(ast.Constant(folded[0]), node)
+        return node
+
+    def literal_item(self, node):
+        """An item of a pytree built here: a Static, or the expression computing it."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, str)):
+            return SConst(node.value)
+        value = self.value(node)
+        return value if isinstance(value, Static) else SExpr(value)
+
+    def dict_literal(self, node):
+        """``{"W": W, "b": b * 2}`` with constant keys: a dict pytree (its values evaluated once,
+        where it is bound to a name)."""
+        keys = []
+        for key in node.keys:
+            known = None if key is None else self.value(copy.deepcopy(key))
+            known = known.value if isinstance(known, (SConst, ast.Constant)) else None
+            if not isinstance(known, (str, int)) or isinstance(known, bool) or known in keys:
+                raise self.error(node, "a dict built in the function needs distinct constant string "
+                                 f"or int keys (`{ast.unparse(node)}`)", "dict literal")
+            keys.append(known)
+        return SDict(keys, [self.literal_item(v) for v in node.values])
+
+    def sequence_literal(self, node):
+        """``(W, b)``, ``[layer1, layer2]``: a pytree when an item is one (``(params[0], x)``),
+        else the literal (a runtime tuple)."""
+        values = [self.value(e) for e in node.elts]
+        if not any(isinstance(v, (SSeq, SDict, SFunc, SExpr)) for v in values):
+            node.elts = [self.as_expr(v, e) for v, e in zip(values, node.elts)]
+            return node
+        items = [v if isinstance(v, Static) else SExpr(v) for v in values]
+        return SSeq("list" if isinstance(node, ast.List) else "tuple", items)
+
+    def add(self, node):
+        """``a + b``; a tuple or list pytree joined with another or with a literal (``args +
+        (ones,)``) is joined here: a pytree when both are, else a literal of their elements."""
+        left, right = self.value(node.left), self.value(node.right)
+        cls = {SSeq: lambda v: v.cls, ast.Tuple: lambda v: "tuple", ast.List: lambda v: "list"}
+        kinds = [cls[type(v)](v) if type(v) in cls else None for v in (left, right)]
+        if None not in kinds and kinds[0] == kinds[1]:
+            if isinstance(left, SSeq) and isinstance(right, SSeq):
+                return SSeq(left.cls, left.items + right.items)
+            elts = []
+            for part in (left, right):
+                part = self.as_expr(part, node, sequence_ok=True)
+                if isinstance(part, ast.List):
+                    part = ast.Tuple(elts=part.elts, ctx=ast.Load())
+                if not isinstance(part, ast.Tuple) or \
+                        any(isinstance(e, ast.Starred) for e in part.elts):
+                    return self.as_expr(left, node)     # names what cannot be joined
+                elts += part.elts
+            joined = ast.Tuple(elts=elts, ctx=ast.Load()) if kinds[0] == "tuple" else \
+                ast.List(elts=elts, ctx=ast.Load())
+            return ast.copy_location(joined, node)
+        node.left, node.right = self.as_expr(left, node.left), self.as_expr(right, node.right)
+        folded = _fold(node)
+        if folded is not None:
             return ast.copy_location(ast.Constant(folded[0]), node)
         return node
 
@@ -78,6 +148,8 @@ class ExpressionRewriter:
             return value
         if isinstance(value, SLeaf):
             return ast.copy_location(ast.Name(id=value.name, ctx=ast.Load()), like)
+        if isinstance(value, SExpr):
+            return value.node
         if isinstance(value, SConst):
             return ast.copy_location(ast.Constant(value.value), like)
         if sequence_ok and isinstance(value, SSeq) and \
@@ -109,6 +181,8 @@ class ExpressionRewriter:
         if isinstance(value, SFunc):
             target = value.target
             return f"the function {target.name if isinstance(target, LocalDef) else target.__name__}"
+        if isinstance(value, SReturned):
+            return f"the pytree {value.label} returns (assign it to a name first)"
         if isinstance(value, SLeaf):
             return "an element of a pytree"
         if isinstance(value, SConst):
@@ -355,13 +429,14 @@ class ExpressionRewriter:
                 free.append(self.bound(item, node) if isinstance(item, Static) else SLeaf(name))
             return SFunc(value.target, free)
         if isinstance(value, SSeq):
-            return SSeq(value.cls, [self.bound(v, node) for v in value.items])
+            return SSeq(value.cls, [self.bound(v, node) for v in value.items], value.ntype)
         if isinstance(value, SDict):
             return SDict(value.keys, [self.bound(v, node) for v in value.items])
         return value
 
     def local_function(self, fdef, name):
-        params = {a.arg for a in fdef.args.args}
+        params = {a.arg for a in fdef.args.args + fdef.args.kwonlyargs}
+        params |= {a.arg for a in (fdef.args.vararg, fdef.args.kwarg) if a is not None}
         inner_locals = params | _stored_names(fdef.body)
         loaded = set()
         for stmt in fdef.body:
@@ -376,6 +451,12 @@ class ExpressionRewriter:
 
     def call(self, node):
         func = node.func
+        if isinstance(func, ast.Name) and func.id == "dict" and "dict" not in self.locals and \
+                "dict" not in self.fsrc.namespace and not node.args and \
+                all(kw.arg is not None for kw in node.keywords):
+            # dict(W=W, b=b): a dict pytree, as the literal
+            return SDict([kw.arg for kw in node.keywords],
+                         [self.literal_item(kw.value) for kw in node.keywords])
         if isinstance(func, ast.Name) and func.id == "len" and "len" not in self.locals and \
                 len(node.args) == 1 and not node.keywords and "len" not in self.fsrc.namespace:
             arg = self.value(node.args[0])
@@ -397,6 +478,9 @@ class ExpressionRewriter:
                 return total
             node.args = [self.as_expr(items, node.args[0])]
             return node
+        ntype = self.namedtuple_class(func)
+        if ntype is not None:
+            return self.namedtuple_literal(node, ntype)
         callee = self.value(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
         if isinstance(callee, SFunc):
             target = callee.target
@@ -419,21 +503,67 @@ class ExpressionRewriter:
             kw.value = self.load(kw.value)
         return node
 
+    def namedtuple_class(self, func):
+        """The namedtuple class ``func`` names (``Layer`` in ``Layer(W, b)``), else None."""
+        root = func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if not isinstance(root, ast.Name) or root.id in self.locals or root.id in self.env:
+            return None
+        try:
+            value = self.fsrc.resolve(func)
+        except (KeyError, AttributeError):
+            return None
+        if isinstance(value, type) and issubclass(value, tuple) and \
+                isinstance(getattr(value, "_fields", None), tuple) and hasattr(value, "_make"):
+            return value
+        return None
+
+    def namedtuple_literal(self, node, ntype):
+        """``Layer(W * 2, b)``: a namedtuple pytree built here."""
+        fields = ntype._fields
+        given = {}
+        if any(isinstance(a, ast.Starred) for a in node.args) or len(node.args) > len(fields) or \
+                any(kw.arg not in fields for kw in node.keywords):
+            raise self.error(node, f"`{ast.unparse(node)}`: build a {ntype.__name__} from its "
+                             f"fields {fields} by position or name", "namedtuple")
+        for field, arg in zip(fields, node.args):
+            given[field] = arg
+        for kw in node.keywords:
+            given[kw.arg] = kw.value
+        items = []
+        defaults = getattr(ntype, "_field_defaults", {})
+        for field in fields:
+            if field in given:
+                items.append(self.literal_item(given[field]))
+            elif field in defaults and (defaults[field] is None or
+                                        isinstance(defaults[field], (bool, int, str))):
+                items.append(SConst(defaults[field]))
+            else:
+                raise self.error(node, f"{ntype.__name__}() missing field {field!r}", "namedtuple")
+        return SSeq("tuple", items, ntype)
+
     def helper_call(self, node, callee):
         target = callee.target
+        vararg = None                # the name of a `*args` parameter: a tuple of the extra arguments
         if isinstance(target, LocalDef):
             fdef = target.node
             names = [a.arg for a in fdef.args.args]
             defaults = [d.value for d in fdef.args.defaults]
             label = target.name
+            if fdef.args.vararg is not None:
+                vararg = fdef.args.vararg.arg
         else:
             func = unwrap_function(target)
             signature = inspect.signature(func)
             names = []
             defaults = []
             for p in signature.parameters.values():
+                if p.kind == p.VAR_POSITIONAL:
+                    vararg = p.name
+                    continue
                 if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY):
-                    return self.plain_call(node)     # *args/**kwargs/kw-only: check.py names it
+                    return self.plain_call(node)     # **kwargs/kw-only: check.py names it
                 names.append(p.name)
                 if p.default is not p.empty:
                     defaults.append(p.default)
@@ -441,9 +571,10 @@ class ExpressionRewriter:
         if any(isinstance(a, ast.Starred) for a in node.args) or any(kw.arg is None for kw in node.keywords):
             raise self.error(node, f"*args/**kwargs in the call of {label} are not supported",
                              "*args/**kwargs call")
-        if len(node.args) > len(names):
+        if len(node.args) > len(names) and vararg is None:
             raise self.error(node, f"{label} takes {len(names)} arguments, {len(node.args)} given",
                              "call arguments")
+        extra = node.args[len(names):]
         given = {}
         for name, arg in zip(names, node.args):
             given[name] = arg
@@ -458,7 +589,7 @@ class ExpressionRewriter:
         while True:
             try:
                 return self.bound_call(node, callee, names, given, defaults, first_default, label,
-                                       static_names)
+                                       static_names, vararg, extra)
             except UnsupportedSyntaxError as exc:
                 # a helper indexing a pytree by a parameter given a constant: specialize on it
                 name = getattr(exc, "static_name", None)
@@ -469,7 +600,8 @@ class ExpressionRewriter:
                     raise
                 static_names.add(name)
 
-    def bound_call(self, node, callee, names, given, defaults, first_default, label, static_names):
+    def bound_call(self, node, callee, names, given, defaults, first_default, label, static_names,
+                   vararg=None, extra=()):
         target = callee.target
         descs, flat = [], []
         for k, name in enumerate(names):
@@ -483,8 +615,10 @@ class ExpressionRewriter:
                 value = self.default_value(defaults[k - first_default], node, label, name)
             else:
                 raise self.error(node, f"{label}() missing argument {name!r}", "call arguments")
-            if isinstance(value, SLeaf):
+            if isinstance(value, (SLeaf, SExpr)):
                 value = self.as_expr(value, node)
+            if isinstance(value, SReturned):
+                raise self.error(node, f"{self.what(value)} passed to {label}", "returned pytree")
             if isinstance(value, Static):
                 value = self.bound(value, node)
                 descs.append(describe(value, self.prep.func_targets))
@@ -492,6 +626,23 @@ class ExpressionRewriter:
             else:
                 descs.append(None)
                 flat.append(value)
+        if vararg is not None:
+            # `*args`: a tuple pytree of the extra arguments (runtime values are its leaves)
+            items = []
+            for arg in extra:
+                value = self.value(copy.deepcopy(arg))
+                if isinstance(value, (SLeaf, SExpr)):
+                    value = self.as_expr(value, node)
+                if isinstance(value, SReturned):
+                    raise self.error(node, f"{self.what(value)} passed to {label}", "returned pytree")
+                if isinstance(value, Static):
+                    value = self.bound(value, node)
+                    items.append(describe(value, self.prep.func_targets))
+                    flat += flat_atoms(value, node)
+                else:
+                    items.append(("leaf", None))
+                    flat.append(value)
+            descs.append(("tuple", tuple(items)))
         if isinstance(target, LocalDef):
             free = callee.free
             if free is None:            # late binding: the free variables' values now
@@ -503,7 +654,8 @@ class ExpressionRewriter:
                 descs.append(describe(value, self.prep.func_targets) if not isinstance(value, SLeaf) else None)
                 flat += flat_atoms(value, node)
             lifted = copy.deepcopy(target.node)
-            lifted.args = ast.arguments(posonlyargs=[], args=list(lifted.args.args) +
+            star = [lifted.args.vararg] if lifted.args.vararg is not None else []
+            lifted.args = ast.arguments(posonlyargs=[], args=list(lifted.args.args) + star +
                                         [ast.arg(arg=n) for n in target.free_names],
                                         vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
                                         defaults=[])
@@ -527,6 +679,8 @@ class ExpressionRewriter:
             node.func = ast.copy_location(ast.Name(id=prepared.placeholder, ctx=ast.Load()), node.func)
         node.args = flat
         node.keywords = []
+        if prepared.returns is not None:            # a pytree: rebuilt where it is bound
+            return SReturned(node, prepared.returns, label)
         return node
 
     def plain_call(self, node):

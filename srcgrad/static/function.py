@@ -6,12 +6,13 @@ its base class (:mod:`.expressions`).
 """
 import ast
 import copy
+import itertools
 
 from ..errors import SrcgradError
 from .expressions import ExpressionRewriter
 from .syntax import _fold, _op_text, _stored_names
-from .values import (LocalDef, NeedStatic, SAmbiguous, SConst, SDict, SFunc, SLeaf, SSeq, Static,
-                     _same, _scalar_like)
+from .values import (LocalDef, NeedStatic, SAmbiguous, SConst, SDict, SExpr, SFunc, SLeaf, SReturned,
+                     SSeq, Static, _same, _scalar_like, from_template, template)
 
 
 class FunctionRewriter(ExpressionRewriter):
@@ -32,8 +33,10 @@ class FunctionRewriter(ExpressionRewriter):
             raise TypeError("lift lambdas before rewriting")
         params = [a.arg for a in tree.args.args]
         self.params = params
-        self.locals = set(params) | _stored_names(tree.body)
+        self.vararg = tree.args.vararg.arg if tree.args.vararg is not None else None
+        self.locals = set(params) | {self.vararg} - {None} | _stored_names(tree.body)
         self.plain_params = set()
+        self.structured = {}          # name -> its pytree with leaves in variables of their own
 
     def error(self, node, message, construct):
         return self.fsrc.error(node, message, construct)
@@ -42,13 +45,17 @@ class FunctionRewriter(ExpressionRewriter):
     def run(self):
         tree = self.tree
         args = tree.args
-        if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+        params = self.params
+        if args.vararg and not (args.kwarg or args.kwonlyargs or args.posonlyargs) and \
+                len(self.descs) == len(params) + 1:
+            params = params + [self.vararg]     # a helper's `*args`: a tuple pytree (bound_call)
+        elif args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
             return tree                 # check.py names it
-        if len(self.descs) != len(self.params):
+        if len(self.descs) != len(params):
             raise SrcgradError(f"{self.fsrc.filename}:{tree.lineno}: {self.fsrc.name} takes "
-                               f"{len(self.params)} arguments, called with {len(self.descs)}")
+                               f"{len(params)} arguments, called with {len(self.descs)}")
         new_params = []
-        for name, desc in zip(self.params, self.descs):
+        for name, desc in zip(params, self.descs):
             if desc is None:
                 new_params.append(name)
                 self.plain_params.add(name)
@@ -72,7 +79,7 @@ class FunctionRewriter(ExpressionRewriter):
         for key in self.prepared.captures:
             hidden += self.capture_params[key]
         self.prepared.hidden = hidden
-        if new_params + hidden != self.params:
+        if new_params + hidden != self.params or args.vararg:
             tree.args = ast.arguments(posonlyargs=[], args=[ast.arg(arg=n) for n in new_params + hidden],
                                       vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
                                       defaults=[])
@@ -90,12 +97,15 @@ class FunctionRewriter(ExpressionRewriter):
             return SLeaf(name, desc[1]), [name]
         if tag == "const":
             return SConst(desc[2]), []
-        if tag in ("tuple", "list"):
+        if tag in ("tuple", "list", "namedtuple"):
             items, names = [], []
-            for k, child in enumerate(desc[1]):
-                item, more = self.rebuild(child, f"{stem}_{k}")
+            fields = desc[1]._fields if tag == "namedtuple" else None
+            for k, child in enumerate(desc[-1]):
+                item, more = self.rebuild(child, f"{stem}_{fields[k] if fields else k}")
                 items.append(item)
                 names += more
+            if tag == "namedtuple":
+                return SSeq("tuple", items, ntype=desc[1]), names
             return SSeq(tag, items), names
         if tag == "dict":
             items, names = [], []
@@ -139,8 +149,16 @@ class FunctionRewriter(ExpressionRewriter):
         if isinstance(stmt, ast.If):
             return self.if_statement(stmt)
         if isinstance(stmt, ast.Return):
-            if stmt.value is not None:
-                stmt.value = self.load(stmt.value, sequence_ok=True)
+            if stmt.value is None:
+                return [stmt]
+            value = self.value(stmt.value)
+            flat = isinstance(value, SSeq) and value.ntype is None and \
+                all(isinstance(i, (SLeaf, SConst)) for i in value.items)    # a runtime tuple
+            if isinstance(value, (SSeq, SDict, SReturned)) and not flat and not self.prepared.is_root:
+                return self.return_pytree(value, stmt)
+            stmt.value = self.as_expr(value, stmt.value, sequence_ok=True)
+            self.prepared.plain_return = stmt
+            self.one_structure(stmt)
             return [stmt]
         if isinstance(stmt, ast.FunctionDef):
             for node in ast.walk(stmt):
@@ -183,6 +201,8 @@ class FunctionRewriter(ExpressionRewriter):
             self.bind_name(target.id, value, stmt, out)
             return
         if isinstance(target, (ast.Tuple, ast.List)):
+            if isinstance(value, SReturned):
+                value = self.materialized(value, "out", stmt, out)
             if isinstance(value, SSeq):
                 if any(isinstance(e, ast.Starred) for e in target.elts):
                     raise self.error(stmt, "starred unpacking of a pytree is not supported",
@@ -190,6 +210,11 @@ class FunctionRewriter(ExpressionRewriter):
                 if len(target.elts) != len(value.items):
                     raise self.error(stmt, f"cannot unpack a pytree of {len(value.items)} items into "
                                      f"{len(target.elts)} names", "pytree unpacking")
+                # `x, y, W = x + 1, x * 2, params[0]`: every value first, as Python does
+                value = SSeq(value.cls, [
+                    self.materialized(item, elt.id if isinstance(elt, ast.Name) else "v", stmt, out)
+                    if isinstance(item, SExpr) else item
+                    for elt, item in zip(target.elts, value.items)], value.ntype)
                 for elt, item in zip(target.elts, value.items):
                     self.bind(elt, item, stmt, out)
                 return
@@ -215,9 +240,24 @@ class FunctionRewriter(ExpressionRewriter):
                                      stmt))
 
     def bind_name(self, name, value, stmt, out):
+        if isinstance(value, SExpr):
+            value = value.node                  # one runtime value: a plain assignment
+        elif isinstance(value, (SSeq, SDict, SReturned)):
+            value = self.materialized(value, name, stmt, out)
         if isinstance(value, Static):
             self.env[name] = value
             if name in self.materialize:
+                fixed = self.structured.get(name)
+                if fixed is not None and not _scalar_like(value):
+                    try:
+                        shape, leaves = template(value)
+                    except TypeError:
+                        shape = None
+                    if shape == template(fixed)[0]:     # the same structure: new leaf values
+                        out.append(self.assign_leaves([leaf.name for leaf in template(fixed)[1]],
+                                                      leaves, stmt))
+                        self.env[name] = fixed
+                        return
                 if not _scalar_like(value):
                     self.env[name] = SAmbiguous(
                         f"`{name}` is bound to {self.what(value)} inside a loop or branch where it "
@@ -231,6 +271,58 @@ class FunctionRewriter(ExpressionRewriter):
         self.drop(name)
         out.append(ast.copy_location(ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
                                                 value=value), stmt))
+
+    def return_pytree(self, value, stmt):
+        """A helper returning a pytree (``return {"h": h, "c": c}``): it returns the tuple of the
+        runtime leaves; its callers rebuild the structure (:class:`SReturned`)."""
+        out = []
+        if _holds_returned(value):       # the helper's call once, before the return
+            value = self.materialized(value, "out", stmt, out)
+        try:
+            shape, leaves = template(value)
+        except TypeError:
+            raise self.error(stmt, f"a helper returning {self.what(value)} is not supported "
+                             "(return arrays, numbers, or tuples, lists and dicts of them)",
+                             "returned pytree") from None
+        if self.prepared.returns not in (None, shape):
+            raise self.error(stmt, f"{self.fsrc.name} returns pytrees of different structures",
+                             "returned pytree")
+        self.prepared.returns = shape
+        self.one_structure(stmt)
+        result = ast.Tuple(elts=[self.as_expr(leaf, stmt) for leaf in leaves], ctx=ast.Load())
+        for node in ast.walk(result):
+            ast.copy_location(node, stmt)
+        stmt.value = result
+        return out + [stmt]
+
+    def one_structure(self, stmt):
+        if self.prepared.returns is not None and self.prepared.plain_return is not None:
+            raise self.error(stmt, f"{self.fsrc.name} returns pytrees of different structures "
+                             f"(a pytree and, at line {self.prepared.plain_return.lineno}, a plain "
+                             "value)", "returned pytree")
+
+    def materialized(self, value, stem, stmt, out):
+        """``value`` with each runtime item of a pytree built here (:class:`SExpr`) computed once,
+        into a variable of its own (``d = {"a": x * 2}`` -> ``d_a = x * 2``)."""
+        if isinstance(value, SExpr):
+            name = self.prep.placeholder()
+            self.prepared.hints[name] = stem
+            out.append(ast.copy_location(ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                                                    value=value.node), stmt))
+            return SLeaf(name)
+        if isinstance(value, SReturned):        # the call once, then its leaves
+            result = self.materialized(SExpr(value.call), stem, stmt, out)
+            leaves = (SExpr(ast.copy_location(ast.Subscript(
+                value=ast.Name(id=result.name, ctx=ast.Load()), slice=ast.Constant(k),
+                ctx=ast.Load()), stmt)) for k in itertools.count())
+            return self.materialized(from_template(value.shape, leaves), stem, stmt, out)
+        if isinstance(value, SSeq):
+            return SSeq(value.cls, [self.materialized(v, f"{stem}_{k}", stmt, out)
+                                    for k, v in enumerate(value.items)], value.ntype)
+        if isinstance(value, SDict):
+            return SDict(value.keys, [self.materialized(v, f"{stem}_{k}", stmt, out)
+                                      for k, v in zip(value.keys, value.items)])
+        return value
 
     def drop(self, name):
         self.env.pop(name, None)
@@ -320,11 +412,44 @@ class FunctionRewriter(ExpressionRewriter):
                 pre.append(ast.copy_location(ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
                                                         value=self.as_expr(value, stmt)), stmt))
                 self.drop(name)
+            elif self.carry_structure(name, value, stmt, pre):
+                pass
             else:
                 self.env[name] = SAmbiguous(
                     f"`{name}` refers to {self.what(value)} before line {stmt.lineno} and to other "
                     "values inside it; srcgrad resolves pytrees at specialization time", stmt.lineno)
         return pre
+
+    def carry_structure(self, name, value, stmt, pre):
+        """A pytree rebound inside a loop or branch (``state = cell(params, x, state)``): its
+        runtime leaves become variables of their own (``state_h``, ``state_c``), assigned before
+        it and at every rebinding of ``name`` to a pytree of the same structure (bind_name)."""
+        try:
+            shape, leaves = template(value)
+        except TypeError:           # functions, ...: resolved statically only
+            return False
+        if not leaves:
+            return False
+        names = []
+        for k, leaf in enumerate(leaves):
+            fixed = self.prep.placeholder()
+            self.prepared.hints[fixed] = f"{name}_{k}"
+            names.append(fixed)
+        pre.append(self.assign_leaves(names, leaves, stmt))
+        fixed = from_template(shape, iter([SLeaf(n) for n in names]))
+        self.structured[name] = fixed
+        self.env[name] = fixed
+        return True
+
+    def assign_leaves(self, names, leaves, stmt):
+        """``a, b = x, y``: every value first (a leaf may be another's old value)."""
+        targets = [ast.Name(id=n, ctx=ast.Store()) for n in names]
+        values = [self.as_expr(leaf, stmt) for leaf in leaves]
+        node = ast.Assign(targets=[ast.Tuple(elts=targets, ctx=ast.Store())] if len(names) > 1 else targets,
+                          value=ast.Tuple(elts=values, ctx=ast.Load()) if len(names) > 1 else values[0])
+        for sub in ast.walk(node):
+            ast.copy_location(sub, stmt)
+        return node
 
     def loop(self, stmt, target_names=()):
         """A loop kept as a loop: names whose static binding changes in its body become plain
@@ -361,6 +486,8 @@ class FunctionRewriter(ExpressionRewriter):
                 stmt.lineno)
         for name in carried:
             value = self.env.get(name)
+            if value is not None and _same(value, self.structured.get(name)):
+                continue                # a pytree carried in variables of its own
             if value is not None and not _scalar_like(value) and not isinstance(value, SAmbiguous):
                 self.env[name] = SAmbiguous(
                     f"`{name}` is bound to {self.what(value)} inside the loop at line {stmt.lineno}; "
@@ -469,3 +596,9 @@ class FunctionRewriter(ExpressionRewriter):
             if isinstance(value, Static) and not isinstance(value, SLeaf):
                 raise self.error(node, f"cannot iterate over {self.what(value)}", "pytree loop")
         return None
+
+
+def _holds_returned(value):
+    if isinstance(value, SReturned):
+        return True
+    return isinstance(value, (SSeq, SDict)) and any(_holds_returned(v) for v in value.items)

@@ -28,6 +28,9 @@ class Prepared:
         self.name = None
         self.function = None      # the SourceFunction the pipeline sees
         self.hints = {}           # placeholder -> readable name stem
+        self.is_root = False
+        self.returns = None       # a helper returning a pytree: its shape (static.values.template)
+        self.plain_return = None  # a `return` of a plain value (never mixed with pytree returns)
 
 
 class Plan:
@@ -112,6 +115,8 @@ def make_plan(func, values, params):
 def _desc_from_value(value):
     if isinstance(value, dict):
         return ("dict", tuple(value), tuple(_desc_from_value(v) for v in value.values()))
+    if pytree.is_namedtuple(value):
+        return ("namedtuple", type(value), tuple(_desc_from_value(v) for v in value))
     if isinstance(value, (tuple, list)):
         return ("list" if isinstance(value, list) else "tuple",
                 tuple(_desc_from_value(v) for v in value))
@@ -131,6 +136,7 @@ class Preparer:
         self.counter = itertools.count()
         self.functions = []       # Prepared, in creation order
         self.func_targets = {}    # descriptor key of a function value -> the function / LocalDef
+        self.root = None          # the Prepared of the differentiated function
 
     def placeholder(self, stem="v"):
         return f"__sg{next(self.counter)}_{stem}__"
@@ -162,6 +168,7 @@ class Preparer:
                 original = ast.dump(tree)
             prepared = Prepared(target, descs, fsrc)
             prepared.placeholder = self.placeholder("f")
+            prepared.is_root = root
             rewriter = FunctionRewriter(self, prepared, fsrc, copy.deepcopy(tree), descs)
             prepared.tree = rewriter.run()
             prepared.trivial = (original is not None and not prepared.captures and
@@ -172,6 +179,8 @@ class Preparer:
             self.in_progress.discard(key)
         self.cache[key] = prepared
         self.functions.append(prepared)
+        if root:
+            self.root = prepared
         return prepared
 
     def capture(self, key, name, getter, value, where):
@@ -189,7 +198,9 @@ class Preparer:
     # -- final names -------------------------------------------------------------------------
     def finish(self):
         """Choose readable unique names for the rewritten functions and their new parameters."""
-        functions = [p for p in self.functions if not p.trivial]
+        # the differentiated function chooses first: it keeps its own name in generated code
+        functions = sorted((p for p in self.functions if not p.trivial),
+                           key=lambda p: p is not self.root)
         taken = set()
         for prepared in self.functions:
             for node in ast.walk(prepared.tree):
@@ -199,8 +210,10 @@ class Preparer:
                 taken.add(prepared.fsrc.name)
         names = {p.placeholder: p.fsrc.name for p in self.functions if p.trivial}
         for prepared in functions:
-            stem = prepared.fsrc.name if isinstance(prepared.target, LocalDef) or \
-                prepared.fsrc.name.isidentifier() else "lambda"
+            if isinstance(prepared.target, LocalDef):      # a nested def or lambda: its own name
+                stem = prepared.target.name
+            else:
+                stem = prepared.fsrc.name if prepared.fsrc.name.isidentifier() else "lambda"
             stem = _identifier(stem)
             name = stem
             count = 1

@@ -56,9 +56,30 @@ class SConst(Static):
 
 
 class SSeq(Static):
-    def __init__(self, cls, items):
+    def __init__(self, cls, items, ntype=None):
         self.cls = cls            # "tuple" or "list"
         self.items = list(items)
+        self.ntype = ntype        # the class of a namedtuple (its fields are read by name)
+
+
+class SExpr(Static):
+    """A runtime value inside a pytree built in the function (``{"a": x * 2}``, ``(W, b)``
+    holding a pytree): the expression computing it, evaluated once where the pytree is bound to a
+    name (FunctionRewriter.materialized) or passed to a helper."""
+
+    def __init__(self, node):
+        self.node = node
+
+
+class SReturned(Static):
+    """The pytree a helper returns: ``call`` returns the tuple of its runtime leaves, ``shape``
+    (a descriptor, see :func:`template`) says where they go. Bound to a name, the call runs once
+    (FunctionRewriter.materialized)."""
+
+    def __init__(self, call, shape, label):
+        self.call = call
+        self.shape = shape
+        self.label = label
 
 
 class SDict(Static):
@@ -111,6 +132,11 @@ def _same(a, b):
         return type(a.value) is type(b.value) and a.value == b.value
     if isinstance(a, SLeaf) and isinstance(b, SLeaf):
         return a.name == b.name
+    if isinstance(a, SSeq) and isinstance(b, SSeq):         # the same structure of the same values
+        return a.cls == b.cls and a.ntype is b.ntype and len(a.items) == len(b.items) and \
+            all(_same(x, y) for x, y in zip(a.items, b.items))
+    if isinstance(a, SDict) and isinstance(b, SDict):
+        return a.keys == b.keys and all(_same(x, y) for x, y in zip(a.items, b.items))
     return False
 
 
@@ -125,9 +151,13 @@ def describe(static, registry):
     function values are entered in ``registry`` under their key."""
     if isinstance(static, SLeaf):
         return ("leaf", static.kind)
+    if isinstance(static, SExpr):
+        return ("leaf", None)
     if isinstance(static, SConst):
         return ("const", type(static.value).__name__, static.value)
     if isinstance(static, SSeq):
+        if static.ntype is not None:
+            return ("namedtuple", static.ntype, tuple(describe(s, registry) for s in static.items))
         return (static.cls, tuple(describe(s, registry) for s in static.items))
     if isinstance(static, SDict):
         return ("dict", tuple(static.keys), tuple(describe(s, registry) for s in static.items))
@@ -139,11 +169,45 @@ def describe(static, registry):
     raise TypeError(static)
 
 
+def template(static):
+    """The shape of a pytree built or returned here, as a hashable descriptor with ``("leaf",)`` for
+    each runtime value (in :func:`runtime_leaves` order), and its runtime leaves."""
+    if isinstance(static, (SLeaf, SExpr)):
+        return ("leaf",), [static]
+    if isinstance(static, SConst):
+        return ("const", static.value), []
+    if isinstance(static, (SSeq, SDict)):
+        shapes, leaves = [], []
+        for item in static.items:
+            shape, more = template(item)
+            shapes.append(shape)
+            leaves += more
+        if isinstance(static, SDict):
+            return ("dict", tuple(static.keys), tuple(shapes)), leaves
+        return (static.cls, static.ntype, tuple(shapes)), leaves
+    raise TypeError(static)
+
+
+def from_template(shape, leaves):
+    """The pytree of ``shape`` whose runtime values are the next items of ``leaves``."""
+    tag = shape[0]
+    if tag == "leaf":
+        return next(leaves)
+    if tag == "const":
+        return SConst(shape[1])
+    items = [from_template(child, leaves) for child in shape[-1]]
+    if tag == "dict":
+        return SDict(shape[1], items)
+    return SSeq(tag, items, shape[1])
+
+
 def flat_atoms(static, like):
     """The runtime values a static argument passes (its leaves), as expressions."""
     out = []
     if isinstance(static, SLeaf):
         out.append(ast.copy_location(ast.Name(id=static.name, ctx=ast.Load()), like))
+    elif isinstance(static, SExpr):
+        out.append(static.node)
     elif isinstance(static, (SSeq, SDict)):
         for item in static.items:
             out += flat_atoms(item, like)
@@ -201,4 +265,6 @@ def _static_of(treedef, value, names):
     items = [_static_of(child, v, names) for child, v in zip(treedef[-1], children)]
     if tag == "dict":
         return SDict(treedef[1], items)
+    if tag == "namedtuple":
+        return SSeq("tuple", items, ntype=treedef[1])
     return SSeq(tag, items)

@@ -521,7 +521,14 @@ def np_vstack(parts):
 
 @overload(np_vstack)
 def _np_vstack_ov(parts):
-    """np.vstack with 1-d parts as rows (Numba's own needs parts of one ndim)."""
+    """np.vstack with 1-d parts as rows (Numba's own needs parts of one ndim); of an array, its rows."""
+    if isinstance(parts, types.Array):
+        if parts.ndim == 1:
+            return lambda parts: np.ascontiguousarray(parts).reshape((parts.shape[0], 1))
+        if parts.ndim == 2:
+            return lambda parts: parts.copy()
+        return lambda parts: np.ascontiguousarray(parts).reshape(
+            (parts.shape[0] * parts.shape[1],) + parts.shape[2:])
     items = [f"np.ascontiguousarray(parts[{j}]).reshape((1, parts[{j}].shape[0]))" if part.ndim == 1
              else f"parts[{j}]" for j, part in enumerate(parts)]
     namespace = {"np": np}
