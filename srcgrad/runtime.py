@@ -187,6 +187,35 @@ def prod_adjoint(gradient, x, axis, keepdims):
     return expand_reduced(gradient, x, axis, keepdims) * others
 
 
+def prod_second(w, x, axis):
+    """The adjoint of prod_adjoint w.r.t. x for a gradient of ones (hvp of np.prod): along each
+    slice, Q_k = sum_{j != k} w_j prod_{i not j, k} x_i = L_k after_k + before_k R_k, with the
+    recurrences L_{k+1} = L_k x_k + w_k before_k and R_{k-1} = R_k x_k + w_k after_k (exclusive
+    prefix and suffix products: no division, zeros are no special case)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return np.zeros_like(x * w)          # a product of one element: linear
+    along = -1 if axis is None else axis
+    v = _last(x, axis)
+    u = _last(np.broadcast_to(w, x.shape), axis)
+    n = v.shape[-1]
+    ones = np.ones(v.shape[:-1] + (1,), v.dtype)
+    before = np.concatenate([ones, np.cumprod(v, axis=-1)[..., :-1]], axis=-1)
+    after = np.concatenate([np.cumprod(v[..., ::-1], axis=-1)[..., ::-1][..., 1:], ones], axis=-1)
+    left = np.zeros(np.broadcast_shapes(v.shape, u.shape), np.result_type(v, u))
+    right = np.zeros_like(left)
+    running = np.zeros(left.shape[:-1], left.dtype)
+    for k in range(n):
+        left[..., k] = running
+        running = running * v[..., k] + u[..., k] * before[..., k]
+    running = np.zeros(left.shape[:-1], left.dtype)
+    for k in range(n - 1, -1, -1):
+        right[..., k] = running
+        running = running * v[..., k] + u[..., k] * after[..., k]
+    q = left * after + before * right
+    return q.reshape(x.shape) if axis is None else np.moveaxis(q, -1, along)
+
+
 def reduced_count(x, axis):
     """How many elements each output of a reduction over ``axis`` combined."""
     return np.size(x) if axis is None else np.shape(x)[axis]
@@ -341,7 +370,7 @@ LIBRARY_HELPERS = (
     # shape work
     "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
     "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
-    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "cumprod_tangent", "np_meshgrid", "meshgrid_adjoint",
+    "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "cumprod_tangent", "prod_second", "np_meshgrid", "meshgrid_adjoint",
     "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort", "sort_tangent",
     # products
     "np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint",
