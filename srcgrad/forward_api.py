@@ -244,7 +244,7 @@ class HvpFunction(_ForwardBase):
                                    f"returns a {result_kind} (use srcgrad.jacobian, jvp or vjp)")
             module, name, source, path = _forward_module(self.func, kinds, self.wrt_names, "python",
                                                          "float64", lowered=False)
-            for helper, what in (("prod_adjoint(", "np.prod"), ("cumprod_tangent(", "np.cumprod")):
+            for helper, what in (("cumprod_tangent(", "np.cumprod"),):
                 if helper in source:
                     raise SrcgradError(f"hvp/hessian of {self.func.__name__}: the second derivative "
                                        f"of {what} is not supported (its tangent uses a runtime helper "

@@ -246,6 +246,18 @@ def cumprod_adjoint(gradient, x, axis):
     return fd_vjp(lambda t: np.cumprod(t, axis=axis), x, gradient)
 
 
+def prod_second(w, x, axis, h=1e-6):
+    """d/dx of sum(w * prod_adjoint(ones, x, axis)): central differences of the first derivative."""
+    def first(t):
+        return np.sum(w * prod_adjoint(np.ones(np.shape(np.prod(t, axis=axis))), t, axis, False))
+    out = np.zeros_like(x, dtype=float)
+    for k in np.ndindex(np.shape(x)):
+        e = np.zeros_like(x, dtype=float)
+        e[k] = h
+        out[k] = (first(x + e) - first(x - e)) / (2 * h)
+    return out
+
+
 def cumprod_tangent(tangent, x, axis, h=1e-6):
     return (np.cumprod(x + h * tangent, axis=axis) - np.cumprod(x - h * tangent, axis=axis)) / (2 * h)
 

@@ -71,6 +71,35 @@ def cumprod_adjoint(gradient, x, axis):
     return _like(_unlast(out, x, axis), x)
 
 
+def prod_second(w, x, axis):
+    """The adjoint of prod_adjoint w.r.t. x for a gradient of ones (hvp of np.prod): along each
+    slice, Q_k = sum_{j != k} w_j prod_{i not j, k} x_i = L_k after_k + before_k R_k, with the
+    recurrences L_{k+1} = L_k x_k + w_k before_k and R_{k-1} = R_k x_k + w_k after_k (exclusive
+    prefix and suffix products: no division, zeros are no special case)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return np.zeros_like(x * w)          # a product of one element: linear
+    along = -1 if axis is None else axis
+    v = _last(x, axis)
+    u = _last(np.broadcast_to(w, x.shape), axis)
+    n = v.shape[-1]
+    ones = np.ones(v.shape[:-1] + (1,), v.dtype)
+    before = np.concatenate([ones, np.cumprod(v, axis=-1)[..., :-1]], axis=-1)
+    after = np.concatenate([np.cumprod(v[..., ::-1], axis=-1)[..., ::-1][..., 1:], ones], axis=-1)
+    left = np.zeros(np.broadcast_shapes(v.shape, u.shape), np.result_type(v, u))
+    right = np.zeros_like(left)
+    running = np.zeros(left.shape[:-1], left.dtype)
+    for k in range(n):
+        left[..., k] = running
+        running = running * v[..., k] + u[..., k] * before[..., k]
+    running = np.zeros(left.shape[:-1], left.dtype)
+    for k in range(n - 1, -1, -1):
+        right[..., k] = running
+        running = running * v[..., k] + u[..., k] * after[..., k]
+    q = left * after + before * right
+    return q.reshape(x.shape) if axis is None else np.moveaxis(q, -1, along)
+
+
 def cumprod_tangent(tangent, x, axis):
     """Tangent of a cumulative product without dividing by elements (zeros are no special case):
     the forward recurrence y_i = y_{i-1} x_i, dy_i = dy_{i-1} x_i + y_{i-1} dx_i."""

@@ -282,3 +282,34 @@ def test_jacobian_in_one_call(target):
     h = 1e-6
     fd = np.stack([(field(x + h * e) - field(x - h * e)) / (2 * h) for e in np.eye(4)], axis=-1)
     np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-6)
+
+
+# ---- hvp / hessian of np.prod (the adjoint of its tangent's helper; zeros need no division) -----
+
+def prod_all(x):
+    return np.prod(x)
+
+
+def prod_rows(X):
+    return np.sum(np.prod(X, axis=1) ** 2) + np.prod(X, axis=0, keepdims=True)[0, 1]
+
+
+def test_prod_hessian_exact_with_zeros():
+    H = srcgrad.hessian(prod_all, target="python")
+    # x0 x1 x2 x3: H_jk = the product of the other two elements
+    x = np.array([2.0, 0.0, 3.0, 0.0])
+    want = np.zeros((4, 4))
+    want[1, 3] = want[3, 1] = 6.0
+    np.testing.assert_array_equal(H(x), want)
+    x = np.array([2.0, 0.0, 3.0, 5.0])
+    want = np.array([[0, 15, 0, 0], [15, 0, 10, 6], [0, 10, 0, 0], [0, 6, 0, 0]], dtype=float)
+    np.testing.assert_array_equal(H(x), want)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_prod_hvp(target):
+    X = np.random.default_rng(10).uniform(-1.5, 1.5, (3, 4))
+    check_hvp(prod_rows, (X,), 0, target)
+    X[1, 2] = 0.0
+    X[2, 0] = 0.0
+    check_hvp(prod_rows, (X,), 0, target)

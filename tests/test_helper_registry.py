@@ -89,6 +89,7 @@ CASES = {
     "cumsum_adjoint": Case(u(3, 4), _X, 1, group="reductions"),
     "cumprod_adjoint": Case(u(3, 4), _X, 0, group="reductions"),
     "cumprod_tangent": Case(u(3, 4), _X, 1, group="reductions"),
+    "prod_second": Case(u(3, 4), _X, 1, group="reductions"),
     "diff_adjoint": Case(u(3, 3), 1, 1, group="reductions"),
     "var_adjoint": Case(u(3), _X, 1, 1, False, group="reductions"),
     "trace_adjoint": Case(0.7, _X, 1, group="reductions"),

@@ -87,6 +87,18 @@ def prod_tangent(result, x, axis=None, keepdims=False):
                         keepdims=keepdims)
 
 
+from ..runtime import prod_second  # noqa: E402
+
+
+# hvp differentiates the tangent above: prod_adjoint's own adjoint (its gradient argument is the
+# ones of the tangent, so the x part scales prod_second by it, broadcast as prod_adjoint does)
+@register_adjoint(prod_adjoint, kind=lambda gradient, x, axis, keepdims: x, elementwise=False)
+def _prod_adjoint_adjoint(result, gradient, x, axis, keepdims):
+    d[x] += prod_second(d[result], x, axis) * prod_adjoint(gradient, np.ones_like(x), axis, keepdims)
+    d[gradient] += np.sum(d[result] * prod_adjoint(np.ones_like(gradient), x, axis, keepdims), axis=axis,
+                          keepdims=keepdims)
+
+
 @register_adjoint(np.max, np.amax, kind=reduction_kind, elementwise=False)
 def max_(result, x, axis=None, keepdims=False):
     d[x] += max_adjoint(d[result], x, axis, keepdims)

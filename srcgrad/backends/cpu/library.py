@@ -193,6 +193,38 @@ def _cumprod_tangent_ov(tangent, x, axis):
     return impl
 
 
+def prod_second(w, x, axis):
+    return runtime.prod_second(w, x, axis)
+
+
+@overload(prod_second, prefer_literal=True)
+def _prod_second_ov(w, x, axis):
+    to_rows, from_rows = _rows(x.ndim, _axis_of(x, axis))
+
+    def impl(w, x, axis):
+        v, shape = to_rows(x)
+        u, _ = to_rows(w)
+        out = np.empty(v.shape, x.dtype)
+        n = v.shape[1]
+        for i in range(v.shape[0]):
+            before = np.ones(n, x.dtype)            # exclusive prefix and suffix products
+            after = np.ones(n, x.dtype)
+            for j in range(1, n):
+                before[j] = before[j - 1] * v[i, j - 1]
+            for j in range(n - 2, -1, -1):
+                after[j] = after[j + 1] * v[i, j + 1]
+            running = x.dtype.type(0)
+            for j in range(n):                      # L_j after_j
+                out[i, j] = running * after[j]
+                running = running * v[i, j] + u[i, j] * before[j]
+            running = x.dtype.type(0)
+            for j in range(n - 1, -1, -1):          # + before_j R_j
+                out[i, j] += before[j] * running
+                running = running * v[i, j] + u[i, j] * after[j]
+        return from_rows(out, shape).reshape(x.shape)
+    return impl
+
+
 def np_diff(x, n=1, axis=-1):
     return runtime.np_diff(x, n, axis)
 
