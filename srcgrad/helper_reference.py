@@ -246,16 +246,18 @@ def cumprod_adjoint(gradient, x, axis):
     return fd_vjp(lambda t: np.cumprod(t, axis=axis), x, gradient)
 
 
-def prod_second(w, x, axis, h=1e-6):
-    """d/dx of sum(w * prod_adjoint(ones, x, axis)): central differences of the first derivative."""
-    def first(t):
-        return np.sum(w * prod_adjoint(np.ones(np.shape(np.prod(t, axis=axis))), t, axis, False))
-    out = np.zeros_like(x, dtype=float)
-    for k in np.ndindex(np.shape(x)):
-        e = np.zeros_like(x, dtype=float)
-        e[k] = h
-        out[k] = (first(x + e) - first(x - e)) / (2 * h)
-    return out
+def prod_second(w, x, axis):
+    """Q_k = sum_{j != k} w_j prod_{i not j, k} x_i along ``axis``, by brute force over each slice."""
+    x = np.asarray(x, dtype=float)
+    v = np.moveaxis(x, axis, -1)
+    u = np.moveaxis(np.broadcast_to(w, x.shape), axis, -1)
+    out = np.zeros_like(v)
+    n = v.shape[-1]
+    for index in np.ndindex(v.shape[:-1]):
+        for k in range(n):
+            out[index + (k,)] = sum(u[index + (j,)] * np.prod(np.delete(v[index], [j, k]))
+                                    for j in range(n) if j != k)
+    return np.moveaxis(out, -1, axis)
 
 
 def cumprod_tangent(tangent, x, axis, h=1e-6):
