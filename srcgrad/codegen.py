@@ -37,7 +37,7 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "matmul_grad_left", "matmul_grad_right", "gather2", "scatter_add2", "scatter_add1", "external", "clip_scalar", "new_float32_tape", "reshape_any",
                  "push_slice", "tape_slice", "concat_part", "stack_part", "matmul", "huge_pages",
                  "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at",
-                 "tape_buffer"]
+                 "reserve_tape"]
 RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
 
 

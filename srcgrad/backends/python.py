@@ -10,7 +10,7 @@ from ..runtime import (  # noqa: F401  (re-exported for generated modules)
     reduced_count, max_adjoint, min_adjoint, prod_adjoint, matmul_grad_left, matmul_grad_right, gather2, scatter_add2,
     scatter_add1, clip_scalar, reshape_any, push_slice, tape_slice, concat_part, stack_part, matmul,
     huge_pages, count_snapshot, pop_snapshot, snapshot_buffer, push_snapshot, snapshot_at,
-    tape_buffer)
+    reserve_tape)
 from .. import runtime as _runtime
 
 # the NumPy/SciPy coverage helpers (runtime.LIBRARY_HELPERS), as they are
