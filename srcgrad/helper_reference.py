@@ -98,8 +98,14 @@ def snapshot_buffer(array, count):
     return np.empty((count,) + array.shape, array.dtype)
 
 
-def tape_buffer(tape, count):
-    return np.empty(count, tape.dtype)
+def reserve_tape(tape, top, count):
+    """``tape`` with its first ``top`` values kept and room for ``count`` more."""
+    need = top + max(count, 0)
+    if need <= len(tape):
+        return tape
+    bigger = np.empty(max(need, 2 * len(tape)), tape.dtype)
+    bigger[:top] = tape[:top]
+    return bigger
 
 
 def push_snapshot(buffer, top, array):

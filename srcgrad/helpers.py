@@ -154,7 +154,7 @@ declare("huge_pages")
 declare("count_snapshot")
 declare("pop_snapshot")
 declare("snapshot_buffer")
-declare("tape_buffer")
+declare("reserve_tape")
 declare("push_snapshot")
 declare("snapshot_at")
 

@@ -100,13 +100,20 @@ def snapshot_buffer(array, count):
     return np.empty((max(count, 0),) + array.shape, array.dtype)
 
 
-def tape_buffer(tape, count):
-    """A tape of exactly ``count`` slots (``tape``'s dtype) for the pushes of one loop whose trip
-    counts are known at its entry: one allocation, no growth checks (see tape.plan_loop_tapes)."""
-    if count * tape.itemsize > max_tape_bytes():
+def reserve_tape(tape, top, count):
+    """``tape`` with room for ``count`` more values above ``top`` (grown once if needed): a loop
+    whose trip counts are known at its entry then pushes without growth checks
+    (tape.plan_loop_tapes). The copy is a loop (see backends.cpu.grow)."""
+    need = top + max(count, 0)
+    if need <= tape.shape[0]:
+        return tape
+    if need * tape.itemsize > max_tape_bytes():
         raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
                           "(a loop with a huge trip count); reduce the problem size or raise the limit")
-    return np.empty(max(count, 0), tape.dtype)
+    bigger = np.empty(max(need, 2 * tape.shape[0]), tape.dtype)
+    for i in range(top):
+        bigger[i] = tape[i]
+    return bigger
 
 
 def push_snapshot(buffer, top, array):

@@ -57,7 +57,7 @@ class TapePlan:
         self.snapshots = {}        # array variable -> the list its overwritten values are kept in
         self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
         self.allocations = {}      # id(forward loop) -> the buffer allocations before it
-        self.loop_buffers = {}     # id(Save) -> (buffer, top): scalar pushes to a loop's own tape
+        self.unchecked = set()     # id(Save): pushes with room reserved at their loop's entry
 
     def resolve(self, forward, reverse):
         """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
@@ -277,17 +277,16 @@ class TapePlan:
         kind = save.kind.element() if save.index is not None else save.kind
         return FLOAT_TAPE if kind.cls == "float" else INT_TAPE
 
-    # -- exact tapes for loops whose trip counts are known at loop entry --------------------------
+    # -- exact tape sizes for loops whose trip counts are known at loop entry ----------------------
     # A `for` loop that runs once per call, whose pushes to a tape all happen a fixed number of
     # times per iteration (none only on one side of an `if`, none in a `while`, inner `for` ranges
-    # computable at the loop's entry), pushes exactly `count` values: they go to a buffer of that
-    # size allocated at the loop's entry, written and read without growth checks.
+    # computable at the loop's entry), pushes exactly `count` values: the tape is made big enough
+    # for them once, at the loop's entry, and the loop writes them without growth checks.
 
     def plan_loop_tapes(self, keep):
         for forward_loop, loop in self.top_loops if self.loop_tapes else ():
             iterator = forward_loop.iter
-            if not (isinstance(iterator, ast.Call) and isinstance(iterator.func, ast.Name)
-                    and iterator.func.id == "range" and len(iterator.args) == 3):
+            if not (isinstance(iterator, ast.Call) and _is_range(iterator)):
                 continue
             entry = _EntryValues(loop, self.a)
             for tape in (FLOAT_TAPE, INT_TAPE):
@@ -298,17 +297,13 @@ class TapePlan:
                 trips = ast.Call(func=name_load("range_length"), args=copy.deepcopy(iterator.args),
                                  keywords=[])
                 count = simplify(ast.BinOp(left=per_iteration, op=ast.Mult(), right=trips))
-                self.used_tapes.add(tape)        # the buffer takes the tape's dtype
-                stem = tape[0].lstrip("_")
-                buffer, top = self.names.fresh(stem), self.names.fresh(tape[1].lstrip("_"))
+                reserve = ast.Call(func=name_load("reserve_tape"),
+                                   args=[name_load(tape[0]), name_load(tape[1]), count], keywords=[])
                 self.allocations.setdefault(id(forward_loop), []).extend([
-                    Comment(f"this loop's tape: exactly {ast.unparse(count)} values (trip counts "
-                            "known at loop entry): one allocation, no growth checks", loop.lineno),
-                    assign(buffer, ast.Call(func=name_load("tape_buffer"),
-                                            args=[name_load(tape[0]), count], keywords=[]), loop),
-                    assign(top, ast.Constant(0), loop)])
-                for save in saves:
-                    self.loop_buffers[id(save)] = (buffer, top)
+                    Comment(f"this loop pushes exactly {ast.unparse(count)} values (trip counts known "
+                            "at loop entry): room made once, no growth checks in the loop", loop.lineno),
+                    assign(tape[0], reserve, loop)])
+                self.unchecked |= {id(save) for save in saves}
 
     def _count_pushes(self, stmts, tape, keep, entry, saves):
         """Pushes to ``tape`` one run of ``stmts`` makes, as an expression computable at the loop's
@@ -454,14 +449,6 @@ class TapePlan:
     def _push(self, save):
         if self._is_snapshot(save):
             return self._push_snapshot(save)
-        if id(save) in self.loop_buffers:
-            buffer, top = self.loop_buffers[id(save)]
-            value = name_load(save.name) if save.index is None else \
-                ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
-            slot = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Store())
-            return [assign(slot, value, save.like),
-                    ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Add(),
-                                                    value=ast.Constant(1)), save.like)]
         tape, pos, push = self._tape_for(save)
         if save.index is not None:
             value = ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Load())
@@ -469,6 +456,11 @@ class TapePlan:
                 push = "push_slice"
         else:
             value = name_load(save.name)
+        if id(save) in self.unchecked:         # room was made at the loop's entry
+            slot = ast.Subscript(value=name_load(tape), slice=name_load(pos), ctx=ast.Store())
+            return [assign(slot, value, save.like),
+                    ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Add(),
+                                                    value=ast.Constant(1)), save.like)]
         call = ast.Call(func=name_load(push), args=[name_load(tape), name_load(pos), value], keywords=[])
         target = ast.Tuple(elts=[name_store(tape), name_store(pos)], ctx=ast.Store())
         return assign(target, call, save.like)
@@ -484,14 +476,6 @@ class TapePlan:
     def _pop(self, save):
         if self._is_snapshot(save):
             return self._pop_snapshot(save)
-        if id(save) in self.loop_buffers:
-            buffer, top = self.loop_buffers[id(save)]
-            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(),
-                                                  value=ast.Constant(1)), save.like)
-            target = name_store(save.name) if save.index is None else \
-                ast.Subscript(value=name_load(save.name), slice=copy.deepcopy(save.index), ctx=ast.Store())
-            read = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Load())
-            return [dec, assign(target, read, save.like)]
         tape, pos, _ = self._tape_for(save)
         dec = ast.copy_location(ast.AugAssign(target=name_store(pos), op=ast.Sub(), value=ast.Constant(1)),
                                 save.like)

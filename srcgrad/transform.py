@@ -20,6 +20,7 @@ import operator
 
 import numpy as np
 
+from . import joint
 from . import kinds as K
 from . import rules
 from .analyse import BINOPS, operand_names
@@ -38,6 +39,9 @@ HELPER_ADJOINTS_IN_PLACE = True
 # The scalar pushes of a loop whose trip counts are known at its entry go to one buffer of that
 # exact size (see tape.plan_loop_tapes). False: the growing tape (tests compare both).
 LOOP_TAPES = True
+# The function's last loop, when it only adds a term per iteration to the result, computes the
+# value and the adjoint in one pass (see joint.py). False: a forward and a reverse loop.
+JOINT_SWEEPS = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -130,6 +134,8 @@ class ReverseTransformer:
                         LOOP_TAPES and self.loop_tapes)
         forward, reverse, inits = plan.resolve(forward, reverse)
         self.used_tapes = plan.used_tapes
+        if JOINT_SWEEPS:
+            forward, reverse = joint.join(self.body, forward, reverse, result, self.a, self.loops)
         return forward, reverse, inits, result
 
     def block(self, stmts, depth):

@@ -175,10 +175,10 @@ def test_loop_tapes(f, args, exact, monkeypatch, tmp_path):
     wrt = 0
     (on, source_on), (off, source_off) = _both(f, args, wrt, "python", monkeypatch, tmp_path,
                                                "LOOP_TAPES")
-    assert ("tape_buffer(" in source_on) == exact
-    assert "tape_buffer(" not in source_off
+    assert ("reserve_tape(" in source_on) == exact
+    assert "reserve_tape(" not in source_off
     if exact:
-        assert "one allocation, no growth checks" in source_on
+        assert "room made once, no growth checks in the loop" in source_on
         assert "push_float(" not in source_on.split("def " + f.__name__ + "_adjoint")[1].split("\n@jit")[0]
     np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
     np.testing.assert_allclose(on[1], off[1], rtol=1e-14, atol=1e-15)
@@ -189,11 +189,11 @@ def test_loop_tapes(f, args, exact, monkeypatch, tmp_path):
 def test_loop_tapes_cpu():
     args = (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4)
     g = srcgrad.grad(stencil, wrt=(0, 1), target="cpu")
-    assert "tape_buffer(" in g.source_for(*args)
+    assert "reserve_tape(" in g.source_for(*args)
     check_grad(stencil, args, wrt=(0, 1), target="cpu", gradfn=g)
     args = (np.array([0.35, -0.4, 0.8, 0.05]), 3)
     g = srcgrad.grad(counted_with_flags, wrt=0, target="cpu")
-    assert "_itape1 = tape_buffer(_itape" in g.source_for(*args)
+    assert "_itape = reserve_tape(_itape, _ipos, " in g.source_for(*args)
     check_grad(counted_with_flags, args, wrt=0, target="cpu", gradfn=g)
 
 
@@ -202,3 +202,106 @@ def test_loop_tape_respects_the_tape_limit(monkeypatch):
     g = srcgrad.grad(stencil, wrt=0, target="python")
     with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
         g(np.linspace(0.0, 1.0, 50), 0.2, 10)
+
+
+# -- joint sweeps: a loop that only adds terms to the result runs once, value and adjoint ---------
+
+
+def rosen(x):
+    s = 0.0
+    for i in range(x.shape[0] - 1):
+        a = x[i + 1] - x[i] * x[i]
+        b = 1.0 - x[i]
+        s += 100.0 * a * a + b * b
+    return s
+
+
+def minus_terms(x, c):
+    s = c * c
+    for i in range(1, x.shape[0], 2):
+        s -= math.sin(x[i] * c) * x[i - 1]
+    return s
+
+
+def squared_sum(x):          # the result is not the sum itself
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * x[i]
+    return s * s
+
+
+def carried(x):              # y is carried from iteration to iteration
+    s = 0.0
+    y = 0.0
+    for i in range(x.shape[0]):
+        y = math.tanh(y + x[i])
+        s += y
+    return s
+
+
+def reads_sum(x):            # the sum is read by the term
+    s = 1.0
+    for i in range(x.shape[0]):
+        s = s + x[i] * math.sin(s)
+    return s
+
+
+def branch_in_loop(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        if x[i] > 0.0:
+            s += x[i] * x[i]
+    return s
+
+
+def calls_rosen(x):          # a helper adjoint joins too (and adds into _adj_x in place)
+    t = 0.0
+    for k in range(2):
+        t += rosen(x) * (k + 1.0)
+    return t
+
+
+@pytest.mark.parametrize("f, args, joined", [
+    (rosen, (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),), True),
+    (minus_terms, (np.array([0.3, -0.4, 0.8, 1.1, 0.2]), 0.7), True),
+    (squared_sum, (np.array([0.3, -0.4, 0.8]),), False),
+    (carried, (np.array([0.3, -0.4, 0.8]),), False),
+    (reads_sum, (np.array([0.3, -0.4, 0.8]),), False),
+    (branch_in_loop, (np.array([0.3, -0.4, 0.8]),), False),
+    (calls_rosen, (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),), True),
+])
+def test_joint_sweeps(f, args, joined, monkeypatch, tmp_path):
+    (on, source_on), (off, source_off) = _both(f, args, 0, "python", monkeypatch, tmp_path,
+                                               "JOINT_SWEEPS")
+    assert ("joint sweep: the value is a sum" in source_on) == joined
+    assert "joint sweep" not in source_off
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-13, atol=1e-15)
+    monkeypatch.setattr(transform, "JOINT_SWEEPS", True)
+    check_grad(f, args, wrt=0, target="python")
+
+
+def test_joint_sweep_cpu():
+    args = (np.array([0.3, -0.4, 0.8, 1.1, 0.2]), 0.7)
+    g = srcgrad.value_and_grad(minus_terms, wrt=(0, 1), target="cpu")
+    assert "joint sweep" in g.source_for(*args)
+    value, _ = g(*args)
+    assert value == pytest.approx(minus_terms(*args), rel=1e-14)
+    check_grad(minus_terms, args, wrt=(0, 1), target="cpu",
+               gradfn=srcgrad.grad(minus_terms, wrt=(0, 1), target="cpu"))
+
+
+def array_terms(x, w):       # the iteration's own values are arrays: their adjoints need them
+    total = 0.0
+    for i in range(3):
+        y = x * w + float(i)
+        total = total + np.sum(y * y) * (i + 1.0)
+    return total
+
+
+def test_joint_sweep_needs_scalar_terms():
+    rng = np.random.default_rng(3)
+    args = (rng.standard_normal((3, 2)), rng.standard_normal(2))
+    g = srcgrad.grad(array_terms, wrt=(0, 1), target="python")
+    assert "joint sweep" not in g.source_for(*args)
+    check_grad(array_terms, args, wrt=(0, 1), target="python", gradfn=g)
