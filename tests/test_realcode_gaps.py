@@ -98,6 +98,16 @@ def test_star_call_is_refused_with_its_line():
         srcgrad.grad(lambda x: np.sum(star_call(x)), target="python")(np.ones((2, 1)))
 
 
+def spread_call(params, x):
+    # `*params` of a pytree (and of a literal) is spread into the helper's parameters
+    return np.sum(concat_and_multiply(*params, x)) + np.sum(concat_and_multiply(*(params[0][:3], x)))
+
+
+def test_spread_of_a_pytree_in_a_call():
+    params = [RNG.standard_normal((5, 2)), RNG.standard_normal((2, 2))]
+    check_tree_grad(spread_call, (params, RNG.standard_normal((2, 2))), wrt=(0, 1), target="python")
+
+
 def star_root(*xs):
     return np.sum(xs[0] * np.sin(xs[1]))
 

@@ -503,6 +503,25 @@ class ExpressionRewriter:
             kw.value = self.load(kw.value)
         return node
 
+    def spread(self, args):
+        """``f(*params)`` with ``params`` a tuple/list pytree (or a literal): its items, as
+        ``params[0], params[1], ...``; other starred arguments are left for the caller to refuse."""
+        out = []
+        for arg in args:
+            if isinstance(arg, ast.Starred):
+                if isinstance(arg.value, (ast.Tuple, ast.List)) and \
+                        not any(isinstance(e, ast.Starred) for e in arg.value.elts):
+                    out += arg.value.elts
+                    continue
+                seq = self.value(copy.deepcopy(arg.value))
+                if isinstance(seq, SSeq):
+                    out += [ast.copy_location(ast.Subscript(value=copy.deepcopy(arg.value),
+                                                            slice=ast.Constant(k), ctx=ast.Load()), arg)
+                            for k in range(len(seq.items))]
+                    continue
+            out.append(arg)
+        return out
+
     def namedtuple_class(self, func):
         """The namedtuple class ``func`` names (``Layer`` in ``Layer(W, b)``), else None."""
         root = func
@@ -568,8 +587,10 @@ class ExpressionRewriter:
                 if p.default is not p.empty:
                     defaults.append(p.default)
             label = func.__name__
+        node.args = self.spread(node.args)
         if any(isinstance(a, ast.Starred) for a in node.args) or any(kw.arg is None for kw in node.keywords):
-            raise self.error(node, f"*args/**kwargs in the call of {label} are not supported",
+            raise self.error(node, f"*args/**kwargs in the call of {label} are not supported "
+                             "(`*xs` is spread when xs is a pytree or a literal)",
                              "*args/**kwargs call")
         if len(node.args) > len(names) and vararg is None:
             raise self.error(node, f"{label} takes {len(names)} arguments, {len(node.args)} given",
