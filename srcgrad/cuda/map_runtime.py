@@ -32,8 +32,17 @@ from numba import cuda
 from numba.core import errors as numba_errors, types
 from numba.extending import overload
 
+from .. import helpers
 from ..errors import SrcgradError
 from .device import SIMULATOR
+
+# The runtime helpers map mode implements as device functions (srcgrad.helpers): scalar versions
+# of the NumPy reference, the tape pushes with the thread's ``_status`` as a last argument (added
+# by the rewrite below) and the tapes as thread-local arrays. tests/cuda/test_helper_conformance.py
+# runs each in the simulator against its reference.
+CLAIMS = ("jit", "external", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
+          "clip_scalar", "new_float_tape", "new_int_tape", "new_float32_tape")
+helpers.register_backend("cuda", __name__, claims=CLAIMS)
 
 # _status bits set by device code
 TAPE_OVERFLOW = 1       # a float push past max_tape
@@ -179,23 +188,11 @@ def _array_stub(name):
     return stub
 
 
-reduce_sum = _array_stub("reduce_sum")
-reduce_mean = _array_stub("reduce_mean")
-reduce_max = _array_stub("reduce_max")
-reduce_min = _array_stub("reduce_min")
-reduce_prod = _array_stub("reduce_prod")
-prod_adjoint = _array_stub("prod_adjoint")
-expand_reduced = _array_stub("expand_reduced")
-reduced_count = _array_stub("reduced_count")
-max_adjoint = _array_stub("max_adjoint")
-min_adjoint = _array_stub("min_adjoint")
-matmul_grad_left = _array_stub("matmul_grad_left")
-matmul_grad_right = _array_stub("matmul_grad_right")
-gather2 = _array_stub("gather2")
-scatter_add2 = _array_stub("scatter_add2")
-scatter_add1 = _array_stub("scatter_add1")
-matmul = _array_stub("matmul")
-huge_pages = _array_stub("huge_pages")
+# every other declared helper (srcgrad.helpers) works on arrays: a stub with that message
+for _name in helpers.names(service=False):
+    if _name not in CLAIMS:
+        globals()[_name] = _array_stub(_name)
+del _name
 
 
 def external(qualified_name):
