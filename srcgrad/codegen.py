@@ -21,12 +21,12 @@ from pathlib import Path
 import astor
 import numpy as np
 
-from . import __version__
 from .fileio import write_atomic
 from . import helpers
+from ._version import __version__
+from .naming import COMMENT_MARK  # noqa: F401 (codegen.COMMENT_MARK, as before)
 from .transform import _Comment
 
-COMMENT_MARK = "__srcgrad_comment__:"
 LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, kept in the line table
 
 # Names a generated module may import from its backend: the declared runtime helpers (srcgrad.helpers)

@@ -65,6 +65,11 @@ VALUE = "_value"                 # the primal result, returned with the gradient
 GRADS = "_grads"                 # the tuple of gradients (in the grad/value_and_grad wrappers)
 RANGE_CONTINUES = "_range_continues"     # runtime helper of normalized `for ... in range` loops
 
+# --- comments in generated code ---------------------------------------------------------------
+# a comment is a string statement starting with this mark until code generation writes it as a
+# ``# ...`` line (codegen; the cpu fuser makes its own comment lines with it)
+COMMENT_MARK = "__srcgrad_comment__:"
+
 # --- module attributes of generated modules ---------------------------------------------------
 MODULE_ENTRY = "_srcgrad_adjoint"            # what Python calls: (value, gradients) = entry(*args, seed)
 MODULE_LINES = "_srcgrad_lines"              # generated line -> (user line, sweep)

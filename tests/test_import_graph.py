@@ -10,15 +10,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "srcgrad"
 
-# Circles that other parts of issue #16 remove in parallel (kind algebra into kinds.py; the cpu
-# loop fuser out of lower.py). Delete an entry once its branch is merged: the test then holds
-# the line for it too.
-PENDING = [
-    {"srcgrad.analyse", "srcgrad.rules"},
-    {"srcgrad.codegen", "srcgrad.lower"},
-]
-
-
 def module_names():
     names = {}
     for path in PACKAGE.rglob("*.py"):
@@ -93,9 +84,8 @@ def test_the_graph_is_read():
 
 
 def test_no_import_cycles():
-    found = cycles(import_graph())
-    unexpected = [sorted(c) for c in found if c not in PENDING]
-    assert not unexpected, f"import circles: {unexpected}"
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert not found, f"import circles: {found}"
 
 
 def test_the_api_layers_are_in_order():
