@@ -75,3 +75,9 @@ MODULE_ENTRY = "_srcgrad_adjoint"            # what Python calls: (value, gradie
 MODULE_LINES = "_srcgrad_lines"              # generated line -> (user line, sweep)
 MODULE_SOURCES = "_srcgrad_sources"          # file -> user source lines quoted in errors
 TANGENT_MODULE_FLAG = "_srcgrad_tangent_module"   # set in generated tangent code (hvp differentiates it)
+MODULE_GRADIENT_ONLY = "_srcgrad_gradient_only"    # the adjoint without the value (hvp, forward_api)
+MODULE_HESSIAN_COLUMNS = "_srcgrad_hessian_columns"    # hessian(f): every hvp sweep in one call
+MODULE_JACOBIAN_COLUMNS = "_srcgrad_jacobian_columns"  # jacobian(f) in forward mode: every jvp sweep
+
+# --- CUDA map mode ----------------------------------------------------------------------------
+DEVICE_STATUS = "_status"        # the last parameter of every device function: the thread's error bits

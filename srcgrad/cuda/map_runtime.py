@@ -32,7 +32,7 @@ from numba import cuda
 from numba.core import errors as numba_errors, types
 from numba.extending import overload
 
-from .. import helpers
+from .. import helpers, naming
 from ..errors import SrcgradError
 from .device import SIMULATOR
 
@@ -205,8 +205,8 @@ def external(qualified_name):
 
 # ---- rewriting a generated module for the device ------------------------------------------------
 
-STATUS = "_status"
-_TAPES = {"_ftape", "_itape"}
+STATUS = naming.DEVICE_STATUS
+_TAPES = {naming.FLOAT_TAPE_NAME, naming.INT_TAPE_NAME}
 
 
 class _DeviceRewriter(ast.NodeTransformer):
@@ -299,7 +299,9 @@ class _DeviceRewriter(ast.NodeTransformer):
         return node
 
 
-_COUNTER = re.compile(r"^(_trips\d+|_iter\d+|_fpos|_ipos|_k\d+)$")
+# loop-trip counters: the while-loop trips the reverse sweep replays, this rewrite's own `_iter<n>`,
+# the tape positions and the normalizer's loop indices (temporaries `_k<n>`)
+_COUNTER = re.compile(rf"^({naming.TRIPS_PREFIX}\d+|_iter\d+|{naming.FLOAT_POSITION}|{naming.INT_POSITION}|_k\d+)$")
 
 # np.* functions of derivative rules -> device functions for scalars
 _NP_SCALAR = {"exp": "math.exp", "log": "math.log", "sqrt": "math.sqrt", "sin": "math.sin",
@@ -319,7 +321,7 @@ def _is_cast(node):
 
 def _is_float_expr(node):
     if isinstance(node, ast.Name):
-        return node.id.startswith("_adj_") or node.id == "_seed"
+        return naming.is_adjoint(node.id) or node.id == naming.SEED
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
             isinstance(node.func.value, ast.Name) and node.func.value.id == "np" and \
             node.func.attr in ("float32", "float64"):
