@@ -15,8 +15,7 @@ import numpy as np
 
 from . import helpers, naming, rules
 
-REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
-              np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
+REDUCTIONS = rules.REDUCTIONS        # callee -> its runtime helper (facts in rules/callees.py)
 
 
 def lower(stmts, analysis):
