@@ -105,3 +105,10 @@ def test_api_and_cuda_modules_fit_in_800_lines():
     paths = [PACKAGE / n for n in names] + sorted((PACKAGE / "cuda").glob("*.py"))
     long = {p.name: n for p in paths if (n := len(p.read_text(encoding="utf-8").splitlines())) > 800}
     assert not long, long
+
+
+def test_no_module_in_the_package_is_over_800_lines():
+    """Issue #16's limit, for every module (a stage that grows past it is split along its seams)."""
+    long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 800}
+    assert not long, long
