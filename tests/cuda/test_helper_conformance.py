@@ -2,7 +2,11 @@
 claims runs as a device function inside a kernel in Numba's CUDA simulator and agrees with its
 NumPy reference (srcgrad/helper_reference.py). Map mode sees one thread's scalars, so the scalar
 helpers get scalar arguments, the tape pushes get the thread's status array as a last argument
-and the tapes are thread-local arrays. One kernel for all of them: cheap."""
+and the tapes are thread-local arrays. One kernel for all of them: cheap.
+
+Array mode replays the generated adjoint with graph operations in place of the array helpers
+(cuda/array_trace.py): one traced adjoint calling each of them, run as kernels in the simulator,
+is checked against the references too (the tapes and snapshots there are trace bookkeeping)."""
 
 import numpy as np
 import pytest
@@ -74,3 +78,51 @@ def test_claimed_helpers_match_reference_in_the_simulator():
     assert list(tops) == [want_top, want_itop, 5]
     assert status[0] == rt.TAPE_OVERFLOW            # the overflow is reported, not written
     assert list(shapes) == [rt.MAX_TAPE] * 3
+
+
+def test_array_mode_helpers_match_reference_in_the_simulator():
+    """Array mode runs each helper as graph operations (cuda/array_trace.py's shims): one traced
+    adjoint calling every array helper on sample arrays, run as kernels in the simulator, each
+    result against the reference."""
+    from numba import cuda
+    from srcgrad.cuda import array_plan, array_trace
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1.5, 1.5, (3, 4))
+    v = rng.permutation(12).reshape(3, 4) / 4.0 - 1.0        # distinct values: max/min are smooth
+    inputs = {"x": x, "v": v, "g3": rng.uniform(-1, 1, 3), "g4": rng.uniform(-1, 1, 4),
+              "g32": rng.uniform(-1, 1, (3, 2)), "b42": rng.uniform(-1, 1, (4, 2)),
+              "big": rng.uniform(-1, 1, (2, 3, 4)), "small": rng.uniform(-1, 1, (3, 1)),
+              "rows": np.array([0, 2, 2]), "cols": np.array([1, 3, 1])}
+    calls = ["unbroadcast(big, small)", "reduce_sum(x, 1, True)", "reduce_mean(x, 0, False)",
+             "reduce_max(v, 1, False)", "reduce_min(v, 0, True)", "expand_reduced(g3, x, 1, False)",
+             "max_adjoint(g3, v, 1, False)", "min_adjoint(g4, v, 0, False)",
+             "matmul_grad_left(g32, x, b42)", "matmul_grad_right(g32, x, b42)", "gather2(x, rows, cols)",
+             "clip_scalar(s, -0.5, 0.75)", "reshape_any(x, (2, 6))", "reduce_sum(x, None, False)"]
+    params = list(inputs) + ["s"]                                   # s: a float passed per call
+    # the in-place helpers add into a copy of their first argument (as generated code does into an adjoint)
+    source = (f"def _adjoint({', '.join(params)}, _seed):\n"
+              "    t2 = x * 1.0\n    scatter_add2(t2, rows, cols, g3)\n"
+              "    t1 = g4 * 1.0\n    scatter_add1(t1, rows, g3)\n"
+              f"    return 0.0, ({', '.join(calls)}, t2, t1)\n")
+    arguments = {name: ("array", value.shape, value.dtype) for name, value in inputs.items()}
+    arguments["s"] = ("scalar", np.dtype(np.float64))
+    graph = array_trace.trace(source, "_adjoint", params, arguments, "float64")
+    plan = array_plan.compile_graph(graph, "conformance")
+    outputs = plan.run({n: cuda.to_device(a) for n, a in inputs.items()}, {"s": 2.5})
+    assert {c.split("(")[0] for c in calls} | {"scatter_add1", "scatter_add2"} <= \
+        set(array_trace._runtime_shims(None))
+    t2, t1 = x.copy(), inputs["g4"].copy()
+    helper_reference.scatter_add2(t2, inputs["rows"], inputs["cols"], inputs["g3"])
+    helper_reference.scatter_add1(t1, inputs["rows"], inputs["g3"])
+    assert len(outputs) == 1 + len(calls) + 2
+    for call, out in zip(calls + ["scatter_add2", "scatter_add1"], outputs[1:]):
+        want = {"scatter_add2": t2, "scatter_add1": t1}.get(call)
+        if want is None:
+            want = eval(call, vars(helper_reference), dict(inputs, s=2.5))
+        got = out.copy_to_host().reshape(np.shape(want))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=call)   # (fd references)
+    # np.prod has no array-mode kernel: a clear error, not a wrong answer
+    with pytest.raises(SrcgradError, match="np.prod"):
+        array_trace.trace("def _adjoint(x, _seed):\n    return 0.0, (reduce_prod(x, 1, False),)\n",
+                          "_adjoint", ["x"], {"x": arguments["x"]}, "float64")
