@@ -229,7 +229,7 @@ class _DeviceRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         if isinstance(node.func, ast.Name):
             name = node.func.id
-            if name in self.functions or name in ("push_float", "push_int"):
+            if name in self.functions or name in (naming.FLOAT_TAPE[2], naming.INT_TAPE[2]):   # the pushes
                 node.args.append(ast.Name(id=STATUS, ctx=ast.Load()))
             elif name in ("new_float_tape", "new_float32_tape", "new_int_tape"):
                 dtype = {"new_float_tape": f"np.{self.dtype}", "new_float32_tape": "np.float32",
