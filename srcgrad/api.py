@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from . import codegen
+from . import codegen, naming
 from . import kinds as K
 from . import pytree
 from . import compile_notice
@@ -43,7 +43,7 @@ class Specialization:
         self.grad = getattr(module, f"{name}_grad")
         self.value_and_grad = getattr(module, f"{name}_value_and_grad")
         self.vjp = getattr(module, f"{name}_vjp")
-        self.adjoint = module._srcgrad_adjoint       # (value, tuple of gradients) = adjoint(*args, seed)
+        self.adjoint = getattr(module, naming.MODULE_ENTRY)       # (value, tuple of gradients) = adjoint(*args, seed)
         self.one = np.float32(1.0) if key is not None and key[1] == "float32" else 1.0
         self.name = name
         self._called = set()                # "adjoint" / "primal": called (so compiled) already

@@ -21,12 +21,12 @@ from pathlib import Path
 import astor
 import numpy as np
 
-from . import __version__
 from .fileio import write_atomic
 from . import helpers
+from ._version import __version__
+from .naming import COMMENT_MARK, MODULE_LINES, MODULE_SOURCES  # codegen.COMMENT_MARK, as before
 from .transform import _Comment
 
-COMMENT_MARK = "__srcgrad_comment__:"
 LINE_MARK = "__srcgrad_line__:"     # "line:sweep" before a statement; removed, kept in the line table
 
 # Names a generated module may import from its backend: the declared runtime helpers (srcgrad.helpers)
@@ -216,12 +216,12 @@ def module_source(header, target, functions, externals=(), line_tables=None, use
         start += function.count("\n") + 2
     return (text + "\n\n# Line table for error messages: generated line -> (user function, line in "
             "its file, sweep);\n# user function -> (file, {line: source text}).\n"
-            f"_srcgrad_lines = {table!r}\n_srcgrad_sources = {dict(user_sources or {})!r}\n")
+            f"{MODULE_LINES} = {table!r}\n{MODULE_SOURCES} = {dict(user_sources or {})!r}\n")
 
 
 def line_table(module):
     """The line table of a generated module: ``(lines, sources)`` (empty when it has none)."""
-    return getattr(module, "_srcgrad_lines", {}), getattr(module, "_srcgrad_sources", {})
+    return getattr(module, MODULE_LINES, {}), getattr(module, MODULE_SOURCES, {})
 
 
 def write_module(path, source):

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from . import codegen
+from . import codegen, naming
 from .api import GradFunction, Specialization, precision_of, _call_key, _prepare, _to_python_scalar
 from .errors import SrcgradError
 from .forward import build_forward_module
@@ -27,7 +27,7 @@ class ForwardSpecialization(Specialization):
         self.key = key
         self.lines, self.user_sources = codegen.line_table(module)
         self.jvp = getattr(module, name)
-        self.jacobian_columns = getattr(module, "_srcgrad_jacobian_columns", None)
+        self.jacobian_columns = getattr(module, naming.MODULE_JACOBIAN_COLUMNS, None)
 
     def call(self, entry, values, extra=()):
         return getattr(self, entry)(*values, *extra)
@@ -86,7 +86,7 @@ def _gradient_only(source, hessian_of=None):
     import ast
     import re
     from .forward import remove_dead_code
-    match = re.search(r"^_srcgrad_adjoint = (\w+)$", source, re.M)
+    match = re.search(rf"^{naming.MODULE_ENTRY} = (\w+)$", source, re.M)
     tree = ast.parse(source)
     (adjoint,) = [node for node in tree.body if isinstance(node, ast.FunctionDef)
                   and node.name == match.group(1)]
@@ -104,18 +104,19 @@ def _gradient_only(source, hessian_of=None):
                                decorator_list=adjoint.decorator_list, returns=None, type_comment=None,
                                type_params=[])
     text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
-    out = source.rstrip("\n") + f"\n\n\n{text}\n\n\n_srcgrad_gradient_only = {name}\n"
+    out = source.rstrip("\n") + f"\n\n\n{text}\n\n\n{naming.MODULE_GRADIENT_ONLY} = {name}\n"
     if hessian_of is not None:
         index, count = hessian_of
         params = [a.arg for a in adjoint.args.args][:count]
         decorators = "".join(f"@{ast.unparse(d)}\n" for d in adjoint.decorator_list)
         out += "\n\n" + _HESSIAN_COLUMNS.format(decorators=decorators, params=", ".join(params),
-                                                 x=params[index], gradient_only=name)
+                                                 x=params[index], gradient_only=name,
+                                                 name=naming.MODULE_HESSIAN_COLUMNS, seed=naming.SEED)
     return out
 
 
 # hessian(f) of one array argument: the hvp sweeps over its basis vectors in one compiled call
-_HESSIAN_COLUMNS = """{decorators}def _srcgrad_hessian_columns({params}, _seed):
+_HESSIAN_COLUMNS = """{decorators}def {name}({params}, {seed}):
     \"\"\"The dense Hessian w.r.t. {x}: one hvp sweep (the gradient-only adjoint) per basis vector,
     all in this call.\"\"\"
     _n = {x}.size
@@ -123,7 +124,7 @@ _HESSIAN_COLUMNS = """{decorators}def _srcgrad_hessian_columns({params}, _seed):
     for _k in range(_n):
         _e = np.zeros(_n, dtype={x}.dtype)
         _e[_k] = 1.0
-        _column = {gradient_only}({params}, _e.reshape({x}.shape), _seed)[0]
+        _column = {gradient_only}({params}, _e.reshape({x}.shape), {seed})[0]
         _H[:, _k] = _column.ravel()
     return _H.reshape({x}.shape + {x}.shape)
 """
@@ -135,8 +136,8 @@ class _GradientOnlySpecialization(Specialization):
 
     def __init__(self, module, name, source, path, key):
         super().__init__(module, name, source, path, key)
-        self.gradient_only = getattr(module, "_srcgrad_gradient_only", None)
-        self.hessian_columns = getattr(module, "_srcgrad_hessian_columns", None)
+        self.gradient_only = getattr(module, naming.MODULE_GRADIENT_ONLY, None)
+        self.hessian_columns = getattr(module, naming.MODULE_HESSIAN_COLUMNS, None)
 
     def _call(self, entry, values, extra):
         if entry == "grad" and self.gradient_only is not None:

@@ -18,14 +18,16 @@ Its NumPy reference is the function of the same name in :mod:`srcgrad.helper_ref
 
 Each backend registers the module holding its implementations (:func:`register_backend`; the
 python backend takes :mod:`srcgrad.runtime`'s, the cpu backend compiles them with Numba in
-``backends/cpu/``). A backend may claim a subset (``claims``), which is how a CUDA backend
-registers. ``tests/test_helper_registry.py`` runs every helper on every registered backend
-against its reference, and checks that every backend has every helper it claims.
+``backends/cpu/``). A backend may claim a subset (``claims``): CUDA map mode registers the helpers
+it runs on one thread's scalars (:mod:`srcgrad.cuda.map_runtime`). ``tests/test_helper_registry.py``
+runs every helper on python and cpu against its reference, ``tests/cuda/test_helper_conformance.py``
+each cuda claim in the simulator, and both check that every backend has every helper it claims.
 
 Adding a helper: declare it below, write its python version in :mod:`srcgrad.runtime` (or
 ``runtime_library``), its reference in :mod:`srcgrad.helper_reference`, a compiled version in
-``backends/cpu/`` when Numba cannot compile the python one as it is, and a sample call in the
-conformance test.
+``backends/cpu/`` when Numba cannot compile the python one as it is, a device function in
+``cuda/map_runtime.py`` (and its name in ``CLAIMS``) when map mode can run it on scalars, and a
+sample call in the conformance test(s).
 """
 import importlib
 from dataclasses import dataclass

@@ -13,10 +13,9 @@ import ast
 
 import numpy as np
 
-from . import helpers, rules
+from . import helpers, naming, rules
 
-REDUCTIONS = {np.sum: "reduce_sum", np.mean: "reduce_mean", np.max: "reduce_max", np.amax: "reduce_max",
-              np.min: "reduce_min", np.amin: "reduce_min", np.prod: "reduce_prod"}
+REDUCTIONS = rules.REDUCTIONS        # callee -> its runtime helper (facts in rules/callees.py)
 
 
 def lower(stmts, analysis):
@@ -143,7 +142,7 @@ def cast_float_literals(stmts, analysis):
     def is_int_operand(node):
         if isinstance(node, ast.Constant):
             return isinstance(node.value, int)
-        if isinstance(node, ast.Name) and node.id.startswith(("_trips", "_fpos", "_ipos")):
+        if isinstance(node, ast.Name) and node.id.startswith(naming.TAPE_COUNTERS):
             return True
         if isinstance(node, ast.Name) and analysis is not None:
             kind = analysis.kinds.get(node.id)
@@ -196,7 +195,7 @@ def cast_float_literals(stmts, analysis):
             return node
 
         def visit_AugAssign(self, node):
-            if isinstance(node.target, ast.Name) and node.target.id in ("_fpos", "_ipos"):
+            if isinstance(node.target, ast.Name) and node.target.id in (naming.FLOAT_POSITION, naming.INT_POSITION):
                 return node
             node.value = self.visit(node.value)
             return node
@@ -207,7 +206,7 @@ def cast_float_literals(stmts, analysis):
                 kind = analysis.kinds.get(target.id)
                 if kind is not None and kind.cls == "int":
                     return node
-            if isinstance(target, ast.Name) and target.id.startswith(("_fpos", "_ipos", "_trips")):
+            if isinstance(target, ast.Name) and target.id.startswith(naming.TAPE_COUNTERS):
                 return node
             node.value = self.visit(node.value)
             return node

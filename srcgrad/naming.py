@@ -65,8 +65,19 @@ VALUE = "_value"                 # the primal result, returned with the gradient
 GRADS = "_grads"                 # the tuple of gradients (in the grad/value_and_grad wrappers)
 RANGE_CONTINUES = "_range_continues"     # runtime helper of normalized `for ... in range` loops
 
+# --- comments in generated code ---------------------------------------------------------------
+# a comment is a string statement starting with this mark until code generation writes it as a
+# ``# ...`` line (codegen; the cpu fuser makes its own comment lines with it)
+COMMENT_MARK = "__srcgrad_comment__:"
+
 # --- module attributes of generated modules ---------------------------------------------------
 MODULE_ENTRY = "_srcgrad_adjoint"            # what Python calls: (value, gradients) = entry(*args, seed)
 MODULE_LINES = "_srcgrad_lines"              # generated line -> (user line, sweep)
 MODULE_SOURCES = "_srcgrad_sources"          # file -> user source lines quoted in errors
 TANGENT_MODULE_FLAG = "_srcgrad_tangent_module"   # set in generated tangent code (hvp differentiates it)
+MODULE_GRADIENT_ONLY = "_srcgrad_gradient_only"    # the adjoint without the value (hvp, forward_api)
+MODULE_HESSIAN_COLUMNS = "_srcgrad_hessian_columns"    # hessian(f): every hvp sweep in one call
+MODULE_JACOBIAN_COLUMNS = "_srcgrad_jacobian_columns"  # jacobian(f) in forward mode: every jvp sweep
+
+# --- CUDA map mode ----------------------------------------------------------------------------
+DEVICE_STATUS = "_status"        # the last parameter of every device function: the thread's error bits

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from .. import helpers
 from ..errors import SrcgradError
 from .array_graph import (Graph, Traced, _as_node, _const, _refuse, arange, broadcast_to, elementwise,
                           expand_dims, extremum_adjoint, full, gather2, matmul, mean, outer, reduce,
@@ -328,10 +329,10 @@ class _LabelAssignments(ast.NodeTransformer):
             return [node, ast.Expr(self._wrap(ast.Name(name, ast.Load()), name))]
         return node
 
-    def visit_Expr(self, node):  # scatter_add2(_adj_z, ...): label the updated array
+    def visit_Expr(self, node):  # scatter_add2(_adj_z, ...), a helper writing in place: label the array
         call = node.value
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and \
-                call.func.id.startswith("scatter_add") and call.args and isinstance(call.args[0], ast.Name):
+                call.func.id in helpers.in_place_names() and call.args and isinstance(call.args[0], ast.Name):
             return [node, ast.Expr(self._wrap(ast.Name(call.args[0].id, ast.Load()), call.args[0].id))]
         return node
 

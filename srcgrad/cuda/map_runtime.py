@@ -32,8 +32,17 @@ from numba import cuda
 from numba.core import errors as numba_errors, types
 from numba.extending import overload
 
+from .. import helpers, naming
 from ..errors import SrcgradError
 from .device import SIMULATOR
+
+# The runtime helpers map mode implements as device functions (srcgrad.helpers): scalar versions
+# of the NumPy reference, the tape pushes with the thread's ``_status`` as a last argument (added
+# by the rewrite below) and the tapes as thread-local arrays. tests/cuda/test_helper_conformance.py
+# runs each in the simulator against its reference.
+CLAIMS = ("jit", "external", "push_float", "push_int", "range_length", "_range_continues", "unbroadcast",
+          "clip_scalar", "new_float_tape", "new_int_tape", "new_float32_tape")
+helpers.register_backend("cuda", __name__, claims=CLAIMS)
 
 # _status bits set by device code
 TAPE_OVERFLOW = 1       # a float push past max_tape
@@ -179,23 +188,11 @@ def _array_stub(name):
     return stub
 
 
-reduce_sum = _array_stub("reduce_sum")
-reduce_mean = _array_stub("reduce_mean")
-reduce_max = _array_stub("reduce_max")
-reduce_min = _array_stub("reduce_min")
-reduce_prod = _array_stub("reduce_prod")
-prod_adjoint = _array_stub("prod_adjoint")
-expand_reduced = _array_stub("expand_reduced")
-reduced_count = _array_stub("reduced_count")
-max_adjoint = _array_stub("max_adjoint")
-min_adjoint = _array_stub("min_adjoint")
-matmul_grad_left = _array_stub("matmul_grad_left")
-matmul_grad_right = _array_stub("matmul_grad_right")
-gather2 = _array_stub("gather2")
-scatter_add2 = _array_stub("scatter_add2")
-scatter_add1 = _array_stub("scatter_add1")
-matmul = _array_stub("matmul")
-huge_pages = _array_stub("huge_pages")
+# every other declared helper (srcgrad.helpers) works on arrays: a stub with that message
+for _name in helpers.names(service=False):
+    if _name not in CLAIMS:
+        globals()[_name] = _array_stub(_name)
+del _name
 
 
 def external(qualified_name):
@@ -208,8 +205,8 @@ def external(qualified_name):
 
 # ---- rewriting a generated module for the device ------------------------------------------------
 
-STATUS = "_status"
-_TAPES = {"_ftape", "_itape"}
+STATUS = naming.DEVICE_STATUS
+_TAPES = {naming.FLOAT_TAPE_NAME, naming.INT_TAPE_NAME}
 
 
 class _DeviceRewriter(ast.NodeTransformer):
@@ -232,7 +229,7 @@ class _DeviceRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         if isinstance(node.func, ast.Name):
             name = node.func.id
-            if name in self.functions or name in ("push_float", "push_int"):
+            if name in self.functions or name in (naming.FLOAT_TAPE[2], naming.INT_TAPE[2]):   # the pushes
                 node.args.append(ast.Name(id=STATUS, ctx=ast.Load()))
             elif name in ("new_float_tape", "new_float32_tape", "new_int_tape"):
                 dtype = {"new_float_tape": f"np.{self.dtype}", "new_float32_tape": "np.float32",
@@ -302,7 +299,9 @@ class _DeviceRewriter(ast.NodeTransformer):
         return node
 
 
-_COUNTER = re.compile(r"^(_trips\d+|_iter\d+|_fpos|_ipos|_k\d+)$")
+# loop-trip counters: the while-loop trips the reverse sweep replays, this rewrite's own `_iter<n>`,
+# the tape positions and the normalizer's loop indices (temporaries `_k<n>`)
+_COUNTER = re.compile(rf"^({naming.TRIPS_PREFIX}\d+|_iter\d+|{naming.FLOAT_POSITION}|{naming.INT_POSITION}|_k\d+)$")
 
 # np.* functions of derivative rules -> device functions for scalars
 _NP_SCALAR = {"exp": "math.exp", "log": "math.log", "sqrt": "math.sqrt", "sin": "math.sin",
@@ -322,7 +321,7 @@ def _is_cast(node):
 
 def _is_float_expr(node):
     if isinstance(node, ast.Name):
-        return node.id.startswith("_adj_") or node.id == "_seed"
+        return naming.is_adjoint(node.id) or node.id == naming.SEED
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
             isinstance(node.func.value, ast.Name) and node.func.value.id == "np" and \
             node.func.attr in ("float32", "float64"):

@@ -4,14 +4,7 @@ import ast
 import numpy as np
 
 from .. import naming as N
-
-
-# Methods users call on arrays, mapped to the NumPy function that takes the array first.
-ARRAY_METHODS = {
-    "sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod,
-    "reshape": np.reshape, "copy": np.copy, "transpose": np.transpose, "ravel": np.ravel,
-    "flatten": np.ravel, "dot": np.dot, "astype": "astype", "clip": np.clip,
-}
+from ..rules.callees import ARRAY_METHODS  # noqa: F401 (the one callee table; re-exported)
 
 
 SCALAR_CONSTANT_TYPES = (bool, int, float, np.integer, np.floating, np.bool_)

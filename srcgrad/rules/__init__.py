@@ -21,7 +21,7 @@ family: :mod:`~srcgrad.rules.elementwise` (operators, math.* and ufuncs), :mod:`
 (scipy.special/stats, registered on first use). Facts about callees that are not templates
 (array creation, no derivative, ...) are in :mod:`~srcgrad.rules.callees`.
 """
-from .callees import (CALLEES, CPU_REFUSED, CREATION, LIBRARY_CALLS, NON_DIFFERENTIABLE,  # noqa: F401
+from .callees import (CALLEES, CPU_REFUSED, CREATION, LIBRARY_CALLS, NON_DIFFERENTIABLE, REDUCTIONS,  # noqa: F401
                       TUPLE_ARGUMENT_RULES, Callee, _is_scipy, _key, cpu_refusal, declare, facts,
                       library_helper, random_sampling_message, sequence_call_names)
 from .table import (EXTERNALS, REGISTRY, Rule, TangentRule, ZeroDerivative, _REGISTRY_VERSION,  # noqa: F401

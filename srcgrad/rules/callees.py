@@ -43,6 +43,8 @@ class Callee:
     #                                   of the result's adjoint: d[parts[k]] += helper(d[result], k, parts, axis)
     library_helper: str = None        # generated code runs the call as this runtime helper instead
     cpu_refusal: str = None           # why the cpu target refuses the call (None: it compiles it)
+    reduction: str = None             # a reduction with ``axis``/``keepdims``: lowering writes it as
+    #                                   this runtime helper, ``reduce_sum(x, axis, keepdims)``
 
 
 CALLEES = {}        # _key(callee) -> Callee
@@ -107,6 +109,7 @@ NON_DIFFERENTIABLE = _View("non_differentiable")
 TUPLE_ARGUMENT_RULES = _View("sequence_part")
 LIBRARY_CALLS = _View("library_helper")
 CPU_REFUSED = _View("cpu_refusal")
+REDUCTIONS = _View("reduction")         # lower.REDUCTIONS
 
 
 # --- result kinds of calls without a derivative template ----------------------------------------
@@ -194,6 +197,32 @@ declare(np.hstack, sequence_part="hstack_part", result_kind=lambda parts, **k: K
 # (not plain Python for srcgrad to transform). The rule families declare most of them beside
 # their templates (table._library).
 declare(np.vstack, library_helper="np_vstack")     # Numba's needs parts of one ndim (1-d parts are rows)
+
+# Reductions: with an ``axis`` or ``keepdims`` (which Numba's versions do not all take) lowering
+# writes them as runtime helpers (srcgrad.lower)
+declare(np.sum, reduction="reduce_sum")
+declare(np.mean, reduction="reduce_mean")
+declare(np.max, np.amax, reduction="reduce_max")
+declare(np.min, np.amin, reduction="reduce_min")
+declare(np.prod, reduction="reduce_prod")
+
+# --- which callees are library functions, and what an array method stands for -----------------
+
+# modules whose functions are library calls (derivative rules or errors), never user code
+# (srcgrad.static.is_library_function)
+LIBRARY_MODULES = ("numpy", "scipy", "math", "numba", "srcgrad", "builtins", "cmath", "operator")
+
+# modules inside the srcgrad package that hold user programs (plain NumPy models that srcgrad
+# differentiates, e.g. the MNIST MLP), not library code
+USER_MODULES = ("srcgrad.training.mlp",)
+
+# Methods users call on arrays, mapped to the NumPy function that takes the array first
+# (the normalizer rewrites ``x.sum(1)`` as ``np.sum(x, 1)``)
+ARRAY_METHODS = {
+    "sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod,
+    "reshape": np.reshape, "copy": np.copy, "transpose": np.transpose, "ravel": np.ravel,
+    "flatten": np.ravel, "dot": np.dot, "astype": "astype", "clip": np.clip,
+}
 
 
 def sequence_call_names():

@@ -10,12 +10,7 @@ from .. import pytree
 from ..parse import SourceFunction
 
 
-# modules whose functions are library calls (derivative rules or errors), never user code
-LIBRARY_MODULES = ("numpy", "scipy", "math", "numba", "srcgrad", "builtins", "cmath", "operator")
-
-# modules inside the srcgrad package that hold user programs (plain NumPy models that srcgrad
-# differentiates, e.g. the MNIST MLP), not library code
-USER_MODULES = ("srcgrad.training.mlp",)
+from ..rules.callees import LIBRARY_MODULES, USER_MODULES  # noqa: F401 (the one callee table; re-exported)
 
 
 def is_library_function(obj):

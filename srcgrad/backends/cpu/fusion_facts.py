@@ -75,7 +75,7 @@ def _basic_index(index):
 
 
 def _is_comment(stmt):
-    from ...transform import _Comment
+    from ...placeholders import _Comment
     return isinstance(stmt, _Comment)
 
 
@@ -85,7 +85,7 @@ def _names(node):
 
 def _comment(text):
     """A comment line in generated code."""
-    from ...codegen import COMMENT_MARK
+    from ...naming import COMMENT_MARK
     return ast.Expr(value=ast.Constant(COMMENT_MARK + text))
 
 
