@@ -40,6 +40,7 @@ RUNTIME_NAMES = ["jit", "push_float", "push_int", "range_length", "_range_contin
                  "count_snapshot", "pop_snapshot", "snapshot_buffer", "push_snapshot", "snapshot_at",
                  "tape_buffer"]
 RUNTIME_NAMES += list(LIBRARY_HELPERS)      # NumPy/SciPy coverage (runtime.LIBRARY_HELPERS)
+RUNTIME_NAMES += ["FusionGuardFailed"]      # fused loops' guards without fallback (cpu)
 
 
 def cache_dir():
