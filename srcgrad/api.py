@@ -410,7 +410,9 @@ class GradFunction(DifferentiatedFunction):
         return self._last.source
 
     def source_for(self, *args, **kwargs):
-        return self.specialize(*args, **kwargs).source
+        """The generated module a call with these arguments runs (on cpu: the one without the
+        fused loops' fallback branches; :meth:`specialize` gives compiled callers' one)."""
+        return self._prepared_call(self._bind(args, kwargs), lean=True)[0].source
 
     def _guess_kinds(self):
         """Kinds for ``.source`` before any call: annotations, else guessed from how params are used."""

@@ -72,3 +72,8 @@ def test_compiled_callers_and_stores_into_arrays_keep_the_fallback():
     g = srcgrad.grad(stores, wrt=0, target="cpu")
     assert not g._lean_allowed()
     assert srcgrad.grad(stretched, wrt=0, target="python")._lean_allowed() is False
+
+
+def test_source_for_shows_what_a_call_runs():
+    text = GRAD.source_for(np.ones((3, 4)), np.ones((3, 4)))     # generated, not compiled
+    assert "FusionGuardFailed" in text and "else:" not in text
