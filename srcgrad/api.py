@@ -410,9 +410,7 @@ class GradFunction(DifferentiatedFunction):
         return self._last.source
 
     def source_for(self, *args, **kwargs):
-        """The generated module a call with these arguments runs (on cpu: the one without the
-        fused loops' fallback branches; :meth:`specialize` gives compiled callers' one)."""
-        return self._prepared_call(self._bind(args, kwargs), lean=True)[0].source
+        return self.specialize(*args, **kwargs).source
 
     def _guess_kinds(self):
         """Kinds for ``.source`` before any call: annotations, else guessed from how params are used."""
