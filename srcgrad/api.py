@@ -24,8 +24,9 @@ from . import compile_notice
 from .arguments import (BUILD_LOCK, DifferentiatedFunction, as_float32 as _as_float32, call_key as _call_key,
                         dtype_of as _dtype_of, in_dtype as _in_dtype, precision_of, prepare as _prepare,
                         to_python_scalar as _to_python_scalar, tree_key as _tree_key)
-from .errors import ShapeError, SrcgradError, UnsupportedSyntaxError
+from .errors import FusionGuardFailed, ShapeError, SrcgradError, UnsupportedSyntaxError
 from .parse import SourceFunction, library_wrapper, unwrap_function
+from .backends import backend as target_backend
 from .program import build_module, helper_sources
 from .static import Plan, is_library_function, make_plan
 
@@ -47,6 +48,11 @@ class Specialization:
         self.one = np.float32(1.0) if key is not None and key[1] == "float32" else 1.0
         self.name = name
         self._called = set()                # "adjoint" / "primal": called (so compiled) already
+        # cpu, compiled without the fused loops' fallback branches (calls from Python): a failing
+        # guard raises FusionGuardFailed, and the call runs again with ``fallback``, the
+        # specialization with them, compiled then and used for every later call
+        self.lean = False
+        self.fallback = None
 
     def call(self, entry, values, extra=()):
         """Run entry point ``entry`` ("primal", "grad", "value_and_grad" or "vjp") from Python.
@@ -131,9 +137,9 @@ class GradFunction(DifferentiatedFunction):
         plan = self._plan_for([0.0] * len(self.params))
         return None if plan.trivial else plan
 
-    def _prepared_call(self, raw):
+    def _prepared_call(self, raw, lean=False):
         """(specialization, flat argument values, layout of the gradients) for the bound
-        arguments ``raw``."""
+        arguments ``raw`` (``lean``: see :meth:`_specialization`)."""
         values = tuple(_prepare(v) for v in raw)
         plan = self._plan_for(values)
         captured, same = plan.read_captures()
@@ -142,7 +148,7 @@ class GradFunction(DifferentiatedFunction):
             captured, _ = plan.read_captures()
         if plan.trivial:
             kinds = self.kinds_of(values)
-            spec = self._specialization(kinds, precision_of(values))
+            spec = self._specialization(kinds, precision_of(values), lean=lean)
             # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
             layout = tuple((None, raw[i].dtype if isinstance(raw[i], np.ndarray) and
                             raw[i].ndim == 0 else None, None, _dtype_of(values[i]))
@@ -189,16 +195,41 @@ class GradFunction(DifferentiatedFunction):
         precision = precision_of(values)
         if precision == "float32":
             values = values[:len(values) - len(captured)] + _as_float32(captured)
-        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names))
+        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names), lean=lean)
         return spec, tuple(values), tuple(layout)
 
-    def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None):
+    def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None, lean=False):
+        """The specialization for these kinds. ``lean`` (calls from Python, which :meth:`_run`
+        reruns when a guard fails): on the cpu target, compiled without the fused loops' fallback
+        ``else:`` branches, about half of Numba's work for a typical adjoint; compiled code
+        calling a specialization (``.njit``, ``MinibatchLoop``) gets the one with them."""
         if plan is not None and plan.trivial:
             plan = None
         key = (kinds, precision) if plan is None else (kinds, precision, plan, wrt_names)
+        if lean and self._lean_allowed():
+            cpu = target_backend("cpu")
+
+            def build():
+                with cpu.without_fallback():
+                    spec = self._build(kinds, precision) if plan is None else \
+                        self._build_plan(kinds, precision, plan, wrt_names)
+                spec.lean = True
+                return spec
+            return self._cached(key + ("without fallback",), build)
         if plan is None:
             return self._cached(key, lambda: self._build(kinds, precision))
         return self._cached(key, lambda: self._build_plan(kinds, precision, plan, wrt_names))
+
+    def _lean_allowed(self):
+        """Whether a call may run a specialization without fusion fallbacks: the cpu target with
+        loop fusion on, and a function (with its helpers) that stores into no array element, so
+        that a call stopped by a failing guard changed nothing and can run again from the start."""
+        if self.target != "cpu" or not target_backend("cpu").fuse:
+            return False
+        allowed = getattr(self, "_lean_ok", None)
+        if allowed is None:
+            allowed = self._lean_ok = not _may_store_into_arrays(self.func)
+        return allowed
 
     def _build_plan(self, kinds, precision, plan, wrt_names):
         root = plan.root
@@ -267,7 +298,7 @@ class GradFunction(DifferentiatedFunction):
             if values is not None:
                 self._last = spec
         if values is None:
-            spec, values, layout = self._prepared_call(self._bind(args, kwargs))
+            spec, values, layout = self._prepared_call(self._bind(args, kwargs), lean=True)
             if spec.plan is not None:
                 spec.capture_key = _call_key(values[len(values) - _n_captured(spec.plan):])
             if key is not None:
@@ -299,8 +330,17 @@ class GradFunction(DifferentiatedFunction):
 
     def _run(self, spec, entry, values, extra=()):
         """Call ``spec.<entry>``; shape failures become a ShapeError naming the user's line."""
+        if spec.fallback is not None:       # a guard failed once: the specialization with fallbacks
+            spec = spec.fallback
         try:
             return spec.call(entry, values, extra)
+        except FusionGuardFailed:
+            if not spec.lean:
+                raise
+            # sizes the fused loops do not handle (NumPy broadcasting along a size-1 axis, or an
+            # error): the statements as written decide, in the specialization that keeps them
+            spec.fallback = self._specialization(*spec.key)
+            return self._run(spec.fallback, entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
             error = self._shape_error(exc, spec, entry, values, extra)
             if error is None and self.target == "cpu":
@@ -609,6 +649,31 @@ def _describe(node, shapes, exc):
 
 _BROADCASTING = ("maximum", "minimum", "where", "arctan2", "hypot", "power", "add", "subtract",
                  "multiply", "divide", "clip", "unbroadcast")
+
+
+def _may_store_into_arrays(func):
+    """Whether ``func`` or a helper it calls has an element or slice assignment (``a[i] = v``,
+    ``a[i] += v``) or an ``out=`` argument: a call may then change an array it was given, and a
+    call stopped half way cannot simply run again. (``a += v`` on a name rebinds it: srcgrad
+    writes it as ``a = a + v``.) True when a source cannot be read."""
+    import textwrap
+    for text in helper_sources(func).values():
+        _, newline, source = text.partition("\n")
+        if not newline:
+            return True
+        try:
+            tree = ast.parse(textwrap.dedent(source))
+        except SyntaxError:
+            return True
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                return True
+            if isinstance(node, ast.keyword) and node.arg == "out":
+                return True
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("fill", "sort", "put", "itemset", "resize", "setfield", "copyto"):
+                return True
+    return False
 
 
 def _n_captured(plan):

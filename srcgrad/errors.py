@@ -62,3 +62,14 @@ class ShapeError(SrcgradError, ValueError):
         for file, line, func, text in reversed(self.callers):
             lines.append(f'  called from File "{file}", line {line}, in {func}: {text}')
         super().__init__("\n".join(lines))
+
+
+class FusionGuardFailed(SrcgradError):
+    """Raised by a fused loop nest of a cpu specialization compiled without its fallback branches
+    when its size test fails (an operand stretched along a size-1 axis, or sizes that do not match).
+
+    Internal: ``GradFunction`` catches it and reruns the call with the specialization that keeps
+    the statements as written under each guard's ``else:`` (NumPy's broadcasting and NumPy's
+    errors), compiled only then. It reaches a user only who calls a specialization's compiled
+    functions directly.
+    """

@@ -14,6 +14,7 @@ The runtime helpers a generated module imports live in the target's module
 (``srcgrad.backends.python``, ``srcgrad.backends.cpu``, ...); the helpers each backend has are
 declared in :mod:`srcgrad.helpers`. This module imports neither Numba nor CUDA.
 """
+import contextlib
 import os
 import sys
 
@@ -42,11 +43,26 @@ class Backend:
 class CpuBackend(Backend):
     """The Numba-compiled target. ``fuse``: write chains of array statements as loop nests (loop
     fusion, ``backends/cpu/fusion.py``); off generates the statements as written (tests and
-    benchmarks compare both)."""
+    benchmarks compare both). ``fallback``: a fused loop nest whose sizes are not known equal is
+    guarded by a size test, with the statements as written under ``else:`` (NumPy's broadcasting
+    along size-1 axes and NumPy's errors); without it (:meth:`without_fallback`, for calls from
+    Python, which rerun with the fallback when a guard fails) a failing guard raises
+    ``FusionGuardFailed``, and Numba compiles about half as much for a typical adjoint."""
 
     def __init__(self):
         super().__init__("cpu")
         self.fuse = True
+        self.fallback = True
+
+    @contextlib.contextmanager
+    def without_fallback(self):
+        """Generate code without the fused loops' ``else:`` branches inside this block (callers
+        hold ``arguments.BUILD_LOCK``: the setting is the backend's)."""
+        saved, self.fallback = self.fallback, False
+        try:
+            yield
+        finally:
+            self.fallback = saved
 
     def check(self, unit):
         from ..analyse import walk_assignments
@@ -60,7 +76,7 @@ class CpuBackend(Backend):
 
     def lower(self, sections, analysis):
         from .cpu.lowering import lower_for_cpu
-        return lower_for_cpu(sections, analysis, fuse=self.fuse)
+        return lower_for_cpu(sections, analysis, fuse=self.fuse, fallback=self.fallback)
 
     def options(self):
         # the BLAS choice: compiled code calls NumPy's BLAS by symbol name unless
@@ -68,7 +84,7 @@ class CpuBackend(Backend):
         # own disk cache does not key on compile flags
         cpu = sys.modules.get(__name__ + ".cpu")
         return (f"numpy_blas={os.environ.get('SRCGRAD_NUMPY_BLAS', '1')}", f"fuse={self.fuse}",
-                f"fastmath={getattr(cpu, 'FASTMATH', False)}")
+                f"fastmath={getattr(cpu, 'FASTMATH', False)}") + (() if self.fallback else ("guards=raise",))
 
 
 BACKENDS = {"python": Backend("python"), "cpu": CpuBackend(), "cuda": Backend("cuda")}

@@ -12,6 +12,7 @@ Generated modules import their runtime helpers from here. The package's parts:
 import numba
 
 from ... import runtime
+from ...errors import FusionGuardFailed  # noqa: F401  (raised by fused loops' guards)
 from .memory import (  # noqa: F401  (re-exported: generated modules import them from here)
     MALLOC_TUNED, huge_pages, grow, runtime_grow, push_float, push_int, new_float_tape, new_int_tape,
     new_float32_tape, count_snapshot, pop_snapshot, snapshot_buffer, reserve_tape, push_snapshot, snapshot_at,

@@ -29,16 +29,20 @@ from .fusion_facts import (
     _is_float32_literal, _names, _walk_statements)
 
 
-def fuse_loops(sections, analysis):
+def fuse_loops(sections, analysis, fallback=True):
     """Rewrite chains of whole-array statements into loop nests (for the Numba-compiled target).
 
     ``sections`` are consecutive parts of one function body (forward sweep, reverse sweep,
     return): statements are fused within a section, uses are counted over the whole function.
-    Returns the new sections.
+    ``fallback``: keep the statements as written under a guarded loop nest's ``else:``; False: a
+    failing guard raises ``FusionGuardFailed`` (the caller reruns the call with a specialization
+    that has the fallback). Returns the new sections.
     """
     if analysis is None:
         return sections
-    return _Fusion(sections, analysis).run()
+    fusion = _Fusion(sections, analysis)
+    fusion.fallback = fallback
+    return fusion.run()
 
 
 class _Fusion(_StatementPlans):
@@ -89,6 +93,7 @@ class _Fusion(_StatementPlans):
         self.facts = _Facts(self)
         self.loop_vars = []
         self.probe_name = None
+        self.fallback = True      # fuse_loops' option
 
     # -- names and kinds ----------------------------------------------------------------------
     def kind(self, name):

@@ -243,13 +243,28 @@ class _Emitter:
         count = len(g.plans)
         if not g.guards:
             return [_comment(f"loop fusion (cpu target): {count} statements in one loop nest")] + fused
-        test = ast.parse(" and ".join(code for _, code in g.guards), mode="eval").body
-        branch = ast.If(test=test, body=fused, orelse=list(g.stmts))
-        for node in ast.walk(test):
-            node.lineno = node.end_lineno = 0
-            node.col_offset = node.end_col_offset = 0
-        branch.lineno = branch.end_lineno = 0
-        branch.col_offset = branch.end_col_offset = 0
+        test = " and ".join(code for _, code in g.guards)
+        if not self.f.fallback:
+            # no else: a failing size test (an operand stretched along a size-1 axis, or sizes
+            # that do not match) raises, and the call reruns with the fallback's specialization
+            check = self._positionless(ast.parse(f"if not ({test}):\n    raise FusionGuardFailed("
+                                                 f"'fused loop sizes: rerun with the fallback')").body[0])
+            note = (f"loop fusion (cpu target): {count} statements in one loop nest when the sizes "
+                    "allow (otherwise FusionGuardFailed, and the call reruns with a specialization "
+                    "that has the statements as written)")
+            return [_comment(note), check] + fused
+        branch = self._positionless(ast.If(test=ast.parse(test, mode="eval").body, body=fused,
+                                           orelse=list(g.stmts)))
         note = (f"loop fusion (cpu target): the {count} statements under else: in one loop nest, "
                 "when the sizes allow")
         return [_comment(note), branch]
+
+    @staticmethod
+    def _positionless(branch):
+        """``branch`` (an ``if``) and its test (and a raise under it) without source positions:
+        they are srcgrad's, not a user line's."""
+        raises = [n for stmt in branch.body if isinstance(stmt, ast.Raise) for n in ast.walk(stmt)]
+        for node in [branch] + list(ast.walk(branch.test)) + raises:
+            node.lineno = node.end_lineno = 0
+            node.col_offset = node.end_col_offset = 0
+        return branch

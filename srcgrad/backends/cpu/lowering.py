@@ -7,13 +7,13 @@ from .fusion import fuse_loops
 from .fusion_facts import _backend_has, _call_name, _is_comment
 
 
-def lower_for_cpu(sections, analysis, fuse=True):
+def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
     """Rewrites for the Numba-compiled target that need the whole function (``sections``: its
     consecutive parts, e.g. forward sweep, reverse sweep, return): matrix products through the
     cpu backend's ``matmul`` (NumPy's BLAS) when the backend has one, then loop fusion (when
-    ``fuse``: the backend's option, part of the cache key)."""
+    ``fuse``: the backend's option, part of the cache key; ``fallback``: see fuse_loops)."""
     sections = [_matrix_products(stmts, analysis) for stmts in sections]
-    return fuse_loops(sections, analysis) if fuse else sections
+    return fuse_loops(sections, analysis, fallback) if fuse else sections
 
 
 def _backend_matmul():
