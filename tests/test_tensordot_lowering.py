@@ -111,3 +111,12 @@ def test_lowered_product_with_a_3d_second_operand_is_refused(target):
         srcgrad.grad(inner_of_3d, target=target)(a, x)
     with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.tensordot.*2 and 3"):
         srcgrad.grad(td_into_3d, target=target)(a[:, :2], x)
+
+
+def inner_of_a_number(a):
+    return np.sum(np.inner(2.0, a) * a)
+
+
+def test_lowered_inner_of_a_number_is_refused_with_its_line():
+    with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.inner.*0 and 2"):
+        srcgrad.grad(inner_of_a_number, target="python")(normal(2, 3))
