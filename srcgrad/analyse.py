@@ -120,6 +120,13 @@ class KindInference:
                                       "(concatenation, repetition) is not supported; use np.array "
                                       "or np.concatenate", "tuple arithmetic")
             if isinstance(node.op, ast.MatMult):
+                lowered = getattr(node, "lowered_from", None)
+                if lowered is not None and not (left.is_array and left.ndim >= 1 and right.is_array
+                                                and 1 <= right.ndim <= 2):
+                    raise self.fsrc.error(stmt, f"{lowered} is supported (as `@`) when the first operand "
+                                          "is an array and the second has one or two axes; here they "
+                                          f"have {left.ndim} and {right.ndim}: use np.einsum or reshapes "
+                                          "and `@`", lowered)
                 return matmul_kind(left, right)
             if left.is_array or right.is_array:
                 dtype = "float" if isinstance(node.op, ast.Div) else None

@@ -11,8 +11,9 @@ adjoints of rules, tapes. Each is declared here with the facts the stages read:
 * ``library`` — NumPy/SciPy coverage (called for a NumPy/SciPy function, ``rules.LIBRARY_CALLS``);
 * ``service`` — a backend entry point (``jit``, ``external``) rather than a helper: it has no
   NumPy reference;
-* ``backends`` — the backends that have it (None: all; the cpu target refuses np.einsum,
-  np.tensordot and np.inner, ``rules.CPU_REFUSED``, so their helpers are python-only).
+* ``backends`` — the backends that have it (None: all; the cpu target refuses the np.einsum,
+  np.tensordot and np.inner calls that normalize does not lower to `@`, ``rules.CPU_REFUSED``, so
+  their helpers are python-only).
 
 Its NumPy reference is the function of the same name in :mod:`srcgrad.helper_reference`.
 

@@ -20,6 +20,7 @@ The stage is a package, one module per part, applied in this order by :func:`nor
 * :mod:`.sequences` — loops over arrays, tuples, lists, ``enumerate``/``zip``/``reversed`` and list
   comprehensions become index loops; :mod:`.lists` — lists built with ``append`` become arrays;
 * :mod:`.einsum` — ``np.einsum`` with one or two operands becomes products, transposes and sums;
+* :mod:`.tensordot` — ``np.inner`` and ``np.tensordot`` over one axis become ``@``;
 * :mod:`.jumps` — ``return``/``break``/``continue`` become flags;
 * :mod:`.flatten` — one operation per statement;
 * :mod:`.syntax` — the small AST helpers they share (also used by the transform stage).
@@ -28,6 +29,7 @@ import ast
 
 from ..parse import FunctionSource
 from .einsum import lower_einsums
+from .tensordot import lower_tensordots
 from .flatten import Flattener, _lists_to_tuples, _literal_lists, func_expression
 from .jumps import JumpDesugarer, _rename_straight_line_redefinitions, _stable_if_tests
 from .lists import ListBuilder, _is_append, _split_list_literals
@@ -52,6 +54,7 @@ def normalize(fsrc: FunctionSource):
     if not body:
         raise fsrc.error(fn, "the function body is empty")
     body = lower_einsums(body, fsrc)
+    body = lower_tensordots(body, fsrc)
     appended = {s.value.func.value.id for s in _walk_all(body) if _is_append(s)}
     if appended:   # before _literal_lists, which reads `L = [a, b]` as a fixed list
         body = _split_list_literals(body, appended)

@@ -231,7 +231,10 @@ class Flattener:
         if isinstance(expr, ast.BinOp):
             p1, left = self.atom(expr.left, stmt)
             p2, right = self.atom(expr.right, stmt)
-            return p1 + p2, ast.BinOp(left=left, op=expr.op, right=right)
+            node = ast.BinOp(left=left, op=expr.op, right=right)
+            if hasattr(expr, "lowered_from"):    # np.inner/np.tensordot written as @ (normalize/tensordot.py)
+                node.lowered_from = expr.lowered_from
+            return p1 + p2, node
         if isinstance(expr, ast.UnaryOp):
             if isinstance(expr.op, ast.UAdd):
                 return self.operation(expr.operand, stmt)

@@ -273,10 +273,13 @@ def random_sampling_message(callee):
 
 declare(np.einsum, cpu_refusal="np.einsum is supported on the python target only (its cpu version "
         "would need a loop nest per subscripts string); use `@`/np.dot/np.sum, or target='python'")
-declare(np.tensordot, cpu_refusal="np.tensordot is supported on the python target only; use `@`/np.dot "
-        "and reshapes, or target='python'")
-declare(np.inner, cpu_refusal="np.inner is supported on the python target only; use `@`/np.dot, or "
-        "target='python'")
+# np.inner(a, b) and np.tensordot over one axis (axes=1, or one constant axis each) are lowered to
+# `@` before this check (normalize/tensordot.py), so only the other forms reach these refusals
+declare(np.tensordot, cpu_refusal="np.tensordot over two or more axes (or axes=0) is supported on the "
+        "python target only (the cpu target compiles axes=1 and one constant axis each, as `@`); use "
+        "`@`/np.dot and reshapes, or target='python'")
+declare(np.inner, cpu_refusal="np.inner with keywords or unpacked arguments is supported on the python "
+        "target only (the cpu target compiles np.inner(a, b), as `@`); use `@`/np.dot, or target='python'")
 
 
 def cpu_refusal(callee):
