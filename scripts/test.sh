@@ -8,8 +8,9 @@
 # core is free first runs the next group, so both finish at about the same time.
 # Every pytest run prints its 25 slowest tests; the exit status is non-zero when any run failed.
 # The tests compile at NUMBA_OPT=0 (tests/conftest.py: half the compile time, same semantics),
-# except test_distributed.py: its MPI ranks load from the on-disk cache the gradient its parent
-# process compiled, and at level 0 Numba cannot cache it (each rank would compile it again).
+# except the CUDA suite (conftest.py keeps NVVM's optimizer on there) and test_distributed.py: its
+# MPI ranks load from the on-disk cache the gradient its parent process compiled, and at level 0
+# Numba cannot cache it (each rank would compile it again).
 #
 #   bash scripts/test.sh                 # default: everything but the `slow` and `fuzz` marks
 #   bash scripts/test.sh -m "not fuzz"   # opt in to the slow tests too (arguments go to the main suite)

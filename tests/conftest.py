@@ -11,14 +11,28 @@
   processes inherit it. One difference is not semantic: at level 0 LLVM keeps dead loads of
   Numba's "dynamic globals" (e.g. in the BLAS matmul), which makes such functions uncacheable.
   Tests about the on-disk cache therefore run their child processes at the user's level
-  (``user_numba_env``).
+  (``user_numba_env``). The CUDA simulator session (tests/cuda) keeps the default level: it
+  compiles nothing for the cpu, and numba-cuda would turn off NVVM's optimizer at level 0, while
+  the PTX tests check the kernels users get.
 """
 import math
 import os
 import shutil
+import sys
 import tempfile
 
-if "NUMBA_OPT" not in os.environ:
+
+def _cuda_session():
+    """Whether this pytest session is the CUDA simulator's (see tests/cuda/conftest.py)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return True
+    cuda_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
+    paths = [a.split("::")[0] for a in sys.argv[1:] if not a.startswith("-")]
+    paths = [os.path.abspath(p) for p in paths if os.path.exists(p)]
+    return bool(paths) and all(p == cuda_dir or p.startswith(cuda_dir + os.sep) for p in paths)
+
+
+if "NUMBA_OPT" not in os.environ and not _cuda_session():
     os.environ["NUMBA_OPT"] = "0"
     os.environ["SRCGRAD_TEST_SET_NUMBA_OPT"] = "1"
 
