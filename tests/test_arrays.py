@@ -724,16 +724,16 @@ def test_logistic_regression(target):
 
 
 # ------------------------------------------------------------------------------------------------
-# The benchmark's vectorized ADBench GMM (benchmarks/programs.py: gmm_vectorized)
+# The benchmark's vectorized ADBench GMM (benchmarks/lib/programs.py: gmm_vectorized)
 # ------------------------------------------------------------------------------------------------
 
 def _benchmark_programs():
     import sys
     from pathlib import Path
-    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    import programs
+    root = str(Path(__file__).resolve().parents[1])       # the benchmarks package
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.lib import programs
     return programs
 
 
