@@ -9,6 +9,7 @@ import types
 
 from .parse import FunctionSource
 from .rules.callees import sequence_call_names
+from .view_writes import check_view_writes
 
 # Statements the transformer understands.
 ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
@@ -87,6 +88,7 @@ def check_function(fsrc: FunctionSource):
         if index == 0 and _is_docstring(stmt):
             continue
         _check_statement(fsrc, stmt, loop_depth=0)
+    check_view_writes(fsrc)            # in-place writes through views: aliasing is not modelled
 
 
 def _is_docstring(stmt):
