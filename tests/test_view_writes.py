@@ -206,3 +206,47 @@ def test_writes_into_copies_match_fd(f):
 
 def test_write_into_copy_cpu():
     check_grad(c_transpose_copy, (_x(),), target="cpu")
+
+
+# -- a helper returning a tuple early: adjoints of names bound on one path only ------------------
+
+def _early_pair(a, b, c):
+    if c > 0.0:
+        return a * 2.0, b
+    a2 = a * b
+    b2 = b * 3.0
+    return a2, b2
+
+
+def early_pair(x, y):
+    p, q = _early_pair(x, y, np.sum(x))
+    return np.sum(p * q)
+
+
+def early_twice(x):
+    if np.sum(x) > 0.0:
+        t = x * 2.0
+        return np.sum(t * t) + np.sum(t)       # `t` used twice: a zeroed adjoint, not single use
+    u = np.sin(x)
+    return np.sum(u * u * u) + np.sum(u)
+
+
+_XS = np.array([0.5, 1.0, 2.0])
+_YS = np.array([1.5, -1.0, 0.3])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_helper_returning_a_tuple_early(sign):
+    # before: a raw UnboundLocalError (`_adj_t = np.zeros_like(_t)`, `_t` unbound on the other path)
+    check_grad(early_pair, (sign * _XS, _YS), wrt=(0, 1), target="python")
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_early_return_of_a_name_used_twice(sign):
+    check_grad(early_twice, (sign * _XS,), target="python")
+
+
+def test_helper_returning_a_tuple_early_cpu():
+    gradfn = srcgrad.grad(early_pair, wrt=(0, 1), target="cpu")
+    for sign in (1.0, -1.0):
+        check_grad(early_pair, (sign * _XS, _YS), wrt=(0, 1), gradfn=gradfn)
