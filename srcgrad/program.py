@@ -13,6 +13,7 @@ import types
 from . import kinds as K
 from .analyse import analyse
 from .check import check_function
+from .view_writes import refuse_array_writes
 from .errors import SrcgradError
 from .normalize import normalize
 from .parse import SourceFunction, read_function, unwrap_function
@@ -52,7 +53,7 @@ class FunctionUnit:
     def __init__(self, func):
         self.func = unwrap_function(func)
         self.fsrc = read_function(self.func)
-        check_function(self.fsrc)
+        self.view_writes = check_function(self.fsrc)    # `z = x; z += y`: refused if z is an array
         self.params, self.body, self.names = normalize(self.fsrc)
 
 
@@ -159,6 +160,7 @@ class ModuleBuilder:
                                    f"called with {len(kinds)}")
             wrt = _differentiable(unit, kinds)
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
+            refuse_array_writes(unit.view_writes, analysis.kinds)
             result_kind = analysis.kind(unit.body[-1].value)
         finally:
             self.in_progress.discard(key)

@@ -11,8 +11,8 @@ refused in the same way.
 The scan is flow-ordered but simple: a name is "a view of X" from an assignment that binds it to a
 view of X until an assignment binds it to something else; loop bodies are scanned twice so a view
 bound late in one iteration is seen by a write early in the next. It cannot see through helper
-calls or containers (a helper's own writes are checked when the helper is). Known gap: ``z += y``
-where ``z = x`` or ``z = a[0]`` may be scalars, so those augmented assignments are not refused here.
+calls or containers (a helper's own writes are checked when the helper is). ``z += y`` where
+``z = x`` or ``z = a[0]`` may be scalar code: those are refused once the kinds show ``z`` is an array.
 """
 import ast
 
@@ -59,9 +59,25 @@ def _view_base(expr):
     return None
 
 
+_DEFERRED = "<deferred>"       # not an identifier: the scan's list of writes decided by kind
+
+
 def check_view_writes(fsrc):
-    """Raise UnsupportedSyntaxError at the first write into a (possible) view of another array."""
-    _scan(fsrc, fsrc.tree.body, {})
+    """Raise UnsupportedSyntaxError at the first write into a (possible) view of another array.
+
+    Returns [(name, error)]: augmented assignments ``name += ...`` through a plain alias or a
+    basic slice, an error only when ``name`` is an array (see :func:`refuse_array_writes`)."""
+    views = {}
+    _scan(fsrc, fsrc.tree.body, views)
+    return views.get(_DEFERRED, [])
+
+
+def refuse_array_writes(deferred, kinds):
+    """Raise the first deferred error whose name is an array under ``kinds`` (name -> Kind)."""
+    for name, error in deferred:
+        kind = kinds.get(name)
+        if kind is not None and kind.is_array:
+            raise error
 
 
 def _scan(fsrc, body, views):
@@ -84,6 +100,7 @@ def _scan(fsrc, body, views):
             for _ in range(2):
                 _scan(fsrc, stmt.body, views)
         elif isinstance(stmt, ast.If):
+            deferred = views.setdefault(_DEFERRED, [])
             after_body = dict(views)
             _scan(fsrc, stmt.body, after_body)
             after_else = dict(views)
@@ -91,6 +108,7 @@ def _scan(fsrc, body, views):
             views.clear()
             views.update(after_else)
             views.update(after_body)        # a view on either path may be one after the if
+            views[_DEFERRED] = deferred     # (one list, shared by both copies)
 
 
 def _bind(target, value, views):
@@ -115,14 +133,21 @@ def _check_write(fsrc, stmt, target, views, augmented=False):
     if name not in views:
         return
     base, construct = views[name]
+    deferred = views.setdefault(_DEFERRED, [])
+    error = _error(fsrc, stmt, name, base, construct)
     if isinstance(target, ast.Name) and construct in ("a second name for the same array",
                                                        "a basic slice"):
         # `z = x; z += y` and `r = a[0]; r += 1` are scalar code as often as array code, and
-        # the fence does not know the kinds yet: left to the transform (see the module doc)
+        # the fence does not know the kinds yet: decided once they are known (program.py)
+        deferred.append((name, error))
         return
+    raise error
+
+
+def _error(fsrc, stmt, name, base, construct):
     how = f"`{name}` is {construct}" if construct.startswith("a second") else \
         f"`{name}` is a view of `{base}` ({construct})"
-    raise fsrc.error(
+    return fsrc.error(
         stmt, f"`{ast.unparse(stmt).splitlines()[0]}` writes into a view of `{base}`: {how}, so the "
         f"write also changes `{base}`, which srcgrad does not track (the gradient would be wrong). "
         f"Write into a copy instead, e.g. `{name} = ....copy()`", "write into a view")

@@ -136,9 +136,21 @@ def w_in_branch(a, c):
     return np.sum(r * r) + np.sum(np.sin(a))
 
 
+def w_alias_augmented(a):
+    z = a                        # augmented assignment of an array: in place, `a` changes too
+    z += 1.0
+    return np.sum(a * a) + np.sum(np.sin(z))
+
+
+def w_row_augmented(a):
+    r = a[0]
+    r += a[1]
+    return np.sum(a * a) + np.sum(np.sin(r))
+
+
 REFUSED = [w_transpose, w_dot_t, w_reshape, w_np_reshape, w_ravel, w_row, w_slice, w_swapaxes,
            w_moveaxis, w_expand_dims, w_squeeze, w_diagonal, w_einsum, w_ellipsis, w_alias,
-           w_augmented, w_view_of_local, w_chain]
+           w_augmented, w_view_of_local, w_chain, w_alias_augmented, w_row_augmented]
 
 
 def _write_line(f):
@@ -163,6 +175,18 @@ def test_view_bound_in_one_branch_is_refused():
 def test_transpose_message_names_the_view():
     with pytest.raises(srcgrad.SrcgradError, match=r"view of `a` \(np.transpose\)"):
         srcgrad.grad(w_transpose, target="python")(_x())
+
+
+def c_scalar_alias_augmented(a):
+    z = a[0, 1]                  # a float: `z += ...` rebinds z, nothing else changes
+    z += a[1, 2]
+    w = z
+    w *= 3.0
+    return w * np.sum(a)
+
+
+def test_augmented_assignment_of_a_scalar_alias_matches_fd():
+    check_grad(c_scalar_alias_augmented, (_x(),), target="python")
 
 
 # -- still supported: writes into copies, into the array itself, rebinding a view name ----------
