@@ -96,7 +96,7 @@ def _scan(fsrc, body, views):
             _bind(stmt.target, stmt.value, views)
         elif isinstance(stmt, (ast.For, ast.While)):
             if isinstance(stmt, ast.For):
-                _bind(stmt.target, None, views)
+                _bind_loop(stmt.target, stmt.iter, views)
             for _ in range(2):
                 _scan(fsrc, stmt.body, views)
         elif isinstance(stmt, ast.If):
@@ -119,8 +119,39 @@ def _bind(target, value, views):
         else:
             views.pop(target.id, None)
     elif isinstance(target, ast.Tuple):
-        for elt in target.elts:
-            _bind(elt, None, views)
+        same = isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
+        rebound = {elt.id for elt in target.elts if isinstance(elt, ast.Name)}
+        for k, elt in enumerate(target.elts):        # `r, s = a.T, b`: item by item
+            item = value.elts[k] if same else None
+            if isinstance(item, ast.Name) and item.id in rebound:
+                item = None          # `a, b = b, a`: swapped buffers, each still one name
+            _bind(elt, item, views)
+
+
+LOOP_ITEM = "an item of a for loop over it"
+
+
+def _bind_loop(target, iterable, views):
+    """``for row in a`` binds ``row`` to views of ``a``'s rows (also through enumerate, zip and
+    reversed, which normalize.py turns into index loops ``row = a[i]``)."""
+    if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.args:
+        name, args = iterable.func.id, iterable.args
+        if name == "enumerate" and isinstance(target, ast.Tuple) and len(target.elts) == 2:
+            _bind(target.elts[0], None, views)
+            _bind_loop(target.elts[1], args[0], views)
+            return
+        if name == "zip" and isinstance(target, ast.Tuple) and len(target.elts) == len(args):
+            for elt, arg in zip(target.elts, args):
+                _bind_loop(elt, arg, views)
+            return
+        if name == "reversed":
+            _bind_loop(target, args[0], views)
+            return
+    found = _view_base(iterable)
+    if isinstance(target, ast.Name) and found is not None and found[0] != target.id:
+        views[target.id] = (found[0], LOOP_ITEM)
+    else:
+        _bind(target, None, views)
 
 
 def _check_write(fsrc, stmt, target, views, augmented=False):
@@ -136,7 +167,7 @@ def _check_write(fsrc, stmt, target, views, augmented=False):
     deferred = views.setdefault(_DEFERRED, [])
     error = _error(fsrc, stmt, name, base, construct)
     if isinstance(target, ast.Name) and construct in ("a second name for the same array",
-                                                       "a basic slice"):
+                                                       "a basic slice", LOOP_ITEM):
         # `z = x; z += y` and `r = a[0]; r += 1` are scalar code as often as array code, and
         # the fence does not know the kinds yet: decided once they are known (program.py)
         deferred.append((name, error))

@@ -148,9 +148,34 @@ def w_row_augmented(a):
     return np.sum(a * a) + np.sum(np.sin(r))
 
 
+def w_tuple_assign(a):
+    r, s = a.T, a * 1.0
+    r[0, 0] = 0.0
+    return np.sum(r * r) + np.sum(s)
+
+
+def w_loop_rows(a):
+    for row in a:
+        row[0] = 0.5 * row[1]
+    return np.sum(np.sin(a))
+
+
+def w_enumerate_rows(a):
+    for i, row in enumerate(a):
+        row[0] = 0.5 * row[1]
+    return np.sum(np.sin(a))
+
+
+def w_zip_rows(a):
+    for row, other in zip(a, a * 2.0):
+        row[0] = other[1]
+    return np.sum(np.sin(a))
+
+
 REFUSED = [w_transpose, w_dot_t, w_reshape, w_np_reshape, w_ravel, w_row, w_slice, w_swapaxes,
            w_moveaxis, w_expand_dims, w_squeeze, w_diagonal, w_einsum, w_ellipsis, w_alias,
-           w_augmented, w_view_of_local, w_chain, w_alias_augmented, w_row_augmented]
+           w_augmented, w_view_of_local, w_chain, w_alias_augmented, w_row_augmented,
+           w_tuple_assign, w_loop_rows, w_enumerate_rows, w_zip_rows]
 
 
 def _write_line(f):
@@ -185,8 +210,17 @@ def c_scalar_alias_augmented(a):
     return w * np.sum(a)
 
 
-def test_augmented_assignment_of_a_scalar_alias_matches_fd():
-    check_grad(c_scalar_alias_augmented, (_x(),), target="python")
+def c_loop_scalars(a):
+    total = 0.0
+    for v in a[0]:               # floats: `v += ...` rebinds v
+        v += 1.0
+        total = total + v * v
+    return total
+
+
+@pytest.mark.parametrize("f", [c_scalar_alias_augmented, c_loop_scalars], ids=lambda f: f.__name__)
+def test_augmented_assignment_of_a_scalar_alias_matches_fd(f):
+    check_grad(f, (_x(),), target="python")
 
 
 # -- still supported: writes into copies, into the array itself, rebinding a view name ----------
@@ -222,7 +256,18 @@ def c_fancy(a):
     return np.sum(r * r) + np.sum(np.sin(a))
 
 
-@pytest.mark.parametrize("f", [c_transpose_copy, c_row_copy, c_write_argument, c_rebound, c_fancy],
+def c_swapped_buffers(a):
+    old = a * 1.0
+    new = np.zeros_like(old)
+    for step in range(2):
+        new[0] = old[1] * old[0]
+        new[1] = np.sin(old[0])
+        old, new = new, old          # a swap: no array has two names
+    return np.sum(old * old)
+
+
+@pytest.mark.parametrize("f", [c_transpose_copy, c_row_copy, c_write_argument, c_rebound, c_fancy,
+                               c_swapped_buffers],
                          ids=lambda f: f.__name__)
 def test_writes_into_copies_match_fd(f):
     check_grad(f, (_x(),), target="python")
