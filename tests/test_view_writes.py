@@ -172,10 +172,25 @@ def w_zip_rows(a):
     return np.sum(np.sin(a))
 
 
+def _transposed(p):
+    q = p.T
+    return q
+
+
+def _scaled(p):
+    return p * 2.0
+
+
+def w_helper_view(a):
+    r = _transposed(a)
+    r[0, 0] = 0.0
+    return np.sum(r * r) + np.sum(np.sin(a))
+
+
 REFUSED = [w_transpose, w_dot_t, w_reshape, w_np_reshape, w_ravel, w_row, w_slice, w_swapaxes,
            w_moveaxis, w_expand_dims, w_squeeze, w_diagonal, w_einsum, w_ellipsis, w_alias,
            w_augmented, w_view_of_local, w_chain, w_alias_augmented, w_row_augmented,
-           w_tuple_assign, w_loop_rows, w_enumerate_rows, w_zip_rows]
+           w_tuple_assign, w_loop_rows, w_enumerate_rows, w_zip_rows, w_helper_view]
 
 
 def _write_line(f):
@@ -256,6 +271,12 @@ def c_fancy(a):
     return np.sum(r * r) + np.sum(np.sin(a))
 
 
+def c_helper_copy(a):
+    r = _scaled(a)               # a new array from the helper: writing into it is fine
+    r[0, 0] = a[1, 1] * a[0, 2]
+    return np.sum(r * r) + np.sum(np.sin(a))
+
+
 def c_swapped_buffers(a):
     old = a * 1.0
     new = np.zeros_like(old)
@@ -267,7 +288,7 @@ def c_swapped_buffers(a):
 
 
 @pytest.mark.parametrize("f", [c_transpose_copy, c_row_copy, c_write_argument, c_rebound, c_fancy,
-                               c_swapped_buffers],
+                               c_swapped_buffers, c_helper_copy],
                          ids=lambda f: f.__name__)
 def test_writes_into_copies_match_fd(f):
     check_grad(f, (_x(),), target="python")
