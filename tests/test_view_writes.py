@@ -212,6 +212,15 @@ def test_view_bound_in_one_branch_is_refused():
         srcgrad.grad(w_in_branch, target="python")(_x(), 1.0)
 
 
+@pytest.mark.parametrize("f", [w_transpose, w_loop_rows, w_alias_augmented], ids=lambda f: f.__name__)
+def test_refused_on_cpu_and_in_forward_mode(f):
+    # the fence runs before any code generation: the same error on every target and mode
+    with pytest.raises(srcgrad.SrcgradError, match=f"test_view_writes.py:{_write_line(f)}"):
+        srcgrad.grad(f, target="cpu")(_x())
+    with pytest.raises(srcgrad.SrcgradError, match=f"test_view_writes.py:{_write_line(f)}"):
+        srcgrad.jvp(f, target="python")(_x(), np.ones((2, 3)))
+
+
 def test_transpose_message_names_the_view():
     with pytest.raises(srcgrad.SrcgradError, match=r"view of `a` \(np.transpose\)"):
         srcgrad.grad(w_transpose, target="python")(_x())
