@@ -9,6 +9,7 @@ import types
 
 from .parse import FunctionSource
 from .rules.callees import sequence_call_names
+from .view_writes import check_view_writes
 
 # Statements the transformer understands.
 ALLOWED_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.If, ast.For, ast.While,
@@ -71,7 +72,9 @@ def construct_name(node):
 
 
 def check_function(fsrc: FunctionSource):
-    """Raise UnsupportedSyntaxError for the first node outside the supported subset."""
+    """Raise UnsupportedSyntaxError for the first node outside the supported subset.
+
+    Returns the checks that need the argument kinds (view_writes.refuse_array_writes)."""
     fn = fsrc.tree
     args = fn.args
     if args.vararg or args.kwarg:
@@ -87,6 +90,8 @@ def check_function(fsrc: FunctionSource):
         if index == 0 and _is_docstring(stmt):
             continue
         _check_statement(fsrc, stmt, loop_depth=0)
+    # in-place writes through views (aliasing is not modelled); returns those decided by kind
+    return check_view_writes(fsrc)
 
 
 def _is_docstring(stmt):

@@ -13,6 +13,7 @@ import types
 from . import kinds as K
 from .analyse import analyse
 from .check import check_function
+from .view_writes import refuse_array_writes
 from .errors import SrcgradError
 from .normalize import normalize
 from .parse import SourceFunction, read_function, unwrap_function
@@ -52,7 +53,7 @@ class FunctionUnit:
     def __init__(self, func):
         self.func = unwrap_function(func)
         self.fsrc = read_function(self.func)
-        check_function(self.fsrc)
+        self.view_writes = check_function(self.fsrc)    # `z = x; z += y`: refused if z is an array
         self.params, self.body, self.names = normalize(self.fsrc)
 
 
@@ -159,6 +160,7 @@ class ModuleBuilder:
                                    f"called with {len(kinds)}")
             wrt = _differentiable(unit, kinds)
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
+            refuse_array_writes(unit.view_writes, analysis.kinds)
             result_kind = analysis.kind(unit.body[-1].value)
         finally:
             self.in_progress.discard(key)
@@ -216,24 +218,31 @@ class ModuleBuilder:
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
-        stmts += self.finish(inits, analysis)
-        stmts += self.finish(forward, analysis)
-        stmts.append(ast.parse(f"{N.VALUE} = 0").body[0])
-        stmts[-1].value = result
         # adjoints start at zero (temporaries used once, right beside their definition, are
         # assigned directly by their single use instead)
         zero_inits = []
+        # a name assigned only inside if-branches (e.g. before a helper's early `return a, b`) may
+        # be unbound at the end of the forward sweep: its adjoint starts at zero right after each
+        # assignment of it instead, in the forward sweep (its reverse code runs on that path only)
+        branch_only = _assigned_only_in_branches(unit.body, unit.params)
+        late = {}
         for var in sorted(analysis.active, key=_natural):
             if var in transformer.single_use or var in in_place:
                 continue
             kind = analysis.kinds.get(var, K.FLOAT)
+            adj_inits = late.setdefault(var, []) if var in branch_only else zero_inits
             if kind.cls == "tuple":      # one adjoint per component: _adj_t_0, _adj_t_1, ...
                 for k, item in enumerate(kind.items):
                     value = f"np.zeros_like({var}[{k}])" if item.is_array else "0.0"
-                    zero_inits.append(ast.parse(f"{transformer.adj(var)}_{k} = {value}").body[0])
+                    adj_inits.append(ast.parse(f"{transformer.adj(var)}_{k} = {value}").body[0])
                 continue
             value = f"np.zeros_like({var})" if kind.is_array else "0.0"
-            zero_inits.append(ast.parse(f"{transformer.adj(var)} = {value}").body[0])
+            adj_inits.append(ast.parse(f"{transformer.adj(var)} = {value}").body[0])
+        forward = _init_after_assignments(forward, late, zero_inits)
+        stmts += self.finish(inits, analysis)
+        stmts += self.finish(forward, analysis)
+        stmts.append(ast.parse(f"{N.VALUE} = 0").body[0])
+        stmts[-1].value = result
         grads = []
         for param in wrt:
             kind = analysis.kinds[param]
@@ -354,3 +363,52 @@ def helper_sources(func, seen=None):
         elif isinstance(value, (int, float, bool)):
             seen[f"const:{func.__name__}:{name}"] = repr(value)
     return seen
+
+
+def _assigned_names(stmt):
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+        [stmt.target] if isinstance(stmt, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+    return {node.id for target in targets for node in ast.walk(target)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+
+
+def _assigned_only_in_branches(body, params):
+    """Names assigned inside if-branches only: never at the top level of ``body``, never in a loop
+    (where the adjoints keep starting at zero at the top of the reverse sweep)."""
+    top, in_loop, in_branch = set(params), set(), set()
+
+    def visit(stmts, where):
+        for stmt in stmts:
+            where.update(_assigned_names(stmt))
+            if isinstance(stmt, ast.If):
+                visit(stmt.body, in_loop if where is in_loop else in_branch)
+                visit(stmt.orelse, in_loop if where is in_loop else in_branch)
+            elif isinstance(stmt, (ast.For, ast.While)):
+                visit(stmt.body, in_loop)
+    visit(body, top)
+    return in_branch - top - in_loop
+
+
+def _init_after_assignments(forward, late, fallback):
+    """``forward`` with the adjoint initialisations ``late[name]`` placed after each assignment of
+    ``name`` outside loops; a name whose assignment is not found starts at the top of the reverse
+    sweep as before (appended to ``fallback``)."""
+    placed = set()
+
+    def place(stmts):
+        out = []
+        for stmt in stmts:
+            out.append(stmt)
+            if isinstance(stmt, ast.If):
+                stmt.body = place(stmt.body)
+                stmt.orelse = place(stmt.orelse)
+            elif isinstance(stmt, ast.Assign):
+                for name in sorted(_assigned_names(stmt) & late.keys()):
+                    out.extend(copy.deepcopy(late[name]))
+                    placed.add(name)
+        return out
+    forward = place(forward)
+    for name in late:
+        if name not in placed:
+            fallback.extend(late[name])
+    return forward
