@@ -34,6 +34,13 @@ TARGETS = ("cpu", "python", "cuda")
 
 
 class Specialization:
+    # cpu, compiled without the fused loops' fallback branches (calls from Python): a failing
+    # guard raises FusionGuardFailed, and the call runs again with ``fallback``, the
+    # specialization with them, compiled then and used for every later call (class defaults:
+    # subclasses such as forward mode's build their own modules and keep the fallbacks)
+    lean = False
+    fallback = None
+
     def __init__(self, module, name, source, path, key=None):
         self.module = module
         self.source = source
@@ -48,11 +55,6 @@ class Specialization:
         self.one = np.float32(1.0) if key is not None and key[1] == "float32" else 1.0
         self.name = name
         self._called = set()                # "adjoint" / "primal": called (so compiled) already
-        # cpu, compiled without the fused loops' fallback branches (calls from Python): a failing
-        # guard raises FusionGuardFailed, and the call runs again with ``fallback``, the
-        # specialization with them, compiled then and used for every later call
-        self.lean = False
-        self.fallback = None
 
     def call(self, entry, values, extra=()):
         """Run entry point ``entry`` ("primal", "grad", "value_and_grad" or "vjp") from Python.
