@@ -110,6 +110,14 @@ class GradFunction(DifferentiatedFunction):
         spec, _, _ = self._prepared_call(self._bind(args, kwargs))
         return spec
 
+    def specialize_lean(self, *args, **kwargs):
+        """The specialization a call from Python runs: on the cpu target, for a function that
+        stores into no array, compiled without the fused loops' fallback branches, so that a
+        failing size guard raises ``FusionGuardFailed`` (``spec.lean`` is then True; the caller
+        runs the call again with :meth:`specialize`'s specialization)."""
+        spec, _, _ = self._prepared_call(self._bind(args, kwargs), lean=True)
+        return spec
+
     # -- pytrees, module data, closures (static.py) ----------------------------------------------
     def _plan_for(self, values, fresh=False):
         """The static.Plan for arguments of this structure (rebuilt when a constant it baked in,

@@ -358,3 +358,41 @@ def test_minibatch_loop_rejects_bad_arguments():
     only_W = optim.MinibatchLoop(srcgrad.value_and_grad(softmax_regression_loss, wrt=0), opt)
     with pytest.raises(TypeError):
         only_W(params, X, y, order, 5)
+
+
+def stretched_rows_loss(W, b, X, y):
+    # W has 3 rows: a batch of 3 samples meets it row for row; the last batch of 1 sample is
+    # stretched along W's rows by NumPy broadcasting (X: (1, d) against W: (3, d))
+    r = X * W + b
+    return np.sum(r * r) + np.sum(y * y)
+
+
+def test_minibatch_loop_lean_adjoint_falls_back_on_a_short_batch():
+    """The loop runs the adjoint compiled without the fused loops' fallback branches; when a
+    batch's sizes fail a fused loop's guard (here the last batch, of one sample, broadcast against
+    W's three rows), that batch and the rest run with the full adjoint: same parameters and total
+    as a Python loop over the same batches."""
+    import srcgrad
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, 4))
+    y = rng.normal(size=7)
+    params = (rng.normal(size=(3, 4)), rng.normal(size=4))
+    order = rng.permutation(7).astype(np.int64)
+    loss_and_grads = srcgrad.value_and_grad(stretched_rows_loss, wrt=(0, 1))
+    reference = tuple(p.copy() for p in params)
+    ref_opt = optim.SGD(reference, lr=0.01)
+    ref_total = 0.0
+    for start in range(0, 7, 3):                 # batches of 3, 3, 1
+        idx = order[start:start + 3]
+        loss, grads = loss_and_grads(*reference, X[idx], y[idx])
+        ref_opt.step(reference, grads)
+        ref_total += loss * len(idx)
+
+    trained = tuple(p.copy() for p in params)
+    loop = optim.MinibatchLoop(loss_and_grads, optim.SGD(trained, lr=0.01))
+    total = loop(trained, X, y, order, 3)
+    np.testing.assert_allclose(total, ref_total, rtol=1e-12)
+    for got, want in zip(trained, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert loop._not_lean              # the short batch did switch to the full adjoint

@@ -40,6 +40,8 @@ from numba import types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
+from ..errors import FusionGuardFailed
+
 __all__ = [
     "Optimizer",
     "SGD",
@@ -600,14 +602,18 @@ def _gather_rows(dst, src, order, start):
 
 @numba.njit(cache=True)
 def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, stop, state, hyper,
-                     Xb, yb, seed):
+                     Xb, yb, seed, progress):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
     ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = adjoint(*params, Xb, yb,
     seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
-    Returns the sum of the batch losses, each weighted by its number of samples."""
+    Returns the sum of the batch losses, each weighted by its number of samples. ``progress``
+    holds the batch being computed and the total before it: an adjoint that stops on an exception
+    (a fused loop's size guard, before the batch's update) leaves where to go on from."""
     n = order.shape[0]
     total = 0.0
     for batch in range(first, stop):
+        progress[0] = batch
+        progress[1] = total
         start = batch * batch_size
         size = min(batch_size, n - start)
         if size == batch_size:
@@ -663,14 +669,19 @@ class MinibatchLoop:
         self.loss_and_grads = loss_and_grads
         self.optimizer = optimizer
         self._buffers = {}
-        self._entries = {}      # argument types -> (compiled loop entry, gradient, update kernel)
+        self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
+        # argument types whose lean adjoint (fused loops without fallbacks) met sizes its guards
+        # do not allow (an operand stretched along a size-1 axis): they run the full adjoint
+        self._not_lean = set()
 
-    def _pieces(self, params, Xb, yb, tree=None):
-        """The compiled adjoint and its seed, the update kernel, and their function types."""
+    def _pieces(self, params, Xb, yb, tree=None, lean=False):
+        """The compiled adjoint and its seed, the update kernel, and their function types
+        (``lean``: the adjoint without the fused loops' fallback branches where srcgrad allows)."""
+        specialize = self.loss_and_grads.specialize_lean if lean else self.loss_and_grads.specialize
         if tree is not None:        # loss(params, X, y) with a pytree of parameters
-            spec = self.loss_and_grads.specialize(tree, Xb, yb)
+            spec = specialize(tree, Xb, yb)
         else:
-            spec = self.loss_and_grads.specialize(*params, Xb, yb)
+            spec = specialize(*params, Xb, yb)
         plan = getattr(spec, "plan", None)
         if plan is not None and plan.captures:
             names = ", ".join(sorted({c.name for c in plan.captures}))
@@ -688,9 +699,11 @@ class MinibatchLoop:
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
         update_sig = _compiled_signature(
             kernel, (numba.typeof(params), grads_type, numba.typeof(state), numba.typeof(hyper)))
-        return gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig)
+        return (gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig),
+                getattr(spec, "lean", False))
 
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
+        given = params
         # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
         tree = params if isinstance(params, (tuple, list, dict)) and \
             len(getattr(self.loss_and_grads, "params", ())) == 3 else None
@@ -717,14 +730,28 @@ class MinibatchLoop:
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
         argtypes = tuple(numba.typeof(a) for a in rest)
-        if argtypes not in self._entries:
-            gradient, seed, kernel, grad_type, update_type = self._pieces(params, Xb, yb, tree)
-            signature = (grad_type, update_type) + argtypes + (numba.typeof(seed),)
+        key = (argtypes, argtypes not in self._not_lean)
+        if key not in self._entries:
+            gradient, seed, kernel, grad_type, update_type, lean = self._pieces(params, Xb, yb, tree,
+                                                                               lean=key[1])
+            progress = np.zeros(2)
+            signature = (grad_type, update_type) + argtypes + (numba.typeof(seed), numba.typeof(progress))
             _run_minibatches.compile(signature)
             # the compiled entry for exactly these types, called with the Dispatcher objects as
             # the signature's function pointers (calling _run_minibatches itself would type them
             # as Dispatchers and compile the linked variant this class exists to avoid)
-            self._entries[argtypes] = (_run_minibatches.overloads[signature].entry_point,
-                                       gradient, kernel, seed)
-        entry, gradient, kernel, seed = self._entries[argtypes]
-        return entry(gradient, kernel, *rest, seed)
+            self._entries[key] = (_run_minibatches.overloads[signature].entry_point,
+                                  gradient, kernel, seed, lean)
+        entry, gradient, kernel, seed, lean = self._entries[key]
+        progress = np.zeros(2)
+        try:
+            return entry(gradient, kernel, *rest, seed, progress)
+        except FusionGuardFailed:
+            if not lean:
+                raise
+        # a fused loop's size guard failed in batch progress[0], before its update (sizes the
+        # fused loops do not handle, e.g. a batch of one sample broadcast along a size-1 axis):
+        # that batch and the rest run with the adjoint that keeps the statements as written
+        self._not_lean.add(argtypes)
+        batch, total = int(progress[0]), float(progress[1])
+        return total + self(given, X, y, order, batch_size, first=batch, stop=stop)
