@@ -158,8 +158,8 @@ declare("matmul", fresh=True)
 declare("huge_pages")
 declare("count_snapshot")
 declare("pop_snapshot")
-declare("snapshot_buffer")
-declare("reserve_tape")
+declare("snapshot_buffer", int_args=(1,))      # (array, count)
+declare("reserve_tape", int_args=(1, 2))      # (tape, top, count): positions and counts
 declare("push_snapshot")
 declare("snapshot_at")
 
