@@ -49,5 +49,5 @@ def test_gemm_nan_propagates_and_shape_mismatch_raises():
 
 
 def test_gemm_uses_the_cpu_backends_blas():
-    from srcgrad.backends import cpu
+    from srcgrad.backends.cpu import blas as cpu   # the cpu backend's BLAS choice
     assert (getattr(cpu, "_NUMPY_GEMM", None) is not None) == bool(cpu.NUMPY_BLAS)

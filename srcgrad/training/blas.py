@@ -47,7 +47,7 @@ def _gemm_ov(A, B, C, alpha, beta, trans_a, trans_b):
     if not C.mutable:
         raise TypingError("srcgrad.training.blas.gemm: C is read-only")
     real = A.dtype
-    from srcgrad.backends import cpu
+    from srcgrad.backends.cpu import blas as cpu      # the cpu backend's BLAS choice
     routines = getattr(cpu, "_NUMPY_GEMM", None)
     if routines is None and getattr(cpu, "NUMPY_BLAS", False):
         # never a quiet switch to another BLAS: the point is the same library as srcgrad's `@`
