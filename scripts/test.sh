@@ -31,7 +31,8 @@ fi
 DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # Groups of main-suite files taken by whichever process is free first, largest first
 # (compiled-test heavy: a few minutes each on one core).
-SHARED=("tests/test_numpy_rules.py"
+SHARED=("tests/test_helper_registry.py tests/test_cpu_backend.py"
+        "tests/test_numpy_rules.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
 for f in "${DEFAULT_OPT_FILES[@]}" ${SHARED[@]}; do
