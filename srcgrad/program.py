@@ -13,7 +13,7 @@ import types
 from . import kinds as K
 from .analyse import analyse
 from .check import check_function
-from .view_writes import refuse_array_writes
+from .view_writes import refuse_array_writes, refuse_parameter_writes
 from .errors import SrcgradError
 from .normalize import normalize
 from .parse import SourceFunction, read_function, unwrap_function
@@ -54,6 +54,7 @@ class FunctionUnit:
         self.func = unwrap_function(func)
         self.fsrc = read_function(self.func)
         self.view_writes = check_function(self.fsrc)    # `z = x; z += y`: refused if z is an array
+        self.fsrc_params = [a.arg for a in self.fsrc.tree.args.args]   # before normalize renames
         self.params, self.body, self.names = normalize(self.fsrc)
 
 
@@ -140,6 +141,9 @@ class ModuleBuilder:
                     "is not a plain Python function srcgrad could transform "
                     f"(register one with @srcgrad.register_adjoint({label}))", "unknown call")
             analysis, kind = self.analysis_of(callee, tuple(arg_kinds))
+            # a helper writing into (a view of) its array parameter changes the caller's array
+            callee_unit = self.unit(callee)
+            refuse_parameter_writes(callee_unit.view_writes, callee_unit.fsrc_params, tuple(arg_kinds))
             self.primal(callee, analysis)      # the forward sweep calls the helper's primal
             return kind
         return result_kind
@@ -160,7 +164,7 @@ class ModuleBuilder:
                                    f"called with {len(kinds)}")
             wrt = _differentiable(unit, kinds)
             analysis = analyse(unit.fsrc, unit.params, unit.body, kinds, wrt, self.helper_kind(unit))
-            refuse_array_writes(unit.view_writes, analysis.kinds)
+            refuse_array_writes(unit.view_writes, analysis.kinds, unit.names.generated)
             result_kind = analysis.kind(unit.body[-1].value)
         finally:
             self.in_progress.discard(key)

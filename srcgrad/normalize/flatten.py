@@ -338,6 +338,14 @@ class Flattener:
         if isinstance(func, ast.Attribute) and self._is_local_object(func.value) and \
                 func.attr == "squeeze":
             return self.squeeze(expr, stmt)
+        if isinstance(func, ast.Attribute) and self._is_local_object(func.value) and \
+                func.attr == "flatten":
+            # NumPy's flatten copies, ravel may return a view: a write into the result must not
+            # change the array (x.flatten() -> x.ravel().copy())
+            ravel = ast.copy_location(ast.Call(func=ast.Attribute(
+                value=func.value, attr="ravel", ctx=ast.Load()), args=args, keywords=keywords), expr)
+            return self.call(ast.copy_location(ast.Call(func=ast.Attribute(
+                value=ravel, attr="copy", ctx=ast.Load()), args=[], keywords=[]), expr), stmt)
         if isinstance(func, ast.Attribute) and self._is_local_object(func.value):
             method = ARRAY_METHODS.get(func.attr)
             if method is None:
