@@ -30,7 +30,7 @@ def inspect_stage(func, stage, *args, wrt=0):
         spec = gradfn.specialize(*args)
         if getattr(spec, "plan", None) is not None:
             func = spec.plan.root
-    unit = FunctionUnit(func)
+    unit = FunctionUnit(func, lower_products=False)    # as the python target normalizes it
     if stage == "parse":
         return ast.unparse(unit.fsrc.tree) + "\n"
     if stage == "normalize":

@@ -50,12 +50,12 @@ def _differentiable(unit, kinds):
 class FunctionUnit:
     """One user function after parse/check/normalize (independent of argument kinds)."""
 
-    def __init__(self, func):
+    def __init__(self, func, lower_products=True):
         self.func = unwrap_function(func)
         self.fsrc = read_function(self.func)
         self.view_writes = check_function(self.fsrc)    # `z = x; z += y`: refused if z is an array
         self.fsrc_params = [a.arg for a in self.fsrc.tree.args.args]   # before normalize renames
-        self.params, self.body, self.names = normalize(self.fsrc)
+        self.params, self.body, self.names = normalize(self.fsrc, lower_products)
 
 
 class ModuleBuilder:
@@ -77,7 +77,7 @@ class ModuleBuilder:
     def unit(self, func):
         func = unwrap_function(func)
         if func not in self.units:
-            self.units[func] = FunctionUnit(func)
+            self.units[func] = FunctionUnit(func, self.backend.lower_products)
         return self.units[func]
 
     def unique(self, name):

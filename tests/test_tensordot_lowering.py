@@ -1,9 +1,9 @@
 """np.inner and np.tensordot over one axis on both targets (srcgrad/normalize/tensordot.py lowers
 them to ``@``, moved axes and transposes), checked against central finite differences in float64:
-the operand shapes on the python target, a representative subset compiled in one function. Forms
-that are not lowered (axes=0, axes=2, two-axis pairs) keep their python-only rule and the cpu
-target's refusal; a lowered call whose second operand has more than two axes is refused, with its
-line, on both targets (``@`` would batch over its leading axes)."""
+the operand shapes on the python target (which keeps the calls and their rule, for every ndim), a
+representative subset compiled in one function. Forms that are not lowered (axes=0, axes=2, two-axis
+pairs) keep their python-only rule and the cpu target's refusal; on cpu a lowered call whose second
+operand has more than two axes is refused, with its line (``@`` would batch over its leading axes)."""
 import numpy as np
 import pytest
 
@@ -97,26 +97,36 @@ def test_tensordot_not_lowered_is_refused_on_cpu_with_its_line():
 
 
 def inner_of_3d(a, x):
-    return np.sum(np.inner(a, x))
+    return np.sum(np.sin(np.inner(a, x)))
 
 
 def td_into_3d(a, x):
-    return np.sum(np.tensordot(a, x, 1))
+    return np.sum(np.tensordot(a, x, 1) ** 2)
 
 
-@pytest.mark.parametrize("target", ["python", "cpu"])
-def test_lowered_product_with_a_3d_second_operand_is_refused(target):
+def test_lowered_product_with_a_3d_second_operand_is_refused_on_cpu():
+    # `@` would batch over the leading axes of the 3-d operand: refused with the line on cpu
     a, x = normal(4, 3), normal(2, 4, 3)
     with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.inner.*2 and 3"):
-        srcgrad.grad(inner_of_3d, target=target)(a, x)
+        srcgrad.grad(inner_of_3d, target="cpu")(a, x)
     with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.tensordot.*2 and 3"):
-        srcgrad.grad(td_into_3d, target=target)(a[:, :2], x)
+        srcgrad.grad(td_into_3d, target="cpu")(a[:, :2], x)
+
+
+def test_3d_second_operand_python():
+    # the python target keeps the calls (no `@` lowering: backends.Backend.lower_products), so
+    # their rule computes every ndim, as before the lowering
+    a, x = normal(4, 3), normal(2, 4, 3)
+    check_grad(inner_of_3d, (a, x), wrt=(0, 1), target="python")
+    check_grad(td_into_3d, (a[:, :2], x), wrt=(0, 1), target="python")
 
 
 def inner_of_a_number(a):
     return np.sum(np.inner(2.0, a) * a)
 
 
-def test_lowered_inner_of_a_number_is_refused_with_its_line():
+def test_inner_of_a_number():
+    # python: the rule (a product with the number); cpu: the lowered `@` is refused with its line
+    check_grad(inner_of_a_number, (normal(2, 3),), target="python")
     with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.inner.*0 and 2"):
-        srcgrad.grad(inner_of_a_number, target="python")(normal(2, 3))
+        srcgrad.grad(inner_of_a_number, target="cpu")(normal(2, 3))

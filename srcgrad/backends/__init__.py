@@ -20,10 +20,15 @@ import sys
 
 
 class Backend:
-    """A target of generated code whose code is run as generated (no checks, no lowering)."""
+    """A target of generated code whose code is run as generated (no checks, no lowering).
 
-    def __init__(self, name):
+    ``lower_products``: normalize writes ``np.inner``/``np.tensordot`` over one axis as ``@``
+    (normalize/tensordot.py), which fits only a second operand of one or two axes (a kind-time
+    guard refuses the others). The python target keeps the calls: their rule computes every ndim."""
+
+    def __init__(self, name, lower_products=True):
         self.name = name
+        self.lower_products = lower_products
 
     def check(self, unit):
         """Raise a SrcgradError naming the line of a call this target cannot run (none here)."""
@@ -87,7 +92,7 @@ class CpuBackend(Backend):
                 f"fastmath={getattr(cpu, 'FASTMATH', False)}") + (() if self.fallback else ("guards=raise",))
 
 
-BACKENDS = {"python": Backend("python"), "cpu": CpuBackend(), "cuda": Backend("cuda")}
+BACKENDS = {"python": Backend("python", lower_products=False), "cpu": CpuBackend(), "cuda": Backend("cuda")}
 
 
 def backend(target):

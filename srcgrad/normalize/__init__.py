@@ -42,8 +42,11 @@ __all__ = ["normalize", "ARRAY_METHODS", "SCALAR_CONSTANT_TYPES", "NameMaker", "
            "SequenceDesugarer", "ListBuilder", "JumpDesugarer", "Flattener"]
 
 
-def normalize(fsrc: FunctionSource):
-    """Return the normalized body (a list of statements) and the parameter names."""
+def normalize(fsrc: FunctionSource, lower_products=True):
+    """Return the normalized body (a list of statements) and the parameter names.
+
+    ``lower_products``: write np.inner/np.tensordot over one axis as ``@`` (the backend decides:
+    backends.Backend.lower_products)."""
     fn = fsrc.tree
     params = [a.arg for a in fn.args.args]
     local_names = set(params) | assigned_names(fn.body)
@@ -54,7 +57,8 @@ def normalize(fsrc: FunctionSource):
     if not body:
         raise fsrc.error(fn, "the function body is empty")
     body = lower_einsums(body, fsrc)
-    body = lower_tensordots(body, fsrc)
+    if lower_products:
+        body = lower_tensordots(body, fsrc)
     appended = {s.value.func.value.id for s in _walk_all(body) if _is_append(s)}
     if appended:   # before _literal_lists, which reads `L = [a, b]` as a fixed list
         body = _split_list_literals(body, appended)

@@ -130,8 +130,9 @@ def _tensordot_tangent(result, a, b, axes=2):
 
 
 def _inner_kind(a, b):
-    if not a.is_array or not b.is_array:
-        return K.array(max(a.ndim, b.ndim))
+    if not getattr(a, "is_array", False) or not getattr(b, "is_array", False):
+        # a number (a constant arrives as its value): the product with it
+        return K.array(max(getattr(a, "ndim", 0), getattr(b, "ndim", 0)))
     return K.array(a.ndim + b.ndim - 2)
 
 
