@@ -256,8 +256,9 @@ class TapePlan:
                 if keep(stmt.save):
                     out.extend(self._pop(stmt.save))
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
-                if not restore:
-                    out.extend(self.allocations.get(id(stmt), []))
+                # (a checkpointed loop's taped forward loop runs in the reverse sweep: its
+                # allocations come with it there)
+                out.extend(self.allocations.get(id(stmt), []))
                 body = self._replace(stmt.body, keep, restore)
                 orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
                 if restore and not has_code(body) and not has_code(orelse):
