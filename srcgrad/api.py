@@ -739,7 +739,12 @@ grad.__doc__ = """Gradient of a scalar function: ``grad(f, wrt=0 | (0, 1) | "nam
 
 Usable as ``@grad``, ``@grad(wrt=...)`` or ``grad(f, wrt=...)``. A single ``wrt`` gives one gradient,
 a tuple gives a tuple. Each gradient has the shape and dtype of its argument (a Python float for a
-float). ``target="python"`` runs the same generated code without Numba."""
+float). ``target="python"`` runs the same generated code without Numba.
+
+``checkpoint=K`` (or ``"auto"``: K = ceil(sqrt(n)) for a loop of n iterations) bounds the tape of
+long top-level ``for`` loops: the loop-carried state is stored every K iterations and each segment
+runs again, taped, just before its reverse sweep (periodic checkpointing, see
+:mod:`srcgrad.checkpoint`; python and cpu targets)."""
 
 value_and_grad = _decorator("value_and_grad")
 value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""
