@@ -87,6 +87,7 @@ def wrap(transformer, stmt, forward_loop, reverse):
         assign(fresh["segs"], _parse(f"({fresh['n']} + {fresh['k']} - 1) // {fresh['k']}"), stmt),
     ]
     stores, restores, buffers = [], [], []
+    rebound = assigned_in(stmt.body)
     seg = name_load(fresh["seg"])
     for name, kind in state:
         store = names.fresh("ck_" + name.lstrip("_"))
@@ -96,12 +97,18 @@ def wrap(transformer, stmt, forward_loop, reverse):
             transformer.a.kinds[top] = K.INT
             stores.append(assign(top, _call("push_snapshot", name_load(store), seg,
                                                               name_load(name)), stmt))
-            # a copy: the segment's iterations may write into the array (each checkpoint is read once,
-            # but the array must not alias the buffer the next segment's restore reads)
-            restored = ast.Call(func=ast.Attribute(value=_call("snapshot_at", name_load(store), seg,
-                                                               name_load(name)),
-                                                   attr="copy", ctx=ast.Load()), args=[], keywords=[])
-            restores.append(assign(name, restored, stmt))
+            row = _call("snapshot_at", name_load(store), seg, name_load(name))
+            if name in rebound:
+                # a copy: the segment's iterations may write into the array (it must not alias the
+                # checkpoint buffer)
+                copied = ast.Call(func=ast.Attribute(value=row, attr="copy", ctx=ast.Load()), args=[],
+                                  keywords=[])
+                restores.append(assign(name, copied, stmt))
+            else:
+                # only written into, never rebound: restored in place, so that a view of it taken
+                # before the loop (`rest = a[1:]`) sees the restored values too
+                whole = ast.Subscript(value=name_load(name), slice=ast.Constant(Ellipsis), ctx=ast.Store())
+                restores.append(assign(whole, row, stmt))
         else:
             dtype = {"int": "int64", "bool": "bool_"}.get(kind.cls, transformer.precision)
             buffers.append(assign(store, _parse(f"np.empty({fresh['segs']}, np.{dtype})"), stmt))

@@ -114,6 +114,16 @@ def written_after(x, n):
     return x * w[0]
 
 
+def through_view(x, n):
+    """An array written element-wise in the loop and read through a view taken before it."""
+    traj = np.zeros(n)
+    rest = traj[1:]
+    for i in range(n - 1):
+        traj[i] = x
+        x = np.sin(x) + rest[i]
+    return x
+
+
 RNG = np.random.default_rng(7)
 U5 = RNG.standard_normal(5)
 
@@ -127,6 +137,7 @@ CASES = {
     "backwards": (backwards, (U5, 0.8, 10), (0, 1)),
     "inner_loops": (inner_loops, (U5, 0.5, 9), (0, 1)),
     "written_after": (written_after, (1.7, 8), 0),
+    "through_view": (through_view, (0.3, 9), 0),
 }
 
 
