@@ -741,7 +741,7 @@ Usable as ``@grad``, ``@grad(wrt=...)`` or ``grad(f, wrt=...)``. A single ``wrt`
 a tuple gives a tuple. Each gradient has the shape and dtype of its argument (a Python float for a
 float). ``target="python"`` runs the same generated code without Numba.
 
-``checkpoint=K`` (or ``"auto"``: K = ceil(sqrt(n)) for a loop of n iterations) bounds the tape of
+``checkpoint=K`` (or ``"auto"``: about sqrt(n) for a loop of n iterations) bounds the tape of
 long top-level ``for`` loops: the loop-carried state is stored every K iterations and each segment
 runs again, taped, just before its reverse sweep (periodic checkpointing, see
 :mod:`srcgrad.checkpoint`; python and cpu targets)."""

@@ -1,7 +1,8 @@
 """Checkpointing long loops: bounded tape memory at the price of one extra forward run of the loop.
 
 ``srcgrad.grad(f, checkpoint=K)`` (or ``checkpoint="auto"``: ``K = ceil(sqrt(n))`` for a loop of
-``n`` iterations, computed when the loop starts) changes how a top-level ``for i in range(...)``
+``n`` iterations whose state it rebinds, computed when the loop starts; see :func:`_auto_interval`)
+changes how a top-level ``for i in range(...)``
 loop of the differentiated function is reversed. The schedule is *periodic* (one level of
 checkpoints, not a binomial/revolve schedule):
 
@@ -73,21 +74,24 @@ def wrap(transformer, stmt, forward_loop, reverse):
     state = loop_state(transformer, stmt)
     names = transformer.names
     fresh = {role: names.fresh("ck_" + role) for role in ("start", "step", "n", "k", "segs", "seg",
-                                                           "lo", "hi")}
+                                                           "lo", "hi", "bytes", "carried")}
     for name in fresh.values():     # counters and bounds: integers (float32 code keeps them so)
         transformer.a.kinds[name] = K.INT
     start, stop, step = stmt.iter.args
     line = stmt.lineno
+    rebound = assigned_in(stmt.body)
     header = [
         assign(fresh["start"], copy.deepcopy(start), stmt),
         assign(fresh["step"], copy.deepcopy(step), stmt),
         assign(fresh["n"], _call("range_length", name_load(fresh["start"]), copy.deepcopy(stop),
                                  name_load(fresh["step"])), stmt),
-        assign(fresh["k"], _interval(transformer.checkpoint, fresh["n"]), stmt),
-        assign(fresh["segs"], _parse(f"({fresh['n']} + {fresh['k']} - 1) // {fresh['k']}"), stmt),
     ]
+    if transformer.checkpoint == AUTO:
+        header += _auto_interval(fresh, state, rebound, stmt)
+    else:
+        header.append(assign(fresh["k"], ast.Constant(int(transformer.checkpoint)), stmt))
+    header.append(assign(fresh["segs"], _parse(f"({fresh['n']} + {fresh['k']} - 1) // {fresh['k']}"), stmt))
     stores, restores, buffers = [], [], []
-    rebound = assigned_in(stmt.body)
     seg = name_load(fresh["seg"])
     for name, kind in state:
         store = names.fresh("ck_" + name.lstrip("_"))
@@ -127,8 +131,9 @@ def wrap(transformer, stmt, forward_loop, reverse):
     primal = ast.copy_location(ast.For(target=name_store(stmt.target.id), iter=copy.deepcopy(segment_range),
                                        body=copy.deepcopy(stmt.body), orelse=[]), stmt)
     state_text = ", ".join(name for name, _ in state) or "nothing"
-    size = "about sqrt(n)" if transformer.checkpoint == AUTO else str(transformer.checkpoint)
-    forward = [Comment(f"checkpointing: this loop runs in segments of {fresh['k']} = {size} iterations; the state "
+    size = "(checkpoint=\"auto\": chosen below)" if transformer.checkpoint == AUTO else \
+        f"= {transformer.checkpoint}"
+    forward = [Comment(f"checkpointing: this loop runs in segments of {fresh['k']} {size} iterations; the state "
                        f"({state_text}) is stored at the start of each segment and nothing is taped here "
                        "(the reverse sweep runs each segment again, taped, just before reversing it)", line)]
     forward += header + buffers
@@ -252,10 +257,30 @@ def _without_prints(stmts):
     return out
 
 
-def _interval(checkpoint, n):
-    if checkpoint == AUTO:      # ceil(sqrt(n)): n/K checkpoints and K taped iterations balance
-        return _parse(f"int(math.sqrt(max({n}, 1) - 1)) + 1")
-    return ast.Constant(int(checkpoint))
+def _auto_interval(fresh, state, rebound, stmt):
+    """``checkpoint="auto"``: K = ceil(sqrt(n * S / C)), S the bytes of one checkpoint and C those
+    of its rebound part (scalars, arrays the loop rebinds), at most n. Memory is about
+    (n / K) * S for the checkpoints plus K * T for one segment's tape; a step tapes about what it
+    carries (T ~ C: an ODE's state), and K balances the two: sqrt(n) when all the state is rebound.
+    An array only written element-wise (a stored trajectory) is copied whole by each checkpoint but
+    grows no tape per step: fewer, longer segments."""
+    total, carried = [], []
+    for name, kind in state:
+        size = f"{name}.nbytes" if kind.is_array else "8"
+        total.append(size)
+        if not kind.is_array or name in rebound:
+            carried.append(size)
+    n, k = fresh["n"], fresh["k"]
+    return [
+        Comment("checkpoint=\"auto\": K = ceil(sqrt(n * bytes of a checkpoint / bytes of its rebound "
+                "part)): sqrt(n) for an ODE's state, longer segments when the state holds arrays only "
+                "written element-wise (each checkpoint copies them whole, the tape does not grow with them)",
+                stmt.lineno),
+        assign(fresh["bytes"], _parse(" + ".join(total) if total else "8"), stmt),
+        assign(fresh["carried"], _parse(f"max({' + '.join(carried) if carried else '0'}, 8)"), stmt),
+        assign(k, _parse(f"min(int(math.sqrt(max({n} * ({fresh['bytes']} // 8) // ({fresh['carried']} // 8), 1) "
+                         f"- 1)) + 1, max({n}, 1))"), stmt),
+    ]
 
 
 def _reversed(fresh):

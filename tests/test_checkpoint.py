@@ -200,9 +200,9 @@ def test_vjp_and_float32():
 def test_generated_code_is_readable():
     source = srcgrad.grad(heat, wrt=0, target="python", checkpoint="auto").source_for(U5, 0.2, 13)
     forward = source[source.index("def heat_adjoint"):]
-    assert "checkpointing: this loop runs in segments of _ck_k1 = about sqrt(n) iterations; the " \
-           "state (u) is stored" in forward
-    assert "_ck_k1 = int(math.sqrt(max(_ck_n1, 1) - 1)) + 1" in forward
+    assert "checkpointing: this loop runs in segments of _ck_k1 (checkpoint=\"auto\": chosen below) " \
+           "iterations; the state (u) is stored" in forward
+    assert "_ck_bytes1 = u.nbytes" in forward and "_ck_carried1 = max(u.nbytes, 8)" in forward
     # the rerun needs only what it reads from outside: no per-iteration copies of its temporaries
     assert "_t1_saved" not in forward
 
@@ -329,6 +329,37 @@ def test_memory_under_budget():
     assert peak_plain >= 8 * n, peak_plain
     assert peak_checked < 16 * 1024, peak_checked
     assert g_checked == g_plain          # the same operations in the same order
+
+
+def stored(x, a, n):
+    """An ODE that stores its trajectory: an array only written element-wise, part of the state."""
+    dt = 1e-3
+    traj = np.zeros(n)
+    for i in range(n):
+        traj[i] = x
+        x = x + dt * (np.sin(a * x) - x * x)
+    return np.sum(traj * traj) + x
+
+
+def test_memory_stored_trajectory():
+    """Each checkpoint copies the trajectory whole (n floats): with K = sqrt(n) the checkpoints
+    would take n^1.5 floats, far more than the tape. "auto" sizes K by the bytes of a checkpoint
+    against those of its rebound part and stays near the un-checkpointed peak."""
+    n = 4000
+    args = (0.5, 1.3, n)
+    plain = srcgrad.grad(stored, wrt=(0, 1), target="python")
+    auto = srcgrad.grad(stored, wrt=(0, 1), target="python", checkpoint="auto")
+    sqrt_k = srcgrad.grad(stored, wrt=(0, 1), target="python", checkpoint=64)
+    for g in (plain, auto, sqrt_k):
+        g(0.5, 1.3, 10)
+    peak_plain, g_plain = _peak(plain, args)
+    peak_auto, g_auto = _peak(auto, args)
+    peak_sqrt, g_sqrt = _peak(sqrt_k, args)
+    assert peak_sqrt > 63 * 8 * n, peak_sqrt          # 63 checkpoints of the trajectory
+    assert peak_auto < 2 * peak_plain, (peak_auto, peak_plain)
+    assert g_auto == g_plain and g_sqrt == g_plain
+    check_grad(stored, (0.5, 1.3, 30), wrt=(0, 1), target="python",
+               gradfn=srcgrad.grad(stored, wrt=(0, 1), target="python", checkpoint="auto"))
 
 
 RSS_CHILD = """
