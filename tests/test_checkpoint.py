@@ -124,6 +124,15 @@ def through_view(x, n):
     return x
 
 
+def skips(x, w, n):
+    """continue in the checkpointed loop (normalized into a branch: still a for loop)."""
+    for i in range(n):
+        if i % 3 == 1:
+            continue
+        x = np.cos(x * w) + 0.5 * x
+    return x
+
+
 RNG = np.random.default_rng(7)
 U5 = RNG.standard_normal(5)
 
@@ -138,6 +147,7 @@ CASES = {
     "inner_loops": (inner_loops, (U5, 0.5, 9), (0, 1)),
     "written_after": (written_after, (1.7, 8), 0),
     "through_view": (through_view, (0.3, 9), 0),
+    "skips": (skips, (0.3, 1.2, 11), (0, 1)),
 }
 
 
@@ -145,6 +155,7 @@ def _compare(f, args, wrt, target, checkpoint):
     plain = srcgrad.value_and_grad(f, wrt=wrt, target=target)
     checked = srcgrad.value_and_grad(f, wrt=wrt, target=target, checkpoint=checkpoint)
     (v0, g0), (v1, g1) = plain(*args), checked(*args)
+    assert "checkpointing" not in plain.source_for(*args)      # a module of its own (cache key)
     np.testing.assert_allclose(v1, v0, rtol=1e-13, atol=1e-13)
     for a, b in zip(g1 if isinstance(wrt, tuple) else [g1], g0 if isinstance(wrt, tuple) else [g0]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -290,6 +301,18 @@ def test_refused(f, args, construct):
 def test_bad_option(bad):
     with pytest.raises(ValueError, match="checkpoint must be"):
         srcgrad.grad(lorenz, target="python", checkpoint=bad)
+
+
+def test_decorator_form():
+    @srcgrad.grad(wrt=(0, 1), target="python", checkpoint="auto")
+    def damped(x, v, n):
+        for i in range(n):
+            v = v - 0.1 * x
+            x = x + 0.1 * v
+        return x * x
+    plain = srcgrad.grad(damped.func, wrt=(0, 1), target="python")
+    assert damped(1.0, 0.5, 50) == plain(1.0, 0.5, 50)
+    assert "checkpointing" in damped.source_for(1.0, 0.5, 50)
 
 
 def test_cuda_refused():
