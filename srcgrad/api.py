@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from . import checkpoint as checkpointing
 from . import codegen, naming
 from . import kinds as K
 from . import pytree
@@ -89,9 +90,11 @@ class Specialization:
 class GradFunction(DifferentiatedFunction):
     """A differentiated function. Call it like the original; see ``mode`` for what it returns."""
 
-    def __init__(self, func, wrt=0, target="cpu", mode="grad"):
+    def __init__(self, func, wrt=0, target="cpu", mode="grad", checkpoint=None):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        # None, K or "auto": the function's long loops are checkpointed (srcgrad/checkpoint.py)
+        self.checkpoint = checkpointing.option(checkpoint)
         if target == "cuda":
             raise SrcgradError("target='cuda' functions are built by srcgrad.grad(..., target='cuda') "
                                "(srcgrad.cuda map mode), not GradFunction")
@@ -244,11 +247,12 @@ class GradFunction(DifferentiatedFunction):
     def _build_plan(self, kinds, precision, plan, wrt_names):
         root = plan.root
         vjp = self.mode == "vjp"
-        key = codegen.cache_key(self.target, kinds, precision, wrt_names, False, vjp, *plan.source_key())
+        key = codegen.cache_key(self.target, kinds, precision, wrt_names, False, vjp, *plan.source_key(),
+                                *self._checkpoint_key())
         path = codegen.module_path(root.__name__, key)
         if not os.path.exists(path):
             source, _, _, _ = build_module(root, kinds, list(wrt_names), self.target, False, precision,
-                                           array_result=vjp)
+                                           array_result=vjp, checkpoint=self.checkpoint)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
@@ -256,6 +260,10 @@ class GradFunction(DifferentiatedFunction):
         spec = Specialization(module, root.__name__, source, path, (kinds, precision, plan, wrt_names))
         spec.plan = plan
         return spec
+
+    def _checkpoint_key(self):
+        """The cache-key part of the checkpoint option (none when it is off: keys stay as they were)."""
+        return () if self.checkpoint is None else (f"checkpoint={self.checkpoint}",)
 
     def _build(self, kinds, precision):
         plan = self._default_plan()
@@ -267,11 +275,12 @@ class GradFunction(DifferentiatedFunction):
                                     precision, plan, tuple(wrt))
         sources = helper_sources(self.func)
         key = codegen.cache_key(self.target, kinds, precision, self.wrt_names, self.single, self.mode == "vjp",
-                                *sorted(sources.values()))
+                                *sorted(sources.values()), *self._checkpoint_key())
         path = codegen.module_path(self.func.__name__, key)
         if not os.path.exists(path):
             source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
-                                           precision, array_result=self.mode == "vjp")
+                                           precision, array_result=self.mode == "vjp",
+                                           checkpoint=self.checkpoint)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
@@ -368,7 +377,8 @@ class GradFunction(DifferentiatedFunction):
         try:
             if self._python_twin is None:
                 wrt = self.wrt_indices[0] if self.single else tuple(self.wrt_indices)
-                self._python_twin = GradFunction(self.func, wrt=wrt, target="python", mode=self.mode)
+                self._python_twin = GradFunction(self.func, wrt=wrt, target="python", mode=self.mode,
+                                                 checkpoint=self.checkpoint)
             twin = self._python_twin._specialization(*spec.key)
         except Exception:           # noqa: BLE001
             return None
@@ -702,8 +712,11 @@ def _function(func):
 
 
 def _decorator(mode):
-    def api(func=None, *, wrt=0, target="cpu", **options):
+    def api(func=None, *, wrt=0, target="cpu", checkpoint=None, **options):
         def make(f):
+            if checkpoint is not None and target == "cuda":
+                raise ValueError("checkpoint=... is available on target='python' and target='cpu', "
+                                 "not target='cuda'")
             if target == "cuda":        # map mode: one GPU thread per element (srcgrad.cuda)
                 if mode == "vjp":
                     raise ValueError("vjp has no cuda target; use grad or value_and_grad")
@@ -711,7 +724,7 @@ def _decorator(mode):
                 return getattr(cuda, mode)(f, wrt=wrt, **options)
             if options:
                 raise TypeError(f"unexpected options for target={target!r}: {', '.join(options)}")
-            return GradFunction(f, wrt=wrt, target=target, mode=mode)
+            return GradFunction(f, wrt=wrt, target=target, mode=mode, checkpoint=checkpoint)
         if func is None:
             return make
         if isinstance(func, (int, str, tuple, list)):
@@ -726,7 +739,12 @@ grad.__doc__ = """Gradient of a scalar function: ``grad(f, wrt=0 | (0, 1) | "nam
 
 Usable as ``@grad``, ``@grad(wrt=...)`` or ``grad(f, wrt=...)``. A single ``wrt`` gives one gradient,
 a tuple gives a tuple. Each gradient has the shape and dtype of its argument (a Python float for a
-float). ``target="python"`` runs the same generated code without Numba."""
+float). ``target="python"`` runs the same generated code without Numba.
+
+``checkpoint=K`` (or ``"auto"``: about sqrt(n) for a loop of n iterations) bounds the tape of
+long top-level ``for`` loops: the loop-carried state is stored every K iterations and each segment
+runs again, taped, just before its reverse sweep (periodic checkpointing, see
+:mod:`srcgrad.checkpoint`; python and cpu targets)."""
 
 value_and_grad = _decorator("value_and_grad")
 value_and_grad.__doc__ = """Like :func:`grad`, but returns ``(value, gradient(s))``."""

@@ -136,6 +136,12 @@ def primal_reads(stmts, keep):
         if isinstance(stmt, (ast.If, ast.For, ast.While)):
             if not has_kept_code(stmt.body + stmt.orelse, keep):
                 continue         # this branch/loop replays nothing: it disappears
+            outside = getattr(stmt, "outside_reads", None)
+            if outside is not None:
+                # a checkpointed segment run again (checkpoint.py): it computes its own values from
+                # the restored state; only what it reads from outside the loop is needed
+                out |= outside
+                continue
             if isinstance(stmt, ast.If):
                 out |= set(operand_names(stmt.test))
                 out |= primal_reads(stmt.body, keep) | primal_reads(stmt.orelse, keep)

@@ -59,8 +59,10 @@ class FunctionUnit:
 
 
 class ModuleBuilder:
-    def __init__(self, target, precision="float64"):
+    def __init__(self, target, precision="float64", checkpoint=None):
         self.target = target
+        self.checkpoint = checkpoint    # None, K or "auto": the root function's loops (checkpoint.py)
+        self.checkpoint_root = None
         self.backend = target_backend(target)
         self.precision = precision
         self.units = {}          # func -> FunctionUnit
@@ -215,6 +217,8 @@ class ModuleBuilder:
         transformer.body = copy.deepcopy(unit.body)
         transformer.precision = self.precision
         transformer.loop_tapes = self.target != "cuda"    # device code has fixed-size tapes
+        if unit.func is self.checkpoint_root:
+            transformer.checkpoint = self.checkpoint
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
@@ -282,12 +286,15 @@ def _natural(name):
     return (name.startswith("_"), name)
 
 
-def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False):
-    """Generate the module source for ``func`` specialized to argument ``kinds``."""
+def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False,
+                 checkpoint=None):
+    """Generate the module source for ``func`` specialized to argument ``kinds`` (``checkpoint``:
+    None, K or "auto", see :mod:`srcgrad.checkpoint`)."""
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
-    builder = ModuleBuilder(target, precision)
+    builder = ModuleBuilder(target, precision, checkpoint)
     unit = builder.unit(func)
+    builder.checkpoint_root = unit.func
     _, result_kind = builder.analysis_of(func, tuple(kinds))
     if result_kind.is_array and not array_result:
         raise SrcgradError(f"{unit.func.__name__} returns an array, but grad/value_and_grad need a "

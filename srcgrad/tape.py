@@ -118,6 +118,7 @@ class TapePlan:
                     value = stmt.value
                     operands = set(operand_names(value))
                     ok = (self.a.def_sites.get(name) == 1 and name not in read_so_far
+                          and name not in written     # written into later: the recomputation misses it
                           and _cheap(value, written)
                           and all(op == loop_var or op not in assigned or op in candidates
                                   or (op in carried and op not in reassigned) for op in operands))
@@ -167,14 +168,19 @@ class TapePlan:
     def save_arrays_per_iteration(self, body, reverse_loop, forward_body, candidates, needed):
         """Arrays computed once per iteration (``r = a[i] * v``) that the reverse sweep reads: keep a
         copy of each iteration's value in a list and pop it at the top of the reverse iteration.
-        (The shared tape holds scalars; a list of arrays keeps each iteration's shape.)"""
+        (The shared tape holds scalars; a list of arrays keeps each iteration's shape.)
+        Not for an array the iteration then writes into (``lap = np.zeros_like(u); lap[1:-1] = ...``):
+        the copy taken at its assignment misses the writes; its snapshot and slot pops restore it."""
+        written = {n.targets[0].value.id for n in walk_body(body)
+                   if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Subscript)
+                   and isinstance(n.targets[0].value, ast.Name)}
         for stmt in body:
             if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
                 continue
             name = stmt.targets[0].id
             kind = self.a.kinds.get(name, K.FLOAT)
             if not kind.is_array or name in candidates or name not in needed or \
-                    self.a.def_sites.get(name) != 1:
+                    self.a.def_sites.get(name) != 1 or name in written:
                 continue
             saved = self.names.fresh(name.lstrip("_") + "_saved")
             copy_call = ast.Call(func=ast.Attribute(value=name_load(name), attr="copy", ctx=ast.Load()),
@@ -250,8 +256,9 @@ class TapePlan:
                 if keep(stmt.save):
                     out.extend(self._pop(stmt.save))
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
-                if not restore:
-                    out.extend(self.allocations.get(id(stmt), []))
+                # (a checkpointed loop's taped forward loop runs in the reverse sweep: its
+                # allocations come with it there)
+                out.extend(self.allocations.get(id(stmt), []))
                 body = self._replace(stmt.body, keep, restore)
                 orelse = self._replace(stmt.orelse, keep, restore) if isinstance(stmt, ast.If) else []
                 if restore and not has_code(body) and not has_code(orelse):

@@ -20,6 +20,7 @@ import operator
 
 import numpy as np
 
+from . import checkpoint as checkpointing
 from . import joint
 from . import kinds as K
 from . import rules
@@ -75,6 +76,7 @@ class ReverseTransformer:
         self.top_loops = []        # (forward For, normalized For) of loops that run once a call
         self.precision = "float64"  # the working float dtype (set by the caller; typed dummies)
         self.loop_tapes = True      # backends that allocate in generated code (set by the caller)
+        self.checkpoint = None      # None, K or "auto": top-level loops checkpointed (checkpoint.py)
 
     def adj(self, name):
         return adjoint_name(name, self.names.generated)
@@ -176,6 +178,8 @@ class ReverseTransformer:
                                                      iter=reversed_range(*stmt.iter.args),
                                                      body=rb, orelse=[]), stmt)]
                 self.loops.append((stmt.body, reverse[0], stmt.target.id, forward.body))
+            if depth == 0 and self.checkpoint is not None:
+                return checkpointing.wrap(self, stmt, forward, reverse)
             return [forward], reverse
         if isinstance(stmt, ast.While):
             self.loop_stack.append(id(stmt.body))
@@ -184,6 +188,8 @@ class ReverseTransformer:
             if not rb:
                 forward = ast.copy_location(ast.While(test=stmt.test, body=fb, orelse=[]), stmt)
                 return [forward], []
+            if depth == 0 and self.checkpoint is not None:
+                checkpointing.refuse_while(self, stmt)
             trips = self.names.fresh("trips")
             count = assign(trips, ast.BinOp(left=name_load(trips), op=ast.Add(), right=ast.Constant(1)), stmt)
             forward = [assign(trips, ast.Constant(0), stmt),
