@@ -47,6 +47,9 @@ JOINT_SWEEPS = True
 # array once per iteration (one copy into a buffer) instead of each element it overwrites (see
 # step_snapshots.py). False: element saves (tests compare both; not in the cache key).
 STEP_SNAPSHOTS = True
+# A scalar adjoint known to be zero takes its first contribution by assignment, not `+= ` (see
+# zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
+ASSIGN_ZERO_ADJOINTS = True
 
 
 def adjoint_name(name, generated=frozenset()):

@@ -401,3 +401,47 @@ def test_step_snapshots_cpu(tmp_path, monkeypatch):
     g = srcgrad.grad(written_under_branch, wrt=(0, 1), target="cpu")
     assert "step snapshot: this loop overwrites `u`" in g.source_for(*args)
     check_grad(written_under_branch, args, wrt=(0, 1), target="cpu", gradfn=g)
+
+
+# -- scalar adjoints known to be zero take their first contribution by assignment -----------------
+
+
+def while_and_branches(x, m):
+    s = 0.0
+    y = 0.5
+    k = 0
+    while k < m:
+        for i in range(x.shape[0]):
+            a = x[i] * y
+            if a > 0.0:
+                y = math.sin(a) + y
+            else:
+                s = s + a * a
+        k += 1
+    return s + y * y
+
+
+@pytest.mark.parametrize("f, args, assigned", [
+    (rosen, (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),), True),
+    (carried, (np.array([0.3, -0.4, 0.8]),), True),
+    (while_and_branches, (np.array([0.3, -0.4, 0.8]), 3), True),
+    (stencil, (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4), True),
+])
+def test_zero_adjoints_assigned(f, args, assigned, monkeypatch, tmp_path):
+    (on, source_on), (off, source_off) = _both(f, args, 0, "python", monkeypatch, tmp_path,
+                                               "ASSIGN_ZERO_ADJOINTS")
+    assert ("known to be zero take their first contribution" in source_on) == assigned
+    assert "known to be zero" not in source_off
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-14, atol=1e-15)
+    monkeypatch.setattr(transform, "ASSIGN_ZERO_ADJOINTS", True)
+    check_grad(f, args, wrt=0, target="python")
+
+
+def test_zero_adjoints_rosenbrock_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
+    args = (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),)
+    g = srcgrad.grad(rosen, wrt=0, target="cpu")
+    source = g.source_for(*args)
+    assert "_adj_a = _adj_t11 * _t10" in source       # was `_adj_a += ...` after `_adj_a = 0.0`
+    check_grad(rosen, args, wrt=0, target="cpu", gradfn=g)
