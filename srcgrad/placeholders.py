@@ -17,11 +17,12 @@ class Save:
     ``index``: the slot of an element write (``name[index] = ...``), else None. ``like``: the
     statement whose location generated code takes. ``loop``: the id of the innermost loop body the
     assignment is in (None outside loops). ``always``: pushed whatever the liveness analysis says
-    (trip counts of inner while loops, iteration-start states of recomputed loops)."""
+    (trip counts of inner while loops, iteration-start states of recomputed loops). ``covers``: the
+    element saves a whole-array snapshot replaces (:mod:`srcgrad.step_snapshots`)."""
 
-    def __init__(self, name, kind, index=None, like=None, loop=None, always=False):
+    def __init__(self, name, kind, index=None, like=None, loop=None, always=False, covers=()):
         self.name, self.kind, self.index, self.like = name, kind, index, like
-        self.loop, self.always = loop, always
+        self.loop, self.always, self.covers = loop, always, tuple(covers)
 
 
 class Restore:

@@ -19,6 +19,8 @@ from .normalize import normalize
 from .parse import SourceFunction, read_function, unwrap_function
 from .static import is_library_function
 from .transform import ReverseTransformer
+from . import transform
+from . import zero_adjoints
 from . import codegen
 from . import naming as N
 from ._version import __version__
@@ -260,6 +262,10 @@ class ModuleBuilder:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
         tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
+        if transform.ASSIGN_ZERO_ADJOINTS:
+            scalars = {transformer.adj(var) for var in analysis.active
+                       if analysis.kinds.get(var, K.FLOAT).cls == "float"}
+            reverse_body = zero_adjoints.assign_first_contributions(reverse_body, scalars)
         tail_stmts = self.finish([tail], analysis)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)

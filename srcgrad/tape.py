@@ -58,9 +58,12 @@ class TapePlan:
         self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
         self.allocations = {}      # id(forward loop) -> the buffer allocations before it
         self.unchecked = set()     # id(Save): pushes with room reserved at their loop's entry
+        self.covered = set()       # id(Save): element saves a step snapshot replaces
 
     def resolve(self, forward, reverse):
         """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
+        self.covered = {id(element) for save in walk_body(forward) if isinstance(save, Save)
+                        for element in save.covers}
         self.recompute_in_loops(primal_reads(reverse, lambda save: False))
         needed = set()
         for _ in range(10):
@@ -229,13 +232,15 @@ class TapePlan:
         def keep(save):
             if save.always:
                 return True
+            if id(save) in self.covered:
+                return False           # a step snapshot of the whole array replaces it
             if save.index is None and save.name in self.recomputed:
                 return False
             if save.index is None and (save.name, save.loop) in self.checkpointed:
                 return False
             if save.name not in needed:
                 return False
-            if save.index is not None:
+            if save.index is not None or save.covers:
                 return True
             return self.a.overwritten(save.name)
         return keep
@@ -397,6 +402,10 @@ class TapePlan:
                                                                    name_load(save.name)], keywords=[])
             note = Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
                             "reads it back)", save.like.lineno)
+            if save.covers:
+                note = Comment(f"step snapshot: this loop overwrites `{save.name}` each step; one copy "
+                               "per iteration instead of a push per element (the reverse sweep binds "
+                               f"`{save.name}` to the copy)", save.like.lineno)
             return [note, assign(top, push, save.like)]
         snapshots = self._snapshot_list(save.name)
         unset = ast.Constant(not self._defined_before(self._first_save(save.name)))

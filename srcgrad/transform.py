@@ -23,6 +23,7 @@ import numpy as np
 from . import checkpoint as checkpointing
 from . import joint
 from . import kinds as K
+from . import step_snapshots
 from . import rules
 from .analyse import BINOPS, operand_names
 from .errors import SrcgradError
@@ -43,6 +44,13 @@ LOOP_TAPES = True
 # The function's last loop, when it only adds a term per iteration to the result, computes the
 # value and the adjoint in one pass (see joint.py). False: a forward and a reverse loop.
 JOINT_SWEEPS = True
+# A loop that runs once per call and overwrites the same slots of an array each step saves the
+# array once per iteration (one copy into a buffer) instead of each element it overwrites (see
+# step_snapshots.py). False: element saves (tests compare both; not in the cache key).
+STEP_SNAPSHOTS = True
+# A scalar adjoint known to be zero takes its first contribution by assignment, not `+= ` (see
+# zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
+ASSIGN_ZERO_ADJOINTS = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -166,8 +174,12 @@ class ReverseTransformer:
             return [forward], reverse
         if isinstance(stmt, ast.For):
             self.loop_stack.append(id(stmt.body))
-            fb, rb = self.block(stmt.body, depth + 1)
+            pieces = [self.statement(s, depth + 1) for s in stmt.body]
             self.loop_stack.pop()
+            if depth == 0 and STEP_SNAPSHOTS:
+                pieces = step_snapshots.snapshot_arrays(stmt, pieces, self.a, self.body, self.params)
+            fb = [s for f, _ in pieces for s in f]
+            rb = [s for _, r in reversed(pieces) for s in r]
             forward = ast.copy_location(ast.For(target=stmt.target, iter=stmt.iter, body=fb or [ast.Pass()],
                                                 orelse=[]), stmt)
             if depth == 0:

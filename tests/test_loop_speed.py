@@ -172,6 +172,7 @@ def counted_with_flags(x, m):
     (counted_with_flags, (np.array([0.35, -0.4, 0.8, 0.05]), 3), True),
 ])
 def test_loop_tapes(f, args, exact, monkeypatch, tmp_path):
+    monkeypatch.setattr(transform, "STEP_SNAPSHOTS", False)     # the stencil's u: element pushes
     wrt = 0
     (on, source_on), (off, source_off) = _both(f, args, wrt, "python", monkeypatch, tmp_path,
                                                "LOOP_TAPES")
@@ -186,7 +187,9 @@ def test_loop_tapes(f, args, exact, monkeypatch, tmp_path):
     check_grad(f, args, wrt=wrt, target="python")
 
 
-def test_loop_tapes_cpu():
+def test_loop_tapes_cpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(transform, "STEP_SNAPSHOTS", False)
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))     # the switch is not in the cache key
     args = (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4)
     g = srcgrad.grad(stencil, wrt=(0, 1), target="cpu")
     assert "reserve_tape(" in g.source_for(*args)
@@ -197,7 +200,9 @@ def test_loop_tapes_cpu():
     check_grad(counted_with_flags, args, wrt=0, target="cpu", gradfn=g)
 
 
-def test_loop_tape_respects_the_tape_limit(monkeypatch):
+def test_loop_tape_respects_the_tape_limit(monkeypatch, tmp_path):
+    monkeypatch.setattr(transform, "STEP_SNAPSHOTS", False)
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("SRCGRAD_MAX_TAPE_BYTES", "1000")
     g = srcgrad.grad(stencil, wrt=0, target="python")
     with pytest.raises(MemoryError, match="SRCGRAD_MAX_TAPE_BYTES"):
@@ -305,3 +310,138 @@ def test_joint_sweep_needs_scalar_terms():
     g = srcgrad.grad(array_terms, wrt=(0, 1), target="python")
     assert "joint sweep" not in g.source_for(*args)
     check_grad(array_terms, args, wrt=(0, 1), target="python", gradfn=g)
+
+
+# -- step snapshots: an array a loop overwrites each step is saved once per iteration -------------
+
+
+def stencil_2d(a0, c, nsteps):     # a 2-d stencil: one snapshot of the grid per step
+    m = a0.shape[0]
+    n = a0.shape[1]
+    a = a0.copy()
+    b = a0.copy()
+    for t in range(nsteps):
+        for i in range(1, m - 1):
+            for j in range(1, n - 1):
+                b[i, j] = a[i, j] + c * (a[i - 1, j] + a[i + 1, j] + a[i, j - 1] + a[i, j + 1]
+                                         - 4.0 * a[i, j])
+        for i in range(1, m - 1):
+            for j in range(1, n - 1):
+                a[i, j] = math.tanh(b[i, j])
+    return np.sum(a * a)
+
+
+def gauss_seidel(u0, w, nsteps):   # reads u after writing it in the same step: element saves
+    n = u0.shape[0]
+    u = u0.copy()
+    for t in range(nsteps):
+        for i in range(1, n - 1):
+            u[i] = w * (u[i - 1] + u[i + 1]) + math.sin(u[i])
+    return np.sum(u * u)
+
+
+def row_per_step(x, nsteps):       # writes a new row each step (A[t, k]): element saves
+    A = np.zeros((nsteps, x.shape[0]))
+    for t in range(nsteps):
+        for k in range(x.shape[0]):
+            A[t, k] = math.sin(x[k] * (t + 1.0))
+    return np.sum(A * A)
+
+
+def carried_slot(x, nsteps):       # the slot index is carried from step to step: element saves
+    u = x.copy()
+    j = 0
+    for t in range(nsteps):
+        for i in range(x.shape[0]):
+            u[j] = math.sin(u[i]) * x[i]
+            j = (j + 1) % x.shape[0]
+    return np.sum(u * u)
+
+
+def written_under_branch(u0, c, nsteps):   # the write is conditional, the slots are steady
+    n = u0.shape[0]
+    u = u0.copy()
+    un = u0.copy()
+    for t in range(nsteps):
+        for i in range(1, n - 1):
+            un[i] = u[i] * c + u[i - 1] * u[i + 1]
+        for i in range(1, n - 1):
+            if un[i] > 0.0:
+                u[i] = un[i]
+            else:
+                u[i] = 0.5 * un[i]
+    return np.sum(u * u)
+
+
+@pytest.mark.parametrize("f, args, wrt, snapshot", [
+    (stencil, (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4), (0, 1), True),
+    (stencil_2d, (np.linspace(-1.0, 1.0, 20).reshape(4, 5), 0.15, 3), (0, 1), True),
+    (written_under_branch, (np.linspace(-1.0, 1.0, 7), 0.3, 3), (0, 1), True),
+    (gauss_seidel, (np.linspace(-1.0, 1.0, 7), 0.3, 3), (0, 1), False),
+    (row_per_step, (np.array([0.3, -0.4, 0.8]), 3), 0, False),
+    (carried_slot, (np.array([0.3, -0.4, 0.8]), 4), 0, False),
+])
+def test_step_snapshots(f, args, wrt, snapshot, monkeypatch, tmp_path):
+    (on, source_on), (off, source_off) = _both(f, args, wrt, "python", monkeypatch, tmp_path,
+                                               "STEP_SNAPSHOTS")
+    assert ("step snapshot: this loop overwrites" in source_on) == snapshot
+    assert "step snapshot" not in source_off
+    if snapshot:       # the element pushes of the overwritten array are gone
+        assert "_ftape[_fpos] = u[i]" not in source_on and "_ftape[_fpos] = a[i, j]" not in source_on
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    for a, b in zip(on[1], off[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    monkeypatch.setattr(transform, "STEP_SNAPSHOTS", True)
+    check_grad(f, args, wrt=wrt, target="python")
+
+
+def test_step_snapshots_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
+    args = (np.linspace(-1.0, 1.0, 7), 0.3, 3)
+    g = srcgrad.grad(written_under_branch, wrt=(0, 1), target="cpu")
+    assert "step snapshot: this loop overwrites `u`" in g.source_for(*args)
+    check_grad(written_under_branch, args, wrt=(0, 1), target="cpu", gradfn=g)
+
+
+# -- scalar adjoints known to be zero take their first contribution by assignment -----------------
+
+
+def while_and_branches(x, m):
+    s = 0.0
+    y = 0.5
+    k = 0
+    while k < m:
+        for i in range(x.shape[0]):
+            a = x[i] * y
+            if a > 0.0:
+                y = math.sin(a) + y
+            else:
+                s = s + a * a
+        k += 1
+    return s + y * y
+
+
+@pytest.mark.parametrize("f, args, assigned", [
+    (rosen, (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),), True),
+    (carried, (np.array([0.3, -0.4, 0.8]),), True),
+    (while_and_branches, (np.array([0.3, -0.4, 0.8]), 3), True),
+    (stencil, (np.linspace(0.0, 1.0, 9) ** 2, 0.2, 4), True),
+])
+def test_zero_adjoints_assigned(f, args, assigned, monkeypatch, tmp_path):
+    (on, source_on), (off, source_off) = _both(f, args, 0, "python", monkeypatch, tmp_path,
+                                               "ASSIGN_ZERO_ADJOINTS")
+    assert ("known to be zero take their first contribution" in source_on) == assigned
+    assert "known to be zero" not in source_off
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-14, atol=1e-15)
+    monkeypatch.setattr(transform, "ASSIGN_ZERO_ADJOINTS", True)
+    check_grad(f, args, wrt=0, target="python")
+
+
+def test_zero_adjoints_rosenbrock_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
+    args = (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),)
+    g = srcgrad.grad(rosen, wrt=0, target="cpu")
+    source = g.source_for(*args)
+    assert "_adj_a = _adj_t11 * _t10" in source       # was `_adj_a += ...` after `_adj_a = 0.0`
+    check_grad(rosen, args, wrt=0, target="cpu", gradfn=g)
