@@ -420,8 +420,8 @@ class ForwardBuilder:
         self.target = target
         self.lowered = lowered      # False: plain NumPy source for a second transformation (hvp)
         self.jvps = {}
-        self.batched = None         # the top-level jvp for several directions per sweep, if made
-        self.not_batched = None     # else why not
+        self.top = None             # the top-level jvp's parts (see batched)
+        self.not_batched = None     # why batched() made none
         if not lowered:             # primal helpers too: no runtime helpers, no np.float32 literals
             self.base.finish = lambda stmts, analysis: self._name_library_calls(stmts)
 
@@ -541,9 +541,15 @@ class ForwardBuilder:
                 docstring=f"The directional derivative of {unit.func.__name__} alone (for hvp)."))
         base.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc)))
-        if self.lowered and top:
-            self.batched = self._batched(unit, name, params, body, analysis, transformer, wrt)
+        if self.lowered and top:    # what batched() needs, for the drivers that sweep directions
+            self.top = (unit, name, params, body, analysis, transformer, wrt)
         return name
+
+    def batched(self):
+        """Add ``<jvp>_batch`` (forward_batch: BATCH directions per sweep) for the top-level jvp;
+        its name, or None where the code has a construct it does not vectorize
+        (``self.not_batched`` says which)."""
+        return self._batched(*self.top)
 
     def _batched(self, unit, name, params, body, analysis, transformer, wrt):
         """``<name>_batch``: the jvp for BATCH directions per sweep (forward_batch), or None where
@@ -580,8 +586,9 @@ def build_forward_module(func, kinds, wrt_names, target, precision="float64", lo
     if lowered and index is not None and kinds[index].is_array and result_kind.is_array:
         from .forward_batch import BATCH, JACOBIAN_CHUNKS
         decorator = "@jit\n" if target == "cpu" else ""
-        if builder.batched is not None:
-            drivers.append(JACOBIAN_CHUNKS.format(decorator=decorator, batched=builder.batched, batch=BATCH,
+        batched = builder.batched()
+        if batched is not None:
+            drivers.append(JACOBIAN_CHUNKS.format(decorator=decorator, batched=batched, batch=BATCH,
                                                   params=", ".join(unit.params), x=wrt_names[0]))
         else:       # (a construct forward_batch does not vectorize: one direction per sweep)
             drivers.append(f"# one direction per sweep: {builder.not_batched}\n" + _JACOBIAN_COLUMNS.format(
