@@ -250,6 +250,24 @@ def batch_statements(stmts, tangent_kinds, kinds, tangent_params, dtype):
     return Batcher(tangent_kinds, kinds, dtype, taken).function(copy.deepcopy(stmts), tangent_params)
 
 
+def add_batched(base, unit, name, params, body, analysis, transformer, wrt):
+    """Add ``<name>_batch``, the jvp ``name`` for BATCH directions, to the module ``base`` builds;
+    (its name, None), or (None, why not) where the code has a construct this does not vectorize."""
+    from . import codegen
+    from .program import user_lines
+    try:
+        stmts = batch_statements(body, transformer.tangent_kinds, analysis.kinds,
+                                 [transformer.tan(p) for p in wrt], base.precision)
+    except NotBatched as why:
+        return None, str(why)
+    doc = (f"{name} for {BATCH} directions at once: each float tangent is {BATCH} floats (one per "
+           f"direction), each array tangent has a trailing axis of {BATCH};\n    the primal statements "
+           "run once.\n    ")
+    base.add_source(unit, *codegen.function_source_and_lines(
+        f"{name}_batch", params, stmts, docstring=doc, user_lines=user_lines(unit.fsrc)))
+    return f"{name}_batch", None
+
+
 # jacobian(f) by forward mode, one array argument and an array result: BATCH basis vectors per
 # sweep of the batched jvp, all the sweeps in one call (zero directions pad the last chunk)
 JACOBIAN_CHUNKS = """{decorator}def _srcgrad_jacobian_columns({params}):
@@ -275,4 +293,4 @@ JACOBIAN_CHUNKS = """{decorator}def _srcgrad_jacobian_columns({params}):
 """
 
 
-__all__ = ["BATCH", "JACOBIAN_CHUNKS", "NotBatched", "batch_statements"]
+__all__ = ["BATCH", "JACOBIAN_CHUNKS", "NotBatched", "add_batched", "batch_statements"]

@@ -59,3 +59,25 @@ def test_grad_tapes_each_carried_state_once():
 @pytest.mark.parametrize("target", ["cpu"])
 def test_hvp_carried_state_cpu(target):
     check_hvp(euler_lorenz, _args(), (0, 1), target)
+
+
+# ---- jvp: the tangent of `c * a * a` ---------------------------------------------------------
+
+def scaled_square(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        a = x[i] - 0.5
+        t = 100.0 * a
+        s += t * a + a * (3.0 * a) - (a * 2.0) * a
+        a = a * a
+        s += t * a                      # a was reassigned after t: the product rule serves
+    return s
+
+
+def test_jvp_of_a_scaled_square():
+    j = srcgrad.jvp(scaled_square, target="python")
+    source = j.source_for(np.ones(3))
+    # u * v with u = c * v computed just before: 2 u dv (no product rule)
+    assert re.search(r"_dot_\w+ = 2\.0 \* \w+ \* _dot_a$", source, re.M)
+    check_jvp(scaled_square, (np.random.default_rng(3).uniform(-1, 1, 6),))
+    check_hvp(scaled_square, (np.random.default_rng(4).uniform(-1, 1, 6),), 0, "python")
