@@ -67,9 +67,39 @@ class ForwardTransformer:
 
     def block(self, stmts):
         out = []
-        for stmt in stmts:
+        outer = getattr(self, "context", None)
+        for k, stmt in enumerate(stmts):
+            self.context = (stmts, k)        # (for _scaled_square: the statements before this one)
             out.extend(self.statement(stmt))
+        self.context = outer
         return out
+
+    def _scaled_square(self, left, right):
+        """``u`` when ``left * right`` is ``u * v`` (either order) with ``u = c * v`` computed
+        earlier in this block, a constant ``c`` and neither name assigned since: its tangent is
+        then ``2 u dv`` (``100.0 * a * a``: two multiplications, where the product rule's
+        ``du v + u dv`` takes three and ``du = c dv`` one more)."""
+        if not (isinstance(left, ast.Name) and isinstance(right, ast.Name)) or self.context is None:
+            return None
+        stmts, k = self.context
+        for u, v in ((left.id, right.id), (right.id, left.id)):
+            if u == v or not (self.a.kinds.get(v, K.FLOAT).cls == "float" and v in self.a.active):
+                continue
+            for i in range(k - 1, -1, -1):
+                stmt = stmts[i]
+                assigned = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
+                        stmt.targets[0].id == u:
+                    value = stmt.value
+                    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult) and any(
+                            isinstance(c, ast.Constant) and isinstance(c.value, (int, float)) and
+                            isinstance(w, ast.Name) and w.id == v
+                            for c, w in ((value.left, value.right), (value.right, value.left))):
+                        return u, v
+                    break
+                if assigned & {u, v} or not isinstance(stmt, (ast.Assign, ast.Expr, ast.Pass)):
+                    break
+        return None
 
     def statement(self, stmt):
         if isinstance(stmt, ast.Pass):
@@ -172,6 +202,11 @@ class ForwardTransformer:
             return [], self.tangent_of(value, kind, stmt) if self.a.is_active(value) else \
                 self.zero(name_load(name), kind, stmt)
         if isinstance(value, ast.BinOp):
+            scaled = self._scaled_square(value.left, value.right) if isinstance(value.op, ast.Mult) else None
+            if scaled is not None:
+                u, v = scaled
+                return [], ast.BinOp(left=ast.BinOp(left=ast.Constant(2.0), op=ast.Mult(), right=name_load(u)),
+                                     op=ast.Mult(), right=name_load(self.tan(v)))
             op = BINOPS.get(type(value.op))
             return self.apply_rule(rules.lookup(op), name, [value.left, value.right], {}, stmt,
                                    ast.unparse(value))
@@ -420,6 +455,8 @@ class ForwardBuilder:
         self.target = target
         self.lowered = lowered      # False: plain NumPy source for a second transformation (hvp)
         self.jvps = {}
+        self.top = None             # the top-level jvp's parts (see batched)
+        self.not_batched = None     # why batched() made none
         if not lowered:             # primal helpers too: no runtime helpers, no np.float32 literals
             self.base.finish = lambda stmts, analysis: self._name_library_calls(stmts)
 
@@ -520,6 +557,9 @@ class ForwardBuilder:
         body = copies + stmts + [tail]
         if self.lowered:
             body = base.finish(body, analysis)
+            # the target's own rewrites, as for the primal and the adjoint (cpu: matrix products
+            # through BLAS, chains of array statements as one loop nest)
+            (body,) = base.backend.lower([body], analysis)
         else:
             body = self._name_library_calls(body)
             if self.target == "cpu":
@@ -539,6 +579,16 @@ class ForwardBuilder:
                 docstring=f"The directional derivative of {unit.func.__name__} alone (for hvp)."))
         base.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc)))
+        if self.lowered and top:    # what batched() needs, for the drivers that sweep directions
+            self.top = (unit, name, params, body, analysis, transformer, wrt)
+        return name
+
+    def batched(self):
+        """Add ``<jvp>_batch`` (forward_batch: BATCH directions per sweep) for the top-level jvp;
+        its name, or None where the code has a construct it does not vectorize
+        (``self.not_batched`` says which)."""
+        from .forward_batch import add_batched
+        name, self.not_batched = add_batched(self.base, *self.top)
         return name
 
 
@@ -556,8 +606,15 @@ def build_forward_module(func, kinds, wrt_names, target, precision="float64", lo
     drivers = []
     index = unit.params.index(wrt_names[0]) if len(wrt_names) == 1 else None
     if lowered and index is not None and kinds[index].is_array and result_kind.is_array:
-        drivers.append(_JACOBIAN_COLUMNS.format(decorator="@jit\n" if target == "cpu" else "", jvp=name,
-                                                params=", ".join(unit.params), x=wrt_names[0]))
+        from .forward_batch import BATCH, JACOBIAN_CHUNKS
+        decorator = "@jit\n" if target == "cpu" else ""
+        batched = builder.batched()
+        if batched is not None:
+            drivers.append(JACOBIAN_CHUNKS.format(decorator=decorator, batched=batched, batch=BATCH,
+                                                  params=", ".join(unit.params), x=wrt_names[0]))
+        else:       # (a construct forward_batch does not vectorize: one direction per sweep)
+            drivers.append(f"# one direction per sweep: {builder.not_batched}\n" + _JACOBIAN_COLUMNS.format(
+                decorator=decorator, jvp=name, params=", ".join(unit.params), x=wrt_names[0]))
     header = (f"Generated by srcgrad {__import__('srcgrad').__version__} from "
               f"{unit.fsrc.filename}:{unit.fsrc.firstline} ({unit.func.__name__}); forward mode (jvp); "
               f"target={target}; argument kinds ({', '.join(map(str, kinds))}); wrt "

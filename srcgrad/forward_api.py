@@ -5,8 +5,10 @@
 * ``hvp(f, wrt)(*args, v)`` → H·v: reverse mode over forward mode. The tangent function
   ``<f>_jvp_tangent(*args, *v)`` (generated as plain NumPy source) is itself a function srcgrad
   can differentiate; its gradient with respect to ``wrt`` is H·v (H is symmetric).
-* ``hessian`` / ``jacobian``: one sweep per basis direction (hvp per column of H; jvp per input
-  element or vjp per output element, whichever is fewer).
+* ``hessian`` / ``jacobian``: sweeps over the basis directions (jvp per input element or vjp per
+  output element, whichever is fewer). Forward sweeps take several directions at once where the
+  code is in :mod:`srcgrad.forward_batch`'s subset: jacobian's jvp, and hessian as forward mode
+  over the gradient (jacfwd of the gradient); elsewhere hessian sweeps one hvp per column.
 """
 import os
 
@@ -16,6 +18,7 @@ from . import codegen, naming
 from .api import GradFunction, Specialization, precision_of, _call_key, _prepare, _to_python_scalar
 from .errors import SrcgradError
 from .forward import build_forward_module
+from .kinds import FLOAT as _FLOAT
 from .program import helper_sources
 
 
@@ -128,6 +131,47 @@ _HESSIAN_COLUMNS = """{decorators}def {name}({params}, {seed}):
         _H[:, _k] = _column.ravel()
     return _H.reshape({x}.shape + {x}.shape)
 """
+
+
+# Version of the gradient function below: part of the cache key of the modules it produces.
+_GRADIENT_FUNCTION = "gradient-function-1"
+
+
+def _gradient_function(func, kinds, wrt_name, precision):
+    """``<f>_gradient(*params, _seed)``: f's gradient w.r.t. its one array argument ``wrt_name``,
+    as plain generated (python target) source that srcgrad can differentiate again: the adjoint
+    without its value. Forward mode over it is the Hessian (forward over reverse, as jacfwd of
+    the gradient)."""
+    import ast
+    import re
+    from .forward import remove_dead_code
+    from .program import build_module
+    sources = helper_sources(func)
+    key = codegen.cache_key("python", kinds, precision, wrt_name, _GRADIENT_FUNCTION, *sorted(sources.values()))
+    path = codegen.module_path(f"{func.__name__}_gradient", key)
+    name = f"{func.__name__}_gradient"
+    if not os.path.exists(path):
+        source, _, _, _ = build_module(func, kinds, [wrt_name], "python", True, precision)
+        entry = re.search(rf"^{naming.MODULE_ENTRY} = (\w+)$", source, re.M).group(1)
+        tree = ast.parse(source)
+        (adjoint,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == entry]
+        tail = adjoint.body[-1]
+        if not (isinstance(tail, ast.Return) and isinstance(tail.value, ast.Tuple) and len(tail.value.elts) == 2
+                and isinstance(tail.value.elts[1], ast.Tuple) and len(tail.value.elts[1].elts) == 1):
+            raise SrcgradError(f"{func.__name__}: the adjoint does not return (value, (gradient,))")
+        body = adjoint.body[:-1]
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        body = remove_dead_code(body + [ast.Return(value=tail.value.elts[1].elts[0])])
+        doc = ast.Expr(value=ast.Constant(f"The gradient of {func.__name__} w.r.t. {wrt_name} (for hessian: "
+                                          "forward mode over it)."))
+        function = ast.FunctionDef(name=name, args=adjoint.args, body=[doc] + body, decorator_list=[],
+                                   returns=None, type_comment=None, type_params=[])
+        text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
+        # the module's header and imports, this function, no other
+        head = source[:source.index("\n\n\n")]
+        codegen.write_module(path, f"{head}\n\n\n{text}\n")
+    return getattr(codegen.import_module(path), name)
 
 
 class _GradientOnlySpecialization(Specialization):
@@ -288,11 +332,19 @@ class HvpFunction(_ForwardBase):
 
 
 class HessianFunction(_ForwardBase):
-    """``hessian(f, wrt)``: the dense Hessian, one hvp sweep per column."""
+    """``hessian(f, wrt)``: the dense Hessian. Of one array argument: forward mode over the
+    gradient with BATCH directions per sweep (forward_batch) where the gradient code is in the
+    batched subset, else one hvp sweep per column in one compiled call; tuple ``wrt`` and float
+    arguments: one hvp call per column. ``last_path`` says which ran, ``.source`` (after a call)
+    shows its code."""
 
     def __init__(self, func, wrt=0, target="cpu"):
         super().__init__(func, wrt=wrt, target=target, mode="hessian")
         self._hvp = HvpFunction(func, wrt=wrt, target=target)
+        self._batched_drivers = {}      # (kinds, precision) -> (forward-over-reverse driver, its
+        #                                 specialization: what .source shows after a call), or None
+        self.last_path = None           # "batched", "hvp sweeps in one call" or "hvp per column"
+        self._batched_ok = set()        # ids of the drivers whose first call succeeded
 
     def _specialization(self, kinds, precision="float64"):
         spec = self._hvp._specialization(kinds, precision)
@@ -303,12 +355,42 @@ class HessianFunction(_ForwardBase):
         values = tuple(_prepare(v) for v in self._bind(args, kwargs))
         kinds = self.kinds_of(values)
         if self.single and isinstance(values[self.wrt_indices[0]], np.ndarray):
+            batched = self._batched(kinds, precision_of(values))
+            if batched is not None:
+                H = _call_batched(self, batched[0], values)
+                if H is not None:
+                    self._last = batched[1]
+                    self.last_path = "batched"
+                    return H
             # one array argument: all the sweeps in one (compiled) call
             spec = self._hvp._specialization(kinds, precision_of(values))
             self._last = spec
             if getattr(spec, "hessian_columns", None) is not None:
+                self.last_path = "hvp sweeps in one call"
                 return self._hvp._run(spec, "hessian_columns", values, (spec.one,))
+        self.last_path = "hvp per column"
         return self._by_columns(values)
+
+    def _batched(self, kinds, precision):
+        """Forward mode over the gradient, several directions per sweep (forward_batch): the
+        compiled driver, or None where the gradient code has a construct the batched forward mode
+        does not take (tapes, array statements, helpers: the hvp sweeps serve, one per column)."""
+        key = (kinds, precision)
+        if key not in self._batched_drivers:
+            driver = None
+            try:
+                # (float64 literals in the gradient's source: the forward transformation writes
+                # them in the working precision itself)
+                gradient = _gradient_function(self.func, kinds, self.wrt_names[0], "float64")
+                module, name, source, path = _forward_module(gradient, tuple(kinds) + (_FLOAT,), self.wrt_names,
+                                                             self.target, precision)
+                if hasattr(module, f"{name}_batch"):
+                    driver = (getattr(module, naming.MODULE_JACOBIAN_COLUMNS),
+                              ForwardSpecialization(module, name, source, path, key))
+            except SrcgradError:
+                driver = None
+            self._batched_drivers[key] = driver
+        return self._batched_drivers[key]
 
     def _by_columns(self, values):
         """One hvp call from Python per basis vector (tuple wrt, float arguments)."""
@@ -413,6 +495,24 @@ class JacobianFunction(_ForwardBase):
         if self._entry is None:
             self._entry = _make_driver_entry(self, "jacobian")
         return self._entry
+
+
+def _call_batched(fn, driver, values):
+    """The batched driver's Hessian (the seed 1.0 last), or None when its first call fails (a
+    construct the compiled backend does not take in the batched code): the caller's hvp sweeps
+    serve then, and their errors are the ones the user sees."""
+    seed = values[fn.wrt_indices[0]].dtype.type(1.0)
+    if id(driver) in fn._batched_ok:
+        return driver(*values, seed)
+    try:
+        out = driver(*values, seed)
+    except Exception:   # noqa: BLE001  (the first call only; the fallback re-raises real errors)
+        for key, held in list(fn._batched_drivers.items()):
+            if held is not None and held[0] is driver:
+                fn._batched_drivers[key] = None
+        return None
+    fn._batched_ok.add(id(driver))
+    return out
 
 
 def _scalar_if_0d(array):

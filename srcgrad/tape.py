@@ -52,6 +52,9 @@ class TapePlan:
         self.used_tapes = set()    # FLOAT_TAPE / INT_TAPE, those a push uses
         self.saves = []            # the kept Save placeholders, in forward order
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
+        # (name, loop body id) -> the name of its iteration-start copy: a carried value assigned once
+        # per iteration whose old value, at that assignment, is the start value already taped
+        self.from_start = {}
         self.array_lists = []      # `_r_saved1 = []` initialisations of per-iteration array lists
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
         self.snapshots = {}        # array variable -> the list its overwritten values are kept in
@@ -161,6 +164,11 @@ class TapePlan:
                     # reverse iteration reads, so restore it here instead of at each assignment
                     self.checkpointed.add((name, id(body)))
                     restores.append(assign(name, name_load(start), body[0]))
+                else:
+                    # read again after its update: the reverse sweep restores the old value at the
+                    # assignment, and that old value is the start value (assigned once, at the
+                    # top level of the body): copy it from the start copy instead of taping it twice
+                    self.from_start[(name, id(body))] = start
             restores = _reverse_pairs(restores)     # pop in the opposite order of the pushes
             reverse_loop.body[:0] = restores + \
                 [Comment("recompute this iteration's values", recompute[0].lineno)] + recompute
@@ -252,14 +260,16 @@ class TapePlan:
                 if restore:
                     out.extend(self.reset(stmt))
             elif isinstance(stmt, Save):
-                if keep(stmt):
+                if keep(stmt) and self._start_copy(stmt) is None:
                     if stmt not in self.saves:
                         self.saves.append(stmt)
                     push = self._push(stmt)
                     out.extend(push if isinstance(push, list) else [push])
             elif isinstance(stmt, Restore):
                 if keep(stmt.save):
-                    out.extend(self._pop(stmt.save))
+                    start = self._start_copy(stmt.save)
+                    out.extend(self._pop(stmt.save) if start is None else
+                               [assign(stmt.save.name, name_load(start), stmt.save.like)])
             elif isinstance(stmt, (ast.If, ast.For, ast.While)):
                 # (a checkpointed loop's taped forward loop runs in the reverse sweep: its
                 # allocations come with it there)
@@ -278,6 +288,12 @@ class TapePlan:
             else:
                 out.append(stmt)
         return out
+
+    def _start_copy(self, save):
+        """The iteration-start copy that holds ``save``'s old value (see recompute_in_loops), or None."""
+        if save.index is not None or save.always:
+            return None
+        return self.from_start.get((save.name, save.loop))
 
     def _tape_for(self, save):
         tape = self._tape_kind(save)
@@ -323,7 +339,8 @@ class TapePlan:
         total = ast.Constant(0)
         for stmt in stmts:
             if isinstance(stmt, Save):
-                if not keep(stmt) or self._is_snapshot(stmt) or self._tape_kind(stmt) != tape:
+                if not keep(stmt) or self._is_snapshot(stmt) or self._tape_kind(stmt) != tape or \
+                        self._start_copy(stmt) is not None:
                     continue
                 if stmt.index is not None and self._slot_is_array(stmt):
                     return None              # a row or slice: its size is not counted

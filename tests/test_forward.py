@@ -419,6 +419,7 @@ def tall(x, W):                      # 4 outputs of 2 inputs: forward mode
 def test_hessian_rosenbrock(target):
     x = np.random.default_rng(7).uniform(-1, 1, 5)
     H = cached("hessian", rosen, 0, target)(x)
+    assert cached("hessian", rosen, 0, target).last_path == "batched"    # forward over reverse
     assert H.shape == (5, 5)
     np.testing.assert_allclose(H, fd_hessian(rosen, (x,), 0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(H, H.T, rtol=1e-12, atol=1e-9)
