@@ -51,6 +51,7 @@ if __name__ == "__main__":
 
 import numba  # noqa: E402
 
+from srcgrad.backends.cpu import matmul  # noqa: E402
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
@@ -114,19 +115,22 @@ def lr_at(config, epoch):
 # Compiled pieces
 # ------------------------------------------------------------------------------------------------
 
-@numba.njit
+@numba.njit(cache=True, error_model="numpy")
 def count_correct(W1, b1, W2, b2, X, y, chunk):
-    """Number of samples whose argmax logit equals the label (compiled forward pass)."""
+    """Number of samples whose argmax logit equals the label (compiled forward pass). The
+    products go through srcgrad's ``matmul``, which the gradient has already compiled for these
+    types and these compile options (Numba compiles a library function once per caller's error
+    model; its own ``@`` would compile its BLAS wrappers again: about 0.6 s cold)."""
     n = X.shape[0]
     correct = 0
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        h = np.ascontiguousarray(X[s:e]) @ W1
+        h = matmul(np.ascontiguousarray(X[s:e]), W1)
         for i in range(e - s):
             for j in range(h.shape[1]):
                 v = h[i, j] + b1[j]
                 h[i, j] = v if v > 0 else 0
-        z = h @ W2
+        z = matmul(h, W2)
         for i in range(e - s):
             best = 0
             bestv = z[i, 0] + b2[0]
