@@ -630,6 +630,30 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
     return total
 
 
+@numba.njit(cache=True)
+def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
+    """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
+    ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
+    n = order.shape[0]
+    total = 0.0
+    for batch in range(first, stop):
+        progress[0] = batch
+        progress[1] = total
+        start = batch * batch_size
+        size = min(batch_size, n - start)
+        if size == batch_size:
+            Xc = Xb
+            yc = yb
+        else:
+            Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
+            yc = np.empty((size,) + yb.shape[1:], yb.dtype)
+        _gather_rows(Xc, X, order, start)
+        _gather_rows(yc, y, order, start)
+        loss = step(*params, Xc, yc, seed, lr)
+        total += loss * size
+    return total
+
+
 def _compiled_signature(dispatcher, argtypes):
     """The full signature (with the return type) of ``dispatcher`` compiled for ``argtypes``."""
     dispatcher.compile(argtypes)
@@ -668,6 +692,7 @@ class MinibatchLoop:
                             f"{type(optimizer).__name__}")
         self.loss_and_grads = loss_and_grads
         self.optimizer = optimizer
+        self.fused = ()         # parameters whose SGD update is fused into their gradient's GEMM
         self._buffers = {}
         self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
         # argument types whose lean adjoint (fused loops without fallbacks) met sizes its guards
@@ -731,6 +756,17 @@ class MinibatchLoop:
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
         argtypes = tuple(numba.typeof(a) for a in rest)
         key = (argtypes, argtypes not in self._not_lean)
+        if key not in self._entries and tree is None and type(self.optimizer) is SGD:
+            from .fused_sgd import fused_step      # plain SGD: the update inside the gradient
+            fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1])
+            if fused is not None:
+                step, seed, step_type, lean, self.fused = fused
+                progress = np.zeros(2)
+                signature = (step_type, argtypes[0]) + argtypes[1:7] + (types.float64,) + \
+                    argtypes[9:] + (numba.typeof(seed), numba.typeof(progress))
+                _run_sgd_steps.compile(signature)
+                self._entries[key] = (_run_sgd_steps.overloads[signature].entry_point,
+                                      step, None, seed, lean)
         if key not in self._entries:
             gradient, seed, kernel, grad_type, update_type, lean = self._pieces(params, Xb, yb, tree,
                                                                                lean=key[1])
@@ -745,6 +781,8 @@ class MinibatchLoop:
         entry, gradient, kernel, seed, lean = self._entries[key]
         progress = np.zeros(2)
         try:
+            if kernel is None:          # the fused SGD step: the learning rate, no state
+                return entry(gradient, *rest[:7], float(hyper[0]), *rest[9:], seed, progress)
             return entry(gradient, kernel, *rest, seed, progress)
         except FusionGuardFailed:
             if not lean:

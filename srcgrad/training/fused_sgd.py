@@ -1,0 +1,389 @@
+"""Plain SGD fused into a generated adjoint: one compiled *training step* per loss.
+
+:class:`srcgrad.optim.MinibatchLoop` with the :class:`~srcgrad.optim.SGD` optimizer calls, per
+minibatch, ``loss, grads = adjoint(*params, X, y, seed)`` and then ``p -= lr * g`` for every
+parameter. For a weight whose gradient is a matrix product, e.g. ``_adj_W1 =
+matmul_grad_right(_adj_t1, X, W1)`` (``X.T @ _adj_t1``), that allocates a weight-sized array,
+writes it and reads it back in the update. BLAS does both in one call:
+``W1 = -lr * X.T @ _adj_t1 + W1`` (``gemm`` with alpha = -lr, beta = 1).
+
+:func:`sgd_step_function` rewrites the adjoint of a generated module into
+
+    loss = <name>_sgd_step(*params, X, y, _seed, _lr)        # params updated in place
+
+with the same body, except that
+
+* a returned gradient ``N = matmul_grad_right(G, A, P)`` (or ``matmul_grad_left(G, P, B)``) of a
+  parameter ``P`` that nothing else reads becomes ``N = sgd_pending_right(G, A, P)``: an empty
+  array when the product can be fused at the end (2-d C-contiguous operands of one float dtype,
+  not overlapping ``P``), otherwise the gradient itself;
+* the ``return`` becomes the updates, all at the end (after every fused loop's size guard, so a
+  step stopped by ``FusionGuardFailed`` has changed nothing), then ``return _value``:
+  ``sgd_apply_right(N, G, A, P, _lr)`` (the fused GEMM, or ``P -= lr * N``) for those, and
+  ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one.
+
+Moving a product to the end is only done when it reads the same values there: its operands are
+not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
+array they may be views of, and none of them may be a view of a parameter (a parameter updated
+before it would change its value). Otherwise that parameter keeps the plain update. The result
+matches the unfused step to rounding (the fused product rounds ``W - lr*(X.T @ G)`` in BLAS).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .blas import gemm
+
+__all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
+           "sgd_apply_left", "sgd_apply"]
+
+STEP_SUFFIX = "_sgd_step"
+
+
+# ------------------------------------------------------------------------------------------------
+# Runtime helpers (called by the generated step)
+# ------------------------------------------------------------------------------------------------
+
+
+def _fusable(*arrays):
+    """Numba types: 2-d C-contiguous arrays of one float32/float64 dtype (what gemm takes)."""
+    return all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+               and a.dtype in (types.float32, types.float64) for a in arrays) \
+        and len({a.dtype for a in arrays}) == 1 and arrays[-1].mutable
+
+
+@numba.njit(cache=True)
+def _overlaps(a, b):
+    """Whether the memory of arrays ``a`` and ``b`` (contiguous) overlaps."""
+    if a.size == 0 or b.size == 0:
+        return False
+    a0, b0 = a.ctypes.data, b.ctypes.data
+    return a0 < b0 + b.size * b.itemsize and b0 < a0 + a.size * a.itemsize
+
+
+def sgd_pending_right(g, a, p):
+    """``matmul_grad_right(g, a, p)`` (``a.T @ g``), or an empty array: fused later."""
+    from srcgrad.runtime import matmul_grad_right
+    return matmul_grad_right(g, a, p)
+
+
+def sgd_pending_left(g, p, b):
+    """``matmul_grad_left(g, p, b)`` (``g @ b.T``), or an empty array: fused later."""
+    from srcgrad.runtime import matmul_grad_left
+    return matmul_grad_left(g, p, b)
+
+
+def sgd_apply_right(n, g, a, p, lr):
+    """``p -= lr * a.T @ g`` (as one GEMM when ``n`` is the empty pending marker), else
+    ``p -= lr * n``."""
+    raise NotImplementedError       # compiled only (the overload below)
+
+
+def sgd_apply_left(n, g, p, b, lr):
+    """``p -= lr * g @ b.T`` (one GEMM when ``n`` is the empty marker), else ``p -= lr * n``."""
+    raise NotImplementedError
+
+
+def sgd_apply(p, g, lr):
+    """``p -= lr * g`` (what the SGD optimizer does)."""
+    raise NotImplementedError
+
+
+@overload(sgd_pending_right)
+def _pending_right_ov(g, a, p):
+    from srcgrad.backends.cpu.blas import matmul_grad_right
+    if not _fusable(g, a, p):
+        return lambda g, a, p: matmul_grad_right(g, a, p)
+
+    def impl(g, a, p):
+        if (a.shape[0] == g.shape[0] and a.shape[1] == p.shape[0] and g.shape[1] == p.shape[1]
+                and not _overlaps(a, p) and not _overlaps(g, p)):
+            return np.empty((0, 0), p.dtype)
+        return matmul_grad_right(g, a, p)
+    return impl
+
+
+@overload(sgd_pending_left)
+def _pending_left_ov(g, p, b):
+    from srcgrad.backends.cpu.blas import matmul_grad_left
+    if not _fusable(g, b, p):
+        return lambda g, p, b: matmul_grad_left(g, p, b)
+
+    def impl(g, p, b):
+        if (g.shape[0] == p.shape[0] and b.shape[1] == g.shape[1] and b.shape[0] == p.shape[1]
+                and not _overlaps(b, p) and not _overlaps(g, p)):
+            return np.empty((0, 0), p.dtype)
+        return matmul_grad_left(g, p, b)
+    return impl
+
+
+@numba.njit(cache=True)
+def _sgd(p, g, lr):
+    """``p -= lr * g`` in the parameter's dtype, as the SGD optimizer's kernel computes it (that
+    module imports this one, so its kernel is not called from here)."""
+    if p.shape != g.shape:
+        raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
+    p -= p.dtype.type(lr) * g
+
+
+@overload(sgd_apply)
+def _apply_ov(p, g, lr):
+    return lambda p, g, lr: _sgd(p, g, lr)
+
+
+@overload(sgd_apply_right)
+def _apply_right_ov(n, g, a, p, lr):
+    if not _fusable(g, a, p):
+        return lambda n, g, a, p, lr: _sgd(p, n, lr)
+
+    def impl(n, g, a, p, lr):
+        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
+            gemm(a, g, p, -lr, 1.0, True, False)            # p = -lr * a.T @ g + p
+        else:
+            _sgd(p, n, lr)
+    return impl
+
+
+@overload(sgd_apply_left)
+def _apply_left_ov(n, g, p, b, lr):
+    if not _fusable(g, b, p):
+        return lambda n, g, p, b, lr: _sgd(p, n, lr)
+
+    def impl(n, g, p, b, lr):
+        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
+            gemm(g, b, p, -lr, 1.0, False, True)            # p = -lr * g @ b.T + p
+        else:
+            _sgd(p, n, lr)
+    return impl
+
+
+# ------------------------------------------------------------------------------------------------
+# The rewrite
+# ------------------------------------------------------------------------------------------------
+
+_ALLOCATORS = {"np.empty", "np.zeros", "np.ones", "np.full", "np.empty_like", "np.zeros_like",
+               "np.ones_like", "np.full_like", "np.arange", "matmul", "matmul_grad_left",
+               "matmul_grad_right"}
+_MUTATING_METHODS = {"fill", "sort", "put", "itemset", "resize", "partition"}
+
+
+def _call_name(call):
+    return ast.unparse(call.func) if isinstance(call, ast.Call) else None
+
+
+def _sources(expr, fresh):
+    """Names whose arrays ``expr``'s value may share memory with (conservative)."""
+    if isinstance(expr, ast.Name):
+        return {expr.id}
+    if isinstance(expr, ast.Constant):
+        return set()
+    if isinstance(expr, ast.Call):
+        if _call_name(expr) in fresh:
+            return set()
+        out = set()
+        for arg in list(expr.args) + [k.value for k in expr.keywords]:
+            out |= _sources(arg, fresh)
+        if isinstance(expr.func, ast.Attribute):         # x.reshape(...), x.T.copy(): x's memory
+            out |= _sources(expr.func.value, fresh)
+        return out
+    if isinstance(expr, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp)):
+        return set()                                     # a new value (array or scalar)
+    if isinstance(expr, (ast.Subscript, ast.Attribute, ast.Starred)):
+        return _sources(expr.value, fresh)
+    return {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+
+
+def _alias_closure(names, definitions, fresh):
+    """``names`` and every name whose array they may be a view of, through all assignments."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for value in definitions.get(name, ()):
+            todo.extend(_sources(value, fresh))
+    return seen
+
+
+def _definitions(fn):
+    """name -> the expressions assigned to it (anywhere in the function; for loops' targets too)."""
+    out = {}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for n in ast.walk(target):
+                    if isinstance(n, ast.Name):
+                        out.setdefault(n.id, []).append(node.value)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name) \
+                and node.value is not None:
+            out.setdefault(node.target.id, []).append(node.value)
+        elif isinstance(node, ast.For):
+            for n in ast.walk(node.target):
+                if isinstance(n, ast.Name):
+                    out.setdefault(n.id, []).append(node.iter)
+    return out
+
+
+def _written(stmts, fresh, in_place):
+    """(names rebound, names whose arrays may be written) by ``stmts``."""
+    rebound, written = set(), set()
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                rebound.add(node.id)
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                written |= _sources(node.value, fresh)
+            elif isinstance(node, ast.AugAssign):
+                written |= _sources(node.target, fresh)
+            elif isinstance(node, ast.Call):
+                name = _call_name(node)
+                if name in in_place and node.args:
+                    written |= _sources(node.args[0], fresh)
+                if isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATING_METHODS:
+                    written |= _sources(node.func.value, fresh)
+                for k in node.keywords:
+                    if k.arg == "out":
+                        written |= _sources(k.value, fresh)
+    return rebound, written
+
+
+def _name_uses(fn, name):
+    return [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == name]
+
+
+def sgd_step_source(module_source, adjoint_name, n_params):
+    """The source of ``<adjoint_name>_sgd_step`` (see the module docstring) and the names of the
+    parameters whose update is a fused GEMM; None when the adjoint does not have the expected
+    form (one ``return _value, (g_0, ..., g_n-1)`` at its end, parameters first)."""
+    from srcgrad import helpers
+    tree = ast.parse(module_source)
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == adjoint_name),
+              None)
+    if fn is None or len(fn.args.args) < n_params + 1 or fn.args.vararg or fn.args.kwarg:
+        return None
+    ret = fn.body[-1]
+    if not (isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple)
+            and len(ret.value.elts) == 2 and isinstance(ret.value.elts[1], ast.Tuple)
+            and len(ret.value.elts[1].elts) == n_params):
+        return None
+    if sum(isinstance(n, ast.Return) for n in ast.walk(fn)) != 1:
+        return None
+    params = [a.arg for a in fn.args.args[:n_params]]
+    grads = ret.value.elts[1].elts
+    fresh = _ALLOCATORS | helpers.fresh_names()
+    in_place = helpers.in_place_names()
+    definitions = _definitions(fn)
+    body = list(fn.body[:-1])
+    fused = {}                                  # parameter index -> (kind, operand names)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if not isinstance(g, ast.Name) or g.id in params:
+            continue
+        stores = [k for k, s in enumerate(body) if any(
+            isinstance(n, ast.Name) and n.id == g.id and isinstance(n.ctx, ast.Store)
+            for n in ast.walk(s))]
+        if len(stores) != 1 or len(_name_uses(fn, g.id)) != 2:     # defined once, read by return
+            continue
+        k = stores[0]
+        stmt = body[k]
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
+                and not stmt.value.keywords and len(stmt.value.args) == 3
+                and all(isinstance(a, ast.Name) for a in stmt.value.args)):
+            continue
+        kind = _call_name(stmt.value)
+        args = [a.id for a in stmt.value.args]
+        if kind == "matmul_grad_right" and args[2] == p:
+            operands = (args[0], args[1])
+        elif kind == "matmul_grad_left" and args[1] == p:
+            operands = (args[0], args[2])
+        else:
+            continue
+        closure = _alias_closure(operands, definitions, fresh)
+        if closure & set(params):               # a view of a parameter: updated before it is read
+            continue
+        rebound, written = _written(body[k + 1:], fresh, in_place)
+        if rebound & set(operands) or written & closure:
+            continue
+        fused[i] = (kind, args)
+        pending = "sgd_pending_right" if kind == "matmul_grad_right" else "sgd_pending_left"
+        stmt.value.func = ast.Name(pending, ast.Load())
+    updates = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if i in fused:
+            kind, args = fused[i]
+            helper = "sgd_apply_right" if kind == "matmul_grad_right" else "sgd_apply_left"
+            updates.append(f"{helper}({g.id}, {', '.join(args)}, _lr)")
+        else:
+            updates.append(f"sgd_apply({p}, {ast.unparse(g)}, _lr)")
+    value = ast.unparse(ret.value.elts[0])
+    fn.name = adjoint_name + STEP_SUFFIX
+    fn.args.args.append(ast.arg("_lr"))
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]                         # the adjoint's docstring: replaced below
+    doc = (f"One SGD step: {adjoint_name} (the value and the gradients), then p -= _lr * grad "
+           f"for every parameter, in place; returns the value. Fused into the weight-gradient "
+           f"product (one GEMM, alpha=-_lr, beta=1): "
+           f"{', '.join(params[i] for i in fused) or 'none'}.")
+    marker = "__SRCGRAD_SGD_UPDATES__"
+    fn.body = [ast.Expr(ast.Constant(doc))] + body + [ast.Expr(ast.Constant(marker))]
+    update_text = "# SGD update, after every guard (a stopped step has changed nothing)\n    " + \
+        "\n    ".join(updates) + f"\n    return {value}"
+    text = ast.unparse(fn).replace(repr(marker), update_text)
+    return text, [params[i] for i in fused]
+
+
+def sgd_step_function(spec, n_params):
+    """The compiled ``<name>_sgd_step`` for a cpu specialization ``spec`` of value_and_grad, and
+    the parameters whose update is fused; None when the adjoint does not have the expected form.
+    The step is written beside the generated module (``<module>_sgd.py``, same cache key: the
+    key already covers srcgrad's own source) and imported from there (Numba caches it on disk)."""
+    from srcgrad import codegen, naming
+    entry = getattr(spec.module, naming.MODULE_ENTRY, None)
+    name = getattr(getattr(entry, "py_func", None), "__name__", None)
+    if name is None or not spec.path.endswith(".py"):
+        return None
+    built = sgd_step_source(spec.source, name, n_params)
+    if built is None:
+        return None
+    text, fused = built
+    source = (spec.source.rstrip("\n") + "\n\n\n"
+              "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
+              "sgd_apply_right, sgd_apply_left, sgd_apply)  # noqa: E402\n\n\n" + text + "\n")
+    path = spec.path[:-3] + "_sgd.py"
+    if not os.path.exists(path):
+        codegen.write_module(path, source)
+    module = codegen.import_module(path)
+    return getattr(module, name + STEP_SUFFIX), tuple(fused)
+
+
+def fused_step(loss_and_grads, params, Xb, yb, lean):
+    """For :class:`~srcgrad.optim.MinibatchLoop` with plain SGD: the compiled step of
+    ``loss_and_grads`` for these arguments, its seed, its Numba function type, whether it is the
+    lean specialization, and the parameters whose update is fused; None where the step does not
+    apply (the python target, a loss reading module data, an adjoint of another form,
+    ``SRCGRAD_FUSED_SGD=0``): the loop then calls the gradient and the optimizer's kernel."""
+    if os.environ.get("SRCGRAD_FUSED_SGD", "1") == "0":
+        return None
+    specialize = loss_and_grads.specialize_lean if lean else loss_and_grads.specialize
+    spec = specialize(*params, Xb, yb)
+    if getattr(spec, "plan", None) is not None and spec.plan.captures:
+        return None                     # the unfused path says why this loss cannot be trained
+    if not hasattr(spec.adjoint, "signatures"):
+        return None                     # the python target
+    built = sgd_step_function(spec, len(params))
+    if built is None:
+        return None
+    step, fused = built
+    argtypes = tuple(numba.typeof(a) for a in (*params, Xb, yb, spec.one)) + (types.float64,)
+    step.compile(argtypes)
+    signature = step.overloads[argtypes].signature
+    return step, spec.one, types.FunctionType(signature), getattr(spec, "lean", False), fused
