@@ -25,7 +25,7 @@ import ast
 from .analyse import operand_names
 from .liveness import assigned_in, walk_body
 from .placeholders import Restore, Save
-from .view_writes import _view_base
+from .view_writes import view_bases
 
 
 def snapshot_arrays(loop, pieces, analysis, function_body, params):
@@ -105,8 +105,7 @@ def _has_alias(function_body, name, analysis):
         for node in ast.walk(stmt):
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                 kind = analysis.kinds.get(node.targets[0].id)
-                base = _view_base(node.value)
-                if base is not None and base[0] == name and (kind is None or not kind.is_scalar):
+                if name in view_bases(node.value) and (kind is None or not kind.is_scalar):
                     return True
     return False
 

@@ -145,6 +145,15 @@ def _alias(expr, views, fsrc=None):
     return None
 
 
+def view_bases(expr, fsrc=None):
+    """The names of the arrays ``expr`` may be (or hold) a view of, read without the bindings of
+    the statements before it (for passes that only need "may this alias ``name``?")."""
+    info = _alias(expr, {}, fsrc)
+    if isinstance(info, _Items):
+        return {view[0] for view in _flat_views(info)}
+    return set() if info is None else {info[0]}
+
+
 def _item(expr, views, fsrc=None, index=None, construct=ITEM):
     """What an item of the sequence ``expr`` is (``index``: which one, when it is a constant)."""
     info = _alias(expr, views, fsrc)
