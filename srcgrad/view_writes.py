@@ -392,8 +392,7 @@ def _scan(fsrc, body, views, returns=None):
             # `r += 1` on an array updates it in place: through a view, that is a write into
             # the base too
             if isinstance(stmt.target, ast.Name) and isinstance(views.get(stmt.target.id), _Items):
-                for item in _Items([_item(stmt.value, views, fsrc)]).items:   # rows += [a[0]]
-                    views[stmt.target.id].add(item)
+                views[stmt.target.id].add(_item(stmt.value, views, fsrc))     # rows += [a[0]]
             else:
                 _check_write(fsrc, stmt, stmt.target, views, augmented=True)
         elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:

@@ -1,7 +1,8 @@
-"""np.einsum with one or two operands on both targets (srcgrad/normalize/einsum.py lowers it to
-``@``, transposes, broadcast products and sums), checked against central finite differences in
-float64: every common subscript on the python target, both lowerings compiled (all of the
-subscripts under -m slow)."""
+"""np.einsum on both targets (srcgrad/normalize/einsum.py lowers it to ``@``, transposes, broadcast
+products and sums; three or more operands two at a time; an index repeated inside one operand as
+its diagonal), checked against central finite differences in float64: every common subscript on
+the python target, the lowerings compiled (all of the subscripts under -m slow). ``...`` keeps
+the np.einsum call, whose rule refuses it naming the line."""
 import numpy as np
 import pytest
 
@@ -74,10 +75,59 @@ def test_all_einsums_cpu():
     assert np.isclose(value, all_einsums(a, b, v, x, y), rtol=1e-12)
 
 
-def einsum_diagonal(a):
-    return np.sum(np.einsum("ii->i", a))
+def three_or_more(a, b, c):
+    # contracted two at a time, left to right
+    return (np.sum(np.einsum("ij,jk,kl->il", a, b, c) ** 2) + np.einsum("i,ij,j->", a[0], b, c[:, 1])
+            + np.sum(np.sin(np.einsum("ij,ij,ij->i", a, a, c.T[:, :3])))
+            + np.sum(np.einsum("ab,bc,cd,de->ae", a, b, c, c.T) ** 2))
 
 
-def test_einsum_with_a_repeated_index_is_refused_with_its_line():
-    with pytest.raises(srcgrad.SrcgradError, match=r"test_einsum_lowering\.py:\d+.*diagonal"):
-        srcgrad.grad(einsum_diagonal, target="python")(np.ones((3, 3)))
+def diagonals(a, b, c):
+    # an index repeated inside one operand: its diagonal (a product with np.eye, summed)
+    sq = b[:3, :3]
+    t = np.stack([sq, sq * sq])
+    return (np.einsum("ii->", sq) + np.sum(np.einsum("ii->i", sq) ** 3) + np.sum(np.sin(np.einsum("bii->bi", t)))
+            + np.sum(np.einsum("ii,ij->j", sq, a.T[:3]) ** 2) + np.einsum("ii", sq * sq))
+
+
+def _more_args():
+    return RNG.standard_normal((4, 3)), RNG.standard_normal((3, 5)), RNG.standard_normal((5, 4))
+
+
+MORE_ARGS = _more_args()
+
+
+@pytest.mark.parametrize("f", [three_or_more, diagonals], ids=lambda f: f.__name__)
+def test_einsum_operands_and_diagonals_python(f):
+    check_tree_grad(f, MORE_ARGS, wrt=(0, 1, 2), target="python")
+
+
+def test_einsum_diagonals_python_float32():
+    args = [t.astype(np.float32) for t in MORE_ARGS]
+    grads = srcgrad.grad(diagonals, wrt=(0, 1, 2), target="python")(*args)
+    assert all(g.dtype == np.float32 for g in grads)
+
+
+def three_and_diagonal(a, b, c):
+    # one compile: three operands (a matrix product, then a broadcast product summed), a batched
+    # diagonal and a trace
+    sq = b[:3, :3]
+    return (np.sum(np.einsum("ij,jk,kl->il", a, b, c) ** 2) + np.einsum("i,ij,j->", a[0], b, c[:, 1])
+            + np.sum(np.sin(np.einsum("bii->bi", np.stack([sq, sq * sq])))) + np.einsum("ii->", sq))
+
+
+def test_einsum_operands_and_diagonals_cpu():
+    check_tree_grad(three_and_diagonal, MORE_ARGS, wrt=(0, 1, 2), target="cpu")
+
+
+def einsum_ellipsis(x, b):
+    return np.sum(np.einsum("...ij,jk->...ik", x, b) ** 2)
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_einsum_with_an_ellipsis_is_refused_with_its_line(target):
+    # `...` stands for axes whose number normalize does not know (it serves every ndim): the
+    # np.einsum call is kept, and its rule refuses `...` naming the line, before any compile
+    x, b = RNG.standard_normal((2, 4, 3)), RNG.standard_normal((3, 2))
+    with pytest.raises(srcgrad.SrcgradError, match=r"test_einsum_lowering\.py:\d+.*'\.\.\.'"):
+        srcgrad.grad(einsum_ellipsis, target=target)(x, b)

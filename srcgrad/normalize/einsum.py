@@ -1,6 +1,11 @@
-"""Normalize, part 0 (continued): ``np.einsum`` with one or two operands becomes the products,
-transposes and sums it stands for, which both targets run and differentiate with their own rules
-(the compiled target has no einsum).
+"""Normalize, part 0 (continued): ``np.einsum`` becomes the products, transposes and sums it stands
+for, which both targets run and differentiate with their own rules (the compiled target has no
+einsum).
+
+* an index repeated inside one operand (``ii->``, ``ii->i``, ``bii->bi``): that operand's diagonal
+  first, as its product with an identity ``np.eye(n)`` on those two axes summed over the second;
+* three or more operands: contracted two at a time, left to right, each intermediate keeping the
+  indices the output or a later operand still needs; then, for one or two operands:
 
 * one contracted index between two operands of at most two axes (``ij,jk->ik``, ``ij,j->i``,
   ``i,i->``, ``ji,jk->ki``): a matrix product ``@`` of the operands, transposed as needed;
@@ -10,10 +15,11 @@ transposes and sums it stands for, which both targets run and differentiate with
   product summed over the trailing summed axes. (One operand and no sum: a transpose of it, a view
   of the operand, as NumPy's einsum returns.)
 
-Subscripts with a repeated index inside one operand (``ii->i``, a diagonal), ``...``, three
-operands or keywords keep the ``np.einsum`` call (its rule, python target).
+Subscripts with ``...`` (its number of axes is not known here: the body serves every ndim) or
+keywords keep the ``np.einsum`` call (its rule, python target; the cpu target refuses it).
 """
 import ast
+import copy
 
 import numpy as np
 
@@ -42,7 +48,7 @@ def lower_einsums(body, fsrc):
 
 def _lowered(node):
     args = node.args
-    if node.keywords or not 2 <= len(args) <= 3 or any(isinstance(a, ast.Starred) for a in args) or \
+    if node.keywords or len(args) < 2 or any(isinstance(a, ast.Starred) for a in args) or \
             not (isinstance(args[0], ast.Constant) and isinstance(args[0].value, str)):
         return None
     operands = args[1:]
@@ -51,9 +57,24 @@ def _lowered(node):
     except ValueError:
         return None
     letters = "".join(inputs)
-    if any(len(set(spec)) != len(spec) for spec in inputs) or len(set(output)) != len(output) or \
-            not all(c.isalpha() for c in letters + output) or not set(output) <= set(letters):
-        return None     # a diagonal, a repeated output index, a bad subscript: np.einsum decides
+    if len(set(output)) != len(output) or not all(c.isalpha() for c in letters + output) or \
+            not set(output) <= set(letters):
+        return None     # a repeated output index, `...`, a bad subscript: np.einsum decides
+    operands, inputs = list(operands), list(inputs)
+    for k, spec in enumerate(inputs):
+        operands[k], inputs[k] = _diagonals(operands[k], spec, node)
+    return _contracted(inputs, output, operands, node)
+
+
+def _contracted(inputs, output, operands, node):
+    """The einsum of operands without repeated indices: two at a time, left to right (each
+    intermediate keeps the indices the output or a later operand still needs)."""
+    if len(operands) > 2:
+        needed = set(output).union(*inputs[2:])
+        kept = "".join(c for c in dict.fromkeys(inputs[0] + inputs[1]) if c in needed)
+        first = _contracted(inputs[:2], kept, operands[:2], node)
+        return _contracted([kept] + inputs[2:], output, [first] + operands[2:], node)
+    letters = "".join(inputs)
     if len(operands) == 2:
         product = _matmul(inputs, output, operands, node)
         if product is not None:
@@ -70,6 +91,30 @@ def _lowered(node):
         result = _call(np.sum, "np.sum", [result], node)
         result.keywords = [ast.keyword(arg="axis", value=ast.Constant(axis))]
     return result
+
+
+def _diagonals(operand, spec, like):
+    """``operand`` (subscripts ``spec``) with each index repeated inside it (``ii``, ``bii``) taken
+    once: its diagonal, as the product with an identity ``np.eye(n)`` placed on the two axes,
+    summed over the second (every target runs and differentiates those). Returns the new operand
+    and its subscripts."""
+    while len(set(spec)) != len(spec):
+        c = next(c for c in spec if spec.count(c) > 1)
+        p = spec.index(c)
+        q = spec.index(c, p + 1)
+        size = ast.Subscript(value=ast.Attribute(value=copy.deepcopy(operand), attr="shape",
+                                                 ctx=ast.Load()),
+                             slice=ast.Constant(p), ctx=ast.Load())
+        index = ast.Tuple(elts=[ast.Slice() if k in (p, q) else ast.Constant(None)
+                                for k in range(len(spec))], ctx=ast.Load())
+        mask = ast.Subscript(value=_call(np.eye, "np.eye", [size], like), slice=index, ctx=ast.Load())
+        operand = _call(np.sum, "np.sum", [ast.BinOp(left=operand, op=ast.Mult(), right=mask)], like)
+        operand.keywords = [ast.keyword(arg="axis", value=ast.Constant(q))]
+        for sub in ast.walk(operand):
+            if not hasattr(sub, "lineno"):
+                ast.copy_location(sub, like)
+        spec = spec[:q] + spec[q + 1:]
+    return operand, spec
 
 
 def _matmul(inputs, output, operands, like):

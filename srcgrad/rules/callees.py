@@ -271,8 +271,11 @@ def random_sampling_message(callee):
 
 # --- functions the cpu target does not compile (yet): refused when the function is specialized ---
 
-declare(np.einsum, cpu_refusal="np.einsum is supported on the python target only (its cpu version "
-        "would need a loop nest per subscripts string); use `@`/np.dot/np.sum, or target='python'")
+# np.einsum with a constant subscripts string and no `...` or keywords is lowered before this
+# check (normalize/einsum.py), so only the other forms reach this refusal
+declare(np.einsum, cpu_refusal="np.einsum with keywords or a subscripts string that is not a constant "
+        "is supported on the python target only (the cpu target compiles a constant subscripts "
+        "string, as products and sums); use `@`/np.dot/np.sum, or target='python'")
 # np.inner(a, b) and np.tensordot over one axis (axes=1, or one constant axis each) are lowered to
 # `@` before this check (normalize/tensordot.py), so only the other forms reach these refusals
 declare(np.tensordot, cpu_refusal="np.tensordot over two or more axes (or axes=0) is supported on the "
