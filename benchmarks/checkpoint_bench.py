@@ -3,9 +3,9 @@
 (periodic, K = ceil(sqrt(n))): run time and the growth of the peak resident memory during the
 gradient call.
 
-Each variant runs in a child process of its own (the peak RSS is per process): compiled on a
-short run first, then the median of ``--repeat`` value+gradient calls of the long run; the peak
-RSS (``ru_maxrss``) before and after them. The two gradients must agree exactly (the same
+Each variant runs in a child process of its own (Linux): compiled on a short run first, then the
+peak RSS is reset (``/proc/self/clear_refs``) and the median of ``--repeat`` value+gradient calls
+of the long run taken; the growth is the peak RSS after them minus the RSS before them. The two gradients must agree exactly (the same
 operations run in the same order).
 
 usage: python benchmarks/checkpoint_bench.py [--nsteps N] [--repeat R] [--quick]
@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 CHILD = r"""
-import resource, statistics, sys, time
+import statistics, sys, time
 import numpy as np
 sys.path.insert(0, {lib!r})
 sys.path.insert(0, {root!r})
@@ -39,14 +39,19 @@ p, u0, dt = np.array([10.0, 28.0, 8.0 / 3.0]), np.array([1.0, 1.0, 1.0]), 1e-5
 start = time.perf_counter()
 g(p, u0, dt, 10)
 first = time.perf_counter() - start
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(l.split()[1]) * 1024 for l in lines if l.startswith(field + ":"))
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")                     # the peak RSS (VmHWM) restarts from the current RSS
+before = status("VmRSS")
 times = []
 for _ in range(repeat):
     start = time.perf_counter()
     value, (gp, gu) = g(p, u0, dt, nsteps)
     times.append(time.perf_counter() - start)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("RESULT", first, statistics.median(times), (after - before) * 1024, repr(value),
+grown = status("VmHWM") - before
+print("RESULT", first, statistics.median(times), grown, repr(value),
       " ".join(repr(float(v)) for v in list(gp) + list(gu)))
 """
 
@@ -86,10 +91,11 @@ def main():
         f"- program: Lorenz-63 RK4 (`benchmarks/lib/programs.py: lorenz_rk4`), {args.nsteps:,} steps, "
         f"value and gradient w.r.t. (p, u0), target cpu, median of {args.repeat} calls; each variant in "
         "a child process of its own",
-        "- peak RSS growth: `ru_maxrss` after the timed calls minus before them (compiled on a 10-step run "
-        f"first); the full tape holds 4 floats a step = {tape / 2 ** 20:.1f} MiB; checkpointed, "
-        f"{2 * math.isqrt(args.nsteps - 1) + 2} iterations' worth of 4 floats (checkpoints and one segment's "
-        "tape): a growth of 0 means the calls stayed below the peak the process had already reached",
+        "- peak RSS growth: the peak resident memory (VmHWM, reset through /proc/self/clear_refs after "
+        "a 10-step run has compiled the code) minus the resident memory before the timed calls; the full "
+        f"tape holds 4 floats a step = {tape / 2 ** 20:.1f} MiB; checkpointed, "
+        f"{2 * math.isqrt(args.nsteps - 1) + 2} iterations' worth of 4 floats (checkpoints and one "
+        "segment's tape)",
         f"- gradients identical with and without checkpointing: {'yes' if same else 'NO'}", "",
         "| checkpoint | median value+grad | peak RSS growth | first call (compile) |",
         "|---|---|---|---|",
