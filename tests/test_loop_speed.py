@@ -4,6 +4,7 @@ Each optimization has a switch; every test compares the gradient with the switch
 (to rounding) and with central finite differences, on the python target and a compiled subset.
 """
 import math
+import re
 
 import numba
 import numpy as np
@@ -443,5 +444,37 @@ def test_zero_adjoints_rosenbrock_cpu(tmp_path, monkeypatch):
     args = (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),)
     g = srcgrad.grad(rosen, wrt=0, target="cpu")
     source = g.source_for(*args)
-    assert "_adj_a = _adj_t11 * _t10" in source       # was `_adj_a += ...` after `_adj_a = 0.0`
+    # `_adj_a = _adj_t10 * _t9` (was `_adj_a += ...` right after `_adj_a = 0.0`)
+    assert re.search(r"\n +_adj_a = _adj_t\d+ \* _t\d+\n", source)
     check_grad(rosen, args, wrt=0, target="cpu", gradfn=g)
+
+
+# -- `x[i] * x[i]` reads x[i] once: one doubled contribution to its adjoint ----------------------
+
+
+def same_operands(x, w):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * x[i] + (w[i % 2] + w[i % 2]) * x[i]     # shared: x[i], w[i % 2]
+    return s + np.sum(w) * np.sum(w)                          # calls: evaluated twice, as written
+
+
+def test_share_same_operands(monkeypatch, tmp_path):
+    from srcgrad.normalize import flatten
+    args = (np.array([0.3, -0.4, 0.8, 1.1]), np.array([0.5, -1.5]))
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(flatten, "SHARE_SAME_OPERANDS", on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(on)))
+        g = srcgrad.value_and_grad(same_operands, wrt=(0, 1), target="python")
+        results.append((g(*args), g.source_for(*args)))
+    (on, source_on), (off, source_off) = results
+    primal_on = source_on.split("def same_operands_adjoint")[0]
+    assert re.search(r"(_t\d+) = x\[i\]\n +_t\d+ = \1 \* \1\n", primal_on)
+    assert not re.search(r"(_t\d+) = x\[i\]\n +_t\d+ = \1 \* \1\n", source_off)
+    assert primal_on.count("np.sum(w)") == 2
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-15)
+    for a, b in zip(on[1], off[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+    monkeypatch.setattr(flatten, "SHARE_SAME_OPERANDS", True)
+    check_grad(same_operands, args, wrt=(0, 1), target="python")

@@ -11,6 +11,18 @@ from ..parse import FunctionSource
 from .syntax import (ARRAY_METHODS, NameMaker, SCALAR_CONSTANT_TYPES, _copy, assign, assigned_names,
                      is_atom, name_load, name_store)
 
+# `e * e` / `e + e` with the same side-effect-free operand evaluates it once. False: twice (tests
+# compare both; not in the cache key).
+SHARE_SAME_OPERANDS = True
+
+
+def _pure(expr):
+    """An expression without calls (names, constants, indexing, arithmetic, attributes)."""
+    return all(isinstance(node, (ast.Name, ast.Constant, ast.Subscript, ast.Attribute, ast.BinOp,
+                                 ast.UnaryOp, ast.Tuple, ast.Slice, ast.Load, ast.operator,
+                                 ast.unaryop, ast.expr_context))
+               for node in ast.walk(expr))
+
 
 class Flattener:
     """Flatten nested expressions into a sequence of single-operation assignments."""
@@ -228,6 +240,12 @@ class Flattener:
                 return [], folded
             pre, base = self.atom(expr.value, stmt, want_name=True)
             return pre, ast.Attribute(value=base, attr=expr.attr, ctx=ast.Load())
+        if isinstance(expr, ast.BinOp) and SHARE_SAME_OPERANDS and isinstance(expr.op, (ast.Mult, ast.Add)) \
+                and _pure(expr.left) and ast.dump(expr.left) == ast.dump(expr.right):
+            # `x[i] * x[i]`: the operand is read once (one temporary), so the adjoint adds one
+            # doubled contribution to x[i] instead of two (transform._merge_same_operand)
+            pre, operand = self.atom(expr.left, stmt)
+            return pre, ast.BinOp(left=operand, op=expr.op, right=_copy(operand))
         if isinstance(expr, ast.BinOp):
             p1, left = self.atom(expr.left, stmt)
             p2, right = self.atom(expr.right, stmt)
