@@ -174,6 +174,56 @@ def _gradient_function(func, kinds, wrt_name, precision):
     return getattr(codegen.import_module(path), name)
 
 
+def _flat_gradient_function(func, kinds, wrt_names, precision):
+    """``<f>_gradient_flat(*params, _seed)``: f's gradients w.r.t. several arguments (or one float),
+    written element by element into one flat array (what the batched forward mode takes: element
+    writes), for hessian's blocks."""
+    import ast
+    import re
+    from .program import build_module
+    sources = helper_sources(func)
+    key = codegen.cache_key("python", kinds, precision, tuple(wrt_names), _GRADIENT_FUNCTION, "flat",
+                            *sorted(sources.values()))
+    path = codegen.module_path(f"{func.__name__}_gradient_flat", key)
+    name = f"{func.__name__}_gradient_flat"
+    if not os.path.exists(path):
+        source, _, _, _ = build_module(func, kinds, list(wrt_names), "python", len(wrt_names) == 1, precision)
+        entry = re.search(rf"^{naming.MODULE_ENTRY} = (\w+)$", source, re.M).group(1)
+        tree = ast.parse(source)
+        (adjoint,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == entry]
+        tail = adjoint.body[-1]
+        grads = tail.value.elts[1].elts if isinstance(tail, ast.Return) and isinstance(tail.value, ast.Tuple) \
+            and len(tail.value.elts) == 2 and isinstance(tail.value.elts[1], ast.Tuple) else None
+        if grads is None or len(grads) != len(wrt_names):
+            raise SrcgradError(f"{func.__name__}: the adjoint does not return (value, (gradients...))")
+        params = [a.arg for a in adjoint.args.args]
+        arrays = [n for n in wrt_names if kinds[params.index(n)].is_array]
+        size = " + ".join([f"{n}.size" for n in arrays] + [str(len(wrt_names) - len(arrays))])
+        lines = [f"_flat = np.empty({size})", "_o = 0"]      # (float64: hessian casts the blocks)
+        for k, (n, g) in enumerate(zip(wrt_names, grads)):
+            lines.append(f"_g{k} = {ast.unparse(g)}")
+            ndim = kinds[params.index(n)].ndim if n in arrays else 0
+            indent = ""
+            for d in range(ndim):
+                lines.append(f"{indent}for _i{d} in range(_g{k}.shape[{d}]):")
+                indent += "    "
+            item = f"_g{k}[{', '.join(f'_i{d}' for d in range(ndim))}]" if ndim else f"_g{k}"
+            lines += [f"{indent}_flat[_o] = {item}", f"{indent}_o += 1"]
+        lines.append("return _flat")
+        body = adjoint.body[:-1]
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        body += ast.parse("\n".join(lines)).body
+        doc = ast.Expr(value=ast.Constant(f"The gradients of {func.__name__} w.r.t. ({', '.join(wrt_names)}) "
+                                          "in one flat array (for hessian: forward mode over it)."))
+        function = ast.FunctionDef(name=name, args=adjoint.args, body=[doc] + body, decorator_list=[],
+                                   returns=None, type_comment=None, type_params=[])
+        text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
+        head = source[:source.index("\n\n\n")]
+        codegen.write_module(path, f"{head}\n\n\n{text}\n")
+    return getattr(codegen.import_module(path), name)
+
+
 class _GradientOnlySpecialization(Specialization):
     """A gradient specialization whose ``grad`` entry (all hvp calls) runs the adjoint without
     the value; the other entries are the ordinary ones."""
@@ -368,8 +418,81 @@ class HessianFunction(_ForwardBase):
             if getattr(spec, "hessian_columns", None) is not None:
                 self.last_path = "hvp sweeps in one call"
                 return self._hvp._run(spec, "hessian_columns", values, (spec.one,))
+        blocks = self._batched_blocks(kinds, values)
+        if blocks is not None:
+            self.last_path = "batched"
+            return blocks
         self.last_path = "hvp per column"
         return self._by_columns(values)
+
+    def _batched_blocks(self, kinds, values):
+        """Tuple ``wrt`` and float arguments: the blocks from forward mode over the flat gradient,
+        BATCH directions per sweep (one compiled sweep per chunk, the chunks from Python), or None
+        where that code is outside the batched subset."""
+        precision = precision_of(values)
+        key = ("flat", kinds, precision)
+        if key not in self._batched_drivers:
+            entry = None
+            try:
+                gradient = _flat_gradient_function(self.func, kinds, self.wrt_names, "float64")
+                module, name, source, path = _forward_module(gradient, tuple(kinds) + (_FLOAT,), self.wrt_names,
+                                                             self.target, precision)
+                if hasattr(module, f"{name}_batch"):
+                    entry = (getattr(module, f"{name}_batch"),
+                             ForwardSpecialization(module, name, source, path, key))
+            except SrcgradError:
+                entry = None
+            self._batched_drivers[key] = entry
+        entry = self._batched_drivers[key]
+        if entry is None:
+            return None
+        from .forward_batch import BATCH
+        xs = [values[i] for i in self.wrt_indices]
+        shapes = [np.shape(x) for x in xs]
+        sizes = [int(np.prod(s)) for s in shapes]
+        dtypes = [x.dtype if isinstance(x, np.ndarray) else np.dtype(np.float64) for x in xs]
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(int)
+        total = int(offsets[-1])
+        seed = dtypes[0].type(1.0)
+        H = None
+        for c in range(0, total, BATCH):
+            w = min(BATCH, total - c)
+            directions = []
+            for i in range(len(xs)):
+                E = np.zeros((sizes[i], BATCH), dtype=dtypes[i])
+                for k in range(w):
+                    if offsets[i] <= c + k < offsets[i + 1]:
+                        E[c + k - offsets[i], k] = 1.0
+                directions.append(E.reshape(shapes[i] + (BATCH,)))
+            try:
+                _, T = self._call_entry(entry, values, seed, directions)
+            except _FirstCallFailed:
+                return None
+            if H is None:
+                H = np.empty((total, total), dtype=T.dtype)
+            H[:, c:c + w] = T[:, :w]
+        self._last = entry[1]
+        blocks = [[_scalar_if_0d(np.ascontiguousarray(H[offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]],
+                                                      dtype=dtypes[i]).reshape(shapes[i] + shapes[j]))
+                   for j in range(len(xs))] for i in range(len(xs))]
+        if self.single:
+            return blocks[0][0]
+        return tuple(tuple(row) for row in blocks)
+
+    def _call_entry(self, entry, values, seed, directions):
+        """The batched function's result; on a failing first call (a construct the compiled
+        backend does not take) the entry is dropped and :class:`_FirstCallFailed` raised."""
+        if id(entry[0]) in self._batched_ok:
+            return entry[0](*values, seed, *directions)
+        try:
+            out = entry[0](*values, seed, *directions)
+        except Exception:   # noqa: BLE001  (the first call only; the fallback re-raises real errors)
+            for key, held in list(self._batched_drivers.items()):
+                if held is entry:
+                    self._batched_drivers[key] = None
+            raise _FirstCallFailed from None
+        self._batched_ok.add(id(entry[0]))
+        return out
 
     def _batched(self, kinds, precision):
         """Forward mode over the gradient, several directions per sweep (forward_batch): the
@@ -495,6 +618,10 @@ class JacobianFunction(_ForwardBase):
         if self._entry is None:
             self._entry = _make_driver_entry(self, "jacobian")
         return self._entry
+
+
+class _FirstCallFailed(Exception):
+    """The first call of a batched hessian function failed: the hvp path serves."""
 
 
 def _call_batched(fn, driver, values):

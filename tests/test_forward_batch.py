@@ -141,3 +141,30 @@ def test_batched_hessian_cpu():
     H = hes(x)
     assert hes.last_path == "batched"
     np.testing.assert_allclose(H, fd_hessian(smooth, (x,), 0), rtol=1e-5, atol=1e-5)
+
+
+def mixed(x, p, s):
+    t = 0.0
+    for i in range(x.shape[0]):
+        t += math.sin(x[i] * p[i % p.shape[0], i % 2]) * s + x[i] ** 2 * s * s
+    return t
+
+
+@pytest.mark.parametrize("wrt", [(0, 1, 2), (1, 2), 2])
+def test_batched_hessian_blocks_python(wrt):
+    rng = np.random.default_rng(6)
+    args = (rng.standard_normal(BATCH + 3), rng.standard_normal((2, 2)), 0.7)
+    hes = srcgrad.hessian(mixed, wrt=wrt, target="python")
+    blocks = hes(*args)
+    assert hes.last_path == "batched"
+    want = hes._by_columns(args)                        # one hvp call per column
+    indices = (wrt,) if isinstance(wrt, int) else wrt
+    if isinstance(wrt, int):
+        blocks, want = ((blocks,),), ((want,),)
+    for i, row in enumerate(blocks):
+        for j, block in enumerate(row):
+            assert np.shape(block) == np.shape(args[indices[i]]) + np.shape(args[indices[j]])
+            np.testing.assert_allclose(block, want[i][j], rtol=1e-12, atol=1e-12)
+    # the diagonal blocks against central differences of the gradient
+    for i, index in enumerate(indices):
+        np.testing.assert_allclose(blocks[i][i], fd_hessian(mixed, args, index), rtol=1e-5, atol=1e-5)
