@@ -13,7 +13,9 @@ Every trainer has the same interface::
 How each is written (what a careful user of that tool does):
 
 * ``srcgrad``: ``MinibatchLoop(value_and_grad(mlp_loss), SGD)``: one compiled call per epoch;
-  gathers each minibatch, calls the generated gradient, applies the update.
+  gathers each minibatch and calls the training step srcgrad writes from the generated gradient
+  for plain SGD (the weight updates fused into the weight-gradient products, as the hand Numba
+  trainer does; ``srcgrad.training.fused_sgd``).
 * ``numpy``: hand backprop with preallocated buffers, ``np.take(..., out=)``, ``out=`` products
   and in-place updates (no temporaries in the step).
 * ``numba``: hand backprop, the whole epoch in one ``@njit`` call, float32 throughout, buffers

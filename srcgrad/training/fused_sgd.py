@@ -351,18 +351,19 @@ def sgd_step_function(spec, n_params):
     name = getattr(getattr(entry, "py_func", None), "__name__", None)
     if name is None or not spec.path.endswith(".py"):
         return None
-    built = sgd_step_source(spec.source, name, n_params)
-    if built is None:
-        return None
-    text, fused = built
-    source = (spec.source.rstrip("\n") + "\n\n\n"
-              "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
-              "sgd_apply_right, sgd_apply_left, sgd_apply)  # noqa: E402\n\n\n" + text + "\n")
     path = spec.path[:-3] + "_sgd.py"
     if not os.path.exists(path):
+        built = sgd_step_source(spec.source, name, n_params)
+        if built is None:
+            return None
+        text, fused = built
+        source = (spec.source.rstrip("\n") + "\n\n\n"
+                  "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
+                  "sgd_apply_right, sgd_apply_left, sgd_apply)  # noqa: E402\n\n\n" + text +
+                  f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)
     module = codegen.import_module(path)
-    return getattr(module, name + STEP_SUFFIX), tuple(fused)
+    return getattr(module, name + STEP_SUFFIX), module._srcgrad_sgd_fused
 
 
 def fused_step(loss_and_grads, params, Xb, yb, lean):
@@ -373,6 +374,9 @@ def fused_step(loss_and_grads, params, Xb, yb, lean):
     ``SRCGRAD_FUSED_SGD=0``): the loop then calls the gradient and the optimizer's kernel."""
     if os.environ.get("SRCGRAD_FUSED_SGD", "1") == "0":
         return None
+    if not all(isinstance(p, np.ndarray) and p.flags.writeable
+               and (p.flags.c_contiguous or p.flags.f_contiguous) for p in params):
+        return None                     # the optimizer's kernel says what it needs
     specialize = loss_and_grads.specialize_lean if lean else loss_and_grads.specialize
     spec = specialize(*params, Xb, yb)
     if getattr(spec, "plan", None) is not None and spec.plan.captures:
