@@ -312,32 +312,43 @@ def sgd_step_source(module_source, adjoint_name, n_params):
         rebound, written = _written(body[k + 1:], fresh, in_place)
         if rebound & set(operands) or written & closure:
             continue
-        fused[i] = (kind, args)
         pending = "sgd_pending_right" if kind == "matmul_grad_right" else "sgd_pending_left"
-        stmt.value.func = ast.Name(pending, ast.Load())
+        fused[i] = (kind, args, pending, stmt)
+    # the adjoint's own text (its comments kept) with four edits: the header, the docstring, the
+    # fused products and the return
     updates = []
     for i, (p, g) in enumerate(zip(params, grads)):
         if i in fused:
-            kind, args = fused[i]
+            kind, args = fused[i][:2]
             helper = "sgd_apply_right" if kind == "matmul_grad_right" else "sgd_apply_left"
             updates.append(f"{helper}({g.id}, {', '.join(args)}, _lr)")
         else:
             updates.append(f"sgd_apply({p}, {ast.unparse(g)}, _lr)")
-    value = ast.unparse(ret.value.elts[0])
-    fn.name = adjoint_name + STEP_SUFFIX
-    fn.args.args.append(ast.arg("_lr"))
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-            and isinstance(body[0].value.value, str):
-        body = body[1:]                         # the adjoint's docstring: replaced below
     doc = (f"One SGD step: {adjoint_name} (the value and the gradients), then p -= _lr * grad "
            f"for every parameter, in place; returns the value. Fused into the weight-gradient "
            f"product (one GEMM, alpha=-_lr, beta=1): "
            f"{', '.join(params[i] for i in fused) or 'none'}.")
-    marker = "__SRCGRAD_SGD_UPDATES__"
-    fn.body = [ast.Expr(ast.Constant(doc))] + body + [ast.Expr(ast.Constant(marker))]
-    update_text = "# SGD update, after every guard (a stopped step has changed nothing)\n    " + \
-        "\n    ".join(updates) + f"\n    return {value}"
-    text = ast.unparse(fn).replace(repr(marker), update_text)
+    arguments = ", ".join(a.arg for a in fn.args.args)
+    first = body[0] if body else ret
+    has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+        and isinstance(first.value.value, str)
+    edits = [(fn.lineno, first.lineno - 1,
+              [f"def {adjoint_name}{STEP_SUFFIX}({arguments}, _lr):", f'    """{doc}"""'])]
+    if has_doc:
+        edits.append((first.lineno, first.end_lineno, []))
+    for kind, args, pending, stmt in fused.values():
+        edits.append((stmt.lineno, stmt.end_lineno,
+                      [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
+    edits.append((ret.lineno, ret.end_lineno,
+                  ["    # SGD update, after every guard (a stopped step has changed nothing)"]
+                  + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
+    lines = module_source.splitlines()
+    out, line = ["@jit"], fn.lineno
+    for begin, stop, replacement in sorted(edits, key=lambda e: e[0]):
+        out += lines[line - 1:begin - 1] + replacement
+        line = stop + 1
+    out += lines[line - 1:fn.end_lineno]
+    text = "\n".join(out)
     return text, [params[i] for i in fused]
 
 
