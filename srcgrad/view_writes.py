@@ -538,9 +538,10 @@ def _check_write(fsrc, stmt, target, views, augmented=False):
         # into the caller's array: fine for the differentiated function (its argument), refused
         # for a helper (program.py); a plain `p += ...` only when `p` is an array
         error = fsrc.error(
-            stmt, f"`{ast.unparse(stmt).splitlines()[0]}` writes into the argument `{base}`: "
-            f"a helper that changes its caller's array is not supported (the caller's gradient "
-            f"would be wrong). Write into a copy instead, e.g. `{name} = {name}.copy()` first",
+            stmt, f"`{ast.unparse(stmt).splitlines()[0]}`: helper {fsrc.name} writes into its "
+            f"argument '{base}'; helpers called from differentiated code must not modify their "
+            f"array arguments (the caller's gradient would be wrong). Write into a copy instead, "
+            f"e.g. `{name} = {name}.copy()` first",
             "argument mutation")
         views.setdefault(_PARAM_WRITES, []).append((base, isinstance(target, ast.Name), error))
         return
