@@ -520,6 +520,9 @@ class ForwardBuilder:
         body = copies + stmts + [tail]
         if self.lowered:
             body = base.finish(body, analysis)
+            if self.target == "cpu":       # Numba has no np.tensordot/np.inner
+                from .backends.cpu.tensordots import lower_tensordots
+                (body,) = lower_tensordots([body], analysis)
         else:
             body = self._name_library_calls(body)
             if self.target == "cpu":
