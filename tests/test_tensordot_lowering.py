@@ -1,9 +1,9 @@
-"""np.inner and np.tensordot over one axis on both targets (srcgrad/normalize/tensordot.py lowers
-them to ``@``, moved axes and transposes), checked against central finite differences in float64:
+"""np.inner and np.tensordot on both targets, checked against central finite differences in float64:
 the operand shapes on the python target (which keeps the calls and their rule, for every ndim), a
-representative subset compiled in one function. Forms that are not lowered (axes=0, axes=2, two-axis
-pairs) keep their python-only rule and the cpu target's refusal; on cpu a lowered call whose second
-operand has more than two axes is refused, with its line (``@`` would batch over its leading axes)."""
+representative subset compiled in one function. On cpu every form with constant axes (axes=0,
+axes=2, several axes in a pair, 3-d second operands) is written as a matrix product of reshapes
+once the kinds are known (srcgrad/backends/cpu/tensordots.py); axes known only at run time keep
+the python-only rule and the cpu target's refusal naming the line."""
 import numpy as np
 import pytest
 
@@ -74,6 +74,7 @@ def lowered(v, a, x):
             + np.inner(v, v) + np.sum(np.inner(a, a) ** 2) + np.sum(np.inner(x, v[:3]) ** 3))
 
 
+@pytest.mark.slow       # the same cpu lowering as test_every_form_cpu (one compile by default)
 def test_tensordot_inner_cpu():
     v, a, x = _args()
     check_grad(lowered, (v, a, x), wrt=(0, 1, 2), target="cpu")
@@ -87,13 +88,15 @@ def test_tensordot_inner_cpu_float32():
     check_grad(lowered, (v, a, x), wrt=(0, 1, 2), target="cpu", rtol=3e-3, atol=3e-3)
 
 
-def td_two_axes(a):
-    return np.tensordot(a, a, 2)
+def td_runtime_axes(a, k):
+    return np.sum(np.tensordot(a, a, ([k], [k])) ** 2)
 
 
-def test_tensordot_not_lowered_is_refused_on_cpu_with_its_line():
+def test_tensordot_with_axes_known_at_run_time_only():
+    # python: the rule; cpu: refused naming the line (the axes decide the reshapes)
+    check_grad(td_runtime_axes, (normal(4, 3), 1), target="python")
     with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*python target only"):
-        srcgrad.grad(td_two_axes, target="cpu")(normal(4, 3))
+        srcgrad.grad(td_runtime_axes, target="cpu")(normal(4, 3), 1)
 
 
 def inner_of_3d(a, x):
@@ -102,15 +105,6 @@ def inner_of_3d(a, x):
 
 def td_into_3d(a, x):
     return np.sum(np.tensordot(a, x, 1) ** 2)
-
-
-def test_lowered_product_with_a_3d_second_operand_is_refused_on_cpu():
-    # `@` would batch over the leading axes of the 3-d operand: refused with the line on cpu
-    a, x = normal(4, 3), normal(2, 4, 3)
-    with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.inner.*2 and 3"):
-        srcgrad.grad(inner_of_3d, target="cpu")(a, x)
-    with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.tensordot.*2 and 3"):
-        srcgrad.grad(td_into_3d, target="cpu")(a[:, :2], x)
 
 
 def test_3d_second_operand_python():
@@ -125,8 +119,31 @@ def inner_of_a_number(a):
     return np.sum(np.inner(2.0, a) * a)
 
 
-def test_inner_of_a_number():
-    # python: the rule (a product with the number); cpu: the lowered `@` is refused with its line
+def test_inner_of_a_number_python():
     check_grad(inner_of_a_number, (normal(2, 3),), target="python")
-    with pytest.raises(srcgrad.SrcgradError, match=r"test_tensordot_lowering\.py:\d+.*np\.inner.*0 and 2"):
-        srcgrad.grad(inner_of_a_number, target="cpu")(normal(2, 3))
+
+
+def every_form(a, x, v):
+    # on cpu, once the kinds are known (backends/cpu/tensordots.py): axes=0 (outer), axes=2 (a full
+    # contraction), several axes in a pair, 3-d second operands, np.inner of 2-d and 3-d, with a number
+    return (np.sum(np.tensordot(a[0], a[1], 0) ** 2) + np.tensordot(a, a, 2)
+            + np.sum(np.tensordot(x, a, axes=((1, 2), (0, 1))) ** 2)
+            + np.sum(np.sin(np.tensordot(a[:, :2], x, 1))) + np.sum(np.inner(a, x) ** 2)
+            + np.sum(np.tensordot(x, x, ([0, 2], [0, 2])) ** 2) + np.inner(v, v)
+            + np.sum(np.inner(2.0, v) * v))
+
+
+def test_every_form_cpu():
+    a, x = normal(4, 3), normal(2, 4, 3)
+    check_grad(every_form, (a, x, normal(3)), wrt=(0, 1, 2), target="cpu")
+    check_grad(every_form, (a, x, normal(3)), wrt=(0, 1, 2), target="python")
+
+
+def td_tangent(a, x):
+    return np.sum(np.tensordot(x, a, axes=((1, 2), (0, 1))) ** 2) + np.sum(np.sin(np.inner(a, x)))
+
+
+def test_jvp_cpu():
+    # forward mode's tangent code calls np.tensordot/np.inner too: written the same way on cpu
+    from test_forward import check_jvp
+    check_jvp(td_tangent, (normal(4, 3), normal(2, 4, 3)), (0, 1), "cpu")

@@ -24,7 +24,8 @@ class Backend:
 
     ``lower_products``: normalize writes ``np.inner``/``np.tensordot`` over one axis as ``@``
     (normalize/tensordot.py), which fits only a second operand of one or two axes (a kind-time
-    guard refuses the others). The python target keeps the calls: their rule computes every ndim."""
+    guard refuses the others). The python target keeps the calls (their rule computes every
+    ndim), and so does the cpu target (it writes them once the kinds are known)."""
 
     def __init__(self, name, lower_products=True):
         self.name = name
@@ -55,7 +56,9 @@ class CpuBackend(Backend):
     ``FusionGuardFailed``, and Numba compiles about half as much for a typical adjoint."""
 
     def __init__(self):
-        super().__init__("cpu")
+        # np.inner/np.tensordot: written as matrix products once the kinds are known
+        # (backends/cpu/tensordots.py), for every ndim, instead of normalize's `@`
+        super().__init__("cpu", lower_products=False)
         self.fuse = True
         self.fallback = True
 
@@ -72,11 +75,12 @@ class CpuBackend(Backend):
     def check(self, unit):
         from ..analyse import walk_assignments
         from ..rules import cpu_refusal
+        from .cpu.tensordots import lowerable
         import ast
         for stmt, _depth in walk_assignments(unit.body):
             for node in ast.walk(stmt):
                 reason = cpu_refusal(getattr(node, "callee", None)) if isinstance(node, ast.Call) else None
-                if reason is not None:
+                if reason is not None and not lowerable(node, unit.body):
                     raise unit.fsrc.error(stmt, reason, "cpu target")
 
     def lower(self, sections, analysis):

@@ -1,7 +1,7 @@
 """Normalize, part 0 (continued): ``np.inner`` and ``np.tensordot`` over one axis become a matrix
-product ``@``, which the compiled targets run and differentiate with their own rules (they have no
-tensordot/inner). The python target keeps the calls (``backends.Backend.lower_products``): their
-rule computes every ndim.
+product ``@``, for the targets whose backend asks for it (``backends.Backend.lower_products``: the
+cuda target). The python target keeps the calls (their rule computes every ndim); the cpu target
+keeps them too and writes them once the kinds are known (``backends/cpu/tensordots.py``).
 
 * ``np.inner(a, b)`` (a product over the last axes of both) is ``a @ np.transpose(b)``;
 * ``np.tensordot(a, b, 1)`` (``axes=1``: the last axis of ``a`` with the first of ``b``) is ``a @ b``;

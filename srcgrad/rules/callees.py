@@ -276,13 +276,13 @@ def random_sampling_message(callee):
 declare(np.einsum, cpu_refusal="np.einsum with keywords or a subscripts string that is not a constant "
         "is supported on the python target only (the cpu target compiles a constant subscripts "
         "string, as products and sums); use `@`/np.dot/np.sum, or target='python'")
-# np.inner(a, b) and np.tensordot over one axis (axes=1, or one constant axis each) are lowered to
-# `@` before this check (normalize/tensordot.py), so only the other forms reach these refusals
-declare(np.tensordot, cpu_refusal="np.tensordot over two or more axes (or axes=0) is supported on the "
-        "python target only (the cpu target compiles axes=1 and one constant axis each, as `@`); use "
-        "`@`/np.dot and reshapes, or target='python'")
+# np.inner(a, b) and np.tensordot with constant axes are written as matrix products of reshapes
+# by the cpu backend (backends/cpu/tensordots.py), so only the other forms reach these refusals
+declare(np.tensordot, cpu_refusal="np.tensordot with axes known only at run time is supported on the "
+        "python target only (the cpu target compiles constant axes: an int, or a pair of ints or of "
+        "tuples of ints); use constant axes, or target='python'")
 declare(np.inner, cpu_refusal="np.inner with keywords or unpacked arguments is supported on the python "
-        "target only (the cpu target compiles np.inner(a, b), as `@`); use `@`/np.dot, or target='python'")
+        "target only (the cpu target compiles np.inner(a, b)); use `@`/np.dot, or target='python'")
 
 
 def cpu_refusal(callee):

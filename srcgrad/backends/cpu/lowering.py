@@ -5,6 +5,7 @@ import ast
 
 from .fusion import fuse_loops
 from .fusion_facts import _backend_has, _call_name, _is_comment
+from .tensordots import lower_tensordots
 
 
 def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
@@ -12,6 +13,8 @@ def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
     consecutive parts, e.g. forward sweep, reverse sweep, return): matrix products through the
     cpu backend's ``matmul`` (NumPy's BLAS) when the backend has one, then loop fusion (when
     ``fuse``: the backend's option, part of the cache key; ``fallback``: see fuse_loops)."""
+    if analysis is not None:       # np.tensordot/np.inner: matrix products of reshapes
+        sections = lower_tensordots(sections, analysis)
     sections = [_matrix_products(stmts, analysis) for stmts in sections]
     return fuse_loops(sections, analysis, fallback) if fuse else sections
 
