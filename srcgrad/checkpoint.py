@@ -153,10 +153,13 @@ def wrap(transformer, stmt, forward_loop, reverse):
     note = Comment(f"checkpointing: the segments backwards; each restores its stored state ({state_text}), "
                    "runs its iterations again taping them, then reverses them: the tape holds one "
                    "segment", line)
+    # the bytes kept in snapshot lists (checked against SRCGRAD_MAX_TAPE_BYTES as they are pushed)
+    # count one segment: the previous segment's reverse sweep popped all of its own
+    recount = assign("_snapshot_bytes", ast.Constant(0), stmt)
     segment = ast.copy_location(ast.For(
         target=name_store(fresh["seg"]),
         iter=_parse(f"range({fresh['segs']} - 1, -1, -1)"),
-        body=copy.deepcopy(bounds) + restores + [forward_loop] + reverse, orelse=[]), stmt)
+        body=copy.deepcopy(bounds) + restores + [recount, forward_loop] + reverse, orelse=[]), stmt)
     return forward, [note, segment]
 
 
