@@ -5,8 +5,8 @@ gradient call.
 
 Each variant runs in a child process of its own (Linux): compiled on a short run first, then the
 peak RSS is reset (``/proc/self/clear_refs``) and the median of ``--repeat`` value+gradient calls
-of the long run taken; the growth is the peak RSS after them minus the RSS before them. The two gradients must agree exactly (the same
-operations run in the same order).
+of the long run taken; the growth is the peak RSS after them minus the RSS before them. The two
+gradients must agree exactly (the same operations run in the same order).
 
 usage: python benchmarks/checkpoint_bench.py [--nsteps N] [--repeat R] [--quick]
        -> benchmarks/results/checkpoint.md and .json

@@ -23,7 +23,8 @@ may read it). Loops this cannot reverse safely are refused with a
 :class:`~srcgrad.errors.SrcgradError` (``while`` loops, which ``break``/``return`` inside a ``for``
 become; writes into an argument; state that may be unbound at loop entry; tuple state) — never a
 wrong gradient. The function's last loop, when it only sums terms into the result, needs no tape
-at all (joint sweep, :mod:`srcgrad.joint`): it is left as it is.
+at all (joint sweep, :mod:`srcgrad.joint`): it is left as it is. Only the differentiated
+function's own loops are checkpointed (not those of the helpers it calls).
 """
 import ast
 import copy
@@ -146,17 +147,21 @@ def wrap(transformer, stmt, forward_loop, reverse):
     # what the rerun reads from outside the loop (liveness.primal_reads): not the values it computes
     # itself, nor the state it starts from (restored from the checkpoint)
     assigned = _assigned(stmt)
-    forward_loop.outside_reads = (upward_exposed(stmt.body, {stmt.target.id}) - assigned) | set(operand_names(forward_loop.iter))
+    forward_loop.outside_reads = (upward_exposed(stmt.body, {stmt.target.id}) - assigned) | \
+        set(operand_names(forward_loop.iter))
     forward_loop.body[:] = _without_prints(forward_loop.body)    # (in place: the tape plan holds the list)
     reverse_loop = reverse[-1]
     reverse_loop.iter = _reversed(fresh)
     note = Comment(f"checkpointing: the segments backwards; each restores its stored state ({state_text}), "
                    "runs its iterations again taping them, then reverses them: the tape holds one "
                    "segment", line)
+    # the bytes kept in snapshot lists (checked against SRCGRAD_MAX_TAPE_BYTES as they are pushed)
+    # count one segment: the previous segment's reverse sweep popped all of its own
+    recount = assign("_snapshot_bytes", ast.Constant(0), stmt)
     segment = ast.copy_location(ast.For(
         target=name_store(fresh["seg"]),
         iter=_parse(f"range({fresh['segs']} - 1, -1, -1)"),
-        body=copy.deepcopy(bounds) + restores + [forward_loop] + reverse, orelse=[]), stmt)
+        body=copy.deepcopy(bounds) + restores + [recount, forward_loop] + reverse, orelse=[]), stmt)
     return forward, [note, segment]
 
 
