@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for p in (str(HERE), str(HERE.parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(HERE.parent) not in sys.path:      # the benchmarks package and this checkout's srcgrad
+    sys.path.insert(0, str(HERE.parent))
 
-import _threads  # noqa: E402
+from benchmarks.lib import _threads  # noqa: E402
 
 SIZES = {
     "rosenbrock": {"n": 10_000},
@@ -51,8 +50,8 @@ TARGET_PRIMAL = {"heat": 4.0}      # else 3.0
 
 
 def program(name):
-    import programs as P
-    import loop_programs as LP
+    from benchmarks.lib import programs as P
+    from benchmarks import loop_programs as LP
     if name == "gmm_njit":
         base = P.PROGRAMS["gmm"]
         return P.Program("gmm_njit", LP.gmm_njit, base.wrt, {}, base.make_args,
@@ -69,7 +68,7 @@ def fresh_njit(dispatcher_or_fn):
 
 def primal_of(prog):
     """numba.njit of the user function (helpers jitted too; @njit helpers stay as they are)."""
-    import adjoints
+    from benchmarks.lib import adjoints
     return adjoints.njit_user(prog.fn)
 
 
@@ -83,8 +82,7 @@ def rel_err(got, ref):
 
 def bench_program(name, size, min_time, log=print):
     import numpy as np
-    import harness as H
-    import adjoints
+    from benchmarks.lib import adjoints, harness as H
     import srcgrad
     prog, hand_name, jax_name = program(name)
     args = prog.make_args(size, np.random.default_rng(0))
@@ -120,7 +118,7 @@ def bench_program(name, size, min_time, log=print):
     timing.add(rows["srcgrad"], lambda: g(*args), lambda o: o)
 
     try:
-        import peers_jax
+        from benchmarks.lib import peers_jax
         t0 = time.perf_counter()
         jb = peers_jax.build(jax_name, args)
         jout = jb["run"]()
@@ -144,7 +142,7 @@ def bench_program(name, size, min_time, log=print):
 
 
 def report(results, meta, md_path, json_path):
-    import harness as H
+    from benchmarks.lib import harness as H
     lines = ["# srcgrad loop benchmark (issue #18)", "",
              f"- date: {meta['date']}; mode: {meta['mode']}; wall time {meta['wall_s']} s",
              f"- machine: {meta['machine']}; one thread per tool (pinned to one CPU); the machine "

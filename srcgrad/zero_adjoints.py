@@ -25,7 +25,7 @@ def assign_first_contributions(stmts, scalars):
     if first is not None:       # (the line of the first one)
         line = getattr(first, "lineno", 1)
         out.insert(0, Comment("scalar adjoints known to be zero take their first contribution by "
-                              "assignment (`=`, not `+= `: no addition of 0.0 in the loops)", line))
+                              "assignment (`=`, not `+=`: no addition of 0.0 in the loops)", line))
     return out
 
 
