@@ -385,8 +385,9 @@ class HessianFunction(_ForwardBase):
     """``hessian(f, wrt)``: the dense Hessian. Of one array argument: forward mode over the
     gradient with BATCH directions per sweep (forward_batch) where the gradient code is in the
     batched subset, else one hvp sweep per column in one compiled call; tuple ``wrt`` and float
-    arguments: one hvp call per column. ``last_path`` says which ran, ``.source`` (after a call)
-    shows its code."""
+    arguments: forward mode over the flat gradient (one sweep per chunk of BATCH columns), else
+    one hvp call per column. ``last_path`` says which ran, ``.source`` (after a call) shows its
+    code."""
 
     def __init__(self, func, wrt=0, target="cpu"):
         super().__init__(func, wrt=wrt, target=target, mode="hessian")
