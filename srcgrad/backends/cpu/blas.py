@@ -90,6 +90,50 @@ def _blas_operand(array_type):
                                                              _blas_strided_operand)
 
 
+def _gemm_c(a, b, trans_a, trans_b):
+    """``a`` (``a.T`` when ``trans_a``) times ``b`` (``b.T`` when ``trans_b``), for C-contiguous
+    matrices of one float dtype, through NumPy's BLAS."""
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+def _generic_gemm(*operands):
+    """Whether ``_gemm_c`` takes these operands: C-contiguous float32/float64 matrices of one
+    dtype and a BLAS with 64-bit integers (a 32-bit one needs the size check of ``matmul``). The
+    forward product and both adjoint products of C matrices then compile one function per dtype
+    (with the transposes as run-time flags) instead of one per layout pair: the BLAS call's
+    Numba compile was ~0.45 s each on this machine (benchmarks/results/compile.md)."""
+    return (NUMPY_BLAS and _BLAS_INT != types.int32 and
+            all(isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C" for t in operands)
+            and len({t.dtype for t in operands}) == 1
+            and operands[0].dtype in (types.float32, types.float64))
+
+
+@overload(_gemm_c)
+def _gemm_c_ov(a, b, trans_a, trans_b):
+    gemm = _NUMPY_GEMM[0] if a.dtype == types.float32 else _NUMPY_GEMM[1]
+    real, blas_int = a.dtype, _BLAS_INT
+
+    def impl(a, b, trans_a, trans_b):
+        m = a.shape[1] if trans_a else a.shape[0]
+        k = a.shape[0] if trans_a else a.shape[1]
+        n = b.shape[0] if trans_b else b.shape[1]
+        if (b.shape[1] if trans_b else b.shape[0]) != k:
+            raise ValueError("matmul: the matrices' inner dimensions differ")
+        out = huge_pages(np.empty((m, n), a.dtype))
+        if m == 0 or n == 0:
+            return out
+        if k == 0:
+            out.fill(0)
+            return out
+        gemm(np.int32(_CBLAS_ROW_MAJOR),
+             np.int32(_CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS),
+             np.int32(_CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS),
+             blas_int(m), blas_int(n), blas_int(k), real(1.0), a.ctypes, blas_int(max(1, a.shape[1])),
+             b.ctypes, blas_int(max(1, b.shape[1])), real(0.0), out.ctypes, blas_int(n))
+        return out
+    return impl
+
+
 def matmul(a, b):
     return a @ b
 
@@ -106,6 +150,8 @@ def _matmul_ov(a, b):
     if not (isinstance(a, types.Array) and isinstance(b, types.Array) and a.ndim == 2
             and b.ndim == 2 and a.dtype == b.dtype and isinstance(a.dtype, types.Float)):
         return lambda a, b: np.dot(a, b)
+    if _generic_gemm(a, b):
+        return lambda a, b: _gemm_c(a, b, False, False)
     if not NUMPY_BLAS or a.dtype not in (types.float32, types.float64):
         def impl_numba_blas(a, b):
             if a.shape[1] != b.shape[0]:
@@ -227,6 +273,8 @@ def _mgl(g, a, b):
         return lambda g, a, b: np.outer(g, b)
     if a.ndim == 1:
         return lambda g, a, b: np.dot(b, g)
+    if _generic_gemm(g, a, b):
+        return lambda g, a, b: _gemm_c(g, b, False, True)
     return lambda g, a, b: matmul(g, b.T)        # b.T is a view: BLAS reads it transposed
 
 
@@ -259,5 +307,7 @@ def _mgr(g, a, b):
         return lambda g, a, b: np.dot(a.T, g)
     if a.ndim == 1:
         return lambda g, a, b: np.outer(a, g)
+    if _generic_gemm(g, a, b):
+        return lambda g, a, b: _gemm_c(a, g, True, False)
     return lambda g, a, b: matmul(a.T, g)
 
