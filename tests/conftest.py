@@ -15,6 +15,7 @@
   compiles nothing for the cpu, and numba-cuda would turn off NVVM's optimizer at level 0, while
   the PTX tests check the kernels users get.
 """
+import gc
 import math
 import os
 import shutil
@@ -68,6 +69,27 @@ def pytest_configure(config):
     if os.environ.get("SRCGRAD_TEST_SET_NUMBA_OPT") == "1":
         # expected at level 0 (see above), one per such function: not worth a line in the summary
         config.addinivalue_line("filterwarnings", "ignore:.*Cannot cache compiled function")
+
+
+# Python's cyclic garbage collector: with Numba's compiler in the process, the heap holds millions
+# of long-lived objects (Numba, NumPy, SciPy, every compiled function) and each full collection
+# scans them all. Measured on tests/test_core_rules.py + tests/test_closures.py (process CPU time,
+# loaded 2-core machine): the default thresholds spent 5.9 s of 40.5 s in the collector, these
+# settings 3.1 s of 36.9 s. Fewer young collections (10000 allocations instead of 700), and the
+# objects alive once every test module is imported are frozen (never scanned again; they live
+# until exit anyway). Garbage made by the tests is still collected as before.
+gc.set_threshold(10000, 10, 10)
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_unconfigure(config):
+    # pytest's final search for unraisable exceptions runs five full collections over the whole
+    # heap (about a second per session here); what is left at exit is freed with the process
+    gc.freeze()
 
 
 def pytest_runtest_setup(item):

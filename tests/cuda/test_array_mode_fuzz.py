@@ -68,7 +68,10 @@ def _args(seed):
     return rng.normal(size=(M, N)), rng.normal(size=N), rng.normal(size=(M, 1)), float(rng.normal())
 
 
-EXAMPLES = 12
+# 8 derandomized programs use every leaf, unary, binary and reduction form above but the min over
+# axis 0 with keepdims (whose min kernel is test_array_mode.py's column_stats, keepdims its mean);
+# 12 took half again as long in the simulator (CI time, issue #14)
+EXAMPLES = 8
 
 
 def test_array_mode_matches_python_target():
