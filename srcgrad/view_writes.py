@@ -50,6 +50,10 @@ PARAMETER = "<parameter>"     # the function's own parameter (the caller's array
 
 _DEFERRED = "<deferred>"       # not identifiers: the scan's lists of writes decided later
 _PARAM_WRITES = "<parameter writes>"
+_STALE = "<stale views>"       # name -> the error for reading it: a view whose base was written
+_BOUND = "<binding order>"     # name -> when it was last bound (a view older than its base's
+                               # latest binding is a view of an array no name holds any more)
+_STATE_KEYS = (_DEFERRED, _PARAM_WRITES, _STALE, _BOUND)
 
 
 class _Items:
@@ -281,7 +285,7 @@ def _roots(name, at):
     out, stack, seen = set(), [name], set()
     while stack:
         n = stack.pop()
-        if n in seen or n in (_DEFERRED, _PARAM_WRITES):
+        if n in seen or n in _STATE_KEYS:
             continue
         seen.add(n)
         known = at.get(n)
@@ -383,6 +387,7 @@ def refuse_parameter_writes(checks, params, arg_kinds):
 
 def _scan(fsrc, body, views, returns=None):
     for stmt in body:
+        _check_stale_reads(stmt, views)
         if isinstance(stmt, ast.Assign):
             for target in stmt.targets:
                 _check_write(fsrc, stmt, target, views)
@@ -409,14 +414,18 @@ def _scan(fsrc, body, views, returns=None):
                 _scan(fsrc, stmt.body, views, returns)
         elif isinstance(stmt, ast.If):
             shared = {key: views.setdefault(key, []) for key in (_DEFERRED, _PARAM_WRITES)}
+            shared[_BOUND] = views.setdefault(_BOUND, {})
             after_body = dict(views)
             _scan(fsrc, stmt.body, after_body, returns)
             after_else = dict(views)
             _scan(fsrc, stmt.orelse, after_else, returns)
             views.clear()
-            for name in set(after_body) | set(after_else):   # a view on either path may be one
+            for name in (set(after_body) | set(after_else)) - set(_STATE_KEYS):
+                # a view on either path may be one
                 views[name] = _merge(after_else.get(name), after_body.get(name))
-            views.update(shared)            # (one list each, shared by both copies)
+            # stale on either path may be stale
+            views[_STALE] = {**after_else.get(_STALE, {}), **after_body.get(_STALE, {})}
+            views.update(shared)            # (one list/dict each, shared by both copies)
 
 
 def _container_call(call, views, fsrc):
@@ -482,6 +491,10 @@ def _unpack(target, info, value, views):
 
 
 def _set(views, name, info):
+    bound = views.setdefault(_BOUND, {})
+    bound[name] = max(bound.values(), default=0) + 1        # later than every binding so far
+    if name in views.get(_STALE, {}):
+        views[_STALE] = {k: e for k, e in views[_STALE].items() if k != name}
     if info is not None and not isinstance(info, _Items) and info[0] == name:
         # `r = r[0]`: a view of what `r` was (a view of a view; the parameter itself)
         old = views.get(name)
@@ -523,6 +536,7 @@ def _check_write(fsrc, stmt, target, views, augmented=False):
         name = target.id
     else:
         return
+    _mark_views_stale(fsrc, stmt, name, views)
     info = views.get(name)
     if info is None:
         return
@@ -552,6 +566,66 @@ def _check_write(fsrc, stmt, target, views, augmented=False):
         views.setdefault(_DEFERRED, []).append((name, error))
         return
     raise error
+
+
+def _views_of(base, views):
+    """The names bound, since ``base`` was last bound, to a view of (or a container holding a view
+    of) the array ``base`` names."""
+    bound = views.get(_BOUND, {})
+    since = bound.get(base, 0)
+    for name, info in views.items():
+        if name in _STATE_KEYS or name == base or bound.get(name, 0) < since:
+            continue
+        if isinstance(info, _Items):
+            if any(view[0] == base for view in _flat_views(info)):
+                yield name, ITEM
+        elif info[0] == base and info[1] != PARAMETER:
+            yield name, info[1]
+
+
+def _mark_views_stale(fsrc, stmt, base, views):
+    """A write into ``base`` changes every view of it that a name still holds: srcgrad's sweeps
+    treat ``v = view(a)`` as a value of its own, so a later read of ``v`` would not see the write
+    (the value would be NumPy's, its gradient not). Such a read is refused
+    (:func:`_check_stale_reads`)."""
+    stale = dict(views.get(_STALE, {}))
+    for name, construct in _views_of(base, views):
+        how = f"`{name}` is {construct}" if construct.startswith("a second") else \
+            f"`{name}` is a view of `{base}` ({construct})"
+        stale[name] = (isinstance(views[name], _Items), fsrc.error(
+            stmt, f"`{ast.unparse(stmt).splitlines()[0]}` writes into `{base}` while {how}, and "
+            f"`{name}` is read after the write: it sees the change, which srcgrad does not track "
+            f"(the gradient would be wrong). Take a copy before the write instead, e.g. "
+            f"`{name} = ....copy()`", "write into an array with a live view"))
+    if stale:
+        views[_STALE] = stale
+
+
+def _own_expressions(stmt):
+    """The expressions ``stmt`` itself evaluates (a compound statement's header only)."""
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return [stmt.iter]
+    if isinstance(stmt, (ast.While, ast.If)):
+        return [stmt.test]
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return []
+    if isinstance(stmt, (ast.With, ast.Try)):
+        return []
+    return [stmt]
+
+
+def _check_stale_reads(stmt, views):
+    stale = views.get(_STALE)
+    if not stale:
+        return
+    for expr in _own_expressions(stmt):
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in stale:
+                is_container, error = stale[node.id]
+                if is_container:
+                    raise error
+                # `x0 = a[0]` of a 1-d `a` is a number (a copy): decided by the kinds
+                views.setdefault(_DEFERRED, []).append((node.id, error))
 
 
 def _error(fsrc, stmt, name, base, construct):
