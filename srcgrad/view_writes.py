@@ -590,9 +590,11 @@ def _mark_views_stale(fsrc, stmt, base, views):
     (:func:`_check_stale_reads`)."""
     stale = dict(views.get(_STALE, {}))
     for name, construct in _views_of(base, views):
-        how = f"`{name}` is {construct}" if construct.startswith("a second") else \
+        container = isinstance(views[name], _Items)
+        how = f"`{name}` holds `{base}` or a view of it" if container else \
+            f"`{name}` is {construct}" if construct.startswith("a second") else \
             f"`{name}` is a view of `{base}` ({construct})"
-        stale[name] = (isinstance(views[name], _Items), fsrc.error(
+        stale[name] = (container, fsrc.error(
             stmt, f"`{ast.unparse(stmt).splitlines()[0]}` writes into `{base}` while {how}, and "
             f"`{name}` is read after the write: it sees the change, which srcgrad does not track "
             f"(the gradient would be wrong). Take a copy before the write instead, e.g. "
