@@ -115,7 +115,9 @@ def lr_at(config, epoch):
 # Compiled pieces
 # ------------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, error_model="numpy")
+# Not cached on disk: it calls srcgrad's matmul, whose environment Numba cannot pickle by module
+# name (loading such a cache entry fails with "No module named '<dynamic>'").
+@numba.njit(error_model="numpy")
 def count_correct(W1, b1, W2, b2, X, y, chunk):
     """Number of samples whose argmax logit equals the label (compiled forward pass). The
     products go through srcgrad's ``matmul``, which the gradient has already compiled for these
