@@ -10,6 +10,7 @@
   code is in :mod:`srcgrad.forward_batch`'s subset: jacobian's jvp, and hessian as forward mode
   over the gradient (jacfwd of the gradient); elsewhere hessian sweeps one hvp per column.
 """
+import ast
 import os
 
 import numpy as np
@@ -86,7 +87,6 @@ def _gradient_only(source, hessian_of=None):
     function; its value (the jvp) is what the forward sweep computes, and where the reverse sweep
     recomputes its loop iterations rather than reading a tape (Rosenbrock, the MLP), the forward
     sweep then has no other use and liveness removes it. ``_srcgrad_gradient_only`` names it."""
-    import ast
     import re
     from .forward import remove_dead_code
     match = re.search(rf"^{naming.MODULE_ENTRY} = (\w+)$", source, re.M)
@@ -142,7 +142,6 @@ def _gradient_function(func, kinds, wrt_name, precision):
     as plain generated (python target) source that srcgrad can differentiate again: the adjoint
     without its value. Forward mode over it is the Hessian (forward over reverse, as jacfwd of
     the gradient)."""
-    import ast
     import re
     from .forward import remove_dead_code
     from .program import build_module
@@ -163,14 +162,9 @@ def _gradient_function(func, kinds, wrt_name, precision):
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]
         body = remove_dead_code(body + [ast.Return(value=tail.value.elts[1].elts[0])])
-        doc = ast.Expr(value=ast.Constant(f"The gradient of {func.__name__} w.r.t. {wrt_name} (for hessian: "
-                                          "forward mode over it)."))
-        function = ast.FunctionDef(name=name, args=adjoint.args, body=[doc] + body, decorator_list=[],
-                                   returns=None, type_comment=None, type_params=[])
-        text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
-        # the module's header and imports, this function, no other
-        head = source[:source.index("\n\n\n")]
-        codegen.write_module(path, f"{head}\n\n\n{text}\n")
+        _write_one_function(path, source, name, adjoint.args, body,
+                            f"The gradient of {func.__name__} w.r.t. {wrt_name} (for hessian: "
+                            "forward mode over it).")
     return getattr(codegen.import_module(path), name)
 
 
@@ -178,7 +172,6 @@ def _flat_gradient_function(func, kinds, wrt_names, precision):
     """``<f>_gradient_flat(*params, _seed)``: f's gradients w.r.t. several arguments (or one float),
     written element by element into one flat array (what the batched forward mode takes: element
     writes), for hessian's blocks."""
-    import ast
     import re
     from .program import build_module
     sources = helper_sources(func)
@@ -214,13 +207,9 @@ def _flat_gradient_function(func, kinds, wrt_names, precision):
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]
         body += ast.parse("\n".join(lines)).body
-        doc = ast.Expr(value=ast.Constant(f"The gradients of {func.__name__} w.r.t. ({', '.join(wrt_names)}) "
-                                          "in one flat array (for hessian: forward mode over it)."))
-        function = ast.FunctionDef(name=name, args=adjoint.args, body=[doc] + body, decorator_list=[],
-                                   returns=None, type_comment=None, type_params=[])
-        text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
-        head = source[:source.index("\n\n\n")]
-        codegen.write_module(path, f"{head}\n\n\n{text}\n")
+        _write_one_function(path, source, name, adjoint.args, body,
+                            f"The gradients of {func.__name__} w.r.t. ({', '.join(wrt_names)}) "
+                            "in one flat array (for hessian: forward mode over it).")
     return getattr(codegen.import_module(path), name)
 
 
@@ -786,3 +775,13 @@ argument); for a tuple ``wrt`` a tuple of tuples of blocks ``H[i][j]`` of shape
 jacobian = _decorator(JacobianFunction, "jacobian")
 jacobian.__doc__ = """Jacobian of f: shape ``f(x).shape + x.shape`` (a tuple of blocks for a tuple
 ``wrt``), by forward mode when the inputs are no more than the outputs, else by reverse mode."""
+
+
+def _write_one_function(path, source, name, args, body, doc):
+    """Write a module at ``path`` holding the header and imports of the generated module
+    ``source`` and one function ``name(args)``: ``doc``, then ``body``."""
+    function = ast.FunctionDef(name=name, args=args, body=[ast.Expr(value=ast.Constant(doc))] + body,
+                               decorator_list=[], returns=None, type_comment=None, type_params=[])
+    text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[function], type_ignores=[])))
+    head = source[:source.index("\n\n\n")]
+    codegen.write_module(path, f"{head}\n\n\n{text}\n")

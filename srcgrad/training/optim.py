@@ -612,46 +612,42 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
     Returns the sum of the batch losses, each weighted by its number of samples. ``progress``
     holds the batch being computed and the total before it: an adjoint that stops on an exception
     (a fused loop's size guard, before the batch's update) leaves where to go on from."""
-    n = order.shape[0]
     total = 0.0
     for batch in range(first, stop):
         progress[0] = batch
         progress[1] = total
-        start = batch * batch_size
-        size = min(batch_size, n - start)
-        if size == batch_size:
-            Xc = Xb
-            yc = yb
-        else:
-            Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
-            yc = np.empty((size,) + yb.shape[1:], yb.dtype)
-        _gather_rows(Xc, X, order, start)
-        _gather_rows(yc, y, order, start)
+        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
         loss, grads = adjoint(*params, Xc, yc, seed)
         update(params, grads, state, hyper)
         total += loss * size
     return total
 
 
+@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _gather_batch(X, y, order, start, batch_size, Xb, yb):
+    """The rows ``order[start:start + batch_size]`` of ``X`` and ``y`` gathered into the batch
+    buffers ``Xb``/``yb`` (a fresh pair for a shorter last batch): ``(Xc, yc, size)``."""
+    size = min(batch_size, order.shape[0] - start)
+    if size == batch_size:
+        Xc = Xb
+        yc = yb
+    else:
+        Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
+        yc = np.empty((size,) + yb.shape[1:], yb.dtype)
+    _gather_rows(Xc, X, order, start)
+    _gather_rows(yc, y, order, start)
+    return Xc, yc, size
+
+
 @numba.njit(cache=True)
 def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
     """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
     ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
-    n = order.shape[0]
     total = 0.0
     for batch in range(first, stop):
         progress[0] = batch
         progress[1] = total
-        start = batch * batch_size
-        size = min(batch_size, n - start)
-        if size == batch_size:
-            Xc = Xb
-            yc = yb
-        else:
-            Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
-            yc = np.empty((size,) + yb.shape[1:], yb.dtype)
-        _gather_rows(Xc, X, order, start)
-        _gather_rows(yc, y, order, start)
+        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
         loss = step(*params, Xc, yc, seed, lr)
         total += loss * size
     return total
