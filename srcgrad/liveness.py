@@ -111,6 +111,21 @@ def assigned_in(stmts):
     return out
 
 
+def defined_at(name, place, body, params):
+    """Whether ``name`` always has a value when the statement ``place`` runs: a parameter, or
+    assigned at the top level of ``body`` (the function's) before the statement that holds
+    ``place``."""
+    if name in params:
+        return True
+    for stmt in body:
+        if any(node is place for node in ast.walk(stmt)):
+            return False
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
+                stmt.targets[0].id == name:
+            return True
+    return False
+
+
 def walk_body(stmts):
     for stmt in stmts:
         yield stmt

@@ -23,7 +23,7 @@ row each step: element saves stay).
 import ast
 
 from .analyse import operand_names
-from .liveness import assigned_in, walk_body
+from .liveness import assigned_in, defined_at, walk_body
 from .placeholders import Restore, Save
 from .view_writes import view_bases
 
@@ -42,7 +42,7 @@ def snapshot_arrays(loop, pieces, analysis, function_body, params):
     body = loop.body
     for name in sorted(_written_arrays(body)):
         kind = analysis.kinds.get(name)
-        if kind is None or not kind.is_array or not _defined_at_entry(name, loop, function_body, params) \
+        if kind is None or not kind.is_array or not defined_at(name, loop, function_body, params) \
                 or not _only_indexed(body, name) or _has_alias(function_body, name, analysis):
             continue
         first = next(k for k, stmt in enumerate(body) if name in _written_arrays([stmt]))
@@ -62,19 +62,6 @@ def _written_arrays(stmts):
     return {node.targets[0].value.id for node in walk_body(stmts)
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript)
             and isinstance(node.targets[0].value, ast.Name)}
-
-
-def _defined_at_entry(name, loop, function_body, params):
-    """A parameter, or assigned at the top level of the function before the loop's statement."""
-    if name in params:
-        return True
-    for stmt in function_body:
-        if any(node is loop for node in ast.walk(stmt)):
-            return False
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
-                stmt.targets[0].id == name:
-            return True
-    return False
 
 
 def _only_indexed(body, name):

@@ -18,7 +18,7 @@ import copy
 from . import kinds as K
 from . import rules
 from .analyse import operand_names
-from .liveness import assigned_in, dead_restores, has_code, primal_reads, walk_body
+from .liveness import assigned_in, dead_restores, defined_at, has_code, primal_reads, walk_body
 from .normalize import assign, name_load, name_store
 from .placeholders import Comment, Reset, Restore, Save
 from .simplify import simplify
@@ -459,17 +459,7 @@ class TapePlan:
         return self._defined_at(save.name, save.like)
 
     def _defined_at(self, name, place):
-        """Whether ``name`` always has a value when the statement ``place`` runs: a parameter, or
-        assigned at the top level of the body before the statement that holds ``place``."""
-        if name in self.params:
-            return True
-        for stmt in self.body:
-            if any(node is place for node in ast.walk(stmt)):
-                return False
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
-                    stmt.targets[0].id == name:
-                return True
-        return False
+        return defined_at(name, place, self.body, self.params)
 
     def _empty_array(self, kind):
         """A typed placeholder for an array variable the first snapshot finds still unassigned."""
