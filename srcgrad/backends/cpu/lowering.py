@@ -1,11 +1,14 @@
 """The cpu backend's own lowering step: rewrites of generated code for the Numba-compiled target
 that need the whole function — matrix products through the backend's ``matmul`` (NumPy's
-BLAS), then loop fusion (:mod:`.fusion`). Run by ``srcgrad.backends.CpuBackend.lower``."""
+BLAS), then loop fusion (:mod:`.fusion`), then in-place updates of array slices as updates of
+views. Run by ``srcgrad.backends.CpuBackend.lower``."""
 import ast
+import itertools
 
 from .fusion import fuse_loops
 from .fusion_facts import _backend_has, _call_name, _is_comment
 from .tensordots import lower_tensordots
+from ...naming import ADJOINT_PREFIX, is_adjoint, temporary
 
 
 def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
@@ -16,7 +19,9 @@ def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
     if analysis is not None:       # np.tensordot/np.inner: matrix products of reshapes
         sections = lower_tensordots(sections, analysis)
     sections = [_matrix_products(stmts, analysis) for stmts in sections]
-    return fuse_loops(sections, analysis, fallback) if fuse else sections
+    if fuse:
+        sections = fuse_loops(sections, analysis, fallback)
+    return _slice_updates(sections, analysis)
 
 
 def _backend_matmul():
@@ -67,3 +72,65 @@ def _matrix_products(stmts, analysis):
     products = Products()
     return [products.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt
             for stmt in stmts]
+
+
+def _slice_updates(sections, analysis):
+    """``a[:, d:] += b`` on an array ``a`` -> ``_view1 = a[:, d:]`` then ``_view1 += b``.
+
+    The same in NumPy (a basic slice is a view: the update writes through it into ``a``), but
+    Numba compiles ``a[...] += b`` as a read, an update and a slice assignment, and its slice
+    assignment carries an error message built from the shapes, which compiles about forty
+    string-formatting functions (a third of the vectorized GMM's compile). Only subscripts of
+    slices and integer scalars with at least one slice (a view; never fancy indexing) are
+    rewritten; the view names are new (``_view<n>``, unused in the function)."""
+    if analysis is None:
+        return sections
+    kinds = analysis.kinds
+
+    def kind(name):
+        if name in kinds:
+            return kinds[name]
+        if is_adjoint(name):        # an adjoint has its primal's kind
+            for primal in (name[len(ADJOINT_PREFIX) + 1:], name[len(ADJOINT_PREFIX):]):
+                if primal in kinds:
+                    return kinds[primal]
+        return None
+
+    def scalar_int(node):
+        if isinstance(node, ast.Constant):
+            return type(node.value) is int
+        if isinstance(node, ast.Name):
+            k = kind(node.id)
+            return k is not None and not k.is_array and k.cls == "int"
+        return False
+
+    def view_of_array(target):
+        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
+            return False
+        k = kind(target.value.id)
+        index = target.slice.elts if isinstance(target.slice, ast.Tuple) else [target.slice]
+        return (k is not None and k.is_array and len(index) <= k.ndim
+                and any(isinstance(i, ast.Slice) for i in index)
+                and all(isinstance(i, ast.Slice) or scalar_int(i) for i in index))
+
+    used = {node.id for stmts in sections for stmt in stmts if isinstance(stmt, ast.AST)
+            for node in ast.walk(stmt) if isinstance(node, ast.Name)}
+    fresh = (name for name in (temporary("view", n) for n in itertools.count(1)) if name not in used)
+
+    def rewrite(stmts):
+        out = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.AugAssign) and view_of_array(stmt.target):
+                view = next(fresh)
+                read = ast.Subscript(value=stmt.target.value, slice=stmt.target.slice, ctx=ast.Load())
+                out.append(ast.copy_location(ast.Assign(targets=[ast.Name(id=view, ctx=ast.Store())],
+                                                        value=read), stmt))
+                out.append(ast.copy_location(ast.AugAssign(target=ast.Name(id=view, ctx=ast.Store()),
+                                                           op=stmt.op, value=stmt.value), stmt))
+                continue
+            if isinstance(stmt, (ast.For, ast.While, ast.If)):
+                stmt.body = rewrite(stmt.body)
+                stmt.orelse = rewrite(stmt.orelse)
+            out.append(stmt)
+        return out
+    return [rewrite(stmts) for stmts in sections]
