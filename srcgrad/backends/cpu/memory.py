@@ -26,19 +26,26 @@ def _helper(function):
     return numba.njit(cache=True, inline="always")(function)
 
 
-# -- the C allocator (opt-in) ------------------------------------------------------------------
-# Compiled code allocates arrays with the C library's malloc. With glibc's defaults a freed array
-# of a few megabytes can go back to the OS (heap trimming, or an mmap of its own), so the next call
-# page-faults through it again, 4 KB at a time. SRCGRAD_MALLOC_TUNING=1 keeps arrays up to 32 MB in
-# the heap and freed memory up to 256 MB. Measured both ways, so it is off by default: the
-# vectorized GMM gradient (d=10, K=25, n=1000) loaded from the cache took 8.4 ms a call without it
-# and 2.7 ms with it, but the LSTM gradient (T=500) inside the benchmark process took 35 ms with
-# it against 20 ms without.
+# -- the C allocator ---------------------------------------------------------------------------
+# Compiled code allocates arrays with the C library's malloc. With glibc's defaults whether a
+# freed array of a few megabytes goes back to the OS (heap trimming, or an mmap of its own), so
+# that the next call page-faults through it again 4 KB at a time, depends on which allocation
+# happens to lie at the top of the heap when a large free comes: the thresholds move with the
+# sizes freed so far. The vectorized GMM gradient (d=10, K=25, n=1000) ran in 1.0-1.4 ms in some
+# processes and 8-14 ms (1,400-1,900 page faults a call) in others with the same code, and a
+# change of the generated code as small as updating a slice through a view moved it from one to
+# the other. So the thresholds are fixed at import (glibc only): arrays up to 32 MB (the most
+# glibc's own moving threshold reaches) come from the heap, and freed memory up to 64 MB (twice
+# that, glibc's own ratio) stays there for the next call. SRCGRAD_MALLOC_TUNING=0 leaves glibc's
+# defaults. (An earlier note measured the LSTM gradient (T=500) slower with the tuning, 35 against
+# 20 ms wall at a varying load; in CPU time, three alternating processes each at load 9, the
+# median call is 12.4-13.4 ms with it and 12.3-14.0 ms without, with 0 page faults a call
+# against 22.)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameter numbers
 
 
 def _tune_malloc():
-    if os.environ.get("SRCGRAD_MALLOC_TUNING", "0") != "1" or not sys.platform.startswith("linux"):
+    if os.environ.get("SRCGRAD_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     import ctypes
     try:
@@ -46,7 +53,7 @@ def _tune_malloc():
         mallopt = libc.mallopt          # glibc only (musl has none)
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
 
 
 MALLOC_TUNED = _tune_malloc()
