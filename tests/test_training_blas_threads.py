@@ -15,6 +15,9 @@ pytestmark = pytest.mark.skipif(not bt.controllable(),
 
 
 def _problem(n=200, n_in=12, hidden=8):
+    """An MLP problem; the default is small. ``_problem(3200, 784, 128)`` with batch 64 (MNIST's
+    shapes) has products OpenBLAS 0.3.31 runs on several threads and rounds differently there
+    (parameters after an epoch ~1e-8 apart on 2 threads and on 1)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, n_in)).astype(np.float32)
     y = rng.integers(0, 10, n)
@@ -83,8 +86,8 @@ def test_candidates_and_settings():
 
 
 def test_auto_chooses_by_timing_and_trains_the_same_parameters():
-    X, y, params, order = _problem()
-    B, lr = 4, 0.1                                    # 50 batches: runs of 2 batches
+    X, y, params, order = _problem(3200, 784, 128)
+    B, lr = 64, 0.1                                   # 50 batches: runs of 2 batches
     plain = tuple(p.copy() for p in params)
     plain_total = _loop(None)(plain, X, y, order, B)
     calls = []
@@ -104,9 +107,10 @@ def test_auto_chooses_by_timing_and_trains_the_same_parameters():
         calls.clear()
         loop(tuned, X, y, order, B, first=0, stop=5)
         assert calls == [(0, 5, chosen)] and loop.blas_threads_chosen[key] == (chosen, measured)
+    # the same batches in the same order; a product may round differently on 1 and 2 threads
     for a, b in zip(after_epoch, plain):
-        np.testing.assert_array_equal(a, b)           # same batches, same order, same products
-    np.testing.assert_allclose(total, plain_total, rtol=1e-9)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(total, plain_total, rtol=1e-5)
     for got, want in zip(plain, _reference(params, X, y, order, B, lr)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
 
