@@ -18,8 +18,8 @@ wide (OpenBLAS 0.3.31's ``openblas_set_num_threads_local`` changed it for every 
 another thread's BLAS calls during the ``with`` body run with it as well. A product can round
 differently with another thread count (OpenBLAS 0.3.31's 64x784 @ 784x128 float32 product:
 up to 7e-5 on entries of size ~30), as it can under any change of BLAS threads; the trained
-parameters agree to rounding (tests/test_training_blas_threads.py). It is applied to every OpenBLAS
-that srcgrad's products may call: NumPy's (the cpu backend's ``gemm``) and SciPy's (Numba's
+parameters agree to rounding (tests/test_training_blas_threads.py). It is applied to every
+OpenBLAS that srcgrad's products may call: NumPy's (the cpu backend's ``gemm``) and SciPy's (Numba's
 ``np.dot``). Where none is found (another BLAS) :func:`current_blas_threads` is 1 and
 :func:`blas_threads` changes nothing.
 """
@@ -160,11 +160,13 @@ def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
     each of :func:`candidates` (the order rotated each round), the one with the least seconds per
     batch kept, and the remaining batches trained with it. The runs train the same batches in
     the same order as one call would (the parameters agree to the rounding of the products on
-    another thread count); the returned total is summed run by run. Too few batches (fewer than 2 per run): the BLAS's own setting, no choice yet.
+    another thread count); the returned total is summed run by run. Too few batches (fewer
+    than 2 per run): the BLAS's own setting, no choice yet.
 
     Why measure instead of a size rule: on this 2-core machine more threads made the MNIST MLP's
     batch-64 step slower and the batch-256 step faster (benchmarks/results/mnist.md), and while
-    other processes kept the cores busy two OpenBLAS threads were up to 10x slower than one."""
+    other processes kept the cores busy two OpenBLAS threads were 8-30x slower than one
+    (benchmarks/results/blas_threads.md)."""
     import time
     setting = loop.blas_threads
     if setting == "auto":
