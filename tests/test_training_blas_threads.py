@@ -1,7 +1,8 @@
 """BLAS threads of MinibatchLoop (``srcgrad.training.blas_threads``): ``"auto"`` times runs of
-batches with each candidate thread count and keeps the fastest; the trained parameters must be
-those of the loop without the setting (and of a float64 NumPy reference), and the BLAS's own
-setting must be back after every call."""
+batches with each candidate thread count and keeps the fastest; the call must then train exactly
+what a loop with that count trains (parameters and optimizer state restored after the timed
+runs), agree with the loop without the setting to rounding and with a float64 NumPy reference,
+and leave the BLAS's own setting as it was."""
 import numpy as np
 import pytest
 
@@ -86,10 +87,8 @@ def test_candidates_and_settings():
 
 
 def test_auto_chooses_by_timing_and_trains_the_same_parameters():
-    X, y, params, order = _problem(3200, 784, 128)
-    B, lr = 64, 0.1                                   # 50 batches: runs of 2 batches
-    plain = tuple(p.copy() for p in params)
-    plain_total = _loop(None)(plain, X, y, order, B)
+    X, y, params, order = _problem(6400, 784, 128)
+    B, lr = 64, 0.1                                   # 100 batches: runs of 2 batches
     calls = []
     with bt.blas_threads(2):                          # two candidates on any machine: 2 and 1
         loop = _loop("auto", calls)
@@ -97,22 +96,57 @@ def test_auto_chooses_by_timing_and_trains_the_same_parameters():
         total = loop(tuned, X, y, order, B)
         after_epoch = tuple(p.copy() for p in tuned)
         assert bt.current_blas_threads() == 2         # restored after the call
-        # three rounds of (2, 1) then (1, 2): consecutive runs of 2 batches, the rest with the choice
         [(key, (chosen, measured))] = loop.blas_threads_chosen.items()
         assert key[0] == B and chosen in (1, 2) and set(measured) == {1, 2}
         assert all(0 < t < np.inf for t in measured.values())
-        assert calls == [(0, 2, 2), (2, 4, 1), (4, 6, 1), (6, 8, 2), (8, 10, 2), (10, 12, 1),
-                         (12, 50, chosen)]
+        # three rounds of (2, 1) then (1, 2) on batches 0, 1 (each from the starting
+        # parameters), then the call's batches with the choice
+        assert calls == [(0, 2, 2), (0, 2, 1), (0, 2, 1), (0, 2, 2), (0, 2, 2), (0, 2, 1),
+                         (0, 100, chosen)]
         # a later call uses the choice, measures nothing
         calls.clear()
         loop(tuned, X, y, order, B, first=0, stop=5)
         assert calls == [(0, 5, chosen)] and loop.blas_threads_chosen[key] == (chosen, measured)
-    # the same batches in the same order; a product may round differently on 1 and 2 threads
+        # exactly what a loop with that many threads trains
+        fixed = tuple(p.copy() for p in params)
+        fixed_total = _loop(chosen)(fixed, X, y, order, B)
+    for a, b in zip(after_epoch, fixed):
+        np.testing.assert_array_equal(a, b)
+    assert total == fixed_total
+    # and the loop without a setting (OpenBLAS's 2 threads here) to rounding: a product may
+    # round differently on 1 and 2 threads
+    plain = tuple(p.copy() for p in params)
+    with bt.blas_threads(2):
+        plain_total = _loop(None)(plain, X, y, order, B)
     for a, b in zip(after_epoch, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(total, plain_total, rtol=1e-5)
     for got, want in zip(plain, _reference(params, X, y, order, B, lr)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+
+def test_auto_restores_the_optimizer_state_after_its_runs():
+    """Momentum's velocity: the timed runs start from the call's state and leave it as it was,
+    so the call trains what a loop with the chosen count trains."""
+    X, y, params, order = _problem(6400, 784, 128)
+    with bt.blas_threads(2):
+        loop = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
+                                   optim.Momentum(lr=0.05, momentum=0.9))
+        tuned = tuple(p.copy() for p in params)
+        loop(tuned, X, y, order[:640], 64)            # 10 batches: too few to choose; state set
+        loop(tuned, X, y, order, 64)                  # chooses, then trains
+        [(chosen, _)] = loop.blas_threads_chosen.values()
+        other = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
+                                    optim.Momentum(lr=0.05, momentum=0.9), blas_threads=chosen)
+        fixed = tuple(p.copy() for p in params)
+        other.blas_threads = None                     # the first call as the "auto" loop ran it
+        other(fixed, X, y, order[:640], 64)
+        other.blas_threads = chosen
+        other(fixed, X, y, order, 64)
+    for a, b in zip(tuned, fixed):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(loop.optimizer.state_tuple()[0], other.optimizer.state_tuple()[0]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fixed_threads_and_too_few_batches():

@@ -146,7 +146,38 @@ def candidates(most):
 
 ROUNDS = 3          # runs per candidate; the minimum is kept (other processes only add time)
 MAX_RUN = 16        # batches per run
-SHARE = 4           # the runs take at most 1/SHARE of a call's batches
+SHARE = 8           # the runs cost at most 1/SHARE of a call's batches more
+
+
+def _choose(loop, train, params, X, y, order, batch_size, first, stop, tries):
+    """The candidate of ``tries`` with the least seconds per batch over ``ROUNDS`` runs of the
+    batches ``first <= i < first + k`` each, and those times; every run starts from the
+    parameters and optimizer state of the call (restored after each run and at the end), so
+    the call then trains as if the choice had been made before it. None: too few batches."""
+    import time
+    from srcgrad.pytree import leaves
+    k = min(MAX_RUN, (stop - first) // (SHARE * ROUNDS * len(tries)))
+    if k < 2:
+        return None, None
+    arrays = list(leaves(params))
+    saved = [a.copy() for a in arrays]
+    state = loop.optimizer.state_dict()
+    best = dict.fromkeys(tries, float("inf"))
+    try:
+        for r in range(ROUNDS):
+            for c in tries[r % len(tries):] + tries[:r % len(tries)]:
+                with blas_threads(c):
+                    t0 = time.perf_counter()
+                    train(params, X, y, order, batch_size, first, first + k)
+                    best[c] = min(best[c], (time.perf_counter() - t0) / k)
+                for a, b in zip(arrays, saved):
+                    a[...] = b
+                loop.optimizer.load_state_dict(state)
+    finally:
+        for a, b in zip(arrays, saved):
+            a[...] = b
+        loop.optimizer.load_state_dict(state)
+    return min(tries, key=best.__getitem__), best
 
 
 def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
@@ -156,18 +187,18 @@ def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
 
     ``"auto"``: the thread count chosen before for these shapes (``loop.blas_threads_chosen``:
     key -> (threads, {candidate: best seconds per batch})); else, when the BLAS has more than one
-    thread and the call has enough batches, ``ROUNDS`` runs of ``k`` consecutive batches with
-    each of :func:`candidates` (the order rotated each round), the one with the least seconds per
-    batch kept, and the remaining batches trained with it. The runs train the same batches in
-    the same order as one call would (the parameters agree to the rounding of the products on
-    another thread count); the returned total is summed run by run. Too few batches (fewer
-    than 2 per run): the BLAS's own setting, no choice yet.
+    thread and the call has enough batches, ``ROUNDS`` timed runs of its first ``k`` batches
+    with each of :func:`candidates` (the order rotated each round; each run from the call's
+    starting parameters and optimizer state, restored after it), the one with the least seconds
+    per batch kept, and then the call trained with it: exactly what a call with that int would
+    train. Too few batches (fewer than 2 per run): the BLAS's own setting, no choice yet. The
+    choice is a measurement: another process may choose another count, and a product can round
+    differently on it; pass an int for bitwise-repeatable runs across processes.
 
     Why measure instead of a size rule: on this 2-core machine more threads made the MNIST MLP's
     batch-64 step slower and the batch-256 step faster (benchmarks/results/mnist.md), and while
     other processes kept the cores busy two OpenBLAS threads were 8-30x slower than one
     (benchmarks/results/blas_threads.md)."""
-    import time
     setting = loop.blas_threads
     if setting == "auto":
         key = _shapes_key(params, X, y, order, batch_size)
@@ -176,26 +207,13 @@ def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
         elif key is None or current_blas_threads() <= 1:
             setting = None
         else:
-            tries = candidates(current_blas_threads())
             n_batches = -(-len(order) // int(batch_size))
             stop = n_batches if stop is None else min(int(stop), n_batches)
             first = int(first)
-            k = min(MAX_RUN, (stop - first) // (SHARE * ROUNDS * len(tries)))
-            if k < 2:
-                return train(params, X, y, order, batch_size, first, stop)
-            best = dict.fromkeys(tries, float("inf"))
-            total = 0.0
-            for r in range(ROUNDS):
-                for c in tries[r % len(tries):] + tries[:r % len(tries)]:
-                    with blas_threads(c):
-                        t0 = time.perf_counter()
-                        total += train(params, X, y, order, batch_size, first, first + k)
-                        best[c] = min(best[c], (time.perf_counter() - t0) / k)
-                    first += k
-            chosen = min(tries, key=best.__getitem__)
-            loop.blas_threads_chosen[key] = (chosen, best)
-            with blas_threads(chosen):
-                return total + train(params, X, y, order, batch_size, first, stop)
+            setting, best = _choose(loop, train, params, X, y, order, batch_size, first, stop,
+                                    candidates(current_blas_threads()))
+            if setting is not None:
+                loop.blas_threads_chosen[key] = (setting, best)
     if setting is None:
         return train(params, X, y, order, batch_size, first, stop)
     with blas_threads(setting):
