@@ -41,6 +41,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from ..errors import FusionGuardFailed
+from .blas_threads import check_setting, run_with_threads
 
 __all__ = [
     "Optimizer",
@@ -677,9 +678,10 @@ class MinibatchLoop:
     adjoint took ~10 s per process. Here the loop receives the compiled gradient and update as
     function pointers (Numba first-class functions), so it compiles in under a second, once: the
     loop does not depend on which gradient it calls, and its machine code is cached on disk.
+    ``blas_threads`` ("auto", an int, None): see :mod:`srcgrad.training.blas_threads`.
     """
 
-    def __init__(self, loss_and_grads, optimizer):
+    def __init__(self, loss_and_grads, optimizer, blas_threads="auto"):
         if not hasattr(loss_and_grads, "specialize"):
             raise TypeError("MinibatchLoop needs a srcgrad value_and_grad(...) object, got "
                             f"{type(loss_and_grads).__name__}")
@@ -691,6 +693,7 @@ class MinibatchLoop:
                             f"{type(optimizer).__name__}")
         self.loss_and_grads = loss_and_grads
         self.optimizer = optimizer
+        self.blas_threads, self.blas_threads_chosen = check_setting(blas_threads), {}
         self.fused = ()         # parameters whose SGD update is fused into their gradient's GEMM
         self._buffers = {}
         self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
@@ -727,6 +730,9 @@ class MinibatchLoop:
                 getattr(spec, "lean", False))
 
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
+        return run_with_threads(self, self._train, params, X, y, order, batch_size, first, stop)
+
+    def _train(self, params, X, y, order, batch_size, first=0, stop=None):
         given = params
         # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
         tree = params if isinstance(params, (tuple, list, dict)) and \
@@ -791,4 +797,4 @@ class MinibatchLoop:
         # that batch and the rest run with the adjoint that keeps the statements as written
         self._not_lean.add(argtypes)
         batch, total = int(progress[0]), float(progress[1])
-        return total + self(given, X, y, order, batch_size, first=batch, stop=stop)
+        return total + self._train(given, X, y, order, batch_size, first=batch, stop=stop)
