@@ -108,3 +108,70 @@ def test_heat_gradient_threads_and_repeats(tmp_path, monkeypatch):
     for k in range(4):
         np.testing.assert_allclose(results[k][0], expected[k][0], rtol=1e-12, atol=1e-14)
     check_grad(heat, (rng.random(8), 0.2, 30), wrt=(0, 1), target="python")
+
+
+# -- the seed at the end ------------------------------------------------------------------------
+
+def rosenbrock(x):
+    s = 0.0
+    for i in range(x.shape[0] - 1):
+        a = x[i + 1] - x[i] * x[i]
+        b = 1.0 - x[i]
+        s += 100.0 * a * a + b * b
+    return s
+
+
+def two_grads(x, w, c):          # array and scalar gradients; a helper (its adjoint keeps the seed)
+    y = x * w
+    return np.sum(y * y) + c * np.sum(x) + heat(x, c, 3)
+
+
+def _both(build, monkeypatch, tmp_path, switch):
+    from srcgrad import transform
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(transform, switch, on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(on)))
+        results.append(build())
+    return results
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_seed_at_end(target, monkeypatch, tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(7)
+    args = (x, rng.standard_normal(7), 0.3)
+
+    def build():
+        g = srcgrad.value_and_grad(two_grads, wrt=(0, 1, 2), target=target)
+        pullback = srcgrad.vjp(two_grads, wrt=(0, 1, 2), target=target)(*args)[1]
+        return g(*args), [pullback(s) for s in (1.0, 0.5, -2.0, 0.0)], g.source_for(*args)
+    (on, pulled_on, source_on), (off, pulled_off, source_off) = _both(build, monkeypatch, tmp_path,
+                                                                      "SEED_AT_END")
+    assert "seed at the end" in source_on and "seed at the end" not in source_off
+    assert on[0] == off[0]
+    for a, b in zip(on[1], off[1]):
+        assert np.array_equal(a, b)             # seed 1.0: the same operations, bit for bit
+    for got, want in zip(pulled_on, pulled_off):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    nan = srcgrad.vjp(two_grads, wrt=(0, 1, 2), target=target)(*args)[1](float("nan"))
+    assert all(np.all(np.isnan(g)) for g in nan)       # NaN in, NaN out
+    check_grad(two_grads, args, wrt=(0, 1, 2), target="python")
+
+
+def test_seed_at_end_rosenbrock_cpu_float32(monkeypatch, tmp_path):
+    monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(6).random(50)
+    g = srcgrad.value_and_grad(rosenbrock)
+    source = g.source_for(x)
+    loop = source[source.index("joint sweep"):source.index("seed at the end")]
+    assert "_seed" not in loop                  # the loop multiplies by no run-time seed
+    reference = srcgrad.value_and_grad(rosenbrock, target="python")(x)
+    np.testing.assert_allclose(g(x)[1], reference[1], rtol=1e-13)
+    x32 = x.astype(np.float32)
+    value, pullback = srcgrad.vjp(rosenbrock)(x32)
+    half = pullback(0.5)
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, 0.5 * srcgrad.grad(rosenbrock)(x32), rtol=1e-6)
+    check_grad(rosenbrock, (x[:6],), target="python")
