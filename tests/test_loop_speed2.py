@@ -136,8 +136,9 @@ def _both(build, monkeypatch, tmp_path, switch):
     return results
 
 
-@pytest.mark.parametrize("target", ["python", "cpu"])
+@pytest.mark.parametrize("target", ["python", pytest.param("cpu", marks=pytest.mark.slow)])
 def test_seed_at_end(target, monkeypatch, tmp_path):
+    """(compiled by default: test_seed_at_end_rosenbrock_cpu_float32)"""
     rng = np.random.default_rng(5)
     x = rng.standard_normal(7)
     args = (x, rng.standard_normal(7), 0.3)
