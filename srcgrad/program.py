@@ -17,6 +17,7 @@ from .view_writes import refuse_array_writes, refuse_parameter_writes
 from .errors import SrcgradError
 from .normalize import normalize
 from .parse import SourceFunction, read_function, unwrap_function
+from .placeholders import Comment
 from .static import is_library_function
 from .transform import ReverseTransformer
 from . import transform
@@ -65,6 +66,7 @@ class ModuleBuilder:
         self.target = target
         self.checkpoint = checkpoint    # None, K or "auto": the root function's loops (checkpoint.py)
         self.checkpoint_root = None
+        self.seed_at_end = False       # build_module's option (transform.SEED_AT_END)
         self.backend = target_backend(target)
         self.precision = precision
         self.units = {}          # func -> FunctionUnit
@@ -221,6 +223,14 @@ class ModuleBuilder:
         transformer.loop_tapes = self.target != "cuda"    # device code has fixed-size tapes
         if unit.func is self.checkpoint_root:
             transformer.checkpoint = self.checkpoint
+        # seed at the end (transform.SEED_AT_END): the function being differentiated, a float
+        # result, and gradients that are floats or arrays it owns (nothing passed in to add into)
+        scaled = [p for p in wrt if p in analysis.active]
+        transformer.seed_at_end = (
+            self.seed_at_end and unit.func is self.checkpoint_root and not in_place
+            and isinstance(unit.body[-1].value, ast.Name)
+            and analysis.kinds.get(unit.body[-1].value.id, K.FLOAT).cls == "float"
+            and all(analysis.kinds[p].cls == "float" or analysis.kinds[p].is_array for p in scaled))
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
         for tape, pos, _push in sorted(transformer.used_tapes):
@@ -260,13 +270,22 @@ class ModuleBuilder:
                 grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
-        tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
+        tail = [ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]]
+        if transformer.seed_at_end and scaled:
+            # a new array, not `*=`: two gradients may be one array; the seed in the working
+            # precision (a float32 gradient stays float32 whatever the seed's type)
+            seed = f"np.float32({N.SEED})" if self.precision == "float32" else N.SEED
+            scale = "\n    ".join(f"{transformer.adj(p)} = {transformer.adj(p)} * {seed}" for p in scaled)
+            tail = [Comment("seed at the end: the reverse sweep ran with the result's adjoint 1.0 "
+                            f"(constants fold in the loops); the gradients are scaled by {N.SEED} here",
+                            unit.body[-1].lineno),
+                    ast.parse(f"if {N.SEED} != 1.0:\n    {scale}").body[0]] + tail
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if transform.ASSIGN_ZERO_ADJOINTS:
             scalars = {transformer.adj(var) for var in analysis.active
                        if analysis.kinds.get(var, K.FLOAT).cls == "float"}
             reverse_body = zero_adjoints.assign_first_contributions(reverse_body, scalars)
-        tail_stmts = self.finish([tail], analysis)
+        tail_stmts = self.finish(tail, analysis)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
@@ -293,12 +312,14 @@ def _natural(name):
 
 
 def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False,
-                 checkpoint=None):
+                 checkpoint=None, seed_at_end=False):
     """Generate the module source for ``func`` specialized to argument ``kinds`` (``checkpoint``:
-    None, K or "auto", see :mod:`srcgrad.checkpoint`)."""
+    None, K or "auto", see :mod:`srcgrad.checkpoint`; ``seed_at_end``: see transform.SEED_AT_END,
+    for callers that run the module as it is, not for sources transformed again)."""
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     builder = ModuleBuilder(target, precision, checkpoint)
+    builder.seed_at_end = seed_at_end and transform.SEED_AT_END
     unit = builder.unit(func)
     builder.checkpoint_root = unit.func
     _, result_kind = builder.analysis_of(func, tuple(kinds))

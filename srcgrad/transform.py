@@ -51,6 +51,13 @@ STEP_SNAPSHOTS = True
 # A scalar adjoint known to be zero takes its first contribution by assignment, not `+= ` (see
 # zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
 ASSIGN_ZERO_ADJOINTS = True
+# The function being differentiated (scalar result, no adjoint arrays passed in to add into) runs
+# its reverse sweep with the result's adjoint 1.0 and multiplies the gradients by _seed at the end,
+# only when _seed is not 1.0 (applied by program.py to the modules that grad, value_and_grad and vjp
+# run on the python and cpu targets, not to sources differentiated again): adjoints are linear in
+# the seed, and a constant 1.0 folds away in the compiled loops where a run-time _seed costs a
+# multiplication per use. False: the sweep starts from _seed (tests compare both).
+SEED_AT_END = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -84,6 +91,7 @@ class ReverseTransformer:
         self.top_loops = []        # (forward For, normalized For) of loops that run once a call
         self.precision = "float64"  # the working float dtype (set by the caller; typed dummies)
         self.loop_tapes = True      # backends that allocate in generated code (set by the caller)
+        self.seed_at_end = False    # the sweep starts from 1.0, the caller scales (SEED_AT_END)
         self.checkpoint = None      # None, K or "auto": top-level loops checkpointed (checkpoint.py)
 
     def adj(self, name):
@@ -136,8 +144,8 @@ class ReverseTransformer:
                 seed.append(ast.copy_location(ast.AugAssign(target=target, op=ast.Add(), value=part),
                                               self.body[-1]))
         elif self.a.is_active(result):
-            seed = self.accumulate(result, name_load("_seed"), self.a.kind(result), False,
-                                   self.body[-1])
+            start = ast.Constant(1.0) if self.seed_at_end else name_load("_seed")
+            seed = self.accumulate(result, start, self.a.kind(result), False, self.body[-1])
         reverse = seed + reverse
         plan = TapePlan(self.params, self.body, self.a, self.names, self.precision, self.loops,
                         self.top_loops, self.resolve_reset, SNAPSHOT_BUFFERS,

@@ -1,7 +1,9 @@
-"""Memory of compiled code: the C allocator's tuning, huge pages for large fresh arrays, and the
-tapes of overwritten values (growing under SRCGRAD_MAX_TAPE_BYTES)."""
+"""Memory of compiled code: the C allocator's tuning, huge pages for large fresh arrays, the
+large tape and snapshot buffers kept between calls, and the tapes of overwritten values (growing
+under SRCGRAD_MAX_TAPE_BYTES)."""
 import os
 import sys
+import threading
 from types import FunctionType
 
 import numba
@@ -57,6 +59,82 @@ def _tune_malloc():
 
 
 MALLOC_TUNED = _tune_malloc()
+
+
+# -- large tape and snapshot buffers, kept between calls ---------------------------------------
+# A gradient's tapes and step snapshots are as large as its loop (the heat stencil's snapshots:
+# 1 MB for 128 points and 1000 steps) and are freed when the call returns. Whether the next call's
+# allocation page-faults through fresh memory again depends on the state of glibc's heap (its
+# dynamic mmap and trim thresholds): measured in one benchmark process, the heat gradient took
+# 836 µs a call against 305 µs with SRCGRAD_MALLOC_TUNING=1; in a quieter process the same code
+# took 360 µs. Rather than change the allocator of the whole process (SRCGRAD_MALLOC_TUNING stays
+# opt-in), these buffers come from a small pool of blocks that srcgrad keeps: a buffer of at least
+# RETAIN_MIN_BYTES is a view of a kept block that nothing else references, so a block is handed
+# out again only once every array made from it is gone (its reference count says so: a returned
+# gradient, another thread's call, or a reentrant call still holding a view keep it taken). Blocks
+# are reused for requests between half their size and their size; at most RETAIN_MAX_BYTES stay
+# kept (free blocks are dropped first, a request that does not fit is a plain fresh array).
+# release_retained() drops every free block. The compiled helpers reach the pool through one
+# object-mode call per buffer (about 1 µs), which is why small buffers skip it.
+RETAIN_MIN_BYTES = 1 << 16
+RETAIN_MAX_BYTES = 256 << 20
+_retained = []                      # the kept blocks (1-d uint8 arrays)
+_retained_lock = threading.Lock()
+
+
+def _reference_counts(blocks):
+    return [sys.getrefcount(block) for block in blocks]
+
+
+# the count of a block that only the pool references, seen through _reference_counts (measured
+# rather than assumed: it depends on the interpreter)
+_FREE_COUNT = _reference_counts([np.empty(1, np.uint8)])[0]
+
+
+def retained_block(nbytes):
+    """``nbytes`` bytes (a 1-d uint8 view) of a kept block no other array uses, or a fresh array."""
+    with _retained_lock:
+        counts = _reference_counts(_retained)
+        free = [k for k, count in enumerate(counts) if count <= _FREE_COUNT]
+        fits = [k for k in free if nbytes <= _retained[k].shape[0] <= 2 * nbytes]
+        if fits:
+            return _retained[min(fits, key=lambda k: _retained[k].shape[0])][:nbytes]
+        block = np.empty(nbytes, np.uint8)
+        kept = sum(b.shape[0] for b in _retained)
+        for k in sorted(free, key=lambda k: -_retained[k].shape[0]):
+            if kept + nbytes <= RETAIN_MAX_BYTES:
+                break
+            kept -= _retained[k].shape[0]
+            _retained[k] = None
+        _retained[:] = [b for b in _retained if b is not None]
+        if kept + nbytes <= RETAIN_MAX_BYTES:
+            _retained.append(block)
+        return block
+
+
+def release_retained():
+    """Drop the kept blocks no array uses (their memory goes back to the allocator); returns the
+    number of bytes still kept (blocks in use)."""
+    with _retained_lock:
+        counts = _reference_counts(_retained)
+        _retained[:] = [b for b, count in zip(_retained, counts) if count > _FREE_COUNT]
+        return sum(b.shape[0] for b in _retained)
+
+
+@numba.njit(cache=True)
+def _kept_bytes(nbytes):
+    with numba.objmode(block="uint8[::1]"):
+        block = retained_block(nbytes)
+    return block
+
+
+@numba.njit(cache=True)
+def tape_array(size, like):
+    """np.empty(size, like.dtype) for a tape; from the kept blocks when it is large."""
+    nbytes = size * like.itemsize
+    if nbytes < RETAIN_MIN_BYTES:
+        return np.empty(size, like.dtype)
+    return _kept_bytes(nbytes).view(like.dtype)
 
 
 # -- large arrays on transparent huge pages ----------------------------------------------------
@@ -139,7 +217,7 @@ def grow(tape):
     if n * 2 * 8 > runtime.max_tape_bytes():
         raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
                           "(a loop with a huge trip count); reduce the problem size or raise the limit")
-    bigger = np.empty(n * 2, dtype=tape.dtype)
+    bigger = tape_array(n * 2, tape)
     for i in range(n):
         bigger[i] = tape[i]
     return bigger
@@ -154,8 +232,36 @@ push_int = numba.njit(cache=True, inline="always")(runtime_code(runtime.push_int
 new_float_tape = _helper(runtime.new_float_tape)
 count_snapshot = numba.njit(cache=True)(runtime.count_snapshot)
 pop_snapshot = numba.njit(cache=True)(runtime.pop_snapshot)
-snapshot_buffer = numba.njit(cache=True)(runtime.snapshot_buffer)
-reserve_tape = numba.njit(cache=True)(runtime.reserve_tape)
+
+
+@numba.njit(cache=True)
+def snapshot_buffer(array, count):
+    """runtime.snapshot_buffer, from the kept blocks when it is large (see retained_block)."""
+    count = max(count, 0)
+    if count * array.nbytes > runtime.max_tape_bytes():
+        raise MemoryError("srcgrad: the snapshots of arrays rebound in a loop would exceed "
+                          "SRCGRAD_MAX_TAPE_BYTES (a loop with a huge trip count); reduce the problem "
+                          "size or raise the limit")
+    if count * array.nbytes < RETAIN_MIN_BYTES:
+        return np.empty((count,) + array.shape, array.dtype)
+    return _kept_bytes(count * array.nbytes).view(array.dtype).reshape((count,) + array.shape)
+
+
+@numba.njit(cache=True)
+def reserve_tape(tape, top, count):
+    """runtime.reserve_tape, its new tape from the kept blocks when it is large."""
+    need = top + max(count, 0)
+    if need <= tape.shape[0]:
+        return tape
+    if need * tape.itemsize > runtime.max_tape_bytes():
+        raise MemoryError("srcgrad: the tape of overwritten values would exceed SRCGRAD_MAX_TAPE_BYTES "
+                          "(a loop with a huge trip count); reduce the problem size or raise the limit")
+    bigger = tape_array(max(need, 2 * tape.shape[0]), tape)
+    for i in range(top):
+        bigger[i] = tape[i]
+    return bigger
+
+
 push_snapshot = numba.njit(cache=True)(runtime.push_snapshot)
 snapshot_at = numba.njit(cache=True)(runtime.snapshot_at)
 new_int_tape = _helper(runtime.new_int_tape)
