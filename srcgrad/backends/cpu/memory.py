@@ -67,8 +67,9 @@ MALLOC_TUNED = _tune_malloc()
 # allocation page-faults through fresh memory again depends on the state of glibc's heap (its
 # dynamic mmap and trim thresholds): measured in one benchmark process, the heat gradient took
 # 836 µs a call against 305 µs with SRCGRAD_MALLOC_TUNING=1; in a quieter process the same code
-# took 360 µs. Rather than change the allocator of the whole process (SRCGRAD_MALLOC_TUNING stays
-# opt-in), these buffers come from a small pool of blocks that srcgrad keeps: a buffer of at least
+# took 360 µs. The allocator thresholds above help only while they are in force (a user may turn
+# them off, or another library may change them) and only up to 32 MB, so these buffers also
+# come from a small pool of blocks that srcgrad keeps: a buffer of at least
 # RETAIN_MIN_BYTES is a view of a kept block that nothing else references, so a block is handed
 # out again only once every array made from it is gone (its reference count says so: a returned
 # gradient, another thread's call, or a reentrant call still holding a view keep it taken). Blocks
