@@ -51,6 +51,11 @@ STEP_SNAPSHOTS = True
 # A scalar adjoint known to be zero takes its first contribution by assignment, not `+= ` (see
 # zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
 ASSIGN_ZERO_ADJOINTS = True
+# A scalar loop value made by a transcendental call (math.exp, log, tanh, ...) is taped in the
+# forward sweep instead of recomputed in each reverse iteration: a tape slot costs less than the
+# call (see tape.TapePlan.recompute_in_loops). Not on cuda (fixed-size device tapes), not in a
+# loop the joint sweep fuses (it has the value at hand). False: recomputed (tests compare both).
+TAPE_TRANSCENDENTALS = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -141,7 +146,8 @@ class ReverseTransformer:
         reverse = seed + reverse
         plan = TapePlan(self.params, self.body, self.a, self.names, self.precision, self.loops,
                         self.top_loops, self.resolve_reset, SNAPSHOT_BUFFERS,
-                        LOOP_TAPES and self.loop_tapes)
+                        LOOP_TAPES and self.loop_tapes,
+                        tape_transcendentals=TAPE_TRANSCENDENTALS and self.loop_tapes)
         forward, reverse, inits = plan.resolve(forward, reverse)
         self.used_tapes = plan.used_tapes
         if JOINT_SWEEPS:

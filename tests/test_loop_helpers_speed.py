@@ -1,0 +1,153 @@
+"""Loop-speed transformations for helpers called in loops (issue #18, the GMM with @njit helpers).
+
+Each optimization has a switch in ``srcgrad.transform``; every test compares the gradient with the
+switch on and off (to rounding), checks the comment the optimization leaves in the generated
+adjoint, and checks central finite differences, on the python target and a compiled subset.
+"""
+import math
+
+import numba
+import numpy as np
+
+import srcgrad
+from srcgrad import transform
+from conftest import check_grad
+
+
+def _both(f, args, wrt, target, monkeypatch, tmp_path, switch):
+    """((value, grads), source) with ``switch`` on, then off (each in its own code cache)."""
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(transform, switch, on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / f"{switch}-{on}"))
+        g = srcgrad.value_and_grad(f, wrt=wrt, target=target)
+        results.append((g(*args), g.source_for(*args)))
+    return results
+
+
+def _code(source):
+    """``source`` without its comment lines (they quote the user's lines)."""
+    return "\n".join(line for line in source.splitlines() if not line.strip().startswith("#"))
+
+
+def _close(a, b):
+    (va, ga), (vb, gb) = a, b
+    assert np.isclose(va, vb, rtol=1e-12, atol=0)
+    ga = ga if isinstance(ga, tuple) else (ga,)
+    gb = gb if isinstance(gb, tuple) else (gb,)
+    for x, y in zip(ga, gb):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+# -- programs: helpers called in loops, nested loops, loop-invariant values --------------------
+
+@numba.njit
+def quad_row(Q, mu, x, k, i):
+    """A GMM-like term: exp of a loop value (its derivative reads it), a nested loop."""
+    sq = 0.0
+    for j in range(x.shape[1]):
+        s = math.exp(Q[k, j]) * (x[i, j] - mu[k, j])
+        for l in range(j):
+            s += Q[k, l] * (x[i, l] - mu[k, l])
+        sq += s * s
+    return sq
+
+
+@numba.njit
+def lse(v):
+    mx = -1e300
+    for k in range(v.shape[0]):
+        if v[k] > mx:
+            mx = v[k]
+    se = 0.0
+    for k in range(v.shape[0]):
+        se += math.exp(v[k] - mx)
+    return mx + math.log(se)
+
+
+def mixture(a, Q, mu, x, scale):
+    n = x.shape[0]
+    K = a.shape[0]
+    main = np.empty(K)
+    total = 0.0
+    c = math.log(scale)               # loop-invariant value, read inside the loops
+    for i in range(n):
+        for k in range(K):
+            main[k] = a[k] - 0.5 * quad_row(Q, mu, x, k, i) + c
+        total += lse(main)
+    return total - n * lse(a)
+
+
+def tanh_chain(w, x):
+    """A recurrence whose step is transcendental (the state is carried), a value derived from the
+    taped one (u = t * w[i]: a recomputation that reads it), and np.sin of a scalar."""
+    h = 0.5
+    acc = 0.0
+    for i in range(x.shape[0]):
+        t = math.tanh(w[i] * h + x[i])
+        u = t * w[i]
+        h = t + 0.1 * np.sin(u)
+        acc += u * u
+    return acc + h
+
+
+def exp_sum(x):
+    """The last loop only sums into the result: the joint sweep fuses it (nothing taped)."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        e = math.exp(x[i])
+        s += e * x[i]
+    return s
+
+
+def _mixture_args(seed=0, n=5, K=3, d=3):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(K), 0.3 * rng.standard_normal((K, d)), rng.standard_normal((K, d)),
+            rng.standard_normal((n, d)), 1.7)
+
+
+# -- transcendental loop values are taped, not recomputed ----------------------------------------
+
+def test_transcendentals_taped_in_helpers(monkeypatch, tmp_path):
+    args = _mixture_args()
+    (on, src_on), (off, src_off) = _both(mixture, args, (0, 1, 2), "python", monkeypatch, tmp_path,
+                                         "TAPE_TRANSCENDENTALS")
+    _close(on, off)
+    note = "taped in the forward sweep, not recomputed here"
+    helper_on = src_on[src_on.index("def quad_row_adjoint"):]
+    helper_off = src_off[src_off.index("def quad_row_adjoint"):]
+    assert note in helper_on and note not in src_off
+    # the reverse loop no longer calls exp; the unoptimized one recomputes it there
+    reverse_on = _code(helper_on[helper_on.index("_value = sq"):helper_on.index("return _value")])
+    reverse_off = _code(helper_off[helper_off.index("_value = sq"):helper_off.index("return _value")])
+    assert "math.exp(" not in reverse_on and "math.exp(" in reverse_off
+    check_grad(mixture, args, wrt=(0, 1, 2), target="python")
+
+
+def test_transcendental_recurrence(monkeypatch, tmp_path):
+    rng = np.random.default_rng(1)
+    args = (rng.standard_normal(7), rng.standard_normal(7))
+    (on, src_on), (off, _) = _both(tanh_chain, args, (0, 1), "python", monkeypatch, tmp_path,
+                                   "TAPE_TRANSCENDENTALS")
+    _close(on, off)
+    assert "taped in the forward sweep" in src_on
+    check_grad(tanh_chain, args, wrt=(0, 1), target="python")
+
+
+def test_joint_loop_keeps_recomputing(monkeypatch, tmp_path):
+    x = np.random.default_rng(2).standard_normal(6)
+    (on, src_on), (off, _) = _both(exp_sum, (x,), 0, "python", monkeypatch, tmp_path,
+                                   "TAPE_TRANSCENDENTALS")
+    _close(on, off)
+    assert "joint sweep" in src_on and "taped in the forward sweep" not in src_on
+    check_grad(exp_sum, (x,), wrt=0, target="python")
+
+
+def test_transcendentals_taped_compiled(monkeypatch, tmp_path):
+    args = _mixture_args(seed=3, n=4)
+    (on, src_on), (off, _) = _both(mixture, args, (0, 1, 2), "cpu", monkeypatch, tmp_path,
+                                   "TAPE_TRANSCENDENTALS")
+    _close(on, off)
+    assert "taped in the forward sweep" in src_on
+    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
+               gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
