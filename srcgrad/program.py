@@ -21,6 +21,7 @@ from .static import is_library_function
 from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
+from . import split_calls
 from . import codegen
 from . import naming as N
 from ._version import __version__
@@ -70,6 +71,7 @@ class ModuleBuilder:
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
+        self.splits = {}         # helper adjoint name -> (record, reverse) names (split_calls.py)
         self.analyses = {}       # (func, kinds) -> (Analysis, result kind)
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
@@ -198,7 +200,7 @@ class ModuleBuilder:
                              if unit.params[k] in wrt and not analysis.overwritten(unit.params[k]))
             name = self.adjoint(callee, kinds, wrt, in_place)
             return (name, [unit.params.index(p) for p in wrt],
-                    tuple(unit.params.index(p) for p in in_place))
+                    tuple(unit.params.index(p) for p in in_place), self.splits.get(name))
         return adjoint
 
     def adjoint(self, func, kinds, wrt, in_place=()):
@@ -228,6 +230,11 @@ class ModuleBuilder:
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
+        if transformer.split_stacks:        # the stacks its split helper calls record on
+            for (tape, pos), maker in ((N.HELPER_FLOAT_STACK, "new_float32_tape" if self.precision == "float32"
+                                        else "new_float_tape"), (N.HELPER_INT_STACK, "new_int_tape")):
+                stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
+                stmts.append(ast.parse(f"{pos} = 0").body[0])
         # adjoints start at zero (temporaries used once, right beside their definition, are
         # assigned directly by their single use instead)
         zero_inits = []
@@ -278,7 +285,30 @@ class ModuleBuilder:
                f"    Reverse sweep: adjoints ({N.adjoint_name('<name>')}) flow from the result back to the inputs.\n    ")
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
+        if transform.SPLIT_HELPER_CALLS and unit.func is not self.checkpoint_root and self.target != "cuda":
+            self.split(unit, name, stmts, reverse_body, grads, analysis,
+                       [transformer.adj(p) for p in in_place])
         return name
+
+    def split(self, unit, name, forward, reverse, grads, analysis, in_place_adjoints):
+        """The helper's adjoint as a record and a reverse function (split_calls.py), when it splits."""
+        zero = ast.parse("np.float32(0.0)" if self.precision == "float32" else "0.0", mode="eval").body
+        parts = split_calls.split_functions(unit.params, forward, reverse, grads, analysis.kinds,
+                                            in_place_adjoints, zero)
+        if parts is None:
+            return
+        record_params, record_body, reverse_params, reverse_body = parts
+        fname = unit.func.__name__
+        record, backward = self.unique(f"{fname}_record"), self.unique(f"{fname}_reverse")
+        lines = user_lines(unit.fsrc)
+        self.add_source(unit, *codegen.function_source_and_lines(
+            record, record_params, record_body, user_lines=lines, reverse=(len(record_body), len(record_body)),
+            docstring=f"The forward sweep of {name}: the value of {fname}; pushes what {backward} reads."))
+        self.add_source(unit, *codegen.function_source_and_lines(
+            backward, reverse_params, reverse_body, user_lines=lines, reverse=(0, len(reverse_body)),
+            docstring=f"The reverse sweep of {name}: pops what {record} pushed; returns (gradients, "
+                      "float stack top, int stack top)."))
+        self.splits[name] = (record, backward)
 
 
 def user_lines(fsrc):

@@ -55,7 +55,7 @@ def quad_row(Q, mu, x, k, i):
 
 @numba.njit
 def lse(v):
-    mx = -1e300
+    mx = -1e30
     for k in range(v.shape[0]):
         if v[k] > mx:
             mx = v[k]
@@ -149,5 +149,116 @@ def test_transcendentals_taped_compiled(monkeypatch, tmp_path):
                                    "TAPE_TRANSCENDENTALS")
     _close(on, off)
     assert "taped in the forward sweep" in src_on
+    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
+               gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
+
+
+# -- split helper calls: the helper's forward sweep runs once ------------------------------------
+
+@numba.njit
+def row_sum(Q, k):                   # its adjoint is a joint sweep (the value is a sum): stays joint
+    s = 0.0
+    for j in range(Q.shape[1]):
+        s += Q[k, j]
+    return s
+
+
+@numba.njit
+def clipped(v, c):                   # a branch on a helper-local value (an int/bool on the tape)
+    t = v * c
+    if t > 0.5:
+        t = 0.5 + 0.1 * math.tanh(t - 0.5)
+    return t * t
+
+
+def nested_helper(Q, x, k):          # calls another helper: its own record would need the stacks
+    return clipped(x[k], 1.5) + row_sum(Q, k) * x[k]
+
+
+def mixed_calls(a, Q, mu, x, scale):
+    n = x.shape[0]
+    K = a.shape[0]
+    total = 0.0
+    for i in range(n):
+        for k in range(K):
+            q = quad_row(Q, mu, x, k, i)
+            if q > 1.0:                      # a split call inside a branch
+                total += clipped(q, 0.3)
+            else:
+                total += 0.5 * q + row_sum(Q, k)
+        total += nested_helper(Q, a, i % K)
+    m = 0
+    while m < K:                             # and in a while loop
+        total += clipped(a[m], scale)
+        m += 1
+    return total
+
+
+def summed(a, Q, mu, x):
+    """The last loop only sums helper values into the result: a joint sweep around split calls."""
+    s = lse(a)
+    for i in range(x.shape[0]):
+        s += quad_row(Q, mu, x, i % 3, i)
+    return s
+
+
+def test_split_helper_calls(monkeypatch, tmp_path):
+    args = _mixture_args(seed=4)
+    (on, src_on), (off, src_off) = _both(mixture, args, (0, 1, 2), "python", monkeypatch, tmp_path,
+                                         "SPLIT_HELPER_CALLS")
+    _close(on, off)
+    caller = _code(src_on[src_on.index("def mixture_adjoint"):])
+    # the caller's forward sweep records, its reverse sweep pops: no joint helper adjoint is called
+    assert "quad_row_record(" in caller and "quad_row_reverse(" in caller and "lse_reverse(" in caller
+    assert "quad_row_adjoint(" not in caller and "lse_adjoint(" not in caller
+    assert "records quad_row's tape" in src_on and "split call" in src_on
+    assert "_record(" not in src_off
+    check_grad(mixture, args, wrt=(0, 1, 2), target="python")
+
+
+def test_split_calls_in_branches_loops_and_nested_helpers(monkeypatch, tmp_path):
+    args = _mixture_args(seed=5, n=4)[:-1] + (0.8,)
+    (on, src_on), (off, _) = _both(mixed_calls, args, (0, 1, 2, 4), "python", monkeypatch, tmp_path,
+                                   "SPLIT_HELPER_CALLS")
+    _close(on, off)
+    assert "clipped_record(" in src_on
+    # a helper whose adjoint computes the value in a joint sweep keeps the joint call
+    assert "row_sum_record" not in src_on and "row_sum_adjoint(" in src_on
+    # a helper that calls helpers keeps the joint call (its own calls split inside its adjoint)
+    assert "nested_helper_record" not in src_on
+    check_grad(mixed_calls, args, wrt=(0, 1, 2, 4), target="python")
+
+
+def test_split_calls_in_a_joint_loop(monkeypatch, tmp_path):
+    args = _mixture_args(seed=6, n=5)[:-1]
+    (on, src_on), (off, _) = _both(summed, args, (0, 1, 2), "python", monkeypatch, tmp_path,
+                                   "SPLIT_HELPER_CALLS")
+    _close(on, off)
+    assert "joint sweep" in src_on and "quad_row_record(" in src_on
+    check_grad(summed, args, wrt=(0, 1, 2), target="python")
+
+
+def test_split_helper_calls_float32(monkeypatch, tmp_path):
+    args = tuple(np.asarray(a, np.float32) if isinstance(a, np.ndarray) else a
+                 for a in _mixture_args(seed=7, n=3))
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(transform, "SPLIT_HELPER_CALLS", on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / f"f32-{on}"))
+        g = srcgrad.value_and_grad(mixture, wrt=(0, 1, 2), target="python")   # float32 arrays: float32
+        results.append(g(*args))
+    (va, ga), (vb, gb) = results
+    assert np.isclose(va, vb, rtol=1e-5)
+    for x, y in zip(ga, gb):
+        assert x.dtype == np.float32
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_split_helper_calls_compiled(monkeypatch, tmp_path):
+    args = _mixture_args(seed=8, n=4)
+    (on, src_on), (off, _) = _both(mixture, args, (0, 1, 2), "cpu", monkeypatch, tmp_path,
+                                   "SPLIT_HELPER_CALLS")
+    _close(on, off)
+    assert "quad_row_record(" in src_on
     check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
                gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
