@@ -72,6 +72,7 @@ class ModuleBuilder:
         self.primals = {}        # func -> generated primal name
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
         self.splits = {}         # helper adjoint name -> (record, reverse) names (split_calls.py)
+        self.borrowing = set()   # helper adjoints that take their tapes from the caller
         self.analyses = {}       # (func, kinds) -> (Analysis, result kind)
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
@@ -200,7 +201,8 @@ class ModuleBuilder:
                              if unit.params[k] in wrt and not analysis.overwritten(unit.params[k]))
             name = self.adjoint(callee, kinds, wrt, in_place)
             return (name, [unit.params.index(p) for p in wrt],
-                    tuple(unit.params.index(p) for p in in_place), self.splits.get(name))
+                    tuple(unit.params.index(p) for p in in_place), self.splits.get(name),
+                    name in self.borrowing)
         return adjoint
 
     def adjoint(self, func, kinds, wrt, in_place=()):
@@ -225,7 +227,10 @@ class ModuleBuilder:
             transformer.checkpoint = self.checkpoint
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
-        for tape, pos, _push in sorted(transformer.used_tapes):
+        # a helper's adjoint borrows its tapes from the caller (transform.HELPERS_BORROW_TAPES)
+        borrow = transform.HELPERS_BORROW_TAPES and bool(transformer.used_tapes) and \
+            unit.func is not self.checkpoint_root and self.target != "cuda"
+        for tape, pos, _push in sorted(transformer.used_tapes) if not borrow else ():
             maker = "new_int_tape" if tape != N.FLOAT_TAPE_NAME else \
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
@@ -267,7 +272,8 @@ class ModuleBuilder:
                 grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
-        tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]
+        tapes_back = f", {N.FLOAT_TAPE_NAME}, {N.INT_TAPE_NAME}" if borrow else ""
+        tail = ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''}){tapes_back}").body[0]
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if transform.ASSIGN_ZERO_ADJOINTS:
             scalars = {transformer.adj(var) for var in analysis.active
@@ -279,10 +285,16 @@ class ModuleBuilder:
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + [N.SEED] + [transformer.adj(p) for p in in_place]
+        if borrow:
+            params += [N.FLOAT_TAPE_NAME, N.FLOAT_POSITION, N.INT_TAPE_NAME, N.INT_POSITION]
+            self.borrowing.add(name)
         wrt_text = ", ".join(wrt)
         doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by {N.SEED}.\n\n"
                f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"
                f"    Reverse sweep: adjoints ({N.adjoint_name('<name>')}) flow from the result back to the inputs.\n    ")
+        if borrow:
+            doc += ("\n    Tapes: the caller's, from the positions it passes (this call pops what it pushes; "
+                    "a tape it grows is returned after the gradients).\n    ")
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
         if transform.SPLIT_HELPER_CALLS and unit.func is not self.checkpoint_root and self.target != "cuda":

@@ -66,6 +66,10 @@ TAPE_TRANSCENDENTALS = True
 # the split GMM gradient is faster than the joint one (9.4 against 10.7 ms), without them slower
 # (17.7 against 10.4 ms; CPU time, load ~9).
 SPLIT_HELPER_CALLS = False
+# A helper's adjoint that uses tapes takes them from its caller (the caller's helper stacks, above
+# their top; it pops what it pushes) instead of allocating them on each call (program.py). Not on
+# cuda. False: each call allocates its tapes (tests compare both; not in the cache key).
+HELPERS_BORROW_TAPES = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -426,7 +430,7 @@ class ReverseTransformer:
                 f"{self.fsrc.filename}:{stmt.lineno}: no derivative rule for `{label}`. Register one "
                 f"with @srcgrad.register_adjoint({label}) on a template such as\n"
                 f"    def {label.split('.')[-1]}_adjoint(result, x):\n        d[x] += d[result] * ...")
-        adjoint, wrt_positions, in_place, split = adjoint
+        adjoint, wrt_positions, in_place, split, borrows = adjoint
         grads = self.names.fresh("grads")
         result_kind = self.a.kinds.get(name, K.FLOAT)
         if split is not None and SPLIT_HELPER_CALLS and self.loop_tapes and self.checkpoint is None \
@@ -438,12 +442,25 @@ class ReverseTransformer:
         else:
             seed = name_load(self.adj(name))
         accumulators = [name_load(self.adj(call.args[k].id)) for k in in_place]
-        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed] + accumulators,
+        stacks = [name_load(n) for n in N.HELPER_FLOAT_STACK + N.HELPER_INT_STACK] if borrows else []
+        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed] + accumulators + stacks,
                                keywords=[])
         out = []
         if in_place:
             out.append(Comment(f"{adjoint} adds into {', '.join(a.id for a in accumulators)} in place "
                                "(no gradient arrays per call)", stmt.lineno))
+        if borrows:
+            # its tapes: the caller's stacks, above their top (it pops what it pushes): no tape
+            # allocated per call; a tape it grows comes back
+            self.split_stacks = True
+            out.append(Comment(f"{adjoint} borrows the stacks _ftape_h, _itape_h for its tapes "
+                               "(no tape allocated per call)", stmt.lineno))
+            result = self.names.fresh("adjoint")
+            out.append(assign(result, helper_call, stmt))
+            helper_call = name_load(result)
+            for k, stack in ((2, N.HELPER_FLOAT_STACK[0]), (3, N.HELPER_INT_STACK[0])):
+                out.append(assign(stack, ast.Subscript(value=name_load(result), slice=ast.Constant(k),
+                                                       ctx=ast.Load()), stmt))
         out.append(assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()),
                           stmt))
         for position, k in enumerate(wrt_positions):

@@ -262,3 +262,27 @@ def test_split_helper_calls_compiled(monkeypatch, tmp_path):
     assert "quad_row_record(" in src_on
     check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
                gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
+
+
+# -- helper adjoints borrow the caller's stacks for their tapes ----------------------------------
+
+def test_helper_adjoints_borrow_tapes(monkeypatch, tmp_path):
+    args = _mixture_args(seed=9, n=4)[:-1] + (0.8,)
+    (on, src_on), (off, src_off) = _both(mixed_calls, args, (0, 1, 2, 4), "python", monkeypatch, tmp_path,
+                                         "HELPERS_BORROW_TAPES")
+    _close(on, off)
+    helper = src_on[src_on.index("def quad_row_adjoint"):src_on.index("return _value", src_on.index("def quad_row_adjoint"))]
+    signature = " ".join(helper[:helper.index(":\n")].split())
+    assert signature.endswith("_ftape, _fpos, _itape, _ipos)") and "new_float_tape()" not in helper
+    assert "borrows the stacks _ftape_h, _itape_h" in src_on and "borrows" not in src_off
+    # a helper without tapes keeps its signature
+    assert "def row_sum_adjoint(Q, k, _seed, _adj_Q):" in src_on
+    check_grad(mixed_calls, args, wrt=(0, 1, 2, 4), target="python")
+
+
+def test_helper_adjoints_borrow_tapes_compiled(monkeypatch, tmp_path):
+    args = _mixture_args(seed=10, n=3)[:-1] + (0.8,)
+    (on, src_on), (off, _) = _both(mixed_calls, args, (0, 1, 2, 4), "cpu", monkeypatch, tmp_path,
+                                   "HELPERS_BORROW_TAPES")
+    _close(on, off)
+    assert "borrows the stacks" in src_on
