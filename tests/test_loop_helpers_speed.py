@@ -143,16 +143,6 @@ def test_joint_loop_keeps_recomputing(monkeypatch, tmp_path):
     check_grad(exp_sum, (x,), wrt=0, target="python")
 
 
-def test_transcendentals_taped_compiled(monkeypatch, tmp_path):
-    args = _mixture_args(seed=3, n=4)
-    (on, src_on), (off, _) = _both(mixture, args, (0, 1, 2), "cpu", monkeypatch, tmp_path,
-                                   "TAPE_TRANSCENDENTALS")
-    _close(on, off)
-    assert "taped in the forward sweep" in src_on
-    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
-               gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
-
-
 # -- split helper calls: the helper's forward sweep runs once ------------------------------------
 
 @numba.njit
@@ -254,16 +244,6 @@ def test_split_helper_calls_float32(monkeypatch, tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_split_helper_calls_compiled(monkeypatch, tmp_path):
-    args = _mixture_args(seed=8, n=4)
-    (on, src_on), (off, _) = _both(mixture, args, (0, 1, 2), "cpu", monkeypatch, tmp_path,
-                                   "SPLIT_HELPER_CALLS")
-    _close(on, off)
-    assert "quad_row_record(" in src_on
-    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu",
-               gradfn=srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu"))
-
-
 # -- helper adjoints borrow the caller's stacks for their tapes ----------------------------------
 
 def test_helper_adjoints_borrow_tapes(monkeypatch, tmp_path):
@@ -280,9 +260,29 @@ def test_helper_adjoints_borrow_tapes(monkeypatch, tmp_path):
     check_grad(mixed_calls, args, wrt=(0, 1, 2, 4), target="python")
 
 
-def test_helper_adjoints_borrow_tapes_compiled(monkeypatch, tmp_path):
-    args = _mixture_args(seed=10, n=3)[:-1] + (0.8,)
-    (on, src_on), (off, _) = _both(mixed_calls, args, (0, 1, 2, 4), "cpu", monkeypatch, tmp_path,
-                                   "HELPERS_BORROW_TAPES")
-    _close(on, off)
-    assert "borrows the stacks" in src_on
+# -- the compiled path: every optimization of this file at once, against none of them -----------
+
+SWITCHES = ("TAPE_TRANSCENDENTALS", "SPLIT_HELPER_CALLS", "HELPERS_BORROW_TAPES")
+
+
+def test_loop_helper_optimizations_compiled(monkeypatch, tmp_path):
+    """Three compiles: the default switches (tapes borrowed), split calls on too, everything off
+    (the python tests above compare each switch on its own)."""
+    args = _mixture_args(seed=8, n=3)[:-1] + (0.8,)
+    wrt = (0, 1, 2, 4)
+    variants = {"borrow": (True, False, True), "split": (True, True, True), "off": (False, False, False)}
+    results = {}
+    for label, values in variants.items():
+        for switch, on in zip(SWITCHES, values):
+            monkeypatch.setattr(transform, switch, on)
+        monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / label))
+        g = srcgrad.value_and_grad(mixed_calls, wrt=wrt, target="cpu")
+        results[label] = (g, g(*args), g.source_for(*args))
+    _close(results["borrow"][1], results["off"][1])
+    _close(results["split"][1], results["off"][1])
+    assert "taped in the forward sweep" in results["borrow"][2]
+    assert "borrows the stacks" in results["borrow"][2]
+    assert "quad_row_record(" in results["split"][2]
+    for label in ("borrow", "split"):
+        g = results[label][0]
+        check_grad(mixed_calls, args, wrt=wrt, target="cpu", gradfn=lambda *a, g=g: g(*a)[1])
