@@ -23,6 +23,7 @@ from . import transform
 from . import zero_adjoints
 from . import split_calls
 from . import codegen
+from . import helpers as _helpers
 from . import naming as N
 from ._version import __version__
 from . import rules
@@ -61,6 +62,8 @@ class FunctionUnit:
         self.params, self.body, self.names = normalize(self.fsrc, lower_products)
 
 
+_RUNTIME_NAMES = frozenset(_helpers.names())
+
 class ModuleBuilder:
     def __init__(self, target, precision="float64", checkpoint=None):
         self.target = target
@@ -89,7 +92,9 @@ class ModuleBuilder:
 
     def unique(self, name):
         base, count = name, 1
-        while name in self.used_names:
+        # not a runtime helper's name either: the module imports those (a user helper `logsumexp`
+        # must not get an adjoint named like SciPy logsumexp's runtime helper `logsumexp_adjoint`)
+        while name in self.used_names or name in _RUNTIME_NAMES:
             count += 1
             name = f"{base}_{count}"
         self.used_names.add(name)

@@ -8,6 +8,7 @@ import math
 
 import numba
 import numpy as np
+from scipy.special import logsumexp as scipy_logsumexp
 
 import srcgrad
 from srcgrad import transform
@@ -286,3 +287,29 @@ def test_loop_helper_optimizations_compiled(monkeypatch, tmp_path):
     for label in ("borrow", "split"):
         g = results[label][0]
         check_grad(mixed_calls, args, wrt=wrt, target="cpu", gradfn=lambda *a, g=g: g(*a)[1])
+
+
+# -- a helper named like a runtime helper's function --------------------------------------------
+
+@numba.njit
+def logsumexp(v):                   # its adjoint must not be named `logsumexp_adjoint`: SciPy
+    mx = v[0]                       # logsumexp's runtime helper has that name in the module
+    for k in range(v.shape[0]):
+        if v[k] > mx:
+            mx = v[k]
+    se = 0.0
+    for k in range(v.shape[0]):
+        se += math.exp(v[k] - mx)
+    return mx + math.log(se)
+
+
+def two_logsumexps(a, b):
+    return logsumexp(a) + 2.0 * scipy_logsumexp(b)
+
+
+def test_helper_adjoint_name_is_not_a_runtime_helper():
+    rng = np.random.default_rng(11)
+    args = (rng.standard_normal(4), rng.standard_normal(5))
+    source = srcgrad.grad(two_logsumexps, wrt=(0, 1), target="python").source_for(*args)
+    assert "def logsumexp_adjoint_2(" in source and "def logsumexp_adjoint(" not in source
+    check_grad(two_logsumexps, args, wrt=(0, 1), target="python")
