@@ -61,10 +61,10 @@ TAPE_TRANSCENDENTALS = True
 # forward sweep, on the caller's stacks; the caller's reverse sweep runs only the helper's reverse
 # sweep (see split_calls.py). Not on cuda, not under checkpointing. False: joint calls (the
 # helper's adjoint reruns its forward sweep; tests compare both; not in the cache key).
-# Off by default for now: the stacks hold every call's record (GMM n=1000: 4.4 MB), and a tape
-# buffer allocated fresh on each gradient call page-faults; with tape buffers kept between calls
-# the split GMM gradient is faster than the joint one (9.4 against 10.7 ms), without them slower
-# (17.7 against 10.4 ms; CPU time, load ~9).
+# Off by default: the stacks hold every call's record (GMM n=1000: 4.4 MB), and a tape buffer
+# allocated fresh on each gradient call page-faults; GMM gradient (CPU time, load ~5-9): 17.97 ms
+# split against 10.26 ms joint with borrowed tapes; with tape buffers kept between calls (the
+# heat branch's memory.py) 9.96 against 10.10 ms, about equal.
 SPLIT_HELPER_CALLS = False
 # A helper's adjoint that uses tapes takes them from its caller (the caller's helper stacks, above
 # their top; it pops what it pushes) instead of allocating them on each call (program.py). Not on
