@@ -16,9 +16,11 @@ import ast
 from .analyse import operand_names
 from .liveness import assigned_in, value_reads
 from .normalize import assign, name_load
+from .naming import HELPER_FLOAT_STACK, HELPER_INT_STACK
 from .placeholders import Comment
 
 RECOMPUTE = "recompute this iteration's values"
+_HELPER_STACKS = set(HELPER_FLOAT_STACK + HELPER_INT_STACK)
 
 
 def accumulator(loop, result, analysis):
@@ -72,8 +74,9 @@ def accumulator(loop, result, analysis):
 def _tape_traffic(stmts):
     for stmt in stmts:
         for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and node.id.startswith(("_ftape", "_itape", "_fpos", "_ipos")):
-                return True
+            if isinstance(node, ast.Name) and node.id.startswith(("_ftape", "_itape", "_fpos", "_ipos")) \
+                    and node.id not in _HELPER_STACKS:
+                return True     # (a split helper call pops in the iteration what it pushed there)
             if isinstance(node, ast.Attribute) and node.attr in ("append", "pop"):
                 return True
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \

@@ -57,6 +57,10 @@ INT_POSITION = "_ipos"
 FLOAT_TAPE = (FLOAT_TAPE_NAME, FLOAT_POSITION, "push_float")     # (tape, position, push helper)
 INT_TAPE = (INT_TAPE_NAME, INT_POSITION, "push_int")
 TAPE_COUNTERS = (FLOAT_POSITION, INT_POSITION, TRIPS_PREFIX)    # counters the reverse sweep reads back
+# the stacks a function's split helper calls record on and pop from (split_calls.py); the
+# positions start like _fpos/_ipos, so they count as tape counters (integers)
+HELPER_FLOAT_STACK = ("_ftape_h", "_fpos_h")
+HELPER_INT_STACK = ("_itape_h", "_ipos_h")
 SNAPSHOT_BYTES = "_snapshot_bytes"   # bytes of array snapshots taken so far (tape size limit)
 
 # --- the adjoint function's interface ---------------------------------------------------------

@@ -51,6 +51,11 @@ class Comment(ast.stmt):
         self.text = text
         self.lineno_src = lineno_src
 
+    def __deepcopy__(self, memo):        # (ast's copy protocol would call __init__ without arguments)
+        twin = Comment(self.text, self.lineno_src)
+        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("text", "lineno_src")})
+        return twin
+
 
 # the historical names (codegen, lower and forward import them from transform)
 _Reset = Reset

@@ -22,7 +22,9 @@ from .static import is_library_function
 from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
+from . import split_calls
 from . import codegen
+from . import helpers as _helpers
 from . import naming as N
 from ._version import __version__
 from . import rules
@@ -61,6 +63,8 @@ class FunctionUnit:
         self.params, self.body, self.names = normalize(self.fsrc, lower_products)
 
 
+_RUNTIME_NAMES = frozenset(_helpers.names())
+
 class ModuleBuilder:
     def __init__(self, target, precision="float64", checkpoint=None):
         self.target = target
@@ -72,6 +76,8 @@ class ModuleBuilder:
         self.units = {}          # func -> FunctionUnit
         self.primals = {}        # func -> generated primal name
         self.adjoints = {}       # (func, kinds) -> (adjoint name, result kind)
+        self.splits = {}         # helper adjoint name -> (record, reverse) names (split_calls.py)
+        self.borrowing = set()   # helper adjoints that take their tapes from the caller
         self.analyses = {}       # (func, kinds) -> (Analysis, result kind)
         self.in_progress = set()
         self.sources = []        # generated function sources, in definition order
@@ -88,7 +94,9 @@ class ModuleBuilder:
 
     def unique(self, name):
         base, count = name, 1
-        while name in self.used_names:
+        # not a runtime helper's name either: the module imports those (a user helper `logsumexp`
+        # must not get an adjoint named like SciPy logsumexp's runtime helper `logsumexp_adjoint`)
+        while name in self.used_names or name in _RUNTIME_NAMES:
             count += 1
             name = f"{base}_{count}"
         self.used_names.add(name)
@@ -200,7 +208,8 @@ class ModuleBuilder:
                              if unit.params[k] in wrt and not analysis.overwritten(unit.params[k]))
             name = self.adjoint(callee, kinds, wrt, in_place)
             return (name, [unit.params.index(p) for p in wrt],
-                    tuple(unit.params.index(p) for p in in_place))
+                    tuple(unit.params.index(p) for p in in_place), self.splits.get(name),
+                    name in self.borrowing)
         return adjoint
 
     def adjoint(self, func, kinds, wrt, in_place=()):
@@ -233,11 +242,19 @@ class ModuleBuilder:
             and all(analysis.kinds[p].cls == "float" or analysis.kinds[p].is_array for p in scaled))
         forward, reverse, inits, result = transformer.run(wrt)
         stmts = []
-        for tape, pos, _push in sorted(transformer.used_tapes):
+        # a helper's adjoint borrows its tapes from the caller (transform.HELPERS_BORROW_TAPES)
+        borrow = transform.HELPERS_BORROW_TAPES and bool(transformer.used_tapes) and \
+            unit.func is not self.checkpoint_root and self.target != "cuda"
+        for tape, pos, _push in sorted(transformer.used_tapes) if not borrow else ():
             maker = "new_int_tape" if tape != N.FLOAT_TAPE_NAME else \
                 "new_float32_tape" if self.precision == "float32" else "new_float_tape"
             stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
             stmts.append(ast.parse(f"{pos} = 0").body[0])
+        if transformer.split_stacks:        # the stacks its split helper calls record on
+            for (tape, pos), maker in ((N.HELPER_FLOAT_STACK, "new_float32_tape" if self.precision == "float32"
+                                        else "new_float_tape"), (N.HELPER_INT_STACK, "new_int_tape")):
+                stmts.append(ast.parse(f"{tape} = {maker}()").body[0])
+                stmts.append(ast.parse(f"{pos} = 0").body[0])
         # adjoints start at zero (temporaries used once, right beside their definition, are
         # assigned directly by their single use instead)
         zero_inits = []
@@ -270,7 +287,8 @@ class ModuleBuilder:
                 grads.append(transformer.adj(param))
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
-        tail = [ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''})").body[0]]
+        tapes_back = f", {N.FLOAT_TAPE_NAME}, {N.INT_TAPE_NAME}" if borrow else ""
+        tail = [ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''}){tapes_back}").body[0]]
         if transformer.seed_at_end and scaled:
             # a new array, not `*=`: two gradients may be one array; the seed in the working
             # precision (a float32 gradient stays float32 whatever the seed's type)
@@ -291,13 +309,42 @@ class ModuleBuilder:
         body = stmts + reverse_body + tail_stmts
         reverse_span = (len(stmts), len(stmts) + len(reverse_body))
         params = unit.params + [N.SEED] + [transformer.adj(p) for p in in_place]
+        if borrow:
+            params += [N.FLOAT_TAPE_NAME, N.FLOAT_POSITION, N.INT_TAPE_NAME, N.INT_POSITION]
+            self.borrowing.add(name)
         wrt_text = ", ".join(wrt)
         doc = (f"Value of {unit.func.__name__} and its adjoint w.r.t. ({wrt_text}), scaled by {N.SEED}.\n\n"
                f"    Forward sweep: the primal code, saving overwritten values the reverse sweep needs.\n"
                f"    Reverse sweep: adjoints ({N.adjoint_name('<name>')}) flow from the result back to the inputs.\n    ")
+        if borrow:
+            doc += ("\n    Tapes: the caller's, from the positions it passes (this call pops what it pushes; "
+                    "a tape it grows is returned after the gradients).\n    ")
         self.add_source(unit, *codegen.function_source_and_lines(
             name, params, body, docstring=doc, user_lines=user_lines(unit.fsrc), reverse=reverse_span))
+        if transform.SPLIT_HELPER_CALLS and unit.func is not self.checkpoint_root and self.target != "cuda":
+            self.split(unit, name, stmts, reverse_body, grads, analysis,
+                       [transformer.adj(p) for p in in_place])
         return name
+
+    def split(self, unit, name, forward, reverse, grads, analysis, in_place_adjoints):
+        """The helper's adjoint as a record and a reverse function (split_calls.py), when it splits."""
+        zero = ast.parse("np.float32(0.0)" if self.precision == "float32" else "0.0", mode="eval").body
+        parts = split_calls.split_functions(unit.params, forward, reverse, grads, analysis.kinds,
+                                            in_place_adjoints, zero)
+        if parts is None:
+            return
+        record_params, record_body, reverse_params, reverse_body = parts
+        fname = unit.func.__name__
+        record, backward = self.unique(f"{fname}_record"), self.unique(f"{fname}_reverse")
+        lines = user_lines(unit.fsrc)
+        self.add_source(unit, *codegen.function_source_and_lines(
+            record, record_params, record_body, user_lines=lines, reverse=(len(record_body), len(record_body)),
+            docstring=f"The forward sweep of {name}: the value of {fname}; pushes what {backward} reads."))
+        self.add_source(unit, *codegen.function_source_and_lines(
+            backward, reverse_params, reverse_body, user_lines=lines, reverse=(0, len(reverse_body)),
+            docstring=f"The reverse sweep of {name}: pops what {record} pushed; returns (gradients, "
+                      "float stack top, int stack top)."))
+        self.splits[name] = (record, backward)
 
 
 def user_lines(fsrc):

@@ -38,7 +38,7 @@ class TapePlan:
     """
 
     def __init__(self, params, body, analysis, names, precision, loops, top_loops, reset,
-                 snapshot_buffers=True, loop_tapes=True):
+                 snapshot_buffers=True, loop_tapes=True, tape_transcendentals=False):
         self.params = params
         self.body = body
         self.a = analysis
@@ -49,6 +49,7 @@ class TapePlan:
         self.reset = reset
         self.snapshot_buffers = snapshot_buffers
         self.loop_tapes = loop_tapes  # scalar pushes of a loop with known trip counts: one buffer
+        self.tape_transcendentals = tape_transcendentals  # exp, log, ... in loops: taped, not recomputed
         self.used_tapes = set()    # FLOAT_TAPE / INT_TAPE, those a push uses
         self.saves = []            # the kept Save placeholders, in forward order
         self.checkpointed = set()  # (name, loop body id): saved once per iteration, not per assignment
@@ -110,12 +111,17 @@ class TapePlan:
         by an operation that costs about as much as a tape access (arithmetic, indexing, math
         functions). This is what a hand-written adjoint does: Rosenbrock's loop needs no tape.
         """
+        joined = _joined_body(self.body, self.a) if self.tape_transcendentals else None
         for body, reverse_loop, loop_var, forward_body in self.loops:
             assigned = assigned_in(body)
             written = {n.targets[0].value.id for n in walk_body(body)
                        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Subscript)}
             carried = self._checkpointable(body)
             candidates = {}
+            # values of this iteration taped instead (a transcendental call): they hold this
+            # iteration's value from the top of the reverse iteration until their restore, so the
+            # recomputations may read them
+            taped = set()
             read_so_far = set()
             reassigned = set()
             for stmt in body:
@@ -126,9 +132,12 @@ class TapePlan:
                     ok = (self.a.def_sites.get(name) == 1 and name not in read_so_far
                           and name not in written     # written into later: the recomputation misses it
                           and _cheap(value, written)
-                          and all(op == loop_var or op not in assigned or op in candidates
+                          and all(op == loop_var or op not in assigned or op in candidates or op in taped
                                   or (op in carried and op not in reassigned) for op in operands))
-                    if ok:
+                    if ok and self.tape_transcendentals and body is not joined and \
+                            _transcendental(value, self.a.kinds.get(name, K.FLOAT)):
+                        taped.add(name)
+                    elif ok:
                         candidates[name] = stmt
                 for node in ast.walk(stmt):
                     if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
@@ -144,6 +153,10 @@ class TapePlan:
                             wanted.add(op)
                             changed = True
             self.save_arrays_per_iteration(body, reverse_loop, forward_body, candidates, needed)
+            if taped & needed:
+                reverse_loop.body.insert(0, Comment(
+                    f"{', '.join(sorted(taped & needed))}: taped in the forward sweep, not recomputed "
+                    "here (a tape slot costs less than the transcendental call)", body[0].lineno))
             if not wanted:
                 continue
             recompute = [copy.deepcopy(stmt) for name, stmt in candidates.items() if name in wanted]
@@ -534,6 +547,33 @@ def _rename_operands(stmts, old, new):
             if isinstance(node, ast.Name) and node.id == old:
                 node.id = new
 
+
+
+# Scalar calls that cost much more than a tape slot (tens of cycles, against a store and a load)
+_TRANSCENDENTAL = {"exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "sin", "cos", "tan",
+                   "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
+                   "arcsin", "arccos", "arctan", "arctan2", "arcsinh", "arccosh", "arctanh",
+                   "erf", "erfc", "gamma", "lgamma", "power", "pow"}
+
+
+def _transcendental(value, kind):
+    """A scalar result of ``math``/``numpy`` transcendental call (``math.exp(a)``, ``np.tanh(a)``)."""
+    if not (isinstance(value, ast.Call) and kind.is_scalar) or isinstance(value.callee, str):
+        return False
+    callee = value.callee
+    module = getattr(callee, "__module__", None) or type(callee).__module__ or ""
+    return getattr(callee, "__name__", None) in _TRANSCENDENTAL and \
+        (module in ("math", "numpy") or (module or "").startswith("numpy"))
+
+
+def _joined_body(body, analysis):
+    """The body of the loop :func:`srcgrad.joint.join` may fuse (the last loop summing into the
+    result): its recomputation is free there (the joint loop has the value at hand)."""
+    from .joint import accumulator
+    if len(body) >= 2 and isinstance(body[-2], ast.For) and \
+            accumulator(body[-2], body[-1].value, analysis) is not None:
+        return body[-2].body
+    return None
 
 
 def _cheap(value, written_arrays):

@@ -23,6 +23,7 @@ import numpy as np
 from . import checkpoint as checkpointing
 from . import joint
 from . import kinds as K
+from . import naming as N
 from . import step_snapshots
 from . import rules
 from .analyse import BINOPS, operand_names
@@ -58,6 +59,24 @@ ASSIGN_ZERO_ADJOINTS = True
 # the seed, and a constant 1.0 folds away in the compiled loops where a run-time _seed costs a
 # multiplication per use. False: the sweep starts from _seed (tests compare both).
 SEED_AT_END = True
+# A scalar loop value made by a transcendental call (math.exp, log, tanh, ...) is taped in the
+# forward sweep instead of recomputed in each reverse iteration: a tape slot costs less than the
+# call (see tape.TapePlan.recompute_in_loops). Not on cuda (fixed-size device tapes), not in a
+# loop the joint sweep fuses (it has the value at hand). False: recomputed (tests compare both).
+TAPE_TRANSCENDENTALS = True
+# A helper call with a float result records the helper's forward sweep once, in the caller's
+# forward sweep, on the caller's stacks; the caller's reverse sweep runs only the helper's reverse
+# sweep (see split_calls.py). Not on cuda, not under checkpointing. False: joint calls (the
+# helper's adjoint reruns its forward sweep; tests compare both; not in the cache key).
+# Off by default: the stacks hold every call's record (GMM n=1000: 4.4 MB), and a tape buffer
+# allocated fresh on each gradient call page-faults; GMM gradient (CPU time, load ~5-9): 17.97 ms
+# split against 10.26 ms joint with borrowed tapes; with tape buffers kept between calls (the
+# heat branch's memory.py) 9.96 against 10.10 ms, about equal.
+SPLIT_HELPER_CALLS = False
+# A helper's adjoint that uses tapes takes them from its caller (the caller's helper stacks, above
+# their top; it pops what it pushes) instead of allocating them on each call (program.py). Not on
+# cuda. False: each call allocates its tapes (tests compare both; not in the cache key).
+HELPERS_BORROW_TAPES = True
 
 
 def adjoint_name(name, generated=frozenset()):
@@ -93,6 +112,8 @@ class ReverseTransformer:
         self.loop_tapes = True      # backends that allocate in generated code (set by the caller)
         self.seed_at_end = False    # the sweep starts from 1.0, the caller scales (SEED_AT_END)
         self.checkpoint = None      # None, K or "auto": top-level loops checkpointed (checkpoint.py)
+        self.split_forward = {}     # id(call statement) -> its forward statements (a split call)
+        self.split_stacks = False   # a split call uses the helper stacks (program.py allocates them)
 
     def adj(self, name):
         return adjoint_name(name, self.names.generated)
@@ -149,7 +170,8 @@ class ReverseTransformer:
         reverse = seed + reverse
         plan = TapePlan(self.params, self.body, self.a, self.names, self.precision, self.loops,
                         self.top_loops, self.resolve_reset, SNAPSHOT_BUFFERS,
-                        LOOP_TAPES and self.loop_tapes)
+                        LOOP_TAPES and self.loop_tapes,
+                        tape_transcendentals=TAPE_TRANSCENDENTALS and self.loop_tapes)
         forward, reverse, inits = plan.resolve(forward, reverse)
         self.used_tapes = plan.used_tapes
         if JOINT_SWEEPS:
@@ -245,6 +267,8 @@ class ReverseTransformer:
         reverse = []
         if name in self.a.active:
             reverse = self.adjoint_of(stmt, name, kind)
+            if id(stmt) in self.split_forward:      # a split helper call records instead
+                forward = [save] + self.split_forward.pop(id(stmt))
             if self.a.overwritten(name):
                 # decided at the end: whether the name stays a single-use temporary is only known
                 # once its use (later in program order) has been transformed
@@ -414,21 +438,37 @@ class ReverseTransformer:
                 f"{self.fsrc.filename}:{stmt.lineno}: no derivative rule for `{label}`. Register one "
                 f"with @srcgrad.register_adjoint({label}) on a template such as\n"
                 f"    def {label.split('.')[-1]}_adjoint(result, x):\n        d[x] += d[result] * ...")
-        adjoint, wrt_positions, in_place = adjoint
+        adjoint, wrt_positions, in_place, split, borrows = adjoint
         grads = self.names.fresh("grads")
         result_kind = self.a.kinds.get(name, K.FLOAT)
+        if split is not None and SPLIT_HELPER_CALLS and self.loop_tapes and self.checkpoint is None \
+                and result_kind.cls == "float" and stmt.value is call:
+            return self.split_call(stmt, name, call, split, wrt_positions, in_place)
         if result_kind.cls == "tuple":      # the seed of a tuple result: one adjoint per component
             seed = ast.Tuple(elts=[name_load(f"{self.adj(name)}_{k}") for k in range(len(result_kind.items))],
                              ctx=ast.Load())
         else:
             seed = name_load(self.adj(name))
         accumulators = [name_load(self.adj(call.args[k].id)) for k in in_place]
-        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed] + accumulators,
+        stacks = [name_load(n) for n in N.HELPER_FLOAT_STACK + N.HELPER_INT_STACK] if borrows else []
+        helper_call = ast.Call(func=name_load(adjoint), args=list(call.args) + [seed] + accumulators + stacks,
                                keywords=[])
         out = []
         if in_place:
             out.append(Comment(f"{adjoint} adds into {', '.join(a.id for a in accumulators)} in place "
                                "(no gradient arrays per call)", stmt.lineno))
+        if borrows:
+            # its tapes: the caller's stacks, above their top (it pops what it pushes): no tape
+            # allocated per call; a tape it grows comes back
+            self.split_stacks = True
+            out.append(Comment(f"{adjoint} borrows the stacks _ftape_h, _itape_h for its tapes "
+                               "(no tape allocated per call)", stmt.lineno))
+            result = self.names.fresh("adjoint")
+            out.append(assign(result, helper_call, stmt))
+            helper_call = name_load(result)
+            for k, stack in ((2, N.HELPER_FLOAT_STACK[0]), (3, N.HELPER_INT_STACK[0])):
+                out.append(assign(stack, ast.Subscript(value=name_load(result), slice=ast.Constant(k),
+                                                       ctx=ast.Load()), stmt))
         out.append(assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()),
                           stmt))
         for position, k in enumerate(wrt_positions):
@@ -436,6 +476,44 @@ class ReverseTransformer:
             part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
             if k in in_place:
                 # the same array comes back (rebinding keeps backends that copy on `+=` right)
+                out.append(assign(self.adj(arg.id), part, stmt))
+            elif self.a.is_active(arg):
+                out += self.accumulate(arg, part, self.a.kind(arg), False, stmt)
+        return out
+
+    def split_call(self, stmt, name, call, split, wrt_positions, in_place):
+        """A helper call in split mode (split_calls.py): the forward sweep records, the reverse
+        sweep pops and runs the helper's reverse sweep only."""
+        record, reverse = split
+        stacks = [name_load(n) for n in N.HELPER_FLOAT_STACK + N.HELPER_INT_STACK]
+        self.split_stacks = True
+        recorded = self.names.fresh("recorded")
+        forward = [Comment(f"{record} records {ast.unparse(call.func)}'s tape on _ftape_h, _itape_h for "
+                           f"{reverse} (the helper's forward sweep runs once)", stmt.lineno),
+                   assign(recorded, ast.Call(func=name_load(record), args=list(call.args) + stacks,
+                                             keywords=[]), stmt)]
+        for k, target in enumerate((name,) + N.HELPER_FLOAT_STACK + N.HELPER_INT_STACK):
+            forward.append(assign(target, ast.Subscript(value=name_load(recorded), slice=ast.Constant(k),
+                                                        ctx=ast.Load()), stmt))
+        self.split_forward[id(stmt)] = forward
+        accumulators = [name_load(self.adj(call.args[k].id)) for k in in_place]
+        popped = self.names.fresh("popped")
+        grads = self.names.fresh("grads")
+        out = [Comment(f"{reverse} pops {record}'s tape and runs {ast.unparse(call.func)}'s reverse sweep"
+                       + (f"; it adds into {', '.join(a.id for a in accumulators)} in place" if in_place else ""),
+                       stmt.lineno),
+               assign(popped, ast.Call(func=name_load(reverse),
+                                       args=list(call.args) + [name_load(self.adj(name))] + accumulators
+                                       + stacks, keywords=[]), stmt),
+               assign(grads, ast.Subscript(value=name_load(popped), slice=ast.Constant(0), ctx=ast.Load()), stmt),
+               assign(N.HELPER_FLOAT_STACK[1], ast.Subscript(value=name_load(popped), slice=ast.Constant(1),
+                                                             ctx=ast.Load()), stmt),
+               assign(N.HELPER_INT_STACK[1], ast.Subscript(value=name_load(popped), slice=ast.Constant(2),
+                                                           ctx=ast.Load()), stmt)]
+        for position, k in enumerate(wrt_positions):
+            arg = call.args[k]
+            part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
+            if k in in_place:
                 out.append(assign(self.adj(arg.id), part, stmt))
             elif self.a.is_active(arg):
                 out += self.accumulate(arg, part, self.a.kind(arg), False, stmt)
