@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import user_numba_env
 
 import srcgrad
 from srcgrad import codegen, rules
@@ -50,21 +51,32 @@ from srcgrad.rules import table
 built = []
 original = api.build_module
 api.build_module = lambda *a, **k: built.append(1) or original(*a, **k)
+from srcgrad import forward_api
+forward_build = forward_api.build_forward_module
+forward_api.build_forward_module = lambda *a, **k: built.append(1) or forward_build(*a, **k)
 import warmprog
 x = np.linspace(-1.0, 1.0, 7)
 w = np.linspace(0.5, 1.5, 7)
 g = srcgrad.grad(warmprog.loss, wrt=(0, 1), target="cpu")(x, w)
-parsed = sorted(r.name for r in table.REGISTRY.values()
-                if isinstance(r, table.Rule) and table._in_srcgrad(r.template) and r._body is not None)
+value = tangent = 0.0
+if os.environ.get("WARM_TEST_JVP") == "1":
+    value, tangent = srcgrad.jvp(warmprog.loss, wrt=(0, 1), target="cpu")(x, w, (np.ones(7), w))
+rules_in_use = [r for r in table.REGISTRY.values() if isinstance(r, table.Rule)]
+rules_in_use += [r.tangent for r in rules_in_use if r.tangent is not None]
+parsed = sorted(r.name for r in rules_in_use if table._in_srcgrad(r.template) and r._body is not None)
 print(json.dumps({"compiled": compiled, "built": len(built), "parsed": parsed,
-                  "grad": [list(map(float, a)) for a in g]}))
+                  "grad": [list(map(float, a)) for a in g], "more": [float(value), float(tangent)]}))
 '''
 
 
-def _child(tmp_path):
+def _child(tmp_path, jvp=False):
     (tmp_path / "warmprog.py").write_text(PROGRAM)
     env = dict(os.environ, SRCGRAD_CACHE_DIR=str(tmp_path / "srcgrad"),
                NUMBA_CACHE_DIR=str(tmp_path / "numba"), SRCGRAD_QUIET="1")
+    if jvp:
+        # at Numba's default optimization level, as a user's process: at the suite's NUMBA_OPT=0
+        # Numba cannot cache the jvp module ("uses dynamic globals"; see conftest.py)
+        env = dict(user_numba_env(env), WARM_TEST_JVP="1")
     env["PYTHONPATH"] = os.pathsep.join([ROOT, str(tmp_path), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -72,14 +84,16 @@ def _child(tmp_path):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_warm_process_compiles_nothing_and_reads_no_template(tmp_path):
-    cold = _child(tmp_path)
-    assert cold["built"] == 1 and cold["compiled"], cold          # the transform and Numba ran
+@pytest.mark.parametrize("jvp", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_warm_process_compiles_nothing_and_reads_no_template(tmp_path, jvp):
+    """grad (and, slow: jvp at Numba's default level, ~11 s) in a process, then in a new one."""
+    cold = _child(tmp_path, jvp)
+    assert cold["built"] == 1 + jvp and cold["compiled"], cold          # the transform and Numba ran
     assert cold["parsed"], cold                                   # the templates it used, on first use
-    warm = _child(tmp_path)
+    warm = _child(tmp_path, jvp)
     assert warm["compiled"] == [], warm                           # Numba loaded everything from its cache
     assert warm["built"] == 0 and warm["parsed"] == [], warm      # no transform, no template read
-    assert warm["grad"] == cold["grad"]
+    assert warm["grad"] == cold["grad"] and warm["more"] == cold["more"]
 
 
 def test_import_reads_no_builtin_template():
