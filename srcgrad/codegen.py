@@ -55,6 +55,8 @@ def implementation_hash():
 
 
 def _numba_version():
+    if "numba" in sys.modules:      # imported already (the cpu target): no package metadata to read
+        return sys.modules["numba"].__version__
     try:
         from importlib.metadata import version
         return version("numba")

@@ -5,6 +5,7 @@ here when :mod:`srcgrad.rules` is imported; users add theirs with the same funct
 """
 import ast
 import inspect
+import os
 import textwrap
 
 from .. import kinds as K
@@ -32,7 +33,10 @@ class Rule:
         self.params = list(self.signature.parameters)
         self.kind = kind or elementwise_kind
         self.elementwise = elementwise
-        self.body = _parse_template(template)
+        # srcgrad's own templates are parsed on first use (a warm process that loads its gradients
+        # from the cache never reads them); a user's template at once, so that its errors show at
+        # registration
+        self._body = None if _in_srcgrad(template) else _parse_template(template)
         # what decides the code this rule generates (part of every generated module's cache key)
         self.fingerprint = f"{_source_or_name(template)}\n{_source_or_name(kind)}\n{elementwise}"
         self.tangent = None        # a TangentRule (forward mode), set by register_tangent
@@ -47,6 +51,16 @@ class Rule:
         bound.apply_defaults()
         return {name: (value if isinstance(value, ast.AST) else ast.Constant(value))
                 for name, value in bound.arguments.items()}
+
+    @property
+    def body(self):
+        if self._body is None:
+            self._body = _parse_template(self.template, tangent=isinstance(self, TangentRule))
+        return self._body
+
+    @body.setter
+    def body(self, statements):
+        self._body = statements
 
 
 class ZeroDerivative:
@@ -183,9 +197,10 @@ class TangentRule:
         self.name = template.__name__
         self.signature = inspect.signature(template)
         self.params = list(self.signature.parameters)
-        self.body = _parse_template(template, tangent=True)
+        self._body = None if _in_srcgrad(template) else _parse_template(template, tangent=True)
 
     bind = Rule.bind
+    body = Rule.body
 
 
 def register_tangent(*functions):
@@ -216,9 +231,23 @@ def register_tangent(*functions):
 
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _in_srcgrad(function):
+    """Whether ``function`` is defined in one of srcgrad's own source files."""
+    code = getattr(function, "__code__", None)
+    return code is not None and os.path.abspath(code.co_filename).startswith(_PACKAGE_DIR)
+
+
 def _source_or_name(function):
+    """What of ``function`` goes into the registry fingerprint: its source, or, for srcgrad's own
+    functions, its name and line (their source is already in the cache key, in
+    ``codegen.implementation_hash``; reading it costs ~0.15 s of every ``import srcgrad``)."""
     if function is None:
         return "None"
+    if _in_srcgrad(function):
+        return f"{function.__module__}.{function.__qualname__}:{function.__code__.co_firstlineno}"
     try:
         return inspect.getsource(function)
     except (OSError, TypeError):
