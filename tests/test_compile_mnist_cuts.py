@@ -77,3 +77,19 @@ def test_huge_pages_returns_the_array():
     for n in (0, 3, 1 << 20):                 # below and above the 4 MiB threshold
         a = _fresh(n)
         assert a.shape == (n,) and np.all(a == 2.0)
+
+
+def test_unread_ranges_are_dropped_after_fusion_and_read_ones_kept():
+    import ast
+    from types import SimpleNamespace
+
+    from srcgrad.backends.cpu.fusion import _drop_unread_ranges
+
+    n_int = SimpleNamespace(is_array=False, cls="int")
+    x_float = SimpleNamespace(is_array=False, cls="float")
+    code = ["a = np.arange(n)", "b = np.arange(n)", "c = np.arange(x)", "d = np.arange(0, n, 2)",
+            "e = b[0]"]
+    sections = [[ast.parse(line).body[0] for line in code]]
+    kept = _drop_unread_ranges(sections, {"n": n_int, "x": x_float})
+    # a and d: unread ranges of integers, dropped; b: read; c: of a float (kinds do not say int)
+    assert [ast.unparse(s) for s in kept[0]] == ["b = np.arange(n)", "c = np.arange(x)", "e = b[0]"]
