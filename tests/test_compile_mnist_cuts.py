@@ -30,8 +30,11 @@ def test_update_rules_compile_once_per_dtype_for_every_shape_and_layout():
         optim.momentum_update(ps, gs, vel, 0.1, 0.9)
     for got, want in zip(ps + vel, want_p + want_v):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
-    flat = {str(sig[0]) for sig in optim._momentum_flat.signatures}
-    assert flat == {"array(float64, 1d, C)"}, flat     # one kernel for all five parameters
+    # every compiled kernel takes flat arrays; the five parameters above share one (other tests in
+    # the process may have compiled other dtypes or scalar argument types)
+    sigs = optim._momentum_flat.signatures
+    assert all(a.ndim == 1 and a.layout == "C" for sig in sigs for a in sig[:3]), sigs
+    assert len({sig[:3] for sig in sigs if sig[0].dtype == numba.float64}) == 1, sigs
 
 
 def test_update_rules_refuse_bad_arrays():
