@@ -126,8 +126,8 @@ def count_correct(W1, b1, W2, b2, X, y, chunk):
     n = X.shape[0]
     correct = 0
     for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        h = matmul(np.ascontiguousarray(X[s:e]), W1)
+        e = s + chunk if s + chunk < n else n     # (no min() and no ascontiguousarray: X[s:e] of a
+        h = matmul(X[s:e], W1)                    # C array is C; each is one more compile cold)
         for i in range(e - s):
             for j in range(h.shape[1]):
                 v = h[i, j] + b1[j]

@@ -60,133 +60,27 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------
-# Compile-time helpers
+# Per-array kernels: one compile per dtype, shared by every parameter shape
 # ------------------------------------------------------------------------------------------------
 
-
-def _param_flat(a):  # pragma: no cover - replaced by the overload in compiled code
-    raise NotImplementedError
-
-
-@overload(_param_flat)
-def _ov_param_flat(a):
-    if not isinstance(a, types.Array):
-        raise TypingError(f"srcgrad.optim: parameters must be arrays, got {a}")
-    if not isinstance(a.dtype, types.Float):
-        raise TypingError(f"srcgrad.optim: parameters must be float32/float64 arrays, got {a}")
-    if not a.mutable:
-        raise TypingError(f"srcgrad.optim: parameter array is read-only: {a}")
-    if a.layout == "C":
-        return lambda a: a.reshape(a.size)
-    if a.layout == "F":
-        return lambda a: a.T.reshape(a.size)
-    raise TypingError(
-        f"srcgrad.optim: parameter arrays must be contiguous (updated in place through a flat "
-        f"view), got layout {a.layout!r}: {a}"
-    )
-
-
-def _read_flat(a):  # pragma: no cover
-    raise NotImplementedError
-
-
-@overload(_read_flat)
-def _ov_read_flat(a):
-    if not isinstance(a, types.Array):
-        raise TypingError(f"srcgrad.optim: gradients must be arrays, got {a}")
-    if a.layout == "C":
-        return lambda a: a.reshape(a.size)
-    if a.layout == "F":
-        return lambda a: a.T.reshape(a.size)
-    return lambda a: np.ascontiguousarray(a).reshape(a.size)
-
-
-def _same_order_flat(p, g):  # pragma: no cover
-    raise NotImplementedError
-
-
-@overload(_same_order_flat)
-def _ov_same_order_flat(p, g):
-    """Flat view of ``g`` whose element order matches ``_param_flat(p)``."""
-    if not isinstance(g, types.Array):
-        raise TypingError(f"srcgrad.optim: gradients/state must be arrays, got {g}")
-    if g.ndim != p.ndim:
-        raise TypingError(
-            f"srcgrad.optim: array of ndim {g.ndim} paired with a parameter of ndim {p.ndim}"
-        )
-    if p.layout == "F":
-        if g.layout == "F":
-            return lambda p, g: g.T.reshape(g.size)
-        return lambda p, g: np.ascontiguousarray(g.T).reshape(g.size)
-    if g.layout == "C":
-        return lambda p, g: g.reshape(g.size)
-    return lambda p, g: np.ascontiguousarray(g).reshape(g.size)
-
-
-def _state_flat(p, s):  # pragma: no cover
-    raise NotImplementedError
-
-
-@overload(_state_flat)
-def _ov_state_flat(p, s):
-    """Writable flat view of a state array, in the element order of ``_param_flat(p)``."""
-    if not isinstance(s, types.Array) or s.ndim != p.ndim:
-        raise TypingError(f"srcgrad.optim: state array {s} does not match parameter {p}")
-    if not s.mutable:
-        raise TypingError(f"srcgrad.optim: state array is read-only: {s}")
-    if p.layout == "F" and s.layout == "F":
-        return lambda p, s: s.T.reshape(s.size)
-    if p.layout == "C" and s.layout == "C":
-        return lambda p, s: s.reshape(s.size)
-    raise TypingError(
-        f"srcgrad.optim: state array layout {s.layout!r} must match parameter layout "
-        f"{p.layout!r} (allocate state with np.zeros_like(param))"
-    )
-
-
-def _as_param_dtype(x, a):  # pragma: no cover
-    raise NotImplementedError
-
-
-@overload(_as_param_dtype)
-def _ov_as_param_dtype(x, a):
-    dt = a.dtype
-    return lambda x, a: dt(x)
-
-
+# Each update rule is compiled once per dtype on flat 1-d contiguous arrays; the tuple-level update
+# below hands it flat views of each parameter, gradient and state array (a reshape, no copy, for
+# contiguous arrays). Compiling a kernel per parameter ndim and layout, with a small compiled helper
+# per view, cost 11 compiled functions for an MLP's momentum update (~2 s cold, the largest part of
+# MinibatchLoop's compile: benchmarks/results/compile.md); this is 3.
 # Functions called only from compiled code are compiled without the wrappers that let Python
-# (no_cpython_wrapper) or C (no_cfunc_wrapper) call them: less code for LLVM, about 15-20% less
-# compile time for an optimizer's update kernel (benchmarks/results/compile.md).
+# (no_cpython_wrapper) or C (no_cfunc_wrapper) call them: less code for LLVM.
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _check_shapes(p, g):
-    if p.shape != g.shape:
-        raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
-
-
-# ------------------------------------------------------------------------------------------------
-# Per-array kernels
-# ------------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _sgd_array(p, g, lr):
-    _check_shapes(p, g)
-    pf = _param_flat(p)
-    gf = _same_order_flat(p, g)
-    lr_ = _as_param_dtype(lr, p)
+def _sgd_flat(pf, gf, lr):
+    lr_ = pf.dtype.type(lr)
     for i in range(pf.size):
         pf[i] -= lr_ * gf[i]
 
 
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _momentum_array(p, g, vel, lr, mu, nesterov):
-    _check_shapes(p, g)
-    _check_shapes(p, vel)
-    pf = _param_flat(p)
-    gf = _same_order_flat(p, g)
-    vf = _state_flat(p, vel)
-    lr_ = _as_param_dtype(lr, p)
-    mu_ = _as_param_dtype(mu, p)
+def _momentum_flat(pf, gf, vf, lr, mu, nesterov):
+    lr_ = pf.dtype.type(lr)
+    mu_ = pf.dtype.type(mu)
     if nesterov:
         for i in range(pf.size):
             gi = gf[i]
@@ -201,24 +95,18 @@ def _momentum_array(p, g, vel, lr, mu, nesterov):
 
 
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _adam_array(p, g, m, v, t, lr, b1, b2, eps):
-    _check_shapes(p, g)
-    _check_shapes(p, m)
-    _check_shapes(p, v)
-    pf = _param_flat(p)
-    gf = _same_order_flat(p, g)
-    mf = _state_flat(p, m)
-    vf = _state_flat(p, v)
+def _adam_flat(pf, gf, mf, vf, t, lr, b1, b2, eps):
     # bias corrections computed in float64, then the per-element work in the parameter dtype
     bc1 = 1.0 - b1**t
     bc2 = 1.0 - b2**t
-    step = _as_param_dtype(lr / bc1, p)
-    inv_bc2 = _as_param_dtype(1.0 / bc2, p)
-    b1_ = _as_param_dtype(b1, p)
-    b2_ = _as_param_dtype(b2, p)
-    c1 = _as_param_dtype(1.0 - b1, p)
-    c2 = _as_param_dtype(1.0 - b2, p)
-    eps_ = _as_param_dtype(eps, p)
+    dt = pf.dtype.type
+    step = dt(lr / bc1)
+    inv_bc2 = dt(1.0 / bc2)
+    b1_ = dt(b1)
+    b2_ = dt(b2)
+    c1 = dt(1.0 - b1)
+    c2 = dt(1.0 - b2)
+    eps_ = dt(eps)
     for i in range(pf.size):
         gi = gf[i]
         mi = b1_ * mf[i] + c1 * gi
@@ -226,6 +114,16 @@ def _adam_array(p, g, m, v, t, lr, b1, b2, eps):
         mf[i] = mi
         vf[i] = vi
         pf[i] -= step * mi / (np.sqrt(vi * inv_bc2) + eps_)
+
+
+def _as_param_dtype(x, a):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_as_param_dtype)
+def _ov_as_param_dtype(x, a):
+    dt = a.dtype
+    return lambda x, a: dt(x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,14 +164,79 @@ def _check_lengths(name, *tuples):
     return n
 
 
+_SHAPE_MESSAGE = "srcgrad.optim: gradient/state shape does not match parameter shape"
+
+
+def _flat_source(var, t, p, role):
+    """Source of a flat 1-d C-contiguous view of ``var`` (Numba type ``t``) whose element order is
+    that of the parameter's flat view (``p``: the parameter's type); ``role`` is "param", "grad"
+    or "state". Refuses, at typing time, what cannot be updated in place through a flat view."""
+    if not isinstance(t, types.Array):
+        what = "parameters" if role == "param" else "gradients/state"
+        raise TypingError(f"srcgrad.optim: {what} must be arrays, got {t}")
+    if role == "param":
+        if not isinstance(t.dtype, types.Float):
+            raise TypingError(f"srcgrad.optim: parameters must be float32/float64 arrays, got {t}")
+        if not t.mutable:
+            raise TypingError(f"srcgrad.optim: parameter array is read-only: {t}")
+        if t.layout not in ("C", "F"):
+            raise TypingError(
+                f"srcgrad.optim: parameter arrays must be contiguous (updated in place through a "
+                f"flat view), got layout {t.layout!r}: {t}")
+    elif t.ndim != p.ndim:
+        raise TypingError(
+            f"srcgrad.optim: array of ndim {t.ndim} paired with a parameter of ndim {p.ndim}")
+    if role == "state":
+        if not t.mutable:
+            raise TypingError(f"srcgrad.optim: state array is read-only: {t}")
+        if t.layout != p.layout:
+            raise TypingError(
+                f"srcgrad.optim: state array layout {t.layout!r} must match parameter layout "
+                f"{p.layout!r} (allocate state with np.zeros_like(param))")
+    # a Fortran-ordered parameter is updated through its transpose (C-contiguous); the gradient
+    # is read in the same element order, copied to a contiguous array when it is not one already
+    if t.ndim == 1 and t.layout == "C":
+        return var                      # already flat
+    ordered = f"{var}.T" if p.layout == "F" else var
+    if t.layout == p.layout:
+        return f"{ordered}.reshape({var}.size)"
+    return f"np.ascontiguousarray({ordered}).reshape({var}.size)"
+
+
+def _unrolled_flat(name, kernel, tuple_args, scalar_names):
+    """``impl(*tuple names, *scalar_names)`` for an update rule on tuples of arrays: for each
+    parameter i, a shape check and ``kernel(flat views of tuple[i]..., *scalar_names)``.
+    ``tuple_args``: ``[(name, Numba tuple type, role)]``, the parameters first."""
+    n = _check_lengths(name, *(t for _, t, _ in tuple_args))
+    head = ", ".join([a for a, _, _ in tuple_args] + list(scalar_names))
+    lines = [f"def impl({head}):"]
+    for i in range(n):
+        p = tuple_args[0][1][i]
+        flats, differs = [], []
+        for k, (arg, tup, role) in enumerate(tuple_args):
+            var = f"a{i}_{k}"
+            lines.append(f"    {var} = {arg}[{i}]")
+            flats.append(_flat_source(var, tup[i], p, role))
+            if k:
+                differs += [f"a{i}_0.shape[{d}] != {var}.shape[{d}]" for d in range(p.ndim)]
+        if differs:
+            lines.append(f"    if {' or '.join(differs)}:")
+            lines.append(f"        raise ValueError({_SHAPE_MESSAGE!r})")
+        lines.append(f"    kernel({', '.join(flats + list(scalar_names))})")
+    lines.append("    return None")
+    ns = {"kernel": kernel, "np": np}
+    exec("\n".join(lines), ns)  # noqa: S102 - generated from integers and fixed names only
+    return ns["impl"]
+
+
 def _sgd_tuple(params, grads, lr):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(_sgd_tuple)
 def _ov_sgd_tuple(params, grads, lr):
-    n = _check_lengths("sgd_update", params, grads)
-    return _unrolled(_sgd_array, ("params", "grads"), ("lr",), n)
+    return _unrolled_flat("sgd_update", _sgd_flat,
+                          [("params", params, "param"), ("grads", grads, "grad")], ("lr",))
 
 
 def _momentum_tuple(params, grads, velocity, lr, mu, nesterov):  # pragma: no cover
@@ -282,8 +245,9 @@ def _momentum_tuple(params, grads, velocity, lr, mu, nesterov):  # pragma: no co
 
 @overload(_momentum_tuple)
 def _ov_momentum_tuple(params, grads, velocity, lr, mu, nesterov):
-    n = _check_lengths("momentum_update", params, grads, velocity)
-    return _unrolled(_momentum_array, ("params", "grads", "velocity"), ("lr", "mu", "nesterov"), n)
+    return _unrolled_flat("momentum_update", _momentum_flat,
+                          [("params", params, "param"), ("grads", grads, "grad"),
+                           ("velocity", velocity, "state")], ("lr", "mu", "nesterov"))
 
 
 def _adam_tuple(params, grads, m, v, t, lr, b1, b2, eps):  # pragma: no cover
@@ -292,8 +256,10 @@ def _adam_tuple(params, grads, m, v, t, lr, b1, b2, eps):  # pragma: no cover
 
 @overload(_adam_tuple)
 def _ov_adam_tuple(params, grads, m, v, t, lr, b1, b2, eps):
-    n = _check_lengths("adam_update", params, grads, m, v)
-    return _unrolled(_adam_array, ("params", "grads", "m", "v"), ("t", "lr", "b1", "b2", "eps"), n)
+    return _unrolled_flat("adam_update", _adam_flat,
+                          [("params", params, "param"), ("grads", grads, "grad"),
+                           ("m", m, "state"), ("v", v, "state")],
+                          ("t", "lr", "b1", "b2", "eps"))
 
 
 @numba.njit(cache=True)
@@ -340,6 +306,32 @@ def adam_kernel(params, grads, state, hyper):
     counter[0] += 1
     _adam_tuple(params, grads, state[0], state[1], counter[0], hyper[0], hyper[1], hyper[2],
                 hyper[3])
+
+
+# The same kernels for MinibatchLoop, which calls the update only from compiled code, through a
+# function pointer: compiled without the CPython wrapper (unboxing nested tuples of arrays is about
+# a third of a kernel's compile). Separate functions, not a second dispatcher of the same Python
+# function: Numba's on-disk cache names entries by function, not by compile options.
+@numba.njit(cache=True, no_cpython_wrapper=True)
+def _sgd_loop_kernel(params, grads, state, hyper):
+    _sgd_tuple(params, grads, hyper[0])
+
+
+@numba.njit(cache=True, no_cpython_wrapper=True)
+def _momentum_loop_kernel(params, grads, state, hyper):
+    _momentum_tuple(params, grads, state[0], hyper[0], hyper[1], hyper[2] != 0.0)
+
+
+@numba.njit(cache=True, no_cpython_wrapper=True)
+def _adam_loop_kernel(params, grads, state, hyper):
+    counter = state[2]
+    counter[0] += 1
+    _adam_tuple(params, grads, state[0], state[1], counter[0], hyper[0], hyper[1], hyper[2],
+                hyper[3])
+
+
+_LOOP_KERNELS = {sgd_kernel: _sgd_loop_kernel, momentum_kernel: _momentum_loop_kernel,
+                 adam_kernel: _adam_loop_kernel}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -627,16 +619,25 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     """The rows ``order[start:start + batch_size]`` of ``X`` and ``y`` gathered into the batch
-    buffers ``Xb``/``yb`` (a fresh pair for a shorter last batch): ``(Xc, yc, size)``."""
-    size = min(batch_size, order.shape[0] - start)
-    if size == batch_size:
-        Xc = Xb
-        yc = yb
-    else:
-        Xc = np.empty((size,) + Xb.shape[1:], Xb.dtype)
-        yc = np.empty((size,) + yb.shape[1:], yb.dtype)
-    _gather_rows(Xc, X, order, start)
-    _gather_rows(yc, y, order, start)
+    buffers ``Xb``/``yb`` (their first rows for a shorter last batch): ``(Xc, yc, size)``.
+    The row copies are written out here rather than calling ``_gather_rows`` for X and for y,
+    and a shorter batch is a slice of the buffers rather than a fresh pair: three compiled
+    functions fewer in every MinibatchLoop's cold compile."""
+    size = order.shape[0] - start
+    if size > batch_size:
+        size = batch_size
+    Xc = Xb[:size]
+    yc = yb[:size]
+    X_rows = X.reshape(X.shape[0], -1)
+    y_rows = y.reshape(y.shape[0], -1)
+    Xc_rows = Xc.reshape(size, -1)
+    yc_rows = yc.reshape(size, -1)
+    for r in range(size):
+        sample = order[start + r]
+        for k in range(Xc_rows.shape[1]):
+            Xc_rows[r, k] = X_rows[sample, k]
+        for k in range(yc_rows.shape[1]):
+            yc_rows[r, k] = y_rows[sample, k]
     return Xc, yc, size
 
 
@@ -723,6 +724,7 @@ class MinibatchLoop:
             raise TypeError(f"{self.loss_and_grads!r} must differentiate with respect to all "
                             f"{len(params)} parameters (wrt=(0, ..., {len(params) - 1}))")
         kernel = type(self.optimizer).kernel
+        kernel = _LOOP_KERNELS.get(kernel, kernel)   # a user's subclass: its own kernel
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
         update_sig = _compiled_signature(
             kernel, (numba.typeof(params), grads_type, numba.typeof(state), numba.typeof(hyper)))

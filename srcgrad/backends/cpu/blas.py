@@ -119,17 +119,23 @@ def _gemm_c_ov(a, b, trans_a, trans_b):
         n = b.shape[0] if trans_b else b.shape[1]
         if (b.shape[1] if trans_b else b.shape[0]) != k:
             raise ValueError("matmul: the matrices' inner dimensions differ")
-        out = huge_pages(np.empty((m, n), a.dtype))
+        # (written with loops and the dtype's class, not out.fill / max / a.dtype: each of those
+        # is one more function for Numba to compile in every adjoint with a product)
+        out = huge_pages(np.empty((m, n), real))
         if m == 0 or n == 0:
             return out
         if k == 0:
-            out.fill(0)
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = 0
             return out
+        lda = a.shape[1] if a.shape[1] > 1 else 1
+        ldb = b.shape[1] if b.shape[1] > 1 else 1
         gemm(np.int32(_CBLAS_ROW_MAJOR),
              np.int32(_CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS),
              np.int32(_CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS),
-             blas_int(m), blas_int(n), blas_int(k), real(1.0), a.ctypes, blas_int(max(1, a.shape[1])),
-             b.ctypes, blas_int(max(1, b.shape[1])), real(0.0), out.ctypes, blas_int(n))
+             blas_int(m), blas_int(n), blas_int(k), real(1.0), a.ctypes, blas_int(lda),
+             b.ctypes, blas_int(ldb), real(0.0), out.ctypes, blas_int(n))
         return out
     return impl
 

@@ -42,7 +42,40 @@ def fuse_loops(sections, analysis, fallback=True):
         return sections
     fusion = _Fusion(sections, analysis)
     fusion.fallback = fallback
-    return fusion.run()
+    return _drop_unread_ranges(fusion.run(), analysis.kinds)
+
+
+def _drop_unread_ranges(sections, kinds):
+    """Drop top-level ``name = np.arange(...)`` whose ``name`` nothing reads any more.
+
+    A row gather ``z[np.arange(n), y]`` fused into a loop reads ``y[i]`` and leaves the index array
+    unread; it would still cost a run-time allocation and, cold, three compiled functions (Numba's
+    ``np.arange``, the ``np.empty`` and ``int`` it calls). ``np.arange`` of integers has no effect
+    but its result for integer arguments (their kinds say so), so only the assignment goes; a name
+    also bound elsewhere is kept."""
+    reads, binds = {}, {}
+    for stmts in sections:
+        for stmt in stmts:
+            if not isinstance(stmt, ast.AST):
+                continue
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name):
+                    counts = reads if isinstance(node.ctx, ast.Load) else binds
+                    counts[node.id] = counts.get(node.id, 0) + 1
+
+    def int_scalar(name):
+        kind = kinds.get(name)
+        return kind is not None and not kind.is_array and kind.cls == "int"
+
+    def unread_range(stmt):
+        return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and _call_name(stmt.value) == "np.arange"
+                and not stmt.value.keywords and 1 <= len(stmt.value.args) <= 3
+                and all(_const_int(a) is not None or (isinstance(a, ast.Name) and int_scalar(a.id))
+                        for a in stmt.value.args)
+                and not reads.get(stmt.targets[0].id) and binds.get(stmt.targets[0].id) == 1)
+    return [[stmt for stmt in stmts if not (isinstance(stmt, ast.stmt) and unread_range(stmt))]
+            for stmts in sections]
 
 
 class _Fusion(_StatementPlans):

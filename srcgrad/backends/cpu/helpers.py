@@ -52,19 +52,19 @@ def _unbroadcast_overload(gradient, like):
         def impl(gradient, like):
             if gradient.shape[0] == like.shape[0] and gradient.shape[1] == like.shape[1]:
                 return gradient
+            # sum along each axis the array has as 1 and the gradient does not, in one pass
+            # (one allocation, no np.sum: fewer functions for Numba to compile in every adjoint)
             g = gradient
-            if like.shape[0] == 1 and g.shape[0] != 1:
-                rows = np.zeros((1, g.shape[1]), g.dtype)
-                for i in range(g.shape[0]):
-                    for j in range(g.shape[1]):
-                        rows[0, j] += g[i, j]
-                g = rows
-            if like.shape[1] == 1 and g.shape[1] != 1:
-                cols = np.empty((g.shape[0], 1), g.dtype)
-                for i in range(g.shape[0]):
-                    cols[i, 0] = g[i].sum()
-                g = cols
-            return g
+            rows = 1 if like.shape[0] == 1 else g.shape[0]
+            cols = 1 if like.shape[1] == 1 else g.shape[1]
+            if rows == g.shape[0] and cols == g.shape[1]:
+                return g
+            out = np.zeros((rows, cols), g.dtype)
+            for i in range(g.shape[0]):
+                r = 0 if rows == 1 else i
+                for j in range(g.shape[1]):
+                    out[r, 0 if cols == 1 else j] += g[i, j]
+            return out
         return impl
     if extra < 0:
         raise numba.core.errors.TypingError(

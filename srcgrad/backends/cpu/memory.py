@@ -11,6 +11,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 
 from ... import runtime
@@ -148,32 +149,33 @@ _MADV_HUGEPAGE = 14
 
 
 @intrinsic
-def _madvise(typingctx, start, length, advice):
-    """libc's madvise(start, length, advice), called by symbol name (so the code stays cacheable)."""
-    sig = types.int32(types.intp, types.intp, types.int32)
+def huge_pages(typingctx, a):
+    """``a`` (fresh, not yet written) asks for transparent huge pages when it is large (Linux);
+    the advice is a hint: a failure changes nothing. Returns ``a``.
+
+    An intrinsic (a size test and a call written straight into the caller's code) rather than an
+    inlined ``@njit`` function: an adjoint allocates through it a dozen times, and Numba typed and
+    lowered every inlined copy again (a tenth of a small adjoint's compile)."""
+    if not isinstance(a, types.Array):
+        return None
 
     def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(64), ir.IntType(64), ir.IntType(32)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
-        return builder.call(fn, args)
-    return sig, codegen
-
-
-if sys.platform.startswith("linux"):
-    @numba.njit(cache=True, inline="always")
-    def huge_pages(a):
-        """``a`` (fresh, not yet written) asks for transparent huge pages when it is large; the
-        advice is a hint: a failure changes nothing."""
-        nbytes = a.size * a.itemsize
-        if nbytes >= _HUGE_PAGE_MIN_BYTES:
-            start = (a.ctypes.data + 4095) & ~4095          # whole pages inside the buffer
-            end = (a.ctypes.data + nbytes) & ~4095
-            _madvise(start, end - start, np.int32(_MADV_HUGEPAGE))
-        return a
-else:
-    @numba.njit(cache=True, inline="always")
-    def huge_pages(a):
-        return a
+        if sys.platform.startswith("linux"):
+            ary = context.make_array(a)(context, builder, args[0])
+            i64 = ir.IntType(64)
+            nbytes = builder.mul(ary.nitems, ary.itemsize)
+            large = builder.icmp_signed(">=", nbytes, ir.Constant(i64, _HUGE_PAGE_MIN_BYTES))
+            with builder.if_then(large, likely=False):
+                data = builder.ptrtoint(ary.data, i64)
+                page = ir.Constant(i64, ~4095)
+                start = builder.and_(builder.add(data, ir.Constant(i64, 4095)), page)
+                end = builder.and_(builder.add(data, nbytes), page)    # whole pages inside it
+                fnty = ir.FunctionType(ir.IntType(32), [i64, i64, ir.IntType(32)])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
+                builder.call(fn, [start, builder.sub(end, start),
+                                  ir.Constant(ir.IntType(32), _MADV_HUGEPAGE)])
+        return impl_ret_borrowed(context, builder, a, args[0])
+    return a(a), codegen
 
 
 @intrinsic
