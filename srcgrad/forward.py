@@ -23,6 +23,7 @@ from . import kinds as K
 from . import rules
 from .analyse import BINOPS, operand_names
 from .errors import SrcgradError
+from .forward_products import square_tangent
 from .normalize import assign, name_load, name_store
 from .transform import _Comment, _hashable, _in, simplify
 
@@ -69,37 +70,10 @@ class ForwardTransformer:
         out = []
         outer = getattr(self, "context", None)
         for k, stmt in enumerate(stmts):
-            self.context = (stmts, k)        # (for _scaled_square: the statements before this one)
+            self.context = (stmts, k)        # (for scaled_square: the statements before this one)
             out.extend(self.statement(stmt))
         self.context = outer
         return out
-
-    def _scaled_square(self, left, right):
-        """``u`` when ``left * right`` is ``u * v`` (either order) with ``u = c * v`` computed
-        earlier in this block, a constant ``c`` and neither name assigned since: its tangent is
-        then ``2 u dv`` (``100.0 * a * a``: two multiplications, where the product rule's
-        ``du v + u dv`` takes three and ``du = c dv`` one more)."""
-        if not (isinstance(left, ast.Name) and isinstance(right, ast.Name)) or self.context is None:
-            return None
-        stmts, k = self.context
-        for u, v in ((left.id, right.id), (right.id, left.id)):
-            if u == v or not (self.a.kinds.get(v, K.FLOAT).cls == "float" and v in self.a.active):
-                continue
-            for i in range(k - 1, -1, -1):
-                stmt = stmts[i]
-                assigned = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and \
-                        stmt.targets[0].id == u:
-                    value = stmt.value
-                    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult) and any(
-                            isinstance(c, ast.Constant) and isinstance(c.value, (int, float)) and
-                            isinstance(w, ast.Name) and w.id == v
-                            for c, w in ((value.left, value.right), (value.right, value.left))):
-                        return u, v
-                    break
-                if assigned & {u, v} or not isinstance(stmt, (ast.Assign, ast.Expr, ast.Pass)):
-                    break
-        return None
 
     def statement(self, stmt):
         if isinstance(stmt, ast.Pass):
@@ -202,11 +176,9 @@ class ForwardTransformer:
             return [], self.tangent_of(value, kind, stmt) if self.a.is_active(value) else \
                 self.zero(name_load(name), kind, stmt)
         if isinstance(value, ast.BinOp):
-            scaled = self._scaled_square(value.left, value.right) if isinstance(value.op, ast.Mult) else None
-            if scaled is not None:
-                u, v = scaled
-                return [], ast.BinOp(left=ast.BinOp(left=ast.Constant(2.0), op=ast.Mult(), right=name_load(u)),
-                                     op=ast.Mult(), right=name_load(self.tan(v)))
+            square = square_tangent(self, value)        # x * x, (c * v) * v: forward_products
+            if square is not None:
+                return [], square
             op = BINOPS.get(type(value.op))
             return self.apply_rule(rules.lookup(op), name, [value.left, value.right], {}, stmt,
                                    ast.unparse(value))
