@@ -35,10 +35,12 @@ fi
 DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # Groups of main-suite files taken by whichever process is free first, largest first so that the
 # last one taken is short (compiled-test heavy; CPU seconds on a quiet 2-core machine, 2026-12-03:
-# about 120, 100, 70 and 30).
+# about 120, 100, 70, 35 and 30). test_fuzz.py is one so that the main suite, the longest run,
+# ends with the other process (2026-12-03, load ~3.6: main 713 s, the other 628 s without it).
 SHARED=("tests/test_numpy_rules.py"
         "tests/test_arrays.py"
         "tests/test_helper_registry.py tests/test_cpu_backend.py"
+        "tests/test_fuzz.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
 for f in "${DEFAULT_OPT_FILES[@]}" ${SHARED[@]}; do
