@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, then runs the suite as two processes in
-# parallel (one per core of a 2-core machine), each a sequence of pytest runs:
+# The README's test command: installs what the tests need, then runs the suite as three processes
+# in parallel on a 2-core machine:
 #   1. the main suite, less the files named below (its output is shown live);
-#   2. the CUDA kernels in Numba's CUDA simulator (their own pytest: the simulator must be on before
-#      numba is imported), then test_distributed.py at Numba's default optimization level.
-# Then each process takes the next unclaimed group of SHARED files, until none is left: whichever
-# core is free first runs the next group, so both finish at about the same time.
+#   2. test_distributed.py at Numba's default optimization level;
+#   3. beside them, the CUDA kernels in Numba's CUDA simulator (their own pytest: the simulator must
+#      be on before numba is imported). The simulator runs each block as Python threads that a
+#      polling thread steps through __syncthreads, and it leaves much of a core idle (224 s wall on a
+#      quiet machine, 2026-12-03, against 135 s of CPU time measured in a run under load, where CPU
+#      times only grow): as a third process its idle time goes to the other two.
+# Then processes 1 and 2 take the next unclaimed group of SHARED files, until none is left: whichever
+# is free first runs the next group, so both finish at about the same time.
 # Every pytest run prints its 25 slowest tests; the exit status is non-zero when any run failed.
 # The tests compile at NUMBA_OPT=0 (tests/conftest.py: half the compile time, same semantics),
 # except the CUDA suite (conftest.py keeps NVVM's optimizer on there) and test_distributed.py: its
@@ -14,7 +18,7 @@
 #
 #   bash scripts/test.sh                 # default: everything but the `slow` and `fuzz` marks
 #   bash scripts/test.sh -m "not fuzz"   # opt in to the slow tests too (arguments go to the main suite)
-#   SRCGRAD_TEST_SLOW=1 bash scripts/test.sh   # the same, for both processes
+#   SRCGRAD_TEST_SLOW=1 bash scripts/test.sh   # the same, for every process
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -29,10 +33,14 @@ if [ "${SRCGRAD_TEST_SLOW:-0}" = "1" ]; then
 fi
 
 DEFAULT_OPT_FILES=(tests/test_distributed.py)
-# Groups of main-suite files taken by whichever process is free first, largest first
-# (compiled-test heavy: a few minutes each on one core).
-SHARED=("tests/test_helper_registry.py tests/test_cpu_backend.py"
-        "tests/test_numpy_rules.py"
+# Groups of main-suite files taken by whichever process is free first, largest first so that the
+# last one taken is short (compiled-test heavy; CPU seconds on a quiet 2-core machine, 2026-12-03:
+# about 120, 100, 70, 35 and 30). test_fuzz.py is one so that the main suite, the longest run,
+# ends with the other process (2026-12-03, load ~3.6: main 713 s, the other 628 s without it).
+SHARED=("tests/test_numpy_rules.py"
+        "tests/test_arrays.py"
+        "tests/test_helper_registry.py tests/test_cpu_backend.py"
+        "tests/test_fuzz.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
 for f in "${DEFAULT_OPT_FILES[@]}" ${SHARED[@]}; do
@@ -72,10 +80,13 @@ first() {
     shared 1 >"$logs/first_shared.log" 2>&1
 }
 
-second() {
+third() {
     echo "===== CUDA simulator suite (tests/cuda) ====="
     NUMBA_ENABLE_CUDASIM=1 run cuda "$PYTHON" -m pytest "${pytest_args[@]}" tests/cuda \
         ${marks[@]+"${marks[@]}"}
+}
+
+second() {
     echo "===== ${DEFAULT_OPT_FILES[*]} (Numba's default optimization level) ====="
     NUMBA_OPT="${NUMBA_OPT:-3}" run default_opt "$PYTHON" -m pytest "${pytest_args[@]}" \
         "${DEFAULT_OPT_FILES[@]}" ${marks[@]+"${marks[@]}"} ${extra[@]+"${extra[@]}"}
@@ -83,16 +94,21 @@ second() {
 }
 
 extra=("$@")
-echo "===== process 1: the main suite (live), then shared groups; process 2 beside it: tests/cuda, ${DEFAULT_OPT_FILES[*]}, then shared groups ====="
+echo "===== process 1: the main suite (live), then shared groups; process 2 beside it: ${DEFAULT_OPT_FILES[*]}, then shared groups; process 3: tests/cuda ====="
 first &
 first_pid=$!
 second >"$logs/second.log" 2>&1 &
 second_pid=$!
+third >"$logs/cuda.log" 2>&1 &
+third_pid=$!
 wait "$first_pid" || true
 cat "$logs/first_shared.log"
 wait "$second_pid" || true
 echo "===== process 2 ====="
 cat "$logs/second.log"
+wait "$third_pid" || true
+echo "===== process 3 ====="
+cat "$logs/cuda.log"
 
 status=0
 summary=""
@@ -110,5 +126,5 @@ for name in "${runs[@]}"; do
         status=1
     fi
 done
-echo "=====$summary $((SECONDS - start)) s for both processes ====="
+echo "=====$summary $((SECONDS - start)) s for all processes ====="
 exit "$status"

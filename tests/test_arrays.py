@@ -72,7 +72,14 @@ def products(A, B, u, v):
 PRODUCTS_WRT = (0, 1, 2, 3)
 
 
+# On cpu, float64 and C order are one more compile (about 5 s) of the same generated code that the
+# default test_products_float32_non_contiguous[cpu] below compiles and checks against finite
+# differences (every product kind; float32, every operand non-contiguous): slow. The float64 matrix
+# products are compiled by default in test_cpu_backend.py (matmul and both adjoints at degenerate
+# sizes such as these, every layout), test_mlp_loss[cpu] and test_logistic_regression[cpu] (matrix
+# @ vector), test_gmm_objective[cpu] (X @ mu.T).
 @pytest.mark.parametrize("m,k,p", [(3, 4, 2), (1, 5, 1), (4, 2, 3)])
+@pytest.mark.parametrize("target", SLOW_CPU)
 def test_products_shapes(target, m, k, p):
     rng = np.random.default_rng(m * 100 + k * 10 + p)
     check(products, [rand(rng, m, k), rand(rng, k, p), rand(rng, m), rand(rng, k)], PRODUCTS_WRT, target)

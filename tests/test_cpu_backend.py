@@ -128,9 +128,16 @@ def test_extremum_of_an_empty_row_is_numpys_error():
 
 # ---- stacks of matrices and summing gradients back over broadcast axes -------------------------
 
+# Each new pair of ranks is a fresh compile of product/grad_left/grad_right (5-10 s). A vector with
+# a stack on either side, (5,) @ (3, 5, 2) and (3, 4, 5) @ (5,), is slow: the same cpu.matmul,
+# matmul_grad_left and matmul_grad_right at those ranks are compiled by the default
+# tests/test_arrays.py::test_batched_products[cpu-s_shape0-t_shape0] (v @ T and S @ v, checked
+# against finite differences) in the default run.
 @pytest.mark.parametrize("a_shape,b_shape", [((3, 4, 5), (3, 5, 2)), ((2, 1, 4, 5), (3, 5, 2)),
-                                             ((4, 5), (3, 5, 2)), ((5,), (3, 5, 2)),
-                                             ((3, 4, 5), (5,)), ((3, 0, 5), (3, 5, 2))])
+                                             ((4, 5), (3, 5, 2)),
+                                             pytest.param((5,), (3, 5, 2), marks=pytest.mark.slow),
+                                             pytest.param((3, 4, 5), (5,), marks=pytest.mark.slow),
+                                             ((3, 0, 5), (3, 5, 2))])
 def test_stacked_product_and_adjoints_match_numpy(a_shape, b_shape):
     rng = np.random.default_rng(len(a_shape) + len(b_shape))
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
