@@ -253,7 +253,8 @@ class GradFunction(DifferentiatedFunction):
         if not os.path.exists(path):
             source, _, _, _ = build_module(root, kinds, list(wrt_names), self.target, False, precision,
                                            array_result=vjp, checkpoint=self.checkpoint,
-                                           seed_at_end=self.target in ("python", "cpu"))
+                                           seed_at_end=self.target in ("python", "cpu"),
+                                           tape_transcendentals=True)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:
@@ -282,7 +283,8 @@ class GradFunction(DifferentiatedFunction):
             source, _, _, _ = build_module(self.func, kinds, self.wrt_names, self.target, self.single,
                                            precision, array_result=self.mode == "vjp",
                                            checkpoint=self.checkpoint,
-                                           seed_at_end=self.target in ("python", "cpu"))
+                                           seed_at_end=self.target in ("python", "cpu"),
+                                           tape_transcendentals=True)
             codegen.write_module(path, source)
         module = codegen.import_module(path)
         with open(path, encoding="utf-8") as handle:

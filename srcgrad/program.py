@@ -71,6 +71,7 @@ class ModuleBuilder:
         self.checkpoint = checkpoint    # None, K or "auto": the root function's loops (checkpoint.py)
         self.checkpoint_root = None
         self.seed_at_end = False       # build_module's option (transform.SEED_AT_END)
+        self.tape_transcendentals = False   # build_module's option (transform.TAPE_TRANSCENDENTALS)
         self.backend = target_backend(target)
         self.precision = precision
         self.units = {}          # func -> FunctionUnit
@@ -235,6 +236,7 @@ class ModuleBuilder:
         # seed at the end (transform.SEED_AT_END): the function being differentiated, a float
         # result, and gradients that are floats or arrays it owns (nothing passed in to add into)
         scaled = [p for p in wrt if p in analysis.active]
+        transformer.tape_transcendentals = self.tape_transcendentals
         transformer.seed_at_end = (
             self.seed_at_end and unit.func is self.checkpoint_root and not in_place
             and isinstance(unit.body[-1].value, ast.Name)
@@ -359,14 +361,18 @@ def _natural(name):
 
 
 def build_module(func, kinds, wrt_names, target, single=None, precision="float64", array_result=False,
-                 checkpoint=None, seed_at_end=False):
+                 checkpoint=None, seed_at_end=False, tape_transcendentals=False):
     """Generate the module source for ``func`` specialized to argument ``kinds`` (``checkpoint``:
     None, K or "auto", see :mod:`srcgrad.checkpoint`; ``seed_at_end``: see transform.SEED_AT_END,
-    for callers that run the module as it is, not for sources transformed again)."""
+    for callers that run the module as it is, not for sources transformed again;
+    ``tape_transcendentals``: see transform.TAPE_TRANSCENDENTALS, likewise: a gradient that
+    hessian/hvp differentiate again must keep recomputing, so that it has no tapes and the
+    batched forward sweep (forward_batch.py) applies)."""
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     builder = ModuleBuilder(target, precision, checkpoint)
     builder.seed_at_end = seed_at_end and transform.SEED_AT_END
+    builder.tape_transcendentals = tape_transcendentals
     unit = builder.unit(func)
     builder.checkpoint_root = unit.func
     _, result_kind = builder.analysis_of(func, tuple(kinds))

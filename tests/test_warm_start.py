@@ -73,10 +73,12 @@ def _child(tmp_path, jvp=False):
     (tmp_path / "warmprog.py").write_text(PROGRAM)
     env = dict(os.environ, SRCGRAD_CACHE_DIR=str(tmp_path / "srcgrad"),
                NUMBA_CACHE_DIR=str(tmp_path / "numba"), SRCGRAD_QUIET="1")
+    # at Numba's default optimization level, as a user's process: at the suite's NUMBA_OPT=0
+    # Numba cannot cache a function that reaches the tape pool's object-mode block (a gradient
+    # with tapes: "uses dynamic globals") nor the jvp module (see conftest.py)
+    env = user_numba_env(env)
     if jvp:
-        # at Numba's default optimization level, as a user's process: at the suite's NUMBA_OPT=0
-        # Numba cannot cache the jvp module ("uses dynamic globals"; see conftest.py)
-        env = dict(user_numba_env(env), WARM_TEST_JVP="1")
+        env["WARM_TEST_JVP"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([ROOT, str(tmp_path), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)

@@ -43,20 +43,8 @@ from numba.extending import overload
 from ..errors import FusionGuardFailed
 from .blas_threads import check_setting, run_with_threads
 
-__all__ = [
-    "Optimizer",
-    "SGD",
-    "Momentum",
-    "Adam",
-    "sgd_update",
-    "momentum_update",
-    "adam_update",
-    "sgd_kernel",
-    "momentum_kernel",
-    "adam_kernel",
-    "make_optimizer",
-    "MinibatchLoop",
-]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "sgd_update", "momentum_update", "adam_update",
+           "sgd_kernel", "momentum_kernel", "adam_kernel", "make_optimizer", "MinibatchLoop"]
 
 
 # ------------------------------------------------------------------------------------------------
