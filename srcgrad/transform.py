@@ -476,6 +476,12 @@ class ReverseTransformer:
                                                        ctx=ast.Load()), stmt))
         out.append(assign(grads, ast.Subscript(value=helper_call, slice=ast.Constant(1), ctx=ast.Load()),
                           stmt))
+        return out + self.helper_gradients(grads, call, wrt_positions, in_place, stmt)
+
+    def helper_gradients(self, grads, call, wrt_positions, in_place, stmt):
+        """The statements that hand a helper adjoint's gradients (the tuple named ``grads``) to the
+        caller's arguments: rebound for arrays it added into in place, accumulated otherwise."""
+        out = []
         for position, k in enumerate(wrt_positions):
             arg = call.args[k]
             part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
@@ -515,14 +521,7 @@ class ReverseTransformer:
                                                              ctx=ast.Load()), stmt),
                assign(N.HELPER_INT_STACK[1], ast.Subscript(value=name_load(popped), slice=ast.Constant(2),
                                                            ctx=ast.Load()), stmt)]
-        for position, k in enumerate(wrt_positions):
-            arg = call.args[k]
-            part = ast.Subscript(value=name_load(grads), slice=ast.Constant(position), ctx=ast.Load())
-            if k in in_place:
-                out.append(assign(self.adj(arg.id), part, stmt))
-            elif self.a.is_active(arg):
-                out += self.accumulate(arg, part, self.a.kind(arg), False, stmt)
-        return out
+        return out + self.helper_gradients(grads, call, wrt_positions, in_place, stmt)
 
     def tuple_argument(self, stmt, name, call, helper, axis=None):
         """np.concatenate((a, b), axis) / np.stack(...): each active part gets its slice back."""
