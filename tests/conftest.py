@@ -234,3 +234,25 @@ def check_grad(f, args, wrt=0, target="cpu", rtol=1e-5, atol=1e-6, gradfn=None, 
             assert math.isclose(g, fd, rel_tol=rtol, abs_tol=atol), \
                 f"d/d arg {index}: srcgrad {g!r} vs FD {fd!r}"
     return grads
+
+
+def mlp_sgd_reference(params, X, y, order, B, lr):
+    """float64 NumPy SGD on the 2-layer ReLU/softmax MLP (srcgrad.training.mlp), batches of ``B``
+    rows of ``order`` (a shorter last batch included): the reference the training tests compare with."""
+    W1, b1, W2, b2 = [np.asarray(p, np.float64).copy() for p in params]
+    for s in range(0, len(order), B):
+        idx = order[s:s + B]
+        xb, yb, n = X[idx].astype(np.float64), y[idx], len(idx)
+        a = xb @ W1 + b1
+        h = np.maximum(a, 0.0)
+        z = h @ W2 + b2
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        p[np.arange(n), yb] -= 1.0
+        p /= n
+        dh = (p @ W2.T) * (a > 0)
+        W1 -= lr * (xb.T @ dh)
+        b1 -= lr * dh.sum(0)
+        W2 -= lr * (h.T @ p)
+        b2 -= lr * p.sum(0)
+    return W1, b1, W2, b2

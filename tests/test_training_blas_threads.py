@@ -10,6 +10,7 @@ import srcgrad
 from srcgrad.training import blas_threads as bt
 from srcgrad.training import optim
 from srcgrad.training.mlp import init_params, mlp_loss
+from conftest import mlp_sgd_reference
 
 pytestmark = pytest.mark.skipif(not bt.controllable(),
                                 reason="no OpenBLAS with a thread setter in this environment")
@@ -24,27 +25,6 @@ def _problem(n=200, n_in=12, hidden=8):
     y = rng.integers(0, 10, n)
     params = tuple(init_params(hidden, seed=1, n_in=n_in))
     return X, y, params, rng.permutation(n).astype(np.int64)
-
-
-def _reference(params, X, y, order, B, lr):
-    """float64 NumPy SGD on the MLP."""
-    W1, b1, W2, b2 = [np.asarray(p, np.float64).copy() for p in params]
-    for s in range(0, len(order), B):
-        idx = order[s:s + B]
-        xb, yb, n = X[idx].astype(np.float64), y[idx], len(idx)
-        a = xb @ W1 + b1
-        h = np.maximum(a, 0.0)
-        z = h @ W2 + b2
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-        p[np.arange(n), yb] -= 1.0
-        p /= n
-        dh = (p @ W2.T) * (a > 0)
-        W1 -= lr * (xb.T @ dh)
-        b1 -= lr * dh.sum(0)
-        W2 -= lr * (h.T @ p)
-        b2 -= lr * p.sum(0)
-    return W1, b1, W2, b2
 
 
 def _loop(setting, calls=None):
@@ -121,7 +101,7 @@ def test_auto_chooses_by_timing_and_trains_the_same_parameters():
     for a, b in zip(after_epoch, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(total, plain_total, rtol=1e-5)
-    for got, want in zip(plain, _reference(params, X, y, order, B, lr)):
+    for got, want in zip(plain, mlp_sgd_reference(params, X, y, order, B, lr)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
 
 
@@ -161,5 +141,5 @@ def test_fixed_threads_and_too_few_batches():
         loop = _loop("auto", calls)
         loop(p, X, y, order, 50)                      # 4 batches: too few to measure
         assert calls == [(0, 4, 2)] and loop.blas_threads_chosen == {}
-    for got, want in zip(p, _reference(params, X, y, np.concatenate([order, order]), 50, 0.1)):
+    for got, want in zip(p, mlp_sgd_reference(params, X, y, np.concatenate([order, order]), 50, 0.1)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

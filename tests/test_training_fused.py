@@ -8,6 +8,7 @@ import pytest
 
 from srcgrad.training import fused_sgd, optim
 from srcgrad.training.mlp import init_params, mlp_loss
+from conftest import mlp_sgd_reference
 
 
 def _mlp_problem(dtype, n=45, n_in=12, hidden=8, seed=0):
@@ -16,27 +17,6 @@ def _mlp_problem(dtype, n=45, n_in=12, hidden=8, seed=0):
     y = rng.integers(0, 10, n)
     params = tuple(p.astype(dtype) for p in init_params(hidden, seed=1, n_in=n_in))
     return X, y, params, rng.permutation(n).astype(np.int64)
-
-
-def _reference(params, X, y, order, B, lr):
-    """float64 NumPy SGD on the MLP (a shorter last batch included)."""
-    W1, b1, W2, b2 = [np.asarray(p, np.float64).copy() for p in params]
-    for s in range(0, len(order), B):
-        idx = order[s:s + B]
-        xb, yb, n = X[idx].astype(np.float64), y[idx], len(idx)
-        a = xb @ W1 + b1
-        h = np.maximum(a, 0.0)
-        z = h @ W2 + b2
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-        p[np.arange(n), yb] -= 1.0
-        p /= n
-        dh = (p @ W2.T) * (a > 0)
-        W1 -= lr * (xb.T @ dh)
-        b1 -= lr * dh.sum(0)
-        W2 -= lr * (h.T @ p)
-        b2 -= lr * p.sum(0)
-    return W1, b1, W2, b2
 
 
 def _train(params, X, y, order, B, fused, monkeypatch):
@@ -60,7 +40,7 @@ def test_fused_sgd_matches_unfused_and_the_float64_reference(dtype, tol, monkeyp
     plain, plain_total, none = _train(params, X, y, order, 10, False, monkeypatch)
     assert names == ("W1", "W2") and none == ()
     np.testing.assert_allclose(fused_total, plain_total, rtol=tol)
-    reference = _reference(params, X, y, order, 10, 0.1)
+    reference = mlp_sgd_reference(params, X, y, order, 10, 0.1)
     for f, p, r in zip(fused, plain, reference):
         assert f.dtype == dtype
         scale = np.max(np.abs(r))
