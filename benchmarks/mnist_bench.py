@@ -198,6 +198,9 @@ def run_config(args, n_threads, log=print):
                     trainers[tool].epoch(order)
                 rec[tool]["times"].append(probe.wall * spe / nsteps)
                 rec[tool]["foreign"].append(probe.foreign)
+                used = trainers[tool].threads_used()
+                if used is not None:
+                    rec[tool].setdefault("blas_threads_used", []).append(used)
             log(f"  [{n_threads} cpu] B={B} round {rnd + 1}: " + ", ".join(
                 f"{t} {rec[t]['times'][-1]:.3f}s" for t in names))
             spent = time.perf_counter() - t_start
@@ -208,6 +211,9 @@ def run_config(args, n_threads, log=print):
         for tool in names:
             rec[tool]["steps_timed"] = nsteps
             rec[tool]["steps_per_epoch"] = spe
+            note = trainers[tool].threads_note()
+            if note:
+                rec[tool]["blas_threads_note"] = note
     out["blas"] = machine.blas_info()
     out["cpu_model"] = machine.cpu_model()
     return out
@@ -268,6 +274,9 @@ def write_report(args, configs, path_md, path_json, command):
           "s/epoch: median over rounds; ×srcgrad: median of the per-round ratios. Rounds where "
           f"other processes took > {args.max_foreign} cores of this process's CPUs are "
           "discarded (DISTURBED: fewer than 2 clean rounds, all used).",
+          "* srcgrad runs `MinibatchLoop(..., blas_threads=\"auto\")`: the BLAS thread count it "
+          "measured and chose is listed under each table (None: the BLAS's own setting, e.g. "
+          "one thread in the 1-CPU configuration).",
           f"* checked before timing: parameters after {CHECK_STEPS} SGD steps from the same start "
           f"against a float64 NumPy reference (max rel. err < {CHECK_TOL:g}).",
           ]
@@ -308,6 +317,12 @@ def write_report(args, configs, path_md, path_json, command):
                          f"{_fmt(row.get('foreign_max'), '.2f')} | "
                          f"{_fmt(r.get('check_rel_err'), '.1e')} | {row['status']} |")
             L.append("")
+            for tool, r in rec.items():
+                if r.get("blas_threads_used"):
+                    per_round = "; ".join(", ".join(f"{k}: {v}" for k, v in sorted(u.items()))
+                                          for u in r["blas_threads_used"])
+                    L += [f"* {LABELS[tool]} BLAS threads: batches per thread count in each "
+                          f"timed round: {per_round}. Choice: {r.get('blas_threads_note', '–')}", ""]
         L += ["BLAS / thread pools (threadpoolctl):", ""]
         for b in cfg.get("blas", []):
             L.append("* " + ", ".join(f"{k}={v}" for k, v in b.items()))

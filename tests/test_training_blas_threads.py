@@ -1,8 +1,8 @@
-"""BLAS threads of MinibatchLoop (``srcgrad.training.blas_threads``): ``"auto"`` times runs of
-batches with each candidate thread count and keeps the fastest; the call must then train exactly
-what a loop with that count trains (parameters and optimizer state restored after the timed
-runs), agree with the loop without the setting to rounding and with a float64 NumPy reference,
-and leave the BLAS's own setting as it was."""
+"""BLAS threads of MinibatchLoop (``srcgrad.training.blas_threads``): ``"auto"`` trains in
+chunks of batches, times rounds of chunks on each candidate thread count, keeps the one with the
+least median per-round ratio and measures again later. The choice's logic is tested on injected
+timings (no timed tests); the trained parameters must match a float64 NumPy reference whatever
+counts the batches ran on, and the BLAS's own setting is left as it was."""
 import numpy as np
 import pytest
 
@@ -66,80 +66,160 @@ def test_candidates_and_settings():
     assert _loop(3).blas_threads == 3 and _loop(None).blas_threads is None
 
 
-def test_auto_chooses_by_timing_and_trains_the_same_parameters():
-    X, y, params, order = _problem(6400, 784, 128)
-    B, lr = 64, 0.1                                   # 100 batches: runs of 2 batches
-    calls = []
+# --- the choice's logic, on injected timings --------------------------------------------------
+
+def _measure(choice, cost, rounds):
+    """``rounds`` rounds of chunks on ``choice``: ``cost(threads, round)`` seconds per batch.
+    Returns the counts in the order the chunks ran."""
+    ran = []
+    for r in range(rounds):
+        for _ in choice.tries:
+            threads, timed = choice.next()
+            assert timed
+            ran.append(threads)
+            choice.record(threads, cost(threads, r) * bt.CHUNK, bt.CHUNK)
+    return ran
+
+
+def test_choice_takes_the_median_of_per_round_ratios():
+    choice = bt.ThreadChoice([2, 1])
+    assert choice.next() == (2, True) and choice.guess() == 2
+    # 2 threads at 0.7 of 1 thread's time, but one round disturbed (2 threads 10x slower) and
+    # the machine's load drifting (every time grows round by round): the ratios decide
+    ran = _measure(choice, lambda c, r: (1 + r) * (0.7 if c == 2 else 1.0)
+                   * (10 if (c, r) == (2, 1) else 1), bt.ROUNDS - 1)
+    assert ran == [2, 1, 1, 2, 2, 1, 1, 2, 2, 1][:2 * (bt.ROUNDS - 1)]   # order rotated each round
+    assert choice.threads is None and choice.guess() == 2                # not yet: too few rounds
+    _measure(choice, lambda c, r: 0.7 if c == 2 else 1.0, 1)
+    assert choice.threads == 2 and choice.next() == (2, False)
+    assert choice.ratios[2] == 1.0 and choice.ratios[1] == pytest.approx(1 / 0.7)
+    assert choice.decisions == [(2, bt.ROUNDS)]
+    assert choice.summary().startswith("2 threads (median per-batch time relative to 2 threads:")
+
+
+def test_choice_goes_on_while_the_candidates_are_close():
+    choice = bt.ThreadChoice([2, 1])
+    _measure(choice, lambda c, r: 1.0 if c == 2 else 0.98, bt.ROUNDS)    # 2% apart: measure on
+    assert choice.threads is None and choice.guess() == 1
+    _measure(choice, lambda c, r: 1.0 if c == 2 else 0.98, bt.MAX_ROUNDS - bt.ROUNDS - 1)
+    assert choice.threads is None
+    _measure(choice, lambda c, r: 1.0 if c == 2 else 0.98, 1)            # the limit: the better
+    assert choice.threads == 1 and choice.decisions == [(1, bt.MAX_ROUNDS)]
+
+
+def test_choice_is_measured_again_after_recheck_batches():
+    choice = bt.ThreadChoice([4, 2, 1])
+    _measure(choice, lambda c, r: {4: 2.0, 2: 1.0, 1: 1.5}[c], bt.ROUNDS)
+    assert choice.threads == 2
+    limit = bt.RECHECK * bt.CHUNK * 3
+    assert choice.until_recheck() == limit
+    choice.trained(limit - 1)
+    assert choice.next() == (2, False) and choice.until_recheck() == 1
+    choice.trained(1)                                 # the load changed meanwhile: 1 is best now
+    assert choice.threads is None and choice.next()[1]
+    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.ROUNDS)
+    assert choice.threads == 1 and [d[0] for d in choice.decisions] == [2, 1]
+    assert "2 decisions: [2, 1]" in choice.summary()
+
+
+# --- the loop with the choice (timings injected through the clock) ---------------------------
+
+def _timed_loop(monkeypatch, cost):
+    """An "auto" loop whose batches "take" ``cost[threads]`` seconds each on the clock the
+    choice reads; its runs recorded as (first, stop, threads)."""
+    now, calls = [0.0], []
+    monkeypatch.setattr(bt, "_clock", lambda: now[0])
+    loop = _loop("auto", calls)
+    train = loop._train
+
+    def timed(params, X, y, order, batch_size, first=0, stop=None):
+        total = train(params, X, y, order, batch_size, first, stop)
+        now[0] += (stop - first) * cost[bt.current_blas_threads()]
+        return total
+    loop._train = timed
+    return loop, calls
+
+
+@pytest.mark.parametrize("cost, best", [({2: 1.0, 1: 2.0}, 2), ({2: 3.0, 1: 1.0}, 1)])
+def test_auto_trains_in_timed_chunks_then_on_the_choice(monkeypatch, cost, best):
+    X, y, params, order = _problem(1200)
+    B, C, R = 5, bt.CHUNK, bt.ROUNDS                  # 240 batches
     with bt.blas_threads(2):                          # two candidates on any machine: 2 and 1
-        loop = _loop("auto", calls)
-        tuned = tuple(p.copy() for p in params)
-        total = loop(tuned, X, y, order, B)
-        after_epoch = tuple(p.copy() for p in tuned)
+        loop, calls = _timed_loop(monkeypatch, cost)
+        p = tuple(q.copy() for q in params)
+        total = loop(p, X, y, order, B)
         assert bt.current_blas_threads() == 2         # restored after the call
-        [(key, (chosen, measured))] = loop.blas_threads_chosen.items()
-        assert key[0] == B and chosen in (1, 2) and set(measured) == {1, 2}
-        assert all(0 < t < np.inf for t in measured.values())
-        # three rounds of (2, 1) then (1, 2) on batches 0, 1 (each from the starting
-        # parameters), then the call's batches with the choice
-        assert calls == [(0, 2, 2), (0, 2, 1), (0, 2, 1), (0, 2, 2), (0, 2, 2), (0, 2, 1),
-                         (0, 100, chosen)]
-        # a later call uses the choice, measures nothing
-        calls.clear()
-        loop(tuned, X, y, order, B, first=0, stop=5)
-        assert calls == [(0, 5, chosen)] and loop.blas_threads_chosen[key] == (chosen, measured)
-        # exactly what a loop with that many threads trains
-        fixed = tuple(p.copy() for p in params)
-        fixed_total = _loop(chosen)(fixed, X, y, order, B)
-    for a, b in zip(after_epoch, fixed):
-        np.testing.assert_array_equal(a, b)
-    assert total == fixed_total
-    # and the loop without a setting (OpenBLAS's 2 threads here) to rounding: a product may
-    # round differently on 1 and 2 threads
-    plain = tuple(p.copy() for p in params)
+    chunks = [(i * C, (i + 1) * C, t) for i, t in enumerate(
+        [c for r in range(R) for c in ((2, 1) if r % 2 == 0 else (1, 2))])]
+    assert calls == chunks + [(2 * R * C, 240, best)]
+    [(key, choice)] = loop.blas_threads_chosen.items()
+    assert key[0] == B and choice.threads == best and choice.decisions == [(best, R)]
+    assert loop.blas_threads_used == {best: 240 - R * C, 3 - best: R * C}
+    # every batch trained once, in order, whatever count it ran on: the reference to rounding
+    for got, want in zip(p, mlp_sgd_reference(params, X, y, order, B, 0.1)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    assert np.isfinite(total)
+
+
+def test_auto_measures_across_calls_and_rechecks(monkeypatch):
+    X, y, params, order = _problem(1200)
+    B, C = 5, bt.CHUNK
+    cost = {2: 1.0, 1: 2.0}
     with bt.blas_threads(2):
-        plain_total = _loop(None)(plain, X, y, order, B)
-    for a, b in zip(after_epoch, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(total, plain_total, rtol=1e-5)
-    for got, want in zip(plain, mlp_sgd_reference(params, X, y, order, B, lr)):
+        loop, calls = _timed_loop(monkeypatch, cost)
+        p = tuple(q.copy() for q in params)
+        loop(p, X, y, order, B, first=0, stop=2 * C + 3)     # two chunks, then 3 batches untimed
+        assert calls == [(0, C, 2), (C, 2 * C, 1), (2 * C, 2 * C + 3, 2)]
+        [choice] = loop.blas_threads_chosen.values()
+        assert len(choice.rounds) == 1 and choice.threads is None
+        calls.clear()
+        loop(p, X, y, order, B, first=2 * C + 3, stop=240)   # the rounds go on, then the choice
+        assert [c[2] for c in calls[:2 * bt.ROUNDS - 2]] == [1, 2, 2, 1, 1, 2, 2, 1, 1, 2][
+            :2 * bt.ROUNDS - 2]
+        assert choice.threads == 2
+        # 4 batches before the recheck; the load "changed" meanwhile: 1 thread is faster now
+        choice.since = bt.RECHECK * 2 * C - 4
+        cost.update({2: 5.0, 1: 1.0})
+        calls.clear()
+        loop(p, X, y, order, B)
+        assert calls[:3] == [(0, 4, 2), (4, 4 + C, 2), (4 + C, 4 + 2 * C, 1)]
+        assert choice.threads == 1 and [d[0] for d in choice.decisions] == [2, 1]
+        assert loop.blas_threads_used == {2: 4 + bt.ROUNDS * C, 1: 236 - bt.ROUNDS * C}
+    for got, want in zip(p, mlp_sgd_reference(params, X, y, np.concatenate([order, order]), B, 0.1)):
+        np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-6)
+
+
+def test_auto_on_mnist_shapes_trains_the_reference():
+    """Real timings on MNIST's shapes (64x784 @ 784x128: products OpenBLAS runs on several
+    threads): whatever the choice, the parameters match the reference and the setting is
+    restored."""
+    X, y, params, order = _problem(3200, 784, 128)
+    with bt.blas_threads(2):
+        loop = _loop("auto")
+        p = tuple(q.copy() for q in params)
+        loop(p, X, y, order, 64)
+        assert bt.current_blas_threads() == 2
+        assert sum(loop.blas_threads_used.values()) == 50
+        assert set(loop.blas_threads_used) <= {1, 2}
+    for got, want in zip(p, mlp_sgd_reference(params, X, y, order, 64, 0.1)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
 
 
-def test_auto_restores_the_optimizer_state_after_its_runs():
-    """Momentum's velocity: the timed runs start from the call's state and leave it as it was,
-    so the call trains what a loop with the chosen count trains."""
-    X, y, params, order = _problem(6400, 784, 128)
-    with bt.blas_threads(2):
-        loop = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
-                                   optim.Momentum(lr=0.05, momentum=0.9))
-        tuned = tuple(p.copy() for p in params)
-        loop(tuned, X, y, order[:640], 64)            # 10 batches: too few to choose; state set
-        loop(tuned, X, y, order, 64)                  # chooses, then trains
-        [(chosen, _)] = loop.blas_threads_chosen.values()
-        other = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
-                                    optim.Momentum(lr=0.05, momentum=0.9), blas_threads=chosen)
-        fixed = tuple(p.copy() for p in params)
-        other.blas_threads = None                     # the first call as the "auto" loop ran it
-        other(fixed, X, y, order[:640], 64)
-        other.blas_threads = chosen
-        other(fixed, X, y, order, 64)
-    for a, b in zip(tuned, fixed):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(loop.optimizer.state_tuple()[0], other.optimizer.state_tuple()[0]):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_fixed_threads_and_too_few_batches():
+def test_fixed_threads_and_one_thread_blas():
     X, y, params, order = _problem()
     before = bt.current_blas_threads()
     calls = []
     p = tuple(q.copy() for q in params)
-    _loop(1, calls)(p, X, y, order, 50)               # an int: that many threads
+    loop = _loop(1, calls)
+    loop(p, X, y, order, 50)                          # an int: that many threads
     assert calls == [(0, None, 1)] and bt.current_blas_threads() == before
+    assert loop.blas_threads_used == {1: 4}
     calls.clear()
-    with bt.blas_threads(2):
+    with bt.blas_threads(1):
         loop = _loop("auto", calls)
-        loop(p, X, y, order, 50)                      # 4 batches: too few to measure
-        assert calls == [(0, 4, 2)] and loop.blas_threads_chosen == {}
-    for got, want in zip(p, mlp_sgd_reference(params, X, y, np.concatenate([order, order]), 50, 0.1)):
+        loop(p, X, y, order, 50, first=1)             # a one-thread BLAS: nothing to choose
+        assert calls == [(1, None, 1)] and loop.blas_threads_chosen == {}
+        assert loop.blas_threads_used == {None: 3}
+    ref = mlp_sgd_reference(params, X, y, np.concatenate([order, order[50:]]), 50, 0.1)
+    for got, want in zip(p, ref):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

@@ -78,6 +78,14 @@ class Trainer:
     def nsteps(self, order):
         return order.shape[0] // self.B
 
+    def threads_used(self):
+        """What the last epoch ran its BLAS on, where the tool chooses it itself (else None)."""
+        return None
+
+    def threads_note(self):
+        """How the tool chose its threads (else None)."""
+        return None
+
 
 # ------------------------------------------------------------------------------------------------
 class SrcgradTrainer(Trainer):
@@ -100,6 +108,13 @@ class SrcgradTrainer(Trainer):
     def epoch(self, order):
         n = self.nsteps(order) * self.B
         self.loop(self.p, self.X, self.y, order[:n], self.B)
+
+    def threads_used(self):
+        """{BLAS threads: batches} of the last epoch (``blas_threads="auto"``'s chunks)."""
+        return {str(k): v for k, v in self.loop.blas_threads_used.items()}
+
+    def threads_note(self):
+        return "; ".join(c.summary() for c in self.loop.blas_threads_chosen.values()) or None
 
     def params(self):
         return list(self.p)

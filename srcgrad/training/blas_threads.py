@@ -31,6 +31,7 @@ import ctypes
 import glob
 import importlib.util
 import os
+import time
 
 __all__ = ["blas_threads", "current_blas_threads", "controllable"]
 
@@ -144,77 +145,167 @@ def candidates(most):
     return out + [1]
 
 
-ROUNDS = 3          # runs per candidate; the minimum is kept (other processes only add time)
-MAX_RUN = 16        # batches per run
-SHARE = 8           # the runs cost at most 1/SHARE of a call's batches more
+CHUNK = 8           # batches per timed chunk
+MIN_CHUNK = 4       # fewer batches left in a call: not timed (run with the best count so far)
+ROUNDS = 6          # rounds (one chunk per candidate, order rotated) before a choice ...
+MAX_ROUNDS = 12     # ... or more, up to this many, while the best leads by less than MARGIN
+MARGIN = 0.05
+RECHECK = 30        # after this many rounds' worth of batches with the choice, measure again
+
+_clock = time.perf_counter       # the tests replace it to inject timings
 
 
-def _choose(loop, train, params, X, y, order, batch_size, first, stop, tries):
-    """The candidate of ``tries`` with the least seconds per batch over ``ROUNDS`` runs of the
-    batches ``first <= i < first + k`` each, and those times; every run starts from the
-    parameters and optimizer state of the call (restored after each run and at the end), so
-    the call then trains as if the choice had been made before it. None: too few batches."""
-    import time
-    from srcgrad.pytree import leaves
-    k = min(MAX_RUN, (stop - first) // (SHARE * ROUNDS * len(tries)))
-    if k < 2:
-        return None, None
-    arrays = list(leaves(params))
-    saved = [a.copy() for a in arrays]
-    state = loop.optimizer.state_dict()
-    best = dict.fromkeys(tries, float("inf"))
-    try:
-        for r in range(ROUNDS):
-            for c in tries[r % len(tries):] + tries[:r % len(tries)]:
-                with blas_threads(c):
-                    t0 = time.perf_counter()
-                    train(params, X, y, order, batch_size, first, first + k)
-                    best[c] = min(best[c], (time.perf_counter() - t0) / k)
-                for a, b in zip(arrays, saved):
-                    a[...] = b
-                loop.optimizer.load_state_dict(state)
-    finally:
-        for a, b in zip(arrays, saved):
-            a[...] = b
-        loop.optimizer.load_state_dict(state)
-    return min(tries, key=best.__getitem__), best
+class ThreadChoice:
+    """``"auto"``'s measurement for one set of shapes, from the loop's own batches.
+
+    The loop trains in chunks of ``CHUNK`` batches; while no count is chosen, each round runs
+    one chunk on every candidate (the order rotated from round to round) and records its
+    seconds per batch. Those are the call's real batches, trained once: nothing is restored.
+    After ``ROUNDS`` rounds the candidate with the least median (over rounds) of its time
+    relative to the first candidate's in the same round is chosen, if it leads every other by
+    more than ``MARGIN``; otherwise rounds go on, up to ``MAX_ROUNDS``, then the least median
+    wins. Per-round ratios of neighbouring chunks cancel slow changes of the machine's load,
+    and the median discards a chunk that another process disturbed (the benchmarks' method).
+    Once ``RECHECK`` times the batches of a measurement have run on the choice, it is measured
+    again (the load may have changed): the decision is re-validated from later batches too."""
+
+    def __init__(self, tries):
+        self.tries = list(tries)
+        self.rounds = []            # completed rounds: {candidate: seconds per batch}
+        self.current = {}           # the round being measured
+        self.threads = None         # the choice (None while measuring)
+        self.ratios = {}            # candidate -> median ratio to tries[0], at the last choice
+        self.since = 0              # batches trained on the choice since it was made
+        self.decisions = []         # (threads, rounds measured) of every choice made
+
+    def next(self):
+        """(threads, timed): the count for the next chunk, and whether it is timed."""
+        if self.threads is not None:
+            return self.threads, False
+        r = len(self.rounds) % len(self.tries)
+        for c in self.tries[r:] + self.tries[:r]:
+            if c not in self.current:
+                return c, True
+        raise AssertionError("a complete round was not closed")
+
+    def guess(self):
+        """The best count known now: the choice, else the best median so far, else the
+        first candidate (the BLAS's own setting)."""
+        if self.threads is not None:
+            return self.threads
+        if self.rounds:
+            ratios = self._medians()
+            return min(self.tries, key=ratios.__getitem__)
+        return self.tries[0]
+
+    def until_recheck(self):
+        """Batches that may still run on the choice before it is measured again."""
+        return max(1, RECHECK * CHUNK * len(self.tries) - self.since)
+
+    def _medians(self):
+        import statistics
+        ref = self.tries[0]
+        return {c: statistics.median(r[c] / r[ref] for r in self.rounds) for c in self.tries}
+
+    def record(self, threads, seconds, batches):
+        """A timed chunk: ``batches`` batches on ``threads`` took ``seconds``."""
+        self.current[threads] = seconds / batches
+        if len(self.current) < len(self.tries):
+            return
+        self.rounds.append(self.current)
+        self.current = {}
+        if len(self.rounds) < ROUNDS:
+            return
+        ratios = self._medians()
+        best = min(self.tries, key=ratios.__getitem__)
+        lead = min((ratios[c] / ratios[best] for c in self.tries if c != best), default=float("inf"))
+        if lead > 1 + MARGIN or len(self.rounds) >= MAX_ROUNDS:
+            self.threads, self.ratios, self.since = best, ratios, 0
+            self.decisions.append((best, len(self.rounds)))
+
+    def trained(self, batches):
+        """``batches`` untimed batches ran on the choice; past ``RECHECK``: measure again."""
+        if self.threads is None:
+            return
+        self.since += batches
+        if self.since >= RECHECK * CHUNK * len(self.tries):
+            self.threads, self.rounds, self.current = None, [], {}
+
+    def summary(self):
+        """One line: the choice and what it rests on."""
+        if not self.decisions:
+            return f"measuring ({len(self.rounds)} rounds of {CHUNK} batches so far)"
+        threads, rounds = self.decisions[-1]
+        ref = self.tries[0]
+        rel = ", ".join(f"{c}: {self.ratios[c]:.2f}" for c in self.tries)
+        return (f"{threads} thread{'s' * (threads != 1)} (median per-batch time relative to {ref} "
+                f"threads: {rel}; {rounds} rounds of {CHUNK} batches; "
+                f"{len(self.decisions)} decision{'s' * (len(self.decisions) != 1)}: "
+                f"{[d[0] for d in self.decisions]})")
+
+
+def _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop):
+    """The batches ``first <= i < stop`` in chunks, on the counts ``choice`` asks for."""
+    batch_size = int(batch_size)
+    n_batches = -(-len(order) // batch_size)
+    stop = n_batches if stop is None else min(int(stop), n_batches)
+    partial = len(order) % batch_size != 0          # the last batch is shorter: not timed
+    batch, total = int(first), 0.0
+    if batch >= stop:                               # the loop's own checks and empty result
+        return train(params, X, y, order, batch_size, batch, stop)
+    while batch < stop:
+        threads, timed = choice.next()
+        k = CHUNK if timed else min(stop - batch, choice.until_recheck())
+        if timed and (stop - batch < MIN_CHUNK or (partial and batch + k >= n_batches)):
+            threads, timed, k = choice.guess(), False, stop - batch
+        k = min(k, stop - batch)
+        with blas_threads(threads):
+            t0 = _clock()
+            total += train(params, X, y, order, batch_size, batch, batch + k)
+            seconds = _clock() - t0
+        if timed:
+            choice.record(threads, seconds, k)
+        else:
+            choice.trained(k)
+        used[threads] = used.get(threads, 0) + k
+        batch += k
+    return total
 
 
 def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
     """:class:`srcgrad.optim.MinibatchLoop`'s call with its ``blas_threads`` setting;
     ``train(params, X, y, order, batch_size, first, stop)`` trains the batches ``first <= i <
-    stop`` and returns their summed loss.
+    stop`` and returns their summed loss. ``loop.blas_threads_used`` is then {threads: batches}
+    of this call (None: the BLAS's own setting).
 
-    ``"auto"``: the thread count chosen before for these shapes (``loop.blas_threads_chosen``:
-    key -> (threads, {candidate: best seconds per batch})); else, when the BLAS has more than one
-    thread and the call has enough batches, ``ROUNDS`` timed runs of its first ``k`` batches
-    with each of :func:`candidates` (the order rotated each round; each run from the call's
-    starting parameters and optimizer state, restored after it), the one with the least seconds
-    per batch kept, and then the call trained with it: exactly what a call with that int would
-    train. Too few batches (fewer than 2 per run): the BLAS's own setting, no choice yet. The
-    choice is a measurement: another process may choose another count, and a product can round
-    differently on it; pass an int for bitwise-repeatable runs across processes.
+    ``"auto"``: when the BLAS has more than one thread, the call runs in chunks of batches on
+    the counts its :class:`ThreadChoice` (``loop.blas_threads_chosen[shapes]``; kept across
+    calls) asks for: first rounds of timed chunks on every candidate of :func:`candidates`,
+    then the chosen count, measured again after a while. A shorter last batch and the last
+    fewer-than-``MIN_CHUNK`` batches of a call are not timed. The batches while measuring
+    run on different counts, on which a product may round differently: the parameters agree
+    with a fixed count's to rounding; pass an int for bitwise-repeatable runs.
 
     Why measure instead of a size rule: on this 2-core machine more threads made the MNIST MLP's
     batch-64 step slower and the batch-256 step faster (benchmarks/results/mnist.md), and while
     other processes kept the cores busy two OpenBLAS threads were 8-30x slower than one
-    (benchmarks/results/blas_threads.md)."""
+    (benchmarks/results/blas_threads.md). Why many chunks and medians: one short run decided
+    the first version of this choice, and a disturbed one kept a slower count for good."""
     setting = loop.blas_threads
+    used = loop.blas_threads_used = {}
     if setting == "auto":
         key = _shapes_key(params, X, y, order, batch_size)
-        if key in loop.blas_threads_chosen:
-            setting = loop.blas_threads_chosen[key][0]
-        elif key is None or current_blas_threads() <= 1:
-            setting = None
-        else:
-            n_batches = -(-len(order) // int(batch_size))
-            stop = n_batches if stop is None else min(int(stop), n_batches)
-            first = int(first)
-            setting, best = _choose(loop, train, params, X, y, order, batch_size, first, stop,
-                                    candidates(current_blas_threads()))
-            if setting is not None:
-                loop.blas_threads_chosen[key] = (setting, best)
+        choice = loop.blas_threads_chosen.get(key)
+        if choice is None and key is not None and current_blas_threads() > 1:
+            choice = loop.blas_threads_chosen[key] = ThreadChoice(candidates(current_blas_threads()))
+        if choice is not None:
+            return _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop)
+        setting = None
     if setting is None:
-        return train(params, X, y, order, batch_size, first, stop)
-    with blas_threads(setting):
-        return train(params, X, y, order, batch_size, first, stop)
+        total = train(params, X, y, order, batch_size, first, stop)
+    else:
+        with blas_threads(setting):
+            total = train(params, X, y, order, batch_size, first, stop)
+    n_batches = -(-len(order) // int(batch_size))      # (valid: train has checked them)
+    used[setting] = max(0, (n_batches if stop is None else min(int(stop), n_batches)) - int(first))
+    return total

@@ -667,7 +667,10 @@ class MinibatchLoop:
     adjoint took ~10 s per process. Here the loop receives the compiled gradient and update as
     function pointers (Numba first-class functions), so it compiles in under a second, once: the
     loop does not depend on which gradient it calls, and its machine code is cached on disk.
-    ``blas_threads`` ("auto", an int, None): see :mod:`srcgrad.training.blas_threads`.
+    ``blas_threads`` ("auto", an int, None): see :mod:`srcgrad.training.blas_threads`; after a
+    call, ``blas_threads_used`` is {threads: batches} of that call (None: the BLAS's own
+    setting) and ``blas_threads_chosen`` holds "auto"'s measurement per shapes
+    (``.threads``, ``.summary()``).
     """
 
     def __init__(self, loss_and_grads, optimizer, blas_threads="auto"):
@@ -683,6 +686,7 @@ class MinibatchLoop:
         self.loss_and_grads = loss_and_grads
         self.optimizer = optimizer
         self.blas_threads, self.blas_threads_chosen = check_setting(blas_threads), {}
+        self.blas_threads_used = {}     # the last call's {BLAS threads: batches}
         self.fused = ()         # parameters whose SGD update is fused into their gradient's GEMM
         self._buffers = {}
         self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
