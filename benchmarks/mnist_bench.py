@@ -321,8 +321,9 @@ def write_report(args, configs, path_md, path_json, command):
                 if r.get("blas_threads_used"):
                     per_round = "; ".join(", ".join(f"{k}: {v}" for k, v in sorted(u.items()))
                                           for u in r["blas_threads_used"])
+                    note = r.get("blas_threads_note", "–")
                     L += [f"* {LABELS[tool]} BLAS threads: batches per thread count in each "
-                          f"timed round: {per_round}. Choice: {r.get('blas_threads_note', '–')}", ""]
+                          f"timed round: {per_round}. Choice: {note}", ""]
         L += ["BLAS / thread pools (threadpoolctl):", ""]
         for b in cfg.get("blas", []):
             L.append("* " + ", ".join(f"{k}={v}" for k, v in b.items()))

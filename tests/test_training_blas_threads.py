@@ -117,9 +117,16 @@ def test_choice_is_measured_again_after_recheck_batches():
     assert choice.next() == (2, False) and choice.until_recheck() == 1
     choice.trained(1)                                 # the load changed meanwhile: 1 is best now
     assert choice.threads is None and choice.next()[1]
-    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.ROUNDS)
-    assert choice.threads == 1 and [d[0] for d in choice.decisions] == [2, 1]
-    assert "2 decisions: [2, 1]" in choice.summary()
+    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.EARLY_ROUNDS)  # a clear lead
+    assert choice.threads == 1 and choice.decisions[1:] == [(1, bt.EARLY_ROUNDS)]
+    assert "2 decisions: [2, 1]" in choice.summary() and choice.until_recheck() == limit
+    # confirmed at the next recheck: the interval doubles; a changed choice resets it
+    choice.trained(limit)
+    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.EARLY_ROUNDS)
+    assert choice.threads == 1 and choice.until_recheck() == 2 * limit
+    choice.trained(2 * limit)
+    _measure(choice, lambda c, r: {4: 9.0, 2: 1.0, 1: 5.0}[c], bt.EARLY_ROUNDS)
+    assert choice.threads == 2 and choice.until_recheck() == limit
 
 
 # --- the loop with the choice (timings injected through the clock) ---------------------------
@@ -140,10 +147,11 @@ def _timed_loop(monkeypatch, cost):
     return loop, calls
 
 
-@pytest.mark.parametrize("cost, best", [({2: 1.0, 1: 2.0}, 2), ({2: 3.0, 1: 1.0}, 1)])
-def test_auto_trains_in_timed_chunks_then_on_the_choice(monkeypatch, cost, best):
+@pytest.mark.parametrize("cost, best, R", [({2: 1.0, 1: 1.2}, 2, bt.ROUNDS),
+                                          ({2: 3.0, 1: 1.0}, 1, bt.EARLY_ROUNDS)])
+def test_auto_trains_in_timed_chunks_then_on_the_choice(monkeypatch, cost, best, R):
     X, y, params, order = _problem(1200)
-    B, C, R = 5, bt.CHUNK, bt.ROUNDS                  # 240 batches
+    B, C = 5, bt.CHUNK                                # 240 batches
     with bt.blas_threads(2):                          # two candidates on any machine: 2 and 1
         loop, calls = _timed_loop(monkeypatch, cost)
         p = tuple(q.copy() for q in params)
@@ -164,7 +172,7 @@ def test_auto_trains_in_timed_chunks_then_on_the_choice(monkeypatch, cost, best)
 def test_auto_measures_across_calls_and_rechecks(monkeypatch):
     X, y, params, order = _problem(1200)
     B, C = 5, bt.CHUNK
-    cost = {2: 1.0, 1: 2.0}
+    cost = {2: 1.0, 1: 1.2}
     with bt.blas_threads(2):
         loop, calls = _timed_loop(monkeypatch, cost)
         p = tuple(q.copy() for q in params)
@@ -183,9 +191,11 @@ def test_auto_measures_across_calls_and_rechecks(monkeypatch):
         calls.clear()
         loop(p, X, y, order, B)
         assert calls[:3] == [(0, 4, 2), (4, 4 + C, 2), (4 + C, 4 + 2 * C, 1)]
-        assert choice.threads == 1 and [d[0] for d in choice.decisions] == [2, 1]
-        assert loop.blas_threads_used == {2: 4 + bt.ROUNDS * C, 1: 236 - bt.ROUNDS * C}
-    for got, want in zip(p, mlp_sgd_reference(params, X, y, np.concatenate([order, order]), B, 0.1)):
+        assert choice.threads == 1 and choice.decisions == [(2, bt.ROUNDS), (1, bt.EARLY_ROUNDS)]
+        E = bt.EARLY_ROUNDS
+        assert loop.blas_threads_used == {2: 4 + E * C, 1: 236 - E * C}
+    twice = np.concatenate([order, order])
+    for got, want in zip(p, mlp_sgd_reference(params, X, y, twice, B, 0.1)):
         np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-6)
 
 

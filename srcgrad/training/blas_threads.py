@@ -150,7 +150,9 @@ MIN_CHUNK = 4       # fewer batches left in a call: not timed (run with the best
 ROUNDS = 6          # rounds (one chunk per candidate, order rotated) before a choice ...
 MAX_ROUNDS = 12     # ... or more, up to this many, while the best leads by less than MARGIN
 MARGIN = 0.05
-RECHECK = 30        # after this many rounds' worth of batches with the choice, measure again
+EARLY_ROUNDS, EARLY_LEAD = 3, 1.5     # a lead this clear decides after fewer rounds
+RECHECK = 30        # after this many rounds' worth of batches with the choice, measure again;
+MAX_BACKOFF = 16    # the interval doubles (up to this factor) while the choice stays the same
 
 _clock = time.perf_counter       # the tests replace it to inject timings
 
@@ -166,8 +168,11 @@ class ThreadChoice:
     more than ``MARGIN``; otherwise rounds go on, up to ``MAX_ROUNDS``, then the least median
     wins. Per-round ratios of neighbouring chunks cancel slow changes of the machine's load,
     and the median discards a chunk that another process disturbed (the benchmarks' method).
-    Once ``RECHECK`` times the batches of a measurement have run on the choice, it is measured
-    again (the load may have changed): the decision is re-validated from later batches too."""
+    A lead over ``EARLY_LEAD`` decides after ``EARLY_ROUNDS`` rounds (each chunk on a loser
+    costs: under load two OpenBLAS threads were up to 30x slower than one). Once ``RECHECK``
+    rounds' worth of batches have run on the choice it is measured again (the load may have
+    changed): the decision is re-validated from later batches too; each time it is confirmed
+    the interval doubles, up to ``MAX_BACKOFF`` times."""
 
     def __init__(self, tries):
         self.tries = list(tries)
@@ -176,6 +181,7 @@ class ThreadChoice:
         self.threads = None         # the choice (None while measuring)
         self.ratios = {}            # candidate -> median ratio to tries[0], at the last choice
         self.since = 0              # batches trained on the choice since it was made
+        self.backoff = 1            # the recheck interval's factor
         self.decisions = []         # (threads, rounds measured) of every choice made
 
     def next(self):
@@ -198,9 +204,13 @@ class ThreadChoice:
             return min(self.tries, key=ratios.__getitem__)
         return self.tries[0]
 
+    def interval(self):
+        """Batches on the choice before it is measured again."""
+        return RECHECK * CHUNK * len(self.tries) * self.backoff
+
     def until_recheck(self):
         """Batches that may still run on the choice before it is measured again."""
-        return max(1, RECHECK * CHUNK * len(self.tries) - self.since)
+        return max(1, self.interval() - self.since)
 
     def _medians(self):
         import statistics
@@ -214,21 +224,27 @@ class ThreadChoice:
             return
         self.rounds.append(self.current)
         self.current = {}
-        if len(self.rounds) < ROUNDS:
+        n = len(self.rounds)
+        if n < EARLY_ROUNDS:
             return
         ratios = self._medians()
         best = min(self.tries, key=ratios.__getitem__)
-        lead = min((ratios[c] / ratios[best] for c in self.tries if c != best), default=float("inf"))
-        if lead > 1 + MARGIN or len(self.rounds) >= MAX_ROUNDS:
+        lead = min((ratios[c] / ratios[best] for c in self.tries if c != best),
+                   default=float("inf"))
+        if lead > EARLY_LEAD or (n >= ROUNDS and lead > 1 + MARGIN) or n >= MAX_ROUNDS:
+            if self.decisions and self.decisions[-1][0] == best:
+                self.backoff = min(2 * self.backoff, MAX_BACKOFF)
+            else:
+                self.backoff = 1
             self.threads, self.ratios, self.since = best, ratios, 0
-            self.decisions.append((best, len(self.rounds)))
+            self.decisions.append((best, n))
 
     def trained(self, batches):
         """``batches`` untimed batches ran on the choice; past ``RECHECK``: measure again."""
         if self.threads is None:
             return
         self.since += batches
-        if self.since >= RECHECK * CHUNK * len(self.tries):
+        if self.since >= self.interval():
             self.threads, self.rounds, self.current = None, [], {}
 
     def summary(self):
@@ -297,7 +313,8 @@ def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
         key = _shapes_key(params, X, y, order, batch_size)
         choice = loop.blas_threads_chosen.get(key)
         if choice is None and key is not None and current_blas_threads() > 1:
-            choice = loop.blas_threads_chosen[key] = ThreadChoice(candidates(current_blas_threads()))
+            choice = ThreadChoice(candidates(current_blas_threads()))
+            loop.blas_threads_chosen[key] = choice
         if choice is not None:
             return _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop)
         setting = None
