@@ -22,6 +22,12 @@ with the same body, except that
   ``sgd_apply_right(N, G, A, P, _lr)`` (the fused GEMM, or ``P -= lr * N``) for those, and
   ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one.
 
+Momentum (``rule="momentum"``) is written the same way: ``<name>_momentum_step(*params, X, y,
+_seed, _lr, _mu, _nesterov, _velocity)``, where a fused weight's velocity is the product's
+output, ``v = A.T @ G + mu * v`` (``gemm`` with alpha = 1, beta = mu), then ``p -= lr * v``:
+no gradient array, one pass fewer (:func:`momentum_apply_right`). With Nesterov the update also
+needs the gradient itself: it is computed at the end, then the plain update.
+
 Moving a product to the end is only done when it reads the same values there: its operands are
 not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
 array they may be views of, and none of them may be a view of a parameter (a parameter updated
@@ -42,9 +48,11 @@ from numba.extending import overload
 from .blas import gemm
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
-           "sgd_apply_left", "sgd_apply"]
+           "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
+           "momentum_apply"]
 
 STEP_SUFFIX = "_sgd_step"
+RULES = ("sgd", "momentum")     # the optimizers whose update can be written into the step
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,6 +172,101 @@ def _apply_left_ov(n, g, p, b, lr):
     return impl
 
 
+def momentum_apply_right(n, g, a, p, v, lr, mu, nesterov):
+    """Momentum (PyTorch's convention): ``v = mu * v + a.T @ g`` as one GEMM (alpha 1, beta mu)
+    when ``n`` is the empty pending marker, then ``p -= lr * v``; else the update with ``n``."""
+    raise NotImplementedError       # compiled only (the overload below)
+
+
+def momentum_apply_left(n, g, p, b, v, lr, mu, nesterov):
+    """:func:`momentum_apply_right` for ``g @ b.T``."""
+    raise NotImplementedError
+
+
+def momentum_apply(p, g, v, lr, mu, nesterov):
+    """``v = mu * v + g``, then ``p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``), as the
+    Momentum optimizer's kernel computes it."""
+    raise NotImplementedError
+
+
+@numba.njit(cache=True)
+def _momentum(p, g, v, lr, mu, nesterov):
+    """The Momentum optimizer's update of one parameter (the same arithmetic as its kernel)."""
+    if p.shape != g.shape or p.shape != v.shape:
+        raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
+    lr_, mu_ = p.dtype.type(lr), p.dtype.type(mu)
+    pf, gf, vf = p.reshape(-1), g.reshape(-1), v.reshape(-1)
+    if nesterov != 0.0:
+        for i in range(pf.size):
+            gi = gf[i]
+            vi = mu_ * vf[i] + gi
+            vf[i] = vi
+            pf[i] -= lr_ * (gi + mu_ * vi)
+    else:
+        for i in range(pf.size):
+            vi = mu_ * vf[i] + gf[i]
+            vf[i] = vi
+            pf[i] -= lr_ * vi
+
+
+@numba.njit(cache=True)
+def _descend(p, v, lr):
+    """``p -= lr * v`` (after the velocity's GEMM)."""
+    lr_ = p.dtype.type(lr)
+    pf, vf = p.reshape(-1), v.reshape(-1)
+    for i in range(pf.size):
+        pf[i] -= lr_ * vf[i]
+
+
+def _momentum_fusable(g, x, p, v):
+    return _fusable(g, x, p) and _fusable(g, x, v) and v.dtype == p.dtype
+
+
+@overload(momentum_apply)
+def _momentum_apply_ov(p, g, v, lr, mu, nesterov):
+    return lambda p, g, v, lr, mu, nesterov: _momentum(p, g, v, lr, mu, nesterov)
+
+
+@overload(momentum_apply_right)
+def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov):
+    if not _momentum_fusable(g, a, p, v):
+        return lambda n, g, a, p, v, lr, mu, nesterov: _momentum(p, n, v, lr, mu, nesterov)
+
+    def impl(n, g, a, p, v, lr, mu, nesterov):
+        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
+            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                    and not _overlaps(v, a) and not _overlaps(v, g):
+                gemm(a, g, v, 1.0, mu, True, False)         # v = a.T @ g + mu * v
+                _descend(p, v, lr)
+            else:                                           # Nesterov needs the gradient itself
+                grad = np.empty(p.shape, p.dtype)
+                gemm(a, g, grad, 1.0, 0.0, True, False)
+                _momentum(p, grad, v, lr, mu, nesterov)
+        else:
+            _momentum(p, n, v, lr, mu, nesterov)
+    return impl
+
+
+@overload(momentum_apply_left)
+def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov):
+    if not _momentum_fusable(g, b, p, v):
+        return lambda n, g, p, b, v, lr, mu, nesterov: _momentum(p, n, v, lr, mu, nesterov)
+
+    def impl(n, g, p, b, v, lr, mu, nesterov):
+        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
+            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                    and not _overlaps(v, b) and not _overlaps(v, g):
+                gemm(g, b, v, 1.0, mu, False, True)         # v = g @ b.T + mu * v
+                _descend(p, v, lr)
+            else:
+                grad = np.empty(p.shape, p.dtype)
+                gemm(g, b, grad, 1.0, 0.0, False, True)
+                _momentum(p, grad, v, lr, mu, nesterov)
+        else:
+            _momentum(p, n, v, lr, mu, nesterov)
+    return impl
+
+
 # ------------------------------------------------------------------------------------------------
 # The rewrite
 # ------------------------------------------------------------------------------------------------
@@ -259,10 +362,17 @@ def _name_uses(fn, name):
     return [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == name]
 
 
-def sgd_step_source(module_source, adjoint_name, n_params):
+def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     """The source of ``<adjoint_name>_sgd_step`` (see the module docstring) and the names of the
     parameters whose update is a fused GEMM; None when the adjoint does not have the expected
-    form (one ``return _value, (g_0, ..., g_n-1)`` at its end, parameters first)."""
+    form (one ``return _value, (g_0, ..., g_n-1)`` at its end, parameters first).
+
+    ``rule="momentum"``: ``<adjoint_name>_momentum_step(*params, X, y, _seed, _lr, _mu,
+    _nesterov, _velocity)`` (``_velocity``: the tuple of the velocity arrays, updated in place
+    too); a fused weight's velocity is the GEMM's output, ``v = A.T @ G + mu * v`` (alpha 1,
+    beta mu), then ``p -= lr * v`` (Nesterov: the gradient is computed first, no fusion)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     from srcgrad import helpers
     tree = ast.parse(module_source)
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == adjoint_name),
@@ -317,30 +427,44 @@ def sgd_step_source(module_source, adjoint_name, n_params):
     # the adjoint's own text (its comments kept) with four edits: the header, the docstring, the
     # fused products and the return
     updates = []
+    side = {"matmul_grad_right": "right", "matmul_grad_left": "left"}
     for i, (p, g) in enumerate(zip(params, grads)):
+        extra = ", _lr" if rule == "sgd" else f", _velocity[{i}], _lr, _mu, _nesterov"
         if i in fused:
             kind, args = fused[i][:2]
-            helper = "sgd_apply_right" if kind == "matmul_grad_right" else "sgd_apply_left"
-            updates.append(f"{helper}({g.id}, {', '.join(args)}, _lr)")
+            args = list(args)
+            if rule == "momentum":          # (n, g, a, p, v, ...) / (n, g, p, b, v, ...)
+                updates.append(f"momentum_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
+            else:
+                updates.append(f"sgd_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
         else:
-            updates.append(f"sgd_apply({p}, {ast.unparse(g)}, _lr)")
-    doc = (f"One SGD step: {adjoint_name} (the value and the gradients), then p -= _lr * grad "
-           f"for every parameter, in place; returns the value. Fused into the weight-gradient "
-           f"product (one GEMM, alpha=-_lr, beta=1): "
-           f"{', '.join(params[i] for i in fused) or 'none'}.")
+            updates.append(f"{rule}_apply({p}, {ast.unparse(g)}{extra})")
+    names = ', '.join(params[i] for i in fused) or 'none'
+    if rule == "sgd":
+        doc = (f"One SGD step: {adjoint_name} (the value and the gradients), then p -= _lr * "
+               f"grad for every parameter, in place; returns the value. Fused into the "
+               f"weight-gradient product (one GEMM, alpha=-_lr, beta=1): {names}.")
+        tail = "_lr"
+    else:
+        doc = (f"One Momentum step: {adjoint_name} (the value and the gradients), then v = _mu "
+               f"* v + grad, p -= _lr * v for every parameter and its velocity, in place; "
+               f"returns the value. The velocity is the weight-gradient product's output (one "
+               f"GEMM, alpha=1, beta=_mu; not with Nesterov): {names}.")
+        tail = "_lr, _mu, _nesterov, _velocity"
     arguments = ", ".join(a.arg for a in fn.args.args)
     first = body[0] if body else ret
     has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
         and isinstance(first.value.value, str)
     edits = [(fn.lineno, first.lineno - 1,
-              [f"def {adjoint_name}{STEP_SUFFIX}({arguments}, _lr):", f'    """{doc}"""'])]
+              [f"def {adjoint_name}_{rule}_step({arguments}, {tail}):", f'    """{doc}"""'])]
     if has_doc:
         edits.append((first.lineno, first.end_lineno, []))
     for kind, args, pending, stmt in fused.values():
         edits.append((stmt.lineno, stmt.end_lineno,
                       [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
     edits.append((ret.lineno, ret.end_lineno,
-                  ["    # SGD update, after every guard (a stopped step has changed nothing)"]
+                  [f"    # {'SGD' if rule == 'sgd' else 'Momentum'} update, after every guard (a "
+                   "stopped step has changed nothing)"]
                   + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
     lines = module_source.splitlines()
     out, line = ["@jit"], fn.lineno
@@ -352,37 +476,41 @@ def sgd_step_source(module_source, adjoint_name, n_params):
     return text, [params[i] for i in fused]
 
 
-def sgd_step_function(spec, n_params):
-    """The compiled ``<name>_sgd_step`` for a cpu specialization ``spec`` of value_and_grad, and
-    the parameters whose update is fused; None when the adjoint does not have the expected form.
-    The step is written beside the generated module (``<module>_sgd.py``, same cache key: the
-    key already covers srcgrad's own source) and imported from there (Numba caches it on disk)."""
+def sgd_step_function(spec, n_params, rule="sgd"):
+    """The compiled ``<name>_sgd_step`` (``rule="momentum"``: ``<name>_momentum_step``) for a cpu
+    specialization ``spec`` of value_and_grad, and the parameters whose update is fused; None
+    when the adjoint does not have the expected form. The step is written beside the generated
+    module (``<module>_sgd.py`` / ``_momentum.py``, same cache key: the key already covers
+    srcgrad's own source) and imported from there (Numba caches it on disk)."""
     from srcgrad import codegen, naming
     entry = getattr(spec.module, naming.MODULE_ENTRY, None)
     name = getattr(getattr(entry, "py_func", None), "__name__", None)
     if name is None or not spec.path.endswith(".py"):
         return None
-    path = spec.path[:-3] + "_sgd.py"
+    path = spec.path[:-3] + f"_{rule}.py"
     if not os.path.exists(path):
-        built = sgd_step_source(spec.source, name, n_params)
+        built = sgd_step_source(spec.source, name, n_params, rule)
         if built is None:
             return None
         text, fused = built
+        imported = ("sgd_apply_right, sgd_apply_left, sgd_apply" if rule == "sgd" else
+                    "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
                   "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
-                  "sgd_apply_right, sgd_apply_left, sgd_apply)  # noqa: E402\n\n\n" + text +
+                  f"{imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)
     module = codegen.import_module(path)
-    return getattr(module, name + STEP_SUFFIX), module._srcgrad_sgd_fused
+    return getattr(module, f"{name}_{rule}_step"), module._srcgrad_sgd_fused
 
 
-def fused_step(loss_and_grads, params, Xb, yb, lean):
-    """For :class:`~srcgrad.optim.MinibatchLoop` with plain SGD: the compiled step of
-    ``loss_and_grads`` for these arguments, its seed, its Numba function type, whether it is the
-    lean specialization, and the parameters whose update is fused; None where the step does not
-    apply (the python target, a loss reading module data, an adjoint of another form,
-    ``SRCGRAD_FUSED_SGD=0``): the loop then calls the gradient and the optimizer's kernel."""
+def fused_step(loss_and_grads, params, Xb, yb, lean, rule="sgd", state=None):
+    """For :class:`~srcgrad.optim.MinibatchLoop` with plain SGD (or Momentum: ``rule="momentum"``
+    and ``state`` its velocity tuple): the compiled step of ``loss_and_grads`` for these
+    arguments, its seed, its Numba function type, whether it is the lean specialization, and the
+    parameters whose update is fused; None where the step does not apply (the python target, a
+    loss reading module data, an adjoint of another form, ``SRCGRAD_FUSED_SGD=0``): the loop
+    then calls the gradient and the optimizer's kernel."""
     if os.environ.get("SRCGRAD_FUSED_SGD", "1") == "0":
         return None
     if not all(isinstance(p, np.ndarray) and p.flags.writeable
@@ -394,11 +522,17 @@ def fused_step(loss_and_grads, params, Xb, yb, lean):
         return None                     # the unfused path says why this loss cannot be trained
     if not hasattr(spec.adjoint, "signatures"):
         return None                     # the python target
-    built = sgd_step_function(spec, len(params))
+    if rule == "momentum" and not all(
+            isinstance(v, np.ndarray) and v.shape == p.shape and v.dtype == p.dtype
+            and v.flags.c_contiguous == p.flags.c_contiguous for p, v in zip(params, state)):
+        return None                     # the optimizer's kernel says what it needs
+    built = sgd_step_function(spec, len(params), rule)
     if built is None:
         return None
     step, fused = built
     argtypes = tuple(numba.typeof(a) for a in (*params, Xb, yb, spec.one)) + (types.float64,)
+    if rule == "momentum":
+        argtypes += (types.float64, types.float64, numba.typeof(tuple(state)))
     step.compile(argtypes)
     signature = step.overloads[argtypes].signature
     return step, spec.one, types.FunctionType(signature), getattr(spec, "lean", False), fused

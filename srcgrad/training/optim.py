@@ -42,6 +42,7 @@ from numba.extending import overload
 
 from ..errors import FusionGuardFailed
 from .blas_threads import check_setting, run_with_threads
+from .fused_runs import _gather_batch, _run_momentum_steps, _run_sgd_steps
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "sgd_update", "momentum_update", "adam_update",
            "sgd_kernel", "momentum_kernel", "adam_kernel", "make_optimizer", "MinibatchLoop"]
@@ -604,45 +605,6 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
     return total
 
 
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _gather_batch(X, y, order, start, batch_size, Xb, yb):
-    """The rows ``order[start:start + batch_size]`` of ``X`` and ``y`` gathered into the batch
-    buffers ``Xb``/``yb`` (their first rows for a shorter last batch): ``(Xc, yc, size)``.
-    The row copies are written out here rather than calling ``_gather_rows`` for X and for y,
-    and a shorter batch is a slice of the buffers rather than a fresh pair: three compiled
-    functions fewer in every MinibatchLoop's cold compile."""
-    size = order.shape[0] - start
-    if size > batch_size:
-        size = batch_size
-    Xc = Xb[:size]
-    yc = yb[:size]
-    X_rows = X.reshape(X.shape[0], -1)
-    y_rows = y.reshape(y.shape[0], -1)
-    Xc_rows = Xc.reshape(size, -1)
-    yc_rows = yc.reshape(size, -1)
-    for r in range(size):
-        sample = order[start + r]
-        for k in range(Xc_rows.shape[1]):
-            Xc_rows[r, k] = X_rows[sample, k]
-        for k in range(yc_rows.shape[1]):
-            yc_rows[r, k] = y_rows[sample, k]
-    return Xc, yc, size
-
-
-@numba.njit(cache=True)
-def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
-    """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
-    ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
-    total = 0.0
-    for batch in range(first, stop):
-        progress[0] = batch
-        progress[1] = total
-        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
-        loss = step(*params, Xc, yc, seed, lr)
-        total += loss * size
-    return total
-
-
 def _compiled_signature(dispatcher, argtypes):
     """The full signature (with the return type) of ``dispatcher`` compiled for ``argtypes``."""
     dispatcher.compile(argtypes)
@@ -755,17 +717,22 @@ class MinibatchLoop:
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
         argtypes = tuple(numba.typeof(a) for a in rest)
         key = (argtypes, argtypes not in self._not_lean)
-        if key not in self._entries and tree is None and type(self.optimizer) is SGD:
-            from .fused_sgd import fused_step      # plain SGD: the update inside the gradient
-            fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1])
+        rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
+        if key not in self._entries and tree is None and rule is not None:
+            from .fused_sgd import fused_step      # SGD, Momentum: the update inside the gradient
+            fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1], rule=rule,
+                               state=state[0] if rule == "momentum" else None)
             if fused is not None:
                 step, seed, step_type, lean, self.fused = fused
                 progress = np.zeros(2)
-                signature = (step_type, argtypes[0]) + argtypes[1:7] + (types.float64,) + \
+                runner = _run_sgd_steps if rule == "sgd" else _run_momentum_steps
+                hyper_types = (types.float64,) if rule == "sgd" else \
+                    (types.float64,) * 3 + (numba.typeof(state[0]),)
+                signature = (step_type, argtypes[0]) + argtypes[1:7] + hyper_types + \
                     argtypes[9:] + (numba.typeof(seed), numba.typeof(progress))
-                _run_sgd_steps.compile(signature)
-                self._entries[key] = (_run_sgd_steps.overloads[signature].entry_point,
-                                      step, None, seed, lean)
+                runner.compile(signature)
+                self._entries[key] = (runner.overloads[signature].entry_point,
+                                      step, rule, seed, lean)
         if key not in self._entries:
             gradient, seed, kernel, grad_type, update_type, lean = self._pieces(params, Xb, yb, tree,
                                                                                lean=key[1])
@@ -780,8 +747,11 @@ class MinibatchLoop:
         entry, gradient, kernel, seed, lean = self._entries[key]
         progress = np.zeros(2)
         try:
-            if kernel is None:          # the fused SGD step: the learning rate, no state
+            if kernel == "sgd":         # the fused SGD step: the learning rate, no state
                 return entry(gradient, *rest[:7], float(hyper[0]), *rest[9:], seed, progress)
+            if kernel == "momentum":    # lr, momentum, nesterov and the velocity
+                return entry(gradient, *rest[:7], *map(float, hyper[:3]), state[0], *rest[9:],
+                             seed, progress)
             return entry(gradient, kernel, *rest, seed, progress)
         except FusionGuardFailed:
             if not lean:
