@@ -275,8 +275,8 @@ def write_report(args, configs, path_md, path_json, command):
           f"other processes took > {args.max_foreign} cores of this process's CPUs are "
           "discarded (DISTURBED: fewer than 2 clean rounds, all used).",
           "* srcgrad runs `MinibatchLoop(..., blas_threads=\"auto\")`: the BLAS thread count it "
-          "measured and chose is listed under each table (None: the BLAS's own setting, e.g. "
-          "one thread in the 1-CPU configuration).",
+          "measured and chose, and the batches each timed epoch ran on each count, are listed "
+          "under each table.",
           f"* checked before timing: parameters after {CHECK_STEPS} SGD steps from the same start "
           f"against a float64 NumPy reference (max rel. err < {CHECK_TOL:g}).",
           ]

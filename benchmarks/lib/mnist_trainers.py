@@ -110,11 +110,16 @@ class SrcgradTrainer(Trainer):
         self.loop(self.p, self.X, self.y, order[:n], self.B)
 
     def threads_used(self):
-        """{BLAS threads: batches} of the last epoch (``blas_threads="auto"``'s chunks)."""
-        return {str(k): v for k, v in self.loop.blas_threads_used.items()}
+        """{BLAS threads: batches} of the last epoch (``blas_threads="auto"``'s chunks; "BLAS
+        default": the BLAS's own setting, where it has one thread and there is nothing to
+        choose)."""
+        return {"BLAS default" if k is None else str(k): v
+                for k, v in self.loop.blas_threads_used.items()}
 
     def threads_note(self):
-        return "; ".join(c.summary() for c in self.loop.blas_threads_chosen.values()) or None
+        from srcgrad.training.blas_threads import current_blas_threads
+        note = "; ".join(c.summary() for c in self.loop.blas_threads_chosen.values())
+        return note or f"none made (the BLAS has {current_blas_threads()} thread(s))"
 
     def params(self):
         return list(self.p)
