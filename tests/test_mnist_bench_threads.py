@@ -3,6 +3,8 @@ epoch on and its choice (blas_threads="auto"), and lists them under the table (n
 the report from a recorded configuration)."""
 import json
 
+import pytest
+
 
 def test_report_lists_the_blas_threads_of_each_timed_round(tmp_path):
     from benchmarks import mnist_bench
@@ -36,3 +38,14 @@ def test_srcgrad_trainer_describes_its_threads():
     assert t.threads_used() == {"BLAS default": 7}
     assert t.threads_note().startswith("none made (the BLAS has ")
     assert M.NumpyTrainer(None, None, 2).threads_used() is None
+
+
+@pytest.mark.slow
+def test_parts_bench_reports_every_variant_on_each_thread_count(tmp_path):
+    from benchmarks import mnist_parts_bench
+    out = tmp_path / "parts.md"
+    assert mnist_parts_bench.main(["--random-data", "--samples", "512", "--rounds", "1",
+                                   "--batches", "64", "--out", str(out)]) == 0
+    text = out.read_text()
+    for name in list(mnist_parts_bench.VARIANTS) + ["srcgrad"]:
+        assert f"| {name} | " in text
