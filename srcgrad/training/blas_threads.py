@@ -219,7 +219,7 @@ class ThreadChoice:
 
     def record(self, threads, seconds, batches):
         """A timed chunk: ``batches`` batches on ``threads`` took ``seconds``."""
-        self.current[threads] = seconds / batches
+        self.current[threads] = max(seconds, 1e-12) / batches     # (a coarse clock: no 0/0)
         if len(self.current) < len(self.tries):
             return
         self.rounds.append(self.current)
