@@ -119,6 +119,8 @@ def test_choice_is_measured_again_after_recheck_batches():
     assert choice.threads is None and choice.next()[1]
     _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.EARLY_ROUNDS)  # a clear lead
     assert choice.threads == 1 and choice.decisions[1:] == [(1, bt.EARLY_ROUNDS)]
+    # re-measured later, the clear losers (5x and 9x) on short chunks, the others on full ones
+    assert [choice.chunk(c) for c in (4, 2, 1)] == [bt.MIN_CHUNK, bt.MIN_CHUNK, bt.CHUNK]
     assert "2 decisions: [2, 1]" in choice.summary() and choice.until_recheck() == limit
     # confirmed at the next recheck: the interval doubles; a changed choice resets it
     choice.trained(limit)
@@ -127,6 +129,7 @@ def test_choice_is_measured_again_after_recheck_batches():
     choice.trained(2 * limit)
     _measure(choice, lambda c, r: {4: 9.0, 2: 1.0, 1: 5.0}[c], bt.EARLY_ROUNDS)
     assert choice.threads == 2 and choice.until_recheck() == limit
+    assert [choice.chunk(c) for c in (4, 2, 1)] == [bt.MIN_CHUNK, bt.CHUNK, bt.MIN_CHUNK]
 
 
 # --- the loop with the choice (timings injected through the clock) ---------------------------
@@ -194,7 +197,13 @@ def test_auto_measures_across_calls_and_rechecks(monkeypatch):
         assert choice.threads == 1 and choice.decisions == [(2, bt.ROUNDS), (1, bt.EARLY_ROUNDS)]
         E = bt.EARLY_ROUNDS
         assert loop.blas_threads_used == {2: 4 + E * C, 1: 236 - E * C}
-    twice = np.concatenate([order, order])
+        # the next recheck measures the clear loser (2 threads, 5x) on short chunks
+        choice.since = choice.interval() - 1
+        calls.clear()
+        loop(p, X, y, order, B, first=0, stop=2 * C)
+        M = bt.MIN_CHUNK
+        assert calls[:3] == [(0, 1, 1), (1, 1 + M, 2), (1 + M, 1 + M + C, 1)]
+    twice = np.concatenate([order, order, order[:2 * C * B]])
     for got, want in zip(p, mlp_sgd_reference(params, X, y, twice, B, 0.1)):
         np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-6)
 

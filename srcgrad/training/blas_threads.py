@@ -172,7 +172,8 @@ class ThreadChoice:
     costs: under load two OpenBLAS threads were up to 30x slower than one). Once ``RECHECK``
     rounds' worth of batches have run on the choice it is measured again (the load may have
     changed): the decision is re-validated from later batches too; each time it is confirmed
-    the interval doubles, up to ``MAX_BACKOFF`` times."""
+    the interval doubles, up to ``MAX_BACKOFF`` times, and a count that lost by more than
+    ``EARLY_LEAD`` is re-measured on chunks of ``MIN_CHUNK`` batches."""
 
     def __init__(self, tries):
         self.tries = list(tries)
@@ -203,6 +204,14 @@ class ThreadChoice:
             ratios = self._medians()
             return min(self.tries, key=ratios.__getitem__)
         return self.tries[0]
+
+    def chunk(self, threads):
+        """Batches in a timed chunk on ``threads``: ``MIN_CHUNK`` for a count that lost by more
+        than ``EARLY_LEAD`` at the last choice (re-measured, but cheaply: under load a loser
+        ran up to 30x slower), else ``CHUNK``."""
+        if self.ratios and min(self.ratios.values()) * EARLY_LEAD < self.ratios[threads]:
+            return MIN_CHUNK
+        return CHUNK
 
     def interval(self):
         """Batches on the choice before it is measured again."""
@@ -271,7 +280,7 @@ def _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop)
         return train(params, X, y, order, batch_size, batch, stop)
     while batch < stop:
         threads, timed = choice.next()
-        k = CHUNK if timed else min(stop - batch, choice.until_recheck())
+        k = choice.chunk(threads) if timed else min(stop - batch, choice.until_recheck())
         if timed and (stop - batch < MIN_CHUNK or (partial and batch + k >= n_batches)):
             threads, timed, k = choice.guess(), False, stop - batch
         k = min(k, stop - batch)
