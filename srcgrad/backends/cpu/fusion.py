@@ -350,8 +350,14 @@ class _Fusion(_StatementPlans):
         raise _Unfusable
 
     def _inputs(self, group, node):
-        """Arrays an expression reads that exist before the group."""
-        return [n for n in _names(node) if self.kind_is_array(n) and n not in group.values]
+        """Arrays an expression reads that exist before the group, as sources of the loop nest's
+        sizes (right-aligned, as NumPy broadcasts). The gradient of an ``expand_reduced`` is not
+        aligned so (its axes skip the reduced one): its sizes come from the array it spreads over."""
+        spread = {id(call.args[0]) for call in ast.walk(node)
+                  if _call_name(call) == "expand_reduced" and call.args}
+        skipped = {n.id for n in ast.walk(node) if id(n) in spread and isinstance(n, ast.Name)}
+        return [n for n in _names(node)
+                if self.kind_is_array(n) and n not in group.values and n not in skipped]
 
     def _read(self, group, plan, name, space):
         """IR reading array ``name`` at the current element of a statement over ``space``."""
@@ -539,7 +545,11 @@ class _Fusion(_StatementPlans):
         """The statements replacing the group: hoisted ones, then the loop nest (and the
         statements as written, when the sizes need testing)."""
         self._close(group, 0)
-        if group.passes < 2:
+        # A group of one statement gains no pass over memory, but its loop nest compiles to less
+        # code than the statement as written (Numba's broadcasting ufunc loops, or a helper
+        # compiled for each signature): fused when it needs no size test (a failing test would
+        # compile the fallback specialization too).
+        if group.passes < 1 or (group.passes < 2 and group.guards):
             return group.sequence
         trailing = group.comments        # comments about the statements after the group
         # (an alias takes no comments: those before it stay pending, but it is no comment itself
