@@ -97,15 +97,29 @@ def _gemm_c(a, b, trans_a, trans_b):
 
 
 def _generic_gemm(*operands):
-    """Whether ``_gemm_c`` takes these operands: C-contiguous float32/float64 matrices of one
-    dtype and a BLAS with 64-bit integers (a 32-bit one needs the size check of ``matmul``). The
-    forward product and both adjoint products of C matrices then compile one function per dtype
-    (with the transposes as run-time flags) instead of one per layout pair: the BLAS call's
-    Numba compile was ~0.45 s each on this machine (benchmarks/results/compile.md)."""
+    """Whether ``_gemm_c`` takes these operands: C- or F-contiguous float32/float64 matrices of
+    one dtype and a BLAS with 64-bit integers (a 32-bit one needs the size check of ``matmul``).
+    The forward product and both adjoint products then compile one function per dtype (with the
+    transposes as run-time flags; an F matrix passes as its transpose, which is C) instead of one
+    per layout pair: the BLAS call's Numba compile was ~0.45 s each on this machine
+    (benchmarks/results/compile.md)."""
     return (NUMPY_BLAS and _BLAS_INT != types.int32 and
-            all(isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C" for t in operands)
+            all(isinstance(t, types.Array) and t.ndim == 2 and t.layout in "CF" for t in operands)
             and len({t.dtype for t in operands}) == 1
             and operands[0].dtype in (types.float32, types.float64))
+
+
+def _gemm_call(params, x, x_type, trans_x, y, y_type, trans_y):
+    """An implementation with parameters ``params`` returning ``op(x) @ op(y)`` through
+    ``_gemm_c`` (``op`` transposes where ``trans_*``); ``x`` and ``y`` are parameter names, their
+    types C or F matrices: an F matrix is passed as its transpose (a C view), its flag flipped."""
+    def operand(name, array_type, trans):
+        return (f"{name}.T", not trans) if array_type.layout == "F" else (name, trans)
+    (xs, tx), (ys, ty) = operand(x, x_type, trans_x), operand(y, y_type, trans_y)
+    namespace = {"_gemm_c": _gemm_c}
+    exec(f"def gemm_call({', '.join(params)}):\n"           # noqa: S102
+         f"    return _gemm_c({xs}, {ys}, {tx}, {ty})\n", namespace)
+    return namespace["gemm_call"]
 
 
 @overload(_gemm_c)
@@ -157,7 +171,7 @@ def _matmul_ov(a, b):
             and b.ndim == 2 and a.dtype == b.dtype and isinstance(a.dtype, types.Float)):
         return lambda a, b: np.dot(a, b)
     if _generic_gemm(a, b):
-        return lambda a, b: _gemm_c(a, b, False, False)
+        return _gemm_call(("a", "b"), "a", a, False, "b", b, False)
     if not NUMPY_BLAS or a.dtype not in (types.float32, types.float64):
         def impl_numba_blas(a, b):
             if a.shape[1] != b.shape[0]:
@@ -279,8 +293,8 @@ def _mgl(g, a, b):
         return lambda g, a, b: np.outer(g, b)
     if a.ndim == 1:
         return lambda g, a, b: np.dot(b, g)
-    if _generic_gemm(g, a, b):
-        return lambda g, a, b: _gemm_c(g, b, False, True)
+    if _generic_gemm(g, b):
+        return _gemm_call(("g", "a", "b"), "g", g, False, "b", b, True)
     return lambda g, a, b: matmul(g, b.T)        # b.T is a view: BLAS reads it transposed
 
 
@@ -313,7 +327,7 @@ def _mgr(g, a, b):
         return lambda g, a, b: np.dot(a.T, g)
     if a.ndim == 1:
         return lambda g, a, b: np.outer(a, g)
-    if _generic_gemm(g, a, b):
-        return lambda g, a, b: _gemm_c(a, g, True, False)
+    if _generic_gemm(g, a):
+        return _gemm_call(("g", "a", "b"), "a", a, True, "g", g, False)
     return lambda g, a, b: matmul(a.T, g)
 

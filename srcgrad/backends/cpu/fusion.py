@@ -45,6 +45,12 @@ def fuse_loops(sections, analysis, fallback=True):
     return _drop_unread_ranges(fusion.run(), analysis.kinds)
 
 
+def _error_only(guard):
+    """Whether a loop nest's size test fails only where the statements raise NumPy's error (a
+    maximum, minimum or arg-extreme over no elements: ``<size> > 0``)."""
+    return guard.endswith(" > 0") and " and " not in guard
+
+
 def _drop_unread_ranges(sections, kinds):
     """Drop top-level ``name = np.arange(...)`` whose ``name`` nothing reads any more.
 
@@ -192,6 +198,7 @@ class _Fusion(_StatementPlans):
                         continue
                     if self._hoistable(group, stmt):
                         group.hoisted.append(stmt)
+                        group.hoisted_at.append((s, i))
                         group.sequence.append(stmt)
                         self.facts.learn(stmt)
                         continue
@@ -209,6 +216,8 @@ class _Fusion(_StatementPlans):
 
     def _add(self, group, position, stmt):
         try:
+            if any(name in group.values and group.values[name].total for name in _names(stmt)):
+                raise _Unfusable     # reads a scalar the loop nest is still adding up
             plan = self._plan(group, position, stmt)
             if plan.join_guards and group.plans and not group.linked(plan):
                 raise _Unfusable     # unrelated sizes: a test that might fail for the whole nest
@@ -245,7 +254,15 @@ class _Fusion(_StatementPlans):
         plan = _Plan(stmt, position)
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             target = stmt.targets[0].id
-            if not self.stable(target) or not self.kind_is_array(target):
+            if not self.stable(target):
+                raise _Unfusable
+            kind = self.kind(target)
+            op = {"np.sum": "sum", "np.max": "max", "np.amax": "max", "np.min": "min",
+                  "np.amin": "min"}.get(_call_name(stmt.value))
+            if kind is not None and not kind.is_array and kind.cls == "float" and op and \
+                    len(stmt.value.args) == 1 and not stmt.value.keywords:
+                return self._plan_total(group, plan, target, stmt.value.args[0], op) or plan
+            if not self.kind_is_array(target):
                 raise _Unfusable
             self._plan_assign(group, plan, target, stmt.value)
         elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, (ast.Add, ast.Sub)):
@@ -350,8 +367,14 @@ class _Fusion(_StatementPlans):
         raise _Unfusable
 
     def _inputs(self, group, node):
-        """Arrays an expression reads that exist before the group."""
-        return [n for n in _names(node) if self.kind_is_array(n) and n not in group.values]
+        """Arrays an expression reads that exist before the group, as sources of the loop nest's
+        sizes (right-aligned, as NumPy broadcasts). The gradient of an ``expand_reduced`` is not
+        aligned so (its axes skip the reduced one): its sizes come from the array it spreads over."""
+        spread = {id(call.args[0]) for call in ast.walk(node)
+                  if _call_name(call) == "expand_reduced" and call.args}
+        skipped = {n.id for n in ast.walk(node) if id(n) in spread and isinstance(n, ast.Name)}
+        return [n for n in _names(node)
+                if self.kind_is_array(n) and n not in group.values and n not in skipped]
 
     def _read(self, group, plan, name, space):
         """IR reading array ``name`` at the current element of a statement over ``space``."""
@@ -539,7 +562,12 @@ class _Fusion(_StatementPlans):
         """The statements replacing the group: hoisted ones, then the loop nest (and the
         statements as written, when the sizes need testing)."""
         self._close(group, 0)
-        if group.passes < 2:
+        # A group of one statement gains no pass over memory, but its loop nest compiles to less
+        # code than the statement as written (Numba's broadcasting ufunc loops, or a helper
+        # compiled for each signature): fused when it needs no size test (a failing test would
+        # compile the fallback specialization too), or only tests that fail where the statement
+        # raises NumPy's error anyway (the maximum of no elements).
+        if group.passes < 1 or (group.passes < 2 and not all(_error_only(code) for _, code in group.guards)):
             return group.sequence
         trailing = group.comments        # comments about the statements after the group
         # (an alias takes no comments: those before it stay pending, but it is no comment itself
@@ -548,4 +576,24 @@ class _Fusion(_StatementPlans):
         while end and any(group.stmts[end - 1] is c for c in trailing):
             end -= 1
         group.stmts = group.stmts[:end]
-        return group.hoisted + _Emitter(self, group).emit() + trailing
+        return self._fuse_hoisted(group) + _Emitter(self, group).emit() + trailing
+
+    def _fuse_hoisted(self, group):
+        """The statements hoisted above a group's loop nest (in their order; they neither read
+        nor write what it computes), fused among themselves: a chain such as ``t = a - m``,
+        ``e = np.exp(t)``, ``s = np.sum(e)`` is one more loop nest instead of Numba's array
+        expressions."""
+        result, sub = [], None
+        for position, stmt in zip(group.hoisted_at, group.hoisted):
+            if sub is not None:
+                if self._add(sub, position, stmt):
+                    continue
+                result += self._finish(sub)
+                sub = None
+            sub = _Group()
+            if not self._add(sub, position, stmt):
+                sub = None
+                result.append(stmt)
+        if sub is not None:
+            result += self._finish(sub)
+        return result

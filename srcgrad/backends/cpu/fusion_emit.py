@@ -181,6 +181,8 @@ class _Emitter:
         if plan.form == "argext":
             name, entries, sign = plan.target
             code = f"{name}[{self._index(entries, block, plan)}] {sign}= {self._code(plan.gradient, block)}"
+        elif plan.value is not None and plan.value.total:
+            code = f"{plan.value.name} = {plan.scalar}"
         elif plan.value is not None:
             if not plan.value.materialize:
                 return []
@@ -221,7 +223,8 @@ class _Emitter:
                                                plan.op == "sum" else "_" + plan.op)
                 if plan.form == "argext":
                     plan.index_scalar = self.f.fresh("_best_index")
-            if value is not None and value.materialize and value.form in ("map", "row"):
+            if value is not None and value.materialize and value.form in ("map", "row") and \
+                    not value.total:
                 fresh = f"np.empty({self._shape(value.entries)}, {self._dtype(value.expr)})"
                 if self.huge_pages:      # large arrays on huge pages, as NumPy allocates them
                     fresh = f"huge_pages({fresh})"

@@ -258,6 +258,7 @@ class _Value:
         self.materialize = False  # stored into an array (used outside, or read from memory)
         self.scalar = None        # name of the scalar holding its element
         self.bases = []           # alias: in-group values it refers to
+        self.total = False        # row: a sum over every axis into a scalar (``s = np.sum(E)``)
 
 
 class _Block:
@@ -315,6 +316,7 @@ class _Group:
         self.positions = set()    # (section, index) of its statements
         self.plans = []
         self.hoisted = []
+        self.hoisted_at = []      # their (section, index)
         self.values = {}          # name -> _Value
         self.accesses = {}        # array -> [(entries, level)]
         self.written = set()

@@ -293,6 +293,22 @@ class _StatementPlans:
         entries = tuple(("c", 0) if u == axis else ("ax", u) for u in space if u != axis or keep.value)
         self._reduction(group, plan, target, None, space, [u == axis for u in space], entries, op)
 
+    def _plan_total(self, group, plan, target, x, op):
+        """``s = np.sum(E)`` (``np.max``, ``np.min``) of an elementwise expression ``E`` into a
+        float scalar: reduced over all of E's axes in the loop nest, in C order, one element after
+        the other (as Numba's np.sum adds them up)."""
+        ndim = self._expr_ndim(x)
+        if ndim == 0:
+            raise _Unfusable
+        space = self._make_space(group, plan, self._inputs(group, x), ndim)
+        before = len(plan.accesses), set(plan.values_read)
+        plan.expr, k = self._element(group, plan, x, space)
+        if k != "float":    # NumPy sums booleans and small integers as int64: not in the element type
+            raise _Unfusable
+        self._check_covered(group, plan, space, before)
+        self._reduction(group, plan, target, None, space, [True] * ndim, (), op)
+        plan.value.total = True
+
     def _plan_expand(self, group, plan, target, value):
         """``x = expand_reduced(g, like, axis, keepdims)``: g spread over ``like``'s shape."""
         like = value.args[1]
@@ -404,16 +420,24 @@ class _StatementPlans:
             raise _Unfusable
         ndim = self.kind(x.id).ndim
         axis = _const_int(axis_node)
-        if ndim < 2 or axis is None or not -ndim <= axis < ndim or axis % ndim != ndim - 1:
+        whole = ndim == 1 and isinstance(axis_node, ast.Constant) and axis_node.value is None and \
+            not keep.value          # np.max of a vector: a scalar gradient to its first maximum
+        if whole:
+            axis = 0
+        elif ndim < 2 or axis is None or not -ndim <= axis < ndim or axis % ndim != ndim - 1:
             raise _Unfusable
         space = self._make_space(group, plan, self._inputs(group, x) + [name], ndim)
         plan.expr, k = self._element(group, plan, x, space)
         if k != "float":
             raise _Unfusable
         g_kind = self.kind(gradient.id)
-        if g_kind is None or not g_kind.is_array or g_kind.ndim != (ndim if keep.value else ndim - 1):
+        if whole:
+            if g_kind is None or g_kind.is_array or g_kind.cls != "float" or gradient.id in group.values:
+                raise _Unfusable
+            plan.gradient = ("code", gradient.id)
+        elif g_kind is None or not g_kind.is_array or g_kind.ndim != (ndim if keep.value else ndim - 1):
             raise _Unfusable
-        if keep.value:
+        elif keep.value:
             if gradient.id in group.values:
                 plan.gradient = self._read(group, plan, gradient.id, space)
                 entries = group.values[gradient.id].entries

@@ -21,7 +21,7 @@ def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
     sections = [_matrix_products(stmts, analysis) for stmts in sections]
     if fuse:
         sections = fuse_loops(sections, analysis, fallback)
-    return _slice_updates(sections, analysis)
+    return _zero_arrays(_slice_updates(sections, analysis))
 
 
 def _backend_matmul():
@@ -134,3 +134,23 @@ def _slice_updates(sections, analysis):
             out.append(stmt)
         return out
     return [rewrite(stmts) for stmts in sections]
+
+
+def _zero_arrays(sections):
+    """``np.zeros_like(x)`` -> ``np.zeros(x.shape, x.dtype.type)`` (after fusion, whose size facts
+    know ``zeros_like``). The same zeros (C order where ``x`` is not C; the adjoints they start are
+    only added to), but one allocation function per number of dimensions, shared with the
+    ``np.zeros`` and ``np.empty`` of fused loops, where Numba compiles ``zeros_like`` and the
+    ``empty_like`` and fill it calls once per array type (layout included) in every adjoint."""
+    class Zeros(ast.NodeTransformer):
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            if _call_name(node) == "np.zeros_like" and len(node.args) == 1 and not node.keywords \
+                    and isinstance(node.args[0], ast.Name):
+                x = node.args[0].id
+                return ast.copy_location(ast.parse(f"np.zeros({x}.shape, {x}.dtype.type)",
+                                                   mode="eval").body, node)
+            return node
+    zeros = Zeros()
+    return [[zeros.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt
+             for stmt in stmts] for stmts in sections]
