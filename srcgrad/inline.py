@@ -18,7 +18,7 @@ stays a helper call, differentiated as before):
   ``range`` and ``abs``/``min``/``max``/``float``/``int`` (no NumPy call that could make an array,
   no other helper: recursion keeps its error), writes no array element (no argument mutation,
   no local arrays) and makes no temporaries other than ``_t<n>`` (no jump flags);
-* the arguments are names or constants (always true after normalize).
+* the arguments are names or number constants (a string argument keeps its refusal).
 
 Arguments are substituted for parameters the helper never assigns; a parameter it assigns gets
 a local copy. The helper's locals are renamed (``s`` -> ``s_sqnorm``, temporaries -> fresh caller
@@ -133,7 +133,9 @@ def inline_helpers(fsrc, params, body, names, unit_of):
             return None
         call = stmt.value
         func = _plain_function(getattr(call, "callee", None))
-        if func is None or not all(isinstance(a, (ast.Name, ast.Constant)) for a in call.args):
+        # numbers and names only: a string or None argument keeps the call (and its refusal)
+        if func is None or not all(isinstance(a, ast.Name) or isinstance(a, ast.Constant) and
+                                   type(a.value) in (int, float, bool) for a in call.args):
             return None
         try:
             unit = unit_of(func)

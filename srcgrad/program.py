@@ -25,6 +25,7 @@ from . import zero_adjoints
 from . import split_calls
 from . import inline
 from . import hoist
+from . import forward_order
 from . import codegen
 from . import helpers as _helpers
 from . import naming as N
@@ -325,6 +326,8 @@ class ModuleBuilder:
                        if analysis.kinds.get(var, K.FLOAT).cls == "float"}
             reverse_body = zero_adjoints.assign_first_contributions(reverse_body, scalars)
         tail_stmts = self.finish(tail, analysis)
+        if forward_order.FORWARD_ORDER:
+            reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts

@@ -261,3 +261,81 @@ def test_float32_keeps_calls_in_loops(monkeypatch, tmp_path):
     src = g.source_for(*args)
     assert "_hoisted" not in src and "(inlined quad)" in src
     check_grad(mixture, args, wrt=(0, 1, 2), target="python", gradfn=g, rtol=2e-2, atol=2e-2)
+
+
+# -- reverse loops whose iterations commute run in forward order (srcgrad.forward_order) ---------
+from srcgrad import forward_order  # noqa: E402
+
+
+def _order_both(f, args, wrt, target, monkeypatch, tmp_path):
+    on = _with([(forward_order, "FORWARD_ORDER", True)], f, args, wrt, target, monkeypatch, tmp_path, "fo-on")
+    off = _with([(forward_order, "FORWARD_ORDER", False)], f, args, wrt, target, monkeypatch, tmp_path,
+                "fo-off")
+    monkeypatch.setattr(forward_order, "FORWARD_ORDER", True)
+    return on, off
+
+
+def weighted_then_squared(x, w):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += w[i] * x[i] * x[i]          # reverse: adds into _adj_x[i], _adj_w[i]: commutes
+    t = 0.0
+    for i in range(x.shape[0]):
+        t = t * 0.5 + math.sin(x[i])     # reverse: the carried adjoint changes: stays backwards
+    return s * s + t
+
+
+def uses_loop_variable_after(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * x[i]
+    return s * i
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_forward_order_where_iterations_commute(target, monkeypatch, tmp_path):
+    x, w = np.array([0.3, -1.2, 0.8, 2.0]), np.array([1.5, 0.5, -0.7, 0.2])
+    on, off = _order_both(weighted_then_squared, (x, w), (0, 1), target, monkeypatch, tmp_path)
+    _close(on[0], off[0])
+    adjoint = on[1][on[1].index("def weighted_then_squared_adjoint"):]
+    assert adjoint.count(forward_order.NOTE) == 1
+    assert forward_order.NOTE not in off[1]
+    check_grad(weighted_then_squared, (x, w), wrt=(0, 1), target=target)
+
+
+def test_forward_order_in_the_gmm_reverse(monkeypatch, tmp_path):
+    args = _mixture_args(3)
+    on, off = _order_both(mixture, args, (0, 1, 2), "python", monkeypatch, tmp_path)
+    _close(on[0], off[0])
+    adjoint = on[1][on[1].index("def mixture_adjoint"):]
+    assert "# line 51: " + forward_order.NOTE in adjoint       # the `for l in range(j)` loop
+    assert "for l_quad in range(0, j_quad, 1):" in adjoint
+
+
+def test_forward_order_keeps_a_loop_variable_read_elsewhere(monkeypatch, tmp_path):
+    x = np.array([0.3, -1.2, 0.8])
+    on, off = _order_both(uses_loop_variable_after, (x,), 0, "python", monkeypatch, tmp_path)
+    assert forward_order.NOTE not in on[1]
+    _close(on[0], off[0])
+    check_grad(uses_loop_variable_after, (x,), wrt=0, target="python")
+
+
+def test_commute_check_refuses_order_dependent_bodies():
+    """The check itself, on reversed loops written out: element assignments, reads of an
+    accumulated array, tape pops and a carried adjoint that changes keep the backward order."""
+    import ast as _ast
+
+    def loop(body):
+        return _ast.parse(f"for l in range(n - 1, -1, -1):\n" +
+                          "".join(f"    {line}\n" for line in body.splitlines())).body[0]
+    ok = loop("_t1 = x[l]\n_adj_t2 = _adj_s\n_adj_s = 0.0\n_adj_s = _adj_t2\n_adj_x[l] += _adj_t2 * _t1\n"
+              "_adj_m -= _adj_t2")
+    assert _ast.unparse(forward_order.forward_order([ok])[1].iter) == "range(0, n, 1)"
+    for body in ("_adj_x[l] = 0.0",                                   # an element assigned
+                 "_adj_x[l] += _adj_x[l - 1]",                        # an accumulated array read
+                 "_fpos -= 1\ns = _ftape[_fpos]",                     # a tape pop
+                 "_adj_t1 = _adj_s\n_adj_s = _adj_t1 * 0.5\n_adj_x[l] += _adj_t1",   # carried, changed
+                 "_adj_m += x[l]\n_adj_x[l] += _adj_m",              # an accumulator read
+                 "_t1 = f(x[l])\n_adj_x[l] += _t1"):                  # a call to anything
+        stmts = forward_order.forward_order([loop(body)])
+        assert len(stmts) == 1 and _ast.unparse(stmts[0].iter) == "range(n - 1, -1, -1)", body
