@@ -16,8 +16,9 @@ stays a helper call, differentiated as before):
   the helper: ``s = ... (inlined sqnorm)``), with no derivative rule registered for it;
 * its body is small (at most :data:`MAX_STATEMENTS` statements), calls only ``math`` functions,
   ``range`` and ``abs``/``min``/``max``/``float``/``int`` (no NumPy call that could make an array,
-  no other helper: recursion keeps its error), writes no array element (no argument mutation,
-  no local arrays) and makes no temporaries other than ``_t<n>`` (no jump flags);
+  no other helper: recursion keeps its error), builds no tuple or other container (a helper
+  returning a tuple keeps its adjoint), writes no array element (no argument mutation, no local
+  arrays) and makes no temporaries other than ``_t<n>`` (no jump flags);
 * the arguments are names or number constants (a string argument keeps its refusal).
 
 Arguments are substituted for parameters the helper never assigns; a parameter it assigns gets
@@ -86,6 +87,7 @@ def inlinable(callee, helper_unit):
             return "writes an array element"
         if isinstance(stmt, ast.For) and not isinstance(stmt.target, ast.Name):
             return "a loop over a tuple target"
+        indices = {id(n.slice) for n in ast.walk(stmt) if isinstance(n, ast.Subscript)}
         for node in ast.walk(stmt):
             if isinstance(node, ast.Call):
                 callee_fn = getattr(node, "callee", None)
@@ -96,8 +98,9 @@ def inlinable(callee, helper_unit):
                         getattr(math, callee_fn.__name__, None) is callee_fn:
                     continue
                 return f"calls {ast.unparse(node.func)}"
-            if isinstance(node, (ast.Lambda, ast.ListComp, ast.List, ast.Dict, ast.Set)):
-                return "builds a container"
+            if isinstance(node, (ast.Lambda, ast.ListComp, ast.List, ast.Dict, ast.Set)) or \
+                    isinstance(node, ast.Tuple) and id(node) not in indices:      # (not `Q[k, j]`)
+                return "builds a container (a tuple result keeps its helper adjoint)"
     for name in generated:
         if not (name.startswith("_t") and name[2:].isdigit()):
             return f"makes the temporary {name}"

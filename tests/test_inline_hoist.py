@@ -339,3 +339,25 @@ def test_commute_check_refuses_order_dependent_bodies():
                  "_t1 = f(x[l])\n_adj_x[l] += _t1"):                  # a call to anything
         stmts = forward_order.forward_order([loop(body)])
         assert len(stmts) == 1 and _ast.unparse(stmts[0].iter) == "range(n - 1, -1, -1)", body
+
+
+def rhs(x, y):
+    return y - x, x * y            # a tuple result: stays a call
+
+
+def euler(p, s0, n):
+    x = s0[0]
+    y = s0[1]
+    for i in range(n):
+        dx, dy = rhs(x, y)
+        x = x + p[0] * dx
+        y = y + p[1] * dy
+    return x + y * y
+
+
+def test_tuple_returning_helper_stays_a_call(monkeypatch, tmp_path):
+    p, s0 = np.array([0.1, 0.05]), np.array([0.5, -0.3])
+    on, off = _both(euler, (p, s0, 4), (0, 1), "python", monkeypatch, tmp_path)
+    assert "def rhs_adjoint" in on[1]
+    _close(on[0], off[0])
+    check_grad(euler, (p, s0, 4), wrt=(0, 1), target="python")
