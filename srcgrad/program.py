@@ -23,6 +23,9 @@ from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
 from . import split_calls
+from . import inline
+from . import hoist
+from . import forward_order
 from . import codegen
 from . import helpers as _helpers
 from . import naming as N
@@ -86,11 +89,28 @@ class ModuleBuilder:
         self.user_sources = {}   # user function -> (file name, {line: source text})
         self.used_names = set()
         self.externals = {}      # local name -> qualified name of a user function with a rule
+        self.inline = False      # small helpers written into their callers (inline.py; build_module)
+        self.unit_in_progress = set()
 
     def unit(self, func):
         func = unwrap_function(func)
         if func not in self.units:
-            self.units[func] = FunctionUnit(func, self.backend.lower_products)
+            if func in self.unit_in_progress:   # a recursive call stays a call (its error comes later)
+                raise SrcgradError(f"{func.__name__} calls itself")
+            self.unit_in_progress.add(func)
+            try:
+                unit = FunctionUnit(func, self.backend.lower_products)
+                if self.inline and inline.INLINE_HELPERS:
+                    unit.fsrc, unit.body = inline.inline_helpers(unit.fsrc, unit.params, unit.body,
+                                                                 unit.names, self.unit)
+                # float64 tables only: a float32 program keeps its calls where they are
+                if self.inline and hoist.HOIST_INVARIANTS and self.precision == "float64":
+                    unit.body, notes = hoist.hoist_invariants(unit.fsrc, unit.params, unit.body, unit.names)
+                    if notes:
+                        unit.fsrc = inline.with_line_notes(unit.fsrc, notes)
+            finally:
+                self.unit_in_progress.discard(func)
+            self.units[func] = unit
         return self.units[func]
 
     def unique(self, name):
@@ -306,6 +326,8 @@ class ModuleBuilder:
                        if analysis.kinds.get(var, K.FLOAT).cls == "float"}
             reverse_body = zero_adjoints.assign_first_contributions(reverse_body, scalars)
         tail_stmts = self.finish(tail, analysis)
+        if forward_order.FORWARD_ORDER:
+            reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
@@ -373,6 +395,7 @@ def build_module(func, kinds, wrt_names, target, single=None, precision="float64
     builder = ModuleBuilder(target, precision, checkpoint)
     builder.seed_at_end = seed_at_end and transform.SEED_AT_END
     builder.tape_transcendentals = tape_transcendentals
+    builder.inline = True
     unit = builder.unit(func)
     builder.checkpoint_root = unit.func
     _, result_kind = builder.analysis_of(func, tuple(kinds))

@@ -8,11 +8,20 @@ import math
 
 import numba
 import numpy as np
+import pytest
 from scipy.special import logsumexp as scipy_logsumexp
 
 import srcgrad
 from srcgrad import transform
 from conftest import check_grad
+from srcgrad import inline
+
+
+@pytest.fixture(autouse=True)
+def _helpers_stay_calls(monkeypatch):
+    """These tests are about helper adjoints: the helpers stay calls (srcgrad.inline would write
+    the small ones into their callers; tests/test_inline_hoist.py covers that)."""
+    monkeypatch.setattr(inline, "INLINE_HELPERS", False)
 
 
 def _both(f, args, wrt, target, monkeypatch, tmp_path, switch):

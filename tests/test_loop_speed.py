@@ -13,6 +13,14 @@ import pytest
 import srcgrad
 from srcgrad import transform
 from conftest import check_grad
+from srcgrad import inline
+
+
+@pytest.fixture(autouse=True)
+def _helpers_stay_calls(monkeypatch):
+    """These tests are about helper adjoints: the helpers stay calls (srcgrad.inline would write
+    the small ones into their callers; tests/test_inline_hoist.py covers that)."""
+    monkeypatch.setattr(inline, "INLINE_HELPERS", False)
 
 # -- helpers called in loops: their adjoints add into the caller's adjoint arrays in place --------
 
