@@ -304,8 +304,7 @@ def test_swap_cpu(tmp_path, monkeypatch):
     assert value == ref_value
     np.testing.assert_allclose(grads[0], ref_grads[0], rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(grads[1], ref_grads[1], rtol=1e-14)
-    check_grad(heat, args, wrt=(0, 1), target="cpu",
-               gradfn=srcgrad.grad(heat, wrt=(0, 1), target="cpu"))
+    check_grad(heat, args, wrt=(0, 1), target="cpu", gradfn=lambda *a: g(*a)[1])   # one compile
 
 
 def test_swap_float32(monkeypatch, tmp_path):
