@@ -46,6 +46,7 @@ def temporary(stem, count):
     return f"_{stem}{count}"
 
 
+SWAP_INDEX = "_kswap"            # the index of adjoint_swaps' loops over the slots a copy skipped
 TRIPS_STEM = "trips"             # _trips1: how often a while loop ran (the reverse sweep replays it)
 TRIPS_PREFIX = "_" + TRIPS_STEM
 

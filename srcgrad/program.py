@@ -22,6 +22,7 @@ from .static import is_library_function
 from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
+from . import adjoint_swaps
 from . import split_calls
 from . import inline
 from . import hoist
@@ -326,6 +327,12 @@ class ModuleBuilder:
                        if analysis.kinds.get(var, K.FLOAT).cls == "float"}
             reverse_body = zero_adjoints.assign_first_contributions(reverse_body, scalars)
         tail_stmts = self.finish(tail, analysis)
+        if transform.SWAP_ADJOINTS and self.target != "cuda":    # (adjoint_swaps.py)
+            adjoint_kinds = {transformer.adj(var): (var, analysis.kinds[var]) for var in analysis.active
+                             if var in analysis.kinds}
+            reverse_body = adjoint_swaps.swap_copied_adjoints(
+                stmts, reverse_body, tail_stmts, adjoint_kinds,
+                set(unit.params) | {N.SEED} | {transformer.adj(p) for p in in_place})
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)

@@ -52,6 +52,10 @@ STEP_SNAPSHOTS = True
 # A scalar adjoint known to be zero takes its first contribution by assignment, not `+= ` (see
 # zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
 ASSIGN_ZERO_ADJOINTS = True
+# The reverse of a copy loop (`u[i] = un[i]` each time step) exchanges the two adjoint arrays where
+# the destination's adjoint is known to be zero on the copied slots (see adjoint_swaps.py; applied
+# by program.py). False: the element loop (tests compare both; not in the cache key).
+SWAP_ADJOINTS = True
 # The function being differentiated (scalar result, no adjoint arrays passed in to add into) runs
 # its reverse sweep with the result's adjoint 1.0 and multiplies the gradients by _seed at the end,
 # only when _seed is not 1.0 (applied by program.py to the modules that grad, value_and_grad and vjp
