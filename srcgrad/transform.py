@@ -53,15 +53,15 @@ STEP_SNAPSHOTS = True
 # zero_adjoints.py; applied by program.py). False: always `+=` (tests compare both).
 ASSIGN_ZERO_ADJOINTS = True
 # The function being differentiated (scalar result, no adjoint arrays passed in to add into) runs
-# its reverse sweep with the result's adjoint 1.0 and multiplies the gradients by _seed at the end,
-# only when _seed is not 1.0 (applied by program.py to the modules that grad, value_and_grad and vjp
-# run on the python and cpu targets, not to sources differentiated again): adjoints are linear in
-# the seed, and a constant 1.0 folds away in the compiled loops where a run-time _seed costs a
-# multiplication per use (Rosenbrock 18.0 -> 16.1 µs a call). Off by default: the scaling
-# statements after the sweep keep MinibatchLoop's fused SGD step from writing a weight gradient's
-# product into the parameter, and a float32 gradient of a float64-precision function came back
-# float64 (Numba refused to unify the two). False: the sweep starts from _seed (tests compare both).
-SEED_AT_END = False
+# its reverse sweep with the result's adjoint 1.0 and returns each gradient times _seed, only when
+# _seed is not 1.0 (naming.seed_scaled: an expression in the return, so no adjoint is rebound and
+# the cpu fuser still accumulates into it in place; an array keeps its own dtype; applied by
+# program.py to the modules that grad, value_and_grad and vjp run on the python and cpu targets,
+# not to sources differentiated again): adjoints are linear in the seed, and a constant 1.0 folds
+# away in the compiled loops where a run-time _seed costs a multiplication per use (Rosenbrock
+# 18.0 -> 16.1 µs a call). MinibatchLoop's fused SGD step reads the scaled return as `_lr * _seed`
+# (training/fused_sgd.py). False: the sweep starts from _seed (tests compare both).
+SEED_AT_END = True
 # A scalar loop value made by a transcendental call (math.exp, log, tanh, ...) is taped in the
 # forward sweep instead of recomputed in each reverse iteration: a tape slot costs less than the
 # call (see tape.TapePlan.recompute_in_loops). Not on cuda (fixed-size device tapes), not in a

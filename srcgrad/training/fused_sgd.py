@@ -20,7 +20,9 @@ with the same body, except that
 * the ``return`` becomes the updates, all at the end (after every fused loop's size guard, so a
   step stopped by ``FusionGuardFailed`` has changed nothing), then ``return _value``:
   ``sgd_apply_right(N, G, A, P, _lr)`` (the fused GEMM, or ``P -= lr * N``) for those, and
-  ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one.
+  ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one;
+  a gradient returned scaled by the seed at the end (``g if _seed == 1.0 else g * ...``,
+  transform.SEED_AT_END) is updated with ``_lr * _seed`` and ``g`` itself.
 
 Moving a product to the end is only done when it reads the same values there: its operands are
 not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
@@ -259,11 +261,41 @@ def _name_uses(fn, name):
     return [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == name]
 
 
+def _seed_scaled(expr):
+    """The gradient ``g`` (a Name) of a returned ``g if _seed == 1.0 else g * <_seed cast>``, the
+    form ``naming.seed_scaled`` writes (after lowering: ``np.float32(1.0)``, ``np.float32(_seed)``,
+    ``g.dtype.type(_seed)``), else None."""
+    from srcgrad import naming
+
+    def seed(node):                         # _seed, or a cast of it: f(_seed) for f = a.b.c
+        if isinstance(node, ast.Name):
+            return node.id == naming.SEED
+        return (isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords
+                and isinstance(node.args[0], ast.Name) and node.args[0].id == naming.SEED
+                and all(isinstance(n, (ast.Attribute, ast.Name, ast.Load))
+                        for n in ast.walk(node.func)))
+
+    def one(node):                          # 1.0, or a cast of it
+        if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
+            node = node.args[0]
+        return isinstance(node, ast.Constant) and node.value == 1.0
+
+    if not (isinstance(expr, ast.IfExp) and isinstance(expr.body, ast.Name)):
+        return None
+    g, test, other = expr.body.id, expr.test, expr.orelse
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and seed(test.left) and one(test.comparators[0])
+            and isinstance(other, ast.BinOp) and isinstance(other.op, ast.Mult)
+            and isinstance(other.left, ast.Name) and other.left.id == g and seed(other.right)):
+        return expr.body
+    return None
+
+
 def sgd_step_source(module_source, adjoint_name, n_params):
     """The source of ``<adjoint_name>_sgd_step`` (see the module docstring) and the names of the
     parameters whose update is a fused GEMM; None when the adjoint does not have the expected
     form (one ``return _value, (g_0, ..., g_n-1)`` at its end, parameters first)."""
-    from srcgrad import helpers
+    from srcgrad import helpers, naming
     tree = ast.parse(module_source)
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == adjoint_name),
               None)
@@ -278,6 +310,10 @@ def sgd_step_source(module_source, adjoint_name, n_params):
         return None
     params = [a.arg for a in fn.args.args[:n_params]]
     grads = ret.value.elts[1].elts
+    # the seed at the end (transform.SEED_AT_END): a gradient returned as `g if _seed == 1.0 else
+    # g * ...` is g scaled by the seed: its update subtracts (_lr * _seed) * g
+    seeded = {i for i, g in enumerate(grads) if _seed_scaled(g) is not None}
+    grads = [_seed_scaled(g) or g for g in grads]
     fresh = _ALLOCATORS | helpers.fresh_names()
     in_place = helpers.in_place_names()
     definitions = _definitions(fn)
@@ -289,7 +325,8 @@ def sgd_step_source(module_source, adjoint_name, n_params):
         stores = [k for k, s in enumerate(body) if any(
             isinstance(n, ast.Name) and n.id == g.id and isinstance(n.ctx, ast.Store)
             for n in ast.walk(s))]
-        if len(stores) != 1 or len(_name_uses(fn, g.id)) != 2:     # defined once, read by return
+        # defined once, read by the return only (through the seed's scaling: three reads)
+        if len(stores) != 1 or len(_name_uses(fn, g.id)) != (4 if i in seeded else 2):
             continue
         k = stores[0]
         stmt = body[k]
@@ -318,12 +355,13 @@ def sgd_step_source(module_source, adjoint_name, n_params):
     # fused products and the return
     updates = []
     for i, (p, g) in enumerate(zip(params, grads)):
+        lr = f"_lr * {naming.SEED}" if i in seeded else "_lr"
         if i in fused:
             kind, args = fused[i][:2]
             helper = "sgd_apply_right" if kind == "matmul_grad_right" else "sgd_apply_left"
-            updates.append(f"{helper}({g.id}, {', '.join(args)}, _lr)")
+            updates.append(f"{helper}({g.id}, {', '.join(args)}, {lr})")
         else:
-            updates.append(f"sgd_apply({p}, {ast.unparse(g)}, _lr)")
+            updates.append(f"sgd_apply({p}, {ast.unparse(g)}, {lr})")
     doc = (f"One SGD step: {adjoint_name} (the value and the gradients), then p -= _lr * grad "
            f"for every parameter, in place; returns the value. Fused into the weight-gradient "
            f"product (one GEMM, alpha=-_lr, beta=1): "
