@@ -74,9 +74,9 @@ def seed_scaled(grad, array, float32=False):
     """A returned gradient under the seed at the end (transform.SEED_AT_END), as source text:
     ``grad`` itself when the seed is 1.0, else ``grad`` times the seed, in ``grad``'s own dtype for
     an array (a float32 gradient of a float64-precision function stays float32: Numba unifies the
-    two branches), in float32 for a scalar of a float32 function. An expression inside the
-    ``return``, not a statement rebinding ``grad``: the cpu fuser accumulates in place only into
-    arrays bound once, and the fused SGD step (training/fused_sgd.py) reads it back."""
+    two branches), in float32 for a scalar of a float32 function. program.py binds it to a new
+    name, not to ``grad`` again: the cpu fuser accumulates in place only into arrays bound once;
+    the fused SGD step (training/fused_sgd.py) reads it back."""
     if array:
         return f"{grad} if {SEED} == 1.0 else {grad} * {grad}.dtype.type({SEED})"
     seed = f"np.float32({SEED})" if float32 else SEED

@@ -107,21 +107,21 @@ def test_step_source_fuses_only_products_that_read_the_same_values_at_the_end(be
     assert ("sgd_apply(W, _adj_W, _lr)" in text) == (not fused)
 
 
-SEEDED = "return _value, (_adj_W if _seed == 1.0 else _adj_W * _adj_W.dtype.type(_seed), " \
-         "_adj_b if _seed == np.float32(1.0) else _adj_b * np.float32(_seed))"
+SEEDED = ("_seeded1 = _adj_W if _seed == 1.0 else _adj_W * _adj_W.dtype.type(_seed)\n"
+          "_seeded2 = _adj_b if _seed == np.float32(1.0) else _adj_b * np.float32(_seed)\n"
+          "return _value, (_seeded1, _seeded2)")
 
 
 @pytest.mark.parametrize("ret, fused, updates", [
-    # the seed at the end: the product still fused, both updates scaled by the seed
+    # the seed at the end: the product still fused, both updates scaled by the seed, the scaled
+    # gradients not made
     (SEEDED, ["W"], ["sgd_apply_right(_adj_W, _adj_t1, X, W, _lr * _seed)",
                      "sgd_apply(b, _adj_b, _lr * _seed)"]),
     # not the seed's scaling (another factor, another name, another test): returned as it is
-    (SEEDED.replace("_adj_W.dtype.type(_seed)", "2.0"), [],
-     ["sgd_apply(W, _adj_W if _seed == 1.0 else _adj_W * 2.0, _lr)"]),
-    (SEEDED.replace("_adj_W * _adj_W", "_adj_b * _adj_W"), [],
-     ["sgd_apply(W, _adj_W if _seed == 1.0 else _adj_b * _adj_W.dtype.type(_seed), _lr)"]),
+    (SEEDED.replace("_adj_W.dtype.type(_seed)", "2.0"), [], ["sgd_apply(W, _seeded1, _lr)"]),
+    (SEEDED.replace("_adj_W * _adj_W", "_adj_b * _adj_W"), [], ["sgd_apply(W, _seeded1, _lr)"]),
     (SEEDED.replace("_adj_W if _seed == 1.0", "_adj_W if _seed == 2.0"), [],
-     ["sgd_apply(W, _adj_W if _seed == 2.0 else _adj_W * _adj_W.dtype.type(_seed), _lr)"]),
+     ["sgd_apply(W, _seeded1, _lr)"]),
 ])
 def test_step_source_reads_gradients_scaled_by_the_seed(ret, fused, updates):
     body = GOOD.replace("return _value, (_adj_W, _adj_b)", ret)
@@ -129,7 +129,8 @@ def test_step_source_reads_gradients_scaled_by_the_seed(ret, fused, updates):
     assert got == fused
     for update in updates:
         assert update in text
-    assert "sgd_apply(b, _adj_b, _lr * _seed)" in text
+    assert "sgd_apply(b, _adj_b, _lr * _seed)" in text and "_seeded2" not in text
+    assert ("_seeded1 =" in text) == (not fused)
 
 
 def test_step_source_refuses_other_forms():

@@ -21,8 +21,8 @@ with the same body, except that
   step stopped by ``FusionGuardFailed`` has changed nothing), then ``return _value``:
   ``sgd_apply_right(N, G, A, P, _lr)`` (the fused GEMM, or ``P -= lr * N``) for those, and
   ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one;
-  a gradient returned scaled by the seed at the end (``g if _seed == 1.0 else g * ...``,
-  transform.SEED_AT_END) is updated with ``_lr * _seed`` and ``g`` itself.
+  a gradient returned scaled by the seed at the end (``s = g if _seed == 1.0 else g * ...``,
+  transform.SEED_AT_END) is updated with ``_lr * _seed`` and ``g`` itself (``s`` is not made).
 
 Moving a product to the end is only done when it reads the same values there: its operands are
 not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
@@ -309,15 +309,23 @@ def sgd_step_source(module_source, adjoint_name, n_params):
     if sum(isinstance(n, ast.Return) for n in ast.walk(fn)) != 1:
         return None
     params = [a.arg for a in fn.args.args[:n_params]]
-    grads = ret.value.elts[1].elts
-    # the seed at the end (transform.SEED_AT_END): a gradient returned as `g if _seed == 1.0 else
-    # g * ...` is g scaled by the seed: its update subtracts (_lr * _seed) * g
-    seeded = {i for i, g in enumerate(grads) if _seed_scaled(g) is not None}
-    grads = [_seed_scaled(g) or g for g in grads]
+    grads = list(ret.value.elts[1].elts)
+    body = list(fn.body[:-1])
+    # the seed at the end (transform.SEED_AT_END): a gradient returned as `s`, bound once by
+    # `s = g if _seed == 1.0 else g * ...`, is g scaled by the seed: the step drops that statement
+    # and subtracts (_lr * _seed) * g
+    seeded = {}                                 # parameter index -> the statement binding s
+    for i, g in enumerate(grads):
+        binds = [s for s in body if isinstance(g, ast.Name) and isinstance(s, ast.Assign)
+                 and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+                 and s.targets[0].id == g.id]
+        inner = _seed_scaled(binds[0].value) if len(binds) == 1 else None
+        if inner is not None and len(_name_uses(fn, g.id)) == 2:
+            seeded[i] = binds[0]
+            grads[i] = inner
     fresh = _ALLOCATORS | helpers.fresh_names()
     in_place = helpers.in_place_names()
     definitions = _definitions(fn)
-    body = list(fn.body[:-1])
     fused = {}                                  # parameter index -> (kind, operand names)
     for i, (p, g) in enumerate(zip(params, grads)):
         if not isinstance(g, ast.Name) or g.id in params:
@@ -374,6 +382,8 @@ def sgd_step_source(module_source, adjoint_name, n_params):
               [f"def {adjoint_name}{STEP_SUFFIX}({arguments}, _lr):", f'    """{doc}"""'])]
     if has_doc:
         edits.append((first.lineno, first.end_lineno, []))
+    for stmt in seeded.values():
+        edits.append((stmt.lineno, stmt.end_lineno, []))
     for kind, args, pending, stmt in fused.values():
         edits.append((stmt.lineno, stmt.end_lineno,
                       [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
