@@ -70,6 +70,19 @@ VALUE = "_value"                 # the primal result, returned with the gradient
 GRADS = "_grads"                 # the tuple of gradients (in the grad/value_and_grad wrappers)
 RANGE_CONTINUES = "_range_continues"     # runtime helper of normalized `for ... in range` loops
 
+
+def seed_scaled(grad, array, float32=False):
+    """A returned gradient under the seed at the end (transform.SEED_AT_END), as source text:
+    ``grad`` itself when the seed is 1.0, else ``grad`` times the seed, in ``grad``'s own dtype for
+    an array (a float32 gradient of a float64-precision function stays float32: Numba unifies the
+    two branches), in float32 for a scalar of a float32 function. program.py binds it to a new
+    name, not to ``grad`` again: the cpu fuser accumulates in place only into arrays bound once;
+    the fused SGD step (training/fused_sgd.py) reads it back."""
+    if array:
+        return f"{grad} if {SEED} == 1.0 else {grad} * {grad}.dtype.type({SEED})"
+    seed = f"np.float32({SEED})" if float32 else SEED
+    return f"{grad} if {SEED} == 1.0 else {grad} * {seed}"
+
 # --- comments in generated code ---------------------------------------------------------------
 # a comment is a string statement starting with this mark until code generation writes it as a
 # ``# ...`` line (codegen; the cpu fuser makes its own comment lines with it)

@@ -304,23 +304,26 @@ class ModuleBuilder:
         stmts.append(ast.parse(f"{N.VALUE} = 0").body[0])
         stmts[-1].value = result
         grads = []
+        seeded = []         # the seed at the end: `_seeded1 = _adj_x if _seed == 1.0 else ...`
         for param in wrt:
             kind = analysis.kinds[param]
             if param in analysis.active or param in in_place:   # in place: the caller's array
                 grads.append(transformer.adj(param))
+                if transformer.seed_at_end and param in scaled:
+                    # a new name (the adjoint stays bound once, for the cpu fuser), a new array
+                    # (not `*=`: two gradients may be one array)
+                    scaled_name = unit.names.fresh("seeded")
+                    expr = N.seed_scaled(grads[-1], kind.is_array, self.precision == "float32")
+                    seeded.append(ast.parse(f"{scaled_name} = {expr}").body[0])
+                    grads[-1] = scaled_name
             else:
                 grads.append(f"np.zeros_like({param})" if kind.is_array else "0.0")
         tapes_back = f", {N.FLOAT_TAPE_NAME}, {N.INT_TAPE_NAME}" if borrow else ""
         tail = [ast.parse(f"return {N.VALUE}, ({', '.join(grads)}{',' if len(grads) == 1 else ''}){tapes_back}").body[0]]
-        if transformer.seed_at_end and scaled:
-            # a new array, not `*=`: two gradients may be one array; the seed in the working
-            # precision (a float32 gradient stays float32 whatever the seed's type)
-            seed = f"np.float32({N.SEED})" if self.precision == "float32" else N.SEED
-            scale = "\n    ".join(f"{transformer.adj(p)} = {transformer.adj(p)} * {seed}" for p in scaled)
+        if seeded:
             tail = [Comment("seed at the end: the reverse sweep ran with the result's adjoint 1.0 "
                             f"(constants fold in the loops); the gradients are scaled by {N.SEED} here",
-                            unit.body[-1].lineno),
-                    ast.parse(f"if {N.SEED} != 1.0:\n    {scale}").body[0]] + tail
+                            unit.body[-1].lineno)] + seeded + tail
         reverse_body = self.finish(zero_inits, analysis) + self.finish(reverse, analysis)
         if transform.ASSIGN_ZERO_ADJOINTS:
             scalars = {transformer.adj(var) for var in analysis.active

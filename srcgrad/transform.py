@@ -30,7 +30,7 @@ from .analyse import BINOPS, operand_names
 from .errors import SrcgradError
 from .normalize import assign, name_load, name_store
 from .placeholders import Comment, Reset, Restore, Save, _Comment, _Reset  # noqa: F401 (re-exported)
-from .simplify import simplify
+from .simplify import scaled_squares, simplify
 from .tape import FLOAT_TAPE, INT_TAPE, TapePlan  # noqa: F401 (re-exported)
 
 # Snapshots of arrays rebound in a loop that runs once per call go to one preallocated buffer (else a
@@ -57,15 +57,19 @@ ASSIGN_ZERO_ADJOINTS = True
 # by program.py). False: the element loop (tests compare both; not in the cache key).
 SWAP_ADJOINTS = True
 # The function being differentiated (scalar result, no adjoint arrays passed in to add into) runs
-# its reverse sweep with the result's adjoint 1.0 and multiplies the gradients by _seed at the end,
-# only when _seed is not 1.0 (applied by program.py to the modules that grad, value_and_grad and vjp
-# run on the python and cpu targets, not to sources differentiated again): adjoints are linear in
-# the seed, and a constant 1.0 folds away in the compiled loops where a run-time _seed costs a
-# multiplication per use (Rosenbrock 18.0 -> 16.1 µs a call). Off by default: the scaling
-# statements after the sweep keep MinibatchLoop's fused SGD step from writing a weight gradient's
-# product into the parameter, and a float32 gradient of a float64-precision function came back
-# float64 (Numba refused to unify the two). False: the sweep starts from _seed (tests compare both).
-SEED_AT_END = False
+# its reverse sweep with the result's adjoint 1.0 and returns each gradient times _seed, only when
+# _seed is not 1.0 (naming.seed_scaled, bound to a new name: no adjoint is rebound, so the cpu
+# fuser still accumulates into it in place; an array keeps its own dtype; applied by
+# program.py to the modules that grad, value_and_grad and vjp run on the python and cpu targets,
+# not to sources differentiated again): adjoints are linear in the seed, and a constant 1.0 folds
+# away in the compiled loops where a run-time _seed costs a multiplication per use (Rosenbrock
+# 18.0 -> 16.1 µs a call). MinibatchLoop's fused SGD step reads the scaled return as `_lr * _seed`
+# (training/fused_sgd.py). False: the sweep starts from _seed (tests compare both).
+SEED_AT_END = True
+# A scalar product `t = u * a` where `u = k * a` is a single-use temporary (k a number or inactive:
+# Rosenbrock's `100.0 * a * a`) gives `a` one contribution `2.0 * d[t] * u` and `u` no adjoint
+# (see simplify.scaled_squares). False: the product rule through u (tests compare both).
+SCALED_SQUARES = True
 # A scalar loop value made by a transcendental call (math.exp, log, tanh, ...) is taped in the
 # forward sweep instead of recomputed in each reverse iteration: a tape slot costs less than the
 # call (see tape.TapePlan.recompute_in_loops). Not on cuda (fixed-size device tapes), not in a
@@ -122,6 +126,8 @@ class ReverseTransformer:
         self.checkpoint = None      # None, K or "auto": top-level loops checkpointed (checkpoint.py)
         self.split_forward = {}     # id(call statement) -> its forward statements (a split call)
         self.split_stacks = False   # a split call uses the helper stacks (program.py allocates them)
+        self.scaled_squares = {}    # id(t = u * a) -> (a, u), and the u folded (set by run)
+        self.folded = set()
 
     def adj(self, name):
         return adjoint_name(name, self.names.generated)
@@ -163,6 +169,10 @@ class ReverseTransformer:
 
     # -- the whole function ---------------------------------------------------------------------
     def run(self, wrt):
+        # {id(t = u * a): (a, u)} and the u whose adjoint is folded into a's (SCALED_SQUARES)
+        self.scaled_squares = scaled_squares(self.body, self.single_use, self.a.active,
+                                             self.a.kinds) if SCALED_SQUARES else {}
+        self.folded = {u for _, u in self.scaled_squares.values()}
         forward, reverse = self.block(self.body[:-1], depth=0)
         result = self.body[-1].value
         seed = []
@@ -274,7 +284,7 @@ class ReverseTransformer:
         save = Save(name, kind, like=stmt, loop=self.loop_stack[-1] if self.loop_stack else None)
         forward = [save, stmt]
         reverse = []
-        if name in self.a.active:
+        if name in self.a.active and name not in self.folded:
             reverse = self.adjoint_of(stmt, name, kind)
             if id(stmt) in self.split_forward:      # a split helper call records instead
                 forward = [save] + self.split_forward.pop(id(stmt))
@@ -332,6 +342,14 @@ class ReverseTransformer:
             if self.a.is_active(value):
                 return self.accumulate(value, name_load(self.adj(name)), kind, True, stmt, fresh=False)
             return []
+        if id(stmt) in self.scaled_squares:         # t = (k * a) * a: d[a] += 2.0 * d[t] * u
+            a, u = self.scaled_squares[id(stmt)]
+            contribution = ast.BinOp(left=ast.BinOp(left=ast.Constant(2.0), op=ast.Mult(),
+                                                    right=name_load(self.adj(name))),
+                                     op=ast.Mult(), right=name_load(u))
+            return [Comment(f"a scaled square: {u} is a multiple of {a}, so {name} = {u} * {a} gives "
+                            f"{a} one contribution, 2 * {u} (and {u} none)", stmt.lineno)] + \
+                self.accumulate(name_load(a), contribution, kind, True, stmt)
         if isinstance(value, ast.BinOp):
             op = BINOPS.get(type(value.op))
             return self.apply_rule(rules.lookup(op), name, [value.left, value.right], {}, stmt,

@@ -452,8 +452,9 @@ def test_zero_adjoints_rosenbrock_cpu(tmp_path, monkeypatch):
     args = (np.array([0.3, -0.4, 0.8, 1.1, 0.2]),)
     g = srcgrad.grad(rosen, wrt=0, target="cpu")
     source = g.source_for(*args)
-    # `_adj_a = _adj_t10 * _t9` (was `_adj_a += ...` right after `_adj_a = 0.0`)
-    assert re.search(r"\n +_adj_a = _adj_t\d+ \* _t\d+\n", source)
+    # `_adj_a = 2.0 * _adj_t10 * _t9` (was `_adj_a += ...` right after `_adj_a = 0.0`; one
+    # contribution: the scaled square 100.0 * a * a, test_scaled_squares.py)
+    assert re.search(r"\n +_adj_a = 2\.0 \* _adj_t\d+ \* _t\d+\n", source)
     check_grad(rosen, args, wrt=0, target="cpu", gradfn=g)
 
 

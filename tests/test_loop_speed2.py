@@ -173,7 +173,7 @@ def test_seed_at_end(target, monkeypatch, tmp_path):
 
 def test_seed_at_end_rosenbrock_cpu_float32(monkeypatch, tmp_path):
     from srcgrad import transform
-    monkeypatch.setattr(transform, "SEED_AT_END", True)     # off by default (see transform.py)
+    monkeypatch.setattr(transform, "SEED_AT_END", True)     # the default (see transform.py)
     monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path))
     x = np.random.default_rng(6).random(50)
     g = srcgrad.value_and_grad(rosenbrock)

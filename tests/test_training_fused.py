@@ -66,8 +66,10 @@ def test_step_source_fuses_the_mlp_weights_and_updates_at_the_end():
     assert "_adj_W1 = sgd_pending_right(_adj_t1, X, W1)" in text
     tail = text[text.index("_adj_W1 = sgd_pending_right"):]     # the last statement before them
     assert "for " not in tail and "if " not in tail                  # every update after every loop
-    assert "sgd_apply_right(_adj_W1, _adj_t1, X, W1, _lr)" in tail
-    assert "sgd_apply(b1, _adj_b1, _lr)" in tail and tail.rstrip().endswith("return _value")
+    # the gradients come back scaled by the seed at the end (transform.SEED_AT_END): the step
+    # updates with _lr * _seed
+    assert "sgd_apply_right(_adj_W1, _adj_t1, X, W1, _lr * _seed)" in tail
+    assert "sgd_apply(b1, _adj_b1, _lr * _seed)" in tail and tail.rstrip().endswith("return _value")
 
 
 GOOD = """
@@ -103,6 +105,32 @@ def test_step_source_fuses_only_products_that_read_the_same_values_at_the_end(be
     assert got == fused
     assert ("sgd_apply_right(_adj_W, _adj_t1, X, W, _lr)" in text) == bool(fused)
     assert ("sgd_apply(W, _adj_W, _lr)" in text) == (not fused)
+
+
+SEEDED = ("_seeded1 = _adj_W if _seed == 1.0 else _adj_W * _adj_W.dtype.type(_seed)\n"
+          "_seeded2 = _adj_b if _seed == np.float32(1.0) else _adj_b * np.float32(_seed)\n"
+          "return _value, (_seeded1, _seeded2)")
+
+
+@pytest.mark.parametrize("ret, fused, updates", [
+    # the seed at the end: the product still fused, both updates scaled by the seed, the scaled
+    # gradients not made
+    (SEEDED, ["W"], ["sgd_apply_right(_adj_W, _adj_t1, X, W, _lr * _seed)",
+                     "sgd_apply(b, _adj_b, _lr * _seed)"]),
+    # not the seed's scaling (another factor, another name, another test): returned as it is
+    (SEEDED.replace("_adj_W.dtype.type(_seed)", "2.0"), [], ["sgd_apply(W, _seeded1, _lr)"]),
+    (SEEDED.replace("_adj_W * _adj_W", "_adj_b * _adj_W"), [], ["sgd_apply(W, _seeded1, _lr)"]),
+    (SEEDED.replace("_adj_W if _seed == 1.0", "_adj_W if _seed == 2.0"), [],
+     ["sgd_apply(W, _seeded1, _lr)"]),
+])
+def test_step_source_reads_gradients_scaled_by_the_seed(ret, fused, updates):
+    body = GOOD.replace("return _value, (_adj_W, _adj_b)", ret)
+    text, got = fused_sgd.sgd_step_source(_adjoint_module(body), "f_adjoint", 2)
+    assert got == fused
+    for update in updates:
+        assert update in text
+    assert "sgd_apply(b, _adj_b, _lr * _seed)" in text and "_seeded2" not in text
+    assert ("_seeded1 =" in text) == (not fused)
 
 
 def test_step_source_refuses_other_forms():

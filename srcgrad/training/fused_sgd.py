@@ -20,7 +20,9 @@ with the same body, except that
 * the ``return`` becomes the updates, all at the end (after every fused loop's size guard, so a
   step stopped by ``FusionGuardFailed`` has changed nothing), then ``return _value``:
   ``sgd_apply_right(N, G, A, P, _lr)`` (the fused GEMM, or ``P -= lr * N``) for those, and
-  ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one.
+  ``sgd_apply(P, g, _lr)`` (``P -= lr * g``, as the optimizer computes it) for every other one;
+  a gradient returned scaled by the seed at the end (``s = g if _seed == 1.0 else g * ...``,
+  transform.SEED_AT_END) is updated with ``_lr * _seed`` and ``g`` itself (``s`` is not made).
 
 Momentum (``rule="momentum"``) is written the same way: ``<name>_momentum_step(*params, X, y,
 _seed, _lr, _mu, _nesterov, _velocity)``, where a fused weight's velocity is the product's
@@ -172,39 +174,41 @@ def _apply_left_ov(n, g, p, b, lr):
     return impl
 
 
-def momentum_apply_right(n, g, a, p, v, lr, mu, nesterov):
-    """Momentum (PyTorch's convention): ``v = mu * v + a.T @ g`` as one GEMM (alpha 1, beta mu)
-    when ``n`` is the empty pending marker, then ``p -= lr * v``; else the update with ``n``."""
+def momentum_apply_right(n, g, a, p, v, lr, mu, nesterov, scale):
+    """Momentum (PyTorch's convention): ``v = mu * v + scale * a.T @ g`` as one GEMM (alpha
+    scale, beta mu) when ``n`` is the empty pending marker, then ``p -= lr * v``; else the update
+    with ``n``. ``scale``: the seed a gradient returned by the seed at the end is multiplied by
+    (1.0 otherwise; a product by 1.0 is exact)."""
     raise NotImplementedError       # compiled only (the overload below)
 
 
-def momentum_apply_left(n, g, p, b, v, lr, mu, nesterov):
+def momentum_apply_left(n, g, p, b, v, lr, mu, nesterov, scale):
     """:func:`momentum_apply_right` for ``g @ b.T``."""
     raise NotImplementedError
 
 
-def momentum_apply(p, g, v, lr, mu, nesterov):
-    """``v = mu * v + g``, then ``p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``), as the
+def momentum_apply(p, g, v, lr, mu, nesterov, scale):
+    """``v = mu * v + scale * g``, then ``p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``), as the
     Momentum optimizer's kernel computes it."""
     raise NotImplementedError
 
 
 @numba.njit(cache=True)
-def _momentum(p, g, v, lr, mu, nesterov):
+def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
     """The Momentum optimizer's update of one parameter (the same arithmetic as its kernel)."""
     if p.shape != g.shape or p.shape != v.shape:
         raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
-    lr_, mu_ = p.dtype.type(lr), p.dtype.type(mu)
+    lr_, mu_, s_ = p.dtype.type(lr), p.dtype.type(mu), p.dtype.type(scale)
     pf, gf, vf = p.reshape(-1), g.reshape(-1), v.reshape(-1)
     if nesterov != 0.0:
         for i in range(pf.size):
-            gi = gf[i]
+            gi = s_ * gf[i]
             vi = mu_ * vf[i] + gi
             vf[i] = vi
             pf[i] -= lr_ * (gi + mu_ * vi)
     else:
         for i in range(pf.size):
-            vi = mu_ * vf[i] + gf[i]
+            vi = mu_ * vf[i] + s_ * gf[i]
             vf[i] = vi
             pf[i] -= lr_ * vi
 
@@ -223,47 +227,47 @@ def _momentum_fusable(g, x, p, v):
 
 
 @overload(momentum_apply)
-def _momentum_apply_ov(p, g, v, lr, mu, nesterov):
-    return lambda p, g, v, lr, mu, nesterov: _momentum(p, g, v, lr, mu, nesterov)
+def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
+    return lambda p, g, v, lr, mu, nesterov, scale: _momentum(p, g, v, lr, mu, nesterov, scale)
 
 
 @overload(momentum_apply_right)
-def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov):
+def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
     if not _momentum_fusable(g, a, p, v):
-        return lambda n, g, a, p, v, lr, mu, nesterov: _momentum(p, n, v, lr, mu, nesterov)
+        return lambda n, g, a, p, v, lr, mu, nesterov, scale: _momentum(p, n, v, lr, mu, nesterov, scale)
 
-    def impl(n, g, a, p, v, lr, mu, nesterov):
+    def impl(n, g, a, p, v, lr, mu, nesterov, scale):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
             if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
                     and not _overlaps(v, a) and not _overlaps(v, g):
-                gemm(a, g, v, 1.0, mu, True, False)         # v = a.T @ g + mu * v
+                gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
                 _descend(p, v, lr)
             else:                                           # Nesterov needs the gradient itself
                 grad = np.empty(p.shape, p.dtype)
-                gemm(a, g, grad, 1.0, 0.0, True, False)
-                _momentum(p, grad, v, lr, mu, nesterov)
+                gemm(a, g, grad, scale, 0.0, True, False)
+                _momentum(p, grad, v, lr, mu, nesterov, scale)
         else:
-            _momentum(p, n, v, lr, mu, nesterov)
+            _momentum(p, n, v, lr, mu, nesterov, scale)
     return impl
 
 
 @overload(momentum_apply_left)
-def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov):
+def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
     if not _momentum_fusable(g, b, p, v):
-        return lambda n, g, p, b, v, lr, mu, nesterov: _momentum(p, n, v, lr, mu, nesterov)
+        return lambda n, g, p, b, v, lr, mu, nesterov, scale: _momentum(p, n, v, lr, mu, nesterov, scale)
 
-    def impl(n, g, p, b, v, lr, mu, nesterov):
+    def impl(n, g, p, b, v, lr, mu, nesterov, scale):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
             if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
                     and not _overlaps(v, b) and not _overlaps(v, g):
-                gemm(g, b, v, 1.0, mu, False, True)         # v = g @ b.T + mu * v
+                gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
                 _descend(p, v, lr)
             else:
                 grad = np.empty(p.shape, p.dtype)
-                gemm(g, b, grad, 1.0, 0.0, False, True)
-                _momentum(p, grad, v, lr, mu, nesterov)
+                gemm(g, b, grad, scale, 0.0, False, True)
+                _momentum(p, grad, v, lr, mu, nesterov, scale)
         else:
-            _momentum(p, n, v, lr, mu, nesterov)
+            _momentum(p, n, v, lr, mu, nesterov, scale)
     return impl
 
 
@@ -362,6 +366,36 @@ def _name_uses(fn, name):
     return [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == name]
 
 
+def _seed_scaled(expr):
+    """The gradient ``g`` (a Name) of a returned ``g if _seed == 1.0 else g * <_seed cast>``, the
+    form ``naming.seed_scaled`` writes (after lowering: ``np.float32(1.0)``, ``np.float32(_seed)``,
+    ``g.dtype.type(_seed)``), else None."""
+    from srcgrad import naming
+
+    def seed(node):                         # _seed, or a cast of it: f(_seed) for f = a.b.c
+        if isinstance(node, ast.Name):
+            return node.id == naming.SEED
+        return (isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords
+                and isinstance(node.args[0], ast.Name) and node.args[0].id == naming.SEED
+                and all(isinstance(n, (ast.Attribute, ast.Name, ast.Load))
+                        for n in ast.walk(node.func)))
+
+    def one(node):                          # 1.0, or a cast of it
+        if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
+            node = node.args[0]
+        return isinstance(node, ast.Constant) and node.value == 1.0
+
+    if not (isinstance(expr, ast.IfExp) and isinstance(expr.body, ast.Name)):
+        return None
+    g, test, other = expr.body.id, expr.test, expr.orelse
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and seed(test.left) and one(test.comparators[0])
+            and isinstance(other, ast.BinOp) and isinstance(other.op, ast.Mult)
+            and isinstance(other.left, ast.Name) and other.left.id == g and seed(other.right)):
+        return expr.body
+    return None
+
+
 def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     """The source of ``<adjoint_name>_sgd_step`` (see the module docstring) and the names of the
     parameters whose update is a fused GEMM; None when the adjoint does not have the expected
@@ -373,7 +407,7 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     beta mu), then ``p -= lr * v`` (Nesterov: the gradient is computed first, no fusion)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    from srcgrad import helpers
+    from srcgrad import helpers, naming
     tree = ast.parse(module_source)
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == adjoint_name),
               None)
@@ -387,11 +421,23 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     if sum(isinstance(n, ast.Return) for n in ast.walk(fn)) != 1:
         return None
     params = [a.arg for a in fn.args.args[:n_params]]
-    grads = ret.value.elts[1].elts
+    grads = list(ret.value.elts[1].elts)
+    body = list(fn.body[:-1])
+    # the seed at the end (transform.SEED_AT_END): a gradient returned as `s`, bound once by
+    # `s = g if _seed == 1.0 else g * ...`, is g scaled by the seed: the step drops that statement
+    # and subtracts (_lr * _seed) * g
+    seeded = {}                                 # parameter index -> the statement binding s
+    for i, g in enumerate(grads):
+        binds = [s for s in body if isinstance(g, ast.Name) and isinstance(s, ast.Assign)
+                 and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+                 and s.targets[0].id == g.id]
+        inner = _seed_scaled(binds[0].value) if len(binds) == 1 else None
+        if inner is not None and len(_name_uses(fn, g.id)) == 2:
+            seeded[i] = binds[0]
+            grads[i] = inner
     fresh = _ALLOCATORS | helpers.fresh_names()
     in_place = helpers.in_place_names()
     definitions = _definitions(fn)
-    body = list(fn.body[:-1])
     fused = {}                                  # parameter index -> (kind, operand names)
     for i, (p, g) in enumerate(zip(params, grads)):
         if not isinstance(g, ast.Name) or g.id in params:
@@ -399,7 +445,8 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
         stores = [k for k, s in enumerate(body) if any(
             isinstance(n, ast.Name) and n.id == g.id and isinstance(n.ctx, ast.Store)
             for n in ast.walk(s))]
-        if len(stores) != 1 or len(_name_uses(fn, g.id)) != 2:     # defined once, read by return
+        # defined once, read by the return only (through the seed's scaling: three reads)
+        if len(stores) != 1 or len(_name_uses(fn, g.id)) != (4 if i in seeded else 2):
             continue
         k = stores[0]
         stmt = body[k]
@@ -429,7 +476,9 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     updates = []
     side = {"matmul_grad_right": "right", "matmul_grad_left": "left"}
     for i, (p, g) in enumerate(zip(params, grads)):
-        extra = ", _lr" if rule == "sgd" else f", _velocity[{i}], _lr, _mu, _nesterov"
+        scale = naming.SEED if i in seeded else "1.0"    # the seed at the end, applied here
+        extra = (f", _lr * {naming.SEED}" if i in seeded else ", _lr") if rule == "sgd" else \
+            f", _velocity[{i}], _lr, _mu, _nesterov, {scale}"
         if i in fused:
             kind, args = fused[i][:2]
             args = list(args)
@@ -459,6 +508,8 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
               [f"def {adjoint_name}_{rule}_step({arguments}, {tail}):", f'    """{doc}"""'])]
     if has_doc:
         edits.append((first.lineno, first.end_lineno, []))
+    for stmt in seeded.values():
+        edits.append((stmt.lineno, stmt.end_lineno, []))
     for kind, args, pending, stmt in fused.values():
         edits.append((stmt.lineno, stmt.end_lineno,
                       [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
