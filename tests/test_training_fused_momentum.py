@@ -82,9 +82,9 @@ def test_momentum_step_source():
             "_nesterov, _velocity):") in text
     tail = text[text.index("_adj_W1 = sgd_pending_right"):]
     assert "for " not in tail and "if " not in tail                  # every update at the end
-    assert ("momentum_apply_right(_adj_W1, _adj_t1, X, W1, _velocity[0], _lr, _mu, _nesterov)"
-            in tail)
-    assert "momentum_apply(b1, _adj_b1, _velocity[1], _lr, _mu, _nesterov)" in tail
+    assert ("momentum_apply_right(_adj_W1, _adj_t1, X, W1, _velocity[0], _lr, _mu, _nesterov, "
+            "_seed)" in tail)   # the seed at the end scales the product (GEMM alpha)
+    assert "momentum_apply(b1, _adj_b1, _velocity[1], _lr, _mu, _nesterov, _seed)" in tail
     with pytest.raises(ValueError, match="rule must be"):
         fused_sgd.sgd_step_source(spec.source, "mlp_loss_adjoint", 4, "adam")
 
@@ -97,27 +97,28 @@ def test_momentum_helpers_match_numpy():
     B = rng.standard_normal((2, 3))
 
     @numba.njit
-    def right(G, A, P, V, nesterov):
+    def right(G, A, P, V, nesterov, scale=1.0):
         n = fused_sgd.sgd_pending_right(G, A, P)
-        fused_sgd.momentum_apply_right(n, G, A, P, V, 0.1, 0.9, nesterov)
+        fused_sgd.momentum_apply_right(n, G, A, P, V, 0.1, 0.9, nesterov, scale)
         return n.size == 0
 
     @numba.njit
-    def left(G, Q, B, V, nesterov):
+    def left(G, Q, B, V, nesterov, scale=1.0):
         n = fused_sgd.sgd_pending_left(G, Q, B)
-        fused_sgd.momentum_apply_left(n, G, Q, B, V, 0.1, 0.9, nesterov)
+        fused_sgd.momentum_apply_left(n, G, Q, B, V, 0.1, 0.9, nesterov, scale)
         return n.size == 0
 
-    for nesterov in (0.0, 1.0):
-        for fn, grad, shape, ops in ((right, A.T @ G, (4, 3), (G, A)),
-                                     (left, G @ B.T, (5, 2), (G, B))):
+    # scale: the seed of a gradient returned by the seed at the end (transform.SEED_AT_END)
+    for nesterov, scale in ((0.0, 1.0), (1.0, 1.0), (0.0, -0.5), (1.0, 2.0)):
+        for fn, grad, shape, ops in ((right, scale * (A.T @ G), (4, 3), (G, A)),
+                                     (left, scale * (G @ B.T), (5, 2), (G, B))):
             P, V = rng.standard_normal(shape), rng.standard_normal(shape)
             v = 0.9 * V + grad
             want_p = P - 0.1 * ((grad + 0.9 * v) if nesterov else v)
             if fn is right:
-                assert fn(ops[0], ops[1], P, V, nesterov)
+                assert fn(ops[0], ops[1], P, V, nesterov, scale)
             else:
-                assert fn(ops[0], P, ops[1], V, nesterov)
+                assert fn(ops[0], P, ops[1], V, nesterov, scale)
             np.testing.assert_allclose(V, v, rtol=1e-13)
             np.testing.assert_allclose(P, want_p, rtol=1e-13)
     # an operand sharing the parameter's memory: not pending, the plain update with the gradient

@@ -244,7 +244,7 @@ def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
                 _descend(p, v, lr)
             else:                                           # Nesterov needs the gradient itself
                 grad = np.empty(p.shape, p.dtype)
-                gemm(a, g, grad, scale, 0.0, True, False)
+                gemm(a, g, grad, 1.0, 0.0, True, False)
                 _momentum(p, grad, v, lr, mu, nesterov, scale)
         else:
             _momentum(p, n, v, lr, mu, nesterov, scale)
@@ -264,7 +264,7 @@ def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
                 _descend(p, v, lr)
             else:
                 grad = np.empty(p.shape, p.dtype)
-                gemm(g, b, grad, scale, 0.0, False, True)
+                gemm(g, b, grad, 1.0, 0.0, False, True)
                 _momentum(p, grad, v, lr, mu, nesterov, scale)
         else:
             _momentum(p, n, v, lr, mu, nesterov, scale)
@@ -425,7 +425,7 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     body = list(fn.body[:-1])
     # the seed at the end (transform.SEED_AT_END): a gradient returned as `s`, bound once by
     # `s = g if _seed == 1.0 else g * ...`, is g scaled by the seed: the step drops that statement
-    # and subtracts (_lr * _seed) * g
+    # and subtracts (_lr * _seed) * g (Momentum: adds _seed * g to the velocity, the GEMM's alpha)
     seeded = {}                                 # parameter index -> the statement binding s
     for i, g in enumerate(grads):
         binds = [s for s in body if isinstance(g, ast.Name) and isinstance(s, ast.Assign)
