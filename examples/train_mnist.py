@@ -51,7 +51,6 @@ if __name__ == "__main__":
 
 import numba  # noqa: E402
 
-from srcgrad.backends.cpu import matmul  # noqa: E402
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
@@ -64,6 +63,7 @@ from srcgrad.training.mlp import (  # noqa: E402
     init_params,
     mlp_loss,
 )
+from srcgrad.training.mlp_eval import accuracy, count_correct  # noqa: E402
 CHECKPOINT_VERSION = 1
 
 DEFAULTS = dict(
@@ -109,47 +109,6 @@ def make_loss_and_grads():
 def lr_at(config, epoch):
     """Learning rate of an epoch (counted from 0): ``lr * lr_decay**epoch``."""
     return float(config["lr"] * config.get("lr_decay", 1.0) ** epoch)
-
-
-# ------------------------------------------------------------------------------------------------
-# Compiled pieces
-# ------------------------------------------------------------------------------------------------
-
-# Not cached on disk: it calls srcgrad's matmul, whose environment Numba cannot pickle by module
-# name (loading such a cache entry fails with "No module named '<dynamic>'").
-@numba.njit(error_model="numpy")
-def count_correct(W1, b1, W2, b2, X, y, chunk):
-    """Number of samples whose argmax logit equals the label (compiled forward pass). The
-    products go through srcgrad's ``matmul``, which the gradient has already compiled for these
-    types and these compile options (Numba compiles a library function once per caller's error
-    model; its own ``@`` would compile its BLAS wrappers again: about 0.6 s cold)."""
-    n = X.shape[0]
-    correct = 0
-    for s in range(0, n, chunk):
-        e = s + chunk if s + chunk < n else n     # (no min() and no ascontiguousarray: X[s:e] of a
-        h = matmul(X[s:e], W1)                    # C array is C; each is one more compile cold)
-        for i in range(e - s):
-            for j in range(h.shape[1]):
-                v = h[i, j] + b1[j]
-                h[i, j] = v if v > 0 else 0
-        z = matmul(h, W2)
-        for i in range(e - s):
-            best = 0
-            bestv = z[i, 0] + b2[0]
-            for j in range(1, z.shape[1]):
-                v = z[i, j] + b2[j]
-                if v > bestv:
-                    bestv = v
-                    best = j
-            if best == y[s + i]:
-                correct += 1
-    return correct
-
-
-def accuracy(params, X, y):
-    if X.shape[0] == 0:
-        return float("nan")
-    return count_correct(*params, X, y, 2048) / X.shape[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,8 +460,8 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
 
     ``gradient``: srcgrad's first call with the batch's types (the source transformation and
     Numba's compile of the generated module, or their loading from ``SRCGRAD_CACHE_DIR`` when an
-    earlier run left them there); ``loop``: the training loop (compiled once, then loaded from
-    Numba's cache) and the accuracy counter (compiled in every process). Nothing is trained (the
+    earlier run left them there); ``loop``: the training loop and the accuracy counter (compiled
+    once, then loaded from Numba's cache). Nothing is trained (the
     loop runs over no batches)."""
     Xb = np.zeros((bs,) + X_train.shape[1:], X_train.dtype)
     yb = np.zeros(bs, y_train.dtype)
