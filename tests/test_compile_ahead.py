@@ -129,7 +129,7 @@ def test_helper_compiles_the_loop_and_this_process_loads_it(tmp_path):
     same caches starts no helper and compiles nothing."""
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
-    env = dict(AHEAD_TEST_OPTIMIZERS="momentum", SRCGRAD_COMPILE_AHEAD="1")
+    env = dict(AHEAD_TEST_OPTIMIZERS="momentum", SRCGRAD_COMPILE_AHEAD="always")
     _check_helper_run(_run(tmp_path, TRAIN, **env), _run(tmp_path, TRAIN, **env), ["momentum"])
 
 
@@ -139,7 +139,7 @@ def test_fused_sgd_loop_and_the_same_training_without_the_helper(tmp_path):
     empty caches: no helper, the loop compiles here, the same result to the last bit."""
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
-    env = dict(AHEAD_TEST_OPTIMIZERS="momentum,sgd", SRCGRAD_COMPILE_AHEAD="1")
+    env = dict(AHEAD_TEST_OPTIMIZERS="momentum,sgd", SRCGRAD_COMPILE_AHEAD="always")
     on = _run(tmp_path, TRAIN, cache="on", **env)
     _check_helper_run(on, _run(tmp_path, TRAIN, cache="on", **env), ["momentum", "sgd"])
     off = _run(tmp_path, TRAIN, cache="off", AHEAD_TEST_OPTIMIZERS="momentum,sgd",
@@ -163,7 +163,7 @@ def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
     f64 = (numba.float64[::1], numba.float64[::1], numba.float64)
     f32 = (numba.float32[::1], numba.float32[::1], numba.float32)
     monkeypatch.setattr(config, "OPT", 3)             # (read only by enabled() here)
-    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")     # (whatever the load)
     assert compile_ahead.enabled() == TWO_CPUS
     monkeypatch.setattr(compile_ahead, "enabled", lambda: True)
     assert compile_ahead.start([(_not_srcgrads, (numba.float64,))]) is None
@@ -176,9 +176,24 @@ def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
     monkeypatch.setattr(config, "OPT", 3)
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "0")
     assert not compile_ahead.enabled()
-    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")
     monkeypatch.setattr(config, "OPT", 0)
     assert not compile_ahead.enabled()
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="one CPU: no helper by design")
+def test_no_helper_when_no_cpu_is_idle(monkeypatch):
+    """A helper only adds work on a busy machine: none unless the load average leaves a CPU."""
+    from numba.core import config
+    monkeypatch.setattr(config, "OPT", 3)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
+    monkeypatch.setattr(os, "getloadavg", lambda: (cpus - 1.5, 0.0, 0.0))
+    assert compile_ahead.enabled()
+    monkeypatch.setattr(os, "getloadavg", lambda: (cpus + 3.0, 0.0, 0.0))
+    assert not compile_ahead.enabled()
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")
+    assert compile_ahead.enabled()
 
 
 PARENT = '''
@@ -206,7 +221,7 @@ elif mode == "die":        # the parent dies without cleaning up: the helper mus
 @pytest.mark.parametrize("mode", ["bad", "close", "die", "exit"])
 def test_helper_never_outlives_or_harms_its_parent(tmp_path, mode):
     env = user_numba_env(dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
-                              SRCGRAD_COMPILE_AHEAD="1"))
+                              SRCGRAD_COMPILE_AHEAD="always"))
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")

@@ -19,8 +19,9 @@ exits; Numba's own on-disk cache carries the code over. Nothing depends on it: t
 compiles every function itself afterwards, so a failed, killed or wrongly guessed helper costs
 time, never a result (a guessed type that does not match is a cache miss). No helper starts when
 nothing needs compiling (a warm start), when this process would compile nothing meanwhile, on one
-CPU, at ``NUMBA_OPT=0``, or with ``SRCGRAD_COMPILE_AHEAD=0``; a helper still running at exit is killed, and one whose
-parent died stops by itself.
+CPU or when no CPU is idle (load average), at ``NUMBA_OPT=0``, or with
+``SRCGRAD_COMPILE_AHEAD=0``; a helper still running at exit is killed, and one whose parent died
+stops by itself.
 """
 
 from __future__ import annotations
@@ -51,7 +52,22 @@ def enabled():
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return cpus >= 2
+    return cpus >= 2 and _idle_cpu(cpus)
+
+
+def _idle_cpu(cpus):
+    """Whether a CPU is free for the helper: the 1-minute load average, this process included,
+    leaves one. On a busy machine a helper only adds its start-up (~1.5 s of CPU: Python, NumPy,
+    Numba, srcgrad) to the work, and, where the scheduler shares CPU time per session (Linux
+    autogroups), takes its CPU time from this process: 2-core machine at load 7, the MNIST compile
+    before epoch 1 took 27-30 s with a helper against 19-22 s without (benchmarks/results/
+    compile_mnist.md). ``SRCGRAD_COMPILE_AHEAD=always`` skips the check."""
+    if os.environ.get("SRCGRAD_COMPILE_AHEAD", "").strip() == "always":
+        return True
+    try:
+        return os.getloadavg()[0] <= cpus - 1
+    except (AttributeError, OSError):
+        return True
 
 
 def needs_compile(dispatcher, argtypes):
@@ -134,7 +150,7 @@ def start(jobs, alongside=None):
         payload = pickle.dumps(list(sys.path)) + pickle.dumps(wanted)
     except Exception:               # a type that does not pickle: compile here
         return None
-    env = dict(os.environ, SRCGRAD_QUIET="1", SRCGRAD_COMPILE_AHEAD="0")
+    env = dict(os.environ, SRCGRAD_QUIET="1", SRCGRAD_COMPILE_AHEAD="0")  # (no helper of its own)
     try:
         process = subprocess.Popen(
             [sys.executable, "-c", "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer)"
