@@ -251,3 +251,29 @@ def _alive(pid):
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _tiny_loss(w, b, X, y):
+    r = X @ w + b[0] - y
+    return np.mean(r * r)
+
+
+def test_training_loop_compile_says_so_once(caplog, monkeypatch):
+    """MinibatchLoop compiles the gradient itself (not through a call from Python): a compile
+    that runs long still says so once, and the next call is quiet."""
+    import logging
+
+    import srcgrad
+    from srcgrad import compile_notice
+    from srcgrad.optim import MinibatchLoop, make_optimizer
+    monkeypatch.delenv("SRCGRAD_QUIET", raising=False)
+    monkeypatch.setattr(compile_notice, "DELAY", 0.05)
+    caplog.set_level(logging.WARNING, logger="srcgrad")
+    loop = MinibatchLoop(srcgrad.value_and_grad(_tiny_loss, wrt=(0, 1)),
+                         make_optimizer("momentum", lr=0.1), blas_threads=None)
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((16, 3)), rng.standard_normal(16), np.zeros(3)
+    loop((w, np.zeros(1)), X, y, np.arange(16), 4)
+    loop((w, np.zeros(1)), X, y, np.arange(16), 4)
+    notices = [r.getMessage() for r in caplog.records if "compiling" in r.getMessage()]
+    assert len(notices) == 1 and "the gradient of _tiny_loss and a training loop" in notices[0]

@@ -221,23 +221,29 @@ class Timing:
 
 
 @contextlib.contextmanager
-def waiting(helper):
+def waiting(helper, loss=None):
     """Run the body (this process's own compile), then wait for ``helper`` (None: no helper); on
-    an exception the helper is killed instead."""
+    an exception the helper is killed instead. ``loss``: the ``value_and_grad`` object being
+    compiled for a training loop; if the whole runs long, it says so once (compile_notice)."""
+    from .. import codegen, compile_notice
+    name = getattr(getattr(loss, "func", None), "__name__", None)
+    notice = contextlib.nullcontext() if name is None else compile_notice.announce_if_slow(
+        f"the gradient of {name} and a training loop", codegen.cache_dir())
     timing = Timing()
     timing.helper = helper is not None
     start = time.perf_counter()
-    try:
-        yield timing
-    except BaseException:
+    with notice:
+        try:
+            yield timing
+        except BaseException:
+            if helper is not None:
+                helper.close()
+            raise
+        timing.done = time.perf_counter()
+        timing.here = timing.done - start
         if helper is not None:
-            helper.close()
-        raise
-    timing.done = time.perf_counter()
-    timing.here = timing.done - start
-    if helper is not None:
-        helper.wait()
-        timing.waited = time.perf_counter() - timing.done
+            helper.wait()
+            timing.waited = time.perf_counter() - timing.done
 
 
 def minibatch_jobs(run, kernel, grad_args, loop_args, progress_type):

@@ -709,7 +709,7 @@ class MinibatchLoop:
         gradient, seed = spec.adjoint, spec.one
         grad_args = tuple(numba.typeof(a) for a in (*params, Xb, yb, seed))
         helper = ahead and compile_ahead.start(ahead(grad_args), alongside=(gradient, grad_args))
-        with compile_ahead.waiting(helper) as self.compile_timing:
+        with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
             grad_sig = _compiled_signature(gradient, grad_args)
         grads_type = grad_sig.return_type.types[1]
         if not isinstance(grads_type, types.BaseTuple) or len(grads_type) != len(params):
@@ -758,7 +758,7 @@ class MinibatchLoop:
         if key not in self._entries and tree is None and type(self.optimizer) is SGD:
             from .fused_sgd import fused_step      # plain SGD: the update inside the gradient
             helper = compile_ahead.start(compile_ahead.sgd_jobs(_run_sgd_steps, argtypes))
-            with compile_ahead.waiting(helper) as self.compile_timing:
+            with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
                 fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1])
             if fused is not None:
                 step, seed, step_type, lean, self.fused = fused
