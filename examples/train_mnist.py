@@ -462,9 +462,10 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
     ``gradient``: srcgrad's gradient for the batch's types (the source transformation and
     Numba's compile of the generated module, or their loading from ``SRCGRAD_CACHE_DIR`` when an
     earlier run left them there); ``loop``: the rest, the training loop and the accuracy counter
-    (compiled once, then loaded from Numba's cache). From empty caches the training loop compiles
-    the gradient in this process and, meanwhile, its own pieces and the accuracy counter in a
-    helper process (srcgrad.training.compile_ahead): ``loop`` is then mostly the wait for it.
+    (compiled once, then loaded from Numba's cache). The training loop's first call compiles the
+    gradient it runs (with plain SGD, the fused step: the plain gradient is not compiled at all);
+    with ``SRCGRAD_COMPILE_AHEAD=1`` (opt-in) and empty caches, the loop's own pieces and the
+    accuracy counter compile meanwhile in a helper process (srcgrad.training.compile_ahead).
     Nothing is trained (the loop runs over no batches)."""
     t0 = time.perf_counter()
     if dist is not None:  # several ranks on a machine: the first compiles, the others load its code

@@ -1,5 +1,5 @@
-"""srcgrad.training.compile_ahead: a helper process compiles a training loop's pieces into Numba's
-disk cache while this process compiles the gradient (issue 17).
+"""srcgrad.training.compile_ahead (opt-in): a helper process compiles a training loop's pieces into
+Numba's disk cache while this process compiles the gradient (issue 17).
 
 What must hold: the main process then loads those pieces from the cache (it compiles none of
 them) and trains exactly as without the helper; nothing depends on the helper (a failed or killed
@@ -156,7 +156,8 @@ def _not_srcgrads(x):
 
 def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
     """No helper for functions outside srcgrad (importing a user's module could do anything),
-    for what is compiled already, with SRCGRAD_COMPILE_AHEAD=0 or at NUMBA_OPT=0."""
+    for what is compiled already, beside a compile that is not needed, with
+    SRCGRAD_COMPILE_AHEAD=0 or at NUMBA_OPT=0."""
     from numba.core import config
 
     from srcgrad.training.optim import _sgd_flat
@@ -183,13 +184,17 @@ def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
 
 @pytest.mark.skipif(not TWO_CPUS, reason="one CPU: no helper by design")
 def test_no_helper_when_no_cpu_is_idle(monkeypatch):
-    """A helper only adds work on a busy machine: none unless the load average leaves a CPU."""
+    """Opt-in; and a helper only adds work on a busy machine: none unless the load average
+    leaves a CPU idle (SRCGRAD_COMPILE_AHEAD=always: whatever the load)."""
     from numba.core import config
     monkeypatch.setattr(config, "OPT", 3)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
     monkeypatch.setattr(os, "getloadavg", lambda: (cpus - 1.5, 0.0, 0.0))
     assert compile_ahead.enabled()
+    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD")            # opt-in: off by default
+    assert not compile_ahead.enabled()
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
     monkeypatch.setattr(os, "getloadavg", lambda: (cpus + 3.0, 0.0, 0.0))
     assert not compile_ahead.enabled()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")
