@@ -123,10 +123,12 @@ def _check_helper_run(out, warm, kinds):
         assert warm[kind]["total"] == got["total"] and warm[kind]["params"] == got["params"]
 
 
+@pytest.mark.slow
 def test_helper_compiles_the_loop_and_this_process_loads_it(tmp_path):
     """Cold caches, 2+ CPUs: the helper compiles the optimizer kernel and the training loop
     (momentum); this process compiles neither; the training is right. A second process on the
-    same caches starts no helper and compiles nothing."""
+    same caches starts no helper and compiles nothing. (Slow: two processes compiling at Numba's
+    default level; test_guessed_types_are_the_ones_the_loop_compiles checks the guesses cheaply.)"""
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
     env = dict(AHEAD_TEST_OPTIMIZERS="momentum", SRCGRAD_COMPILE_AHEAD="always")
@@ -282,3 +284,33 @@ def test_training_loop_compile_says_so_once(caplog, monkeypatch):
     loop((w, np.zeros(1)), X, y, np.arange(16), 4)
     notices = [r.getMessage() for r in caplog.records if "compiling" in r.getMessage()]
     assert len(notices) == 1 and "the gradient of _tiny_loss and a training loop" in notices[0]
+
+
+@pytest.mark.parametrize("kind", ["momentum", "sgd"])
+def test_guessed_types_are_the_ones_the_loop_compiles(kind):
+    """The helper's jobs are only useful if their types are exactly what MinibatchLoop compiles:
+    after a real first call (here, without a helper), each guessed signature is a compiled one."""
+    import srcgrad
+    from srcgrad.optim import MinibatchLoop, make_optimizer
+    from srcgrad.training import optim
+    hyper = dict(lr=0.1) if kind == "sgd" else dict(lr=0.1, momentum=0.9)
+    loop = MinibatchLoop(srcgrad.value_and_grad(_tiny_loss, wrt=(0, 1)),
+                         make_optimizer(kind, **hyper), blas_threads=None)
+    rng = np.random.default_rng(1)
+    X, y, params = rng.standard_normal((16, 3)), rng.standard_normal(16), (np.zeros(3), np.zeros(1))
+    loop(params, X, y, np.arange(16), 4)
+    (Xb, yb), = loop._buffers.values()
+    state, hyper_t = loop.optimizer.state_tuple(), loop.optimizer.hyper_tuple()
+    argtypes = tuple(numba.typeof(a) for a in (params, X, y, np.arange(16), 4, 0, 4, state,
+                                               hyper_t, Xb, yb))
+    if kind == "sgd":
+        (run, signature), = compile_ahead.sgd_jobs(optim._run_sgd_steps, argtypes)
+        assert signature in optim._run_sgd_steps.overloads
+        return
+    seed = numba.typeof(1.0)
+    grad_args = tuple(numba.typeof(a) for a in (*params, Xb, yb)) + (seed,)
+    (kernel, update), (run, signature) = compile_ahead.minibatch_jobs(
+        optim._run_minibatches, optim._momentum_loop_kernel, grad_args, argtypes,
+        numba.typeof(np.zeros(2)))
+    assert update in optim._momentum_loop_kernel.overloads
+    assert signature in optim._run_minibatches.overloads
