@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 
-__all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs"]
+__all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs", "sgd_jobs"]
 
 TIMEOUT = 120.0             # seconds to wait for a helper before compiling here instead
 _RUNNING = weakref.WeakSet()
@@ -162,11 +162,16 @@ def start(jobs, alongside=None):
             [sys.executable, "-c", "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer)"
              "\nfrom srcgrad.training.compile_ahead import _child; _child()"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        process.stdin.write(payload)
-        process.stdin.close()
     except Exception:
         return None
-    return Ahead(process, [name for name, _ in wanted])
+    ahead = Ahead(process, [name for name, _ in wanted])
+    try:
+        process.stdin.write(payload)
+        process.stdin.close()
+    except Exception:               # (it died at once): compile here
+        ahead.close()
+        return None
+    return ahead
 
 
 @atexit.register
