@@ -1,11 +1,12 @@
-"""Compile before epoch 1 of ``examples/train_mnist.py`` (issue 17), cold and warm, in fresh processes.
+"""Compile before epoch 1 of ``examples/train_mnist.py`` (issue 17), cold and warm, fresh processes.
 
 usage: python benchmarks/train_compile_bench.py [--rounds 2] [--optimizers momentum,sgd]
                                                 [--out train_compile]
 
 Each round runs, for each configuration (the compile-ahead helper on whatever the load,
-``SRCGRAD_COMPILE_AHEAD=always``, and off, ``=0``; order alternated between rounds), a **cold** process (new, empty
-``SRCGRAD_CACHE_DIR`` and ``NUMBA_CACHE_DIR``) and then a **warm** one (the same caches). Each
+``SRCGRAD_COMPILE_AHEAD=always``, and off, ``=0``; order alternated between rounds), a **cold**
+process (new, empty ``SRCGRAD_CACHE_DIR`` and ``NUMBA_CACHE_DIR``) and then a **warm** one (the
+same caches). Each
 process calls ``train_mnist.train(epochs=1, ...)`` on random data of MNIST's shape (2048 training
 and 256 test samples; the compile does not depend on the data) with one thread, and reports the
 script's own ``compile_seconds`` (wall: gradient + loop), its CPU time, its helper processes' CPU

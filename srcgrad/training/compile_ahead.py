@@ -78,14 +78,14 @@ def _idle_cpu(cpus):
 
 def needs_compile(dispatcher, argtypes):
     """Whether ``dispatcher`` would compile for ``argtypes``: not compiled in this process and not
-    in Numba's disk cache. When that cannot be told (another Numba's internals), False: no helper."""
+    in Numba's disk cache. When that cannot be told (another Numba's internals): False."""
     try:
         argtypes = tuple(argtypes)
         if argtypes in dispatcher.overloads:
             return False
         cache = dispatcher._cache
         if not getattr(cache, "_enabled", False):
-            return False            # not cached on disk (NullCache): a helper could not hand it over
+            return False            # no disk cache (NullCache): a helper could not hand it over
         key = cache._index_key(argtypes, dispatcher.targetctx.codegen())
         return key not in cache._cache_file._load_index()
     except Exception:
