@@ -51,7 +51,6 @@ if __name__ == "__main__":
 
 import numba  # noqa: E402
 
-from srcgrad.backends.cpu import matmul  # noqa: E402
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
@@ -64,6 +63,8 @@ from srcgrad.training.mlp import (  # noqa: E402
     init_params,
     mlp_loss,
 )
+from srcgrad.training import compile_ahead  # noqa: E402
+from srcgrad.training.mlp_eval import accuracy, count_correct  # noqa: E402
 CHECKPOINT_VERSION = 1
 
 DEFAULTS = dict(
@@ -109,47 +110,6 @@ def make_loss_and_grads():
 def lr_at(config, epoch):
     """Learning rate of an epoch (counted from 0): ``lr * lr_decay**epoch``."""
     return float(config["lr"] * config.get("lr_decay", 1.0) ** epoch)
-
-
-# ------------------------------------------------------------------------------------------------
-# Compiled pieces
-# ------------------------------------------------------------------------------------------------
-
-# Not cached on disk: it calls srcgrad's matmul, whose environment Numba cannot pickle by module
-# name (loading such a cache entry fails with "No module named '<dynamic>'").
-@numba.njit(error_model="numpy")
-def count_correct(W1, b1, W2, b2, X, y, chunk):
-    """Number of samples whose argmax logit equals the label (compiled forward pass). The
-    products go through srcgrad's ``matmul``, which the gradient has already compiled for these
-    types and these compile options (Numba compiles a library function once per caller's error
-    model; its own ``@`` would compile its BLAS wrappers again: about 0.6 s cold)."""
-    n = X.shape[0]
-    correct = 0
-    for s in range(0, n, chunk):
-        e = s + chunk if s + chunk < n else n     # (no min() and no ascontiguousarray: X[s:e] of a
-        h = matmul(X[s:e], W1)                    # C array is C; each is one more compile cold)
-        for i in range(e - s):
-            for j in range(h.shape[1]):
-                v = h[i, j] + b1[j]
-                h[i, j] = v if v > 0 else 0
-        z = matmul(h, W2)
-        for i in range(e - s):
-            best = 0
-            bestv = z[i, 0] + b2[0]
-            for j in range(1, z.shape[1]):
-                v = z[i, j] + b2[j]
-                if v > bestv:
-                    bestv = v
-                    best = j
-            if best == y[s + i]:
-                correct += 1
-    return correct
-
-
-def accuracy(params, X, y):
-    if X.shape[0] == 0:
-        return float("nan")
-    return count_correct(*params, X, y, 2048) / X.shape[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,20 +459,26 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
                  dist=None):
     """Compile everything the epochs run, timing the parts: ``{"gradient": s, "loop": s}``.
 
-    ``gradient``: srcgrad's first call with the batch's types (the source transformation and
+    ``gradient``: srcgrad's gradient for the batch's types (the source transformation and
     Numba's compile of the generated module, or their loading from ``SRCGRAD_CACHE_DIR`` when an
-    earlier run left them there); ``loop``: the training loop (compiled once, then loaded from
-    Numba's cache) and the accuracy counter (compiled in every process). Nothing is trained (the
-    loop runs over no batches)."""
-    Xb = np.zeros((bs,) + X_train.shape[1:], X_train.dtype)
-    yb = np.zeros(bs, y_train.dtype)
+    earlier run left them there); ``loop``: the rest, the training loop and the accuracy counter
+    (compiled once, then loaded from Numba's cache). The training loop's first call compiles the
+    gradient it runs (with plain SGD, the fused step: the plain gradient is not compiled at all);
+    with ``SRCGRAD_COMPILE_AHEAD=1`` (opt-in) and empty caches, the loop's own pieces and the
+    accuracy counter compile meanwhile in a helper process (srcgrad.training.compile_ahead).
+    Nothing is trained (the loop runs over no batches)."""
     t0 = time.perf_counter()
-    if dist is None:
-        loss_and_grads(*params, Xb, yb)
-    else:  # several ranks on a machine: the first compiles, the others load its cached code
-        dist.node_leader_first(lambda: loss_and_grads(*params, Xb, yb))
-    t1 = time.perf_counter()
-    train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
+    if dist is not None:  # several ranks on a machine: the first compiles, the others load its code
+        Xb = np.zeros((bs,) + X_train.shape[1:], X_train.dtype)
+        dist.node_leader_first(lambda: loss_and_grads(*params, Xb, np.zeros(bs, y_train.dtype)))
+        t1 = time.perf_counter()
+        train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
+    else:
+        counter_types = tuple(numba.typeof(a) for a in (*params, X_test[:1], y_test[:1], 2048))
+        with compile_ahead.extra([(count_correct, counter_types)]):
+            train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
+        timing = getattr(train_loop, "compile_timing", None)
+        t1 = timing.done if timing is not None else time.perf_counter()  # the gradient compiled
     accuracy(params, X_test[:1], y_test[:1])
     t2 = time.perf_counter()
     return {"gradient": t1 - t0, "loop": t2 - t1}

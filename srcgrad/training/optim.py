@@ -41,6 +41,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from ..errors import FusionGuardFailed
+from . import compile_ahead
 from .blas_threads import check_setting, run_with_threads
 from .fused_runs import _gather_batch, _run_momentum_steps, _run_sgd_steps
 
@@ -656,9 +657,10 @@ class MinibatchLoop:
         # do not allow (an operand stretched along a size-1 axis): they run the full adjoint
         self._not_lean = set()
 
-    def _pieces(self, params, Xb, yb, tree=None, lean=False):
+    def _pieces(self, params, Xb, yb, tree=None, lean=False, ahead=None):
         """The compiled adjoint and its seed, the update kernel, and their function types
-        (``lean``: the adjoint without the fused loops' fallback branches where srcgrad allows)."""
+        (``lean``: the adjoint without the fused loops' fallback branches where srcgrad allows).
+        ``ahead(gradient argtypes)``: jobs a helper process compiles meanwhile (compile_ahead)."""
         specialize = self.loss_and_grads.specialize_lean if lean else self.loss_and_grads.specialize
         if tree is not None:        # loss(params, X, y) with a pytree of parameters
             spec = specialize(tree, Xb, yb)
@@ -671,8 +673,10 @@ class MinibatchLoop:
                             f"({names}); pass them as arguments (the compiled loop calls the "
                             "gradient with the parameters and the batch only)")
         gradient, seed = spec.adjoint, spec.one
-        grad_sig = _compiled_signature(gradient,
-                                       tuple(numba.typeof(a) for a in (*params, Xb, yb, seed)))
+        grad_args = tuple(numba.typeof(a) for a in (*params, Xb, yb, seed))
+        helper = ahead and compile_ahead.start(ahead(grad_args), alongside=(gradient, grad_args))
+        with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
+            grad_sig = _compiled_signature(gradient, grad_args)
         grads_type = grad_sig.return_type.types[1]
         if not isinstance(grads_type, types.BaseTuple) or len(grads_type) != len(params):
             raise TypeError(f"{self.loss_and_grads!r} must differentiate with respect to all "
@@ -720,8 +724,11 @@ class MinibatchLoop:
         rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
         if key not in self._entries and tree is None and rule is not None:
             from .fused_sgd import fused_step      # SGD, Momentum: the update inside the gradient
-            fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1], rule=rule,
-                               state=state[0] if rule == "momentum" else None)
+            helper = compile_ahead.start(compile_ahead.sgd_jobs(_run_sgd_steps, argtypes)) \
+                if rule == "sgd" else None
+            with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
+                fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1], rule=rule,
+                                   state=state[0] if rule == "momentum" else None)
             if fused is not None:
                 step, seed, step_type, lean, self.fused = fused
                 progress = np.zeros(2)
@@ -734,9 +741,12 @@ class MinibatchLoop:
                 self._entries[key] = (runner.overloads[signature].entry_point,
                                       step, rule, seed, lean)
         if key not in self._entries:
+            progress, kernel = np.zeros(2), type(self.optimizer).kernel
+            ahead = None if tree is not None else lambda grad_args: compile_ahead.minibatch_jobs(
+                _run_minibatches, _LOOP_KERNELS.get(kernel, kernel), grad_args, argtypes,
+                numba.typeof(progress))
             gradient, seed, kernel, grad_type, update_type, lean = self._pieces(params, Xb, yb, tree,
-                                                                               lean=key[1])
-            progress = np.zeros(2)
+                                                                               key[1], ahead)
             signature = (grad_type, update_type) + argtypes + (numba.typeof(seed), numba.typeof(progress))
             _run_minibatches.compile(signature)
             # the compiled entry for exactly these types, called with the Dispatcher objects as

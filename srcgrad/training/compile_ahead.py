@@ -1,0 +1,301 @@
+"""Compile library functions in a helper process while this one compiles a gradient (issue 17).
+
+From empty caches, the compile before a training loop's first batch is serial Numba work: the
+generated gradient (~4 s of CPU for the MNIST MLP) and then the loop's own pieces (the loop, the
+optimizer's kernel, the accuracy counter: ~2.5 s). Numba compiles one function at a time in a
+process (a global compiler lock), but the loop's pieces do not need the gradient's machine code,
+only its type, which is known (to a good guess) before it is compiled. So::
+
+    ahead = compile_ahead.start(jobs, alongside=(gradient, gradient_argtypes))
+    gradient.compile(gradient_argtypes)        # this process
+    if ahead is not None:
+        ahead.wait()                           # the helper has filled Numba's disk cache
+    loop.compile(loop_argtypes)                # a cache load
+
+``jobs`` are ``(dispatcher, argument types)`` pairs of srcgrad's own ``cache=True`` functions
+(a helper imports nothing else: a user's module could do anything when imported). The helper
+process, on this process's ``sys.path``, imports them by name, compiles them for those types and
+exits; Numba's own on-disk cache carries the code over. Nothing depends on it: this process
+compiles every function itself afterwards, so a failed, killed or wrongly guessed helper costs
+time, never a result (a guessed type that does not match is a cache miss). No helper starts when
+nothing needs compiling (a warm start), when this process would compile nothing meanwhile, on one
+CPU or when no CPU is idle (load average), at ``NUMBA_OPT=0``; a helper still running at exit is
+killed, and one whose parent died stops by itself.
+
+Opt-in (``SRCGRAD_COMPILE_AHEAD=1``): measured on this project's 2-CPU machine while other jobs ran
+(load 3-7), the MNIST compile before epoch 1 took longer with a helper than without (14-30 s
+against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s in the helper, against 7.0-8.1
+s), and no idle machine was available to measure the gain it is for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+__all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs", "sgd_jobs"]
+
+TIMEOUT = 120.0             # seconds to wait for a helper before compiling here instead
+_RUNNING = weakref.WeakSet()
+
+
+def enabled():
+    """Off unless ``SRCGRAD_COMPILE_AHEAD`` is ``1`` (when a CPU is idle) or ``always``: on the
+    2-CPU machine this was measured on, shared with other jobs, a helper made the compile slower,
+    and a gain on an idle machine was not measured (benchmarks/results/compile_mnist.md)."""
+    if os.environ.get("SRCGRAD_COMPILE_AHEAD", "0").strip() not in ("1", "always"):
+        return False
+    from numba.core import config
+    if config.OPT == 0:         # (the test suite's level) Numba then does not cache the training
+        return False            # loop, which calls function pointers: no process could load it
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus >= 2 and _idle_cpu(cpus)
+
+
+def _idle_cpu(cpus):
+    """Whether a CPU is free for the helper: the 1-minute load average, this process included,
+    leaves one. On a busy machine a helper only adds its start-up (~1.5 s of CPU: Python, NumPy,
+    Numba, srcgrad) to the work, and, where the scheduler shares CPU time per session (Linux
+    autogroups), takes its CPU time from this process. ``SRCGRAD_COMPILE_AHEAD=always`` skips the
+    check."""
+    if os.environ.get("SRCGRAD_COMPILE_AHEAD", "").strip() == "always":
+        return True
+    try:
+        return os.getloadavg()[0] <= cpus - 1
+    except (AttributeError, OSError):
+        return True
+
+
+def needs_compile(dispatcher, argtypes):
+    """Whether ``dispatcher`` would compile for ``argtypes``: not compiled in this process and not
+    in Numba's disk cache. When that cannot be told (another Numba's internals): False."""
+    try:
+        argtypes = tuple(argtypes)
+        if argtypes in dispatcher.overloads:
+            return False
+        cache = dispatcher._cache
+        if not getattr(cache, "_enabled", False):
+            return False            # no disk cache (NullCache): a helper could not hand it over
+        key = cache._index_key(argtypes, dispatcher.targetctx.codegen())
+        return key not in cache._cache_file._load_index()
+    except Exception:
+        return False
+
+
+def _importable(dispatcher):
+    """(module, qualified name) by which a new process finds ``dispatcher``, or None."""
+    function = getattr(dispatcher, "py_func", None)
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", "")
+    if not (module or "").startswith("srcgrad.") or "<locals>" in qualname:
+        return None
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    if spec is None or spec.origin is None:
+        return None
+    found = sys.modules[module]
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return (module, qualname) if found is dispatcher else None
+
+
+class Ahead:
+    """A running helper process (:func:`start`)."""
+
+    def __init__(self, process, names):
+        self.process = process
+        self.names = names          # [(module, qualified name), ...] it compiles
+        _RUNNING.add(self)
+
+    def wait(self, timeout=None):
+        """Wait for the helper to finish (at most ``timeout`` seconds, default :data:`TIMEOUT`;
+        then it is killed). True when it compiled everything it was given."""
+        try:
+            code = self.process.wait(TIMEOUT if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            return False
+        finally:
+            _RUNNING.discard(self)
+        return code == 0
+
+    def close(self):
+        """Kill the helper if it is still running (what it had written stays valid: Numba writes
+        each cache file whole, by rename)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        _RUNNING.discard(self)
+
+
+def start(jobs, alongside=None):
+    """Start a helper process compiling ``jobs`` (``(dispatcher, argtypes)`` pairs) into Numba's
+    disk cache; None when there is nothing to gain (see the module docstring). ``alongside``: the
+    ``(dispatcher, argtypes)`` this process compiles meanwhile (no helper when that is cached)."""
+    if not enabled():
+        return None
+    if alongside is not None and not needs_compile(*alongside):
+        return None
+    wanted = []
+    for dispatcher, argtypes in jobs:
+        name = _importable(dispatcher)
+        if name is not None and needs_compile(dispatcher, argtypes):
+            wanted.append((name, tuple(argtypes)))
+    if not wanted:
+        return None
+    try:                            # this sys.path first (the same srcgrad), then the jobs
+        payload = pickle.dumps(list(sys.path)) + pickle.dumps(wanted)
+    except Exception:               # a type that does not pickle: compile here
+        return None
+    env = dict(os.environ, SRCGRAD_QUIET="1", SRCGRAD_COMPILE_AHEAD="0")  # (no helper of its own)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer)"
+             "\nfrom srcgrad.training.compile_ahead import _child; _child()"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    except Exception:
+        return None
+    ahead = Ahead(process, [name for name, _ in wanted])
+    try:
+        process.stdin.write(payload)
+        process.stdin.close()
+    except Exception:               # (it died at once): compile here
+        ahead.close()
+        return None
+    return ahead
+
+
+@atexit.register
+def _kill_running():
+    for ahead in list(_RUNNING):
+        ahead.close()
+
+
+def _child():
+    """The helper process: read the jobs from stdin, compile each (Numba saves it to its cache)."""
+    parent = os.getppid()
+
+    def watch():                    # the parent died: stop (its caches are all it wanted)
+        while True:
+            threading.Event().wait(0.5)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+    import importlib
+    jobs = pickle.load(sys.stdin.buffer)
+    failed = 0
+    for (module, qualname), argtypes in jobs:
+        try:
+            found = importlib.import_module(module)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+            found.compile(argtypes)
+        except Exception:
+            failed += 1             # the parent compiles it itself
+    sys.exit(1 if failed else 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# What MinibatchLoop (srcgrad.training.optim) hands to a helper, and how it waits for it
+# ------------------------------------------------------------------------------------------------
+
+_EXTRA = threading.local()
+
+
+@contextlib.contextmanager
+def extra(jobs):
+    """More ``(dispatcher, argtypes)`` jobs for a helper started inside this block (e.g. a
+    training script's accuracy counter, next to its training loop's first call)."""
+    before = getattr(_EXTRA, "jobs", ())
+    _EXTRA.jobs = tuple(before) + tuple(jobs)
+    try:
+        yield
+    finally:
+        _EXTRA.jobs = before
+
+
+class Timing:
+    """Seconds this process spent on its own compile (``here``, ending at ``perf_counter()`` time
+    ``done``) and then waiting for the helper (``waited``)."""
+    here = waited = done = 0.0
+    helper = False              # whether a helper process ran alongside
+
+
+@contextlib.contextmanager
+def waiting(helper, loss=None):
+    """Run the body (this process's own compile), then wait for ``helper`` (None: no helper); on
+    an exception the helper is killed instead. ``loss``: the ``value_and_grad`` object being
+    compiled for a training loop; if the whole runs long, it says so once (compile_notice)."""
+    from .. import codegen, compile_notice
+    name = getattr(getattr(loss, "func", None), "__name__", None)
+    notice = contextlib.nullcontext() if name is None else compile_notice.announce_if_slow(
+        f"the gradient of {name} and a training loop", codegen.cache_dir())
+    timing = Timing()
+    timing.helper = helper is not None
+    start = time.perf_counter()
+    with notice:
+        try:
+            yield timing
+        except BaseException:
+            if helper is not None:
+                helper.close()
+            raise
+        timing.done = time.perf_counter()
+        timing.here = timing.done - start
+        if helper is not None:
+            helper.wait()
+            timing.waited = time.perf_counter() - timing.done
+
+
+def minibatch_jobs(run, kernel, grad_args, loop_args, progress_type):
+    """The jobs of a MinibatchLoop's first compile, ``run(gradient, update, *loop_args, seed,
+    progress)`` and ``kernel(params, grads, state, hyper)``, for the types the gradient will most
+    likely have: each gradient a C array of its parameter's dtype and ndim, the loss of the
+    parameters' precision (a wrong guess is a cache miss: the loop then compiles here). Plus the
+    :func:`extra` jobs."""
+    from numba import types
+    from numba.core.typing import signature
+    jobs = list(getattr(_EXTRA, "jobs", ()))
+    params, state, hyper = loop_args[0], loop_args[7], loop_args[8]
+    if not (isinstance(params, types.BaseTuple) and all(
+            isinstance(p, types.Array) and isinstance(p.dtype, types.Float) for p in params)):
+        return jobs
+    grads = types.BaseTuple.from_types([types.Array(p.dtype, p.ndim, "C") for p in params])
+    value = types.float32 if all(p.dtype == types.float32 for p in params) else types.float64
+    update = signature(types.none, params, grads, state, hyper)
+    gradient = signature(types.Tuple((value, grads)), *grad_args)
+    jobs.append((kernel, update.args))
+    jobs.append((run, (types.FunctionType(gradient), types.FunctionType(update)) + tuple(loop_args)
+                 + (grad_args[-1], progress_type)))
+    return jobs
+
+
+def sgd_jobs(run, loop_args):
+    """The jobs of a MinibatchLoop's first compile with plain SGD (srcgrad.training.fused_sgd):
+    ``run(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress)`` for
+    the step's likely type, ``loss = step(*params, Xb, yb, seed, lr)`` (as
+    :func:`minibatch_jobs` guesses), plus the :func:`extra` jobs."""
+    import numpy as np
+    from numba import typeof, types
+    from numba.core.typing import signature
+    jobs = list(getattr(_EXTRA, "jobs", ()))
+    params = loop_args[0]
+    if os.environ.get("SRCGRAD_FUSED_SGD", "1") == "0" or not (
+            isinstance(params, types.BaseTuple) and all(
+                isinstance(p, types.Array) and isinstance(p.dtype, types.Float) for p in params)):
+        return jobs
+    value = types.float32 if all(p.dtype == types.float32 for p in params) else types.float64
+    step = signature(value, *params, loop_args[9], loop_args[10], value, types.float64)
+    jobs.append((run, (types.FunctionType(step), params) + tuple(loop_args[1:7]) +
+                 (types.float64,) + tuple(loop_args[9:11]) + (value, typeof(np.zeros(2)))))
+    return jobs
