@@ -55,7 +55,7 @@ X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)
 out = {}
 for kind in os.environ["AHEAD_TEST_OPTIMIZERS"].split(","):
     params = (np.array([0.5, -0.25, 1.0]), np.array([0.1]))
-    hyper = dict(lr=0.05) if kind == "sgd" else dict(lr=0.05, momentum=0.9)
+    hyper = dict(lr=0.05) if kind != "momentum" else dict(lr=0.05, momentum=0.9)
     loop = MinibatchLoop(srcgrad.value_and_grad(aheadloss.loss, wrt=(0, 1)),
                          make_optimizer(kind, **hyper), blas_threads=None)
     started = []
@@ -87,9 +87,9 @@ def _run(tmp_path, script, cache="cache", **extra_env):
 
 
 def _reference(kind, X, y, order, batch_size):
-    """NumPy: minibatch SGD / momentum on the mean squared error of a linear model."""
+    """NumPy: minibatch SGD / Adam (defaults) on the mean squared error of a linear model."""
     w, b = np.array([0.5, -0.25, 1.0]), np.array([0.1])
-    vw, vb = np.zeros(3), np.zeros(1)
+    mw, mb, vw, vb = np.zeros(3), np.zeros(1), np.zeros(3), np.zeros(1)
     total = 0.0
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
@@ -98,9 +98,13 @@ def _reference(kind, X, y, order, batch_size):
         gw, gb = 2 * X[idx].T @ r / len(idx), np.array([2 * np.sum(r) / len(idx)])
         if kind == "sgd":
             w, b = w - 0.05 * gw, b - 0.05 * gb
-        else:
-            vw, vb = 0.9 * vw + gw, 0.9 * vb + gb
-            w, b = w - 0.05 * vw, b - 0.05 * vb
+        else:                               # Adam, as srcgrad.optim computes it
+            t = s // batch_size + 1
+            step, inv_bc2 = 0.05 / (1.0 - 0.9**t), 1.0 / (1.0 - 0.999**t)
+            mw, mb = 0.9 * mw + 0.1 * gw, 0.9 * mb + 0.1 * gb
+            vw, vb = 0.999 * vw + 0.001 * (gw * gw), 0.999 * vb + 0.001 * (gb * gb)
+            w = w - step * mw / (np.sqrt(vw * inv_bc2) + 1e-8)
+            b = b - step * mb / (np.sqrt(vb * inv_bc2) + 1e-8)
     return total, [w, b]
 
 
@@ -108,7 +112,7 @@ def _check_helper_run(out, warm, kinds):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)
     for kind in kinds:
-        loop_name, kernel = {"momentum": ("_run_minibatches", "_momentum_loop_kernel"),
+        loop_name, kernel = {"adam": ("_run_minibatches", "_adam_loop_kernel"),
                              "sgd": ("_run_sgd_steps", None)}[kind]
         got = out[kind]
         assert got["helper"] and loop_name in got["helper"] and got["helper_done"], got
@@ -126,13 +130,13 @@ def _check_helper_run(out, warm, kinds):
 @pytest.mark.slow
 def test_helper_compiles_the_loop_and_this_process_loads_it(tmp_path):
     """Cold caches, 2+ CPUs: the helper compiles the optimizer kernel and the training loop
-    (momentum); this process compiles neither; the training is right. A second process on the
+    (Adam; SGD and Momentum run fused steps); this process compiles neither; the training is right. A second process on the
     same caches starts no helper and compiles nothing. (Slow: two processes compiling at Numba's
     default level; test_guessed_types_are_the_ones_the_loop_compiles checks the guesses cheaply.)"""
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
-    env = dict(AHEAD_TEST_OPTIMIZERS="momentum", SRCGRAD_COMPILE_AHEAD="always")
-    _check_helper_run(_run(tmp_path, TRAIN, **env), _run(tmp_path, TRAIN, **env), ["momentum"])
+    env = dict(AHEAD_TEST_OPTIMIZERS="adam", SRCGRAD_COMPILE_AHEAD="always")
+    _check_helper_run(_run(tmp_path, TRAIN, **env), _run(tmp_path, TRAIN, **env), ["adam"])
 
 
 @pytest.mark.slow
@@ -141,12 +145,12 @@ def test_fused_sgd_loop_and_the_same_training_without_the_helper(tmp_path):
     empty caches: no helper, the loop compiles here, the same result to the last bit."""
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
-    env = dict(AHEAD_TEST_OPTIMIZERS="momentum,sgd", SRCGRAD_COMPILE_AHEAD="always")
+    env = dict(AHEAD_TEST_OPTIMIZERS="adam,sgd", SRCGRAD_COMPILE_AHEAD="always")
     on = _run(tmp_path, TRAIN, cache="on", **env)
-    _check_helper_run(on, _run(tmp_path, TRAIN, cache="on", **env), ["momentum", "sgd"])
-    off = _run(tmp_path, TRAIN, cache="off", AHEAD_TEST_OPTIMIZERS="momentum,sgd",
+    _check_helper_run(on, _run(tmp_path, TRAIN, cache="on", **env), ["adam", "sgd"])
+    off = _run(tmp_path, TRAIN, cache="off", AHEAD_TEST_OPTIMIZERS="adam,sgd",
                SRCGRAD_COMPILE_AHEAD="0")
-    for kind in ("momentum", "sgd"):
+    for kind in ("adam", "sgd"):
         assert off[kind]["helper"] is None and off[kind]["compiled"], off
         assert off[kind]["total"] == on[kind]["total"] and off[kind]["params"] == on[kind]["params"]
 
@@ -286,16 +290,15 @@ def test_training_loop_compile_says_so_once(caplog, monkeypatch):
     assert len(notices) == 1 and "the gradient of _tiny_loss and a training loop" in notices[0]
 
 
-@pytest.mark.parametrize("kind", ["momentum", "sgd"])
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
 def test_guessed_types_are_the_ones_the_loop_compiles(kind):
     """The helper's jobs are only useful if their types are exactly what MinibatchLoop compiles:
     after a real first call (here, without a helper), each guessed signature is a compiled one."""
     import srcgrad
     from srcgrad.optim import MinibatchLoop, make_optimizer
     from srcgrad.training import optim
-    hyper = dict(lr=0.1) if kind == "sgd" else dict(lr=0.1, momentum=0.9)
     loop = MinibatchLoop(srcgrad.value_and_grad(_tiny_loss, wrt=(0, 1)),
-                         make_optimizer(kind, **hyper), blas_threads=None)
+                         make_optimizer(kind, lr=0.1), blas_threads=None)
     rng = np.random.default_rng(1)
     X, y, params = rng.standard_normal((16, 3)), rng.standard_normal(16), (np.zeros(3), np.zeros(1))
     loop(params, X, y, np.arange(16), 4)
@@ -310,7 +313,7 @@ def test_guessed_types_are_the_ones_the_loop_compiles(kind):
     seed = numba.typeof(1.0)
     grad_args = tuple(numba.typeof(a) for a in (*params, Xb, yb)) + (seed,)
     (kernel, update), (run, signature) = compile_ahead.minibatch_jobs(
-        optim._run_minibatches, optim._momentum_loop_kernel, grad_args, argtypes,
+        optim._run_minibatches, optim._adam_loop_kernel, grad_args, argtypes,
         numba.typeof(np.zeros(2)))
-    assert update in optim._momentum_loop_kernel.overloads
+    assert update in optim._adam_loop_kernel.overloads
     assert signature in optim._run_minibatches.overloads
