@@ -251,11 +251,26 @@ def written_in_loop(c, x):
     return s
 
 
-@pytest.mark.parametrize("f", [not_invariant, written_in_loop])
+def behind_an_empty_loop(c, x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        for m in range(x.shape[0] - 4):          # runs zero times for 4 points
+            for k in range(c.shape[0]):
+                s += math.log(c[k]) * x[i]       # never computed (c[0] < 0): not out of the i loop
+        s += x[i] * x[i]
+    return s
+
+
+@pytest.mark.parametrize("f", [not_invariant, written_in_loop, behind_an_empty_loop])
 def test_hoisting_does_not_apply(f, monkeypatch, tmp_path):
     c, x = np.array([0.2, -0.4, 0.6]), np.array([0.5, -1.5, 1.0, 0.3])
+    if f is behind_an_empty_loop:
+        c = np.array([-0.2, 0.4, 0.6])
     on, off = _both(f, (c, x), (0, 1), "python", monkeypatch, tmp_path)
-    assert "_hoisted" not in on[1]
+    if f is behind_an_empty_loop:       # out of the m loop (filled when it runs), not the i loop
+        assert "hoisted out of the loop over i" not in on[1] and "hoisted out of the loop over m" in on[1]
+    else:
+        assert "_hoisted" not in on[1]
     _close(on[0], off[0])
     check_grad(f, (c, x), wrt=(0, 1), target="python")
 
