@@ -16,7 +16,9 @@ the table instead of taping the call's result per iteration)::
 A call ``t = math.f(a, ...)`` in a loop nest is hoisted out of the outermost enclosing loop ``L``
 it does not depend on when all of these hold (else it stays where it is):
 
-* it is reached through ``for`` loops only from ``L`` (no ``if`` or ``while`` on the way), and its
+* it is reached through ``for`` loops only from ``L`` (no ``if`` or ``while`` on the way), it
+  depends on each of those loops (so the table holds exactly the values the loops compute once
+  ``L`` runs: no loop on the way that could run zero times), and its
   arguments are built, by statements each assigned once in ``L`` and seen before it on that path,
   from constants, names ``L`` never assigns, the variables of the loops between ``L`` and it, array
   elements of parameters the function never rebinds, arithmetic and ``math`` calls;
@@ -225,6 +227,10 @@ class _Hoister:
             return False
 
         if not expr_ok(stmt.value, len(path), deps):
+            return None
+        if len(deps) != len(path):
+            # a loop on the way the call does not depend on may run zero times: the table would
+            # hold values the user's code never computes (a log of a negative, its NaN adjoint)
             return None
         deps.sort(key=path.index)
         return self.emit(stmt, deps, slice_)

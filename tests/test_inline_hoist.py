@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import srcgrad
-from srcgrad import hoist, inline
+from srcgrad import forward_order, hoist, inline
 from conftest import check_grad
 
 
@@ -100,11 +100,17 @@ def test_inlined_and_hoisted_gradient(monkeypatch, tmp_path):
     check_grad(mixture, args, wrt=(0, 1, 2), target="python")
 
 
-def test_inlined_and_hoisted_compiled(monkeypatch, tmp_path):
+def test_inlined_and_hoisted_compiled():
+    """The compiled path with all three rewrites (inlined, hoisted, reverse loops forwards): the
+    python target's gradient (compared with the switches off above) and finite differences."""
     args = _mixture_args(1, n=4)
-    on, off = _both(mixture, args, (0, 1, 2), "cpu", monkeypatch, tmp_path)
-    _close(on[0], off[0])
-    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu")
+    g = srcgrad.grad(mixture, wrt=(0, 1, 2), target="cpu")
+    source = g.source_for(*args)
+    assert "(inlined quad)" in source and "_hoisted1" in source and forward_order.NOTE in source
+    reference = srcgrad.grad(mixture, wrt=(0, 1, 2), target="python")(*args)
+    for a, b in zip(g(*args), reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    check_grad(mixture, args, wrt=(0, 1, 2), target="cpu", gradfn=g)
 
 
 def test_empty_outer_loop_fills_no_table(monkeypatch, tmp_path):
@@ -245,11 +251,26 @@ def written_in_loop(c, x):
     return s
 
 
-@pytest.mark.parametrize("f", [not_invariant, written_in_loop])
+def behind_an_empty_loop(c, x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        for m in range(x.shape[0] - 4):          # runs zero times for 4 points
+            for k in range(c.shape[0]):
+                s += math.log(c[k]) * x[i]       # never computed (c[0] < 0): not out of the i loop
+        s += x[i] * x[i]
+    return s
+
+
+@pytest.mark.parametrize("f", [not_invariant, written_in_loop, behind_an_empty_loop])
 def test_hoisting_does_not_apply(f, monkeypatch, tmp_path):
     c, x = np.array([0.2, -0.4, 0.6]), np.array([0.5, -1.5, 1.0, 0.3])
+    if f is behind_an_empty_loop:
+        c = np.array([-0.2, 0.4, 0.6])
     on, off = _both(f, (c, x), (0, 1), "python", monkeypatch, tmp_path)
-    assert "_hoisted" not in on[1]
+    if f is behind_an_empty_loop:       # out of the m loop (filled when it runs), not the i loop
+        assert "hoisted out of the loop over i" not in on[1] and "hoisted out of the loop over m" in on[1]
+    else:
+        assert "_hoisted" not in on[1]
     _close(on[0], off[0])
     check_grad(f, (c, x), wrt=(0, 1), target="python")
 
@@ -264,7 +285,6 @@ def test_float32_keeps_calls_in_loops(monkeypatch, tmp_path):
 
 
 # -- reverse loops whose iterations commute run in forward order (srcgrad.forward_order) ---------
-from srcgrad import forward_order  # noqa: E402
 
 
 def _order_both(f, args, wrt, target, monkeypatch, tmp_path):
@@ -292,8 +312,7 @@ def uses_loop_variable_after(x):
     return s * i
 
 
-@pytest.mark.parametrize("target", ["python", "cpu"])
-def test_forward_order_where_iterations_commute(target, monkeypatch, tmp_path):
+def test_forward_order_where_iterations_commute(monkeypatch, tmp_path, target="python"):
     x, w = np.array([0.3, -1.2, 0.8, 2.0]), np.array([1.5, 0.5, -0.7, 0.2])
     on, off = _order_both(weighted_then_squared, (x, w), (0, 1), target, monkeypatch, tmp_path)
     _close(on[0], off[0])
