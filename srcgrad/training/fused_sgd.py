@@ -480,12 +480,8 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
         extra = (f", _lr * {naming.SEED}" if i in seeded else ", _lr") if rule == "sgd" else \
             f", _velocity[{i}], _lr, _mu, _nesterov, {scale}"
         if i in fused:
-            kind, args = fused[i][:2]
-            args = list(args)
-            if rule == "momentum":          # (n, g, a, p, v, ...) / (n, g, p, b, v, ...)
-                updates.append(f"momentum_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
-            else:
-                updates.append(f"sgd_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
+            kind, args = fused[i][:2]       # (n, g, a, p, ...) / (n, g, p, b, ...)
+            updates.append(f"{rule}_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
         else:
             updates.append(f"{rule}_apply({p}, {ast.unparse(g)}{extra})")
     names = ', '.join(params[i] for i in fused) or 'none'
