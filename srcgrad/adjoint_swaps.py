@@ -75,6 +75,10 @@ def _origins(forward, params):
         if isinstance(node, (ast.For, ast.comprehension)):
             for name in _target_names(node.target):
                 found.setdefault(name, []).append(None)
+        elif isinstance(node, ast.Assign) and getattr(node, "snapshot_row", False):
+            # a step snapshot written in place binds the array to a row of a buffer made like it
+            # (tape.py, step_snapshots.py): the same dtype and a C layout, its origin kept
+            found.setdefault(node.targets[0].id, []).append(KEEPS)
         elif isinstance(node, ast.Assign):
             single = len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
             for target in node.targets:
@@ -87,7 +91,7 @@ def _origins(forward, params):
     def origin(name, seen=()):
         if name in params:
             return ("copy of", name)
-        sources = found.get(name)
+        sources = [src for src in found.get(name, ()) if src is not KEEPS]
         if not sources or None in sources or name in seen:
             return None
         out = set()
@@ -99,6 +103,9 @@ def _origins(forward, params):
         if name not in params:
             resolved[name] = origin(name)
     return resolved
+
+
+KEEPS = ("keeps its origin",)
 
 
 def _source(value):
