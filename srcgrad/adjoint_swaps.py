@@ -37,6 +37,7 @@ The values are those of the loop bit for bit, except a ``-0.0`` moved across sta
 """
 import ast
 
+from . import first_contributions
 from .naming import SWAP_INDEX
 from .placeholders import Comment
 
@@ -359,6 +360,8 @@ def _block(stmts, zero, candidates, facts, rewrite):
                 entry = {}
             if rewrite:
                 stmt.body, _ = _block(stmt.body, entry, candidates, facts, rewrite=True)
+                if isinstance(stmt, ast.For):      # (zero at loop entry: first_contributions.py)
+                    stmt = first_contributions.assign_first_contributions(stmt, zero, candidates, facts)
             # after the loop: what holds at the top of every iteration, unless a `break` leaves
             # mid-body or an `else:` runs after it (then only what they do not write)
             leaves = any(isinstance(n, ast.Break) for n in _walk(stmt.body))
