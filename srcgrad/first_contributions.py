@@ -42,7 +42,7 @@ ASSIGN_FIRST = True
 def assign_first_contributions(loop, zero, candidates, facts):
     """``loop`` (a For of the reverse sweep) with its qualifying ``+=`` written as ``=``.
     ``zero``: adjoint name -> zero regions at loop entry (adjoint_swaps' forms, or "all");
-    ``facts``: adjoint_swaps._Facts of the function (linear forms of bounds)."""
+    ``facts``: adjoint_swaps._Facts of the function (linear forms of bounds, the region algebra)."""
     if not ASSIGN_FIRST or not isinstance(loop.target, ast.Name):
         return loop
     step = _step(loop)
@@ -176,7 +176,7 @@ def _writes(body, name, offsets):
 def _guard(regions, region, c, i, facts):
     """True when every slot ``i + c`` the loop visits is in a zero region; else a test on ``i``
     that holds exactly on the iterations whose slot is (an end off by a constant); None."""
-    from .adjoint_swaps import ALL, _constant_difference, _plus
+    ALL, _constant_difference, _plus = facts.ALL, facts.difference, facts.plus
     (lo_form, hi_form), (lo, hi) = region
     shifted_lo = tuple(sorted(_add(dict(lo_form), c).items(), key=repr))
     shifted_hi = tuple(sorted(_add(dict(hi_form), c).items(), key=repr))
