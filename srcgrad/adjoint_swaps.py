@@ -37,6 +37,7 @@ The values are those of the loop bit for bit, except a ``-0.0`` moved across sta
 """
 import ast
 
+from . import first_contributions
 from .naming import SWAP_INDEX
 from .placeholders import Comment
 
@@ -75,6 +76,10 @@ def _origins(forward, params):
         if isinstance(node, (ast.For, ast.comprehension)):
             for name in _target_names(node.target):
                 found.setdefault(name, []).append(None)
+        elif isinstance(node, ast.Assign) and getattr(node, "snapshot_row", False):
+            # a step snapshot written in place binds the array to a row of a buffer made like it
+            # (tape.py, step_snapshots.py): the same dtype and a C layout, its origin kept
+            found.setdefault(node.targets[0].id, []).append(KEEPS)
         elif isinstance(node, ast.Assign):
             single = len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
             for target in node.targets:
@@ -87,7 +92,7 @@ def _origins(forward, params):
     def origin(name, seen=()):
         if name in params:
             return ("copy of", name)
-        sources = found.get(name)
+        sources = [src for src in found.get(name, ()) if src is not KEEPS]
         if not sources or None in sources or name in seen:
             return None
         out = set()
@@ -99,6 +104,9 @@ def _origins(forward, params):
         if name not in params:
             resolved[name] = origin(name)
     return resolved
+
+
+KEEPS = ("keeps its origin",)
 
 
 def _source(value):
@@ -215,6 +223,17 @@ class _Facts:
             return None if left is None or right is None else \
                 ("op", type(node.op).__name__, left, right)
         return None
+
+    # the region algebra, for first_contributions.py (which cannot import this module: circle)
+    ALL = ALL
+
+    @staticmethod
+    def difference(a, b):
+        return _constant_difference(a, b)
+
+    @staticmethod
+    def plus(expr, k):
+        return _plus(expr, k)
 
     def region(self, loop):
         """The slots ``(lo, hi)`` a ``for i in range(start, stop, ±1)`` visits (as linear forms),
@@ -352,6 +371,8 @@ def _block(stmts, zero, candidates, facts, rewrite):
                 entry = {}
             if rewrite:
                 stmt.body, _ = _block(stmt.body, entry, candidates, facts, rewrite=True)
+                if isinstance(stmt, ast.For):      # (zero at loop entry: first_contributions.py)
+                    stmt = first_contributions.assign_first_contributions(stmt, zero, candidates, facts)
             # after the loop: what holds at the top of every iteration, unless a `break` leaves
             # mid-body or an `else:` runs after it (then only what they do not write)
             leaves = any(isinstance(n, ast.Break) for n in _walk(stmt.body))

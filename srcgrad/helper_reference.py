@@ -113,6 +113,11 @@ def push_snapshot(buffer, top, array):
     return top + 1
 
 
+def first_snapshot_row(buffer, array):
+    buffer[0] = array
+    return buffer[0]
+
+
 def snapshot_at(buffer, top, current):
     return buffer[top]
 

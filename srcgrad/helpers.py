@@ -162,6 +162,7 @@ declare("snapshot_buffer", int_args=(1,))      # (array, count)
 declare("reserve_tape", int_args=(1, 2))      # (tape, top, count): positions and counts
 declare("push_snapshot")
 declare("snapshot_at")
+declare("first_snapshot_row")
 
 # the helpers of the calls the cpu target refuses (rules.CPU_REFUSED)
 _PYTHON_ONLY = {"np_einsum", "einsum_adjoint", "np_tensordot", "tensordot_adjoint", "np_inner", "inner_adjoint"}

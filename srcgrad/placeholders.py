@@ -18,11 +18,13 @@ class Save:
     statement whose location generated code takes. ``loop``: the id of the innermost loop body the
     assignment is in (None outside loops). ``always``: pushed whatever the liveness analysis says
     (trip counts of inner while loops, iteration-start states of recomputed loops). ``covers``: the
-    element saves a whole-array snapshot replaces (:mod:`srcgrad.step_snapshots`)."""
+    element saves a whole-array snapshot replaces (:mod:`srcgrad.step_snapshots`). ``written``:
+    (lo, hi) of a step snapshot written in place, the run of slots the step writes (else None)."""
 
     def __init__(self, name, kind, index=None, like=None, loop=None, always=False, covers=()):
         self.name, self.kind, self.index, self.like = name, kind, index, like
         self.loop, self.always, self.covers = loop, always, tuple(covers)
+        self.written = None
 
 
 class Restore:

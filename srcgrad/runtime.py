@@ -124,6 +124,15 @@ def push_snapshot(buffer, top, array):
     return top + 1
 
 
+def first_snapshot_row(buffer, array):
+    """Row 0 of a snapshot buffer, holding ``array``: a step snapshot written in place
+    (step_snapshots.py) keeps the stepped array in the buffer from the loop's entry on."""
+    if array.shape != buffer.shape[1:]:
+        raise ValueError(SHAPE_CHANGE)
+    buffer[0] = array
+    return buffer[0]
+
+
 def snapshot_at(buffer, top, current):
     """Row ``top`` of a snapshot buffer; ``current`` (the value it replaces) must have its shape."""
     if current.shape != buffer.shape[1:]:

@@ -19,6 +19,21 @@ When it pays: every write's index is the same in every iteration (built from inn
 and values the loop does not change), and at least one write sweeps an inner loop's variable, so
 each iteration rewrites a whole region rather than a slot or two (``A[t, k] = ...`` writes a new
 row each step: element saves stay).
+
+Written in place (``WRITE_INTO``): copying the array into the buffer each step costs a pass over it
+(the heat stencil's copy loop already moves every slot). Where the step certainly writes a known
+run of slots, the array instead lives in the buffer: at the snapshot point it is row ``t`` (the
+snapshot, as it is), the step writes row ``t + 1`` and only the slots outside the run are carried
+over (the stencil's two boundary slots), as a hand-written adjoint steps ``U[t + 1] = f(U[t])``.
+When that is exact, beyond the above: the array is 1-d, made by the function (not a parameter: the
+caller's array would no longer be written) and not returned (the result would be a view of the
+buffer); the first statement that writes it is a loop ``for v in range(lo, hi, 1)`` whose body
+writes ``name[v]`` unconditionally (a top-level statement of it) and does not rebind ``v``. A
+run-time guard carries the whole row when ``lo..hi`` is not a run inside the array. Backends with
+fixed-size device tapes (cuda) keep the copy (tape.py applies it where loop tapes are allocated).
+Measured (heat, nx=128, nt=1000, CPU time, one process): forward sweep 52 µs against 62 µs with
+the copy; the carry written out in the loop, not as a helper call (a call per step cost as much as
+the copy saved).
 """
 import ast
 
@@ -26,6 +41,10 @@ from .analyse import operand_names
 from .liveness import assigned_in, defined_at, walk_body
 from .placeholders import Restore, Save
 from .view_writes import view_bases
+
+# Step snapshots written in place (module doc). False: one copy into the buffer per step (tests
+# compare both; not in the cache key).
+WRITE_INTO = True
 
 
 def snapshot_arrays(loop, pieces, analysis, function_body, params):
@@ -53,6 +72,8 @@ def snapshot_arrays(loop, pieces, analysis, function_body, params):
         if not covered:
             continue
         snapshot = Save(name, kind, like=loop, loop=id(body), covers=covered)
+        if WRITE_INTO and kind.ndim == 1 and name not in params and not _returned(function_body, name):
+            snapshot.written = _written_run(body[first], name)
         forward, reverse = pieces[first]
         pieces[first] = ([snapshot] + forward, reverse + [Restore(snapshot)])
     return pieces
@@ -132,6 +153,37 @@ def _same_slots_each_step(loop, name):
                 return False
             sweeping = sweeping or bool(index & inner)
     return sweeping
+
+
+def _returned(function_body, name):
+    return any(isinstance(node, ast.Return) and node.value is not None and
+               any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node.value))
+               for stmt in function_body for node in ast.walk(stmt))
+
+
+def _written_run(stmt, name):
+    """(lo, hi) when ``stmt`` is ``for v in range(lo, hi, 1)`` writing ``name[v]`` in every
+    iteration (a top-level statement of its body; ``v`` not rebound; ``lo``, ``hi`` names or
+    constants), else None."""
+    if not (isinstance(stmt, ast.For) and isinstance(stmt.target, ast.Name) and not stmt.orelse
+            and isinstance(stmt.iter, ast.Call) and isinstance(stmt.iter.func, ast.Name)
+            and stmt.iter.func.id == "range" and len(stmt.iter.args) == 3):
+        return None
+    lo, hi, step = stmt.iter.args
+    if not (isinstance(step, ast.Constant) and step.value == 1 and not isinstance(step.value, bool)) or \
+            not all(isinstance(bound, (ast.Name, ast.Constant)) for bound in (lo, hi)):
+        return None
+    var = stmt.target.id
+    if var in assigned_in(stmt.body) or any(isinstance(node, (ast.Break, ast.Continue, ast.Return))
+                                            for node in walk_body(stmt.body)):
+        return None
+    for node in stmt.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Subscript) and \
+                isinstance(node.targets[0].value, ast.Name) and node.targets[0].value.id == name and \
+                isinstance(node.targets[0].slice, ast.Name) and node.targets[0].slice.id == var:
+            return (lo, hi)
+    return None
 
 
 def _saves(stmts):

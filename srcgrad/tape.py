@@ -63,6 +63,7 @@ class TapePlan:
         self.allocations = {}      # id(forward loop) -> the buffer allocations before it
         self.unchecked = set()     # id(Save): pushes with room reserved at their loop's entry
         self.covered = set()       # id(Save): element saves a step snapshot replaces
+        self.written_in_place = set()  # id(Save): step snapshots the array is written into
 
     def resolve(self, forward, reverse):
         """Turn Save/Restore placeholders into pushes and pops where the reverse sweep needs them."""
@@ -416,16 +417,28 @@ class TapePlan:
                 buffer, top = self.names.fresh(stem + "_snapshots"), self.names.fresh(stem + "_top")
                 count = copy.deepcopy(trips) if len(saves) == 1 else \
                     ast.BinOp(left=ast.Constant(len(saves)), op=ast.Mult(), right=copy.deepcopy(trips))
+                in_place = len(saves) == 1 and saves[0].written is not None and self.loop_tapes
+                if in_place:
+                    # written in place (step_snapshots.py): one more row, the array after the last step
+                    count = ast.BinOp(left=count, op=ast.Add(), right=ast.Constant(1))
+                    self.written_in_place.add(id(saves[0]))
                 allocations += [
                     Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once",
                              loop.lineno),
                     assign(buffer, ast.Call(func=name_load("snapshot_buffer"), args=[name_load(name), count],
                                             keywords=[]), loop),
                     assign(top, ast.Constant(0), loop)]
+                if in_place:
+                    allocations.append(assign(name, ast.Call(func=name_load("first_snapshot_row"),
+                                                             args=[name_load(buffer), name_load(name)],
+                                                             keywords=[]), loop))
+                    allocations[-1].snapshot_row = True
                 for save in saves:
                     self.buffers[id(save)] = (buffer, top)
 
     def _push_snapshot(self, save):
+        if id(save) in self.written_in_place:
+            return self._step_into_snapshot(save)
         if id(save) in self.buffers:
             buffer, top = self.buffers[id(save)]
             push = ast.Call(func=name_load("push_snapshot"), args=[name_load(buffer), name_load(top),
@@ -450,6 +463,35 @@ class TapePlan:
         note = Comment(f"snapshot: keep `{save.name}` before it is overwritten (the reverse sweep "
                         "pops it back)", save.like.lineno)
         return [note, assign("_snapshot_bytes", count, save.like), ast.copy_location(append, save.like)]
+
+    def _step_into_snapshot(self, save):
+        """A step snapshot written in place (step_snapshots.py): the array, row ``top`` of the
+        buffer, stays there as the snapshot; the step writes row ``top + 1``, which takes row
+        ``top``'s slots outside the run ``lo..hi - 1`` the step writes (all of them when that is
+        not a run inside the array). Written out here, not as a helper call: the few slot copies
+        then compile into the loop (measured: a call per step cost what the copy saved)."""
+        buffer, top = self.buffers[id(save)]
+        name, k = save.name, self.names.fresh("kcarry")
+        lo, hi = (ast.unparse(bound) for bound in save.written)
+        carry = f"{name}[{k}] = {buffer}[{top} - 1, {k}]"
+        source = (f"{top} += 1\n"
+                  f"{name} = {buffer}[{top}]\n"
+                  f"if 0 <= {lo} and {lo} <= {hi} and {hi} <= {name}.shape[0]:\n"
+                  f"    for {k} in range(0, {lo}):\n        {carry}\n"
+                  f"    for {k} in range({hi}, {name}.shape[0]):\n        {carry}\n"
+                  f"else:\n"
+                  f"    for {k} in range(0, {name}.shape[0]):\n        {carry}\n")
+        stmts = ast.parse(source).body
+        stmts[1].snapshot_row = True
+        for stmt in stmts:
+            for node in ast.walk(stmt):
+                ast.copy_location(node, save.like)
+        note = Comment(f"step snapshot: this loop overwrites `{name}` each step; written in place: "
+                       f"`{name}` was row {top} of the buffer and stays there as the snapshot, the "
+                       f"step writes row {top} + 1, which takes only the slots outside {lo}..{hi} - 1 "
+                       "from the row before (the reverse sweep binds "
+                       f"`{name}` to the row): no copy per step", save.like.lineno)
+        return [note] + stmts
 
     def _pop_snapshot(self, save):
         if id(save) in self.buffers:

@@ -58,6 +58,7 @@ CASES = {
     "reserve_tape": Case(u(4), 3, 6, view=lambda tape: np.asarray(tape)[:3], group="tapes"),
     "push_snapshot": Case(np.zeros((3, 2, 2)), 1, u(2, 2), group="tapes"),
     "snapshot_at": Case(u(3, 2, 2), 2, u(2, 2), group="tapes"),
+    "first_snapshot_row": Case(np.zeros((3, 2, 2)), u(2, 2), group="tapes"),
     "huge_pages": Case(u(3, 4), group="tapes"),
     "unbroadcast": Case(u(2, 3, 4), u(3, 1)),
     "reduce_sum": Case(_X, 1, True),

@@ -16,6 +16,7 @@ from ...errors import FusionGuardFailed  # noqa: F401  (raised by fused loops' g
 from .memory import (  # noqa: F401  (re-exported: generated modules import them from here)
     MALLOC_TUNED, huge_pages, grow, runtime_grow, push_float, push_int, new_float_tape, new_int_tape,
     new_float32_tape, count_snapshot, pop_snapshot, snapshot_buffer, reserve_tape, push_snapshot, snapshot_at,
+    first_snapshot_row,
     range_length, _range_continues, push_slice, tape_slice)
 from .helpers import (  # noqa: F401
     unbroadcast, sum_broadcast_into, reduce_sum, reduce_mean, reduce_max, reduce_min, reduce_prod,

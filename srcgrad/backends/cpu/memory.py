@@ -267,6 +267,7 @@ def reserve_tape(tape, top, count):
 
 push_snapshot = numba.njit(cache=True)(runtime.push_snapshot)
 snapshot_at = numba.njit(cache=True)(runtime.snapshot_at)
+first_snapshot_row = numba.njit(cache=True)(runtime.first_snapshot_row)
 new_int_tape = _helper(runtime.new_int_tape)
 range_length = _helper(runtime.range_length)
 _range_continues = _helper(runtime._range_continues)
