@@ -101,8 +101,12 @@ _RUN = """    try:
             raise
         raise error from None
 """
-_RUN_SINGLE = _RUN + """    grads = gradient(grads[0], first_dtype)
-    return grads if grad_only else (scalar(value), grads)
+_RUN_SINGLE = _RUN + """    g = grads[0]
+    if type(g) is not ndarray or (g.dtype is not first_dtype and g.dtype != first_dtype):
+        g = gradient(g, first_dtype)
+    if grad_only:
+        return g
+    return (value if type(value) is float else scalar(value)), g
 """
 _RUN_TUPLE = _RUN + """    grads = tuple(gradient(g, dtype) for g, dtype in zip(grads, dtypes))
     return grads if grad_only else (scalar(value), grads)
