@@ -76,8 +76,9 @@ def make(function, spec, layout, args):
     test = "".join(f"    if {check}:\n        return MISS\n" for check in checks)
     if function.mode == "vjp":
         body = "    return function._vjp(spec, args, layout)\n"
-    else:
-        body = _RUN_SINGLE if function.single else _RUN_TUPLE
+    else:           # the unpacked names (no tuple of the arguments and the seed built per call)
+        body = (_RUN_SINGLE if function.single else _RUN_TUPLE).replace(
+            "adjoint(*args, one)", f"adjoint({''.join(f'a{i}, ' for i in range(len(args)))}one)")
     source = (f"def call(args):\n    if len(args) != {len(args)}:\n        return MISS\n"
               f"{unpack}{test}    function._last = spec\n{body}")
     exec(compile(source, f"<srcgrad fast call of {function.__name__}>", "exec"), names)  # noqa: S102
