@@ -103,6 +103,7 @@ class GradFunction(DifferentiatedFunction):
         self.target = target
         self._by_call_key = {}      # _call_key(args) -> specialization: the fast path of __call__
         self._fast = None           # fast_call.make's closure for the latest plain argument types
+        self._fast_calls = {}       # call key -> (specialization, the one it runs, closure or None)
         self._entry = None
         self._python_twin = None
         self._plans = {}            # the arguments' treedefs -> static.Plan
@@ -306,6 +307,12 @@ class GradFunction(DifferentiatedFunction):
         # kind inference (~30 us a call, which matters for gradients that run in well under a
         # millisecond). Module data and closure values the function reads are read again here.
         key = _tree_key(args) if not kwargs and len(args) == len(self.params) else None
+        fast = fast_call.seen(self, key) if key is not None else None
+        if fast is not None:            # types seen before the latest call's: their closure
+            out = fast(args)
+            if out is not fast_call.MISS:
+                self._fast = fast
+                return out
         entry = self._by_call_key.get(key) if key is not None else None
         values = None
         if entry is not None:
@@ -341,7 +348,7 @@ class GradFunction(DifferentiatedFunction):
             value, grads = self._run(spec, "value_and_grad", values)
             out = _to_python_scalar(value), self._assemble(grads, layout)
         if key is not None and not kwargs:      # ran: the next call with these types is fast
-            self._fast = fast_call.make(self, spec, layout, args)
+            self._fast = fast_call.remember(self, key, spec, layout, args)
         return out
 
     def _assemble(self, grads, layout):

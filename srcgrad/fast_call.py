@@ -11,7 +11,9 @@ and ndim) against the ones seen, and on a match calls the adjoint directly with 
 in, converting only the results that need it. Any mismatch (other types, a keyword argument, a
 0-d array) returns :data:`MISS` and the caller takes the full path, which then builds the closure
 for the new types. Only plain arguments of a function without a static plan (no pytrees, module
-data or closures, whose values must be read again on each call) get one.
+data or closures, whose values must be read again on each call) get one. Closures are kept per
+call key (:func:`remember`, :func:`seen`), so calls alternating between argument types make each
+closure once and find it by the call key after a miss.
 
 Everything else stays as in the full path: a failing fusion guard reruns the call in the
 specialization with the fallback branches (and drops the closure, so the next call builds one on
@@ -42,6 +44,26 @@ def _gradient(g, dtype):
             return g
         return g.astype(dtype)
     return _scalar(g)
+
+
+def remember(function, key, spec, layout, args):
+    """The closure for ``function``'s call key ``key`` (``arguments.tree_key``), made once per key
+    and specialization run and kept in ``function._fast_calls``: calls alternating between
+    argument types reuse theirs (making one compiles it); None when the full path is needed."""
+    runs = spec.fallback if spec.fallback is not None else spec
+    made = function._fast_calls.get(key)
+    if made is None or made[0] is not spec or made[1] is not runs:
+        made = function._fast_calls[key] = (spec, runs, make(function, spec, layout, args))
+    return made[2]
+
+
+def seen(function, key):
+    """The closure :func:`remember` made for ``key``, if the specialization it runs is still the
+    one to run (not a lean one whose guard has failed since); else None."""
+    made = function._fast_calls.get(key)
+    if made is None or made[2] is None or made[0].fallback not in (None, made[1]):
+        return None
+    return made[2]
 
 
 def make(function, spec, layout, args):

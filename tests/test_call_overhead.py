@@ -197,3 +197,17 @@ def test_cpu_guard_fallback_from_the_fast_path():
     check_grad(stretched, (a, b1), wrt=(0, 1), gradfn=g)
     with pytest.raises(srcgrad.ShapeError, match="cannot be broadcast"):
         g(a, np.ones((3, 2)))
+
+
+def test_alternating_types_reuse_their_closures(monkeypatch):
+    made = []
+    make = fast_call.make
+    monkeypatch.setattr(fast_call, "make", lambda *a: made.append(a[0]) or make(*a))
+    g = srcgrad.value_and_grad(product, wrt=(0, 1), target="python")
+    slow = full_path(product, wrt=(0, 1), target="python")
+    one = (np.arange(3.0), np.ones(3))
+    two = (np.ones((2, 2)), np.full((2, 2), 2.0))
+    for _ in range(4):
+        for args in (one, two):
+            equal(g(*args), slow(*args))
+    assert made.count(g) == 2                   # one closure per argument types, made once
