@@ -20,6 +20,9 @@ specialization with the fallback branches (and drops the closure, so the next ca
 that specialization); any other error goes through ``GradFunction._located_error`` (shape errors
 naming the user's line, Numba errors as UnsupportedSyntaxError).
 """
+import itertools
+import linecache
+
 import numpy as np
 
 from .errors import FusionGuardFailed
@@ -27,6 +30,7 @@ from .errors import FusionGuardFailed
 MISS = object()         # what a closure returns when the arguments are not of the types it is for
 
 _ndarray = np.ndarray
+_numbers = itertools.count(1)     # each closure's own file name, for linecache
 
 
 def _scalar(value):
@@ -103,7 +107,9 @@ def make(function, spec, layout, args):
             "adjoint(*args, one)", f"adjoint({''.join(f'a{i}, ' for i in range(len(args)))}one)")
     source = (f"def call(args):\n    if len(args) != {len(args)}:\n        return MISS\n"
               f"{unpack}{test}    function._last = spec\n{body}")
-    exec(compile(source, f"<srcgrad fast call of {function.__name__}>", "exec"), names)  # noqa: S102
+    filename = f"<srcgrad fast call of {function.__name__} #{next(_numbers)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)   # tracebacks
+    exec(compile(source, filename, "exec"), names)  # noqa: S102
     call = names["call"]
     call.source = source        # for reading (and the tests)
     return call
