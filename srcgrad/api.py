@@ -22,6 +22,7 @@ from . import codegen, naming
 from . import kinds as K
 from . import pytree
 from . import compile_notice
+from . import fast_call
 from .arguments import (BUILD_LOCK, DifferentiatedFunction, as_float32 as _as_float32, call_key as _call_key,
                         dtype_of as _dtype_of, in_dtype as _in_dtype, precision_of, prepare as _prepare,
                         to_python_scalar as _to_python_scalar, tree_key as _tree_key)
@@ -101,6 +102,8 @@ class GradFunction(DifferentiatedFunction):
         super().__init__(_function(func), wrt, mode)
         self.target = target
         self._by_call_key = {}      # _call_key(args) -> specialization: the fast path of __call__
+        self._fast = None           # fast_call.make's closure for the latest plain argument types
+        self._fast_calls = {}       # call key -> (specialization, the one it runs, closure or None)
         self._entry = None
         self._python_twin = None
         self._plans = {}            # the arguments' treedefs -> static.Plan
@@ -294,11 +297,22 @@ class GradFunction(DifferentiatedFunction):
         return spec
 
     def __call__(self, *args, **kwargs):
+        fast = self._fast           # the types of the latest call again: straight to the adjoint
+        if fast is not None and not kwargs:
+            out = fast(args)
+            if out is not fast_call.MISS:
+                return out
         # Fast path for repeated calls with all arguments given by position: a cheap key of the
         # argument types (and pytree structures) finds the specialization without binding and
         # kind inference (~30 us a call, which matters for gradients that run in well under a
         # millisecond). Module data and closure values the function reads are read again here.
         key = _tree_key(args) if not kwargs and len(args) == len(self.params) else None
+        fast = fast_call.seen(self, key) if key is not None else None
+        if fast is not None:            # types seen before the latest call's: their closure
+            out = fast(args)
+            if out is not fast_call.MISS:
+                self._fast = fast
+                return out
         entry = self._by_call_key.get(key) if key is not None else None
         values = None
         if entry is not None:
@@ -327,12 +341,15 @@ class GradFunction(DifferentiatedFunction):
             if key is not None:
                 self._by_call_key[key] = (spec, layout)
         if self.mode == "vjp":
-            return self._vjp(spec, values, layout)
-        if self.mode == "grad":
-            grads = self._run(spec, "grad", values)
-            return self._assemble(grads, layout)
-        value, grads = self._run(spec, "value_and_grad", values)
-        return _to_python_scalar(value), self._assemble(grads, layout)
+            out = self._vjp(spec, values, layout)
+        elif self.mode == "grad":
+            out = self._assemble(self._run(spec, "grad", values), layout)
+        else:
+            value, grads = self._run(spec, "value_and_grad", values)
+            out = _to_python_scalar(value), self._assemble(grads, layout)
+        if key is not None and not kwargs:      # ran: the next call with these types is fast
+            self._fast = fast_call.remember(self, key, spec, layout, args)
+        return out
 
     def _assemble(self, grads, layout):
         """The flat gradients of the compiled code, one per float leaf of the ``wrt`` arguments,
@@ -360,17 +377,27 @@ class GradFunction(DifferentiatedFunction):
         except FusionGuardFailed:
             if not spec.lean:
                 raise
-            # sizes the fused loops do not handle (NumPy broadcasting along a size-1 axis, or an
-            # error): the statements as written decide, in the specialization that keeps them
-            spec.fallback = self._specialization(*spec.key)
-            return self._run(spec.fallback, entry, values, extra)
+            return self._run(self._fall_back(spec), entry, values, extra)
         except Exception as exc:    # noqa: BLE001  (anything that is not a shape error is re-raised)
-            error = self._shape_error(exc, spec, entry, values, extra)
-            if error is None and self.target == "cpu":
-                error = compile_error(exc, spec)
+            error = self._located_error(exc, spec, entry, values, extra)
             if error is None:
                 raise
             raise error from None
+
+    def _fall_back(self, spec):
+        """The specialization with the fused loops' fallback branches for the lean ``spec`` whose
+        guard failed: sizes the fused loops do not handle (NumPy broadcasting along a size-1 axis,
+        or an error), where the statements as written decide; used for every later call."""
+        spec.fallback = self._specialization(*spec.key)
+        return spec.fallback
+
+    def _located_error(self, exc, spec, entry, values, extra):
+        """The error to raise for ``exc`` from running ``spec``: a ShapeError or an
+        UnsupportedSyntaxError naming the user's line, or None (``exc`` itself)."""
+        error = self._shape_error(exc, spec, entry, values, extra)
+        if error is None and self.target == "cpu":
+            error = compile_error(exc, spec)
+        return error
 
     def _shape_error(self, exc, spec, entry, values, extra):
         if not _may_be_shape_error(exc):
