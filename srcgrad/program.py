@@ -23,6 +23,7 @@ from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
 from . import adjoint_swaps
+from . import adjoint_merges
 from . import split_calls
 from . import inline
 from . import hoist
@@ -336,6 +337,9 @@ class ModuleBuilder:
             reverse_body = adjoint_swaps.swap_copied_adjoints(
                 stmts, reverse_body, tail_stmts, adjoint_kinds,
                 set(unit.params) | {N.SEED} | {transformer.adj(p) for p in in_place})
+        if self.target != "cuda":    # (adjoint_merges.py: after first contributions, so `=` then `+=` merge)
+            reverse_body = adjoint_merges.merge_contributions(
+                reverse_body, {transformer.adj(p) for p in in_place})
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
