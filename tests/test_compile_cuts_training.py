@@ -104,3 +104,33 @@ def test_gather_batch_every_ndim_and_a_short_last_batch():
             assert size == len(rows)
             np.testing.assert_array_equal(Xc, X[rows])
             np.testing.assert_array_equal(yc, y[rows])
+
+
+def test_flat_view_is_the_arrays_memory_in_c_order():
+    from srcgrad.training.optim import _flat_view
+
+    @numba.njit
+    def bump(a, k):
+        f = _flat_view(a)
+        f[k] += 1.0
+        return f.size, f.copy()
+
+    for shape in ((3, 4), (2, 3, 2), (5,)):
+        a = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+        want = a.ravel().copy()
+        want[1] += 1.0
+        size, flat = bump(a, 1)
+        assert size == a.size
+        np.testing.assert_array_equal(flat, want)
+        np.testing.assert_array_equal(a.ravel(), want)          # written through: a view
+
+    @numba.njit
+    def total(a):
+        return _flat_view(a).sum()
+
+    ro = np.arange(6.0).reshape(2, 3)
+    ro.flags.writeable = False
+    assert total(ro) == 15.0
+    assert total(np.zeros((0, 3))) == 0.0
+    with pytest.raises(numba.core.errors.TypingError):
+        total(np.zeros((4, 3))[:, ::2])                          # not C-contiguous: refused

@@ -152,12 +152,12 @@ def _update_impl(p, g):
     flat kernel does not apply."""
     if not _flat_ok(p, g):
         return None
-    from .optim import _sgd_flat        # optim imports this module: imported when typed
+    from .optim import _flat_view, _sgd_flat   # (optim imports this module: when typed)
 
     def update(p, g, lr):
         if p.shape != g.shape:
             raise ValueError(_SHAPE_MESSAGE)
-        _sgd_flat(p.reshape(p.size), g.reshape(g.size), lr)
+        _sgd_flat(_flat_view(p), _flat_view(g), lr)
     return update
 
 
@@ -181,7 +181,7 @@ def _apply_right_ov(n, g, a, p, lr):
             else:
                 _sgd(p, n, lr)
         return impl
-    from .optim import _sgd_flat        # the plain update written out, as in _update_impl
+    from .optim import _flat_view, _sgd_flat   # the update written out, as in _update_impl
 
     def impl_flat(n, g, a, p, lr):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
@@ -189,7 +189,7 @@ def _apply_right_ov(n, g, a, p, lr):
         else:
             if p.shape != n.shape:
                 raise ValueError(_SHAPE_MESSAGE)
-            _sgd_flat(p.reshape(p.size), n.reshape(n.size), lr)
+            _sgd_flat(_flat_view(p), _flat_view(n), lr)
     return impl_flat
 
 
@@ -205,7 +205,7 @@ def _apply_left_ov(n, g, p, b, lr):
             else:
                 _sgd(p, n, lr)
         return impl
-    from .optim import _sgd_flat        # the plain update written out, as in _update_impl
+    from .optim import _flat_view, _sgd_flat   # the update written out, as in _update_impl
 
     def impl_flat(n, g, p, b, lr):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
@@ -213,7 +213,7 @@ def _apply_left_ov(n, g, p, b, lr):
         else:
             if p.shape != n.shape:
                 raise ValueError(_SHAPE_MESSAGE)
-            _sgd_flat(p.reshape(p.size), n.reshape(n.size), lr)
+            _sgd_flat(_flat_view(p), _flat_view(n), lr)
     return impl_flat
 
 
