@@ -59,8 +59,9 @@ def _fusable(*arrays):
         and len({a.dtype for a in arrays}) == 1 and arrays[-1].mutable
 
 
-# Called only from compiled code: no Python or C wrappers (less code for LLVM in a cold compile).
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+# Called only from compiled code, and inlined there (Numba's IR, before typing): not one more
+# function to compile in every cold training process.
+@numba.njit(inline="always")
 def _overlaps(a, b):
     """Whether the memory of arrays ``a`` and ``b`` (contiguous) overlaps."""
     if a.size == 0 or b.size == 0:
