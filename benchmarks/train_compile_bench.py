@@ -1,7 +1,7 @@
 """Compile before epoch 1 of ``examples/train_mnist.py`` (issue 17), cold and warm, fresh processes.
 
 usage: python benchmarks/train_compile_bench.py [--rounds 2] [--optimizers momentum,sgd]
-                                                [--out train_compile]
+                                                [--out train_compile] [--helper both|off]
 
 Each round runs, for each configuration (the compile-ahead helper on whatever the load,
 ``SRCGRAD_COMPILE_AHEAD=always``, and off, ``=0``; order alternated between rounds), a **cold**
@@ -13,6 +13,8 @@ script's own ``compile_seconds`` (wall: gradient + loop), its CPU time, its help
 time (``RUSAGE_CHILDREN``), and the functions Numba compiled in it (``numba:compile`` events: they
 do not depend on the load). The machine's load average is recorded at the start and end of each
 process: on a shared machine the wall clock is inflated by other jobs, the CPU times much less.
+Each function's own CPU seconds (its compile less its callees') are listed for the cold processes
+with the helper off (``functions`` in the JSON).
 """
 import argparse
 import json
@@ -33,13 +35,24 @@ import numpy as np
 from numba.core import event
 compiled = []
 
+functions, stack = [], []
+
+
 class Count(event.Listener):
+    # each function's own CPU seconds: its compile event less the nested ones (its callees)
     def on_start(self, ev):
         dispatcher = ev.data.get("dispatcher") if ev.data else None
-        compiled.append(getattr(getattr(dispatcher, "py_func", None), "__qualname__", "?"))
+        py_func = getattr(dispatcher, "py_func", None)
+        compiled.append(getattr(py_func, "__qualname__", "?"))
+        stack.append([f"{getattr(py_func, '__module__', '?')}.{compiled[-1]}",
+                      str(ev.data.get("args")) if ev.data else "", time.process_time(), 0.0])
 
     def on_end(self, ev):
-        pass
+        name, args, start, nested = stack.pop()
+        total = time.process_time() - start
+        functions.append([name, args, round(total - nested, 3)])
+        if stack:
+            stack[-1][3] += total
 
 event.register("numba:compile", Count())
 sys.path.insert(0, os.path.join(os.getcwd(), "examples"))
@@ -54,7 +67,7 @@ children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("RESULT " + json.dumps({
     "compile": r["compile_seconds"], "compile_s": sum(r["compile_seconds"].values()),
     "cpu_s": time.process_time() - cpu, "helper_cpu_s": children.ru_utime + children.ru_stime,
-    "compiled": compiled, "import_s": imported, "train_loss": r["history"]["train_loss"][0],
+    "compiled": compiled, "functions": functions, "import_s": imported, "train_loss": r["history"]["train_loss"][0],
     "test_acc": r["history"]["test_acc"][0]}))
 '''
 
@@ -78,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--optimizers", default="momentum")
     ap.add_argument("--out", default="train_compile")
+    ap.add_argument("--helper", choices=("both", "off"), default="both",
+                    help="off: only SRCGRAD_COMPILE_AHEAD=0 (the default configuration)")
     a = ap.parse_args(argv)
     base = dict(os.environ, SRCGRAD_QUIET="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                 MKL_NUM_THREADS="1")
@@ -86,7 +101,8 @@ def main(argv=None):
     runs = []
     for r in range(a.rounds):
         for optimizer in a.optimizers.split(","):
-            for ahead in (("always", "0") if r % 2 == 0 else ("0", "always")):
+            configs = ("always", "0") if r % 2 == 0 else ("0", "always")
+            for ahead in configs if a.helper == "both" else ("0",):
                 tmp = tempfile.mkdtemp(prefix="srcgrad-train-compile-")
                 env = dict(base, SRCGRAD_COMPILE_AHEAD=ahead,
                            SRCGRAD_CACHE_DIR=os.path.join(tmp, "srcgrad"),
@@ -101,6 +117,7 @@ def main(argv=None):
     with open(os.path.join(HERE, "results", a.out + ".json"), "w") as f:
         json.dump(report, f, indent=1)
     print(markdown(report))
+    print(functions_markdown(report))
 
 
 def _line(rec):
@@ -119,6 +136,19 @@ def markdown(report):
              "wall s (gradient + rest) | CPU s, this process | CPU s, helper | functions compiled "
              "here | epoch-1 loss |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_line(r) for r in report["runs"]]
+    return "\n".join(lines) + "\n"
+
+
+def functions_markdown(report):
+    """The functions each cold process compiled (helper off), with their own CPU seconds."""
+    lines = []
+    for rec in report["runs"]:
+        if rec.get("phase") != "cold" or rec.get("ahead") != "0" or "functions" not in rec:
+            continue
+        lines += ["", f"round {rec['round']}, {rec['optimizer']}, cold: {len(rec['functions'])} "
+                  f"functions, {sum(f[2] for f in rec['functions']):.2f} s CPU in their compiles",
+                  "", "| function | argument types | own CPU s |", "|---|---|---|"]
+        lines += [f"| `{n}` | {a[:90]} | {t:.2f} |" for n, a, t in rec["functions"]]
     return "\n".join(lines) + "\n"
 
 

@@ -77,8 +77,13 @@ def _gemm_ov(A, B, C, alpha, beta, trans_a, trans_b):
             raise ValueError("gemm: shapes of op(A), op(B) and C do not match")
         if m == 0 or n == 0:
             return
+        # leading dimensions, at least 1; written out rather than max(1, ...): Numba compiles
+        # its max() as one more function in every cold compile of a caller
+        lda = A.shape[1] if A.shape[1] > 1 else 1
+        ldb = B.shape[1] if B.shape[1] > 1 else 1
+        ldc = n if n > 1 else 1
         routine(np.int32(_ROW_MAJOR), np.int32(_TRANS if trans_a else _NO_TRANS),
                 np.int32(_TRANS if trans_b else _NO_TRANS), blas_int(m), blas_int(n),
-                blas_int(k), real(alpha), A.ctypes, blas_int(max(1, A.shape[1])), B.ctypes,
-                blas_int(max(1, B.shape[1])), real(beta), C.ctypes, blas_int(max(1, n)))
+                blas_int(k), real(alpha), A.ctypes, blas_int(lda), B.ctypes,
+                blas_int(ldb), real(beta), C.ctypes, blas_int(ldc))
     return impl

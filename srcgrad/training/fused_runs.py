@@ -14,22 +14,38 @@ def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     buffers ``Xb``/``yb`` (their first rows for a shorter last batch): ``(Xc, yc, size)``.
     The row copies are written out here rather than calling ``_gather_rows`` for X and for y,
     and a shorter batch is a slice of the buffers rather than a fresh pair: three compiled
-    functions fewer in every MinibatchLoop's cold compile."""
+    functions fewer in every MinibatchLoop's cold compile.
+    The usual 2-d samples and 1-d labels are copied without reshaping: ``X.ndim`` is a constant
+    when Numba compiles this, so the other branch is pruned before typing, and the reshapes'
+    code (a size check and a no-copy attempt each) was about a third of this function's cold
+    compile (0.30-0.42 -> 0.23 s CPU, compiled alone after a reshape elsewhere, load 3.4)."""
     size = order.shape[0] - start
     if size > batch_size:
         size = batch_size
     Xc = Xb[:size]
     yc = yb[:size]
-    X_rows = X.reshape(X.shape[0], -1)
-    y_rows = y.reshape(y.shape[0], -1)
-    Xc_rows = Xc.reshape(size, -1)
-    yc_rows = yc.reshape(size, -1)
-    for r in range(size):
-        sample = order[start + r]
-        for k in range(Xc_rows.shape[1]):
-            Xc_rows[r, k] = X_rows[sample, k]
-        for k in range(yc_rows.shape[1]):
-            yc_rows[r, k] = y_rows[sample, k]
+    if X.ndim == 2:
+        for r in range(size):
+            sample = order[start + r]
+            for k in range(Xc.shape[1]):
+                Xc[r, k] = X[sample, k]
+    else:
+        X_rows = X.reshape(X.shape[0], -1)
+        Xc_rows = Xc.reshape(size, -1)
+        for r in range(size):
+            sample = order[start + r]
+            for k in range(Xc_rows.shape[1]):
+                Xc_rows[r, k] = X_rows[sample, k]
+    if y.ndim == 1:
+        for r in range(size):
+            yc[r] = y[order[start + r]]
+    else:
+        y_rows = y.reshape(y.shape[0], -1)
+        yc_rows = yc.reshape(size, -1)
+        for r in range(size):
+            sample = order[start + r]
+            for k in range(yc_rows.shape[1]):
+                yc_rows[r, k] = y_rows[sample, k]
     return Xc, yc, size
 
 

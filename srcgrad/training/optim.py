@@ -38,7 +38,9 @@ import numba
 import numpy as np
 from numba import types
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import make_array, populate_array
 
 from ..errors import FusionGuardFailed
 from . import compile_ahead
@@ -104,6 +106,26 @@ def _adam_flat(pf, gf, mf, vf, t, lr, b1, b2, eps):
         mf[i] = mi
         vf[i] = vi
         pf[i] -= step * mi / (np.sqrt(vi * inv_bc2) + eps_)
+
+
+@intrinsic
+def _flat_view(typingctx, a):
+    """The 1-d C-contiguous view of a C-contiguous array ``a`` (its data, in its element order;
+    read-only stays read-only). What ``a.reshape(a.size)`` returns, without the code Numba
+    emits for a reshape (a size check through a compiled helper, a no-copy attempt over the
+    strides): each costs LLVM time in every cold compile of a caller, and the update rules
+    take three flat views per parameter."""
+    if not (isinstance(a, types.Array) and a.layout == "C"):
+        return None
+    flat = a.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, signature, args):
+        src = make_array(a)(context, builder, args[0])
+        out = make_array(flat)(context, builder)
+        populate_array(out, data=src.data, shape=[src.nitems], strides=[src.itemsize],
+                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        return impl_ret_borrowed(context, builder, flat, out._getvalue())
+    return flat(a), codegen
 
 
 def _as_param_dtype(x, a):  # pragma: no cover - replaced by the overload in compiled code
@@ -189,7 +211,7 @@ def _flat_source(var, t, p, role):
         return var                      # already flat
     ordered = f"{var}.T" if p.layout == "F" else var
     if t.layout == p.layout:
-        return f"{ordered}.reshape({var}.size)"
+        return f"flat({ordered})"               # (a C-contiguous array: the parameter's order)
     return f"np.ascontiguousarray({ordered}).reshape({var}.size)"
 
 
@@ -214,7 +236,7 @@ def _unrolled_flat(name, kernel, tuple_args, scalar_names):
             lines.append(f"        raise ValueError({_SHAPE_MESSAGE!r})")
         lines.append(f"    kernel({', '.join(flats + list(scalar_names))})")
     lines.append("    return None")
-    ns = {"kernel": kernel, "np": np}
+    ns = {"kernel": kernel, "np": np, "flat": _flat_view}
     exec("\n".join(lines), ns)  # noqa: S102 - generated from integers and fixed names only
     return ns["impl"]
 

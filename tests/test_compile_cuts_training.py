@@ -1,0 +1,136 @@
+"""Cold-compile cuts in srcgrad.training (issue 17): the fused SGD step's plain updates go through
+the optimizer's one flat kernel per dtype (not a broadcasting ``_sgd`` per ndim), and ``gemm``'s
+leading dimensions are written without ``max()``. Same results as before; fewer functions compiled
+in a cold MNIST training process (counted in benchmarks/results/compile_mnist.md)."""
+import numba
+import numpy as np
+import pytest
+
+from srcgrad.training import fused_sgd
+from srcgrad.training.blas import gemm
+
+
+@numba.njit
+def _apply(p, g, lr):
+    fused_sgd.sgd_apply(p, g, lr)
+
+
+@numba.njit
+def _apply_right_unfused(n, g, a, p, lr):
+    fused_sgd.sgd_apply_right(n, g, a, p, lr)
+
+
+def test_sgd_apply_flat_and_fallback_match_numpy():
+    rng = np.random.default_rng(0)
+    for shape in ((7,), (3, 4), (2, 3, 2)):
+        for dtype in (np.float32, np.float64):
+            p = rng.standard_normal(shape).astype(dtype)
+            g = rng.standard_normal(shape).astype(dtype)
+            want = p - dtype(0.3) * g
+            _apply(p, g, 0.3)                    # C-contiguous: the flat kernel
+            np.testing.assert_array_equal(p, want)
+    # a Fortran-ordered parameter and a strided gradient: the generic update
+    p = np.asfortranarray(rng.standard_normal((3, 4)))
+    g = rng.standard_normal((3, 8))[:, ::2]
+    want = p - 0.5 * g
+    _apply(p, g, 0.5)
+    np.testing.assert_allclose(p, want, rtol=1e-15)
+    assert p.flags.f_contiguous
+    # NaN in, NaN out
+    p, g = np.zeros(3), np.array([1.0, np.nan, 2.0])
+    _apply(p, g, 1.0)
+    assert np.isnan(p[1]) and p[0] == -1.0 and p[2] == -2.0
+
+
+def test_sgd_apply_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="shape"):
+        _apply(np.zeros((2, 3)), np.zeros((3, 2)), 0.1)       # same size, other shape
+    with pytest.raises(ValueError, match="shape"):
+        _apply(np.zeros(3), np.zeros(4), 0.1)
+
+
+def test_sgd_apply_right_with_a_gradient_updates_as_the_optimizer():
+    # n is the gradient itself (not the empty marker): p -= lr * n, through the flat kernel
+    rng = np.random.default_rng(1)
+    G, A = rng.standard_normal((5, 3)), rng.standard_normal((5, 4))
+    P = rng.standard_normal((4, 3))
+    n = A.T @ G
+    want = P - 0.2 * n
+    _apply_right_unfused(np.ascontiguousarray(n), G, A, P, 0.2)
+    np.testing.assert_array_equal(P, want)
+    with pytest.raises(ValueError, match="shape"):
+        _apply_right_unfused(np.zeros((3, 4)), G, A, P, 0.2)
+
+
+@numba.njit
+def _gemm(A, B, C, alpha, beta, ta, tb):
+    gemm(A, B, C, alpha, beta, ta, tb)
+
+
+def test_gemm_single_row_and_column_operands():
+    # leading dimensions of 1-column operands and outputs are 1 (BLAS needs >= 1)
+    rng = np.random.default_rng(2)
+    for m, k, n in ((1, 1, 1), (4, 1, 1), (1, 3, 1), (3, 2, 1), (1, 2, 3)):
+        A, B = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        C = rng.standard_normal((m, n))
+        want = -0.5 * A @ B + C
+        _gemm(A, B, C, -0.5, 1.0, False, False)
+        np.testing.assert_allclose(C, want, rtol=1e-13)
+        At, Bt = np.ascontiguousarray(A.T), np.ascontiguousarray(B.T)
+        C2 = np.zeros((m, n))
+        _gemm(At, Bt, C2, 1.0, 0.0, True, True)
+        np.testing.assert_allclose(C2, A @ B, rtol=1e-13)
+
+
+def test_gather_batch_every_ndim_and_a_short_last_batch():
+    from srcgrad.training.optim import _gather_batch
+
+    @numba.njit
+    def gather(X, y, order, start, batch_size, Xb, yb):
+        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb)
+        return Xc.copy(), yc.copy(), size
+
+    rng = np.random.default_rng(3)
+    n, B = 11, 4
+    order = rng.permutation(n).astype(np.int64)
+    for X, y in ((rng.standard_normal((n, 5)).astype(np.float32), rng.integers(0, 9, n)),
+                 (rng.standard_normal((n, 2, 3)), rng.standard_normal((n, 2))),
+                 (rng.standard_normal(n), rng.integers(0, 9, (n, 1, 2)))):
+        Xb = np.empty((B,) + X.shape[1:], X.dtype)
+        yb = np.empty((B,) + y.shape[1:], y.dtype)
+        for start in (0, 4, 8):                          # the last batch has 3 samples
+            Xc, yc, size = gather(X, y, order, start, B, Xb, yb)
+            rows = order[start:start + B]
+            assert size == len(rows)
+            np.testing.assert_array_equal(Xc, X[rows])
+            np.testing.assert_array_equal(yc, y[rows])
+
+
+def test_flat_view_is_the_arrays_memory_in_c_order():
+    from srcgrad.training.optim import _flat_view
+
+    @numba.njit
+    def bump(a, k):
+        f = _flat_view(a)
+        f[k] += 1.0
+        return f.size, f.copy()
+
+    for shape in ((3, 4), (2, 3, 2), (5,)):
+        a = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+        want = a.ravel().copy()
+        want[1] += 1.0
+        size, flat = bump(a, 1)
+        assert size == a.size
+        np.testing.assert_array_equal(flat, want)
+        np.testing.assert_array_equal(a.ravel(), want)          # written through: a view
+
+    @numba.njit
+    def total(a):
+        return _flat_view(a).sum()
+
+    ro = np.arange(6.0).reshape(2, 3)
+    ro.flags.writeable = False
+    assert total(ro) == 15.0
+    assert total(np.zeros((0, 3))) == 0.0
+    with pytest.raises(numba.core.errors.TypingError):
+        total(np.zeros((4, 3))[:, ::2])                          # not C-contiguous: refused
