@@ -5,7 +5,11 @@
   signature; the nest of an ``expand_reduced`` takes its sizes from the array it spreads over;
 * the cpu adjoints start from ``np.zeros(x.shape, x.dtype.type)``, not ``np.zeros_like(x)``;
 * the matrix products of C- or F-ordered operands (forward and both adjoints) all go through
-  one ``_gemm_c`` per dtype.
+  one ``_gemm_c`` per dtype;
+* whole-array ``np.sum``/``np.max``/``np.min`` into a scalar and the max adjoint of a vector are
+  loop nests; statements hoisted above a nest are fused among themselves; ``x = unbroadcast(g,
+  like)`` of sizes known equal is ``x = g``; ``np.zeros(shape)`` gets NumPy's default dtype written
+  out.
 """
 import numba
 import numpy as np
@@ -124,3 +128,44 @@ def test_products_of_c_and_f_operands_call_gemm_c():
 def test_matmul_f_operand_shape_error():
     with pytest.raises(ValueError, match="inner dimensions"):
         _product(np.ones((3, 4)), np.asfortranarray(np.ones((5, 2))))
+
+
+def test_vectorized_gmm_adjoint_calls_few_helpers():
+    """The benchmark's vectorized GMM (its gradient vs finite differences on the cpu target:
+    tests/test_arrays.py::test_gmm_vectorized_adbench, -m slow): what its cpu adjoint still calls
+    outside its loop nests. Generating the module compiles nothing."""
+    import ast
+    import sys
+    from pathlib import Path
+    from srcgrad import kinds as K
+    from srcgrad.program import build_module
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.lib import programs as P
+    K_, d, n = 4, 3, 7
+    args = list(P.make_args(P.PROGRAMS["gmm"], {"d": d, "K": K_, "n": n}, seed=23)) + \
+        list(P.gmm_vectorized_index(K_, d))
+    source = build_module(P.gmm_vectorized, tuple(K.kind_of_value(a) for a in args),
+                          ["alphas", "means", "icf"], "cpu", False, "float64", seed_at_end=True,
+                          tape_transcendentals=True)[0]
+    module = ast.parse(source)
+    adjoint = next(f for f in module.body if isinstance(f, ast.FunctionDef) and f.name.endswith("_adjoint"))
+
+    def calls(stmts):                   # the calls of the code that runs (not the else: fallbacks)
+        out = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.If) and any(isinstance(s, ast.For) for s in stmt.body):
+                out += calls(stmt.body)
+                continue
+            out += [ast.unparse(c.func) for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+        return out
+    called = {c for c in calls(adjoint.body) if not (c.startswith("type(") or c.endswith(".dtype.type"))}
+    # (np.sum: `_adj_amax -= np.sum(_adj_t24)`, a scalar update, is not fused yet)
+    assert called - {"FusionGuardFailed"} == {
+        "np.concatenate", "np.zeros", "np.empty", "huge_pages", "gather2", "reshape_any", "matmul",
+        "matmul_grad_right", "scatter_add2", "concat_part", "range", "type", "np.exp", "np.log",
+        "np.sum"}, called
+    text = ast.unparse(adjoint)
+    assert "_adj_t17 = _adj_main" in text                    # unbroadcast of equal sizes: itself
+    assert "np.zeros((K, 1), np.float64)" in text            # NumPy's default dtype written out

@@ -328,4 +328,5 @@ def test_group_ending_with_an_alias_runs_as_written():
     src = compare(product_plus, (0, 1), [rand(rng, 1, 4), rand(rng, 4, 3), rand(rng, 5, 3)],
                   fused=False)
     adjoint = src[src.index("def product_plus_adjoint"):]
-    assert adjoint.count("_adj_t = unbroadcast(_adj_y, t)") == 2       # loop nest and fallback
+    # loop nest (sizes equal there: the gradient itself) and fallback (as written)
+    assert "_adj_t = _adj_y\n" in adjoint and adjoint.count("_adj_t = unbroadcast(_adj_y, t)") == 1

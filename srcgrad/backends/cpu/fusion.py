@@ -130,6 +130,7 @@ class _Fusion(_StatementPlans):
                         and stmt.value.args[1].value is None:
                     self.unsure.add(stmt.targets[0].id)
         self.facts = _Facts(self)
+        self.error_guards = set()  # size tests that fail only where the statements raise anyway
         self.loop_vars = []
         self.probe_name = None
         self.fallback = True      # fuse_loops' option
@@ -567,7 +568,15 @@ class _Fusion(_StatementPlans):
         # compiled for each signature): fused when it needs no size test (a failing test would
         # compile the fallback specialization too), or only tests that fail where the statement
         # raises NumPy's error anyway (the maximum of no elements).
-        if group.passes < 1 or (group.passes < 2 and not all(_error_only(code) for _, code in group.guards)):
+        if group.passes < 1 and len(group.plans) == 1 and not group.guards and not group.hoisted:
+            plan = group.plans[0]
+            if _call_name(plan.stmt.value) == "unbroadcast" and isinstance(plan.stmt.value.args[0], ast.Name):
+                # `x = unbroadcast(g, like)` where the sizes are known equal: NumPy's result is g
+                # itself (no helper to compile for it)
+                return [ast.copy_location(ast.Assign(targets=plan.stmt.targets, value=plan.stmt.value.args[0]),
+                                          plan.stmt)]
+        if group.passes < 1 or (group.passes < 2 and not all(
+                code in self.error_guards or _error_only(code) for _, code in group.guards)):
             return group.sequence
         trailing = group.comments        # comments about the statements after the group
         # (an alias takes no comments: those before it stay pending, but it is no comment itself

@@ -2,7 +2,7 @@
 import ast
 import copy
 
-from .fusion_facts import _Block, _backend_has, _comment
+from .fusion_facts import _Block, _backend_has, _call_name, _comment
 
 
 class _Emitter:
@@ -241,7 +241,11 @@ class _Emitter:
                                            value=ast.Name(id=plan.part, ctx=ast.Load()))
                     after.append(ast.copy_location(update, plan.stmt))
             if plan.form == "alias" and value.materialize:
-                after.append(copy.deepcopy(plan.stmt))
+                stmt = copy.deepcopy(plan.stmt)
+                if _call_name(stmt.value) == "unbroadcast" and isinstance(stmt.value.args[0], ast.Name):
+                    # the sizes are equal in this nest: NumPy's result is the gradient itself
+                    stmt.value = stmt.value.args[0]
+                after.append(stmt)
         fused = before + self._block_code(g.root) + after
         count = len(g.plans)
         if not g.guards:

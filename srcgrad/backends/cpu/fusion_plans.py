@@ -352,7 +352,11 @@ class _StatementPlans:
         dims = self.facts.of(gradient.id)
         entries = []
         for k, u in enumerate(g_space):
+            tests = len(plan.guards)
             self._same(group, plan, gradient.id, k, dims[k], u)
+            # the gradient of a reduction has the reduced shape: a test of it fails only where
+            # the helper raises its error too
+            self.error_guards.update(code for _, code in plan.guards[tests:])
             entries.append(("ax", u))
         plan.accesses.append((gradient.id, tuple(entries), len(space)))
         return ("read", gradient.id, tuple(entries)), g_kind.dtype

@@ -137,19 +137,33 @@ def _slice_updates(sections, analysis):
 
 
 def _zero_arrays(sections):
-    """``np.zeros_like(x)`` -> ``np.zeros(x.shape, x.dtype.type)`` (after fusion, whose size facts
-    know ``zeros_like``). The same zeros (C order where ``x`` is not C; the adjoints they start are
+    """``_adj_x = np.zeros_like(x)`` -> ``_adj_x = np.zeros(x.shape, x.dtype.type)``, ``np.zeros(shape)`` ->
+    ``np.zeros(shape, np.float64)`` (after fusion, whose size facts know ``zeros_like``). The same zeros (C order where ``x`` is not C; the adjoints they start are
     only added to), but one allocation function per number of dimensions, shared with the
     ``np.zeros`` and ``np.empty`` of fused loops, where Numba compiles ``zeros_like`` and the
     ``empty_like`` and fill it calls once per array type (layout included) in every adjoint."""
     class Zeros(ast.NodeTransformer):
+        adjoint = False
+
+        def visit_Assign(self, node):
+            # adjoints only (forward mode's batching reads a zero tangent as np.zeros_like)
+            self.adjoint = len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and \
+                is_adjoint(node.targets[0].id)
+            self.generic_visit(node)
+            self.adjoint = False
+            return node
+
         def visit_Call(self, node):
             self.generic_visit(node)
             if _call_name(node) == "np.zeros_like" and len(node.args) == 1 and not node.keywords \
-                    and isinstance(node.args[0], ast.Name):
+                    and isinstance(node.args[0], ast.Name) and self.adjoint:
                 x = node.args[0].id
                 return ast.copy_location(ast.parse(f"np.zeros({x}.shape, {x}.dtype.type)",
                                                    mode="eval").body, node)
+            if _call_name(node) == "np.zeros" and len(node.args) == 1 and not node.keywords:
+                # NumPy's default dtype, written out: Numba's zeros without one is another
+                # signature (and another np.empty) to compile
+                node.args.append(ast.parse("np.float64", mode="eval").body)
             return node
     zeros = Zeros()
     return [[zeros.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt
