@@ -27,6 +27,8 @@ temporaries), so several calls of one helper, and helpers called with different 
 each get their own names.
 """
 import ast
+import inspect
+import textwrap
 import builtins
 import copy
 import dataclasses
@@ -67,6 +69,19 @@ def _plain_function(callee):
     if getattr(func, "hidden", None) or func.__code__.co_freevars:
         return None         # closures and static.py's rewritten functions keep their calls
     return func
+
+
+def _augments_parameter(func, params):
+    """Whether ``func``'s own source has ``p += ...`` (any augmented assignment) on a parameter:
+    on an array argument that writes the caller's array in place, which normalize's ``p = p + q``
+    no longer shows (the call keeps its helper adjoint, and view_writes its refusal); True when the
+    source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    return any(isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)
+               and n.target.id in params for n in ast.walk(tree))
 
 
 def inlinable(callee, helper_unit):
@@ -115,14 +130,17 @@ def inline_helpers(fsrc, params, body, names, unit_of):
     inlined_lines = {}
     done = False
 
-    def rewrite(stmts):
+    def rewrite(stmts, in_loop=False):
         nonlocal done
         out = []
         for stmt in stmts:
             for field in ("body", "orelse"):
                 if isinstance(stmt, (ast.For, ast.While, ast.If)) and getattr(stmt, field, None):
-                    setattr(stmt, field, rewrite(getattr(stmt, field)))
-            expanded = _expand(stmt)
+                    setattr(stmt, field, rewrite(getattr(stmt, field),
+                                                 in_loop or isinstance(stmt, (ast.For, ast.While))))
+            # only calls inside loops (where a helper adjoint's own sweeps cost): a call outside
+            # keeps its helper adjoint, and with it errors naming the helper's line and the call
+            expanded = _expand(stmt) if in_loop else None
             if expanded is None:
                 out.append(stmt)
             else:
@@ -147,6 +165,8 @@ def inline_helpers(fsrc, params, body, names, unit_of):
         if unit.fsrc.filename != fsrc.filename or len(call.args) != len(unit.params):
             return None
         if inlinable(call.callee, unit) is not None:
+            return None
+        if _augments_parameter(func, unit.params):
             return None
         return _body_of_call(stmt, func.__name__, unit)
 

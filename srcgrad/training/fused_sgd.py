@@ -48,6 +48,7 @@ from numba import types
 from numba.extending import overload
 
 from .blas import gemm
+from .flat_kernels import _flat_view, _sgd_flat
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -163,7 +164,6 @@ def _update_impl(p, g):
     flat kernel does not apply."""
     if not _flat_ok(p, g):
         return None
-    from .optim import _flat_view, _sgd_flat   # (optim imports this module: when typed)
 
     def update(p, g, lr):
         if p.shape != g.shape:
@@ -192,7 +192,6 @@ def _apply_right_ov(n, g, a, p, lr):
             else:
                 _sgd(p, n, lr)
         return impl
-    from .optim import _flat_view, _sgd_flat   # the update written out, as in _update_impl
 
     def impl_flat(n, g, a, p, lr):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
@@ -216,7 +215,6 @@ def _apply_left_ov(n, g, p, b, lr):
             else:
                 _sgd(p, n, lr)
         return impl
-    from .optim import _flat_view, _sgd_flat   # the update written out, as in _update_impl
 
     def impl_flat(n, g, p, b, lr):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:

@@ -38,13 +38,12 @@ import numba
 import numpy as np
 from numba import types
 from numba.core.errors import TypingError
-from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic, overload
-from numba.np.arrayobj import make_array, populate_array
+from numba.extending import overload
 
 from ..errors import FusionGuardFailed
 from . import compile_ahead
 from .blas_threads import check_setting, run_with_threads
+from .flat_kernels import _adam_flat, _flat_view, _momentum_flat, _sgd_flat
 from .fused_runs import _gather_batch, _run_momentum_steps, _run_sgd_steps
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "sgd_update", "momentum_update", "adam_update",
@@ -55,77 +54,7 @@ __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "sgd_update", "momentum_updat
 # Per-array kernels: one compile per dtype, shared by every parameter shape
 # ------------------------------------------------------------------------------------------------
 
-# Each update rule is compiled once per dtype on flat 1-d contiguous arrays; the tuple-level update
-# below hands it flat views of each parameter, gradient and state array (a reshape, no copy, for
-# contiguous arrays). Compiling a kernel per parameter ndim and layout, with a small compiled helper
-# per view, cost 11 compiled functions for an MLP's momentum update (~2 s cold, the largest part of
-# MinibatchLoop's compile: benchmarks/results/compile.md); this is 3.
-# Functions called only from compiled code are compiled without the wrappers that let Python
-# (no_cpython_wrapper) or C (no_cfunc_wrapper) call them: less code for LLVM.
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _sgd_flat(pf, gf, lr):
-    lr_ = pf.dtype.type(lr)
-    for i in range(pf.size):
-        pf[i] -= lr_ * gf[i]
-
-
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _momentum_flat(pf, gf, vf, lr, mu, nesterov):
-    lr_ = pf.dtype.type(lr)
-    mu_ = pf.dtype.type(mu)
-    if nesterov:
-        for i in range(pf.size):
-            gi = gf[i]
-            vi = mu_ * vf[i] + gi
-            vf[i] = vi
-            pf[i] -= lr_ * (gi + mu_ * vi)
-    else:
-        for i in range(pf.size):
-            vi = mu_ * vf[i] + gf[i]
-            vf[i] = vi
-            pf[i] -= lr_ * vi
-
-
-@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _adam_flat(pf, gf, mf, vf, t, lr, b1, b2, eps):
-    # bias corrections computed in float64, then the per-element work in the parameter dtype
-    bc1 = 1.0 - b1**t
-    bc2 = 1.0 - b2**t
-    dt = pf.dtype.type
-    step = dt(lr / bc1)
-    inv_bc2 = dt(1.0 / bc2)
-    b1_ = dt(b1)
-    b2_ = dt(b2)
-    c1 = dt(1.0 - b1)
-    c2 = dt(1.0 - b2)
-    eps_ = dt(eps)
-    for i in range(pf.size):
-        gi = gf[i]
-        mi = b1_ * mf[i] + c1 * gi
-        vi = b2_ * vf[i] + c2 * (gi * gi)
-        mf[i] = mi
-        vf[i] = vi
-        pf[i] -= step * mi / (np.sqrt(vi * inv_bc2) + eps_)
-
-
-@intrinsic
-def _flat_view(typingctx, a):
-    """The 1-d C-contiguous view of a C-contiguous array ``a`` (its data, in its element order;
-    read-only stays read-only). What ``a.reshape(a.size)`` returns, without the code Numba
-    emits for a reshape (a size check through a compiled helper, a no-copy attempt over the
-    strides): each costs LLVM time in every cold compile of a caller, and the update rules
-    take three flat views per parameter."""
-    if not (isinstance(a, types.Array) and a.layout == "C"):
-        return None
-    flat = a.copy(ndim=1, layout="C")
-
-    def codegen(context, builder, signature, args):
-        src = make_array(a)(context, builder, args[0])
-        out = make_array(flat)(context, builder)
-        populate_array(out, data=src.data, shape=[src.nitems], strides=[src.itemsize],
-                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
-        return impl_ret_borrowed(context, builder, flat, out._getvalue())
-    return flat(a), codegen
+# (the kernels and the flat view: flat_kernels.py, shared with fused_sgd.py)
 
 
 def _as_param_dtype(x, a):  # pragma: no cover - replaced by the overload in compiled code
