@@ -6,6 +6,7 @@
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,23 @@ sys.path.insert(0, str(ROOT))    # the benchmarks package
 from benchmarks.lib import adjoints  # noqa: E402
 from benchmarks.lib import checks  # noqa: E402
 from benchmarks.lib import programs as P  # noqa: E402
+from benchmarks.lib import _threads  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads(monkeypatch):
+    """The benchmarks' main() pins their process to N CPUs and sets the thread variables
+    (benchmarks/lib/_threads.py); in-process here, so the suite's later tests get both back
+    (test_compile_ahead reads the CPUs this process may use)."""
+    for name in _threads.THREAD_VARS + ("XLA_FLAGS",):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    yield
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
 
 
 @pytest.mark.parametrize("name", sorted(P.ALL_PROGRAMS))

@@ -39,6 +39,7 @@ def _with_fake_compile(seconds):
     spec = g._last
     spec.adjoint = FakeDispatcher(spec.adjoint, seconds)
     spec._called.clear()
+    g._fast, g._fast_calls = None, {}       # (the fast path's closures hold the real adjoint)
     return g, x
 
 
