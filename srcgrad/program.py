@@ -28,6 +28,7 @@ from . import split_calls
 from . import inline
 from . import hoist
 from . import forward_order
+from . import unsigned_index
 from . import codegen
 from . import helpers as _helpers
 from . import naming as N
@@ -342,6 +343,12 @@ class ModuleBuilder:
                 reverse_body, {transformer.adj(p) for p in in_place})
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
+        if unsigned_index.UNSIGNED_INDEX and self.target == "cpu":
+            arrays = {n for n, kind in analysis.kinds.items() if getattr(kind, "is_array", False)}
+            arrays |= {transformer.adj(n) for n in arrays}
+            taken = {node.id for stmt in stmts + reverse_body + tail_stmts for node in ast.walk(stmt)
+                     if isinstance(node, ast.Name)} | set(unit.params)
+            reverse_body = unsigned_index.unsigned_index(reverse_body, arrays.__contains__, taken)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
