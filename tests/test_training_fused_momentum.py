@@ -128,3 +128,30 @@ def test_momentum_helpers_match_numpy():
     assert not right(S, S, S, V, 0.0)
     np.testing.assert_allclose(V, v, rtol=1e-13)
     np.testing.assert_allclose(S, want, rtol=1e-13)
+
+
+def test_momentum_update_flat_and_strided_paths_match_numpy():
+    """momentum_apply goes through the flat kernel (one compile per dtype) for C-contiguous
+    arrays and keeps the per-ndim update for the others (a Fortran-ordered parameter, a strided
+    gradient): both give NumPy's momentum step, with the seed's scale; NaN in, NaN out."""
+    import numba
+
+    @numba.njit
+    def step(p, g, v, scale):
+        fused_sgd.momentum_apply(p, g, v, 0.1, 0.9, 0.0, scale)
+
+    rng = np.random.default_rng(3)
+    for order, stride in (("C", 1), ("F", 1), ("C", 2)):
+        P = np.asarray(rng.standard_normal((4, 3)), order=order)
+        G = rng.standard_normal((4, 3 * stride))[:, ::stride]
+        V = np.asarray(rng.standard_normal((4, 3)), order=order)
+        v = 0.9 * V + (-0.5) * G
+        want = P - 0.1 * v
+        step(P, G, V, -0.5)
+        np.testing.assert_allclose(V, v, rtol=1e-13)
+        np.testing.assert_allclose(P, want, rtol=1e-13)
+    P, G, V = np.ones(3), np.array([1.0, np.nan, 2.0]), np.zeros(3)
+    step(P, G, V, 1.0)
+    assert np.isnan(P[1]) and np.isnan(V[1]) and np.isfinite(P[[0, 2]]).all()
+    with pytest.raises(ValueError, match="shape"):
+        step(np.ones(3), np.ones(4), np.zeros(3), 1.0)

@@ -84,3 +84,21 @@ def _flat_view(typingctx, a):
                        itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
         return impl_ret_borrowed(context, builder, flat, out._getvalue())
     return flat(a), codegen
+
+
+@numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _momentum_scaled_flat(pf, gf, vf, lr, mu, nesterov, scale):
+    """The fused Momentum step's update of one parameter on flat views (fused_sgd._momentum's
+    arithmetic: ``scale`` is the seed at the end, 1.0 otherwise, a product that is exact)."""
+    lr_, mu_, s_ = pf.dtype.type(lr), pf.dtype.type(mu), pf.dtype.type(scale)
+    if nesterov != 0.0:
+        for i in range(pf.size):
+            gi = s_ * gf[i]
+            vi = mu_ * vf[i] + gi
+            vf[i] = vi
+            pf[i] -= lr_ * (gi + mu_ * vi)
+    else:
+        for i in range(pf.size):
+            vi = mu_ * vf[i] + s_ * gf[i]
+            vf[i] = vi
+            pf[i] -= lr_ * vi

@@ -48,7 +48,7 @@ from numba import types
 from numba.extending import overload
 
 from .blas import gemm
-from .flat_kernels import _flat_view, _sgd_flat
+from .flat_kernels import _flat_view, _momentum_scaled_flat, _sgd_flat
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -240,8 +240,8 @@ def momentum_apply_left(n, g, p, b, v, lr, mu, nesterov, scale):
 
 
 def momentum_apply(p, g, v, lr, mu, nesterov, scale):
-    """``v = mu * v + scale * g``, then ``p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``), as the
-    Momentum optimizer's kernel computes it."""
+    """``v = mu * v + scale * g``, then ``p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``),
+    as the Momentum optimizer's kernel computes it."""
     raise NotImplementedError
 
 
@@ -251,27 +251,57 @@ def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
     if p.shape != g.shape or p.shape != v.shape:
         raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
     lr_, mu_, s_ = p.dtype.type(lr), p.dtype.type(mu), p.dtype.type(scale)
-    pf, gf, vf = p.reshape(-1), g.reshape(-1), v.reshape(-1)
+    # by index, any layout (the C-contiguous case goes through the flat kernel instead:
+    # _momentum_update; a reshape(-1) here failed on a Fortran-ordered or strided array)
     if nesterov != 0.0:
-        for i in range(pf.size):
-            gi = s_ * gf[i]
-            vi = mu_ * vf[i] + gi
-            vf[i] = vi
-            pf[i] -= lr_ * (gi + mu_ * vi)
+        for i in np.ndindex(p.shape):
+            gi = s_ * g[i]
+            vi = mu_ * v[i] + gi
+            v[i] = vi
+            p[i] -= lr_ * (gi + mu_ * vi)
     else:
-        for i in range(pf.size):
-            vi = mu_ * vf[i] + s_ * gf[i]
-            vf[i] = vi
-            pf[i] -= lr_ * vi
+        for i in np.ndindex(p.shape):
+            vi = mu_ * v[i] + s_ * g[i]
+            v[i] = vi
+            p[i] -= lr_ * vi
 
 
 @numba.njit(cache=True)
 def _descend(p, v, lr):
     """``p -= lr * v`` (after the velocity's GEMM)."""
     lr_ = p.dtype.type(lr)
-    pf, vf = p.reshape(-1), v.reshape(-1)
-    for i in range(pf.size):
-        pf[i] -= lr_ * vf[i]
+    for i in np.ndindex(p.shape):
+        p[i] -= lr_ * v[i]
+
+
+def _momentum_update(p, g, v, lr, mu, nesterov, scale):
+    """:func:`_momentum`, through the flat kernel (one compile per dtype, whatever the parameter's
+    ndim) where the three arrays are C-contiguous (the overload below)."""
+    raise NotImplementedError
+
+
+@overload(_momentum_update, inline="always")
+def _momentum_update_ov(p, g, v, lr, mu, nesterov, scale):
+    if not (_flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype):
+        return lambda p, g, v, lr, mu, nesterov, scale: _momentum(p, g, v, lr, mu, nesterov, scale)
+
+    def update(p, g, v, lr, mu, nesterov, scale):
+        if p.shape != g.shape or p.shape != v.shape:
+            raise ValueError(_SHAPE_MESSAGE)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(g), _flat_view(v), lr, mu, nesterov, scale)
+    return update
+
+
+def _descend_update(p, v, lr):
+    """:func:`_descend`, through the SGD flat kernel where both arrays are C-contiguous."""
+    raise NotImplementedError
+
+
+@overload(_descend_update, inline="always")
+def _descend_update_ov(p, v, lr):
+    if not _flat_ok(p, v):
+        return lambda p, v, lr: _descend(p, v, lr)
+    return lambda p, v, lr: _sgd_flat(_flat_view(p), _flat_view(v), lr)
 
 
 def _momentum_fusable(g, x, p, v):
@@ -280,46 +310,49 @@ def _momentum_fusable(g, x, p, v):
 
 @overload(momentum_apply)
 def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
-    return lambda p, g, v, lr, mu, nesterov, scale: _momentum(p, g, v, lr, mu, nesterov, scale)
+    return lambda p, g, v, lr, mu, nesterov, scale: \
+        _momentum_update(p, g, v, lr, mu, nesterov, scale)
 
 
 @overload(momentum_apply_right)
 def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
     if not _momentum_fusable(g, a, p, v):
-        return lambda n, g, a, p, v, lr, mu, nesterov, scale: _momentum(p, n, v, lr, mu, nesterov, scale)
+        return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
+            _momentum_update(p, n, v, lr, mu, nesterov, scale)
 
     def impl(n, g, a, p, v, lr, mu, nesterov, scale):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
             if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
                     and not _overlaps(v, a) and not _overlaps(v, g):
                 gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
-                _descend(p, v, lr)
+                _descend_update(p, v, lr)
             else:                                           # Nesterov needs the gradient itself
                 grad = np.empty(p.shape, p.dtype)
                 gemm(a, g, grad, 1.0, 0.0, True, False)
-                _momentum(p, grad, v, lr, mu, nesterov, scale)
+                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
         else:
-            _momentum(p, n, v, lr, mu, nesterov, scale)
+            _momentum_update(p, n, v, lr, mu, nesterov, scale)
     return impl
 
 
 @overload(momentum_apply_left)
 def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
     if not _momentum_fusable(g, b, p, v):
-        return lambda n, g, p, b, v, lr, mu, nesterov, scale: _momentum(p, n, v, lr, mu, nesterov, scale)
+        return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
+            _momentum_update(p, n, v, lr, mu, nesterov, scale)
 
     def impl(n, g, p, b, v, lr, mu, nesterov, scale):
         if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
             if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
                     and not _overlaps(v, b) and not _overlaps(v, g):
                 gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
-                _descend(p, v, lr)
+                _descend_update(p, v, lr)
             else:
                 grad = np.empty(p.shape, p.dtype)
                 gemm(g, b, grad, 1.0, 0.0, False, True)
-                _momentum(p, grad, v, lr, mu, nesterov, scale)
+                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
         else:
-            _momentum(p, n, v, lr, mu, nesterov, scale)
+            _momentum_update(p, n, v, lr, mu, nesterov, scale)
     return impl
 
 
