@@ -7,7 +7,6 @@ the gradients equal to rounding (the additions are grouped differently), and bot
 finite differences. The pass on its own: the cases where it must not merge.
 """
 import ast
-import math
 
 import numpy as np
 import pytest
@@ -16,23 +15,9 @@ import srcgrad
 from srcgrad import adjoint_merges
 from srcgrad.adjoint_merges import merge_contributions
 from conftest import check_grad
+from stencil_programs import heat
 
 MARK = "added first: one load and store"
-
-
-def heat(u0, kappa, nsteps):
-    n = u0.shape[0]
-    u = u0.copy()
-    un = u0.copy()
-    for t in range(nsteps):
-        for i in range(1, n - 1):
-            un[i] = u[i] + kappa * (u[i - 1] - 2.0 * u[i] + u[i + 1])
-        for i in range(1, n - 1):
-            u[i] = un[i]
-    s = 0.0
-    for i in range(n):
-        s += math.sin(u[i]) * u[i]
-    return s
 
 
 def three_reads(x, w):

@@ -7,7 +7,6 @@ differences. The programs after ``heat`` are those where only some contributions
 or none: a wider stencil (only the lowest slot is reached first), a reverse loop running up, a
 conditional contribution, an adjoint that is not zero at loop entry, a checkpointed loop.
 """
-import math
 
 import numpy as np
 import pytest
@@ -15,23 +14,9 @@ import pytest
 import srcgrad
 from srcgrad import first_contributions
 from conftest import check_grad
+from stencil_programs import heat
 
 MARK = "first contribution: `"
-
-
-def heat(u0, kappa, nsteps):
-    n = u0.shape[0]
-    u = u0.copy()
-    un = u0.copy()
-    for t in range(nsteps):
-        for i in range(1, n - 1):
-            un[i] = u[i] + kappa * (u[i - 1] - 2.0 * u[i] + u[i + 1])
-        for i in range(1, n - 1):
-            u[i] = un[i]
-    s = 0.0
-    for i in range(n):
-        s += math.sin(u[i]) * u[i]
-    return s
 
 
 def wide(u0, kappa, nsteps):
