@@ -32,29 +32,9 @@ CHILD = r'''
 import json, os, resource, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from numba.core import event
-compiled = []
-
-functions, stack = [], []
-
-
-class Count(event.Listener):
-    # each function's own CPU seconds: its compile event less the nested ones (its callees)
-    def on_start(self, ev):
-        dispatcher = ev.data.get("dispatcher") if ev.data else None
-        py_func = getattr(dispatcher, "py_func", None)
-        compiled.append(getattr(py_func, "__qualname__", "?"))
-        stack.append([f"{getattr(py_func, '__module__', '?')}.{compiled[-1]}",
-                      str(ev.data.get("args")) if ev.data else "", time.process_time(), 0.0])
-
-    def on_end(self, ev):
-        name, args, start, nested = stack.pop()
-        total = time.process_time() - start
-        functions.append([name, args, round(total - nested, 3)])
-        if stack:
-            stack[-1][3] += total
-
-event.register("numba:compile", Count())
+from srcgrad.compile_report import CompileRecorder
+# each function's own CPU seconds: its compile event less the nested ones (its callees)
+recorder = CompileRecorder().install()
 sys.path.insert(0, os.path.join(os.getcwd(), "examples"))
 import train_mnist as tm
 imported = time.perf_counter() - t0
@@ -67,7 +47,9 @@ children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("RESULT " + json.dumps({
     "compile": r["compile_seconds"], "compile_s": sum(r["compile_seconds"].values()),
     "cpu_s": time.process_time() - cpu, "helper_cpu_s": children.ru_utime + children.ru_stime,
-    "compiled": compiled, "functions": functions, "import_s": imported, "train_loss": r["history"]["train_loss"][0],
+    "compiled": [c["name"].rsplit(".", 1)[-1] for c in recorder.records],
+    "functions": [[c["name"], c["args"], round(c["own_s"], 3)] for c in recorder.records],
+    "import_s": imported, "train_loss": r["history"]["train_loss"][0],
     "test_acc": r["history"]["test_acc"][0]}))
 '''
 

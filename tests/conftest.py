@@ -80,6 +80,51 @@ def pytest_configure(config):
     if os.environ.get("SRCGRAD_TEST_SET_NUMBA_OPT") == "1":
         # expected at level 0 (see above), one per such function: not worth a line in the summary
         config.addinivalue_line("filterwarnings", "ignore:.*Cannot cache compiled function")
+    global _COMPILE_RECORDER
+    if os.environ.get("SRCGRAD_COMPILE_REPORT") and not _cuda_session():
+        from srcgrad.compile_report import CompileRecorder
+
+        _COMPILE_RECORDER = CompileRecorder().install()
+
+
+# -- opt-in compile report (issue 17) ------------------------------------------------------------------
+# SRCGRAD_COMPILE_REPORT=path: every function Numba compiles in this session, with its own and total
+# CPU seconds, its srcgrad program and the test it was compiled in (srcgrad/compile_report.py),
+# written to path (JSON) and path + ".md" at the end, beside each test's CPU seconds.
+_COMPILE_RECORDER = None
+_TEST_CPU = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if _COMPILE_RECORDER is None:
+        yield
+        return
+    import time
+
+    _COMPILE_RECORDER.context = item.nodeid
+    start = time.process_time()
+    yield
+    _TEST_CPU[item.nodeid] = round(time.process_time() - start, 3)
+    _COMPILE_RECORDER.context = None
+
+
+def _write_compile_report(path):
+    import json
+
+    from srcgrad.compile_report import markdown
+
+    rec = _COMPILE_RECORDER
+    rec.uninstall()
+    report = {"load_average_at_end": os.getloadavg(), "test_cpu_s": _TEST_CPU,
+              "programs": rec.programs(), "records": rec.records}
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    tests = sorted(_TEST_CPU.items(), key=lambda kv: -kv[1])
+    lines = [f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
+             "| test CPU s | test |", "|---|---|"] + [f"| {s:.2f} | `{t}` |" for t, s in tests[:30]]
+    with open(path + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n\n" + markdown(rec.records, rec.programs()))
 
 
 # Python's cyclic garbage collector: with Numba's compiler in the process, the heap holds millions
@@ -99,6 +144,8 @@ def pytest_collection_finish(session):
 
 
 def pytest_unconfigure(config):
+    if _COMPILE_RECORDER is not None:
+        _write_compile_report(os.environ["SRCGRAD_COMPILE_REPORT"])
     # pytest's final search for unraisable exceptions runs five full collections over the whole
     # heap (about a second per session here); what is left at exit is freed with the process
     gc.freeze()
