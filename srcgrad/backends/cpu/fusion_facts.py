@@ -93,6 +93,13 @@ class _Unfusable(Exception):
     """The statement cannot join the loop nest."""
 
 
+# reductions written as calls with keywords (lowered library helpers and the NumPy functions Numba
+# compiles as they are): with ``axis=<int>, keepdims=True`` their result has the operand's sizes
+# but 1 along that axis (``Kinds`` check the number of dimensions).
+_KEEPDIMS_REDUCTIONS = frozenset({"np_var", "np_std", "special_logsumexp", "np.var", "np.std",
+                                  "np.mean", "np.sum", "np.max", "np.min", "np.prod"})
+
+
 class _Facts:
     """Static knowledge of array sizes: each dimension is ``1`` or a symbol; equal symbols are
     equal sizes at run time."""
@@ -198,6 +205,8 @@ class _Facts:
             return None if dims is None else tuple(reversed(dims))
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
             dims, entries = self.of(node.value.id), _basic_index(node.slice)
+            if entries is None and dims is not None:
+                return self._new_axes(dims, node.slice)
             if dims is None or entries is None or len(entries) > len(dims):
                 return None
             return tuple(d for d, e in zip(dims, entries) if e == ":") + dims[len(entries):]
@@ -217,6 +226,25 @@ class _Facts:
             return self._matmul(self.infer(args[0]), self.infer(args[1]))
         if call == "np.arange" and len(args) == 1:
             return (self.size_symbol(args[0]),)
+        if call == "np.expand_dims" and len(args) == 2 and not node.keywords:
+            # a new axis of size 1, known here: a fused loop nest reads it at index 0 instead of
+            # testing its size (a failing test, i.e. broadcasting against it, would otherwise
+            # rerun the call with a second, fallback specialization: a second compile)
+            dims, axis = self.infer(args[0]), _const_int(args[1])
+            if dims is None or axis is None or not -len(dims) - 1 <= axis <= len(dims):
+                return None
+            axis %= len(dims) + 1
+            return dims[:axis] + (1,) + dims[axis:]
+        if call in _KEEPDIMS_REDUCTIONS and args:
+            # np.var(x, axis=k, keepdims=True) and the like: x's dims with axis k of size 1
+            keywords = {k.arg: k.value for k in node.keywords}
+            keep, axis = keywords.get("keepdims"), _const_int(keywords.get("axis"))
+            dims = self.infer(args[0])
+            if not (isinstance(keep, ast.Constant) and keep.value is True) or axis is None or \
+                    dims is None or not -len(dims) <= axis < len(dims):
+                return None
+            axis %= len(dims)
+            return dims[:axis] + (1,) + dims[axis + 1:]
         if call == "gather2" and len(args) == 3:
             rows, cols = self.infer(args[1]), self.infer(args[2])
             return None if rows is None or cols is None else self.broadcast([rows, cols])
@@ -228,6 +256,27 @@ class _Facts:
             axis %= len(dims)
             return dims[:axis] + ((1,) if keep.value else ()) + dims[axis + 1:]
         return None
+
+    @staticmethod
+    def _new_axes(dims, index):
+        """The dims of ``x[index]`` where ``index`` holds full slices, integer constants and at
+        least one ``None`` (a new axis, of size 1), or None."""
+        parts = index.elts if isinstance(index, ast.Tuple) else [index]
+        out, k, new = [], 0, False
+        for part in parts:
+            if isinstance(part, ast.Constant) and part.value is None:
+                out.append(1)
+                new = True
+                continue
+            if k >= len(dims):
+                return None
+            if isinstance(part, ast.Slice) and part.lower is None and part.upper is None and \
+                    part.step is None:
+                out.append(dims[k])
+            elif _const_int(part) is None:
+                return None
+            k += 1
+        return tuple(out) + tuple(dims[k:]) if new else None
 
     @staticmethod
     def _matmul(a, b):
