@@ -99,6 +99,14 @@ class _Unfusable(Exception):
 _KEEPDIMS_REDUCTIONS = frozenset({"np_var", "np_std", "special_logsumexp", "np.var", "np.std",
                                   "np.mean", "np.sum", "np.max", "np.min", "np.prod"})
 
+# calls whose result has their first operand's shape (a size test against it is known to pass):
+# np.triu/np.tril of a matrix, np.roll/np.flip/np.flipud/np.fliplr, and along an explicit axis
+# (sort's default axis=-1 too) np.sort/np.cumsum/np.cumprod (``_ALONG_AXIS``: without an axis
+# cumsum and cumprod flatten; an ``axis=None`` argument flattens all of them)
+_ALONG_AXIS = frozenset({"np.cumsum", "np_cumsum", "np.cumprod", "np_cumprod"})
+_SAME_SHAPE = frozenset({"np.triu", "np.tril", "np.roll", "np_roll", "np.flip", "np_flip", "np.flipud",
+                         "np.fliplr", "np.sort", "np_sort"}) | _ALONG_AXIS
+
 
 class _Facts:
     """Static knowledge of array sizes: each dimension is ``1`` or a symbol; equal symbols are
@@ -235,6 +243,17 @@ class _Facts:
                 return None
             axis %= len(dims) + 1
             return dims[:axis] + (1,) + dims[axis:]
+        if call in _SAME_SHAPE and args and not any(isinstance(a, ast.Constant) and a.value is None
+                                                     for a in args[1:] + [k.value for k in node.keywords]):
+            # the operand's shape (np.triu/tril: of a matrix; sort/cumsum/cumprod: along an axis,
+            # not axis=None, which flattens)
+            dims = self.infer(args[0])
+            if dims is None or (call in ("np.triu", "np.tril") and len(dims) != 2) or \
+                    (call in _ALONG_AXIS and len(dims) != 1 and
+                     _const_int(args[1] if len(args) > 1 else
+                                {k.arg: k.value for k in node.keywords}.get("axis")) is None):
+                return None
+            return dims
         if call in _KEEPDIMS_REDUCTIONS and args:
             # np.var(x, axis=k, keepdims=True) and the like: x's dims with axis k of size 1
             keywords = {k.arg: k.value for k in node.keywords}
