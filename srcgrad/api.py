@@ -164,7 +164,8 @@ class GradFunction(DifferentiatedFunction):
             captured, _ = plan.read_captures()
         if plan.trivial:
             kinds = self.kinds_of(values)
-            spec = self._specialization(kinds, precision_of(values), lean=lean)
+            spec = self._specialization(kinds, precision_of(values),
+                                        lean=lean and not _stretchable(values))
             # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
             layout = tuple((None, raw[i].dtype if isinstance(raw[i], np.ndarray) and
                             raw[i].ndim == 0 else None, None, _dtype_of(values[i]))
@@ -211,14 +212,16 @@ class GradFunction(DifferentiatedFunction):
         precision = precision_of(values)
         if precision == "float32":
             values = values[:len(values) - len(captured)] + _as_float32(captured)
-        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names), lean=lean)
+        spec = self._specialization(tuple(kinds), precision, plan, tuple(wrt_names),
+                                    lean=lean and not _stretchable(values))
         return spec, tuple(values), tuple(layout)
 
     def _specialization(self, kinds, precision="float64", plan=None, wrt_names=None, lean=False):
         """The specialization for these kinds. ``lean`` (calls from Python, which :meth:`_run`
         reruns when a guard fails): on the cpu target, compiled without the fused loops' fallback
         ``else:`` branches, about half of Numba's work for a typical adjoint; compiled code
-        calling a specialization (``.njit``, ``MinibatchLoop``) gets the one with them."""
+        calling a specialization (``.njit``, ``MinibatchLoop``) gets the one with them, and so
+        does a call whose arguments have a size-1 axis (see :func:`_stretchable`)."""
         if plan is not None and plan.trivial:
             plan = None
         key = (kinds, precision) if plan is None else (kinds, precision, plan, wrt_names)
@@ -700,6 +703,13 @@ def _describe(node, shapes, exc):
 
 _BROADCASTING = ("maximum", "minimum", "where", "arctan2", "hypot", "power", "add", "subtract",
                  "multiply", "divide", "clip", "unbroadcast")
+
+
+def _stretchable(values):
+    """Whether an array argument has a size-1 axis, which NumPy broadcasting may stretch: a lean
+    specialization's size test would then fail and the call compile the one with the fallback
+    branches as well (two compiles of the adjoint), so such a call asks for that one at once."""
+    return any(isinstance(v, np.ndarray) and v.ndim > 0 and 1 in v.shape for v in values)
 
 
 def _may_store_into_arrays(func):

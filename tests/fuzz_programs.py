@@ -388,14 +388,8 @@ def check_array_bundle(sources, target, seed=0):
     per = [array_args(seed + k) for k in range(len(sources))]
     flat = [a for args in per for a in args]
     wrt = tuple(i for i in range(len(flat)) if i % 5 != 4)
-    gradfn = srcgrad.value_and_grad(module.bundle, wrt=wrt, target=target)
-    # c is (AM, 1), stretched along its size-1 axis ("c * b"): the lean cpu specialization's size
-    # test fails on every bundle that broadcasts it, and the call reruns with the specialization
-    # that keeps the fallback branches. Compile only that one (half the bundle's compile time);
-    # tests/test_fusion_specialization.py checks the rerun itself.
-    gradfn._lean_ok = False
     try:
-        value, grads = gradfn(*flat)
+        value, grads = srcgrad.value_and_grad(module.bundle, wrt=wrt, target=target)(*flat)
     except Exception as exc:
         raise AssertionError(f"srcgrad failed on target={target} ({type(exc).__name__}: "
                              f"{str(exc)[:800]}) for the bundle:\n{module.__file__}") from exc

@@ -36,3 +36,22 @@ def test_size_one_axes_match_fd_with_one_specialization(target):
         # the size-1 operands are read at index 0 inside the loop nests
         assert "[0, _i1]" in spec.source and "[_i0, 0]" in spec.source
 
+
+
+def stretch_column(a, c):
+    s = np.cos(a) * c - c
+    return np.sum(s * s)
+
+
+def test_a_size_one_argument_axis_compiles_the_fallback_specialization_only():
+    # c (3, 1) is stretched over a's columns: a lean specialization's size test would fail and
+    # the call compile a second one; the first call asks for the one with the fallbacks at once
+    rng = np.random.default_rng(4)
+    a, c = rng.standard_normal((3, 4)), rng.standard_normal((3, 1))
+    gradfn = srcgrad.grad(stretch_column, wrt=(0, 1), target="cpu")
+    check_grad(stretch_column, (a, c), wrt=(0, 1), gradfn=gradfn)
+    spec = gradfn._last
+    assert not spec.lean and "else:" in spec.source and "FusionGuardFailed" not in spec.source
+    # a next call with the same types (the fast path) runs it too: one specialization, one compile
+    check_grad(stretch_column, (a, rng.standard_normal((3, 4))), wrt=(0, 1), gradfn=gradfn)
+    assert list(gradfn._specializations.values()) == [spec]
