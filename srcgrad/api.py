@@ -164,8 +164,7 @@ class GradFunction(DifferentiatedFunction):
             captured, _ = plan.read_captures()
         if plan.trivial:
             kinds = self.kinds_of(values)
-            spec = self._specialization(kinds, precision_of(values),
-                                        lean=lean and not _stretchable(values))
+            spec = self._specialization(kinds, precision_of(values), lean=lean and not _stretchable(values))
             # 0-d arrays run as scalars; their gradients are given back as 0-d arrays
             layout = tuple((None, raw[i].dtype if isinstance(raw[i], np.ndarray) and
                             raw[i].ndim == 0 else None, None, _dtype_of(values[i]))
@@ -706,9 +705,8 @@ _BROADCASTING = ("maximum", "minimum", "where", "arctan2", "hypot", "power", "ad
 
 
 def _stretchable(values):
-    """Whether an array argument has a size-1 axis, which NumPy broadcasting may stretch: a lean
-    specialization's size test would then fail and the call compile the one with the fallback
-    branches as well (two compiles of the adjoint), so such a call asks for that one at once."""
+    """Whether an array argument has a size-1 axis that NumPy may stretch (a lean specialization's
+    size test would fail and the call compile the one with the fallbacks too: two compiles)."""
     return any(isinstance(v, np.ndarray) and v.ndim > 0 and 1 in v.shape for v in values)
 
 
