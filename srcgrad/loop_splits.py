@@ -31,7 +31,7 @@ finished reverse sweep whose body is straight-line code of
   hold (the function's own ``np.zeros_like``, used only element by element, whole-array ``+=``
   and swaps with other such arrays), ``e`` the loop variable plus a constant (``i``, ``i ± k`` or a
   temporary assigned so);
-* scalar sums ``x += v`` / ``x -= v``, ``x`` read nowhere else in the body;
+* scalar sums ``x += v`` / ``x -= v``, ``x`` a scalar (adjoint) read nowhere else in the body;
 and where every read of an array the body writes is an element ``A[i ± k]`` too. The statements
 form groups run as consecutive loops over the same range, in the body's order within each loop;
 each group's loop recomputes the temporaries its statements read. Every dependence between two
@@ -55,26 +55,27 @@ _PURE = (ast.Name, ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp
          ast.Attribute)
 
 
-def split_loops(reverse_body, tail=()):
-    """``reverse_body`` with its qualifying innermost loops split into consecutive loops."""
+def split_loops(reverse_body, scalars, tail=()):
+    """``reverse_body`` with its qualifying innermost loops split into consecutive loops;
+    ``scalars``: the names that hold scalars (the only sums a split may move)."""
     if not SPLIT_LOOPS:
         return reverse_body
     everything = list(reverse_body) + list(tail)
     owned = owned_arrays(reverse_body, everything)
     if not owned:
         return reverse_body
-    return _block(reverse_body, owned, everything)
+    return _block(reverse_body, owned, everything, scalars)
 
 
-def _block(stmts, owned, everything):
+def _block(stmts, owned, everything, scalars):
     out = []
     for stmt in stmts:
         if isinstance(stmt, ast.For) and not _has_loop(stmt.body):
-            out.extend(_split(stmt, owned, everything))
+            out.extend(_split(stmt, owned, everything, scalars))
             continue
         for field in ("body", "orelse"):
             if isinstance(getattr(stmt, field, None), list) and isinstance(stmt, (ast.For, ast.While, ast.If)):
-                setattr(stmt, field, _block(getattr(stmt, field), owned, everything))
+                setattr(stmt, field, _block(getattr(stmt, field), owned, everything, scalars))
         out.append(stmt)
     return out
 
@@ -94,7 +95,7 @@ class Body:
         self.offsets, self.accesses, self.step = offsets, accesses, step
 
 
-def analyse(loop, owned, everything):
+def analyse(loop, owned, everything, scalars):
     if not isinstance(loop.target, ast.Name) or loop.orelse or not _is_range(loop.iter):
         return None
     step = _step(loop.iter)
@@ -116,7 +117,8 @@ def analyse(loop, owned, everything):
                 offsets[name] = offset
             items.append((stmt, "temp", name))
         elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
-            if not isinstance(stmt.op, (ast.Add, ast.Sub)) or not _pure(stmt.value):
+            if not isinstance(stmt.op, (ast.Add, ast.Sub)) or not _pure(stmt.value) or \
+                    stmt.target.id not in scalars:
                 return None
             items.append((stmt, "sum", stmt.target.id))
         elif _element_write(stmt, owned) is not None:
@@ -343,8 +345,8 @@ def groups(body):
     return [sorted(g) for g in out], slices
 
 
-def _split(loop, owned, everything):
-    body = analyse(loop, owned, everything)
+def _split(loop, owned, everything, scalars):
+    body = analyse(loop, owned, everything, scalars)
     if body is None:
         return [loop]
     found = groups(body)

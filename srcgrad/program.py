@@ -344,10 +344,10 @@ class ModuleBuilder:
             reverse_body = adjoint_merges.merge_contributions(
                 reverse_body, {transformer.adj(p) for p in in_place})
         if self.target != "cuda":    # (loop_splits.py, reduction_lanes.py: after the merges)
-            reverse_body = loop_splits.split_loops(reverse_body, tail_stmts)
+            scalars = {transformer.adj(var) for var in analysis.active
+                       if analysis.kinds.get(var, K.FLOAT).cls == "float"}
+            reverse_body = loop_splits.split_loops(reverse_body, scalars, tail_stmts)
             if self.precision == "float64":
-                scalars = {transformer.adj(var) for var in analysis.active
-                           if analysis.kinds.get(var, K.FLOAT).cls == "float"}
                 reverse_body = reduction_lanes.add_lanes(reverse_body, scalars, tail_stmts,
                                                          {n.id for s in stmts for n in ast.walk(s)
                                                           if isinstance(n, ast.Name)})

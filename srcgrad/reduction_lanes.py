@@ -64,7 +64,7 @@ def add_lanes(reverse_body, scalars, tail=(), taken=frozenset()):
         before, after = [], []
         only_added = _only_added(top, scalars)
         for loop, parent in _innermost(top, None):
-            body = loop_splits.analyse(loop, owned, everything)
+            body = loop_splits.analyse(loop, owned, everything, scalars)
             if body is None or any(c for _, _, c in loop_splits._edges(body)):
                 continue
             bound = _bound(loop)

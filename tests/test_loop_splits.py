@@ -119,7 +119,7 @@ STENCIL = ("for i in range(m - 1, 0, -1):\n"
 def _rewrite(source, lanes=False, split=True):
     stmts = ast.parse(source).body
     tail = ast.parse("return _adj_A, _adj_B, _adj_s").body
-    out = loop_splits.split_loops(stmts, tail) if split else stmts
+    out = loop_splits.split_loops(stmts, {"_adj_s"}, tail) if split else stmts
     if lanes:
         out = reduction_lanes.add_lanes(out, {"_adj_s"}, tail)
     return codegen.function_source("f", ["x", "m"], out + tail,
@@ -192,6 +192,7 @@ def test_split_orders_passes_by_dependence():
     ("_adj_A = np.zeros_like(x)\n", "_adj_A = np.zeros_like(x)\nC = _adj_A\n"),                          # another name
     ("    _adj_A[_t4] += a\n", "    _adj_A[_t4] += a\n    x[_t9] += a\n"),                           # not owned
     ("    _adj_A[_t9] += a * 0.5\n", "    _adj_A[_t9] += _adj_B[i]\n    _adj_B[_t9] += _adj_A[i]\n"),              # a cycle
+    ("    _adj_s += a * (x[_t4] - x[_t9])\n", "    _adj_C += a * x\n"),                     # not a scalar
 ])
 def test_split_does_not_apply(change):
     source = (HEAD + STENCIL).replace(*change)
