@@ -40,6 +40,13 @@ another iteration) is kept: the statement whose access comes first runs in the s
 earlier one. A statement joins the first group allowed by that in which it has no dependence on a
 member across iterations; a body that stays one group is left as it is. Every access to every
 slot therefore happens in the original order: the values are those of the unsplit loop bit for bit.
+
+A reversed pass (``range(a, b, -1)``) without a sum whose iterations touch disjoint slots (no two
+accesses to one array at different offsets, one a write) runs forwards, ``range(b + 1, a + 1)``,
+where nothing reads the loop variable after the loop: the same values, and Numba's LLVM vectorizes
+the forward loop (the heat gradient's LLVM IR: 59 ``<4 x double>`` operations against 49; the run
+time moved within the noise of a shared machine, 160-187 µs against 166-180 µs). reduction_lanes.py
+does the same for a loop whose sums it put in lanes.
 """
 import ast
 import copy
@@ -49,6 +56,10 @@ from .placeholders import Comment
 
 # False: reverse loops are never split (tests compare both; not in the cache key)
 SPLIT_LOOPS = True
+# False: every pass runs in the loop's own (reversed) order
+FORWARD_PASSES = True
+FORWARD_NOTE = ("this pass's iterations touch disjoint slots: it runs in forward order (the same "
+                "values; Numba vectorizes forward loops, not reversed ones)")
 
 _PURE = (ast.Name, ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.IfExp,
          ast.Subscript, ast.Call, ast.Load, ast.operator, ast.unaryop, ast.cmpop, ast.boolop,
@@ -184,6 +195,8 @@ def _exposed_reads(stmts, skip, local=frozenset()):
                 out |= _exposed_reads(stmt.body, skip, local) | _exposed_reads(stmt.orelse, skip, local)
                 continue
             assigned = set(local)
+            if isinstance(stmt, ast.For):
+                assigned |= {t.id for t in ast.walk(stmt.target) if isinstance(t, ast.Name)}
             for inner in stmt.body:
                 out |= _exposed_reads([inner], skip, frozenset(assigned))
                 if isinstance(inner, ast.Assign) and len(inner.targets) == 1 and \
@@ -367,6 +380,10 @@ def _split(loop, owned, everything, scalars):
                    f"each pass recomputes what it reads, every slot sees its accesses in the "
                    f"original order)", getattr(loop, "lineno", 0) or 0)]
     used_comments = set()
+    # a pass whose iterations touch disjoint slots may run forwards (the loop variable's last
+    # value is then another: only where nothing reads it after the loop)
+    forward_ok = FORWARD_PASSES and body.step == -1 and forward_range(loop.iter) is not None and \
+        loop.target.id not in _exposed_reads(everything, {id(n) for n in ast.walk(loop)})
     for part in parts:
         keep = set(part)
         for k in part:
@@ -377,11 +394,44 @@ def _split(loop, owned, everything, scalars):
                 stmts.extend(comments.get(k, ()))
                 used_comments.add(k)
             stmts.append(copy.deepcopy(body.items[k][0]) if body.items[k][1] == "temp" else body.items[k][0])
-        twin = ast.For(target=copy.deepcopy(loop.target), iter=copy.deepcopy(loop.iter), body=stmts,
+        iterate = copy.deepcopy(loop.iter)
+        if forward_ok and not any(body.items[k][1] == "sum" for k in part) and \
+                independent([a for k in keep for a in body.accesses[k]]):
+            iterate = forward_range(loop.iter)
+            stmts.insert(0, Comment(FORWARD_NOTE, getattr(loop, "lineno", 0) or 0))
+        twin = ast.For(target=copy.deepcopy(loop.target), iter=iterate, body=stmts,
                        orelse=[], type_comment=None)
         ast.copy_location(twin, loop)
         out.append(twin)
     return out
+
+
+def independent(accesses):
+    """Whether no two of ``accesses`` ((array, offset, writes, _)) reach one slot in different
+    iterations with one of them a write: the iterations may run in any order."""
+    return not any(a == b and oa != ob and (wa or wb)
+                   for a, oa, wa, _ in accesses for b, ob, wb, _ in accesses)
+
+
+def forward_range(iterate):
+    """``range(a, b, -1)`` as the same values running up, ``range(b + 1, a + 1)`` (``m - 1 + 1``
+    written ``m``); None for another form."""
+    if not _is_range(iterate) or len(iterate.args) != 3 or _step(iterate) != -1:
+        return None
+    a, b = iterate.args[0], iterate.args[1]
+    return ast.Call(func=ast.Name("range", ast.Load()), args=[_plus_one(b), _plus_one(a)], keywords=[])
+
+
+def _plus_one(expr):
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and \
+            isinstance(expr.operand, ast.Constant) and type(expr.operand.value) is int:
+        return ast.Constant(1 - expr.operand.value)
+    if isinstance(expr, ast.Constant) and type(expr.value) is int:
+        return ast.Constant(expr.value + 1)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub) and \
+            isinstance(expr.right, ast.Constant) and expr.right.value == 1 and type(expr.right.value) is int:
+        return copy.deepcopy(expr.left)
+    return ast.BinOp(left=copy.deepcopy(expr), op=ast.Add(), right=ast.Constant(1))
 
 
 # -- adjoint arrays no other name holds -----------------------------------------------------------

@@ -86,6 +86,14 @@ def add_lanes(reverse_body, scalars, tail=(), taken=frozenset()):
                 stmt.target = ast.Subscript(value=ast.Name(lanes, ast.Load()),
                                             slice=ast.Name(loop.target.id, ast.Load()), ctx=ast.Store())
                 after.append(ast.parse(f"{x} += np.sum({lanes})").body[0])
+            if loop_splits.FORWARD_PASSES and body.step == -1 and \
+                    loop_splits.forward_range(loop.iter) is not None and \
+                    loop_splits.independent([a for found in body.accesses.values() for a in found]) and \
+                    loop.target.id not in loop_splits._exposed_reads(
+                        everything, {id(n) for n in ast.walk(loop)}):
+                # with its sums in lanes the iterations touch disjoint slots (loop_splits.py)
+                loop.iter = loop_splits.forward_range(loop.iter)
+                loop.body.insert(0, Comment(loop_splits.FORWARD_NOTE, getattr(loop, "lineno", 0) or 0))
             fits = " and ".join(f"{ast.unparse(bound)} <= {lanes}.shape[0]" for _, lanes in names)
             guarded = ast.parse(f"if {fits}:\n    pass\nelse:\n    pass").body[0]
             guarded.body = [loop]
@@ -164,7 +172,7 @@ def _without_comments(node):
     for stmt in ast.walk(node):
         for field in ("body", "orelse"):
             stmts = getattr(stmt, field, None)
-            if isinstance(stmts, list) and isinstance(stmt, (ast.For, ast.While, ast.If)):
+            if isinstance(stmts, list) and stmts and isinstance(stmt, (ast.For, ast.While, ast.If)):
                 setattr(stmt, field, [s for s in stmts if not isinstance(s, Comment)] or [ast.Pass()])
     return node
 

@@ -236,3 +236,26 @@ def test_lanes_do_not_apply():
     got, want = _run(lanes, x, 7), _run(_random_b(independent), x, 7)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[2], want[2], rtol=1e-12)
+
+
+def test_forward_passes():
+    """A pass whose iterations touch disjoint slots runs forwards (the same values, tested above
+    and here); the pass with the sum keeps its order, and nothing runs forwards where the loop
+    variable is read after the loop."""
+    source = _random_b(HEAD + STENCIL)
+    split = _rewrite(source)
+    ranges = [ast.unparse(node.iter) for node in ast.walk(ast.parse(split)) if isinstance(node, ast.For)
+              and node.target.id == "i"]
+    assert ranges == ["range(m - 1, 0, -1)", "range(1, m)", "range(1, m)"]
+    x = np.linspace(0.1, 2.0, 11)
+    for m in (10, 2, 1, 0):
+        for a, b in zip(_run(split, x, m), _run(source, x, m)):
+            np.testing.assert_array_equal(a, b)
+    lanes = _rewrite(source, lanes=True)       # the sum in lanes: that pass runs forwards too
+    assert "for i in range(1, m):\n            # " in lanes and "_adj_s_lanes[i] += " in lanes
+    after = _rewrite(source + "_adj_s += i\n")
+    assert SPLIT in after and "range(1, m)" not in after
+    assert not loop_splits.independent([("A", 0, True, 0), ("A", 1, False, 1)])
+    assert loop_splits.independent([("A", 0, True, 0), ("A", 0, False, 1), ("B", 1, False, 2)])
+    assert ast.unparse(loop_splits.forward_range(ast.parse("range(n, -1, -1)").body[0].value)) == \
+        "range(0, n + 1)"
