@@ -24,6 +24,8 @@ from . import transform
 from . import zero_adjoints
 from . import adjoint_swaps
 from . import adjoint_merges
+from . import loop_splits
+from . import reduction_lanes
 from . import split_calls
 from . import inline
 from . import hoist
@@ -341,6 +343,14 @@ class ModuleBuilder:
         if self.target != "cuda":    # (adjoint_merges.py: after first contributions, so `=` then `+=` merge)
             reverse_body = adjoint_merges.merge_contributions(
                 reverse_body, {transformer.adj(p) for p in in_place})
+        if self.target != "cuda":    # (loop_splits.py, reduction_lanes.py: after the merges)
+            scalars = {transformer.adj(var) for var in analysis.active
+                       if analysis.kinds.get(var, K.FLOAT).cls == "float"}
+            reverse_body = loop_splits.split_loops(reverse_body, scalars, tail_stmts)
+            if self.precision == "float64":
+                reverse_body = reduction_lanes.add_lanes(reverse_body, scalars, tail_stmts,
+                                                         {n.id for s in stmts for n in ast.walk(s)
+                                                          if isinstance(n, ast.Name)})
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         if unsigned_index.UNSIGNED_INDEX and self.target == "cpu":
