@@ -31,6 +31,7 @@ from . import inline
 from . import hoist
 from . import forward_order
 from . import unsigned_index
+from . import nonneg_index
 from . import codegen
 from . import helpers as _helpers
 from . import naming as N
@@ -359,6 +360,10 @@ class ModuleBuilder:
             taken = {node.id for stmt in stmts + reverse_body + tail_stmts for node in ast.walk(stmt)
                      if isinstance(node, ast.Name)} | set(unit.params)
             reverse_body = unsigned_index.unsigned_index(reverse_body, arrays.__contains__, taken)
+            if nonneg_index.NONNEG_INDEX:     # (nonneg_index.py: computed indices such as H + j)
+                stmts, reverse_body, tail_stmts = nonneg_index.nonneg_index(
+                    [stmts, reverse_body, tail_stmts], arrays.__contains__, set(unit.params),
+                    unit.body[0].lineno if unit.body else 0)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts
