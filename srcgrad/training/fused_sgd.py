@@ -266,93 +266,88 @@ def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
             p[i] -= lr_ * vi
 
 
-@numba.njit(cache=True)
-def _descend(p, v, lr):
-    """``p -= lr * v`` (after the velocity's GEMM)."""
-    lr_ = p.dtype.type(lr)
-    for i in np.ndindex(p.shape):
-        p[i] -= lr_ * v[i]
+# The Momentum step's updates are written as few compiled functions as possible: every function
+# Numba compiles costs a fixed ~30-60 ms of typing and LLVM in each cold training process, even a
+# one-line one. For the usual operands (C-contiguous float arrays) each overload below is one
+# function calling the flat kernel; the velocity GEMM's descent is a loop written inline, and a
+# gradient the GEMM cannot take is the cpu backend's product the step already compiles
+# (matmul_grad_right / _left of the same types), not a fresh array and a second GEMM variant.
+# (Before: _momentum_update and _descend_update overloads, two gemm variants and an np.empty: 7
+# functions more, ~1 s of the MNIST step's cold compile.)
 
 
-def _momentum_update(p, g, v, lr, mu, nesterov, scale):
-    """:func:`_momentum`, through the flat kernel (one compile per dtype, whatever the parameter's
-    ndim) where the three arrays are C-contiguous (the overload below)."""
-    raise NotImplementedError
+def _momentum_flat_ok(p, g, v):
+    """Numba types: the flat kernel takes ``p``, ``g``, ``v`` (C-contiguous, one ndim, ``p`` and
+    ``v`` of one dtype and writable)."""
+    return _flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype
 
 
-@overload(_momentum_update, inline="always")
-def _momentum_update_ov(p, g, v, lr, mu, nesterov, scale):
-    if not (_flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype):
+@overload(momentum_apply)
+def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
+    if not _momentum_flat_ok(p, g, v):       # by index, any layout
         return lambda p, g, v, lr, mu, nesterov, scale: _momentum(p, g, v, lr, mu, nesterov, scale)
 
-    def update(p, g, v, lr, mu, nesterov, scale):
+    def impl(p, g, v, lr, mu, nesterov, scale):
         if p.shape != g.shape or p.shape != v.shape:
             raise ValueError(_SHAPE_MESSAGE)
         _momentum_scaled_flat(_flat_view(p), _flat_view(g), _flat_view(v), lr, mu, nesterov, scale)
-    return update
-
-
-def _descend_update(p, v, lr):
-    """:func:`_descend`, through the SGD flat kernel where both arrays are C-contiguous."""
-    raise NotImplementedError
-
-
-@overload(_descend_update, inline="always")
-def _descend_update_ov(p, v, lr):
-    if not _flat_ok(p, v):
-        return lambda p, v, lr: _descend(p, v, lr)
-    return lambda p, v, lr: _sgd_flat(_flat_view(p), _flat_view(v), lr)
+    return impl
 
 
 def _momentum_fusable(g, x, p, v):
     return _fusable(g, x, p) and _fusable(g, x, v) and v.dtype == p.dtype
 
 
-@overload(momentum_apply)
-def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
-    return lambda p, g, v, lr, mu, nesterov, scale: \
-        _momentum_update(p, g, v, lr, mu, nesterov, scale)
+@numba.njit(inline="always")
+def _descend_inline(pf, vf, lr):
+    # inlined into its caller's IR (no function of its own to compile): p -= lr * v, flat
+    lr_ = pf.dtype.type(lr)
+    for i in range(pf.size):
+        pf[i] -= lr_ * vf[i]
 
 
 @overload(momentum_apply_right)
 def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
-    if not _momentum_fusable(g, a, p, v):
+    # n: what sgd_pending_right returned for these types (the empty marker, or the gradient)
+    if not (_momentum_fusable(g, a, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+            momentum_apply(p, n, v, lr, mu, nesterov, scale)
+    from srcgrad.backends.cpu.blas import matmul_grad_right
 
     def impl(n, g, a, p, v, lr, mu, nesterov, scale):
-        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
-            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
-                    and not _overlaps(v, a) and not _overlaps(v, g):
-                gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
-                _descend_update(p, v, lr)
-            else:                                           # Nesterov needs the gradient itself
-                grad = np.empty(p.shape, p.dtype)
-                gemm(a, g, grad, 1.0, 0.0, True, False)
-                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
-        else:
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+        pending = n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0
+        if pending and nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                and not _overlaps(v, a) and not _overlaps(v, g):
+            gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        if pending:                                     # Nesterov needs the gradient itself
+            n = matmul_grad_right(g, a, p)
+        if p.shape != n.shape or p.shape != v.shape:
+            raise ValueError(_SHAPE_MESSAGE)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(n), _flat_view(v), lr, mu, nesterov, scale)
     return impl
 
 
 @overload(momentum_apply_left)
 def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
-    if not _momentum_fusable(g, b, p, v):
+    if not (_momentum_fusable(g, b, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+            momentum_apply(p, n, v, lr, mu, nesterov, scale)
+    from srcgrad.backends.cpu.blas import matmul_grad_left
 
     def impl(n, g, p, b, v, lr, mu, nesterov, scale):
-        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
-            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
-                    and not _overlaps(v, b) and not _overlaps(v, g):
-                gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
-                _descend_update(p, v, lr)
-            else:
-                grad = np.empty(p.shape, p.dtype)
-                gemm(g, b, grad, 1.0, 0.0, False, True)
-                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
-        else:
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+        pending = n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0
+        if pending and nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                and not _overlaps(v, b) and not _overlaps(v, g):
+            gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        if pending:
+            n = matmul_grad_left(g, p, b)
+        if p.shape != n.shape or p.shape != v.shape:
+            raise ValueError(_SHAPE_MESSAGE)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(n), _flat_view(v), lr, mu, nesterov, scale)
     return impl
 
 
