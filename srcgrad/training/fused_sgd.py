@@ -594,13 +594,24 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
                    "stopped step has changed nothing)"]
                   + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
     lines = module_source.splitlines()
-    out, line = ["@jit"], fn.lineno
+    out, line = ["@step_jit"], fn.lineno
     for begin, stop, replacement in sorted(edits, key=lambda e: e[0]):
         out += lines[line - 1:begin - 1] + replacement
         line = stop + 1
     out += lines[line - 1:fn.end_lineno]
     text = "\n".join(out)
     return text, [params[i] for i in fused]
+
+
+def step_jit(function):
+    """The step's decorator: the cpu backend's ``jit`` without the CPython wrapper. Only the
+    compiled batch loops call the step (as a first-class function: its C wrapper), never Python,
+    and the wrapper (unboxing eleven arguments) is LLVM work in every cold training process;
+    also, the NumPy functions the step calls then compile with the flags of those the BLAS
+    helpers call (one ``np.empty`` fewer)."""
+    from srcgrad.backends import cpu
+    return numba.njit(cache=True, fastmath=cpu.FASTMATH, error_model="numpy",
+                      no_cpython_wrapper=True)(function)
 
 
 def sgd_step_function(spec, n_params, rule="sgd"):
@@ -623,8 +634,8 @@ def sgd_step_function(spec, n_params, rule="sgd"):
         imported = ("sgd_apply_right, sgd_apply_left, sgd_apply" if rule == "sgd" else
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
-                  "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
-                  f"{imported})  # noqa: E402\n\n\n" + text +
+                  "from srcgrad.training.fused_sgd import (step_jit, sgd_pending_right, "
+                  f"sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)
     module = codegen.import_module(path)
