@@ -551,8 +551,8 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
             continue
         pending = "sgd_pending_right" if kind == "matmul_grad_right" else "sgd_pending_left"
         fused[i] = (kind, args, pending, stmt)
-    # the adjoint's own text (its comments kept) with four edits: the header, the docstring, the
-    # fused products and the return
+    # the adjoint's own text (its comments kept, np.zeros written inline: _zeros_inline) with
+    # four edits: the header, the docstring, the fused products and the return
     updates = []
     side = {"matmul_grad_right": "right", "matmul_grad_left": "left"}
     for i, (p, g) in enumerate(zip(params, grads)):
@@ -594,6 +594,7 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
                    "stopped step has changed nothing)"]
                   + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
     lines = module_source.splitlines()
+    _zeros_inline(fn, lines)
     out, line = ["@step_jit"], fn.lineno
     for begin, stop, replacement in sorted(edits, key=lambda e: e[0]):
         out += lines[line - 1:begin - 1] + replacement
@@ -601,6 +602,34 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     out += lines[line - 1:fn.end_lineno]
     text = "\n".join(out)
     return text, [params[i] for i in fused]
+
+
+@numba.njit(inline="always")
+def step_zeros(shape, dtype):
+    """``np.zeros(shape, dtype)`` written into the step's IR (inline): ``np.empty`` (which the
+    step compiles for its other arrays anyway) and a fill loop, instead of Numba's np.zeros,
+    which compiles two functions of its own (its body and the zero fill) per ndim."""
+    out = np.empty(shape, dtype)
+    flat = _flat_view(out)          # np.empty's array is C-contiguous
+    for i in range(flat.size):
+        flat[i] = 0
+    return out
+
+
+def _zeros_inline(fn, lines):
+    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` call of the
+    adjoint ``fn`` (two positional arguments, the form the generated code writes) into
+    ``step_zeros(shape, dtype)``; each call's name only, so line numbers and comments stay."""
+    calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset)
+                    for n in ast.walk(fn)
+                    if isinstance(n, ast.Call) and len(n.args) == 2 and not n.keywords
+                    and not any(isinstance(a, ast.Starred) for a in n.args)
+                    and isinstance(n.func, ast.Attribute) and n.func.attr == "zeros"
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id == "np"
+                    and n.func.lineno == n.func.end_lineno), reverse=True)
+    for lineno, begin, end in calls:          # right to left: offsets stay valid on a line
+        text = lines[lineno - 1].encode()     # (ast offsets count UTF-8 bytes)
+        lines[lineno - 1] = (text[:begin] + b"step_zeros" + text[end:]).decode()
 
 
 def step_jit(function):
@@ -634,8 +663,8 @@ def sgd_step_function(spec, n_params, rule="sgd"):
         imported = ("sgd_apply_right, sgd_apply_left, sgd_apply" if rule == "sgd" else
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
-                  "from srcgrad.training.fused_sgd import (step_jit, sgd_pending_right, "
-                  f"sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
+                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, "
+                  f"sgd_pending_right, sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)
     module = codegen.import_module(path)
