@@ -55,3 +55,67 @@ def test_generated_step_uses_step_zeros_and_no_cpython_wrapper():
     assert "_adj_b1 = step_zeros(b1.shape, b1.dtype.type)" in text
     step = fused_sgd.step_jit(lambda a: a + 1)
     assert step.targetoptions["no_cpython_wrapper"] is True
+
+
+@numba.njit
+def _at_end_right(G, A, P, V, nesterov, scale):
+    fused_sgd.momentum_apply_right(None, G, A, P, V, 0.1, 0.9, nesterov, scale)
+
+
+@numba.njit
+def _at_end_left(G, P, B, V, nesterov, scale):
+    fused_sgd.momentum_apply_left(None, G, P, B, V, 0.1, 0.9, nesterov, scale)
+
+
+def _want(P, V, grad, nesterov):
+    v = 0.9 * V + grad
+    return P - 0.1 * ((grad + 0.9 * v) if nesterov else v), v
+
+
+@pytest.mark.parametrize("order", ["C", "F"])      # F: not fusable, the cpu product and the update
+def test_momentum_update_at_the_end_matches_numpy(order):
+    """The generated Momentum step's call (no pending marker): the velocity's GEMM, or with
+    Nesterov the gradient first; the seed's scale; layouts the GEMM does not take."""
+    rng = np.random.default_rng(5)
+    G, A, B = rng.standard_normal((5, 3)), rng.standard_normal((5, 4)), rng.standard_normal((2, 3))
+    for nesterov, scale in ((0.0, 1.0), (1.0, 1.0), (0.0, -0.5), (1.0, 2.0)):
+        for right in (True, False):
+            shape = (4, 3) if right else (5, 2)
+            P = np.asarray(rng.standard_normal(shape), order=order)
+            V = np.asarray(rng.standard_normal(shape), order=order)
+            grad = scale * (A.T @ G if right else G @ B.T)
+            want_p, want_v = _want(P, V, grad, nesterov)
+            if right:
+                _at_end_right(G, A, P, V, nesterov, scale)
+            else:
+                _at_end_left(G, P, B, V, nesterov, scale)
+            np.testing.assert_allclose(V, want_v, rtol=1e-12)
+            np.testing.assert_allclose(P, want_p, rtol=1e-12)
+
+
+def test_momentum_update_at_the_end_shared_memory_nan_and_shapes():
+    rng = np.random.default_rng(6)
+    # an operand that is the parameter itself: the product reads it before the update writes
+    S, V = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    want_p, want_v = _want(S, V, S.T @ S, False)
+    _at_end_right(S, S, S, V, 0.0, 1.0)
+    np.testing.assert_allclose(V, want_v, rtol=1e-12)
+    np.testing.assert_allclose(S, want_p, rtol=1e-12)
+    # the velocity sharing an operand's memory: the gradient first, then the plain update
+    S, P = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    want_p, want_v = _want(P, S, S.T @ S, False)
+    _at_end_right(S, S, P, S, 0.0, 1.0)
+    np.testing.assert_allclose(S, want_v, rtol=1e-12)
+    np.testing.assert_allclose(P, want_p, rtol=1e-12)
+    # NaN in, NaN out (only where the gradient is NaN)
+    G, A = np.ones((2, 3)), np.ones((2, 4))
+    G[0, 1] = np.nan
+    P, V = np.zeros((4, 3)), np.zeros((4, 3))
+    _at_end_right(G, A, P, V, 0.0, 1.0)
+    assert np.isnan(P[:, 1]).all() and np.isfinite(P[:, [0, 2]]).all()
+    with pytest.raises(ValueError, match="shape"):
+        _at_end_right(np.ones((2, 3)), np.ones((2, 4)), np.zeros((4, 2)), np.zeros((4, 2)), 0.0,
+                      1.0)
+    with pytest.raises(ValueError, match="shape"):
+        _at_end_right(np.ones((2, 3)), np.ones((2, 4)), np.zeros((4, 3)), np.zeros((3, 4)), 0.0,
+                      1.0)

@@ -28,7 +28,10 @@ Momentum (``rule="momentum"``) is written the same way: ``<name>_momentum_step(*
 _seed, _lr, _mu, _nesterov, _velocity)``, where a fused weight's velocity is the product's
 output, ``v = A.T @ G + mu * v`` (``gemm`` with alpha = 1, beta = mu), then ``p -= lr * v``:
 no gradient array, one pass fewer (:func:`momentum_apply_right`). With Nesterov the update also
-needs the gradient itself: it is computed at the end, then the plain update.
+needs the gradient itself: it is computed at the end, then the plain update. The Momentum step
+has no ``sgd_pending_*`` call: its product statement becomes a comment and the update,
+``momentum_apply_right(None, G, A, P, ...)``, decides at the end (three compiled functions fewer
+in a cold compile: the pending helper, its marker's ``np.empty`` and its product variant).
 
 Moving a product to the end is only done when it reads the same values there: its operands are
 not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
@@ -308,6 +311,8 @@ def _descend_inline(pf, vf, lr):
 
 @overload(momentum_apply_right)
 def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
+    if n is None or isinstance(n, types.NoneType):      # the generated step: all at the end
+        return _momentum_at_end(g, a, p, v, right=True)
     # n: what sgd_pending_right returned for these types (the empty marker, or the gradient)
     if not (_momentum_fusable(g, a, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
@@ -331,6 +336,8 @@ def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
 
 @overload(momentum_apply_left)
 def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
+    if n is None or isinstance(n, types.NoneType):
+        return _momentum_at_end(g, b, p, v, right=False)
     if not (_momentum_fusable(g, b, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
             momentum_apply(p, n, v, lr, mu, nesterov, scale)
@@ -349,6 +356,55 @@ def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
             raise ValueError(_SHAPE_MESSAGE)
         _momentum_scaled_flat(_flat_view(p), _flat_view(n), _flat_view(v), lr, mu, nesterov, scale)
     return impl
+
+
+def _momentum_at_end(g, x, p, v, right):
+    """``momentum_apply_right(None, g, a, p, ...)`` / ``momentum_apply_left(None, g, p, b, ...)``:
+    what the generated Momentum step calls (no ``sgd_pending_*`` before: the step's rewrite has
+    checked that the product's operands hold the same values at the end, and an operand sharing
+    ``p``'s memory is read by the product before ``p`` is written). For fusable types the
+    velocity is the product's GEMM output; else (Nesterov, ``v`` sharing memory with an operand)
+    the gradient is computed first, by the same GEMM into an ``np.empty`` of the kinds the step
+    already compiles (one gemm and one np.empty variant for the whole step), then the plain
+    update. Other types: the cpu backend's product and :func:`momentum_apply`."""
+    from srcgrad.backends.cpu.blas import matmul_grad_left, matmul_grad_right
+    if not _momentum_fusable(g, x, p, v):
+        if right:
+            return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
+                momentum_apply(p, matmul_grad_right(g, a, p), v, lr, mu, nesterov, scale)
+        return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
+            momentum_apply(p, matmul_grad_left(g, p, b), v, lr, mu, nesterov, scale)
+
+    if right:
+        def impl_right(n, g, a, p, v, lr, mu, nesterov, scale):
+            if not (a.shape[0] == g.shape[0] and a.shape[1] == p.shape[0]
+                    and g.shape[1] == p.shape[1] and v.shape == p.shape):
+                raise ValueError(_SHAPE_MESSAGE)
+            if nesterov == 0.0 and not _overlaps(v, p) and not _overlaps(v, a) \
+                    and not _overlaps(v, g):
+                gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
+                _descend_inline(_flat_view(p), _flat_view(v), lr)
+                return
+            grad = np.empty(p.shape, p.dtype.type)          # Nesterov needs the gradient itself
+            gemm(a, g, grad, type(scale)(1.0), type(mu)(0.0), True, False)
+            _momentum_scaled_flat(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu,
+                                  nesterov, scale)
+        return impl_right
+
+    def impl_left(n, g, p, b, v, lr, mu, nesterov, scale):
+        if not (g.shape[0] == p.shape[0] and b.shape[1] == g.shape[1]
+                and b.shape[0] == p.shape[1] and v.shape == p.shape):
+            raise ValueError(_SHAPE_MESSAGE)
+        if nesterov == 0.0 and not _overlaps(v, p) and not _overlaps(v, b) \
+                and not _overlaps(v, g):
+            gemm(g, b, v, scale, mu, False, True)           # v = scale * g @ b.T + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        grad = np.empty(p.shape, p.dtype.type)
+        gemm(g, b, grad, type(scale)(1.0), type(mu)(0.0), False, True)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu, nesterov,
+                              scale)
+    return impl_left
 
 
 # ------------------------------------------------------------------------------------------------
@@ -561,7 +617,10 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
             f", _velocity[{i}], _lr, _mu, _nesterov, {scale}"
         if i in fused:
             kind, args = fused[i][:2]       # (n, g, a, p, ...) / (n, g, p, b, ...)
-            updates.append(f"{rule}_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
+            # Momentum: no pending marker (None), the product is made at the end
+            # (_momentum_at_end); SGD: the marker or the gradient sgd_pending_* made
+            marker = g.id if rule == "sgd" else "None"
+            updates.append(f"{rule}_apply_{side[kind]}({marker}, {', '.join(args)}{extra})")
         else:
             updates.append(f"{rule}_apply({p}, {ast.unparse(g)}{extra})")
     names = ', '.join(params[i] for i in fused) or 'none'
@@ -588,7 +647,9 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
         edits.append((stmt.lineno, stmt.end_lineno, []))
     for kind, args, pending, stmt in fused.values():
         edits.append((stmt.lineno, stmt.end_lineno,
-                      [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
+                      [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"] if rule == "sgd"
+                      else [f"    # {stmt.targets[0].id} = {kind}({', '.join(args)}): made by "
+                            "the Momentum update at the end (the velocity's GEMM)"]))
     edits.append((ret.lineno, ret.end_lineno,
                   [f"    # {'SGD' if rule == 'sgd' else 'Momentum'} update, after every guard (a "
                    "stopped step has changed nothing)"]
