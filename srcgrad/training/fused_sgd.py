@@ -255,7 +255,7 @@ def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
         raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
     lr_, mu_, s_ = p.dtype.type(lr), p.dtype.type(mu), p.dtype.type(scale)
     # by index, any layout (the C-contiguous case goes through the flat kernel instead:
-    # _momentum_update; a reshape(-1) here failed on a Fortran-ordered or strided array)
+    # momentum_apply; a reshape(-1) here failed on a Fortran-ordered or strided array)
     if nesterov != 0.0:
         for i in np.ndindex(p.shape):
             gi = s_ * g[i]
