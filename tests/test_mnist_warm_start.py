@@ -112,7 +112,8 @@ def test_train_mnist_warm_process_compiles_nothing(tmp_path):
     """examples/train_mnist.py's compile before epoch 1 (gradient, training loop with momentum,
     accuracy counter) in a process, then in a new one: the second compiles no function."""
     cold = _child(tmp_path, TRAIN_CHILD)
-    assert "count_correct" in cold["compiled"] and "_run_minibatches" in cold["compiled"], cold
+    # (Momentum, the default: the fused step and its batch loop, not _run_minibatches)
+    assert "count_correct" in cold["compiled"] and "_run_momentum_steps" in cold["compiled"], cold
     warm = _child(tmp_path, TRAIN_CHILD)
     assert warm["compiled"] == [], warm
     assert warm["history"] == cold["history"]

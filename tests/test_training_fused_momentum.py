@@ -80,9 +80,12 @@ def test_momentum_step_source():
     assert fused == ["W1", "W2"]
     assert ("def mlp_loss_adjoint_momentum_step(W1, b1, W2, b2, X, y, _seed, _lr, _mu, "
             "_nesterov, _velocity):") in text
-    tail = text[text.index("_adj_W1 = sgd_pending_right"):]
+    # no pending marker: the product is made by the update at the end
+    assert "sgd_pending" not in text
+    assert not any(line.strip().startswith(("_adj_W1 =", "_adj_W2 =")) for line in text.splitlines())
+    tail = text[text.index("# _adj_W1 = matmul_grad_right(_adj_t1, X, W1): made by"):]
     assert "for " not in tail and "if " not in tail                  # every update at the end
-    assert ("momentum_apply_right(_adj_W1, _adj_t1, X, W1, _velocity[0], _lr, _mu, _nesterov, "
+    assert ("momentum_apply_right(None, _adj_t1, X, W1, _velocity[0], _lr, _mu, _nesterov, "
             "_seed)" in tail)   # the seed at the end scales the product (GEMM alpha)
     assert "momentum_apply(b1, _adj_b1, _velocity[1], _lr, _mu, _nesterov, _seed)" in tail
     with pytest.raises(ValueError, match="rule must be"):

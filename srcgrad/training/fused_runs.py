@@ -1,7 +1,9 @@
 """The compiled loops over minibatches that :class:`srcgrad.optim.MinibatchLoop` runs: the batch
 gather, and the loops that call a fused training step (:mod:`srcgrad.training.fused_sgd`: SGD,
 Momentum) once per batch. The step and the loops are separate compiled functions, the step
-passed as a first-class function (see MinibatchLoop's docstring for why)."""
+passed as a first-class function (see MinibatchLoop's docstring for why). The loops release the
+GIL (``nogil``): while one trains, another thread may compile (examples/train_mnist.py compiles
+its accuracy counter during the first epoch)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     return Xc, yc, size
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
     """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
     ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
@@ -63,7 +65,7 @@ def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, y
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _run_momentum_steps(step, params, X, y, order, batch_size, first, stop, lr, mu, nesterov,
                         velocity, Xb, yb, seed, progress):
     """:func:`_run_sgd_steps` for Momentum: ``loss = step(*params, Xb, yb, seed, lr, mu,

@@ -28,7 +28,10 @@ Momentum (``rule="momentum"``) is written the same way: ``<name>_momentum_step(*
 _seed, _lr, _mu, _nesterov, _velocity)``, where a fused weight's velocity is the product's
 output, ``v = A.T @ G + mu * v`` (``gemm`` with alpha = 1, beta = mu), then ``p -= lr * v``:
 no gradient array, one pass fewer (:func:`momentum_apply_right`). With Nesterov the update also
-needs the gradient itself: it is computed at the end, then the plain update.
+needs the gradient itself: it is computed at the end, then the plain update. The Momentum step
+has no ``sgd_pending_*`` call: its product statement becomes a comment and the update,
+``momentum_apply_right(None, G, A, P, ...)``, decides at the end (three compiled functions fewer
+in a cold compile: the pending helper, its marker's ``np.empty`` and its product variant).
 
 Moving a product to the end is only done when it reads the same values there: its operands are
 not rebound or written (``x[...] =``, ``x +=``, in-place helpers, ``out=``) after it, nor is any
@@ -252,7 +255,7 @@ def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
         raise ValueError("srcgrad.optim: gradient/state shape does not match parameter shape")
     lr_, mu_, s_ = p.dtype.type(lr), p.dtype.type(mu), p.dtype.type(scale)
     # by index, any layout (the C-contiguous case goes through the flat kernel instead:
-    # _momentum_update; a reshape(-1) here failed on a Fortran-ordered or strided array)
+    # momentum_apply; a reshape(-1) here failed on a Fortran-ordered or strided array)
     if nesterov != 0.0:
         for i in np.ndindex(p.shape):
             gi = s_ * g[i]
@@ -266,94 +269,149 @@ def _momentum(p, g, v, lr, mu, nesterov, scale=1.0):
             p[i] -= lr_ * vi
 
 
-@numba.njit(cache=True)
-def _descend(p, v, lr):
-    """``p -= lr * v`` (after the velocity's GEMM)."""
-    lr_ = p.dtype.type(lr)
-    for i in np.ndindex(p.shape):
-        p[i] -= lr_ * v[i]
+# The Momentum step's updates are written as few compiled functions as possible: every function
+# Numba compiles costs a fixed ~30-60 ms of typing and LLVM in each cold training process, even a
+# one-line one. For the usual operands (C-contiguous float arrays) each overload below is one
+# function calling the flat kernel; the velocity GEMM's descent is a loop written inline, and a
+# gradient the GEMM cannot take is the cpu backend's product the step already compiles
+# (matmul_grad_right / _left of the same types), not a fresh array and a second GEMM variant.
+# (Before: _momentum_update and _descend_update overloads, two gemm variants and an np.empty: 7
+# functions more, ~1 s of the MNIST step's cold compile.)
 
 
-def _momentum_update(p, g, v, lr, mu, nesterov, scale):
-    """:func:`_momentum`, through the flat kernel (one compile per dtype, whatever the parameter's
-    ndim) where the three arrays are C-contiguous (the overload below)."""
-    raise NotImplementedError
+def _momentum_flat_ok(p, g, v):
+    """Numba types: the flat kernel takes ``p``, ``g``, ``v`` (C-contiguous, one ndim, ``p`` and
+    ``v`` of one dtype and writable)."""
+    return _flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype
 
 
-@overload(_momentum_update, inline="always")
-def _momentum_update_ov(p, g, v, lr, mu, nesterov, scale):
-    if not (_flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype):
+@overload(momentum_apply)
+def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
+    if not _momentum_flat_ok(p, g, v):       # by index, any layout
         return lambda p, g, v, lr, mu, nesterov, scale: _momentum(p, g, v, lr, mu, nesterov, scale)
 
-    def update(p, g, v, lr, mu, nesterov, scale):
+    def impl(p, g, v, lr, mu, nesterov, scale):
         if p.shape != g.shape or p.shape != v.shape:
             raise ValueError(_SHAPE_MESSAGE)
-        _momentum_scaled_flat(_flat_view(p), _flat_view(g), _flat_view(v), lr, mu, nesterov, scale)
-    return update
+        _momentum_flat_inline(_flat_view(p), _flat_view(g), _flat_view(v), lr, mu, nesterov,
+                              scale)
+    return impl
 
 
-def _descend_update(p, v, lr):
-    """:func:`_descend`, through the SGD flat kernel where both arrays are C-contiguous."""
-    raise NotImplementedError
-
-
-@overload(_descend_update, inline="always")
-def _descend_update_ov(p, v, lr):
-    if not _flat_ok(p, v):
-        return lambda p, v, lr: _descend(p, v, lr)
-    return lambda p, v, lr: _sgd_flat(_flat_view(p), _flat_view(v), lr)
+# the flat kernel's own code written into momentum_apply's (one function fewer to compile: the
+# generated step's bias updates and a Nesterov weight update all call momentum_apply on 1-d
+# C-contiguous views of one type, so one compiled function serves them all)
+_momentum_flat_inline = numba.njit(inline="always")(_momentum_scaled_flat.py_func)
 
 
 def _momentum_fusable(g, x, p, v):
     return _fusable(g, x, p) and _fusable(g, x, v) and v.dtype == p.dtype
 
 
-@overload(momentum_apply)
-def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
-    return lambda p, g, v, lr, mu, nesterov, scale: \
-        _momentum_update(p, g, v, lr, mu, nesterov, scale)
+@numba.njit(inline="always")
+def _descend_inline(pf, vf, lr):
+    # inlined into its caller's IR (no function of its own to compile): p -= lr * v, flat
+    lr_ = pf.dtype.type(lr)
+    for i in range(pf.size):
+        pf[i] -= lr_ * vf[i]
 
 
 @overload(momentum_apply_right)
 def _momentum_right_ov(n, g, a, p, v, lr, mu, nesterov, scale):
-    if not _momentum_fusable(g, a, p, v):
+    if n is None or isinstance(n, types.NoneType):      # the generated step: all at the end
+        return _momentum_at_end(g, a, p, v, right=True)
+    # n: what sgd_pending_right returned for these types (the empty marker, or the gradient)
+    if not (_momentum_fusable(g, a, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+            momentum_apply(p, n, v, lr, mu, nesterov, scale)
+    from srcgrad.backends.cpu.blas import matmul_grad_right
 
     def impl(n, g, a, p, v, lr, mu, nesterov, scale):
-        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
-            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
-                    and not _overlaps(v, a) and not _overlaps(v, g):
-                gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
-                _descend_update(p, v, lr)
-            else:                                           # Nesterov needs the gradient itself
-                grad = np.empty(p.shape, p.dtype)
-                gemm(a, g, grad, 1.0, 0.0, True, False)
-                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
-        else:
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+        pending = n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0
+        if pending and nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                and not _overlaps(v, a) and not _overlaps(v, g):
+            gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        if pending:                                     # Nesterov needs the gradient itself
+            n = matmul_grad_right(g, a, p)
+        if p.shape != n.shape or p.shape != v.shape:
+            raise ValueError(_SHAPE_MESSAGE)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(n), _flat_view(v), lr, mu, nesterov, scale)
     return impl
 
 
 @overload(momentum_apply_left)
 def _momentum_left_ov(n, g, p, b, v, lr, mu, nesterov, scale):
-    if not _momentum_fusable(g, b, p, v):
+    if n is None or isinstance(n, types.NoneType):
+        return _momentum_at_end(g, b, p, v, right=False)
+    if not (_momentum_fusable(g, b, p, v) and _momentum_flat_ok(p, n, v) and n.ndim == 2):
         return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+            momentum_apply(p, n, v, lr, mu, nesterov, scale)
+    from srcgrad.backends.cpu.blas import matmul_grad_left
 
     def impl(n, g, p, b, v, lr, mu, nesterov, scale):
-        if n.ndim == 2 and n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0:
-            if nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
-                    and not _overlaps(v, b) and not _overlaps(v, g):
-                gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
-                _descend_update(p, v, lr)
-            else:
-                grad = np.empty(p.shape, p.dtype)
-                gemm(g, b, grad, 1.0, 0.0, False, True)
-                _momentum_update(p, grad, v, lr, mu, nesterov, scale)
-        else:
-            _momentum_update(p, n, v, lr, mu, nesterov, scale)
+        pending = n.shape[0] == 0 and n.shape[1] == 0 and p.size > 0
+        if pending and nesterov == 0.0 and v.shape == p.shape and not _overlaps(v, p) \
+                and not _overlaps(v, b) and not _overlaps(v, g):
+            gemm(g, b, v, scale, mu, False, True)       # v = scale * g @ b.T + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        if pending:
+            n = matmul_grad_left(g, p, b)
+        if p.shape != n.shape or p.shape != v.shape:
+            raise ValueError(_SHAPE_MESSAGE)
+        _momentum_scaled_flat(_flat_view(p), _flat_view(n), _flat_view(v), lr, mu, nesterov, scale)
     return impl
+
+
+def _momentum_at_end(g, x, p, v, right):
+    """``momentum_apply_right(None, g, a, p, ...)`` / ``momentum_apply_left(None, g, p, b, ...)``:
+    what the generated Momentum step calls (no ``sgd_pending_*`` before: the step's rewrite has
+    checked that the product's operands hold the same values at the end, and an operand sharing
+    ``p``'s memory is read by the product before ``p`` is written). For fusable types the
+    velocity is the product's GEMM output; else (Nesterov, ``v`` sharing memory with an operand)
+    the gradient is computed first, by the same GEMM into an ``np.empty`` of the kinds the step
+    already compiles (one gemm and one np.empty variant for the whole step), then the plain
+    update. Other types: the cpu backend's product and :func:`momentum_apply`."""
+    from srcgrad.backends.cpu.blas import matmul_grad_left, matmul_grad_right
+    if not _momentum_fusable(g, x, p, v):
+        if right:
+            return lambda n, g, a, p, v, lr, mu, nesterov, scale: \
+                momentum_apply(p, matmul_grad_right(g, a, p), v, lr, mu, nesterov, scale)
+        return lambda n, g, p, b, v, lr, mu, nesterov, scale: \
+            momentum_apply(p, matmul_grad_left(g, p, b), v, lr, mu, nesterov, scale)
+
+    if right:
+        def impl_right(n, g, a, p, v, lr, mu, nesterov, scale):
+            if not (a.shape[0] == g.shape[0] and a.shape[1] == p.shape[0]
+                    and g.shape[1] == p.shape[1] and v.shape == p.shape):
+                raise ValueError(_SHAPE_MESSAGE)
+            if nesterov == 0.0 and not _overlaps(v, p) and not _overlaps(v, a) \
+                    and not _overlaps(v, g):
+                gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
+                _descend_inline(_flat_view(p), _flat_view(v), lr)
+                return
+            grad = np.empty(p.shape, p.dtype.type)          # Nesterov needs the gradient itself
+            gemm(a, g, grad, type(scale)(1.0), type(mu)(0.0), True, False)
+            momentum_apply(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu, nesterov,
+                           scale)
+        return impl_right
+
+    def impl_left(n, g, p, b, v, lr, mu, nesterov, scale):
+        if not (g.shape[0] == p.shape[0] and b.shape[1] == g.shape[1]
+                and b.shape[0] == p.shape[1] and v.shape == p.shape):
+            raise ValueError(_SHAPE_MESSAGE)
+        if nesterov == 0.0 and not _overlaps(v, p) and not _overlaps(v, b) \
+                and not _overlaps(v, g):
+            gemm(g, b, v, scale, mu, False, True)           # v = scale * g @ b.T + mu * v
+            _descend_inline(_flat_view(p), _flat_view(v), lr)
+            return
+        grad = np.empty(p.shape, p.dtype.type)
+        gemm(g, b, grad, type(scale)(1.0), type(mu)(0.0), False, True)
+        momentum_apply(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu, nesterov,
+                       scale)
+    return impl_left
 
 
 # ------------------------------------------------------------------------------------------------
@@ -556,8 +614,8 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
             continue
         pending = "sgd_pending_right" if kind == "matmul_grad_right" else "sgd_pending_left"
         fused[i] = (kind, args, pending, stmt)
-    # the adjoint's own text (its comments kept) with four edits: the header, the docstring, the
-    # fused products and the return
+    # the adjoint's own text (its comments kept, np.zeros written inline: _zeros_inline) with
+    # four edits: the header, the docstring, the fused products and the return
     updates = []
     side = {"matmul_grad_right": "right", "matmul_grad_left": "left"}
     for i, (p, g) in enumerate(zip(params, grads)):
@@ -566,7 +624,10 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
             f", _velocity[{i}], _lr, _mu, _nesterov, {scale}"
         if i in fused:
             kind, args = fused[i][:2]       # (n, g, a, p, ...) / (n, g, p, b, ...)
-            updates.append(f"{rule}_apply_{side[kind]}({g.id}, {', '.join(args)}{extra})")
+            # Momentum: no pending marker (None), the product is made at the end
+            # (_momentum_at_end); SGD: the marker or the gradient sgd_pending_* made
+            marker = g.id if rule == "sgd" else "None"
+            updates.append(f"{rule}_apply_{side[kind]}({marker}, {', '.join(args)}{extra})")
         else:
             updates.append(f"{rule}_apply({p}, {ast.unparse(g)}{extra})")
     names = ', '.join(params[i] for i in fused) or 'none'
@@ -593,19 +654,61 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
         edits.append((stmt.lineno, stmt.end_lineno, []))
     for kind, args, pending, stmt in fused.values():
         edits.append((stmt.lineno, stmt.end_lineno,
-                      [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"]))
+                      [f"    {stmt.targets[0].id} = {pending}({', '.join(args)})"] if rule == "sgd"
+                      else [f"    # {stmt.targets[0].id} = {kind}({', '.join(args)}): made by "
+                            "the Momentum update at the end (the velocity's GEMM)"]))
     edits.append((ret.lineno, ret.end_lineno,
                   [f"    # {'SGD' if rule == 'sgd' else 'Momentum'} update, after every guard (a "
                    "stopped step has changed nothing)"]
                   + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
     lines = module_source.splitlines()
-    out, line = ["@jit"], fn.lineno
+    _zeros_inline(fn, lines)
+    out, line = ["@step_jit"], fn.lineno
     for begin, stop, replacement in sorted(edits, key=lambda e: e[0]):
         out += lines[line - 1:begin - 1] + replacement
         line = stop + 1
     out += lines[line - 1:fn.end_lineno]
     text = "\n".join(out)
     return text, [params[i] for i in fused]
+
+
+@numba.njit(inline="always")
+def step_zeros(shape, dtype):
+    """``np.zeros(shape, dtype)`` written into the step's IR (inline): ``np.empty`` (which the
+    step compiles for its other arrays anyway) and a fill loop, instead of Numba's np.zeros,
+    which compiles two functions of its own (its body and the zero fill) per ndim."""
+    out = np.empty(shape, dtype)
+    flat = _flat_view(out)          # np.empty's array is C-contiguous
+    for i in range(flat.size):
+        flat[i] = 0
+    return out
+
+
+def _zeros_inline(fn, lines):
+    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` call of the
+    adjoint ``fn`` (two positional arguments, the form the generated code writes) into
+    ``step_zeros(shape, dtype)``; each call's name only, so line numbers and comments stay."""
+    calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset)
+                    for n in ast.walk(fn)
+                    if isinstance(n, ast.Call) and len(n.args) == 2 and not n.keywords
+                    and not any(isinstance(a, ast.Starred) for a in n.args)
+                    and isinstance(n.func, ast.Attribute) and n.func.attr == "zeros"
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id == "np"
+                    and n.func.lineno == n.func.end_lineno), reverse=True)
+    for lineno, begin, end in calls:          # right to left: offsets stay valid on a line
+        text = lines[lineno - 1].encode()     # (ast offsets count UTF-8 bytes)
+        lines[lineno - 1] = (text[:begin] + b"step_zeros" + text[end:]).decode()
+
+
+def step_jit(function):
+    """The step's decorator: the cpu backend's ``jit`` without the CPython wrapper. Only the
+    compiled batch loops call the step (as a first-class function: its C wrapper), never Python,
+    and the wrapper (unboxing eleven arguments) is LLVM work in every cold training process;
+    also, the NumPy functions the step calls then compile with the flags of those the BLAS
+    helpers call (one ``np.empty`` fewer)."""
+    from srcgrad.backends import cpu
+    return numba.njit(cache=True, fastmath=cpu.FASTMATH, error_model="numpy",
+                      no_cpython_wrapper=True)(function)
 
 
 def sgd_step_function(spec, n_params, rule="sgd"):
@@ -628,8 +731,8 @@ def sgd_step_function(spec, n_params, rule="sgd"):
         imported = ("sgd_apply_right, sgd_apply_left, sgd_apply" if rule == "sgd" else
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
-                  "from srcgrad.training.fused_sgd import (sgd_pending_right, sgd_pending_left, "
-                  f"{imported})  # noqa: E402\n\n\n" + text +
+                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, "
+                  f"sgd_pending_right, sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)
     module = codegen.import_module(path)

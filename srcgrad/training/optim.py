@@ -537,7 +537,7 @@ def _gather_rows(dst, src, order, start):
             dst_flat[r, k] = src_flat[sample, k]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)   # see fused_runs: the GIL is released while it trains
 def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, stop, state, hyper,
                      Xb, yb, seed, progress):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into

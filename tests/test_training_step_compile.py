@@ -1,0 +1,121 @@
+"""The fused training step's cold-compile cuts (issue 17): ``np.zeros(shape, dtype)`` written
+into the step as ``step_zeros`` (np.empty and a fill loop, inlined), and the step compiled
+without a CPython wrapper (only the compiled batch loops call it)."""
+import ast
+
+import numba
+import numpy as np
+import pytest
+
+import srcgrad
+from srcgrad.training import fused_sgd
+from srcgrad.training.mlp import init_params, mlp_loss
+
+
+def test_zeros_calls_are_rewritten_by_name_only():
+    source = ("def f_adjoint(W, X, _seed):\n"
+              "    a = np.zeros(W.shape, W.dtype.type)  # np.zeros(W.shape) in a comment\n"
+              "    b = np.zeros((3,), X.dtype.type) + np.zeros((3,), X.dtype.type)\n"
+              "    c = np.zeros(3)\n"
+              "    d = np.zeros((3,), dtype=np.float64)\n"
+              "    e = np.zeros(*W.shape)\n"
+              "    return a, (b,)\n")
+    fn = ast.parse(source).body[0]
+    lines = source.splitlines()
+    fused_sgd._zeros_inline(fn, lines)
+    assert lines[1] == ("    a = step_zeros(W.shape, W.dtype.type)  # np.zeros(W.shape) in a "
+                        "comment")
+    assert lines[2] == "    b = step_zeros((3,), X.dtype.type) + step_zeros((3,), X.dtype.type)"
+    assert lines[3:6] == source.splitlines()[3:6]          # other forms stay NumPy's
+
+
+@pytest.mark.parametrize("shape, dtype", [((4,), np.float32), ((3, 5), np.float64),
+                                          ((2, 0), np.float32), ((2, 3), np.bool_),
+                                          ((0,), np.int64)])
+def test_step_zeros_is_np_zeros(shape, dtype):
+    @numba.njit
+    def make(like):
+        return fused_sgd.step_zeros(like.shape, like.dtype.type)
+
+    got = make(np.ones(shape, dtype))
+    want = np.zeros(shape, dtype)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    assert not np.signbit(got.astype(np.float64)).any()      # +0.0, as np.zeros
+
+
+def test_generated_step_uses_step_zeros_and_no_cpython_wrapper():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, 6)).astype(np.float32)
+    y = rng.integers(0, 10, 5)
+    params = tuple(p.astype(np.float32) for p in init_params(4, seed=1, n_in=6))
+    spec = srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)).specialize(*params, X, y)
+    text, _ = fused_sgd.sgd_step_source(spec.source, "mlp_loss_adjoint", 4, "momentum")
+    assert text.startswith("@step_jit\n") and "np.zeros(" not in text
+    assert "_adj_b1 = step_zeros(b1.shape, b1.dtype.type)" in text
+    step = fused_sgd.step_jit(lambda a: a + 1)
+    assert step.targetoptions["no_cpython_wrapper"] is True
+
+
+@numba.njit
+def _at_end_right(G, A, P, V, nesterov, scale):
+    fused_sgd.momentum_apply_right(None, G, A, P, V, 0.1, 0.9, nesterov, scale)
+
+
+@numba.njit
+def _at_end_left(G, P, B, V, nesterov, scale):
+    fused_sgd.momentum_apply_left(None, G, P, B, V, 0.1, 0.9, nesterov, scale)
+
+
+def _want(P, V, grad, nesterov):
+    v = 0.9 * V + grad
+    return P - 0.1 * ((grad + 0.9 * v) if nesterov else v), v
+
+
+@pytest.mark.parametrize("order", ["C", "F"])      # F: not fusable, the cpu product and the update
+def test_momentum_update_at_the_end_matches_numpy(order):
+    """The generated Momentum step's call (no pending marker): the velocity's GEMM, or with
+    Nesterov the gradient first; the seed's scale; layouts the GEMM does not take."""
+    rng = np.random.default_rng(5)
+    G, A, B = rng.standard_normal((5, 3)), rng.standard_normal((5, 4)), rng.standard_normal((2, 3))
+    for nesterov, scale in ((0.0, 1.0), (1.0, 1.0), (0.0, -0.5), (1.0, 2.0)):
+        for right in (True, False):
+            shape = (4, 3) if right else (5, 2)
+            P = np.asarray(rng.standard_normal(shape), order=order)
+            V = np.asarray(rng.standard_normal(shape), order=order)
+            grad = scale * (A.T @ G if right else G @ B.T)
+            want_p, want_v = _want(P, V, grad, nesterov)
+            if right:
+                _at_end_right(G, A, P, V, nesterov, scale)
+            else:
+                _at_end_left(G, P, B, V, nesterov, scale)
+            np.testing.assert_allclose(V, want_v, rtol=1e-12)
+            np.testing.assert_allclose(P, want_p, rtol=1e-12)
+
+
+def test_momentum_update_at_the_end_shared_memory_nan_and_shapes():
+    rng = np.random.default_rng(6)
+    # an operand that is the parameter itself: the product reads it before the update writes
+    S, V = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    want_p, want_v = _want(S, V, S.T @ S, False)
+    _at_end_right(S, S, S, V, 0.0, 1.0)
+    np.testing.assert_allclose(V, want_v, rtol=1e-12)
+    np.testing.assert_allclose(S, want_p, rtol=1e-12)
+    # the velocity sharing an operand's memory: the gradient first, then the plain update
+    S, P = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    want_p, want_v = _want(P, S, S.T @ S, False)
+    _at_end_right(S, S, P, S, 0.0, 1.0)
+    np.testing.assert_allclose(S, want_v, rtol=1e-12)
+    np.testing.assert_allclose(P, want_p, rtol=1e-12)
+    # NaN in, NaN out (only where the gradient is NaN)
+    G, A = np.ones((2, 3)), np.ones((2, 4))
+    G[0, 1] = np.nan
+    P, V = np.zeros((4, 3)), np.zeros((4, 3))
+    _at_end_right(G, A, P, V, 0.0, 1.0)
+    assert np.isnan(P[:, 1]).all() and np.isfinite(P[:, [0, 2]]).all()
+    with pytest.raises(ValueError, match="shape"):
+        _at_end_right(np.ones((2, 3)), np.ones((2, 4)), np.zeros((4, 2)), np.zeros((4, 2)), 0.0,
+                      1.0)
+    with pytest.raises(ValueError, match="shape"):
+        _at_end_right(np.ones((2, 3)), np.ones((2, 4)), np.zeros((4, 3)), np.zeros((3, 4)), 0.0,
+                      1.0)
