@@ -25,6 +25,7 @@ the serial gather.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 
@@ -64,6 +65,14 @@ def _libc_semaphores():
             except (OSError, AttributeError):
                 _FUNCTIONS = False
     return _FUNCTIONS or None
+
+
+def cpus():
+    """The CPUs this process may run on (the gather ahead needs a second one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def available():

@@ -653,7 +653,7 @@ class MinibatchLoop:
     def ahead_candidate(self):
         """Whether ``blas_threads="auto"`` also measures the gather ahead (see the class)."""
         return self.gather_ahead == "auto" and type(self.optimizer) in (SGD, Momentum) and \
-            gather_ahead.available()
+            gather_ahead.available() and gather_ahead.cpus() > 1
 
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
         return run_with_threads(self, self._train, params, X, y, order, batch_size, first, stop)
