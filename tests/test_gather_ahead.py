@@ -58,6 +58,8 @@ def test_settings_and_candidates():
     assert bt.label((2, "ahead")) == "2+ahead" and bt.label(2) == 2
     assert _loop(optim.SGD(lr=0.1), "auto").ahead_candidate == (gather_ahead.cpus() > 1)
     assert not _loop(optim.SGD(lr=0.1), False).ahead_candidate
+    assert optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
+                               optim.SGD(lr=0.1)).gather_ahead is False     # the default: off
     assert not _loop(optim.Adam(lr=0.1), "auto").ahead_candidate    # no fused step: serial
 
 

@@ -30,8 +30,7 @@ def _problem(n=200, n_in=12, hidden=8):
 def _loop(setting, calls=None):
     """A MinibatchLoop whose runs of batches are recorded as (first, stop, BLAS threads)."""
     loop = optim.MinibatchLoop(srcgrad.value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)),
-                               optim.SGD(lr=0.1), blas_threads=setting,
-                               gather_ahead=False)     # (its candidate: test_gather_ahead.py)
+                               optim.SGD(lr=0.1), blas_threads=setting)
     if calls is not None:
         train = loop._train
 

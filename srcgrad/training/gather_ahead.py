@@ -1,20 +1,23 @@
-"""The batch gather on a second thread, a few batches ahead of the fused training step.
+"""The batch gather on a second thread, a few batches ahead of the fused training step
+(``MinibatchLoop(..., gather_ahead=True | "auto")``; off by default).
 
-    total = run_ahead(runner, step_args, X, y, order, batch_size, first, stop, Xb_type)
+    total = train(loop, rule, step, rest, hyper_values, seed, progress)   # MinibatchLoop's call
 
 Why: :class:`srcgrad.optim.MinibatchLoop` copies each minibatch's shuffled rows of ``X`` into a
 buffer before its step. That copy is memory-bound work of one core (MNIST at batch 64: ~0.027 s
-of CPU per epoch, measured with ``time.thread_time``), and with two BLAS threads it runs while
-the second core waits: the two-thread epoch was 1.26x the five GEMMs alone on this 2-core
-machine, of which the gather was ~15% (benchmarks/mnist_parts_bench.py, ``no-gather``). Here a
-second thread gathers batch ``k + 1 .. k + R`` into a ring of ``R`` buffers while the step trains
-batch ``k``, so the copy can run on the core the step's serial parts leave idle. Whether that is
-faster depends on the machine and its load (a third busy thread on two cores can also delay a
-two-thread BLAS product): ``MinibatchLoop`` makes it one more candidate of its measured BLAS-thread
-choice (:mod:`srcgrad.training.blas_threads`) rather than switching it on by a rule.
+of CPU per epoch, ``time.thread_time``), ~15% of the two-BLAS-thread epoch on this 2-core machine
+(benchmarks/mnist_parts_bench.py, ``no-gather``). Here a second thread gathers batches ``k + 1 ..
+k + R`` into a ring of ``R`` buffers while the step trains batch ``k``.
+
+Measured (benchmarks/results/gather_ahead.md, a 2-core machine shared with other work): in the
+quietest windows it was slower, ~20% with 2 BLAS threads (a third busy thread delays a two-thread
+product) and ~10% with 1 (the rows then reach the step's core from the other core's cache instead
+of from memory); under load (~4) it was often faster with 1 BLAS thread. So it is not a rule:
+"auto" makes it two more candidates of the measured BLAS-thread choice
+(:mod:`srcgrad.training.blas_threads`), and the default is off.
 
 The result is the same as the serial loop's: the same rows reach the same step in the same
-order (bit-identical parameters for a fixed BLAS thread count; tests/test_gather_ahead.py).
+order (bit-identical parameters and loss for a fixed BLAS thread count; tests/test_gather_ahead.py).
 
 The two threads hand slots over with two POSIX semaphores (``filled``, ``free``), called from the
 compiled loops through libc's ``sem_wait``/``sem_post``; both compiled functions release the GIL.
@@ -35,12 +38,12 @@ from numba import types
 
 from .fused_runs import _gather_batch
 
-__all__ = ["available", "run_ahead", "RING"]
+__all__ = ["available", "cpus", "run_ahead", "train", "RING"]
 
 RING = 4                # slots: the gather may run this many batches ahead
 _SEM_BYTES = 64         # >= sizeof(sem_t) (32 on x86-64 glibc), one cache line each
 
-_FUNCTIONS = None       # (sem_init, sem_destroy, sem_post) from ctypes, once the symbols are registered
+_FUNCTIONS = None       # (sem_init, sem_destroy, sem_post) from ctypes, once registered
 
 
 def _libc_semaphores():

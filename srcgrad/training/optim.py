@@ -585,14 +585,16 @@ class MinibatchLoop:
     call, ``blas_threads_used`` is {threads: batches} of that call (None: the BLAS's own
     setting) and ``blas_threads_chosen`` holds "auto"'s measurement per shapes
     (``.threads``, ``.summary()``).
-    ``gather_ahead`` ("auto", True, False): for plain SGD and Momentum (the fused step), gather
+    ``gather_ahead`` (False, "auto", True): for plain SGD and Momentum (the fused step), gather
     the next batches on a second thread while the step trains (:mod:`srcgrad.training.
-    gather_ahead`); "auto": one more candidate of ``blas_threads="auto"``'s measured choice
-    (kept only where it measured faster; the candidate ``(n, "ahead")``), never with one
-    BLAS thread; True: always (with a fixed or the BLAS's own thread count too); False: never.
+    gather_ahead`). False (the default): never; "auto": two more candidates of
+    ``blas_threads="auto"``'s measured choice, ``(n, "ahead")`` and ``(1, "ahead")``, kept only
+    where they measured faster (only with a second CPU); True: always (with a fixed or the BLAS's
+    own thread count too). Not the default: on this 2-core machine it was slower in the quietest
+    windows and faster only under load (benchmarks/results/gather_ahead.md).
     """
 
-    def __init__(self, loss_and_grads, optimizer, blas_threads="auto", gather_ahead="auto"):
+    def __init__(self, loss_and_grads, optimizer, blas_threads="auto", gather_ahead=False):
         if not hasattr(loss_and_grads, "specialize"):
             raise TypeError("MinibatchLoop needs a srcgrad value_and_grad(...) object, got "
                             f"{type(loss_and_grads).__name__}")
