@@ -140,8 +140,8 @@ def candidates(most, ahead=False):
     """The thread counts ``"auto"`` tries: ``most``, its halvings (two at most), and 1; with
     ``ahead`` also ``(most, "ahead")`` after ``most`` and ``(1, "ahead")`` last: that many BLAS
     threads with the batch gather on a second thread (:mod:`srcgrad.training.gather_ahead`).
-    Why 1 with the gather ahead: while other processes kept this 2-core machine busy (load ~4)
-    it often ran the MNIST epoch faster than 1 thread alone (benchmarks/results/gather_ahead.md)."""
+    Why 1 with the gather ahead: while other processes kept this 2-core machine busy it ran
+    the MNIST epoch faster than 1 thread alone (benchmarks/results/gather_ahead.md)."""
     out = []
     while most > 1 and len(out) < 3:
         out.append(most)

@@ -9,10 +9,12 @@ of CPU per epoch, ``time.thread_time``), ~15% of the two-BLAS-thread epoch on th
 (benchmarks/mnist_parts_bench.py, ``no-gather``). Here a second thread gathers batches ``k + 1 ..
 k + R`` into a ring of ``R`` buffers while the step trains batch ``k``.
 
-Measured (benchmarks/results/gather_ahead.md, a 2-core machine shared with other work): in the
-quietest windows it was slower, ~20% with 2 BLAS threads (a third busy thread delays a two-thread
-product) and ~10% with 1 (the rows then reach the step's core from the other core's cache instead
-of from memory); under load (~4) it was often faster with 1 BLAS thread. So it is not a rule:
+Measured (benchmarks/results/gather_ahead.md, a 2-core machine shared with other work, load
+2.5-2.9): in the quietest windows (the least s/epoch over 60 segments) it was slower, by 12% /
+10% at batch 64 / 256 with 2 BLAS threads (a third busy thread delays a two-thread product) and
+by 9% / 5% with 1 (likely: the rows reach the step's core from the other core's cache instead of
+from memory); under load it was faster with 1 BLAS thread (batch 256: median 0.39 against 0.66
+s/epoch). So it is not a rule:
 "auto" makes it two more candidates of the measured BLAS-thread choice
 (:mod:`srcgrad.training.blas_threads`), and the default is off.
 

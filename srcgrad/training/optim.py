@@ -590,8 +590,8 @@ class MinibatchLoop:
     gather_ahead`). False (the default): never; "auto": two more candidates of
     ``blas_threads="auto"``'s measured choice, ``(n, "ahead")`` and ``(1, "ahead")``, kept only
     where they measured faster (only with a second CPU); True: always (with a fixed or the BLAS's
-    own thread count too). Not the default: on this 2-core machine it was slower in the quietest
-    windows and faster only under load (benchmarks/results/gather_ahead.md).
+    own thread count too). Not the default: on this 2-core machine it was 5-12% slower in the
+    quietest windows and faster only under load (benchmarks/results/gather_ahead.md).
     """
 
     def __init__(self, loss_and_grads, optimizer, blas_threads="auto", gather_ahead=False):
