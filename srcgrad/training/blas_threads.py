@@ -136,13 +136,29 @@ def _shapes_key(params, X, y, order, batch_size):
         return None
 
 
-def candidates(most):
-    """The thread counts ``"auto"`` tries: ``most``, its halvings (two at most), and 1."""
+def candidates(most, ahead=False):
+    """The thread counts ``"auto"`` tries: ``most``, its halvings (two at most), and 1; with
+    ``ahead`` also ``(most, "ahead")`` after ``most`` and ``(1, "ahead")`` last: that many BLAS
+    threads with the batch gather on a second thread (:mod:`srcgrad.training.gather_ahead`).
+    Why 1 with the gather ahead: while other processes kept this 2-core machine busy it ran
+    the MNIST epoch faster than 1 thread alone (benchmarks/results/gather_ahead.md)."""
     out = []
     while most > 1 and len(out) < 3:
         out.append(most)
         most //= 2
+    if ahead and out:
+        return [out[0], (out[0], "ahead")] + out[1:] + [1, (1, "ahead")]
     return out + [1]
+
+
+def label(candidate):
+    """A candidate as reports show it: the thread count, or e.g. "2+ahead"."""
+    return f"{candidate[0]}+ahead" if isinstance(candidate, tuple) else candidate
+
+
+def _setting(candidate):
+    """(BLAS threads, gather ahead) of a candidate."""
+    return (candidate[0], True) if isinstance(candidate, tuple) else (candidate, False)
 
 
 CHUNK = 8           # batches per timed chunk
@@ -262,11 +278,12 @@ class ThreadChoice:
             return f"measuring ({len(self.rounds)} rounds of {CHUNK} batches so far)"
         threads, rounds = self.decisions[-1]
         ref = self.tries[0]
-        rel = ", ".join(f"{c}: {self.ratios[c]:.2f}" for c in self.tries)
-        return (f"{threads} thread{'s' * (threads != 1)} (median per-batch time relative to {ref} "
-                f"threads: {rel}; {rounds} rounds of {CHUNK} batches; "
-                f"{len(self.decisions)} decision{'s' * (len(self.decisions) != 1)}: "
-                f"{[d[0] for d in self.decisions]})")
+        rel = ", ".join(f"{label(c)}: {self.ratios[c]:.2f}" for c in self.tries)
+        count, ahead = _setting(threads)
+        return (f"{count} thread{'s' * (count != 1)}{' + gather ahead' * ahead} (median "
+                f"per-batch time relative to {ref} threads: {rel}; {rounds} rounds of {CHUNK} "
+                f"batches; {len(self.decisions)} decision{'s' * (len(self.decisions) != 1)}: "
+                f"{[label(d[0]) for d in self.decisions]})")
 
 
 def _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop):
@@ -284,15 +301,19 @@ def _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop)
         if timed and (stop - batch < MIN_CHUNK or (partial and batch + k >= n_batches)):
             threads, timed, k = choice.guess(), False, stop - batch
         k = min(k, stop - batch)
-        with blas_threads(threads):
+        count, ahead = _setting(threads)
+        with blas_threads(count):
             t0 = _clock()
-            total += train(params, X, y, order, batch_size, batch, batch + k)
+            if ahead:
+                total += train(params, X, y, order, batch_size, batch, batch + k, ahead=True)
+            else:
+                total += train(params, X, y, order, batch_size, batch, batch + k)
             seconds = _clock() - t0
         if timed:
             choice.record(threads, seconds, k)
         else:
             choice.trained(k)
-        used[threads] = used.get(threads, 0) + k
+        used[label(threads)] = used.get(label(threads), 0) + k
         batch += k
     return total
 
@@ -322,7 +343,8 @@ def run_with_threads(loop, train, params, X, y, order, batch_size, first, stop):
         key = _shapes_key(params, X, y, order, batch_size)
         choice = loop.blas_threads_chosen.get(key)
         if choice is None and key is not None and current_blas_threads() > 1:
-            choice = ThreadChoice(candidates(current_blas_threads()))
+            choice = ThreadChoice(candidates(current_blas_threads(),
+                                             getattr(loop, "ahead_candidate", False)))
             loop.blas_threads_chosen[key] = choice
         if choice is not None:
             return _run_auto(choice, used, train, params, X, y, order, batch_size, first, stop)

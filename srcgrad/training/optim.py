@@ -41,7 +41,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from ..errors import FusionGuardFailed
-from . import compile_ahead
+from . import compile_ahead, gather_ahead
 from .blas_threads import check_setting, run_with_threads
 from .flat_kernels import _adam_flat, _flat_view, _momentum_flat, _sgd_flat
 from .fused_runs import _gather_batch, _run_momentum_steps, _run_sgd_steps
@@ -585,9 +585,16 @@ class MinibatchLoop:
     call, ``blas_threads_used`` is {threads: batches} of that call (None: the BLAS's own
     setting) and ``blas_threads_chosen`` holds "auto"'s measurement per shapes
     (``.threads``, ``.summary()``).
+    ``gather_ahead`` (False, "auto", True): for plain SGD and Momentum (the fused step), gather
+    the next batches on a second thread while the step trains (:mod:`srcgrad.training.
+    gather_ahead`). False (the default): never; "auto": two more candidates of
+    ``blas_threads="auto"``'s measured choice, ``(n, "ahead")`` and ``(1, "ahead")``, kept only
+    where they measured faster (only with a second CPU); True: always (with a fixed or the BLAS's
+    own thread count too). Not the default: on this 2-core machine it was 5-12% slower in the
+    quietest windows and faster only under load (benchmarks/results/gather_ahead.md).
     """
 
-    def __init__(self, loss_and_grads, optimizer, blas_threads="auto"):
+    def __init__(self, loss_and_grads, optimizer, blas_threads="auto", gather_ahead=False):
         if not hasattr(loss_and_grads, "specialize"):
             raise TypeError("MinibatchLoop needs a srcgrad value_and_grad(...) object, got "
                             f"{type(loss_and_grads).__name__}")
@@ -601,6 +608,10 @@ class MinibatchLoop:
         self.optimizer = optimizer
         self.blas_threads, self.blas_threads_chosen = check_setting(blas_threads), {}
         self.blas_threads_used = {}     # the last call's {BLAS threads: batches}
+        if gather_ahead not in ("auto", True, False):
+            raise ValueError(f'gather_ahead must be "auto", True or False, got {gather_ahead!r}')
+        self.gather_ahead = gather_ahead
+        self._rings = {}        # gather_ahead: batch shape -> its ring of buffers
         self.fused = ()         # parameters whose SGD update is fused into their gradient's GEMM
         self._buffers = {}
         self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
@@ -640,10 +651,16 @@ class MinibatchLoop:
         return (gradient, seed, kernel, types.FunctionType(grad_sig), types.FunctionType(update_sig),
                 getattr(spec, "lean", False))
 
+    @property
+    def ahead_candidate(self):
+        """Whether ``blas_threads="auto"`` also measures the gather ahead (see the class)."""
+        return self.gather_ahead == "auto" and type(self.optimizer) in (SGD, Momentum) and \
+            gather_ahead.available() and gather_ahead.cpus() > 1
+
     def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
         return run_with_threads(self, self._train, params, X, y, order, batch_size, first, stop)
 
-    def _train(self, params, X, y, order, batch_size, first=0, stop=None):
+    def _train(self, params, X, y, order, batch_size, first=0, stop=None, ahead=None):
         given = params
         # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
         tree = params if isinstance(params, (tuple, list, dict)) and \
@@ -707,7 +724,14 @@ class MinibatchLoop:
                                   gradient, kernel, seed, lean)
         entry, gradient, kernel, seed, lean = self._entries[key]
         progress = np.zeros(2)
+        if ahead is None:
+            ahead = self.gather_ahead is True
         try:
+            if ahead and kernel in ("sgd", "momentum") and gather_ahead.available():
+                hyper_values = (float(hyper[0]),) if kernel == "sgd" else \
+                    (*map(float, hyper[:3]), state[0])
+                return gather_ahead.train(self, kernel, gradient, rest, hyper_values, seed,
+                                          progress)
             if kernel == "sgd":         # the fused SGD step: the learning rate, no state
                 return entry(gradient, *rest[:7], float(hyper[0]), *rest[9:], seed, progress)
             if kernel == "momentum":    # lr, momentum, nesterov and the velocity
