@@ -35,6 +35,7 @@ so once per function.
 import ast
 
 from .placeholders import Comment
+from .unsigned_index import replace_array_indices
 
 # False: computed indices stay signed (tests compare both; not in the cache key).
 NONNEG_INDEX = True
@@ -214,20 +215,10 @@ def _int_value(node):
 
 
 def _rewrite(stmt, names, is_array, hit):
-    for node in ast.walk(stmt):
-        if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-                and is_array(node.value.id)):
-            continue
-        index = node.slice
-        elements = index.elts if isinstance(index, ast.Tuple) else [index]
-        for position, element in enumerate(elements):
-            if isinstance(element, ast.Name) and element.id in names:
-                hit.add(element.id)
-                replacement = ast.parse(f"np.uint64({element.id})", mode="eval").body
-                if isinstance(index, ast.Tuple):
-                    index.elts[position] = replacement
-                else:
-                    node.slice = replacement
+    """Index ``stmt``'s arrays by ``np.uint64(name)`` for the never-negative ``names``."""
+    hit.update(replace_array_indices(
+        [stmt], is_array,
+        lambda name: ast.parse(f"np.uint64({name})", mode="eval").body if name in names else None))
 
 
 class _Linear:

@@ -69,22 +69,33 @@ def _rewrite_loop(loop, is_array, taken):
         if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and node.target.id == var:
             return None
     unsigned = f"_u_{var}"
-    hits = 0
-    for node in ast.walk(ast.Module(body=loop.body, type_ignores=[])):
+    hits = replace_array_indices(
+        loop.body, is_array,
+        lambda name: ast.Name(id=unsigned, ctx=ast.Load()) if name == var else None)
+    if not hits:
+        return None
+    loop.body.insert(0, ast.parse(f"{unsigned} = np.uint64({var})").body[0])
+    return NOTE.format(v=var, u=unsigned)
+
+
+def replace_array_indices(stmts, is_array, replacement_for):
+    """Replace, in the subscripts of arrays (``is_array(name)``) inside ``stmts``, every index
+    element that is a bare name for which ``replacement_for(name)`` gives a node; the other
+    elements stay. Returns the names replaced, with repeats (shared with ``nonneg_index``)."""
+    replaced = []
+    for node in ast.walk(ast.Module(body=list(stmts), type_ignores=[])):
         if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
                 and is_array(node.value.id)):
             continue
         index = node.slice
         elements = index.elts if isinstance(index, ast.Tuple) else [index]
         for position, element in enumerate(elements):
-            if isinstance(element, ast.Name) and element.id == var:
-                replacement = ast.Name(id=unsigned, ctx=ast.Load())
-                if isinstance(index, ast.Tuple):
-                    index.elts[position] = replacement
-                else:
-                    node.slice = replacement
-                hits += 1
-    if not hits:
-        return None
-    loop.body.insert(0, ast.parse(f"{unsigned} = np.uint64({var})").body[0])
-    return NOTE.format(v=var, u=unsigned)
+            replacement = replacement_for(element.id) if isinstance(element, ast.Name) else None
+            if replacement is None:
+                continue
+            replaced.append(element.id)
+            if isinstance(index, ast.Tuple):
+                index.elts[position] = replacement
+            else:
+                node.slice = replacement
+    return replaced
