@@ -167,6 +167,8 @@ ROUNDS = 6          # rounds (one chunk per candidate, order rotated) before a c
 MAX_ROUNDS = 12     # ... or more, up to this many, while the best leads by less than MARGIN
 MARGIN = 0.05
 EARLY_ROUNDS, EARLY_LEAD = 3, 1.5     # a lead this clear decides after fewer rounds
+# (a recheck also decides after EARLY_ROUNDS when the choice it re-measures still leads by more
+# than MARGIN, and it times a count that lost by more than MARGIN on chunks of MIN_CHUNK)
 RECHECK = 30        # after this many rounds' worth of batches with the choice, measure again;
 MAX_BACKOFF = 16    # the interval doubles (up to this factor) while the choice stays the same
 
@@ -188,8 +190,13 @@ class ThreadChoice:
     costs: under load two OpenBLAS threads were up to 30x slower than one). Once ``RECHECK``
     rounds' worth of batches have run on the choice it is measured again (the load may have
     changed): the decision is re-validated from later batches too; each time it is confirmed
-    the interval doubles, up to ``MAX_BACKOFF`` times, and a count that lost by more than
-    ``EARLY_LEAD`` is re-measured on chunks of ``MIN_CHUNK`` batches."""
+    the interval doubles, up to ``MAX_BACKOFF`` times. A recheck costs less than the first
+    choice: a count that lost by more than ``MARGIN`` is re-measured on chunks of ``MIN_CHUNK``
+    batches, and the choice is confirmed after ``EARLY_ROUNDS`` rounds when it still leads every
+    other by more than ``MARGIN`` (a load change that reverses the order still needs the full
+    evidence). Why: every batch timed on a loser is a slower batch; at MNIST batch 64 on 2 cores
+    1 thread lost by 1.39x (under ``EARLY_LEAD``), and each recheck ran 6 rounds of 8 batches on
+    it: 48 to 96 of an epoch's 937 batches (benchmarks/results/mnist.md), ~2% of the epoch."""
 
     def __init__(self, tries):
         self.tries = list(tries)
@@ -223,9 +230,9 @@ class ThreadChoice:
 
     def chunk(self, threads):
         """Batches in a timed chunk on ``threads``: ``MIN_CHUNK`` for a count that lost by more
-        than ``EARLY_LEAD`` at the last choice (re-measured, but cheaply: under load a loser
-        ran up to 30x slower), else ``CHUNK``."""
-        if self.ratios and min(self.ratios.values()) * EARLY_LEAD < self.ratios[threads]:
+        than ``MARGIN`` at the last choice (re-measured, but cheaply: under load a loser ran up
+        to 30x slower), else ``CHUNK``."""
+        if self.ratios and min(self.ratios.values()) * (1 + MARGIN) < self.ratios[threads]:
             return MIN_CHUNK
         return CHUNK
 
@@ -256,7 +263,9 @@ class ThreadChoice:
         best = min(self.tries, key=ratios.__getitem__)
         lead = min((ratios[c] / ratios[best] for c in self.tries if c != best),
                    default=float("inf"))
-        if lead > EARLY_LEAD or (n >= ROUNDS and lead > 1 + MARGIN) or n >= MAX_ROUNDS:
+        confirmed = bool(self.decisions) and self.decisions[-1][0] == best and lead > 1 + MARGIN
+        if (lead > EARLY_LEAD or confirmed or (n >= ROUNDS and lead > 1 + MARGIN)
+                or n >= MAX_ROUNDS):
             if self.decisions and self.decisions[-1][0] == best:
                 self.backoff = min(2 * self.backoff, MAX_BACKOFF)
             else:

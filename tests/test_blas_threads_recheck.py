@@ -1,0 +1,60 @@
+"""The BLAS-thread choice's recheck (``srcgrad.training.blas_threads.ThreadChoice``) costs less
+than the first choice: a clear loser is timed on short chunks, and a choice that still leads is
+confirmed after ``EARLY_ROUNDS`` rounds, while a reversal needs the full ``ROUNDS``. Injected
+timings only (the logic, no clock)."""
+from srcgrad.training import blas_threads as bt
+
+
+def _rounds(choice, cost, rounds):
+    """``rounds`` rounds of timed chunks, each the size the choice asks for; ``cost[threads]``
+    seconds per batch. Returns {threads: batches timed}."""
+    timed = {}
+    for _ in range(rounds):
+        for _ in choice.tries:
+            threads, is_timed = choice.next()
+            assert is_timed
+            k = choice.chunk(threads)
+            choice.record(threads, cost[threads] * k, k)
+            timed[threads] = timed.get(threads, 0) + k
+    return timed
+
+
+def _decided(cost):
+    """A two-candidate choice decided on ``cost`` after the full ROUNDS (a lead under
+    EARLY_LEAD, like MNIST batch 64's 1.39x), then due for its recheck."""
+    choice = bt.ThreadChoice([2, 1])
+    assert _rounds(choice, cost, bt.ROUNDS) == {2: bt.ROUNDS * bt.CHUNK, 1: bt.ROUNDS * bt.CHUNK}
+    assert choice.threads == 2 and choice.decisions == [(2, bt.ROUNDS)]
+    choice.trained(choice.interval())
+    assert choice.threads is None
+    return choice
+
+
+def test_recheck_confirms_after_early_rounds_on_short_loser_chunks():
+    cost = {2: 1.0, 1: 1.39}
+    choice = _decided(cost)
+    assert choice.chunk(1) == bt.MIN_CHUNK and choice.chunk(2) == bt.CHUNK
+    timed = _rounds(choice, cost, bt.EARLY_ROUNDS)
+    assert choice.threads == 2 and choice.decisions == [(2, bt.ROUNDS), (2, bt.EARLY_ROUNDS)]
+    # the loser ran EARLY_ROUNDS short chunks: 12 batches instead of the first choice's 48
+    assert timed == {2: bt.EARLY_ROUNDS * bt.CHUNK, 1: bt.EARLY_ROUNDS * bt.MIN_CHUNK}
+    assert choice.backoff == 2                       # confirmed: the next recheck comes later
+
+
+def test_recheck_that_reverses_the_order_needs_the_full_rounds():
+    choice = _decided({2: 1.0, 1: 1.39})
+    cost = {2: 1.0, 1: 0.8}                          # the load changed: 1 thread leads by 1.25x
+    _rounds(choice, cost, bt.EARLY_ROUNDS)
+    assert choice.threads is None                    # not a confirmation, not a clear lead
+    _rounds(choice, cost, bt.ROUNDS - bt.EARLY_ROUNDS)
+    assert choice.threads == 1 and choice.decisions[-1] == (1, bt.ROUNDS)
+    assert choice.backoff == 1
+
+
+def test_recheck_with_the_choice_barely_ahead_measures_on():
+    choice = _decided({2: 1.0, 1: 1.39})
+    cost = {2: 1.0, 1: 1.03}                         # 3% apart: under MARGIN, no confirmation
+    _rounds(choice, cost, bt.EARLY_ROUNDS)
+    assert choice.threads is None
+    _rounds(choice, cost, bt.MAX_ROUNDS - bt.EARLY_ROUNDS)
+    assert choice.threads == 2 and choice.decisions[-1] == (2, bt.MAX_ROUNDS)
