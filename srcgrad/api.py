@@ -716,6 +716,12 @@ def _may_store_into_arrays(func):
     call stopped half way cannot simply run again. (``a += v`` on a name rebinds it: srcgrad
     writes it as ``a = a + v``.) True when a source cannot be read."""
     import textwrap
+    import types
+    # ``np.sort(a)`` (a module's function, a new array) is not ``a.sort()`` (in place): a call on a
+    # name bound to a module in the function's globals is not a method call on an array
+    inner = getattr(func, "py_func", func)
+    glob = getattr(inner, "__globals__", None) or getattr(getattr(inner, "func", None), "__globals__", None) or {}
+    modules = {"np", "numpy"} | {k for k, v in glob.items() if isinstance(v, types.ModuleType)}
     for text in helper_sources(func).values():
         _, newline, source = text.partition("\n")
         if not newline:
@@ -730,7 +736,8 @@ def _may_store_into_arrays(func):
             if isinstance(node, ast.keyword) and node.arg == "out":
                 return True
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                    node.func.attr in ("fill", "sort", "put", "itemset", "resize", "setfield", "copyto"):
+                    node.func.attr in ("fill", "sort", "put", "itemset", "resize", "setfield", "copyto") and \
+                    not (isinstance(node.func.value, ast.Name) and node.func.value.id in modules):
                 return True
     return False
 
