@@ -32,3 +32,13 @@ def test_in_place_methods_still_keep_the_fallback():
     assert srcgrad.api._may_store_into_arrays(sorts_in_place)
     assert srcgrad.api._may_store_into_arrays(fills)
     assert not srcgrad.grad(sorts_in_place, wrt=0, target="cpu")._lean_allowed()
+
+
+def copies_into(m):
+    c = np.zeros(m.shape)
+    np.copyto(c, m)
+    return np.sum(c * m)
+
+
+def test_numpy_functions_that_write_into_an_argument_keep_the_fallback():
+    assert srcgrad.api._may_store_into_arrays(copies_into)
