@@ -53,8 +53,8 @@ DEFERRED_OUTER = True
 
 NOTE = ("deferred outer products: {arrays} only added into in this loop, each step adding outer "
         "products of per-step values; the factors are stored per step ({buffers}) and added with "
-        "one matrix product per inner loop after this loop (fewer passes over the adjoint; "
-        "the sum in another order)")
+        "one matrix product after this loop (no pass over the whole adjoint each step; the sum "
+        "in another order)")
 
 _PURE_CALLS = {"uint64", "int64", "intp", "float64", "float32", "exp", "log", "sqrt", "tanh",
                "sin", "cos", "abs", "fabs", "isnan", "isinf", "copysign", "floor", "ceil"}
@@ -453,7 +453,7 @@ def _rewrite_time_loop(loop_t, owned, names):
         group["place"](row_name)
     guarded = ast.parse(f"if {count_name} > 0:\n    pass").body[0]
     guarded.body = after
-    return before + [note, loop_t, guarded]
+    return [note] + before + [loop_t, guarded]
 
 
 def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
