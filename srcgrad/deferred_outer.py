@@ -50,11 +50,14 @@ from .placeholders import Comment
 
 # False: the weight adjoint is updated every step as the reverse sweep writes it (not in the cache key)
 DEFERRED_OUTER = True
+# time steps per matrix product: the buffers hold at most this many steps (a long loop adds its
+# products every ROWS steps), so they stay small beside the tape
+ROWS = 256
 
 NOTE = ("deferred outer products: {arrays} only added into in this loop, each step adding outer "
         "products of per-step values; the factors are stored per step ({buffers}) and added with "
-        "one matrix product after this loop (no pass over the whole adjoint each step; the sum "
-        "in another order)")
+        "one matrix product after the loop or every {rows} steps (no pass over the whole adjoint "
+        "each step; the sum in another order)")
 
 _PURE_CALLS = {"uint64", "int64", "intp", "float64", "float32", "exp", "log", "sqrt", "tanh",
                "sin", "cos", "abs", "fabs", "isnan", "isinf", "copysign", "floor", "ceil"}
@@ -433,27 +436,30 @@ def _rewrite_time_loop(loop_t, owned, names):
             groups.append(group)
     if not groups:
         return None
-    before, after, buffers, arrays = [], [], [], set()
-    t_low, t_count = _low_and_count(*t_range)
-    count_name = names.fresh("nt")
-    before.append(ast.parse(f"{count_name} = {ast.unparse(t_count)}").body[0])
+    before, buffers, arrays = [], [], set()
+    _, t_count = _low_and_count(*t_range)
+    rows, filled = names.fresh("nt"), names.fresh("r")
+    before.append(ast.parse(f"{rows} = min({ast.unparse(t_count)}, {ROWS})").body[0])
     for group in groups:
-        before += group["alloc"](count_name)
-        after += group["product"](count_name)
+        before += group["alloc"](rows)
         buffers += group["buffers"]
         arrays |= group["arrays"]
+    before.append(ast.parse(f"{filled} = 0").body[0])
     note = Comment(NOTE.format(arrays=", ".join(f"`{a}`" for a in sorted(arrays)) +
                                (" is" if len(arrays) == 1 else " are"),
-                               buffers=", ".join(buffers)), getattr(loop_t, "lineno", 0) or 0)
-    # the step's row in the buffers (t - t_low), written where the step begins
-    row_name = names.fresh("t")
-    row = _fold(ast.BinOp(ast.Name(loop_t.target.id, ast.Load()), ast.Sub(), t_low))
-    loop_t.body.insert(0, ast.parse(f"{row_name} = {ast.unparse(row)}").body[0])
+                               buffers=", ".join(buffers), rows=ROWS),
+                   getattr(loop_t, "lineno", 0) or 0)
+    # each step takes the next row of the buffers; full buffers are added in and refilled
+    row = names.fresh("t")
+    flush = ast.parse(f"if {filled} == {rows}:\n    {filled} = 0").body[0]
+    flush.body[:0] = [stmt for group in groups for stmt in group["product"](filled)]
+    loop_t.body[:0] = [flush, ast.parse(f"{row} = {filled}").body[0],
+                       ast.parse(f"{filled} += 1").body[0]]
     for group in groups:
-        group["place"](row_name)
-    guarded = ast.parse(f"if {count_name} > 0:\n    pass").body[0]
-    guarded.body = after
-    return [note] + before + [loop_t, guarded]
+        group["place"](row)
+    last = ast.parse(f"if {filled} > 0:\n    pass").body[0]
+    last.body = [stmt for group in groups for stmt in group["product"](filled)]
+    return [note] + before + [loop_t, last]
 
 
 def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
@@ -599,7 +605,7 @@ def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
         loop_t.body.insert(loop_t.body.index(loop_j), guard)
 
     def product(nt):
-        code = [ast.parse(f"{p_buf} = matmul({s_buf}.T, {v_buf})").body[0]]
+        code = [ast.parse(f"{p_buf} = matmul({s_buf}[:{nt}].T, {v_buf}[:{nt}])").body[0]]
         for body_stmt, _, s_slot, v_slot, row_off, col_off, k_low, k_count in stmts:
             jj, kk = names.fresh("j"), names.fresh("k")
             rows = _fold(ast.parse(f"{_paren(row_off)} + {_paren(j_low)} + {jj}", mode="eval").body)
