@@ -64,9 +64,10 @@ _PURE_CALLS = {"uint64", "int64", "intp", "float64", "float32", "exp", "log", "s
 _fresh = itertools.count()
 
 
-def defer(reverse_body, tail=(), taken=frozenset(), forward=()):
+def defer(reverse_body, tail=(), taken=frozenset(), forward=(), ndim=None):
     """``reverse_body`` with qualifying outer-product accumulations deferred past their time loop.
-    ``taken``: names in use (the buffers' names avoid them)."""
+    ``taken``: names in use (the buffers' names avoid them); ``ndim(name)``: an array's number of
+    dimensions (None when not known to be an array)."""
     if not DEFERRED_OUTER:
         return reverse_body
     everything = list(forward) + list(reverse_body) + list(tail)
@@ -78,7 +79,7 @@ def defer(reverse_body, tail=(), taken=frozenset(), forward=()):
     used = set(taken) | {n.id for n in ast.walk(ast.Module(body=everything, type_ignores=[]))
                          if isinstance(n, ast.Name)}
     names = _Names(used)
-    return _rewrite_list(reverse_body, owned, names)
+    return _rewrite_list(reverse_body, owned, names, ndim or (lambda name: None))
 
 
 def _owned(reverse, everything):
@@ -129,18 +130,18 @@ class _Names:
                 return name
 
 
-def _rewrite_list(stmts, owned, names):
+def _rewrite_list(stmts, owned, names, ndim):
     out = []
     for stmt in stmts:
         if isinstance(stmt, ast.For) and not isinstance(stmt, Comment):
-            done = _rewrite_time_loop(stmt, owned, names)
+            done = _rewrite_time_loop(stmt, owned, names, ndim)
             if done is not None:
                 out.extend(done)
                 continue
-            stmt.body = _rewrite_list(stmt.body, owned, names)
+            stmt.body = _rewrite_list(stmt.body, owned, names, ndim)
         elif isinstance(stmt, (ast.If, ast.While)) and not isinstance(stmt, Comment):
-            stmt.body = _rewrite_list(stmt.body, owned, names)
-            stmt.orelse = _rewrite_list(stmt.orelse, owned, names)
+            stmt.body = _rewrite_list(stmt.body, owned, names, ndim)
+            stmt.orelse = _rewrite_list(stmt.orelse, owned, names, ndim)
         out.append(stmt)
     return out
 
@@ -407,7 +408,7 @@ def _expr(term):
 
 
 # -- the rewrite ----------------------------------------------------------------------------------
-def _rewrite_time_loop(loop_t, owned, names):
+def _rewrite_time_loop(loop_t, owned, names, ndim):
     """[allocations, comment, rewritten L_t, products] or None when nothing qualifies."""
     t_range = _range(loop_t)
     if t_range is None or _jumps(loop_t.body):
@@ -422,16 +423,25 @@ def _rewrite_time_loop(loop_t, owned, names):
             seen.setdefault(node.id, []).append(node)
     allowed = {}
     for node in _walk(loop_t.body):
-        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and \
-                isinstance(node.target, ast.Subscript) and isinstance(node.target.value, ast.Name):
-            allowed.setdefault(node.target.value.id, set()).add(id(node.target.value))
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
+            if isinstance(node.target, ast.Subscript) and isinstance(node.target.value, ast.Name):
+                allowed.setdefault(node.target.value.id, set()).add(id(node.target.value))
+            elif isinstance(node.target, ast.Name) and not any(
+                    isinstance(n, ast.Name) and n.id == node.target.id for n in ast.walk(node.value)):
+                allowed.setdefault(node.target.id, set()).add(id(node.target))    # (whole array)
+    rebound = {n.id for n in _walk(loop_t.body) if isinstance(n, ast.Name) and
+               isinstance(n.ctx, (ast.Store, ast.Del)) and id(n) not in allowed.get(n.id, ())}
     only_added = {a for a, uses in seen.items()
-                  if all(id(n) in allowed.get(a, ()) for n in uses) and a not in in_t}
+                  if all(id(n) in allowed.get(a, ()) for n in uses) and a not in rebound}
     if not only_added:
         return None
-    groups = []         # one per L_j: buffers, stores and products
+    groups = []         # one per L_j (buffers, stores and products), one per vector statement
     for loop_j in loop_t.body:
         group = _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names)
+        if group is not None:
+            groups.append(group)
+    for stmt in list(loop_t.body):
+        group = _vector_outer(loop_t, stmt, only_added, ndim, names)
         if group is not None:
             groups.append(group)
     if not groups:
@@ -626,6 +636,44 @@ def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
 
 def _times(k, name):
     return name if k == 1 else f"{k} * {name}"
+
+
+def _vector_outer(loop_t, stmt, only_added, ndim, names):
+    """The buffers of ``A += matmul_grad_left(g, a, b)`` (``a`` a matrix, ``b`` a vector: the
+    outer product of ``g`` and ``b``) or ``A += matmul_grad_right(g, a, b)`` (``a`` a vector,
+    ``b`` a matrix: the outer product of ``a`` and ``g``), a statement of L_t's own body (run once
+    per step): each step's two vectors are copied where the statement was, their products added
+    after the loop. None when ``stmt`` is not such a statement."""
+    if not (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and
+            isinstance(stmt.target, ast.Name) and stmt.target.id in only_added and
+            ndim(stmt.target.id) == 2 and isinstance(stmt.value, ast.Call) and
+            isinstance(stmt.value.func, ast.Name) and not stmt.value.keywords and
+            len(stmt.value.args) == 3 and all(isinstance(a, ast.Name) for a in stmt.value.args)):
+        return None
+    g, a, b = (arg.id for arg in stmt.value.args)
+    if stmt.value.func.id == "matmul_grad_left" and ndim(a) == 2 and ndim(b) == 1:
+        left, right = g, b
+    elif stmt.value.func.id == "matmul_grad_right" and ndim(a) == 1 and ndim(b) == 2:
+        left, right = a, g
+    else:
+        return None
+    target = stmt.target.id
+    s_buf, v_buf = names.fresh("s"), names.fresh("v")
+
+    def alloc(nt):
+        return [ast.parse(f"{s_buf} = np.empty(({nt}, {target}.shape[0]), {target}.dtype.type)").body[0],
+                ast.parse(f"{v_buf} = np.empty(({nt}, {target}.shape[1]), {target}.dtype.type)").body[0]]
+
+    def place(row):
+        at = loop_t.body.index(stmt)
+        loop_t.body[at:at + 1] = [ast.parse(f"{s_buf}[{row}, :] = {left}").body[0],
+                                  ast.parse(f"{v_buf}[{row}, :] = {right}").body[0]]
+
+    def product(nt):
+        return [ast.parse(f"{target} += matmul({s_buf}[:{nt}].T, {v_buf}[:{nt}])").body[0]]
+
+    return {"alloc": alloc, "place": place, "product": product, "buffers": [s_buf, v_buf],
+            "arrays": {target}}
 
 
 def _rename(term, old, new):

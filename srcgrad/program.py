@@ -354,7 +354,11 @@ class ModuleBuilder:
                                                          {n.id for s in stmts for n in ast.walk(s)
                                                           if isinstance(n, ast.Name)})
             # (deferred_outer.py: a weight adjoint a time loop only adds outer products into)
-            reverse_body = deferred_outer.defer(reverse_body, tail_stmts, forward=stmts)
+            dims = {}
+            for var, kind in analysis.kinds.items():
+                if getattr(kind, "is_array", False):
+                    dims[var] = dims[transformer.adj(var)] = kind.ndim
+            reverse_body = deferred_outer.defer(reverse_body, tail_stmts, forward=stmts, ndim=dims.get)
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         if unsigned_index.UNSIGNED_INDEX and self.target == "cpu":

@@ -232,9 +232,55 @@ def test_partial_range_python(monkeypatch, tmp_path):
     check_grad(rnn, args, wrt=0, target="python")
 
 
-@pytest.mark.parametrize("f", [weights_updated, conditional, carried, in_place])
+def rnn_vectors(W, U, xs):
+    """The recurrence written with products: ``W @ x`` (matmul_grad_left) and ``h @ U``
+    (matmul_grad_right) in each step."""
+    T = xs.shape[0]
+    h = np.zeros(U.shape[0])
+    s = 0.0
+    for t in range(T):
+        h = np.tanh(W @ xs[t] + h @ U)
+        s += np.sum(h * h)
+    return s
+
+
+def _vector_args(T=5, D=3, H=4, seed=4):
+    rng = np.random.default_rng(seed)
+    return (0.5 * rng.standard_normal((H, D)), 0.5 * rng.standard_normal((H, H)),
+            rng.standard_normal((T, D)))
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_vector_products(target, monkeypatch, tmp_path):
+    args = _vector_args()
+    off, _, _ = _run(rnn_vectors, args, (0, 1), target, False, monkeypatch, tmp_path)
+    on, source, g = _run(rnn_vectors, args, (0, 1), target, True, monkeypatch, tmp_path)
+    assert NOTE in source and "_adj_W += matmul(_dfo_" in source and "_adj_U += matmul(_dfo_" in source
+    assert "_adj_W += matmul_grad_left" not in source and "_adj_U += matmul_grad_right" not in source
+    _close(on, off)
+    check_grad(rnn_vectors, args, wrt=(0, 1), target=target,
+               gradfn=lambda *a: g(*a)[1])
+    xs = args[2].copy()
+    xs[1, 0] = np.nan                                 # NaN in, NaN out
+    assert np.isnan(g(args[0], args[1], xs)[1][0]).any()
+
+
+def weights_read(W, xs):
+    """The weights' adjoint is read in the loop (W is overwritten each step)."""
+    T = xs.shape[0]
+    A = W.copy()
+    h = np.zeros(W.shape[0])
+    s = 0.0
+    for t in range(T):
+        h = np.tanh(A @ xs[t])
+        A = A * 0.9
+        s += np.sum(h * h)
+    return s
+
+
+@pytest.mark.parametrize("f", [weights_updated, conditional, carried, in_place, weights_read])
 def test_not_applied(f, monkeypatch, tmp_path):
-    args = _small_args()
+    args = _small_args() if f is not weights_read else _vector_args()[::2]
     on, source, _ = _run(f, args, 0, "python", True, monkeypatch, tmp_path)
     assert NOTE not in source
     check_grad(f, args, wrt=0, target="python")
