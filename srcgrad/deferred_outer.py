@@ -448,8 +448,9 @@ def _rewrite_time_loop(loop_t, owned, names, ndim):
         return None
     before, buffers, arrays = [], [], set()
     _, t_count = _low_and_count(*t_range)
-    rows, filled = names.fresh("nt"), names.fresh("r")
-    before.append(ast.parse(f"{rows} = min({ast.unparse(t_count)}, {ROWS})").body[0])
+    rows, filled, left = names.fresh("nt"), names.fresh("r"), names.fresh("left")
+    before.append(ast.parse(f"{left} = {ast.unparse(t_count)}").body[0])
+    before.append(ast.parse(f"{rows} = min({left}, {ROWS})").body[0])
     for group in groups:
         before += group["alloc"](rows)
         buffers += group["buffers"]
@@ -459,17 +460,16 @@ def _rewrite_time_loop(loop_t, owned, names, ndim):
                                (" is" if len(arrays) == 1 else " are"),
                                buffers=", ".join(buffers), rows=ROWS),
                    getattr(loop_t, "lineno", 0) or 0)
-    # each step takes the next row of the buffers; full buffers are added in and refilled
+    # each step takes the next row of the buffers; at the end of a step that filled them, or of the
+    # last step, their products are added in (one copy of that code: at the end of the body)
     row = names.fresh("t")
-    flush = ast.parse(f"if {filled} == {rows}:\n    {filled} = 0").body[0]
+    flush = ast.parse(f"if {filled} == {rows} or {left} == 0:\n    {filled} = 0").body[0]
     flush.body[:0] = [stmt for group in groups for stmt in group["product"](filled)]
-    loop_t.body[:0] = [flush, ast.parse(f"{row} = {filled}").body[0],
-                       ast.parse(f"{filled} += 1").body[0]]
+    loop_t.body[:0] = [ast.parse(f"{row} = {filled}").body[0], ast.parse(f"{filled} += 1").body[0]]
     for group in groups:
         group["place"](row)
-    last = ast.parse(f"if {filled} > 0:\n    pass").body[0]
-    last.body = [stmt for group in groups for stmt in group["product"](filled)]
-    return [note] + before + [loop_t, last]
+    loop_t.body += [ast.parse(f"{left} -= 1").body[0], flush]
+    return [note] + before + [loop_t]
 
 
 def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
@@ -616,18 +616,23 @@ def _rewrite_inner(loop_t, loop_j, only_added, owned, in_t, names):
 
     def product(nt):
         code = [ast.parse(f"{p_buf} = matmul({s_buf}[:{nt}].T, {v_buf}[:{nt}])").body[0]]
-        for body_stmt, _, s_slot, v_slot, row_off, col_off, k_low, k_count in stmts:
+        for v_slot in sorted(v_width):      # one loop nest per column block: its statements' rows
             jj, kk = names.fresh("j"), names.fresh("k")
-            rows = _fold(ast.parse(f"{_paren(row_off)} + {_paren(j_low)} + {jj}", mode="eval").body)
-            cols = _fold(ast.parse(f"{_paren(col_off)} + {_paren(k_low)} + {kk}", mode="eval").body)
-            p_row = jj if s_slot == 0 else f"{_times(s_slot, nj)} + {jj}"
-            p_col = kk if v_offset[v_slot] == "0" else f"{v_offset[v_slot]} + {kk}"
-            target = body_stmt.target.value.id
-            code.append(ast.parse(
-                f"for {jj} in range({nj}):\n"
-                f"    for {kk} in range({v_width[v_slot]}):\n"
-                f"        {target}[{ast.unparse(rows)}, {ast.unparse(cols)}] += {p_buf}[{p_row}, {p_col}]"
-            ).body[0])
+            nest = ast.parse(f"for {jj} in range({nj}):\n    for {kk} in range({v_width[v_slot]}):\n"
+                             f"        pass").body[0]
+            nest.body[0].body = []
+            for body_stmt, _, s_slot, slot, row_off, col_off, k_low, k_count in stmts:
+                if slot != v_slot:
+                    continue
+                rows = _fold(ast.parse(f"{_paren(row_off)} + {_paren(j_low)} + {jj}", mode="eval").body)
+                cols = _fold(ast.parse(f"{_paren(col_off)} + {_paren(k_low)} + {kk}", mode="eval").body)
+                p_row = jj if s_slot == 0 else f"{_times(s_slot, nj)} + {jj}"
+                p_col = kk if v_offset[v_slot] == "0" else f"{v_offset[v_slot]} + {kk}"
+                target = body_stmt.target.value.id
+                nest.body[0].body.append(ast.parse(
+                    f"{target}[{ast.unparse(rows)}, {ast.unparse(cols)}] += {p_buf}[{p_row}, {p_col}]"
+                ).body[0])
+            code.append(nest)
         return code
 
     return {"alloc": alloc, "place": place, "product": product, "buffers": [s_buf, v_buf],

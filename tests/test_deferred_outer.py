@@ -218,7 +218,7 @@ def test_lstm_buffer_refilled_python(monkeypatch, tmp_path):
     args = _lstm_args(T=5)
     off, _, _ = _run(lstm, args, (0, 1, 2), "python", False, monkeypatch, tmp_path)
     on, source, _ = _run(lstm, args, (0, 1, 2), "python", True, monkeypatch, tmp_path)
-    assert "every 2 steps" in source and "min(max(T, 0), 2)" in source
+    assert "every 2 steps" in source and "_dfo_left1 = max(T, 0)" in source and "min(_dfo_left1, 2)" in source
     _close(on, off)
 
 
