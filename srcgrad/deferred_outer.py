@@ -18,9 +18,11 @@ and one matrix product after the loop, ``_dfo_s.T @ _dfo_v``, adds all steps at 
                 _adj_W[3 * H + j, k] += _adj_t26
 
 becomes ``_dfo_v[t, k] = xs[t, k]`` in a loop before L_j (``xs`` is not written in L_j),
-``_dfo_s[t, 3 * nj + j] = _adj_zg`` before L_k, and after L_t
+``_dfo_s[t, 3 * nj + j] = _adj_zg`` before L_k, and at the end of the last step
 ``_dfo_p = matmul(_dfo_s.T, _dfo_v)`` with ``_adj_W[3 * H + j, k] += _dfo_p[3 * nj + j, k]``
-for every ``j`` and ``k`` of the two ranges.
+for every ``j`` and ``k`` of the two ranges. The buffers hold at most ROWS steps (a row per step,
+counted by ``_dfo_r``): a longer loop adds their products in at the end of each step that fills
+them, so memory stays bounded.
 
 :func:`defer` applies this to a statement ``A[R, C] += X`` (``A`` an adjoint array) that is a
 direct child of a loop L_k, itself a direct child of a loop L_j, itself a direct child of a loop
@@ -39,6 +41,13 @@ Then each step's contributions are exactly ``s_t[j] * v_t[k]`` over the whole bl
 over steps is ``(S.T @ V)[j, k]``. Floating-point additions run in another order: the result
 differs from the step-by-step sum by rounding only. NaN and inf reach the product as they reach
 the sum. Off with ``DEFERRED_OUTER = False``.
+
+The same holds for a whole-array statement of L_t's own body, ``A += matmul_grad_left(g, W, x)``
+with ``W`` a matrix and ``x`` a vector (the adjoint of ``W @ x``: the outer product of ``g`` and
+``x``) or ``A += matmul_grad_right(g, v, W)`` with ``v`` a vector (of ``v @ W``: the outer product
+of ``v`` and ``g``): the two vectors are copied into the buffers where the statement was, and
+``A += matmul(_dfo_s.T, _dfo_v)`` replaces the per-step product and its temporary (an RNN written
+with ``W @ x[t]``, ``h @ U``: no matrix allocated per step).
 """
 import ast
 import copy
