@@ -318,7 +318,12 @@ class _Values:
         if isinstance(expr, ast.Name):
             return self.name(expr.id)
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-            return ("bin", type(expr.op).__name__, self.of(expr.left), self.of(expr.right))
+            return _bin(type(expr.op).__name__, self.of(expr.left), self.of(expr.right))
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and \
+                isinstance(expr.func.value, ast.Name) and expr.func.value.id in ("np", "numpy") and \
+                expr.func.attr in ("float32", "float64") and len(expr.args) == 1 and \
+                isinstance(expr.args[0], ast.Constant) and isinstance(expr.args[0].value, float):
+            return ("c", expr.args[0].value)     # (float32 programs: `_adj_zg = np.float32(0.0)`)
         if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
             return ("neg", self.of(expr.operand))
         if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and \
@@ -342,10 +347,20 @@ class _Values:
         if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) and \
                 isinstance(stmt.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             name = stmt.target.id
-            self.env[name] = ("bin", type(stmt.op).__name__, self.name(name), self.of(stmt.value))
+            self.env[name] = _bin(type(stmt.op).__name__, self.name(name), self.of(stmt.value))
             return
         for name in _assigned([stmt]):
             self.env[name] = ("opaque", next(_fresh))
+
+
+def _bin(op, a, b):
+    """The term of ``a op b``; ``0.0 + x`` is ``x`` (float32 code resets an adjoint to
+    ``np.float32(0.0)`` and adds its saved value back). They differ only for ``x = -0.0``, and a
+    contribution of -0.0 instead of +0.0 cannot show: an adjoint array starts at +0.0 and is only
+    added into, and +0.0 + -0.0 is +0.0."""
+    if op == "Add" and a == ("c", 0.0) and isinstance(a[1], float):
+        return b
+    return ("bin", op, a, b)
 
 
 def _linear(term, pre):

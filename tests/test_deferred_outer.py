@@ -212,6 +212,15 @@ def test_lstm_cpu(monkeypatch, tmp_path):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
 
 
+def test_lstm_float32_python(monkeypatch, tmp_path):
+    """float32: the adjoint reset is `np.float32(0.0)` then `+=` (the same value given back)."""
+    args = tuple(a.astype(np.float32) for a in _lstm_args(T=6))
+    off, _, _ = _run(lstm, args, (0, 1, 2), "python", False, monkeypatch, tmp_path)
+    on, source, _ = _run(lstm, args, (0, 1, 2), "python", True, monkeypatch, tmp_path)
+    assert NOTE in source and on[1][0].dtype == np.float32
+    _close(on, off, rtol=1e-5)
+
+
 def test_lstm_buffer_refilled_python(monkeypatch, tmp_path):
     """A loop longer than the buffers: their products are added every ROWS steps."""
     monkeypatch.setattr(deferred_outer, "ROWS", 2)
