@@ -26,6 +26,7 @@ from . import adjoint_swaps
 from . import adjoint_merges
 from . import loop_splits
 from . import reduction_lanes
+from . import deferred_outer
 from . import split_calls
 from . import inline
 from . import hoist
@@ -352,6 +353,12 @@ class ModuleBuilder:
                 reverse_body = reduction_lanes.add_lanes(reverse_body, scalars, tail_stmts,
                                                          {n.id for s in stmts for n in ast.walk(s)
                                                           if isinstance(n, ast.Name)})
+            # (deferred_outer.py: a weight adjoint a time loop only adds outer products into)
+            dims = {}
+            for var, kind in analysis.kinds.items():
+                if getattr(kind, "is_array", False):
+                    dims[var] = dims[transformer.adj(var)] = kind.ndim
+            reverse_body = deferred_outer.defer(reverse_body, tail_stmts, forward=stmts, ndim=dims.get)
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         if unsigned_index.UNSIGNED_INDEX and self.target == "cpu":
