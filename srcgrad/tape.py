@@ -516,6 +516,7 @@ class TapePlan:
                   f"    for {k} in range(0, {name}.shape[0]):\n        {carry}\n")
         stmts = ast.parse(source).body
         stmts[1].snapshot_row = True
+        stmts[2].carry_run = True        # (row_forwarding.py recognises the carry by this mark)
         for stmt in stmts:
             for node in ast.walk(stmt):
                 ast.copy_location(node, save.like)
