@@ -433,9 +433,10 @@ class TapePlan:
                     count = ast.BinOp(left=count, op=ast.Add(), right=ast.Constant(1))
                     self.written_in_place.add(id(saves[0]))
                 down = DESCENDING_ROWS and self.loop_tapes
-                # the last row: `top = buffer.shape[0]` then `top -= 1` (an integer AugAssign stays
-                # an integer where float32 lowering casts the literals of a BinOp on a shape)
-                first = ast.parse(f"{buffer}.shape[0]", mode="eval").body if down else ast.Constant(0)
+                # the last row, count - 1, from the trip count (not `buffer.shape`: cuda's array
+                # mode traces this code with a buffer that has none): `top = trips`, then integer
+                # AugAssigns, which float32 lowering leaves integers (a BinOp's literals it casts)
+                first = copy.deepcopy(trips) if down else ast.Constant(0)
                 allocations += [
                     Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once"
                             + ("; filled from its last row down (the reverse sweep then reads the rows "
@@ -444,7 +445,10 @@ class TapePlan:
                     assign(buffer, ast.Call(func=name_load("snapshot_buffer"), args=[name_load(name), count],
                                             keywords=[]), loop),
                     assign(top, first, loop)]
-                if down:
+                if down and len(saves) > 1:
+                    allocations.append(ast.copy_location(ast.AugAssign(
+                        target=name_store(top), op=ast.Mult(), value=ast.Constant(len(saves))), loop))
+                if down and not in_place:         # (written in place: one row more, trips + 1)
                     allocations.append(ast.copy_location(ast.AugAssign(
                         target=name_store(top), op=ast.Sub(), value=ast.Constant(1)), loop))
                 if in_place and down:
