@@ -64,12 +64,12 @@ def shorter_copy(u0, kappa, nsteps):
     return np.sum(u * u)
 
 
-def _both(f, args, target, monkeypatch, tmp_path):
+def _both(f, args, target, monkeypatch, tmp_path, **options):
     out = []
     for on in (True, False):
         monkeypatch.setattr(row_forwarding, "ROW_FORWARDING", on)
         monkeypatch.setenv("SRCGRAD_CACHE_DIR", str(tmp_path / str(on)))   # not in the cache key
-        g = srcgrad.value_and_grad(f, wrt=(0, 1), target=target)
+        g = srcgrad.value_and_grad(f, wrt=(0, 1), target=target, **options)
         out.append((g(*args), g.source_for(*args)))
     monkeypatch.setattr(row_forwarding, "ROW_FORWARDING", True)
     return out
@@ -113,3 +113,21 @@ def test_forwarding_cpu(monkeypatch, tmp_path):
     _same(on, off)
     check_grad(heat, args, wrt=(0, 1), target="cpu",
                gradfn=srcgrad.grad(heat, wrt=(0, 1), target="cpu"))
+
+
+def test_checkpointed_loop(monkeypatch, tmp_path):
+    """checkpoint=K reruns the loop by segments: the same gradient with and without forwarding."""
+    args = _args(nsteps=7)
+    (on, _), (off, _) = _both(heat, args, "python", monkeypatch, tmp_path, checkpoint=3)
+    _same(on, off)
+    plain = srcgrad.value_and_grad(heat, wrt=(0, 1), target="python")(*args)
+    np.testing.assert_allclose(on[1][0], plain[1][0], rtol=1e-12, atol=1e-14)
+
+
+def test_float32(monkeypatch, tmp_path):
+    """float32: the row takes the value the second array would have held (the same kind)."""
+    u0 = _args()[0].astype(np.float32)
+    (on, source_on), (off, _) = _both(heat, (u0, np.float32(0.2), 3), "python", monkeypatch, tmp_path)
+    assert DEAD in source_on
+    _same(on, off)
+    assert on[1][0].dtype == np.float32
