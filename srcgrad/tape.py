@@ -452,11 +452,13 @@ class TapePlan:
                     allocations.append(ast.copy_location(ast.AugAssign(
                         target=name_store(top), op=ast.Sub(), value=ast.Constant(1)), loop))
                 if in_place and down:
-                    # the array starts in the buffer's last row (first_snapshot_row takes row 0)
+                    # the array starts in the buffer's last row (first_snapshot_row takes row 0),
+                    # copied there by push_snapshot, a compiled helper (Numba compiles a row
+                    # assignment `buffer[top] = u` written inline anew: seconds per function)
                     row = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Load())
-                    allocations += [assign(ast.Subscript(value=name_load(buffer), slice=name_load(top),
-                                                         ctx=ast.Store()), name_load(name), loop),
-                                    assign(name, row, loop)]
+                    push = ast.Call(func=name_load("push_snapshot"), keywords=[],
+                                    args=[name_load(buffer), name_load(top), name_load(name)])
+                    allocations += [ast.copy_location(ast.Expr(value=push), loop), assign(name, row, loop)]
                     allocations[-1].snapshot_row = True
                 elif in_place:
                     allocations.append(assign(name, ast.Call(func=name_load("first_snapshot_row"),
