@@ -33,6 +33,7 @@ from . import hoist
 from . import forward_order
 from . import unsigned_index
 from . import nonneg_index
+from . import row_forwarding
 from . import codegen
 from . import helpers as _helpers
 from . import naming as N
@@ -371,6 +372,9 @@ class ModuleBuilder:
                 stmts, reverse_body, tail_stmts = nonneg_index.nonneg_index(
                     [stmts, reverse_body, tail_stmts], arrays.__contains__, set(unit.params),
                     unit.body[0].lineno if unit.body else 0)
+        if row_forwarding.ROW_FORWARDING and self.target != "cuda":    # (row_forwarding.py)
+            stmts = row_forwarding.forward_rows(stmts, stmts + reverse_body + tail_stmts,
+                                                analysis.kinds, unit.names, unit.params)
         # the target's own rewrites (cpu: matrix products, chains of array statements as loop nests)
         stmts, reverse_body, tail_stmts = self.backend.lower([stmts, reverse_body, tail_stmts], analysis)
         body = stmts + reverse_body + tail_stmts

@@ -23,6 +23,15 @@ from .normalize import assign, name_load, name_store
 from .placeholders import Comment, Reset, Restore, Save
 from .simplify import simplify
 
+# Snapshot rows fill their buffer from the last row down (plan_snapshot_buffers): the forward
+# sweep writes rows in descending memory order, the reverse sweep, which reads them in the reverse
+# order of the steps, then walks memory upward, a stream the hardware prefetcher follows (read
+# downward, row by row, a pass over the rows ran 2.5x slower: heat, nx=128, nt=1000, its kappa
+# adjoint pass). Only the place of each row changes: the values are the same. False: rows from
+# row 0 up (tests compare both; not in the cache key). Backends without loop tapes (cuda) keep
+# rows from 0 up.
+DESCENDING_ROWS = True
+
 FLOAT_TAPE = ("_ftape", "_fpos", "push_float")
 INT_TAPE = ("_itape", "_ipos", "push_int")
 
@@ -60,6 +69,7 @@ class TapePlan:
         self.recomputed = set()    # values recomputed in the reverse sweep instead of taped
         self.snapshots = {}        # array variable -> the list its overwritten values are kept in
         self.buffers = {}          # id(Save) -> (buffer, top): snapshots in a preallocated buffer
+        self.descending = set()    # id(Save) of those whose buffer fills from its last row down
         self.allocations = {}      # id(forward loop) -> the buffer allocations before it
         self.unchecked = set()     # id(Save): pushes with room reserved at their loop's entry
         self.covered = set()       # id(Save): element saves a step snapshot replaces
@@ -422,19 +432,43 @@ class TapePlan:
                     # written in place (step_snapshots.py): one more row, the array after the last step
                     count = ast.BinOp(left=count, op=ast.Add(), right=ast.Constant(1))
                     self.written_in_place.add(id(saves[0]))
+                down = DESCENDING_ROWS and self.loop_tapes
+                # the last row, count - 1, from the trip count (not `buffer.shape`: cuda's array
+                # mode traces this code with a buffer that has none): `top = trips`, then integer
+                # AugAssigns, which float32 lowering leaves integers (a BinOp's literals it casts)
+                first = copy.deepcopy(trips) if down else ast.Constant(0)
                 allocations += [
-                    Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once",
+                    Comment(f"snapshots of `{name}` in this loop: one buffer, allocated once"
+                            + ("; filled from its last row down (the reverse sweep then reads the rows "
+                               "in ascending memory order, which the prefetcher follows)" if down else ""),
                              loop.lineno),
                     assign(buffer, ast.Call(func=name_load("snapshot_buffer"), args=[name_load(name), count],
                                             keywords=[]), loop),
-                    assign(top, ast.Constant(0), loop)]
-                if in_place:
+                    assign(top, first, loop)]
+                if down and len(saves) > 1:
+                    allocations.append(ast.copy_location(ast.AugAssign(
+                        target=name_store(top), op=ast.Mult(), value=ast.Constant(len(saves))), loop))
+                if down and not in_place:         # (written in place: one row more, trips + 1)
+                    allocations.append(ast.copy_location(ast.AugAssign(
+                        target=name_store(top), op=ast.Sub(), value=ast.Constant(1)), loop))
+                if in_place and down:
+                    # the array starts in the buffer's last row (first_snapshot_row takes row 0),
+                    # copied there by push_snapshot, a compiled helper (Numba compiles a row
+                    # assignment `buffer[top] = u` written inline anew: seconds per function)
+                    row = ast.Subscript(value=name_load(buffer), slice=name_load(top), ctx=ast.Load())
+                    push = ast.Call(func=name_load("push_snapshot"), keywords=[],
+                                    args=[name_load(buffer), name_load(top), name_load(name)])
+                    allocations += [ast.copy_location(ast.Expr(value=push), loop), assign(name, row, loop)]
+                    allocations[-1].snapshot_row = True
+                elif in_place:
                     allocations.append(assign(name, ast.Call(func=name_load("first_snapshot_row"),
                                                              args=[name_load(buffer), name_load(name)],
                                                              keywords=[]), loop))
                     allocations[-1].snapshot_row = True
                 for save in saves:
                     self.buffers[id(save)] = (buffer, top)
+                    if down:
+                        self.descending.add(id(save))
 
     def _push_snapshot(self, save):
         if id(save) in self.written_in_place:
@@ -449,6 +483,10 @@ class TapePlan:
                 note = Comment(f"step snapshot: this loop overwrites `{save.name}` each step; one copy "
                                "per iteration instead of a push per element (the reverse sweep binds "
                                f"`{save.name}` to the copy)", save.like.lineno)
+            if id(save) in self.descending:     # row `top`, then the row below (push_snapshot counts up)
+                return [note, ast.copy_location(ast.Expr(value=push), save.like),
+                        ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(),
+                                                        value=ast.Constant(1)), save.like)]
             return [note, assign(top, push, save.like)]
         snapshots = self._snapshot_list(save.name)
         unset = ast.Constant(not self._defined_before(self._first_save(save.name)))
@@ -473,8 +511,9 @@ class TapePlan:
         buffer, top = self.buffers[id(save)]
         name, k = save.name, self.names.fresh("kcarry")
         lo, hi = (ast.unparse(bound) for bound in save.written)
-        carry = f"{name}[{k}] = {buffer}[{top} - 1, {k}]"
-        source = (f"{top} += 1\n"
+        step, back = ("-", "+") if id(save) in self.descending else ("+", "-")
+        carry = f"{name}[{k}] = {buffer}[{top} {back} 1, {k}]"
+        source = (f"{top} {step}= 1\n"
                   f"{name} = {buffer}[{top}]\n"
                   f"if 0 <= {lo} and {lo} <= {hi} and {hi} <= {name}.shape[0]:\n"
                   f"    for {k} in range(0, {lo}):\n        {carry}\n"
@@ -483,12 +522,13 @@ class TapePlan:
                   f"    for {k} in range(0, {name}.shape[0]):\n        {carry}\n")
         stmts = ast.parse(source).body
         stmts[1].snapshot_row = True
+        stmts[2].carry_run = True        # (row_forwarding.py recognises the carry by this mark)
         for stmt in stmts:
             for node in ast.walk(stmt):
                 ast.copy_location(node, save.like)
         note = Comment(f"step snapshot: this loop overwrites `{name}` each step; written in place: "
                        f"`{name}` was row {top} of the buffer and stays there as the snapshot, the "
-                       f"step writes row {top} + 1, which takes only the slots outside {lo}..{hi} - 1 "
+                       f"step writes row {top} {step} 1, which takes only the slots outside {lo}..{hi} - 1 "
                        "from the row before (the reverse sweep binds "
                        f"`{name}` to the row): no copy per step", save.like.lineno)
         return [note] + stmts
@@ -496,7 +536,8 @@ class TapePlan:
     def _pop_snapshot(self, save):
         if id(save) in self.buffers:
             buffer, top = self.buffers[id(save)]
-            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=ast.Sub(), value=ast.Constant(1)),
+            op = ast.Add() if id(save) in self.descending else ast.Sub()
+            dec = ast.copy_location(ast.AugAssign(target=name_store(top), op=op, value=ast.Constant(1)),
                                     save.like)
             read = ast.Call(func=name_load("snapshot_at"), args=[name_load(buffer), name_load(top),
                                                                  name_load(save.name)], keywords=[])
