@@ -1,6 +1,6 @@
 """``np.sort(a)`` is not ``a.sort()`` (issue 17): a NumPy function with an in-place method's name
 returns a new array, so it does not stop a call from Python running the specialization without
-the fused loops' fallback branches (``api._may_store_into_arrays``). No compile here."""
+the fused loops' fallback branches (``lean_calls.may_store_into_arrays``). No compile here."""
 import numpy as np
 import numpy
 
@@ -24,13 +24,13 @@ def fills(m):
 
 
 def test_module_sort_returns_a_new_array():
-    assert not srcgrad.api._may_store_into_arrays(sorts_a_copy)
+    assert not srcgrad.lean_calls.may_store_into_arrays(sorts_a_copy)
     assert srcgrad.grad(sorts_a_copy, wrt=(0, 1), target="cpu")._lean_allowed()
 
 
 def test_in_place_methods_still_keep_the_fallback():
-    assert srcgrad.api._may_store_into_arrays(sorts_in_place)
-    assert srcgrad.api._may_store_into_arrays(fills)
+    assert srcgrad.lean_calls.may_store_into_arrays(sorts_in_place)
+    assert srcgrad.lean_calls.may_store_into_arrays(fills)
     assert not srcgrad.grad(sorts_in_place, wrt=0, target="cpu")._lean_allowed()
 
 
@@ -41,4 +41,4 @@ def copies_into(m):
 
 
 def test_numpy_functions_that_write_into_an_argument_keep_the_fallback():
-    assert srcgrad.api._may_store_into_arrays(copies_into)
+    assert srcgrad.lean_calls.may_store_into_arrays(copies_into)
