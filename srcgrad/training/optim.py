@@ -692,8 +692,9 @@ class MinibatchLoop:
         rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
         if key not in self._entries and tree is None and rule is not None:
             from .fused_sgd import fused_step      # SGD, Momentum: the update inside the gradient
-            helper = compile_ahead.start(compile_ahead.sgd_jobs(_run_sgd_steps, argtypes)) \
-                if rule == "sgd" else None
+            helper = compile_ahead.start(
+                compile_ahead.sgd_jobs(_run_sgd_steps, argtypes) if rule == "sgd" else
+                compile_ahead.momentum_jobs(_run_momentum_steps, argtypes))
             with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
                 fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1], rule=rule,
                                    state=state[0] if rule == "momentum" else None)
