@@ -193,6 +193,7 @@ def _child():
 
     threading.Thread(target=watch, daemon=True).start()
     import importlib
+    from srcgrad import compile_gc
     jobs = pickle.load(sys.stdin.buffer)
     failed = 0
     for (module, qualname), argtypes in jobs:
@@ -200,7 +201,8 @@ def _child():
             found = importlib.import_module(module)
             for part in qualname.split("."):
                 found = getattr(found, part)
-            found.compile(argtypes)
+            with compile_gc.fewer_collections():
+                found.compile(argtypes)
         except Exception:
             failed += 1             # the parent compiles it itself
     sys.exit(1 if failed else 0)
@@ -237,14 +239,14 @@ def waiting(helper, loss=None):
     """Run the body (this process's own compile), then wait for ``helper`` (None: no helper); on
     an exception the helper is killed instead. ``loss``: the ``value_and_grad`` object being
     compiled for a training loop; if the whole runs long, it says so once (compile_notice)."""
-    from .. import codegen, compile_notice
+    from .. import codegen, compile_gc, compile_notice
     name = getattr(getattr(loss, "func", None), "__name__", None)
     notice = contextlib.nullcontext() if name is None else compile_notice.announce_if_slow(
         f"the gradient of {name} and a training loop", codegen.cache_dir())
     timing = Timing()
     timing.helper = helper is not None
     start = time.perf_counter()
-    with notice:
+    with notice, compile_gc.fewer_collections():
         try:
             yield timing
         except BaseException:
