@@ -4,8 +4,9 @@ A Numba compile allocates a great many small container objects (IR nodes, types,
 templates and their caches, LLVM wrappers), and keeps many of them. With CPython's default
 thresholds, (700, 10, 10), the cyclic garbage collector then also runs *full* collections during
 the compile, each walking every object of the process (NumPy's, Numba's, llvmlite's, srcgrad's):
-in a cold MNIST training process, 4 full collections cost 0.42 s of CPU, two thirds of all its
-collector time (0.62 s), measured with ``gc.callbacks``. While a compile runs,
+in a cold MNIST training process, 4 full collections cost 0.40-0.48 s of CPU, three quarters of
+all its collector time (0.53-0.64 s; with this module 0.13-0.14 s, peak memory 218 -> 230 MB),
+measured with ``gc.callbacks`` (benchmarks/results/train_compile_mcold3.json). While a compile runs,
 :func:`fewer_collections` raises the third threshold (how many middle-generation collections
 come before a full one) to :data:`FULL_THRESHOLD`, which leaves the frequent young collections as
 they are (they free most garbage, cheaply) and defers the full ones to after the compile.
