@@ -53,6 +53,7 @@ import numba  # noqa: E402
 
 from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
+from srcgrad.compile_gc import fewer_collections  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
 from srcgrad.optim import MinibatchLoop, make_optimizer  # noqa: E402
 from srcgrad.training.mlp import (  # noqa: E402
@@ -510,7 +511,8 @@ class _BackgroundCompile:
         def run():
             t0 = time.perf_counter()
             try:
-                dispatcher.compile(types)
+                with fewer_collections():  # (srcgrad/compile_gc.py: less CPU for the compile)
+                    dispatcher.compile(types)
             except Exception:  # noqa: BLE001 -- the call raises it where it is visible
                 pass
             self.seconds = time.perf_counter() - t0

@@ -21,7 +21,7 @@ from . import checkpoint as checkpointing
 from . import codegen, naming
 from . import kinds as K
 from . import pytree
-from . import compile_notice
+from . import compile_gc, compile_notice
 from . import fast_call
 from .arguments import (BUILD_LOCK, DifferentiatedFunction, as_float32 as _as_float32, call_key as _call_key,
                         dtype_of as _dtype_of, in_dtype as _in_dtype, precision_of, prepare as _prepare,
@@ -74,8 +74,8 @@ class Specialization:
             kinds = ", ".join(f"{k.ndim}-d {k.dtype} array" if getattr(k, "cls", None) == "array"
                               else str(getattr(k, "cls", k)) for k in self.key[0])
             what += f" for ({kinds}) in {self.key[1]}"
-        with compile_notice.announce_if_slow(what,
-                                             os.path.dirname(self.path)):
+        with compile_notice.announce_if_slow(what, os.path.dirname(self.path)), \
+                compile_gc.fewer_collections():
             out = self._call(entry, values, extra)
         self._called.add(which)
         return out

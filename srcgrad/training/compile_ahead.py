@@ -40,7 +40,8 @@ import threading
 import time
 import weakref
 
-__all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs", "sgd_jobs"]
+__all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs", "sgd_jobs",
+           "momentum_jobs"]
 
 TIMEOUT = 120.0             # seconds to wait for a helper before compiling here instead
 _RUNNING = weakref.WeakSet()
@@ -192,6 +193,7 @@ def _child():
 
     threading.Thread(target=watch, daemon=True).start()
     import importlib
+    from srcgrad import compile_gc
     jobs = pickle.load(sys.stdin.buffer)
     failed = 0
     for (module, qualname), argtypes in jobs:
@@ -199,7 +201,8 @@ def _child():
             found = importlib.import_module(module)
             for part in qualname.split("."):
                 found = getattr(found, part)
-            found.compile(argtypes)
+            with compile_gc.fewer_collections():
+                found.compile(argtypes)
         except Exception:
             failed += 1             # the parent compiles it itself
     sys.exit(1 if failed else 0)
@@ -236,14 +239,14 @@ def waiting(helper, loss=None):
     """Run the body (this process's own compile), then wait for ``helper`` (None: no helper); on
     an exception the helper is killed instead. ``loss``: the ``value_and_grad`` object being
     compiled for a training loop; if the whole runs long, it says so once (compile_notice)."""
-    from .. import codegen, compile_notice
+    from .. import codegen, compile_gc, compile_notice
     name = getattr(getattr(loss, "func", None), "__name__", None)
     notice = contextlib.nullcontext() if name is None else compile_notice.announce_if_slow(
         f"the gradient of {name} and a training loop", codegen.cache_dir())
     timing = Timing()
     timing.helper = helper is not None
     start = time.perf_counter()
-    with notice:
+    with notice, compile_gc.fewer_collections():
         try:
             yield timing
         except BaseException:
@@ -298,4 +301,28 @@ def sgd_jobs(run, loop_args):
     step = signature(value, *params, loop_args[9], loop_args[10], value, types.float64)
     jobs.append((run, (types.FunctionType(step), params) + tuple(loop_args[1:7]) +
                  (types.float64,) + tuple(loop_args[9:11]) + (value, typeof(np.zeros(2)))))
+    return jobs
+
+
+def momentum_jobs(run, loop_args):
+    """:func:`sgd_jobs` for Momentum: ``run(step, params, X, y, order, batch_size, first, stop,
+    lr, mu, nesterov, velocity, Xb, yb, seed, progress)`` for the step's likely type, ``loss =
+    step(*params, Xb, yb, seed, lr, mu, nesterov, velocity)`` (``velocity``: the optimizer's
+    state tuple's first entry, the tuple of velocity arrays), plus the :func:`extra` jobs."""
+    import numpy as np
+    from numba import typeof, types
+    from numba.core.typing import signature
+    jobs = list(getattr(_EXTRA, "jobs", ()))
+    params, state = loop_args[0], loop_args[7]
+    if os.environ.get("SRCGRAD_FUSED_SGD", "1") == "0" or not (
+            isinstance(params, types.BaseTuple) and all(
+                isinstance(p, types.Array) and isinstance(p.dtype, types.Float) for p in params)
+            and isinstance(state, types.BaseTuple) and len(state) >= 1):
+        return jobs
+    velocity = state[0]
+    value = types.float32 if all(p.dtype == types.float32 for p in params) else types.float64
+    hyper = (types.float64,) * 3
+    step = signature(value, *params, loop_args[9], loop_args[10], value, *hyper, velocity)
+    jobs.append((run, (types.FunctionType(step), params) + tuple(loop_args[1:7]) + hyper +
+                 (velocity,) + tuple(loop_args[9:11]) + (value, typeof(np.zeros(2)))))
     return jobs

@@ -40,6 +40,7 @@ from numba import types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
+from .. import compile_gc
 from ..errors import FusionGuardFailed
 from . import compile_ahead, gather_ahead
 from .blas_threads import check_setting, run_with_threads
@@ -692,8 +693,9 @@ class MinibatchLoop:
         rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
         if key not in self._entries and tree is None and rule is not None:
             from .fused_sgd import fused_step      # SGD, Momentum: the update inside the gradient
-            helper = compile_ahead.start(compile_ahead.sgd_jobs(_run_sgd_steps, argtypes)) \
-                if rule == "sgd" else None
+            helper = compile_ahead.start(
+                compile_ahead.sgd_jobs(_run_sgd_steps, argtypes) if rule == "sgd" else
+                compile_ahead.momentum_jobs(_run_momentum_steps, argtypes))
             with compile_ahead.waiting(helper, self.loss_and_grads) as self.compile_timing:
                 fused = fused_step(self.loss_and_grads, params, Xb, yb, lean=key[1], rule=rule,
                                    state=state[0] if rule == "momentum" else None)
@@ -705,7 +707,8 @@ class MinibatchLoop:
                     (types.float64,) * 3 + (numba.typeof(state[0]),)
                 signature = (step_type, argtypes[0]) + argtypes[1:7] + hyper_types + \
                     argtypes[9:] + (numba.typeof(seed), numba.typeof(progress))
-                runner.compile(signature)
+                with compile_gc.fewer_collections():
+                    runner.compile(signature)
                 self._entries[key] = (runner.overloads[signature].entry_point,
                                       step, rule, seed, lean)
         if key not in self._entries:
@@ -716,7 +719,8 @@ class MinibatchLoop:
             gradient, seed, kernel, grad_type, update_type, lean = self._pieces(params, Xb, yb, tree,
                                                                                key[1], ahead)
             signature = (grad_type, update_type) + argtypes + (numba.typeof(seed), numba.typeof(progress))
-            _run_minibatches.compile(signature)
+            with compile_gc.fewer_collections():
+                _run_minibatches.compile(signature)
             # the compiled entry for exactly these types, called with the Dispatcher objects as
             # the signature's function pointers (calling _run_minibatches itself would type them
             # as Dispatchers and compile the linked variant this class exists to avoid)
