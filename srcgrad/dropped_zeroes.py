@@ -109,7 +109,9 @@ def _rewrite(loop, fresh):
     guard.body[at:at] = [Comment(f"dropped zeroes: zero the slots of `{b}` the last step left "
                                  f"unreset ({zlo}..{zhi} - 1) except those the first pass over "
                                  f"`{a}` below assigns before reading", line)] + pay_part
-    guard.orelse[0:0] = ast.parse(pay_all).body
+    guard.orelse[0:0] = [Comment(f"dropped zeroes: the copy loop below reads `{b}`: the slots the "
+                                 f"last step left unreset ({zlo}..{zhi} - 1) zeroed first", line)] + \
+        ast.parse(pay_all).body
     zpass = body[z_index]
     zpass.body = [st for st in zpass.body if st is not reset]
     lo, hi = _forward_bounds(zpass.iter)
@@ -124,13 +126,17 @@ def _rewrite(loop, fresh):
                 not isinstance(node, Comment):
             node.lineno = node.end_lineno = line
             node.col_offset = node.end_col_offset = 0
-    before = ast.parse(f"{zlo} = 0\n{zhi} = 0\n").body
+    before = [Comment(f"dropped zeroes: {zlo}..{zhi} - 1 are the slots of `{b}` a step of the loop "
+                      "below leaves unreset (none yet)", line)] + \
+        ast.parse(f"{zlo} = 0\n{zhi} = 0\n").body
     after = ast.parse(pay_all).body
     for node in [n for st in before + after for n in ast.walk(st)]:
         if isinstance(node, (ast.stmt, ast.expr)):
             node.lineno = node.end_lineno = line
             node.col_offset = node.end_col_offset = 0
-    return before + [loop] + after
+    return before + [loop, Comment(f"dropped zeroes: the slots of `{b}` the last step left unreset "
+                                   f"({zlo}..{zhi} - 1), zeroed (its value is read after the loop)",
+                                   line)] + after
 
 
 def _reset_pass(body, s, b):
