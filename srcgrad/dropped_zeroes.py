@@ -96,8 +96,8 @@ def _rewrite(loop, fresh):
     rebound = set()
     for st in body[s:c]:
         rebound |= _bound(st)
-    if any(n in rebound for e in cover for n in _names(e)):
-        return None
+    if any(n in rebound or n in (a, b) for e in cover for n in _names(e)):
+        return None         # (the names trade arrays at the swap: the cover must not read them)
     zlo, zhi, k = fresh("zlo"), fresh("zhi"), fresh("kzero")
     c_lo = ast.unparse(_fold(ast.parse(f"max({slo}, {ast.unparse(cover[0])})", mode="eval").body))
     c_hi = ast.unparse(_fold(ast.parse(f"min({send}, {ast.unparse(cover[1])})", mode="eval").body))
