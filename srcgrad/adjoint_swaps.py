@@ -480,6 +480,7 @@ def _swap(loop, source, dest, bounds):
                    f"so the two arrays trade places (the slots outside {lo}..{end} - 1 traded back) "
                    "instead of a pass over both", source_line)
     guard.body.insert(0, note)
+    guard.swap_slots = (source, dest, lo, end)    # (for dropped_zeroes.py: swaps slots lo..end - 1)
     return guard
 
 

@@ -23,6 +23,7 @@ from .transform import ReverseTransformer
 from . import transform
 from . import zero_adjoints
 from . import adjoint_swaps
+from . import dropped_zeroes
 from . import adjoint_merges
 from . import loop_splits
 from . import reduction_lanes
@@ -360,6 +361,9 @@ class ModuleBuilder:
                 if getattr(kind, "is_array", False):
                     dims[var] = dims[transformer.adj(var)] = kind.ndim
             reverse_body = deferred_outer.defer(reverse_body, tail_stmts, forward=stmts, ndim=dims.get)
+            # (dropped_zeroes.py: after the splits, the resets of a swapped adjoint the next step
+            # assigns first)
+            reverse_body = dropped_zeroes.drop_zeroes(reverse_body, unit.names.fresh)
         if forward_order.FORWARD_ORDER:
             reverse_body = forward_order.forward_order(reverse_body, tail_stmts)
         if unsigned_index.UNSIGNED_INDEX and self.target == "cpu":
