@@ -54,7 +54,6 @@ import copy
 import itertools
 
 from . import loop_splits
-from .naming import is_adjoint
 from .placeholders import Comment
 
 # False: the weight adjoint is updated every step as the reverse sweep writes it (not in the cache key)
@@ -82,49 +81,13 @@ def defer(reverse_body, tail=(), taken=frozenset(), forward=(), ndim=None):
     everything = list(forward) + list(reverse_body) + list(tail)
     # (the tail runs after the whole reverse sweep: a name it binds to an adjoint, the seeded
     # gradient, cannot hold the array while a time loop runs)
-    owned = _owned(reverse_body, list(forward) + list(reverse_body))
+    owned = loop_splits.owned_arrays(reverse_body, list(forward) + list(reverse_body), any_rank=True)
     if not owned:
         return reverse_body
     used = set(taken) | {n.id for n in ast.walk(ast.Module(body=everything, type_ignores=[]))
                          if isinstance(n, ast.Name)}
     names = _Names(used)
     return _rewrite_list(reverse_body, owned, names, ndim or (lambda name: None))
-
-
-def _owned(reverse, everything):
-    """Adjoint names bound once, by ``np.zeros_like`` at the top level of the reverse sweep, and
-    otherwise used only as an element (``a[i]``, ``a[i, j]``: no slice), ``.shape``-like
-    attributes, a whole-array ``+=`` target or operand, or in an exchange ``a, b = b, a`` with
-    another such name: no other name can hold their arrays (loop_splits.owned_arrays, with
-    elements of several dimensions)."""
-    inits = {}
-    for stmt in reverse:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            if is_adjoint(stmt.targets[0].id):
-                inits.setdefault(stmt.targets[0].id, []).append(stmt)
-    candidates = {name for name, found in inits.items() if len(found) == 1 and
-                  isinstance(found[0].value, ast.Call) and isinstance(found[0].value.func, ast.Attribute)
-                  and found[0].value.func.attr == "zeros_like"}
-    tree = ast.Module(body=[s for s in everything if not isinstance(s, Comment)], type_ignores=[])
-    while True:
-        allowed = {id(inits[name][0].targets[0]) for name in candidates}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
-                    not any(isinstance(n, ast.Slice) for n in ast.walk(node.slice)):
-                allowed.add(id(node.value))
-            elif isinstance(node, ast.Attribute) and node.attr in ("shape", "size", "ndim", "dtype"):
-                allowed.add(id(node.value))
-            elif isinstance(node, ast.AugAssign):
-                for n in [node.target] + [node.value]:
-                    if isinstance(n, ast.Name):
-                        allowed.add(id(n))
-            elif loop_splits._exchange(node, candidates):
-                allowed.update(id(n) for n in ast.walk(node) if isinstance(n, ast.Name))
-        keep = {name for name in candidates
-                if all(id(n) in allowed for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name)}
-        if keep == candidates:
-            return candidates
-        candidates = keep
 
 
 class _Names:

@@ -439,11 +439,12 @@ def _plus_one(expr):
 _SHAPE_ATTRS = ("shape", "size", "ndim", "dtype")
 
 
-def owned_arrays(reverse, everything):
+def owned_arrays(reverse, everything, any_rank=False):
     """Adjoint names bound once, by ``np.zeros_like`` at the top level of the reverse sweep, and
     otherwise used only as an element, ``.shape``-like attributes, a whole-array ``+=`` target or
     operand, in the return, or in an exchange ``a, b = b, a`` with another such name: no other
-    name can hold their arrays (two of them are never one array)."""
+    name can hold their arrays (two of them are never one array). An element is ``a[i]``; with
+    ``any_rank`` also ``a[i, j]`` (deferred_outer.py's weight adjoints), never a slice."""
     inits = {}
     for stmt in reverse:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
@@ -458,7 +459,7 @@ def owned_arrays(reverse, everything):
         allowed = {id(inits[name][0].targets[0]) for name in candidates}
         for node in ast.walk(tree):
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
-                    not isinstance(node.slice, (ast.Slice, ast.Tuple)) and \
+                    (any_rank or not isinstance(node.slice, ast.Tuple)) and \
                     not any(isinstance(n, ast.Slice) for n in ast.walk(node.slice)):
                 allowed.add(id(node.value))
             elif isinstance(node, ast.Attribute) and node.attr in _SHAPE_ATTRS:
