@@ -37,9 +37,12 @@ DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # last one taken is short (compiled-test heavy; CPU seconds on a quiet 2-core machine, 2026-12-03:
 # about 120, 100, 70, 35 and 30). test_fuzz.py is one so that the main suite, the longest run,
 # ends with the other process (2026-12-03, load ~3.6: main 713 s, the other 628 s without it).
+# The loop-pass group followed when the main suite again ended alone (2026-12-04, quiet: main
+# 637 s, the other process idle from 490 s).
 SHARED=("tests/test_numpy_rules.py"
         "tests/test_arrays.py"
         "tests/test_helper_registry.py tests/test_cpu_backend.py"
+        "tests/test_deferred_outer.py tests/test_dropped_zeroes.py tests/test_row_forwarding.py tests/test_descending_rows.py tests/test_loop_splits.py tests/test_adjoint_merges.py"
         "tests/test_fuzz.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()

@@ -18,23 +18,9 @@ import srcgrad
 from srcgrad import dropped_zeroes
 from srcgrad.placeholders import Comment
 from conftest import check_grad
+from stencil_programs import heat
 
 MARK = "dropped zeroes:"
-
-
-def heat(u0, kappa, nsteps):
-    n = u0.shape[0]
-    u = u0.copy()
-    un = u0.copy()
-    for t in range(nsteps):
-        for i in range(1, n - 1):
-            un[i] = u[i] + kappa * (u[i - 1] - 2.0 * u[i] + u[i + 1])
-        for i in range(1, n - 1):
-            u[i] = un[i]
-    s = 0.0
-    for i in range(n):
-        s += np.sin(u[i]) * u[i]
-    return s
 
 
 def inner_copy(u0, kappa, nsteps):
