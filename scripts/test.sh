@@ -8,8 +8,9 @@
 #      polling thread steps through __syncthreads, and it leaves much of a core idle (224 s wall on a
 #      quiet machine, 2026-12-03, against 135 s of CPU time measured in a run under load, where CPU
 #      times only grow): as a third process its idle time goes to the other two.
-# Then processes 1 and 2 take the next unclaimed group of SHARED files, until none is left: whichever
-# is free first runs the next group, so both finish at about the same time.
+# Then processes 1 and 2 (and 3, after the simulator suite) take the next unclaimed group of SHARED
+# files, until none is left: whichever is free first runs the next group, so all finish at about
+# the same time.
 # Every pytest run prints its 25 slowest tests; the exit status is non-zero when any run failed.
 # The tests compile at NUMBA_OPT=0 (tests/conftest.py: half the compile time, same semantics),
 # except the CUDA suite (conftest.py keeps NVVM's optimizer on there) and test_distributed.py: its
@@ -37,12 +38,13 @@ DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # last one taken is short (compiled-test heavy; CPU seconds on a quiet 2-core machine, 2026-12-03:
 # about 120, 100, 70, 35 and 30). test_fuzz.py is one so that the main suite, the longest run,
 # ends with the other process (2026-12-03, load ~3.6: main 713 s, the other 628 s without it).
-# The loop-pass group followed when the main suite again ended alone (2026-12-04, quiet: main
-# 637 s, the other process idle from 490 s).
+# The loop-pass group and the api/forward/lower group followed when the main suite again ended
+# alone (2026-12-04, quiet: main 637 s, the other process idle from 490 s, the CUDA one from 339 s).
 SHARED=("tests/test_numpy_rules.py"
         "tests/test_arrays.py"
         "tests/test_helper_registry.py tests/test_cpu_backend.py"
         "tests/test_deferred_outer.py tests/test_dropped_zeroes.py tests/test_row_forwarding.py tests/test_descending_rows.py tests/test_loop_splits.py tests/test_adjoint_merges.py"
+        "tests/test_api_coverage.py tests/test_forward.py tests/test_lower.py"
         "tests/test_fuzz.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
@@ -87,6 +89,8 @@ third() {
     echo "===== CUDA simulator suite (tests/cuda) ====="
     NUMBA_ENABLE_CUDASIM=1 run cuda "$PYTHON" -m pytest "${pytest_args[@]}" tests/cuda \
         ${marks[@]+"${marks[@]}"}
+    unset NUMBA_ENABLE_CUDASIM          # (this process's own copy: the groups run on the cpu)
+    shared 3
 }
 
 second() {
@@ -97,7 +101,7 @@ second() {
 }
 
 extra=("$@")
-echo "===== process 1: the main suite (live), then shared groups; process 2 beside it: ${DEFAULT_OPT_FILES[*]}, then shared groups; process 3: tests/cuda ====="
+echo "===== process 1: the main suite (live), then shared groups; process 2 beside it: ${DEFAULT_OPT_FILES[*]}, then shared groups; process 3: tests/cuda, then shared groups ====="
 first &
 first_pid=$!
 second >"$logs/second.log" 2>&1 &
