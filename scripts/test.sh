@@ -40,8 +40,13 @@ DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # ends with the other process (2026-12-03, load ~3.6: main 713 s, the other 628 s without it).
 # The loop-pass group and the api/forward/lower group followed when the main suite again ended
 # alone (2026-12-04, quiet: main 637 s, the other process idle from 490 s, the CUDA one from 339 s).
+# The constructs/closures and hardening/rebound-arrays groups (the four largest files left in the
+# main suite: 63, 27, 52 and 30 s of its 601 s in a junit timing under load, 2026-12-04) followed
+# when the main suite still ended last (611 s, the others at 551 and 559 s).
 SHARED=("tests/test_numpy_rules.py"
         "tests/test_arrays.py"
+        "tests/test_constructs_real.py tests/test_closures.py"
+        "tests/test_hardening.py tests/test_rebound_arrays.py"
         "tests/test_helper_registry.py tests/test_cpu_backend.py"
         "tests/test_deferred_outer.py tests/test_dropped_zeroes.py tests/test_row_forwarding.py tests/test_descending_rows.py tests/test_loop_splits.py tests/test_adjoint_merges.py"
         "tests/test_api_coverage.py tests/test_forward.py tests/test_lower.py"
