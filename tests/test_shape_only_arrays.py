@@ -112,3 +112,13 @@ def test_cpu_gradient_equals_the_arrays_and_finite_differences(monkeypatch, tmp_
     nan = (np.full((3, 4), np.nan), args[1])        # NaN in, NaN out
     _, g_nan = srcgrad.value_and_grad(flipped, wrt=(0, 1), target="cpu")(*nan)
     assert np.isnan(g_nan[0]).all()
+
+
+def test_a_dtype_written_as_a_cast_type_is_pure():
+    nest = NEST.replace("type(_t1.dtype.type(0) * m.dtype.type(0))",
+                        "type(type(_t1.dtype.type(0) * m.dtype.type(0))(0) * 2.0)")
+    (out,) = rewrite("_t1 = np.flip(m)" + nest + "\ny = _t2.shape[0]")
+    assert "np.empty" not in out and "y = _t1.shape[0]" in out
+    (kept,) = rewrite("_t1 = np.flip(m)" + NEST.replace("type(_t1.dtype.type(0) * m.dtype.type(0))",
+                                                         "type(f(_t1))") + "\ny = _t2.shape[0]")
+    assert "np.empty" in kept                 # a call that may do anything

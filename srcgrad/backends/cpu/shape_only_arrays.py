@@ -32,7 +32,8 @@ only when all of these hold, so that every rewritten expression has the value it
   ``name.dtype.type``;
 * the names the sizes and ``T`` read are bound at most once, at the top level (so they still
   hold the values the allocation read), and the sizes and ``T`` are arithmetic on them, their
-  shapes and dtypes (calls: ``type``, ``np.multiply`` and ``<x>.dtype.type(...)`` only).
+  shapes and dtypes (calls: ``type``, ``type(e)(...)``, ``np.multiply`` and ``<x>.dtype.type(...)``
+  only).
 
 ``SHAPE_ONLY_ARRAYS = False`` turns the rewrite off (tests compare both).
 """
@@ -107,7 +108,8 @@ def _pure(expr, binds, bound_before):
             func = node.func
             dtype_type = isinstance(func, ast.Attribute) and func.attr == "type" and \
                 isinstance(func.value, ast.Attribute) and func.value.attr == "dtype"
-            if not (dtype_type or _call_name(node) in ("type", "np.multiply")):
+            cast = isinstance(func, ast.Call) and _call_name(func) == "type"    # type(e)(0)
+            if not (dtype_type or cast or _call_name(node) in ("type", "np.multiply")):
                 return False
         elif not isinstance(node, (ast.expr_context, ast.Attribute, ast.Subscript, ast.Constant,
                                    ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Tuple)):
