@@ -53,11 +53,12 @@ def shape_only_arrays(sections):
         return sections
     sections = [list(stmts) for stmts in sections]
     taken, binds = _names(sections)
+    names_of = _NameSets()
     bound_before = set()             # names bound by the top-level statements before stmts[k]
     for stmts in sections:
         k = 0
         while k < len(stmts):
-            if not _rewrite(stmts, k, sections, taken, bound_before, binds):
+            if not _rewrite(stmts, k, sections, taken, bound_before, binds, names_of):
                 if isinstance(stmts[k], (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                     bound_before.update(n.id for n in ast.walk(stmts[k])
                                         if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load))
@@ -121,7 +122,19 @@ def _mentions(node, name):
     return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
 
 
-def _rewrite(stmts, k, sections, taken, bound_before, binds):
+class _NameSets(dict):
+    """The names a top-level statement mentions, computed once per statement (the rewrite asks
+    about every statement for every allocation)."""
+
+    def __call__(self, stmt):
+        entry = self.get(id(stmt))
+        if entry is None or entry[0] is not stmt:
+            entry = self[id(stmt)] = (stmt, frozenset(n.id for n in ast.walk(stmt)
+                                                      if isinstance(n, ast.Name)))
+        return entry[1]
+
+
+def _rewrite(stmts, k, sections, taken, bound_before, binds, names_of):
     """Rewrite the allocation at ``stmts[k]`` and its uses if it qualifies; True if it did."""
     found = _allocation(stmts[k]) if not _is_comment(stmts[k]) else None
     if found is None:
@@ -134,27 +147,22 @@ def _rewrite(stmts, k, sections, taken, bound_before, binds):
         j += 1          # (statements in between may read its shape and dtype, like any other)
     if j == len(stmts):
         return False
+    uses = [(stmts_, i) for stmts_ in sections for i, stmt in enumerate(stmts_)
+            if not (stmts_ is stmts and i in (k, j)) and isinstance(stmt, ast.stmt)
+            and not _is_comment(stmt) and name in names_of(stmt)]
+    check = _ShapeReads(name, sizes, dtype, dry=True)      # (first without copying anything)
+    for stmts_, i in uses:
+        check.visit(stmts_[i])
+        if check.other_use:
+            return False
     scalar = _fresh(name + "_e", taken)
     nest = copy.deepcopy(stmts[j])
     if not _scalar_nest(nest, name, len(sizes), scalar):
         return False
-    outside = _ShapeReads(name, sizes, dtype)
-    rewritten = []
-    for stmts_ in sections:
-        new = []
-        for i, stmt in enumerate(stmts_):
-            if stmts_ is stmts and i in (k, j):
-                new.append(stmt)
-                continue
-            if isinstance(stmt, ast.stmt) and not _is_comment(stmt) and _mentions(stmt, name):
-                stmt = outside.visit(copy.deepcopy(stmt))
-                if outside.other_use:
-                    return False
-            new.append(stmt)
-        rewritten.append(new)
     taken.add(scalar)
-    for stmts_, new in zip(sections, rewritten):
-        stmts_[:] = new
+    outside = _ShapeReads(name, sizes, dtype)
+    for stmts_, i in uses:
+        stmts_[i] = outside.visit(copy.deepcopy(stmts_[i]))
     stmts[j] = nest
     del stmts[k]
     return True
@@ -235,10 +243,11 @@ class _Elements(ast.NodeTransformer):
 
 class _ShapeReads(ast.NodeTransformer):
     """``name.shape[k]``, ``name.shape``, ``name.ndim``, ``name.dtype.type`` -> the allocation's
-    sizes and dtype; ``other_use`` where ``name`` appears otherwise."""
+    sizes and dtype; ``other_use`` where ``name`` appears otherwise (``dry``: only that, the
+    tree is left as it is)."""
 
-    def __init__(self, name, sizes, dtype):
-        self.name, self.sizes, self.dtype = name, sizes, dtype
+    def __init__(self, name, sizes, dtype, dry=False):
+        self.name, self.sizes, self.dtype, self.dry = name, sizes, dtype, dry
         self.other_use = False
 
     def _of_name(self, node, attr):
@@ -249,11 +258,14 @@ class _ShapeReads(ast.NodeTransformer):
         axis = _const_int(node.slice)
         if self._of_name(node.value, "shape") and axis is not None \
                 and -len(self.sizes) <= axis < len(self.sizes):
-            return copy.deepcopy(self.sizes[axis])
+            return node if self.dry else copy.deepcopy(self.sizes[axis])
         self.generic_visit(node)
         return node
 
     def visit_Attribute(self, node):
+        if self.dry and (self._of_name(node, "shape") or self._of_name(node, "ndim") or
+                         (node.attr == "type" and self._of_name(node.value, "dtype"))):
+            return node
         if self._of_name(node, "shape"):
             return ast.copy_location(ast.Tuple([copy.deepcopy(e) for e in self.sizes], ast.Load()), node)
         if self._of_name(node, "ndim"):
