@@ -159,10 +159,26 @@ def np_rot90(x, k=1, axes=(0, 1)):
     return runtime.np_rot90(x, k, axes)
 
 
-@overload(np_rot90, prefer_literal=True)
+@numba.njit(cache=True)
+def _rot90_turns(x, turns):
+    """x turned ``turns`` (0-3) quarter turns from axis 0 towards axis 1, C-contiguous."""
+    if turns == 0:
+        return np.ascontiguousarray(x).copy()
+    if turns == 1:
+        return np.ascontiguousarray(x[:, ::-1].T)
+    if turns == 2:
+        return np.ascontiguousarray(x[::-1, ::-1])
+    return np.ascontiguousarray(x.T[:, ::-1])
+
+
+# k and axes as run-time integers (not prefer_literal): the turning itself is one compiled
+# function per array type, where literal specializations compiled it once per (k, axes) a program
+# uses, and each again in every caller's module (c_shapes' adjoint linked six copies; issue 17)
+@overload(np_rot90)
 def _np_rot90_ov(x, k=1, axes=(0, 1)):
     if not (x.ndim == 2 and (isinstance(axes, tuple) or isinstance(axes, types.BaseTuple))):
         _fail("np.rot90 is supported for matrices")
+
     def impl(x, k=1, axes=(0, 1)):
         if (axes[0] % 2, axes[1] % 2) == (0, 1):
             turns = k % 4
@@ -170,13 +186,7 @@ def _np_rot90_ov(x, k=1, axes=(0, 1)):
             turns = (-k) % 4
         else:
             raise ValueError("np.rot90: axes must be two different axes of the matrix")
-        if turns == 0:
-            return np.ascontiguousarray(x).copy()
-        if turns == 1:
-            return np.ascontiguousarray(x[:, ::-1].T)
-        if turns == 2:
-            return np.ascontiguousarray(x[::-1, ::-1])
-        return np.ascontiguousarray(x.T[:, ::-1])
+        return _rot90_turns(x, turns)
     return impl
 
 

@@ -7,6 +7,7 @@ import itertools
 
 from .fusion import fuse_loops
 from .fusion_facts import _backend_has, _call_name, _is_comment
+from .shape_only_arrays import shape_only_arrays
 from .tensordots import lower_tensordots
 from ...naming import ADJOINT_PREFIX, is_adjoint, temporary
 
@@ -20,7 +21,8 @@ def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
         sections = lower_tensordots(sections, analysis)
     sections = [_matrix_products(stmts, analysis) for stmts in sections]
     if fuse:
-        sections = fuse_loops(sections, analysis, fallback)
+        # (fused temporaries read after their nest only for their shape: scalars)
+        sections = shape_only_arrays(fuse_loops(sections, analysis, fallback))
     return _zero_arrays(_slice_updates(sections, analysis))
 
 
