@@ -39,9 +39,10 @@ def prefetch_row_start(typingctx, X, row):
         start = builder.gep(builder.bitcast(array.data, i8p),
                             [builder.mul(context.cast(builder, args[1], signature.args[1],
                                                       types.intp), strides[0])])
-        fetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
+        # declare_intrinsic mangles the name for the pointer type as this llvmlite's LLVM
+        # expects (llvm.prefetch.p0i8 with typed pointers), as Numba's own memcpy/memset calls do
+        fetch = builder.module.declare_intrinsic(
+            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
         for offset in (0, 64):
             builder.call(fetch, [builder.gep(start, [ir.Constant(i64, offset)]),
                                  ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
