@@ -106,6 +106,35 @@ def test_gather_batch_every_ndim_and_a_short_last_batch():
             np.testing.assert_array_equal(yc, y[rows])
 
 
+def test_gather_batch_rows_in_flight_every_remainder_and_layout():
+    """The 2-d gather copies ROWS_IN_FLIGHT rows side by side and prefetches the next group's:
+    batches of every remainder modulo 4 (1-11 rows; short last batches), C-, Fortran-ordered
+    and strided X, float32/float64, each row equal to NumPy's fancy indexing."""
+    from srcgrad.training import fused_runs
+    from srcgrad.training.optim import _gather_batch
+    assert fused_runs.ROWS_IN_FLIGHT == 4
+
+    @numba.njit
+    def gather(X, y, order, start, batch_size, Xb, yb):
+        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb)
+        return Xc.copy(), yc.copy(), size
+
+    rng = np.random.default_rng(5)
+    n = 29
+    base = rng.standard_normal((n, 40))
+    for X in (base.astype(np.float32), base, np.asfortranarray(base), base[:, ::3]):
+        y = rng.integers(0, 9, n)
+        for B in range(1, 12):
+            order = rng.permutation(n).astype(np.int64)
+            Xb, yb = np.full((B, X.shape[1]), np.nan, X.dtype), np.empty(B, y.dtype)
+            for start in range(0, n, B):
+                Xc, yc, size = gather(X, y, order, start, B, Xb, yb)
+                rows = order[start:start + B]
+                assert size == len(rows)
+                np.testing.assert_array_equal(Xc, X[rows])
+                np.testing.assert_array_equal(yc, y[rows])
+
+
 def test_flat_view_is_the_arrays_memory_in_c_order():
     from srcgrad.training.optim import _flat_view
 
