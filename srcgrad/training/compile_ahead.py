@@ -12,20 +12,24 @@ only its type, which is known (to a good guess) before it is compiled. So::
         ahead.wait()                           # the helper has filled Numba's disk cache
     loop.compile(loop_argtypes)                # a cache load
 
-``jobs`` are ``(dispatcher, argument types)`` pairs of srcgrad's own ``cache=True`` functions
-(a helper imports nothing else: a user's module could do anything when imported). The helper
-process, on this process's ``sys.path``, imports them by name, compiles them for those types and
-exits; Numba's own on-disk cache carries the code over. Nothing depends on it: this process
+``jobs`` are ``(dispatcher, argument types)`` pairs of srcgrad's own ``cache=True`` functions.
+On Linux the helper is a fork of this process (:func:`_fork`): it has every import and Numba's
+set-up already and compiles the jobs at once. Elsewhere (or with ``SRCGRAD_COMPILE_AHEAD_FORK=0``)
+it is a new Python process which, on this process's ``sys.path``, imports them by name (nothing
+else: a user's module could do anything when imported). Either way it compiles them for those types
+and exits; Numba's own on-disk cache carries the code over. Nothing depends on it: this process
 compiles every function itself afterwards, so a failed, killed or wrongly guessed helper costs
 time, never a result (a guessed type that does not match is a cache miss). No helper starts when
 nothing needs compiling (a warm start), when this process would compile nothing meanwhile, on one
 CPU or when no CPU is idle (load average), at ``NUMBA_OPT=0``; a helper still running at exit is
-killed, and one whose parent died stops by itself.
+killed, and one whose parent died stops by itself (a fork: when its jobs are done).
 
-Opt-in (``SRCGRAD_COMPILE_AHEAD=1``): measured on this project's 2-CPU machine while other jobs ran
-(load 3-7), the MNIST compile before epoch 1 took longer with a helper than without (14-30 s
-against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s in the helper, against 7.0-8.1
-s), and no idle machine was available to measure the gain it is for.
+On by default where the helper is a fork and a CPU is idle (:func:`enabled`). The new-process
+helper is opt-in (``SRCGRAD_COMPILE_AHEAD=1``): measured on this project's 2-CPU machine while
+other jobs ran (load 3-7), the MNIST compile before epoch 1 took longer with it than without (14-30
+s against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s in the helper, against
+7.0-8.1 s): its own start-up (Python, NumPy, Numba, srcgrad, ~1.5 s of CPU there) came first. The
+fork's numbers: benchmarks/results/train_compile_mcold4.md.
 """
 
 from __future__ import annotations
@@ -50,10 +54,14 @@ _RUNNING = weakref.WeakSet()
 
 
 def enabled():
-    """Off unless ``SRCGRAD_COMPILE_AHEAD`` is ``1`` (when a CPU is idle) or ``always``: on the
-    2-CPU machine this was measured on, shared with other jobs, a helper made the compile slower,
-    and a gain on an idle machine was not measured (benchmarks/results/compile_mnist.md)."""
-    if os.environ.get("SRCGRAD_COMPILE_AHEAD", "0").strip() not in ("1", "always"):
+    """Whether a helper may start (``SRCGRAD_COMPILE_AHEAD``): ``0`` never; ``always`` whatever
+    the load; ``1`` when a CPU is idle; unset (or ``auto``), the default: when a CPU is idle and
+    the helper is a fork of this process (:func:`_can_fork`: Linux, not under MPI). The helper
+    started as a new Python process stays opt-in (``1``): on the 2-CPU machine this was measured
+    on, shared with other jobs, its start-up made the compile slower
+    (benchmarks/results/compile_mnist.md); a fork starts compiling at once."""
+    setting = os.environ.get("SRCGRAD_COMPILE_AHEAD", "auto").strip() or "auto"
+    if setting not in ("1", "always", "auto") or (setting == "auto" and not _can_fork()):
         return False
     from numba.core import config
     if config.OPT == 0:         # (the test suite's level) Numba then does not cache the training
@@ -185,8 +193,13 @@ def start(jobs, alongside=None):
 
 
 def _can_fork():
+    """Whether the helper is a fork of this process: on Linux (elsewhere the platform's default
+    start is a new process, or fork is unsafe with the system's libraries), unless
+    ``SRCGRAD_COMPILE_AHEAD_FORK=0`` or this process runs under MPI (mpi4py imported: some MPI
+    transports break in a forked child)."""
     return (sys.platform.startswith("linux") and hasattr(os, "fork")
-            and os.environ.get("SRCGRAD_COMPILE_AHEAD_FORK", "1").strip() != "0")
+            and os.environ.get("SRCGRAD_COMPILE_AHEAD_FORK", "1").strip() != "0"
+            and "mpi4py.MPI" not in sys.modules)
 
 
 def _fork(jobs):
