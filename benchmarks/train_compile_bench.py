@@ -4,7 +4,7 @@ usage: python benchmarks/train_compile_bench.py [--rounds 2] [--optimizers momen
                                                 [--out train_compile] [--helper both|off]
 
 Each round runs, for each configuration (the compile-ahead helper on whatever the load,
-``SRCGRAD_COMPILE_AHEAD=always``: what the default does when a CPU is idle; and off, ``=0``; order
+``SRCGRAD_COMPILE_AHEAD=always``, on Linux a fork of the process; and off, ``=0``; order
 alternated between rounds), a **cold** process (new, empty ``SRCGRAD_CACHE_DIR`` and
 ``NUMBA_CACHE_DIR``) and then a **warm** one (the same caches). Each process calls
 ``train_mnist.train(epochs=1, ...)`` on random data of MNIST's shape (2048 training and 256 test
@@ -88,8 +88,7 @@ def main(argv=None):
     ap.add_argument("--optimizers", default="momentum")
     ap.add_argument("--out", default="train_compile")
     ap.add_argument("--helper", choices=("both", "off"), default="both",
-                    help="off: only SRCGRAD_COMPILE_AHEAD=0 (no helper: the default on a busy "
-                         "machine)")
+                    help="off: only SRCGRAD_COMPILE_AHEAD=0 (the default configuration)")
     a = ap.parse_args(argv)
     base = dict(os.environ, SRCGRAD_QUIET="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                 MKL_NUM_THREADS="1")

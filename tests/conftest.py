@@ -55,9 +55,9 @@ def user_numba_env(env):
     level0_cache = env.pop("SRCGRAD_TEST_SET_NUMBA_CACHE_DIR", None)
     if level0_cache is not None and env.get("NUMBA_CACHE_DIR") == level0_cache:
         env.pop("NUMBA_CACHE_DIR")          # (a cache dir the caller chose stays)
-    # no compile-ahead helper unless the caller asks for one: at Numba's default level a user's
-    # process forks one when the load average leaves a CPU idle, and what this process compiles
-    # itself (which tests count) would then depend on the machine's load
+    # no compile-ahead helper unless the caller asks for one (a SRCGRAD_COMPILE_AHEAD=1 in the
+    # user's environment would make what the child compiles itself, which tests count, depend
+    # on the machine's load)
     env.setdefault("SRCGRAD_COMPILE_AHEAD", "0")
     return env
 

@@ -190,32 +190,29 @@ def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
 
 @pytest.mark.skipif(not TWO_CPUS, reason="one CPU: no helper by design")
 def test_no_helper_when_no_cpu_is_idle(monkeypatch):
-    """A helper only adds work on a busy machine: none unless the load average leaves a CPU idle
-    (SRCGRAD_COMPILE_AHEAD=always: whatever the load). By default (unset or "auto") only the
-    forked helper starts; the new-process one is opt-in ("1")."""
+    """Opt-in; and a helper only adds work on a busy machine: none unless the load average
+    leaves a CPU idle (SRCGRAD_COMPILE_AHEAD=always: whatever the load). Where it is a fork:
+    Linux, unless SRCGRAD_COMPILE_AHEAD_FORK=0 or under MPI."""
     from numba.core import config
     monkeypatch.setattr(config, "OPT", 3)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
     monkeypatch.setattr(os, "getloadavg", lambda: (cpus - 1.5, 0.0, 0.0))
     assert compile_ahead.enabled()
-    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD")             # the default: a fork, if one is taken
-    assert compile_ahead.enabled() == compile_ahead._can_fork()
-    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "auto")
-    assert compile_ahead.enabled() == compile_ahead._can_fork()
-    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD_FORK", "0")   # no fork: the default starts none
-    assert not compile_ahead._can_fork() and not compile_ahead.enabled()
-    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD_FORK")
-    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())   # under MPI: no fork
-    assert not compile_ahead._can_fork()
-    monkeypatch.delitem(sys.modules, "mpi4py.MPI")
+    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD")            # opt-in: off by default
+    assert not compile_ahead.enabled()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "1")
     monkeypatch.setattr(os, "getloadavg", lambda: (cpus + 3.0, 0.0, 0.0))
     assert not compile_ahead.enabled()
-    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD")
-    assert not compile_ahead.enabled()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")
     assert compile_ahead.enabled()
+    assert compile_ahead._can_fork() == (sys.platform.startswith("linux") and
+                                         "mpi4py.MPI" not in sys.modules)
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD_FORK", "0")   # the new-process helper
+    assert not compile_ahead._can_fork()
+    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD_FORK")
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())   # under MPI: no fork
+    assert not compile_ahead._can_fork()
 
 
 PARENT = '''

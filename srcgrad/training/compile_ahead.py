@@ -24,12 +24,13 @@ nothing needs compiling (a warm start), when this process would compile nothing 
 CPU or when no CPU is idle (load average), at ``NUMBA_OPT=0``; a helper still running at exit is
 killed, and one whose parent died stops by itself (a fork: when its jobs are done).
 
-On by default where the helper is a fork and a CPU is idle (:func:`enabled`). The new-process
-helper is opt-in (``SRCGRAD_COMPILE_AHEAD=1``): measured on this project's 2-CPU machine while
-other jobs ran (load 3-7), the MNIST compile before epoch 1 took longer with it than without (14-30
-s against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s in the helper, against
-7.0-8.1 s): its own start-up (Python, NumPy, Numba, srcgrad, ~1.5 s of CPU there) came first. The
-fork's numbers: benchmarks/results/train_compile_mcold4.md.
+Opt-in (``SRCGRAD_COMPILE_AHEAD=1``). Measured on this project's 2-CPU machine while other jobs
+ran, the MNIST compile before epoch 1 took longer with a helper than without: the new-process
+helper at load 3-7 (14-30 s against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s
+in the helper, against 7.0-8.1 s), its own start-up (Python, NumPy, Numba, srcgrad, ~1.5 s of
+CPU) first; the fork at load 2-3 too (median 1.18x the wall clock without a helper, though this
+process spent 0.6 s less CPU on its compile and the fork ~2 s), and no idle machine was
+available to measure the gain it is for (benchmarks/results/train_compile_mcold4.md).
 """
 
 from __future__ import annotations
@@ -54,14 +55,12 @@ _RUNNING = weakref.WeakSet()
 
 
 def enabled():
-    """Whether a helper may start (``SRCGRAD_COMPILE_AHEAD``): ``0`` never; ``always`` whatever
-    the load; ``1`` when a CPU is idle; unset (or ``auto``), the default: when a CPU is idle and
-    the helper is a fork of this process (:func:`_can_fork`: Linux, not under MPI). The helper
-    started as a new Python process stays opt-in (``1``): on the 2-CPU machine this was measured
-    on, shared with other jobs, its start-up made the compile slower
-    (benchmarks/results/compile_mnist.md); a fork starts compiling at once."""
-    setting = os.environ.get("SRCGRAD_COMPILE_AHEAD", "auto").strip() or "auto"
-    if setting not in ("1", "always", "auto") or (setting == "auto" and not _can_fork()):
+    """Whether a helper may start (``SRCGRAD_COMPILE_AHEAD``): ``1`` when a CPU is idle,
+    ``always`` whatever the load, anything else (the default) never. Opt-in: on the 2-CPU
+    machine this was measured on, always shared with other jobs, neither helper, the new process
+    nor the fork, cut the compile's wall clock (benchmarks/results/compile_mnist.md,
+    train_compile_mcold4.md)."""
+    if os.environ.get("SRCGRAD_COMPILE_AHEAD", "0").strip() not in ("1", "always"):
         return False
     from numba.core import config
     if config.OPT == 0:         # (the test suite's level) Numba then does not cache the training
