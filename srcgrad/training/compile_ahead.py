@@ -28,9 +28,10 @@ Opt-in (``SRCGRAD_COMPILE_AHEAD=1``). Measured on this project's 2-CPU machine w
 ran, the MNIST compile before epoch 1 took longer with a helper than without: the new-process
 helper at load 3-7 (14-30 s against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s
 in the helper, against 7.0-8.1 s), its own start-up (Python, NumPy, Numba, srcgrad, ~1.5 s of
-CPU) first; the fork at load 2-3 too (median 1.18x the wall clock without a helper, though this
-process spent 0.6 s less CPU on its compile and the fork ~2 s), and no idle machine was
-available to measure the gain it is for (benchmarks/results/train_compile_mcold4.md).
+CPU) first; the fork at load 2-3.5 too (median 1.11x the wall clock without a helper over 12
+interleaved pairs, though this process spent 0.73 s less CPU on its compile and the fork ~2 s);
+no idle machine was available to measure the gain it is for
+(benchmarks/results/train_compile_mcold4.md).
 """
 
 from __future__ import annotations
