@@ -474,7 +474,8 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
     compiled in a thread during epoch 1 instead: the second value returned, see
     _BackgroundCompile). The training loop's first call compiles the gradient it runs (with plain SGD, the fused step: the plain gradient is not compiled at all);
     with ``SRCGRAD_COMPILE_AHEAD=1`` (opt-in) and empty caches, the loop's own pieces and the
-    accuracy counter compile meanwhile in a helper process (srcgrad.training.compile_ahead).
+    accuracy counter compile meanwhile in a helper process (srcgrad.training.compile_ahead; on
+    Linux a fork of this one).
     Nothing is trained (the loop runs over no batches)."""
     t0 = time.perf_counter()
     if dist is not None:  # several ranks on a machine: the first compiles, the others load its code

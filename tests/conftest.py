@@ -55,6 +55,10 @@ def user_numba_env(env):
     level0_cache = env.pop("SRCGRAD_TEST_SET_NUMBA_CACHE_DIR", None)
     if level0_cache is not None and env.get("NUMBA_CACHE_DIR") == level0_cache:
         env.pop("NUMBA_CACHE_DIR")          # (a cache dir the caller chose stays)
+    # no compile-ahead helper unless the caller asks for one (a SRCGRAD_COMPILE_AHEAD=1 in the
+    # user's environment would make what the child compiles itself, which tests count, depend
+    # on the machine's load)
+    env.setdefault("SRCGRAD_COMPILE_AHEAD", "0")
     return env
 
 

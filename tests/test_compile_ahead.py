@@ -191,7 +191,8 @@ def test_start_refuses_what_it_cannot_hand_over(monkeypatch):
 @pytest.mark.skipif(not TWO_CPUS, reason="one CPU: no helper by design")
 def test_no_helper_when_no_cpu_is_idle(monkeypatch):
     """Opt-in; and a helper only adds work on a busy machine: none unless the load average
-    leaves a CPU idle (SRCGRAD_COMPILE_AHEAD=always: whatever the load)."""
+    leaves a CPU idle (SRCGRAD_COMPILE_AHEAD=always: whatever the load). Where it is a fork:
+    Linux, unless SRCGRAD_COMPILE_AHEAD_FORK=0 or under MPI."""
     from numba.core import config
     monkeypatch.setattr(config, "OPT", 3)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -205,6 +206,13 @@ def test_no_helper_when_no_cpu_is_idle(monkeypatch):
     assert not compile_ahead.enabled()
     monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD", "always")
     assert compile_ahead.enabled()
+    assert compile_ahead._can_fork() == (sys.platform.startswith("linux") and
+                                         "mpi4py.MPI" not in sys.modules)
+    monkeypatch.setenv("SRCGRAD_COMPILE_AHEAD_FORK", "0")   # the new-process helper
+    assert not compile_ahead._can_fork()
+    monkeypatch.delenv("SRCGRAD_COMPILE_AHEAD_FORK")
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())   # under MPI: no fork
+    assert not compile_ahead._can_fork()
 
 
 PARENT = '''
@@ -216,8 +224,14 @@ mode = sys.argv[1]
 if mode == "bad":          # a job that does not type: the helper fails, this process is unharmed
     sig = (numba.float32[::1], numba.types.unicode_type, numba.float32)
 helper = compile_ahead.start([(_sgd_flat, sig)])
-print(helper.process.pid, flush=True)
-if mode == "bad":
+print(helper.process.pid, type(helper.process).__name__, flush=True)
+if mode == "load":         # the helper's code is in the disk cache: this process loads it
+    done = helper.wait()
+    waiting = compile_ahead.needs_compile(_sgd_flat, sig)
+    _sgd_flat.compile(sig)
+    print(helper.process.pid, done, waiting, sum(_sgd_flat.stats.cache_hits.values()),
+          sum(_sgd_flat.stats.cache_misses.values()), flush=True)
+elif mode == "bad":
     print(helper.process.pid, helper.wait(), flush=True)
 elif mode == "close":
     helper.close()
@@ -229,10 +243,14 @@ elif mode == "die":        # the parent dies without cleaning up: the helper mus
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc to see the helper")
-@pytest.mark.parametrize("mode", ["bad", "close", "die", "exit"])
-def test_helper_never_outlives_or_harms_its_parent(tmp_path, mode):
+@pytest.mark.parametrize("mode,fork", [("load", "1"), ("bad", "1"), ("close", "1"), ("die", "1"),
+                                       ("exit", "1"), ("bad", "0"), ("die", "0")])
+def test_helper_never_outlives_or_harms_its_parent(tmp_path, mode, fork):
+    """The helper (fork=1: a fork of this process on Linux; 0: a new Python process) compiles into
+    the disk cache, which this process then loads from (load); one that fails says so; closed,
+    it is gone; its parent dying or leaving leaves no helper running for long."""
     env = user_numba_env(dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
-                              SRCGRAD_COMPILE_AHEAD="always"))
+                              SRCGRAD_COMPILE_AHEAD="always", SRCGRAD_COMPILE_AHEAD_FORK=fork))
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     if not TWO_CPUS:
         pytest.skip("one CPU: no helper by design")
@@ -240,6 +258,10 @@ def test_helper_never_outlives_or_harms_its_parent(tmp_path, mode):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.split("\n")
+    forked = fork == "1" and sys.platform.startswith("linux")
+    assert lines[0].split()[1] == ("_ForkedProcess" if forked else "Popen"), lines
+    if mode == "load":
+        assert lines[1].split()[1:] == ["True", "False", "1", "0"], lines
     if mode == "bad":
         assert lines[1].split()[1] == "False"
     if mode == "close":

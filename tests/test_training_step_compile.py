@@ -1,6 +1,7 @@
 """The fused training step's cold-compile cuts (issue 17): ``np.zeros(shape, dtype)`` written
-into the step as ``step_zeros`` (np.empty and a fill loop, inlined), and the step compiled
-without a CPython wrapper (only the compiled batch loops call it)."""
+into the step as ``step_zeros`` (np.empty and a fill loop, inlined), ``np.mean(x)`` as
+``step_mean`` (a flat sum loop), and the step compiled without a CPython wrapper (only
+the compiled batch loops call it)."""
 import ast
 
 import numba
@@ -9,24 +10,52 @@ import pytest
 
 import srcgrad
 from srcgrad.training import fused_sgd
+from srcgrad.training.flat_kernels import step_mean
 from srcgrad.training.mlp import init_params, mlp_loss
 
 
-def test_zeros_calls_are_rewritten_by_name_only():
+def test_zeros_and_mean_calls_are_rewritten_by_name_only():
     source = ("def f_adjoint(W, X, _seed):\n"
               "    a = np.zeros(W.shape, W.dtype.type)  # np.zeros(W.shape) in a comment\n"
               "    b = np.zeros((3,), X.dtype.type) + np.zeros((3,), X.dtype.type)\n"
               "    c = np.zeros(3)\n"
               "    d = np.zeros((3,), dtype=np.float64)\n"
               "    e = np.zeros(*W.shape)\n"
+              "    f = np.mean(W) + np.mean(X * 2.0)  # np.mean(W)\n"
+              "    g = np.mean(W, axis=0) + np.mean(W, 0)\n"
               "    return a, (b,)\n")
     fn = ast.parse(source).body[0]
     lines = source.splitlines()
-    fused_sgd._zeros_inline(fn, lines)
+    fused_sgd._inline_calls(fn, lines)
     assert lines[1] == ("    a = step_zeros(W.shape, W.dtype.type)  # np.zeros(W.shape) in a "
                         "comment")
     assert lines[2] == "    b = step_zeros((3,), X.dtype.type) + step_zeros((3,), X.dtype.type)"
     assert lines[3:6] == source.splitlines()[3:6]          # other forms stay NumPy's
+    assert lines[6] == "    f = step_mean(W) + step_mean(X * 2.0)  # np.mean(W)"
+    assert lines[7] == source.splitlines()[7]
+
+
+@numba.njit
+def _mean_of(a):
+    return step_mean(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (7,), (1000,), (64, 10), (3, 0)])
+def test_step_mean_is_numbas_np_mean_bit_for_bit(shape, dtype):
+    """The flat loop sums as Numba's np.mean does (in order, in the array's precision): the
+    same bits, NaN for no elements and for a NaN among them; other layouts and dtypes are
+    Numba's np.mean itself."""
+    numba_mean = numba.njit(lambda a: np.mean(a))
+    a = np.random.default_rng(3).standard_normal(shape).astype(dtype) * 1e3
+    got, want = _mean_of(a), numba_mean(a)
+    assert type(got) is type(want) and (got == want or (np.isnan(got) and np.isnan(want)))
+    if a.size:
+        assert got == pytest.approx(np.mean(a, dtype=np.float64), rel=1e-5)
+        assert a.ndim == 1 or _mean_of(a.T) == numba_mean(a.T)       # F: np.mean's
+        a.flat[a.size // 2] = np.nan
+        assert np.isnan(_mean_of(a))
+    assert _mean_of(np.arange(6)) == 2.5                              # ints: np.mean's
 
 
 @pytest.mark.parametrize("shape, dtype", [((4,), np.float32), ((3, 5), np.float64),
@@ -44,7 +73,7 @@ def test_step_zeros_is_np_zeros(shape, dtype):
     assert not np.signbit(got.astype(np.float64)).any()      # +0.0, as np.zeros
 
 
-def test_generated_step_uses_step_zeros_and_no_cpython_wrapper():
+def test_generated_step_uses_step_zeros_step_mean_and_no_cpython_wrapper():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((5, 6)).astype(np.float32)
     y = rng.integers(0, 10, 5)
@@ -53,6 +82,8 @@ def test_generated_step_uses_step_zeros_and_no_cpython_wrapper():
     text, _ = fused_sgd.sgd_step_source(spec.source, "mlp_loss_adjoint", 4, "momentum")
     assert text.startswith("@step_jit\n") and "np.zeros(" not in text
     assert "_adj_b1 = step_zeros(b1.shape, b1.dtype.type)" in text
+    calls = {ast.unparse(n.func) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call)}
+    assert "np.mean" not in calls and "step_mean" in calls
     step = fused_sgd.step_jit(lambda a: a + 1)
     assert step.targetoptions["no_cpython_wrapper"] is True
 

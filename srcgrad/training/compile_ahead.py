@@ -12,20 +12,26 @@ only its type, which is known (to a good guess) before it is compiled. So::
         ahead.wait()                           # the helper has filled Numba's disk cache
     loop.compile(loop_argtypes)                # a cache load
 
-``jobs`` are ``(dispatcher, argument types)`` pairs of srcgrad's own ``cache=True`` functions
-(a helper imports nothing else: a user's module could do anything when imported). The helper
-process, on this process's ``sys.path``, imports them by name, compiles them for those types and
-exits; Numba's own on-disk cache carries the code over. Nothing depends on it: this process
+``jobs`` are ``(dispatcher, argument types)`` pairs of srcgrad's own ``cache=True`` functions.
+On Linux the helper is a fork of this process (:func:`_fork`): it has every import and Numba's
+set-up already and compiles the jobs at once. Elsewhere (or with ``SRCGRAD_COMPILE_AHEAD_FORK=0``)
+it is a new Python process which, on this process's ``sys.path``, imports them by name (nothing
+else: a user's module could do anything when imported). Either way it compiles them for those types
+and exits; Numba's own on-disk cache carries the code over. Nothing depends on it: this process
 compiles every function itself afterwards, so a failed, killed or wrongly guessed helper costs
 time, never a result (a guessed type that does not match is a cache miss). No helper starts when
 nothing needs compiling (a warm start), when this process would compile nothing meanwhile, on one
 CPU or when no CPU is idle (load average), at ``NUMBA_OPT=0``; a helper still running at exit is
-killed, and one whose parent died stops by itself.
+killed, and one whose parent died stops by itself (a fork: when its jobs are done).
 
-Opt-in (``SRCGRAD_COMPILE_AHEAD=1``): measured on this project's 2-CPU machine while other jobs ran
-(load 3-7), the MNIST compile before epoch 1 took longer with a helper than without (14-30 s
-against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s in the helper, against 7.0-8.1
-s), and no idle machine was available to measure the gain it is for.
+Opt-in (``SRCGRAD_COMPILE_AHEAD=1``). Measured on this project's 2-CPU machine while other jobs
+ran, the MNIST compile before epoch 1 took longer with a helper than without: the new-process
+helper at load 3-7 (14-30 s against 8-22 s wall; 4.4-5.3 s of CPU in this process plus 4.7-5.5 s
+in the helper, against 7.0-8.1 s), its own start-up (Python, NumPy, Numba, srcgrad, ~1.5 s of
+CPU) first; the fork at load 2-3.5 too (median 1.11x the wall clock without a helper over 12
+interleaved pairs, though this process spent 0.73 s less CPU on its compile and the fork ~2 s);
+no idle machine was available to measure the gain it is for
+(benchmarks/results/train_compile_mcold4.md).
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ import atexit
 import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 
 __all__ = ["start", "needs_compile", "Ahead", "extra", "waiting", "minibatch_jobs", "sgd_jobs",
@@ -48,9 +56,11 @@ _RUNNING = weakref.WeakSet()
 
 
 def enabled():
-    """Off unless ``SRCGRAD_COMPILE_AHEAD`` is ``1`` (when a CPU is idle) or ``always``: on the
-    2-CPU machine this was measured on, shared with other jobs, a helper made the compile slower,
-    and a gain on an idle machine was not measured (benchmarks/results/compile_mnist.md)."""
+    """Whether a helper may start (``SRCGRAD_COMPILE_AHEAD``): ``1`` when a CPU is idle,
+    ``always`` whatever the load, anything else (the default) never. Opt-in: on the 2-CPU
+    machine this was measured on, always shared with other jobs, neither helper, the new process
+    nor the fork, cut the compile's wall clock (benchmarks/results/compile_mnist.md,
+    train_compile_mcold4.md)."""
     if os.environ.get("SRCGRAD_COMPILE_AHEAD", "0").strip() not in ("1", "always"):
         return False
     from numba.core import config
@@ -141,11 +151,18 @@ class Ahead:
 def start(jobs, alongside=None):
     """Start a helper process compiling ``jobs`` (``(dispatcher, argtypes)`` pairs) into Numba's
     disk cache; None when there is nothing to gain (see the module docstring). ``alongside``: the
-    ``(dispatcher, argtypes)`` this process compiles meanwhile (no helper when that is cached)."""
+    ``(dispatcher, argtypes)`` this process compiles meanwhile (no helper when that is cached).
+    Where the platform forks (Linux), the helper is a fork of this process (:func:`_fork`): it
+    starts compiling at once, with this process's imports and Numba's start-up already done;
+    else (and with ``SRCGRAD_COMPILE_AHEAD_FORK=0``) a new Python process importing the jobs."""
     if not enabled():
         return None
     if alongside is not None and not needs_compile(*alongside):
         return None
+    if _can_fork():
+        wanted = [(dispatcher, tuple(argtypes)) for dispatcher, argtypes in jobs
+                  if _importable(dispatcher) is not None and needs_compile(dispatcher, argtypes)]
+        return _fork(wanted) if wanted else None
     wanted = []
     for dispatcher, argtypes in jobs:
         name = _importable(dispatcher)
@@ -173,6 +190,99 @@ def start(jobs, alongside=None):
         ahead.close()
         return None
     return ahead
+
+
+def _can_fork():
+    """Whether the helper is a fork of this process: on Linux (elsewhere the platform's default
+    start is a new process, or fork is unsafe with the system's libraries), unless
+    ``SRCGRAD_COMPILE_AHEAD_FORK=0`` or this process runs under MPI (mpi4py imported: some MPI
+    transports break in a forked child)."""
+    return (sys.platform.startswith("linux") and hasattr(os, "fork")
+            and os.environ.get("SRCGRAD_COMPILE_AHEAD_FORK", "1").strip() != "0"
+            and "mpi4py.MPI" not in sys.modules)
+
+
+def _fork(jobs):
+    """An :class:`Ahead` whose process is a fork of this one compiling ``jobs``
+    (``(dispatcher, argtypes)``), or None when the fork fails.
+
+    A new Python process first spends ~0.5-0.7 s of CPU on Python, NumPy, Numba, srcgrad and
+    Numba's first-compile set-up (its typing registries, and the SciPy import Numba's np
+    functions need) before it compiles anything; a fork has all of that already and starts
+    compiling at once (issue 17). The fork is taken holding Numba's compiler lock, so no other
+    thread of this process is inside a compile (holding the lock, or half way through Numba's
+    caches) at that moment: the child, which runs only this thread, finds the lock free and the
+    compiler's state whole. The child compiles (each dispatcher saves its code to the disk cache,
+    a file written whole by rename) and leaves with ``os._exit``: no atexit handler, no flush of
+    this process's buffers, nothing of the parent's shut down twice. Its output goes to
+    /dev/null."""
+    from numba.core.compiler_lock import global_compiler_lock
+    try:
+        # (Python 3.12+ warns about forking a process with threads: e.g. a BLAS pool; the child
+        # runs no code of theirs, and its compile takes no lock they could hold)
+        with global_compiler_lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+            if pid == 0:                # the child: compile, then leave without cleaning up
+                _forked_child(jobs)
+    except OSError:
+        return None
+    return Ahead(_ForkedProcess(pid), [_importable(d) for d, _ in jobs])
+
+
+def _forked_child(jobs):
+    code = 1
+    try:
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        from srcgrad import compile_gc
+        failed = 0
+        for dispatcher, argtypes in jobs:
+            try:
+                with compile_gc.fewer_collections():
+                    dispatcher.compile(argtypes)
+            except Exception:
+                failed += 1             # the parent compiles it itself
+        code = 1 if failed else 0
+    finally:
+        os._exit(code)
+
+
+class _ForkedProcess:
+    """The parts of ``subprocess.Popen`` that :class:`Ahead` uses, for a forked child ``pid``."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:       # reaped elsewhere
+                self.returncode = -1
+                return self.returncode
+            if pid != 0:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"forked helper {self.pid}", timeout)
+            time.sleep(delay)
+            delay = min(2 * delay, 0.01)
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @atexit.register

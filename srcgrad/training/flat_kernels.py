@@ -1,7 +1,8 @@
 """The optimizers' per-array update kernels, compiled once per dtype on flat 1-d contiguous arrays,
 and the flat view they are handed (``_flat_view``). Used by the optimizers' tuple updates
 (:mod:`srcgrad.training.optim`) and by the fused training steps (:mod:`srcgrad.training.fused_sgd`);
-a module of their own so that neither of those imports the other."""
+a module of their own so that neither of those imports the other. Also ``step_mean``, the fused
+steps' ``np.mean`` as a flat loop."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numba
 import numpy as np
 from numba import types
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
 
@@ -102,3 +103,32 @@ def _momentum_scaled_flat(pf, gf, vf, lr, mu, nesterov, scale):
             vi = mu_ * vf[i] + s_ * gf[i]
             vf[i] = vi
             pf[i] -= lr_ * vi
+
+
+def step_mean(a):
+    """``np.mean(a)``: the fused training steps' ``np.mean(x)`` calls are rewritten into this
+    (fused_sgd.sgd_step_source); compiled, see its overload."""
+    return np.mean(a)
+
+
+@overload(step_mean)
+def _step_mean_ov(a):
+    # Numba's np.mean compiles an nditer loop (0.10-0.15 s of CPU in every cold compile of the
+    # MNIST step); for a C-contiguous float array the same sum (in the array's order, in its own
+    # precision, then divided as Numba divides: bit for bit its result, NaN for no elements) as a
+    # flat loop compiles in 0.06-0.08 s (benchmarks/results/train_compile_mcold4.md). Not
+    # inline="always": Numba then compiles it anyway (to type it) and types its IR again in the
+    # step, which measured no cheaper. Other arrays: Numba's np.mean.
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
+        return lambda a: np.mean(a)
+    real = a.dtype
+
+    def impl(a):
+        if a.size == 0:
+            return real(np.nan)
+        flat = _flat_view(a)
+        total = real(0)
+        for i in range(flat.size):
+            total += flat[i]
+        return real(total / a.size)
+    return impl

@@ -662,7 +662,7 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
                    "stopped step has changed nothing)"]
                   + [f"    {u}" for u in updates] + [f"    return {ast.unparse(ret.value.elts[0])}"]))
     lines = module_source.splitlines()
-    _zeros_inline(fn, lines)
+    _inline_calls(fn, lines)
     out, line = ["@step_jit"], fn.lineno
     for begin, stop, replacement in sorted(edits, key=lambda e: e[0]):
         out += lines[line - 1:begin - 1] + replacement
@@ -684,20 +684,27 @@ def step_zeros(shape, dtype):
     return out
 
 
-def _zeros_inline(fn, lines):
+_INLINED = {("zeros", 2): b"step_zeros", ("mean", 1): b"step_mean"}   # (np.<name>, #args)
+
+
+def _inline_calls(fn, lines):
     """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` call of the
     adjoint ``fn`` (two positional arguments, the form the generated code writes) into
-    ``step_zeros(shape, dtype)``; each call's name only, so line numbers and comments stay."""
-    calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset)
+    ``step_zeros(shape, dtype)`` (written into the step's IR), and every ``np.mean(x)`` (one)
+    into ``step_mean(x)`` (a flat loop, cheaper to compile than Numba's np.mean); each call's
+    name only, so line numbers and comments stay."""
+    calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset,
+                     _INLINED[n.func.attr, len(n.args)])
                     for n in ast.walk(fn)
-                    if isinstance(n, ast.Call) and len(n.args) == 2 and not n.keywords
+                    if isinstance(n, ast.Call) and not n.keywords
                     and not any(isinstance(a, ast.Starred) for a in n.args)
-                    and isinstance(n.func, ast.Attribute) and n.func.attr == "zeros"
+                    and isinstance(n.func, ast.Attribute)
+                    and (n.func.attr, len(n.args)) in _INLINED
                     and isinstance(n.func.value, ast.Name) and n.func.value.id == "np"
                     and n.func.lineno == n.func.end_lineno), reverse=True)
-    for lineno, begin, end in calls:          # right to left: offsets stay valid on a line
+    for lineno, begin, end, name in calls:    # right to left: offsets stay valid on a line
         text = lines[lineno - 1].encode()     # (ast offsets count UTF-8 bytes)
-        lines[lineno - 1] = (text[:begin] + b"step_zeros" + text[end:]).decode()
+        lines[lineno - 1] = (text[:begin] + name + text[end:]).decode()
 
 
 def step_jit(function):
@@ -731,6 +738,7 @@ def sgd_step_function(spec, n_params, rule="sgd"):
         imported = ("sgd_apply_right, sgd_apply_left, sgd_apply" if rule == "sgd" else
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
+                  "from srcgrad.training.flat_kernels import step_mean  # noqa: E402\n"
                   "from srcgrad.training.fused_sgd import (step_jit, step_zeros, "
                   f"sgd_pending_right, sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
