@@ -42,14 +42,18 @@ DEFAULT_OPT_FILES=(tests/test_distributed.py)
 # alone (2026-12-04, quiet: main 637 s, the other process idle from 490 s, the CUDA one from 339 s).
 # The constructs/closures and hardening/rebound-arrays groups (the four largest files left in the
 # main suite: 63, 27, 52 and 30 s of its 601 s in a junit timing under load, 2026-12-04) followed
-# when the main suite still ended last (611 s, the others at 551 and 559 s).
+# when the main suite still ended last (611 s, the others at 551 and 559 s). Ordered by the seconds
+# each took in the fresh-clone CI run of 2026-12-04 04:31 (162, 152, 120, 110, 105, 99, -, 77, 55,
+# 42), where the main suite (531 s) then took the 110 s group last and ended at 643 s, the other
+# processes at 609 and 590 s; test_optim + test_forward_speed (~60 s) left the main suite then.
 SHARED=("tests/test_numpy_rules.py"
         "tests/test_arrays.py"
-        "tests/test_constructs_real.py tests/test_closures.py"
-        "tests/test_hardening.py tests/test_rebound_arrays.py"
         "tests/test_helper_registry.py tests/test_cpu_backend.py"
-        "tests/test_deferred_outer.py tests/test_dropped_zeroes.py tests/test_row_forwarding.py tests/test_descending_rows.py tests/test_loop_splits.py tests/test_adjoint_merges.py"
         "tests/test_api_coverage.py tests/test_forward.py tests/test_lower.py"
+        "tests/test_hardening.py tests/test_rebound_arrays.py"
+        "tests/test_constructs_real.py tests/test_closures.py"
+        "tests/test_optim.py tests/test_forward_speed.py"
+        "tests/test_deferred_outer.py tests/test_dropped_zeroes.py tests/test_row_forwarding.py tests/test_descending_rows.py tests/test_loop_splits.py tests/test_adjoint_merges.py"
         "tests/test_fuzz.py"
         "tests/test_real_programs.py tests/test_forward_numpy.py tests/test_adjoint_shapes.py")
 ignore=()
