@@ -46,6 +46,16 @@ def temporary(stem, count):
     return f"_{stem}{count}"
 
 
+def unused(stem, taken):
+    """``stem``, or ``stem2``, ``stem3``, ... : the first that is not in ``taken`` (a name a pass
+    introduces into code that may already use the plain one)."""
+    name, count = stem, 1
+    while name in taken:
+        count += 1
+        name = f"{stem}{count}"
+    return name
+
+
 SWAP_INDEX = "_kswap"            # the index of adjoint_swaps' loops over the slots a copy skipped
 TRIPS_STEM = "trips"             # _trips1: how often a while loop ran (the reverse sweep replays it)
 TRIPS_PREFIX = "_" + TRIPS_STEM

@@ -37,6 +37,7 @@ import ast
 import copy
 
 from . import loop_splits
+from .naming import unused
 from .placeholders import Comment
 
 # False: scalar sums in loops stay in order (tests compare both; not in the cache key)
@@ -78,7 +79,7 @@ def add_lanes(reverse_body, scalars, tail=(), taken=frozenset()):
             original = _without_comments(copy.deepcopy(loop))     # (its comments are above)
             names = []
             for k, x in sums:
-                lanes = _fresh(f"{x}_lanes", used)
+                lanes = unused(f"{x}_lanes", used)
                 used.add(lanes)
                 names.append((x, lanes))
                 before.append(ast.parse(f"{lanes} = np.zeros({size}.shape[0])").body[0])
@@ -190,11 +191,3 @@ def _size_array(body, owned, reverse_body, top):
                 loop_splits._offset(node.slice, i, body.offsets) == 0:
             return node.value.id
     return None
-
-
-def _fresh(stem, used):
-    name, k = stem, 1
-    while name in used:
-        k += 1
-        name = f"{stem}{k}"
-    return name

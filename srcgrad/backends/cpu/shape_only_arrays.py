@@ -40,6 +40,7 @@ only when all of these hold, so that every rewritten expression has the value it
 import ast
 import copy
 
+from ...naming import unused
 from .fusion_facts import _call_name, _const_int, _is_comment
 
 # False: fused temporaries read only for their shape stay arrays (tests compare both).
@@ -155,7 +156,7 @@ def _rewrite(stmts, k, sections, taken, bound_before, binds, names_of):
         check.visit(stmts_[i])
         if check.other_use:
             return False
-    scalar = _fresh(name + "_e", taken)
+    scalar = unused(name + "_e", taken)
     nest = copy.deepcopy(stmts[j])
     if not _scalar_nest(nest, name, len(sizes), scalar):
         return False
@@ -166,14 +167,6 @@ def _rewrite(stmts, k, sections, taken, bound_before, binds, names_of):
     stmts[j] = nest
     del stmts[k]
     return True
-
-
-def _fresh(base, taken):
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}{n}"
-    return name
 
 
 def _scalar_nest(nest, name, ndim, scalar):
