@@ -215,7 +215,20 @@ def _is_element(node, name, loop_vars):
     return [getattr(e, "id", None) if isinstance(e, ast.Name) else None for e in index] == loop_vars
 
 
-class _Elements(ast.NodeTransformer):
+class _OtherUses(ast.NodeTransformer):
+    """Base of the two rewrites below: ``other_use`` is set where ``name`` appears in a form the
+    subclass's own visits do not rewrite (a plain ``name`` left over)."""
+
+    name = None
+    other_use = False
+
+    def visit_Name(self, node):
+        if node.id == self.name:
+            self.other_use = True
+        return node
+
+
+class _Elements(_OtherUses):
     """``name[<loop variables>]`` -> the scalar; ``other_use`` where ``name`` appears otherwise."""
 
     def __init__(self, name, loop_vars, scalar):
@@ -228,13 +241,8 @@ class _Elements(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
-    def visit_Name(self, node):
-        if node.id == self.name:
-            self.other_use = True
-        return node
 
-
-class _ShapeReads(ast.NodeTransformer):
+class _ShapeReads(_OtherUses):
     """``name.shape[k]``, ``name.shape``, ``name.ndim``, ``name.dtype.type`` -> the allocation's
     sizes and dtype; ``other_use`` where ``name`` appears otherwise (``dry``: only that, the
     tree is left as it is)."""
@@ -266,9 +274,4 @@ class _ShapeReads(ast.NodeTransformer):
         if node.attr == "type" and self._of_name(node.value, "dtype"):
             return copy.deepcopy(self.dtype)
         self.generic_visit(node)
-        return node
-
-    def visit_Name(self, node):
-        if node.id == self.name:
-            self.other_use = True
         return node
