@@ -42,6 +42,14 @@ def test_a_temporary_read_later_only_for_its_shape_becomes_a_scalar():
     assert "range(_t1.shape[1])" in reverse and "+ 2" in reverse and "_t2" not in reverse
 
 
+def test_a_size_read_from_an_array_element_keeps_the_array():
+    # n[0] may be written in place after the allocation (no name is rebound), so the later
+    # `_t2.shape[0]` must not become `n[0]`
+    (out,) = rewrite(NEST.replace("_t1.shape[0], _t1.shape[1]", "n[0], _t1.shape[1]")
+                     + "n[0] = 7\ny = _t2.shape[0]")
+    assert "np.empty" in out and "y = _t2.shape[0]" in out
+
+
 def test_the_scalar_name_is_fresh():
     (forward,) = rewrite("_t1 = np.flip(m)\n_t2_e = 1.0" + NEST + "y = _t2_e")
     assert "_t2_e2 = _t1[_i0, _i1] * m[_i0, _i1]" in forward and "y = _t2_e" in forward

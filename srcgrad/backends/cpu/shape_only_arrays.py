@@ -100,9 +100,14 @@ def _allocation(stmt):
 
 def _pure(expr, binds, bound_before):
     """Whether ``expr`` re-evaluated after the allocation gives the value it gave there: the
-    names it reads are never bound (parameters) or bound once, by a top-level statement before."""
+    names it reads are never bound (parameters) or bound once, by a top-level statement before,
+    and it subscripts only shapes (``x.shape[k]``): an array's element could be written in place
+    after the allocation, which rebinds no name."""
     for node in ast.walk(expr):
-        if isinstance(node, ast.Name):
+        if isinstance(node, ast.Subscript):
+            if not (isinstance(node.value, ast.Attribute) and node.value.attr == "shape"):
+                return False
+        elif isinstance(node, ast.Name):
             count = binds.get(node.id, 0)
             if count > 1 or (count == 1 and node.id not in bound_before):
                 return False
