@@ -5,7 +5,7 @@
   signature; the nest of an ``expand_reduced`` takes its sizes from the array it spreads over;
 * the cpu adjoints start from ``np.zeros(x.shape, x.dtype.type)``, not ``np.zeros_like(x)``;
 * the matrix products of C- or F-ordered operands (forward and both adjoints) all go through
-  one ``_gemm_c`` per dtype;
+  one ``gemm_c`` per dtype (C operands: called straight from the caller, no wrapper compiled);
 * whole-array ``np.sum``/``np.max``/``np.min`` into a scalar and the max adjoint of a vector are
   loop nests; statements hoisted above a nest are fused among themselves; ``x = unbroadcast(g,
   like)`` of sizes known equal is ``x = g``; ``np.zeros(shape)`` gets NumPy's default dtype written
@@ -123,6 +123,47 @@ def test_products_of_c_and_f_operands_call_gemm_c():
     c, f = numba.typeof(np.ones((2, 3))), numba.typeof(np.asfortranarray(np.ones((2, 3))))
     for impl in (blas._matmul_ov(c, f), blas._mgl(c, c, f), blas._mgr(c, f, c)):
         assert impl.__name__ == "gemm_call"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_products_are_direct_gemm_c_calls(dtype):
+    """Products of C matrices are direct calls of the dtype's gemm_c: no ``gemm_call`` wrapper is
+    compiled, gemm_c compiles once for callers with other compile flags (the training step's and
+    the accuracy counter's), and the results are NumPy's, zeros for an inner dimension 0."""
+    from srcgrad.backends.cpu import blas
+    from srcgrad.compile_report import CompileRecorder
+    if not blas._generic_gemm(numba.typeof(np.ones((2, 2), dtype))):
+        pytest.skip("no 64-bit-integer BLAS in NumPy here: the per-layout path is used")
+
+    def products(g, a, b, x):
+        return cpu.matmul(a, b), cpu.matmul_grad_left(g, a, b), cpu.matmul_grad_right(g, a, b), \
+            cpu.matmul(x, b)
+
+    lean = numba.njit(error_model="numpy", no_cpython_wrapper=True)(products)   # the step's flags
+
+    @numba.njit
+    def lean_caller(g, a, b, x):            # (a function without a CPython wrapper: called here)
+        return lean(g, a, b, x)
+    plain = numba.njit(products)
+    rng = np.random.default_rng(4)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    recorder = CompileRecorder().install()
+    try:
+        for m, k, n in ((4, 3, 5), (0, 2, 3), (2, 0, 3), (3, 2, 0)):
+            a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+            g, x = rng.standard_normal((m, n)).astype(dtype), rng.standard_normal((2, k)).astype(dtype)
+            want = (a @ b, g @ b.T, a.T @ g, x @ b)
+            for fn in (lean_caller, plain):
+                got = fn(g, a, b, x)
+                for w, r in zip(want, got):
+                    assert r.dtype == dtype and r.flags.c_contiguous and r.shape == w.shape
+                    np.testing.assert_allclose(r, w, rtol=tol, atol=tol * max(1, k))
+    finally:
+        recorder.uninstall()
+    names = [r["name"].rsplit(".", 1)[-1] for r in recorder.records]
+    assert "gemm_call" not in names, names
+    # (compiled here, or by a test before: once in a process either way)
+    assert names.count("gemm_c") <= 1 and names.count("gemm_into") <= 1, names
 
 
 def test_matmul_f_operand_shape_error():

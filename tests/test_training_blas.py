@@ -51,3 +51,45 @@ def test_gemm_nan_propagates_and_shape_mismatch_raises():
 def test_gemm_uses_the_cpu_backends_blas():
     from srcgrad.backends.cpu import blas as cpu   # the cpu backend's BLAS choice
     assert (getattr(cpu, "_NUMPY_GEMM", None) is not None) == bool(cpu.NUMPY_BLAS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_is_a_direct_call_of_the_backends_gemm_into(dtype):
+    """For C operands of one float dtype the compiled gemm is the cpu backend's gemm_into, called
+    from the caller (no function of its own compiled), whatever the scalar types of alpha and
+    beta and whether the transposes are constants; empty products follow BLAS's semantics."""
+    from srcgrad.backends.cpu import blas as cpu
+    from srcgrad.compile_report import CompileRecorder
+    if getattr(cpu, "_NUMPY_GEMM", None) is None:
+        pytest.skip("NumPy's BLAS not found: gemm is Numba's np.dot here")
+
+    @numba.njit
+    def constants(A, B, C, alpha, beta):
+        gemm(A, B, C, alpha, beta, True, False)
+
+    recorder = CompileRecorder().install()
+    try:
+        rng = np.random.default_rng(1)
+        A, B = rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+        C0 = rng.standard_normal((3, 2)).astype(dtype)
+        for alpha, beta in ((1, 0), (np.float32(0.5), 2.0), (-0.25, np.float32(1.0))):
+            C = C0.copy()
+            constants(A, B, C, alpha, beta)
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(C, alpha * (A.T @ B) + beta * C0, rtol=tol, atol=tol)
+        C = C0.copy()
+        _compiled(np.ones((3, 0), dtype), np.ones((0, 2), dtype), C, 1.0, 0.5, False, False)
+        np.testing.assert_array_equal(C, C0 * dtype(0.5))          # k == 0: C = beta * C
+        C = np.full((3, 2), np.nan, dtype)
+        _compiled(np.ones((3, 0), dtype), np.ones((0, 2), dtype), C, 1.0, 0.0, False, False)
+        np.testing.assert_array_equal(C, np.zeros((3, 2), dtype))  # beta == 0: not read
+        _compiled(np.ones((0, 4), dtype), np.ones((4, 2), dtype), np.ones((0, 2), dtype), 1.0,
+                  0.0, False, False)                                  # m == 0: nothing to do
+    finally:
+        recorder.uninstall()
+    names = [r["name"] for r in recorder.records]
+    assert not any("_gemm_ov" in n for n in names), names       # no overload compiled
+    array = numba.typeof(A)
+    into = cpu.gemm_kernels(array.dtype).gemm_into               # (maybe compiled by a test before)
+    assert (array, array, numba.typeof(C0), numba.float64, numba.float64, numba.boolean,
+            numba.boolean) in into.overloads

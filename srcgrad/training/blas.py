@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.extending import lower_builtin, overload, type_callable
 
 __all__ = ["gemm"]
 
@@ -33,6 +33,47 @@ def gemm(A, B, C, alpha, beta, trans_a, trans_b):
         C[...] = alpha * product
     else:
         C[...] = alpha * product + beta * C
+
+
+def _direct_types(A, B, C, alpha, beta, trans_a, trans_b):
+    """The cpu backend's ``gemm_into`` of the dtype and the argument types it is called with,
+    for C-contiguous 2-d float32/float64 operands of one dtype (C writable) and real scalars,
+    where NumPy's BLAS was found; else None (then the overload below: Numba's np.dot, or the
+    error that says what is wrong)."""
+    from srcgrad.backends.cpu import blas as cpu
+    if not (getattr(cpu, "_NUMPY_GEMM", None) is not None and all(
+            isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C"
+            and x.dtype in (types.float32, types.float64) for x in (A, B, C))
+            and A.dtype == B.dtype == C.dtype and C.mutable
+            and all(isinstance(t, (types.Float, types.Integer)) for t in (alpha, beta))
+            and all(isinstance(t, types.Boolean) for t in (trans_a, trans_b))):
+        return None
+    return cpu.gemm_kernels(A.dtype).gemm_into, \
+        (A, B, C, types.float64, types.float64, types.boolean, types.boolean)
+
+
+# The usual operands: a direct call of the cpu backend's compiled gemm_into of the dtype (the
+# one BLAS wrapper srcgrad's own products call too), typed and lowered here rather than through
+# an overload, whose implementation Numba would compile as one more function (0.13-0.15 s of CPU
+# in the MNIST training step's cold compile: benchmarks/results/train_compile_mcold5.md).
+@type_callable(gemm)
+def _gemm_typer(context):
+    def typer(A, B, C, alpha, beta, trans_a, trans_b):
+        found = _direct_types(A, B, C, alpha, beta, trans_a, trans_b)
+        if found is None:
+            return None
+        from srcgrad.backends.cpu.blas import typed_direct_call
+        return typed_direct_call(context, *found).return_type
+    return typer
+
+
+@lower_builtin(gemm, types.Array, types.Array, types.Array, types.Any, types.Any, types.Any,
+               types.Any)
+def _gemm_lower(context, builder, sig, args):
+    from srcgrad.backends.cpu.blas import lower_direct_call
+    dispatcher, argtypes = _direct_types(*sig.args)
+    cast = [context.cast(builder, v, t, to) for v, t, to in zip(args, sig.args, argtypes)]
+    return lower_direct_call(context, builder, dispatcher, argtypes, cast)
 
 
 @overload(gemm)

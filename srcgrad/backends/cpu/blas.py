@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 from numba import types
-from numba.extending import overload, register_jitable
+from numba.extending import lower_builtin, overload, register_jitable, type_callable
 
 from ... import runtime
 from .memory import huge_pages
@@ -90,72 +90,172 @@ def _blas_operand(array_type):
                                                              _blas_strided_operand)
 
 
-def _gemm_c(a, b, trans_a, trans_b):
-    """``a`` (``a.T`` when ``trans_a``) times ``b`` (``b.T`` when ``trans_b``), for C-contiguous
-    matrices of one float dtype, through NumPy's BLAS."""
-    return (a.T if trans_a else a) @ (b.T if trans_b else b)
-
-
 def _generic_gemm(*operands):
-    """Whether ``_gemm_c`` takes these operands: C- or F-contiguous float32/float64 matrices of
-    one dtype and a BLAS with 64-bit integers (a 32-bit one needs the size check of ``matmul``).
-    The forward product and both adjoint products then compile one function per dtype (with the
-    transposes as run-time flags; an F matrix passes as its transpose, which is C) instead of one
-    per layout pair: the BLAS call's Numba compile was ~0.45 s each on this machine
-    (benchmarks/results/compile.md)."""
+    """Whether the dtype's ``gemm_c`` (:func:`gemm_kernels`) takes these operands: C- or
+    F-contiguous float32/float64 matrices of one dtype and a BLAS with 64-bit integers (a 32-bit
+    one needs the size check of ``matmul``). The forward product and both adjoint products then
+    compile one function per dtype (with the transposes as run-time flags; an F matrix passes as
+    its transpose, which is C) instead of one per layout pair: the BLAS call's Numba compile was
+    ~0.45 s each on this machine (benchmarks/results/compile.md)."""
     return (NUMPY_BLAS and _BLAS_INT != types.int32 and
             all(isinstance(t, types.Array) and t.ndim == 2 and t.layout in "CF" for t in operands)
             and len({t.dtype for t in operands}) == 1
             and operands[0].dtype in (types.float32, types.float64))
 
 
+class GemmKernels:
+    """The two compiled functions through which every product of C-contiguous float matrices of
+    one dtype calls NumPy's ``cblas_?gemm`` (``op(x)`` is ``x.T`` where its flag is true):
+
+    * ``gemm_into(a, b, out, alpha, beta, trans_a, trans_b)``: ``out = alpha * op(a) @ op(b) +
+      beta * out`` (``alpha``, ``beta``: float64), BLAS's semantics (``out`` is not read where
+      ``beta`` is 0);
+    * ``gemm_c(a, b, trans_a, trans_b)``: ``op(a) @ op(b)``, a fresh array (zeros for an inner
+      dimension 0, written here rather than left to BLAS).
+
+    Plain dispatchers (not overloads): Numba compiles an overload's implementation once per set
+    of its callers' compile flags (the training step, the accuracy counter and the generated
+    adjoints each have their own), a dispatcher once per argument types. The cpu backend's
+    products of C matrices (``matmul`` and its adjoints, below) and the training code's ``gemm``
+    (srcgrad.training.blas) are typed and lowered as direct calls of these: no function of their
+    own to compile."""
+
+    def __init__(self, real):
+        import numba
+        gemm = _NUMPY_GEMM[0] if real == types.float32 else _NUMPY_GEMM[1]
+        blas_int = _BLAS_INT
+        # gemm_c: the training step's flags (no CPython wrapper; its np.empty is then the
+        # step's own); gemm_into, called only from compiled code, not even a C wrapper
+        jit = numba.njit(error_model="numpy", no_cpython_wrapper=True)
+        jit_into = numba.njit(error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+        def gemm_into(a, b, out, alpha, beta, trans_a, trans_b):
+            m, n = out.shape
+            k = a.shape[0] if trans_a else a.shape[1]
+            if (a.shape[1] if trans_a else a.shape[0]) != m \
+                    or (b.shape[1] if trans_b else b.shape[0]) != k \
+                    or (b.shape[0] if trans_b else b.shape[1]) != n:
+                raise ValueError("gemm: shapes of op(A), op(B) and C do not match")
+            if m == 0 or n == 0:
+                return
+            # leading dimensions at least 1, written out (Numba compiles max() as one more
+            # function in every cold compile of a caller)
+            lda = a.shape[1] if a.shape[1] > 1 else 1
+            ldb = b.shape[1] if b.shape[1] > 1 else 1
+            ldc = n if n > 1 else 1
+            gemm(np.int32(_CBLAS_ROW_MAJOR),
+                 np.int32(_CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS),
+                 np.int32(_CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS),
+                 blas_int(m), blas_int(n), blas_int(k), real(alpha), a.ctypes, blas_int(lda),
+                 b.ctypes, blas_int(ldb), real(beta), out.ctypes, blas_int(ldc))
+
+        self.gemm_into = into = jit_into(gemm_into)
+
+        def gemm_c(a, b, trans_a, trans_b):
+            m = a.shape[1] if trans_a else a.shape[0]
+            k = a.shape[0] if trans_a else a.shape[1]
+            n = b.shape[0] if trans_b else b.shape[1]
+            if (b.shape[1] if trans_b else b.shape[0]) != k:
+                raise ValueError("matmul: the matrices' inner dimensions differ")
+            # (written with loops and the dtype's class, not out.fill / a.dtype: each of those
+            # is one more function for Numba to compile in every caller)
+            out = huge_pages(np.empty((m, n), real))
+            if k == 0:
+                for i in range(m):
+                    for j in range(n):
+                        out[i, j] = 0
+            else:
+                into(a, b, out, 1.0, 0.0, trans_a, trans_b)
+            return out
+
+        self.gemm_c = jit(gemm_c)
+
+
+_KERNELS = {}
+
+
+def gemm_kernels(dtype):
+    """The :class:`GemmKernels` of a Numba float dtype (float32 or float64), made once."""
+    if dtype not in _KERNELS:
+        _KERNELS[dtype] = GemmKernels(dtype)
+    return _KERNELS[dtype]
+
+
 def _gemm_call(params, x, x_type, trans_x, y, y_type, trans_y):
-    """An implementation with parameters ``params`` returning ``op(x) @ op(y)`` through
-    ``_gemm_c`` (``op`` transposes where ``trans_*``); ``x`` and ``y`` are parameter names, their
-    types C or F matrices: an F matrix is passed as its transpose (a C view), its flag flipped."""
+    """An implementation with parameters ``params`` returning ``op(x) @ op(y)`` through the
+    dtype's ``gemm_c`` (``op`` transposes where ``trans_*``); ``x`` and ``y`` are parameter
+    names, their types C or F matrices: an F matrix is passed as its transpose (a C view), its
+    flag flipped."""
     def operand(name, array_type, trans):
         return (f"{name}.T", not trans) if array_type.layout == "F" else (name, trans)
     (xs, tx), (ys, ty) = operand(x, x_type, trans_x), operand(y, y_type, trans_y)
-    namespace = {"_gemm_c": _gemm_c}
+    namespace = {"gemm_c": gemm_kernels(x_type.dtype).gemm_c}
     exec(f"def gemm_call({', '.join(params)}):\n"           # noqa: S102
-         f"    return _gemm_c({xs}, {ys}, {tx}, {ty})\n", namespace)
+         f"    return gemm_c({xs}, {ys}, {tx}, {ty})\n", namespace)
     return namespace["gemm_call"]
 
 
-@overload(_gemm_c)
-def _gemm_c_ov(a, b, trans_a, trans_b):
-    gemm = _NUMPY_GEMM[0] if a.dtype == types.float32 else _NUMPY_GEMM[1]
-    real, blas_int = a.dtype, _BLAS_INT
+def typed_direct_call(context, dispatcher, argtypes):
+    """Typing helper: the signature of ``dispatcher`` for ``argtypes`` (compiling it once)."""
+    return context.resolve_function_type(context.resolve_value_type(dispatcher), argtypes, {})
 
-    def impl(a, b, trans_a, trans_b):
-        m = a.shape[1] if trans_a else a.shape[0]
-        k = a.shape[0] if trans_a else a.shape[1]
-        n = b.shape[0] if trans_b else b.shape[1]
-        if (b.shape[1] if trans_b else b.shape[0]) != k:
-            raise ValueError("matmul: the matrices' inner dimensions differ")
-        # (written with loops and the dtype's class, not out.fill / max / a.dtype: each of those
-        # is one more function for Numba to compile in every adjoint with a product)
-        out = huge_pages(np.empty((m, n), real))
-        if m == 0 or n == 0:
-            return out
-        if k == 0:
-            for i in range(m):
-                for j in range(n):
-                    out[i, j] = 0
-            return out
-        lda = a.shape[1] if a.shape[1] > 1 else 1
-        ldb = b.shape[1] if b.shape[1] > 1 else 1
-        gemm(np.int32(_CBLAS_ROW_MAJOR),
-             np.int32(_CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS),
-             np.int32(_CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS),
-             blas_int(m), blas_int(n), blas_int(k), real(1.0), a.ctypes, blas_int(lda),
-             b.ctypes, blas_int(ldb), real(0.0), out.ctypes, blas_int(n))
-        return out
-    return impl
+
+def lower_direct_call(context, builder, dispatcher, argtypes, args):
+    """Lowering helper: a call of the compiled ``dispatcher`` for ``argtypes`` (compiled when
+    the call was typed: :func:`typed_direct_call`) with the LLVM values ``args``; its result is a
+    new reference, as a lowering returns one."""
+    callee = context.typing_context.resolve_value_type(dispatcher)
+    signature = callee.get_call_type(context.typing_context, argtypes, {})
+    impl = context.get_function(callee, signature)
+    context.add_linking_libs(getattr(impl, "libs", ()))
+    return impl(builder, args)
+
+
+# The products of C-contiguous float matrices (the usual case: every MLP product and its
+# adjoints) are calls of the dtype's gemm_c written straight into the caller: a typing template
+# and a lowering, the transposes constants. Through ``@overload`` each (function, types) pair
+# was one more compiled function, a one-line ``gemm_call`` (0.05-0.08 s of CPU each in a cold
+# compile; the MNIST step had three), and an ``inline="always"`` overload is compiled anyway
+# (Numba types an overload's implementation by compiling it). Other layouts (an F operand passes
+# as a transposed C view) keep the ``gemm_call`` overloads below. Registered before them, so
+# Numba asks these first.
+def _c_product(function, x, y, trans_x, trans_y, other=None):
+    """Type and lower ``function`` (two or three array parameters) as ``gemm_c(args[x],
+    args[y], trans_x, trans_y)`` for C operands; ``other``: the index of a parameter that only
+    the product's rule reads, for its shape (a 2-d array of the operands' dtype, any layout)."""
+    def gemm_c_types(args):
+        if not (_generic_gemm(args[x], args[y]) and args[x].layout == args[y].layout == "C"):
+            return None
+        if other is not None and not (isinstance(args[other], types.Array)
+                                      and args[other].ndim == 2
+                                      and args[other].dtype == args[x].dtype):
+            return None
+        return gemm_kernels(args[x].dtype).gemm_c, \
+            (args[x], args[y], types.boolean, types.boolean)
+
+    @type_callable(function)
+    def _typer(context):
+        def return_type(*args):
+            found = gemm_c_types(args)
+            return None if found is None else typed_direct_call(context, *found).return_type
+        # (named parameters: Numba folds a call's arguments by the typer's signature)
+        if other is None:
+            return lambda a, b: return_type(a, b)
+        return lambda g, a, b: return_type(g, a, b)
+
+    @lower_builtin(function, *([types.Array] * (2 if other is None else 3)))
+    def _lower(context, builder, sig, args):
+        dispatcher, argtypes = gemm_c_types(sig.args)
+        flags = [context.get_constant(types.boolean, t) for t in (trans_x, trans_y)]
+        return lower_direct_call(context, builder, dispatcher, argtypes,
+                                 (args[x], args[y], *flags))
 
 
 def matmul(a, b):
     return a @ b
+
+
+_c_product(matmul, 0, 1, False, False)
 
 
 @overload(matmul)
@@ -252,6 +352,9 @@ def matmul_grad_left(g, a, b):
     return runtime.matmul_grad_left(g, a, b)
 
 
+_c_product(matmul_grad_left, 0, 2, False, True, other=1)        # g @ b.T
+
+
 def batched_matmul_grads(g, a, b):
     return runtime.batched_matmul_grads(g, a, b)
 
@@ -300,6 +403,9 @@ def _mgl(g, a, b):
 
 def matmul_grad_right(g, a, b):
     return runtime.matmul_grad_right(g, a, b)
+
+
+_c_product(matmul_grad_right, 1, 0, True, False, other=2)       # a.T @ g
 
 
 def _as_type(v, scalar_type):
