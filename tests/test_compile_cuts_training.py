@@ -135,6 +135,51 @@ def test_gather_batch_rows_in_flight_every_remainder_and_layout():
                 np.testing.assert_array_equal(yc, y[rows])
 
 
+def test_batch_loops_gather_2d_samples_inline():
+    """The fused steps' batch loops gather 2-d samples with 1-d labels through _gather_rows,
+    written into the loop: neither _gather_batch nor min() is compiled for them, and the loop
+    sees the same batches as _gather_batch gives."""
+    from srcgrad.compile_report import CompileRecorder
+    from srcgrad.training.fused_runs import _run_sgd_steps
+
+    @numba.njit
+    def step(W, X, y, seed, lr):            # a "step": records the batch it was given
+        W[0, 0] += X.sum() * 1000.0 + y.sum()
+        W[0, 1] += X.shape[0]
+        return np.float32(X[0, 0])
+
+    rng = np.random.default_rng(6)
+    n, B = 23, 5
+    X, y = rng.standard_normal((n, 7)).astype(np.float32), rng.integers(0, 9, n)
+    order = rng.permutation(n).astype(np.int64)
+    W = np.zeros((1, 2), np.float32)
+    Xb, yb = np.empty((B, 7), np.float32), np.empty(B, y.dtype)
+    sig = (numba.typeof(W), numba.typeof(Xb), numba.typeof(yb), numba.float32, numba.float64)
+    step.compile(sig)
+    step_type = numba.types.FunctionType(step.overloads[sig].signature)
+    args = (step_type, numba.typeof((W,)), numba.typeof(X), numba.typeof(y), numba.typeof(order),
+            numba.int64, numba.int64, numba.int64, numba.float64, numba.typeof(Xb),
+            numba.typeof(yb), numba.float32, numba.typeof(np.zeros(2)))
+    recorder = CompileRecorder().install()
+    try:
+        _run_sgd_steps.compile(args)
+    finally:
+        recorder.uninstall()
+    names = [r["name"].rsplit(".", 1)[-1] for r in recorder.records]
+    assert "_gather_batch" not in names and not any("min" in n for n in names), names
+    entry = _run_sgd_steps.overloads[args].entry_point
+    total = entry(step, (W,), X, y, order, B, 0, 5, 0.1, Xb, yb, np.float32(1), np.zeros(2))
+    want = np.zeros(2, np.float32)
+    first = 0.0
+    for start in range(0, n, B):
+        rows = order[start:start + B]
+        want[0] += np.float32(X[rows].sum() * 1000.0 + y[rows].sum())
+        want[1] += len(rows)
+        first += X[rows[0], 0] * len(rows)
+    np.testing.assert_allclose(W[0], want, rtol=1e-5)
+    np.testing.assert_allclose(total, first, rtol=1e-6)
+
+
 def test_flat_view_is_the_arrays_memory_in_c_order():
     from srcgrad.training.optim import _flat_view
 

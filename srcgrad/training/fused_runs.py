@@ -3,7 +3,9 @@ gather, and the loops that call a fused training step (:mod:`srcgrad.training.fu
 Momentum) once per batch. The step and the loops are separate compiled functions, the step
 passed as a first-class function (see MinibatchLoop's docstring for why). The loops release the
 GIL (``nogil``): while one trains, another thread may compile (examples/train_mnist.py compiles
-its accuracy counter during the first epoch)."""
+its accuracy counter during the first epoch). Python calls them through their CPython wrappers
+(``entry_point``), nothing through a C function pointer: compiled without the cfunc wrapper
+(less code for LLVM in every cold training process)."""
 
 from __future__ import annotations
 
@@ -50,38 +52,68 @@ def prefetch_row_start(typingctx, X, row):
     return types.void(X, row), codegen
 
 
+@numba.njit(inline="always")
+def _copy_rows(X, order, start, size, Xc):
+    """``Xc[r] = X[order[start + r]]`` for ``r < size``, 2-d ``X`` and ``Xc``: ROWS_IN_FLIGHT
+    rows copied side by side, the next group's first lines fetched ahead (see ROWS_IN_FLIGHT).
+    Past the batch's end a group's row indices stop at its last row (copied again, the same
+    values): one loop, no remainder loop to compile. (Conditional expressions rather than min():
+    Numba compiles min() as one more function.)"""
+    last = size - 1
+    for r in range(0, size, ROWS_IN_FLIGHT):
+        for q in range(r + ROWS_IN_FLIGHT, r + 2 * ROWS_IN_FLIGHT):
+            prefetch_row_start(X, order[start + (q if q < last else last)])
+        r1 = r + 1 if r + 1 < last else last
+        r2 = r + 2 if r + 2 < last else last
+        r3 = r + 3 if r + 3 < last else last
+        s0, s1, s2, s3 = (order[start + r], order[start + r1], order[start + r2],
+                          order[start + r3])
+        for k in range(Xc.shape[1]):
+            Xc[r, k] = X[s0, k]
+            Xc[r1, k] = X[s1, k]
+            Xc[r2, k] = X[s2, k]
+            Xc[r3, k] = X[s3, k]
+
+
+@numba.njit(inline="always")
+def _gather_rows(X, y, order, start, batch_size, Xb, yb):
+    """:func:`_gather_batch` for 2-d samples and 1-d labels, the usual case, written into its
+    caller's IR (Numba inlines it before typing: no function of its own to compile). The batch
+    loops below call it directly, choosing by the types of their own arguments (a branch Numba
+    prunes before typing): ``_gather_batch`` is then not compiled at all, nor its code twice
+    (once on its own, once more in the loop LLVM inlined it into): 0.25-0.3 s of CPU in every
+    cold training process (benchmarks/results/train_compile_mcold5.md)."""
+    size = order.shape[0] - start
+    if size > batch_size:
+        size = batch_size
+    Xc = Xb[:size]
+    yc = yb[:size]
+    _copy_rows(X, order, start, size, Xc)
+    for r in range(size):
+        yc[r] = y[order[start + r]]
+    return Xc, yc, size
+
+
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     """The rows ``order[start:start + batch_size]`` of ``X`` and ``y`` gathered into the batch
     buffers ``Xb``/``yb`` (their first rows for a shorter last batch): ``(Xc, yc, size)``.
-    The row copies are written out here rather than calling ``_gather_rows`` for X and for y,
+    The row copies are written out here rather than calling a row gather for X and for y,
     and a shorter batch is a slice of the buffers rather than a fresh pair: three compiled
     functions fewer in every MinibatchLoop's cold compile.
     The usual 2-d samples and 1-d labels are copied without reshaping: ``X.ndim`` is a constant
     when Numba compiles this, so the other branch is pruned before typing, and the reshapes'
     code (a size check and a no-copy attempt each) was about a third of this function's cold
     compile (0.30-0.42 -> 0.23 s CPU, compiled alone after a reshape elsewhere, load 3.4)."""
+    if X.ndim == 2 and y.ndim == 1:
+        return _gather_rows(X, y, order, start, batch_size, Xb, yb)
     size = order.shape[0] - start
     if size > batch_size:
         size = batch_size
     Xc = Xb[:size]
     yc = yb[:size]
     if X.ndim == 2:
-        # ROWS_IN_FLIGHT rows copied side by side, the next group's first lines fetched ahead
-        # (see ROWS_IN_FLIGHT). Past the batch's end a group's row indices stop at its last
-        # row (copied again, the same values): one loop, no remainder loop to compile.
-        last = size - 1
-        for r in range(0, size, ROWS_IN_FLIGHT):
-            for q in range(r + ROWS_IN_FLIGHT, r + 2 * ROWS_IN_FLIGHT):
-                prefetch_row_start(X, order[start + min(q, last)])
-            r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
-            s0, s1, s2, s3 = (order[start + r], order[start + r1], order[start + r2],
-                              order[start + r3])
-            for k in range(Xc.shape[1]):
-                Xc[r, k] = X[s0, k]
-                Xc[r1, k] = X[s1, k]
-                Xc[r2, k] = X[s2, k]
-                Xc[r3, k] = X[s3, k]
+        _copy_rows(X, order, start, size, Xc)
     else:
         X_rows = X.reshape(X.shape[0], -1)
         Xc_rows = Xc.reshape(size, -1)
@@ -102,7 +134,7 @@ def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     return Xc, yc, size
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True)
 def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
     """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
     ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
@@ -110,13 +142,16 @@ def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, y
     for batch in range(first, stop):
         progress[0] = batch
         progress[1] = total
-        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
+        if X.ndim == 2 and y.ndim == 1:     # (pruned before typing: see _gather_rows)
+            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb)
+        else:
+            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
         loss = step(*params, Xc, yc, seed, lr)
         total += loss * size
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True)
 def _run_momentum_steps(step, params, X, y, order, batch_size, first, stop, lr, mu, nesterov,
                         velocity, Xb, yb, seed, progress):
     """:func:`_run_sgd_steps` for Momentum: ``loss = step(*params, Xb, yb, seed, lr, mu,
@@ -125,7 +160,10 @@ def _run_momentum_steps(step, params, X, y, order, batch_size, first, stop, lr, 
     for batch in range(first, stop):
         progress[0] = batch
         progress[1] = total
-        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
+        if X.ndim == 2 and y.ndim == 1:
+            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb)
+        else:
+            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
         loss = step(*params, Xc, yc, seed, lr, mu, nesterov, velocity)
         total += loss * size
     return total
