@@ -180,6 +180,26 @@ def test_batch_loops_gather_2d_samples_inline():
     np.testing.assert_allclose(total, first, rtol=1e-6)
 
 
+def test_overlaps_tests_the_arrays_memory():
+    """flat_kernels._overlaps (an intrinsic): shared bytes overlap, adjacent or disjoint
+    memory and empty arrays do not, whatever the dtypes and ndims."""
+    from srcgrad.training.flat_kernels import _overlaps
+
+    @numba.njit
+    def overlaps(a, b):
+        return _overlaps(a, b), _overlaps(b, a)
+
+    base = np.zeros(20)
+    grid = np.zeros((4, 5), np.float32)
+    cases = [(base[:10], base[10:], False), (base[:10], base[9:], True), (base, base, True),
+             (base[3:4], base[:20], True), (base[:0], base, False), (base, base[5:5], False),
+             (grid[:2], grid[2:], False), (grid[1:3], grid[2:], True),
+             (grid.reshape(-1)[:10], grid[1:], True), (base, grid, False),
+             (base[:10].view(np.float32), base[4:6], True)]
+    for a, b, want in cases:
+        assert overlaps(a, b) == (want, want), (a.shape, b.shape, want)
+
+
 def test_flat_view_is_the_arrays_memory_in_c_order():
     from srcgrad.training.optim import _flat_view
 

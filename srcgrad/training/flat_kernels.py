@@ -2,12 +2,13 @@
 and the flat view they are handed (``_flat_view``). Used by the optimizers' tuple updates
 (:mod:`srcgrad.training.optim`) and by the fused training steps (:mod:`srcgrad.training.fused_sgd`);
 a module of their own so that neither of those imports the other. Also ``step_mean``, the fused
-steps' ``np.mean`` as a flat loop."""
+steps' ``np.mean`` as a flat loop, and ``_overlaps``, their test of two arrays' memory."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
@@ -85,6 +86,29 @@ def _flat_view(typingctx, a):
                        itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
         return impl_ret_borrowed(context, builder, flat, out._getvalue())
     return flat(a), codegen
+
+
+@intrinsic
+def _overlaps(typingctx, a, b):
+    """Whether the memory of the contiguous arrays ``a`` and ``b`` overlaps (never where one is
+    empty). An intrinsic, a few instructions written into the caller: the fused steps' updates
+    test it three times per product, and each inlined ``@njit`` copy was typed and lowered
+    again (0.03-0.05 s of CPU in a cold MNIST step)."""
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x, y = (make_array(t)(context, builder, v) for t, v in zip(signature.args, args))
+        i64 = ir.IntType(64)
+        zero = ir.Constant(i64, 0)
+        x0, y0 = builder.ptrtoint(x.data, i64), builder.ptrtoint(y.data, i64)
+        x1 = builder.add(x0, builder.mul(x.nitems, x.itemsize))        # one past the end
+        y1 = builder.add(y0, builder.mul(y.nitems, y.itemsize))
+        empty = builder.or_(builder.icmp_signed("==", x.nitems, zero),
+                            builder.icmp_signed("==", y.nitems, zero))
+        cross = builder.and_(builder.icmp_unsigned("<", x0, y1), builder.icmp_unsigned("<", y0, x1))
+        return builder.and_(builder.not_(empty), cross)
+    return types.boolean(a, b), codegen
 
 
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)

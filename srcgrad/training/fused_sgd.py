@@ -51,7 +51,7 @@ from numba import types
 from numba.extending import overload
 
 from .blas import gemm
-from .flat_kernels import _flat_view, _momentum_scaled_flat, _sgd_flat
+from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -71,17 +71,6 @@ def _fusable(*arrays):
     return all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
                and a.dtype in (types.float32, types.float64) for a in arrays) \
         and len({a.dtype for a in arrays}) == 1 and arrays[-1].mutable
-
-
-# Called only from compiled code, and inlined there (Numba's IR, before typing): not one more
-# function to compile in every cold training process.
-@numba.njit(inline="always")
-def _overlaps(a, b):
-    """Whether the memory of arrays ``a`` and ``b`` (contiguous) overlaps."""
-    if a.size == 0 or b.size == 0:
-        return False
-    a0, b0 = a.ctypes.data, b.ctypes.data
-    return a0 < b0 + b.size * b.itemsize and b0 < a0 + a.size * a.itemsize
 
 
 def sgd_pending_right(g, a, p):
@@ -371,9 +360,10 @@ def _momentum_at_end(g, x, p, v, right):
     checked that the product's operands hold the same values at the end, and an operand sharing
     ``p``'s memory is read by the product before ``p`` is written). For fusable types the
     velocity is the product's GEMM output; else (Nesterov, ``v`` sharing memory with an operand)
-    the gradient is computed first, by the same GEMM into an ``np.empty`` of the kinds the step
-    already compiles (one gemm and one np.empty variant for the whole step), then the plain
-    update. Other types: the cpu backend's product and :func:`momentum_apply`."""
+    the gradient is computed first, by the cpu backend's product (for these types a direct call
+    of the ``gemm_c`` that the step's own products call: nothing more to compile, and less code
+    here than an ``np.empty`` and a second GEMM call), then the plain update. Other types: the
+    cpu backend's product and :func:`momentum_apply`."""
     from srcgrad.backends.cpu.blas import matmul_grad_left, matmul_grad_right
     if not _momentum_fusable(g, x, p, v):
         if right:
@@ -392,8 +382,7 @@ def _momentum_at_end(g, x, p, v, right):
                 gemm(a, g, v, scale, mu, True, False)       # v = scale * a.T @ g + mu * v
                 _descend_inline(_flat_view(p), _flat_view(v), lr)
                 return
-            grad = np.empty(p.shape, p.dtype.type)          # Nesterov needs the gradient itself
-            gemm(a, g, grad, type(scale)(1.0), type(mu)(0.0), True, False)
+            grad = matmul_grad_right(g, a, p)               # Nesterov needs the gradient itself
             momentum_apply(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu, nesterov,
                            scale)
         return impl_right
@@ -407,8 +396,7 @@ def _momentum_at_end(g, x, p, v, right):
             gemm(g, b, v, scale, mu, False, True)           # v = scale * g @ b.T + mu * v
             _descend_inline(_flat_view(p), _flat_view(v), lr)
             return
-        grad = np.empty(p.shape, p.dtype.type)
-        gemm(g, b, grad, type(scale)(1.0), type(mu)(0.0), False, True)
+        grad = matmul_grad_left(g, p, b)
         momentum_apply(_flat_view(p), _flat_view(grad), _flat_view(v), lr, mu, nesterov,
                        scale)
     return impl_left
