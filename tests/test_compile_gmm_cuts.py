@@ -150,8 +150,8 @@ def test_c_products_are_direct_gemm_c_calls(dtype):
     recorder = CompileRecorder().install()
     try:
         for m, k, n in ((4, 3, 5), (0, 2, 3), (2, 0, 3), (3, 2, 0)):
-            a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
-            g, x = rng.standard_normal((m, n)).astype(dtype), rng.standard_normal((2, k)).astype(dtype)
+            a, b, g, x = (rng.standard_normal(shape).astype(dtype)
+                          for shape in ((m, k), (k, n), (m, n), (2, k)))
             want = (a @ b, g @ b.T, a.T @ g, x @ b)
             for fn in (lean_caller, plain):
                 got = fn(g, a, b, x)
