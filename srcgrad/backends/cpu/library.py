@@ -7,6 +7,7 @@ defines it, else compiles the runtime version as it is. Helpers that work along 
 literal (``prefer_literal``): the array is viewed as rows with that axis last (a transpose by a
 constant permutation), each row is handled by a loop, and the result is transposed back.
 """
+import functools
 import math
 
 import numba
@@ -48,10 +49,17 @@ def _axis_of(x, axis):
     return ax % x.ndim
 
 
+@functools.lru_cache(maxsize=None)
 def _rows(ndim, ax):
     """(to_rows, from_rows): an array as a C-contiguous matrix whose rows run along axis ``ax``
     (None: the flattened array, one row), and back (given the moved shape, whose last entry may
-    have changed)."""
+    have changed).
+
+    One pair per (ndim, ax), shared by every helper (issue 17: a new pair per overload was a new
+    compiled function each, and every caller's module linked and compiled each copy again). The
+    last axis and a matrix's first axis need no ``np.transpose`` by a tuple: Numba compiles that
+    through its general permutation code (a set, fancy indexing, error paths: ~2700 IR lines in
+    every module that uses it)."""
     if ax is None:
         @register_jitable
         def to_rows_flat(x):
@@ -62,6 +70,27 @@ def _rows(ndim, ax):
         def from_rows_flat(rows, shape):
             return rows.reshape(shape)
         return to_rows_flat, from_rows_flat
+    if ax == ndim - 1:
+        @register_jitable
+        def to_rows_last(x):
+            moved = np.ascontiguousarray(x)
+            n = moved.shape[-1]
+            return moved.reshape((moved.size // n if n else 0, n)), moved.shape
+
+        @register_jitable
+        def from_rows_last(rows, shape):
+            return rows.reshape(shape)
+        return to_rows_last, from_rows_last
+    if ndim == 2:       # ax == 0: the transposed matrix
+        @register_jitable
+        def to_rows_transposed(x):
+            moved = np.ascontiguousarray(x.T)
+            return moved, moved.shape
+
+        @register_jitable
+        def from_rows_transposed(rows, shape):
+            return np.ascontiguousarray(rows.reshape(shape).T)
+        return to_rows_transposed, from_rows_transposed
     perm = tuple(i for i in range(ndim) if i != ax) + (ax,)
     inverse = tuple(perm.index(i) for i in range(ndim))
 
@@ -75,6 +104,29 @@ def _rows(ndim, ax):
     def from_rows(rows, shape):
         return np.ascontiguousarray(np.transpose(rows.reshape(shape), inverse))
     return to_rows, from_rows
+
+
+@functools.lru_cache(maxsize=None)
+def _transposed_copy(perm):
+    """A jitable f(x): a C-contiguous copy of x with its axes in the order ``perm``. A matrix's
+    transpose is ``x.T``: Numba's np.moveaxis/np.swapaxes (and np.transpose by a tuple) compile a
+    general permutation (a sort, a set, error messages; ~18k IR lines in c_shapes' module, issue 17)."""
+    if perm == tuple(range(len(perm))):
+        return register_jitable(lambda x: x.copy())
+    if len(perm) == 2:
+        return register_jitable(lambda x: x.T.copy())
+    return register_jitable(lambda x: np.transpose(x, perm).copy())
+
+
+def _constant_axes(x, *axes):
+    """The literal int axes normalized to 0..ndim-1, or None when one is not a constant int."""
+    values = [_literal(a) for a in axes]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    for v in values:
+        if not -x.ndim <= v < x.ndim:
+            _fail(f"axis {v} is out of bounds for array of dimension {x.ndim}")
+    return [v % x.ndim for v in values]
 
 
 @register_jitable
