@@ -1,7 +1,8 @@
 """Compiled (Numba) versions of the NumPy/SciPy coverage helpers of :mod:`srcgrad.runtime`.
 
-This module holds the shared typing utilities, the reductions and cumulative operations, and the
-scipy.special/scipy.stats helpers; :mod:`.library_shapes` and :mod:`.library_linalg` hold the
+This module holds the shared typing utilities, the rows view and transposes (np.moveaxis and
+np.swapaxes on them), the reductions and cumulative operations, and the scipy.special/scipy.stats
+helpers; :mod:`.library_shapes` and :mod:`.library_linalg` hold the
 rest. The cpu backend takes each name of ``runtime.LIBRARY_HELPERS`` from these modules when one
 defines it, else compiles the runtime version as it is. Helpers that work along an axis see it as a
 literal (``prefer_literal``): the array is viewed as rows with that axis last (a transpose by a
@@ -127,6 +128,37 @@ def _constant_axes(x, *axes):
         if not -x.ndim <= v < x.ndim:
             _fail(f"axis {v} is out of bounds for array of dimension {x.ndim}")
     return [v % x.ndim for v in values]
+
+
+# np.moveaxis and np.swapaxes (library helpers) on the transposes above
+def np_moveaxis(x, source, destination):
+    return runtime.np_moveaxis(x, source, destination)
+
+
+def np_swapaxes(x, axis1, axis2):
+    return runtime.np_swapaxes(x, axis1, axis2)
+
+
+@overload(np_moveaxis, prefer_literal=True)
+def _np_moveaxis_ov(x, source, destination):
+    axes = _constant_axes(x, source, destination)
+    if axes is None:
+        return lambda x, source, destination: np.moveaxis(x, source, destination).copy()
+    order = [i for i in range(x.ndim) if i != axes[0]]
+    order.insert(axes[1], axes[0])
+    moved = _transposed_copy(tuple(order))
+    return lambda x, source, destination: moved(x)
+
+
+@overload(np_swapaxes, prefer_literal=True)
+def _np_swapaxes_ov(x, axis1, axis2):
+    axes = _constant_axes(x, axis1, axis2)
+    if axes is None:
+        return lambda x, axis1, axis2: np.swapaxes(x, axis1, axis2).copy()
+    order = list(range(x.ndim))
+    order[axes[0]], order[axes[1]] = order[axes[1]], order[axes[0]]
+    swapped = _transposed_copy(tuple(order))
+    return lambda x, axis1, axis2: swapped(x)
 
 
 @register_jitable

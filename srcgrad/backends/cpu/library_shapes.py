@@ -9,7 +9,7 @@ from numba.extending import overload, register_jitable
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ... import runtime
-from .library import _axis_of, _constant_axes, _fail, _is_none, _last_changed, _literal, _rows, _transposed_copy
+from .library import _axis_of, _fail, _is_none, _last_changed, _literal, _rows
 
 
 # ---- shape work --------------------------------------------------------------------------------
@@ -59,18 +59,22 @@ def _roll_axis(x, shift, ax):
     multiple of ``inner``."""
     x = np.ascontiguousarray(x)
     ax = ax % x.ndim
-    n = x.shape[ax]
     inner = 1
     for k in range(ax + 1, x.ndim):
         inner *= x.shape[k]
-    flat = x.ravel()
+    return _rolled_flat(x.ravel(), x.shape[ax], inner, shift).reshape(x.shape)
+
+
+@register_jitable
+def _rolled_flat(flat, n, inner, shift):
+    """_roll_axis's loop, on the flat array: one compiled copy per dtype for every ndim."""
     out = np.empty_like(flat)
     if n == 0:
-        return out.reshape(x.shape)
+        return out
     for i in range(flat.size):
         c = (i // inner) % n
         out[i + ((c + shift) % n - c) * inner] = flat[i]
-    return out.reshape(x.shape)
+    return out
 
 
 def _roll(x, shift, axis):
@@ -192,36 +196,6 @@ def _np_rot90_ov(x, k=1, axes=(0, 1)):
     return impl
 
 
-def np_moveaxis(x, source, destination):
-    return runtime.np_moveaxis(x, source, destination)
-
-
-def np_swapaxes(x, axis1, axis2):
-    return runtime.np_swapaxes(x, axis1, axis2)
-
-
-@overload(np_moveaxis, prefer_literal=True)
-def _np_moveaxis_ov(x, source, destination):
-    axes = _constant_axes(x, source, destination)
-    if axes is None:
-        return lambda x, source, destination: np.moveaxis(x, source, destination).copy()
-    order = [i for i in range(x.ndim) if i != axes[0]]
-    order.insert(axes[1], axes[0])
-    moved = _transposed_copy(tuple(order))
-    return lambda x, source, destination: moved(x)
-
-
-@overload(np_swapaxes, prefer_literal=True)
-def _np_swapaxes_ov(x, axis1, axis2):
-    axes = _constant_axes(x, axis1, axis2)
-    if axes is None:
-        return lambda x, axis1, axis2: np.swapaxes(x, axis1, axis2).copy()
-    order = list(range(x.ndim))
-    order[axes[0]], order[axes[1]] = order[axes[1]], order[axes[0]]
-    swapped = _transposed_copy(tuple(order))
-    return lambda x, axis1, axis2: swapped(x)
-
-
 def np_repeat(x, repeats, axis=None):
     return runtime.np_repeat(x, repeats, axis)
 
@@ -322,6 +296,22 @@ def _tile_source(i, shape, tiled):
     return src
 
 
+# np.tile's loop and its adjoint's on flat arrays: one compiled copy per dtype for every ndim
+@register_jitable
+def _tiled(flat, shape, tiled):
+    out = np.empty(tiled.prod(), flat.dtype)
+    for i in range(out.size):
+        out[i] = flat[_tile_source(i, shape, tiled)]
+    return out
+
+
+@register_jitable
+def _untiled(g, out, shape, tiled):
+    for i in range(g.size):
+        out[_tile_source(i, shape, tiled)] += g[i]
+    return out
+
+
 def np_tile(x, reps):
     return runtime.np_tile(x, reps)
 
@@ -332,11 +322,7 @@ def _np_tile_ov(x, reps):
 
     def impl(x, reps):
         shape, times, tiled = layout(x.shape, reps)
-        flat = np.ascontiguousarray(x).ravel()
-        out = np.empty(tiled.prod(), x.dtype)
-        for i in range(out.size):
-            out[i] = flat[_tile_source(i, shape, tiled)]
-        return out.reshape(to_fixed_tuple(tiled, ndim))
+        return _tiled(np.ascontiguousarray(x).ravel(), shape, tiled).reshape(to_fixed_tuple(tiled, ndim))
     return impl
 
 
@@ -353,10 +339,7 @@ def _tile_adjoint_ov(gradient, x, reps):
         g = np.ascontiguousarray(gradient).ravel()
         if g.size != tiled.prod():
             raise ValueError("tile_adjoint: the gradient does not match the tiled shape")
-        out = np.zeros(x.size, x.dtype)
-        for i in range(g.size):
-            out[_tile_source(i, shape, tiled)] += g[i]
-        return out.reshape(x.shape)
+        return _untiled(g, np.zeros(x.size, x.dtype), shape, tiled).reshape(x.shape)
     return impl
 
 
