@@ -134,6 +134,14 @@ def huge_pages(array):
     return array
 
 
+def array_op(op, a, b):
+    return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}[op](a, b)
+
+
+def array_update(a, op, b):
+    a[...] = array_op(op, a, b)
+
+
 # -- array helpers ---------------------------------------------------------------------------------
 
 def unbroadcast(gradient, like):
@@ -311,6 +319,14 @@ def np_flip(x, axis=None):
 
 def np_rot90(x, k=1, axes=(0, 1)):
     return np.rot90(x, k, axes)
+
+
+def np_moveaxis(x, source, destination):
+    return np.moveaxis(x, source, destination)
+
+
+def np_swapaxes(x, axis1, axis2):
+    return np.swapaxes(x, axis1, axis2)
 
 
 def np_repeat(x, repeats, axis=None):

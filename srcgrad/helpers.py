@@ -156,6 +156,8 @@ declare("concat_part")
 declare("stack_part")
 declare("matmul", fresh=True)
 declare("huge_pages")
+declare("array_op", fresh=True)
+declare("array_update", in_place=True)
 declare("count_snapshot")
 declare("pop_snapshot")
 declare("snapshot_buffer", int_args=(1,))      # (array, count)
@@ -175,6 +177,7 @@ for _name in (
         "diff_adjoint", "var_adjoint", "trace_adjoint",
         # shape work
         "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
+        "np_moveaxis", "np_swapaxes",
         "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
         "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "cumprod_tangent", "prod_second", "np_meshgrid",
         "meshgrid_adjoint", "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",

@@ -103,6 +103,23 @@ def huge_pages(array):
     return array
 
 
+_ARRAY_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+              "/": lambda a, b: a / b}
+
+
+def array_op(op, a, b):
+    """``a <op> b`` (op one of ``+ - * /``): the cpu backend compiles one function per operator and
+    operand types, which every such operation of a program shares (the fused loops' fallback
+    statements, where each operation written inline is a broadcasting loop nest of its own)."""
+    return _ARRAY_OPS[op](a, b)
+
+
+def array_update(a, op, b):
+    """``a <op>= b`` in place on array ``a`` (see array_op: one compiled function per operator and
+    operand types, on the cpu target)."""
+    a[...] = _ARRAY_OPS[op](a, b)
+
+
 def matmul_grad_left(g, a, b):
     """Adjoint of ``a`` in ``a @ b``.
 

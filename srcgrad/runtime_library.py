@@ -186,6 +186,14 @@ def np_rot90(x, k=1, axes=(0, 1)):
     return np.rot90(x, k, axes).copy()
 
 
+def np_moveaxis(x, source, destination):
+    return np.moveaxis(x, source, destination).copy()
+
+
+def np_swapaxes(x, axis1, axis2):
+    return np.swapaxes(x, axis1, axis2).copy()
+
+
 def np_repeat(x, repeats, axis=None):
     return np.repeat(x, repeats, axis)
 

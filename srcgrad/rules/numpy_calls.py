@@ -10,7 +10,7 @@ from ..runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoi
 from ..runtime import cumprod_tangent  # noqa: E402,F401
 from ..runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
                       repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
-                      vstack_part, np_flip, np_rot90)
+                      vstack_part, np_flip, np_rot90, np_moveaxis, np_swapaxes)
 from ..runtime import reduced_count, reshape_any
 from .table import (_axis_value, _library, _register_rule, _same_ndim, d, reduction_kind, register_adjoint,
                     register_tangent, register_zero_derivative)
@@ -324,15 +324,17 @@ def _squeeze_tangent(result, a, axis=None):
 
 
 def _swapaxes(result, a, axis1, axis2):
-    d[a] += np.swapaxes(d[result], axis1, axis2)
+    d[a] += np_swapaxes(d[result], axis1, axis2)
 
 
 def _moveaxis(result, a, source, destination):
-    d[a] += np.moveaxis(d[result], destination, source)
+    d[a] += np_moveaxis(d[result], destination, source)
 
 
-_library(np.swapaxes, None, _swapaxes, _same_ndim)
-_library(np.moveaxis, None, _moveaxis, _same_ndim)
+# helpers: on cpu, constant axes make them a transpose known when compiling (Numba's own compile a
+# general permutation, with a sort and error messages, into every module that uses them; issue 17)
+_library(np.swapaxes, "np_swapaxes", _swapaxes, _same_ndim)
+_library(np.moveaxis, "np_moveaxis", _moveaxis, _same_ndim)
 
 
 @register_tangent(np.swapaxes)

@@ -261,7 +261,7 @@ class _Emitter:
                     "that has the statements as written)")
             return [_comment(note), check] + fused
         branch = self._positionless(ast.If(test=ast.parse(test, mode="eval").body, body=fused,
-                                           orelse=list(g.stmts)))
+                                           orelse=_shared_array_ops(g.stmts, self.f.kind_is_array)))
         note = (f"loop fusion (cpu target): the {count} statements under else: in one loop nest, "
                 "when the sizes allow")
         return [_comment(note), branch]
@@ -275,3 +275,31 @@ class _Emitter:
             node.lineno = node.end_lineno = 0
             node.col_offset = node.end_col_offset = 0
         return branch
+
+
+OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+def _shared_array_ops(stmts, is_array):
+    """The fallback statements with each ``+ - * /`` on an array as ``array_op("*", a, b)``: the
+    same operation, but one compiled function per operator and operand types instead of a
+    broadcasting loop nest written into the function at each one (issue 17: most of the code of an
+    adjoint whose size tests can fail). Operands of unknown kind stay as written."""
+    if not _backend_has("array_op"):
+        return list(stmts)
+
+    def array(node):
+        if isinstance(node, ast.Name):
+            return is_array(node.id)
+        return isinstance(node, ast.Call) and _call_name(node) == "array_op"
+
+    class Shared(ast.NodeTransformer):
+        def visit_BinOp(self, node):
+            self.generic_visit(node)
+            op = OPERATORS.get(type(node.op))
+            if op is None or not (array(node.left) or array(node.right)):
+                return node
+            call = ast.Call(func=ast.Name(id="array_op", ctx=ast.Load()),
+                            args=[ast.Constant(op), node.left, node.right], keywords=[])
+            return ast.copy_location(call, node)
+    return [Shared().visit(copy.deepcopy(stmt)) for stmt in stmts]

@@ -1,12 +1,14 @@
 """Compiled (Numba) versions of the NumPy/SciPy coverage helpers of :mod:`srcgrad.runtime`.
 
-This module holds the shared typing utilities, the reductions and cumulative operations, and the
-scipy.special/scipy.stats helpers; :mod:`.library_shapes` and :mod:`.library_linalg` hold the
+This module holds the shared typing utilities, the rows view and transposes (np.moveaxis and
+np.swapaxes on them), the reductions and cumulative operations, and the scipy.special/scipy.stats
+helpers; :mod:`.library_shapes` and :mod:`.library_linalg` hold the
 rest. The cpu backend takes each name of ``runtime.LIBRARY_HELPERS`` from these modules when one
 defines it, else compiles the runtime version as it is. Helpers that work along an axis see it as a
 literal (``prefer_literal``): the array is viewed as rows with that axis last (a transpose by a
 constant permutation), each row is handled by a loop, and the result is transposed back.
 """
+import functools
 import math
 
 import numba
@@ -48,10 +50,17 @@ def _axis_of(x, axis):
     return ax % x.ndim
 
 
+@functools.lru_cache(maxsize=None)
 def _rows(ndim, ax):
     """(to_rows, from_rows): an array as a C-contiguous matrix whose rows run along axis ``ax``
     (None: the flattened array, one row), and back (given the moved shape, whose last entry may
-    have changed)."""
+    have changed).
+
+    One pair per (ndim, ax), shared by every helper (issue 17: a new pair per overload was a new
+    compiled function each, and every caller's module linked and compiled each copy again). The
+    last axis and a matrix's first axis need no ``np.transpose`` by a tuple: Numba compiles that
+    through its general permutation code (a set, fancy indexing, error paths: ~2700 IR lines in
+    every module that uses it)."""
     if ax is None:
         @register_jitable
         def to_rows_flat(x):
@@ -62,6 +71,27 @@ def _rows(ndim, ax):
         def from_rows_flat(rows, shape):
             return rows.reshape(shape)
         return to_rows_flat, from_rows_flat
+    if ax == ndim - 1:
+        @register_jitable
+        def to_rows_last(x):
+            moved = np.ascontiguousarray(x)
+            n = moved.shape[-1]
+            return moved.reshape((moved.size // n if n else 0, n)), moved.shape
+
+        @register_jitable
+        def from_rows_last(rows, shape):
+            return rows.reshape(shape)
+        return to_rows_last, from_rows_last
+    if ndim == 2:       # ax == 0: the transposed matrix
+        @register_jitable
+        def to_rows_transposed(x):
+            moved = np.ascontiguousarray(x.T)
+            return moved, moved.shape
+
+        @register_jitable
+        def from_rows_transposed(rows, shape):
+            return np.ascontiguousarray(rows.reshape(shape).T)
+        return to_rows_transposed, from_rows_transposed
     perm = tuple(i for i in range(ndim) if i != ax) + (ax,)
     inverse = tuple(perm.index(i) for i in range(ndim))
 
@@ -75,6 +105,60 @@ def _rows(ndim, ax):
     def from_rows(rows, shape):
         return np.ascontiguousarray(np.transpose(rows.reshape(shape), inverse))
     return to_rows, from_rows
+
+
+@functools.lru_cache(maxsize=None)
+def _transposed_copy(perm):
+    """A jitable f(x): a C-contiguous copy of x with its axes in the order ``perm``. A matrix's
+    transpose is ``x.T``: Numba's np.moveaxis/np.swapaxes (and np.transpose by a tuple) compile a
+    general permutation (a sort, a set, error messages; ~18k IR lines in c_shapes' module, issue 17)."""
+    if perm == tuple(range(len(perm))):
+        return register_jitable(lambda x: x.copy())
+    if len(perm) == 2:
+        return register_jitable(lambda x: x.T.copy())
+    return register_jitable(lambda x: np.transpose(x, perm).copy())
+
+
+def _constant_axes(x, *axes):
+    """The literal int axes normalized to 0..ndim-1, or None when one is not a constant int."""
+    values = [_literal(a) for a in axes]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    for v in values:
+        if not -x.ndim <= v < x.ndim:
+            _fail(f"axis {v} is out of bounds for array of dimension {x.ndim}")
+    return [v % x.ndim for v in values]
+
+
+# np.moveaxis and np.swapaxes (library helpers) on the transposes above
+def np_moveaxis(x, source, destination):
+    return runtime.np_moveaxis(x, source, destination)
+
+
+def np_swapaxes(x, axis1, axis2):
+    return runtime.np_swapaxes(x, axis1, axis2)
+
+
+@overload(np_moveaxis, prefer_literal=True)
+def _np_moveaxis_ov(x, source, destination):
+    axes = _constant_axes(x, source, destination)
+    if axes is None:
+        return lambda x, source, destination: np.moveaxis(x, source, destination).copy()
+    order = [i for i in range(x.ndim) if i != axes[0]]
+    order.insert(axes[1], axes[0])
+    moved = _transposed_copy(tuple(order))
+    return lambda x, source, destination: moved(x)
+
+
+@overload(np_swapaxes, prefer_literal=True)
+def _np_swapaxes_ov(x, axis1, axis2):
+    axes = _constant_axes(x, axis1, axis2)
+    if axes is None:
+        return lambda x, axis1, axis2: np.swapaxes(x, axis1, axis2).copy()
+    order = list(range(x.ndim))
+    order[axes[0]], order[axes[1]] = order[axes[1]], order[axes[0]]
+    swapped = _transposed_copy(tuple(order))
+    return lambda x, axis1, axis2: swapped(x)
 
 
 @register_jitable

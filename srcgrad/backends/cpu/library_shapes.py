@@ -1,5 +1,7 @@
 """Compiled NumPy coverage helpers (cpu target): shape work — diagonal, roll, flip, rot90, repeat,
 tile, squeeze, pad, append, stacks, sort, meshgrid, split. See :mod:`.library`."""
+import functools
+
 import numba
 import numpy as np
 from numba import types
@@ -57,18 +59,22 @@ def _roll_axis(x, shift, ax):
     multiple of ``inner``."""
     x = np.ascontiguousarray(x)
     ax = ax % x.ndim
-    n = x.shape[ax]
     inner = 1
     for k in range(ax + 1, x.ndim):
         inner *= x.shape[k]
-    flat = x.ravel()
+    return _rolled_flat(x.ravel(), x.shape[ax], inner, shift).reshape(x.shape)
+
+
+@register_jitable
+def _rolled_flat(flat, n, inner, shift):
+    """_roll_axis's loop, on the flat array: one compiled copy per dtype for every ndim."""
     out = np.empty_like(flat)
     if n == 0:
-        return out.reshape(x.shape)
+        return out
     for i in range(flat.size):
         c = (i // inner) % n
         out[i + ((c + shift) % n - c) * inner] = flat[i]
-    return out.reshape(x.shape)
+    return out
 
 
 def _roll(x, shift, axis):
@@ -257,19 +263,25 @@ def _as_int_array_ov(value):
 def _tile_layout(x, reps):
     count = reps.count if isinstance(reps, types.UniTuple) else 1
     ndim = max(x.ndim, count)
+    return _tile_layout_of(ndim), ndim
 
+
+@functools.lru_cache(maxsize=None)
+def _tile_layout_of(ndim):
+    """The layout function for a tiled result of ``ndim`` axes: one per ndim, given x's shape (not
+    x), so np.tile and its adjoint, and arrays of any dtype or layout, share one compiled copy."""
     @register_jitable
-    def layout(x, reps):
+    def layout(x_shape, reps):
         """(x's shape, reps, the tiled shape), each padded to ``ndim`` with leading ones."""
         shape = np.ones(ndim, np.int64)
         times = np.ones(ndim, np.int64)
-        for k in range(x.ndim):
-            shape[ndim - x.ndim + k] = x.shape[k]
+        for k in range(len(x_shape)):
+            shape[ndim - len(x_shape) + k] = x_shape[k]
         given = _as_int_array(reps)
         for k in range(given.size):
             times[ndim - given.size + k] = given[k]
         return shape, times, shape * times
-    return layout, ndim
+    return layout
 
 
 @register_jitable
@@ -284,6 +296,22 @@ def _tile_source(i, shape, tiled):
     return src
 
 
+# np.tile's loop and its adjoint's on flat arrays: one compiled copy per dtype for every ndim
+@register_jitable
+def _tiled(flat, shape, tiled):
+    out = np.empty(tiled.prod(), flat.dtype)
+    for i in range(out.size):
+        out[i] = flat[_tile_source(i, shape, tiled)]
+    return out
+
+
+@register_jitable
+def _untiled(g, out, shape, tiled):
+    for i in range(g.size):
+        out[_tile_source(i, shape, tiled)] += g[i]
+    return out
+
+
 def np_tile(x, reps):
     return runtime.np_tile(x, reps)
 
@@ -293,12 +321,8 @@ def _np_tile_ov(x, reps):
     layout, ndim = _tile_layout(x, reps)
 
     def impl(x, reps):
-        shape, times, tiled = layout(x, reps)
-        flat = np.ascontiguousarray(x).ravel()
-        out = np.empty(tiled.prod(), x.dtype)
-        for i in range(out.size):
-            out[i] = flat[_tile_source(i, shape, tiled)]
-        return out.reshape(to_fixed_tuple(tiled, ndim))
+        shape, times, tiled = layout(x.shape, reps)
+        return _tiled(np.ascontiguousarray(x).ravel(), shape, tiled).reshape(to_fixed_tuple(tiled, ndim))
     return impl
 
 
@@ -311,14 +335,11 @@ def _tile_adjoint_ov(gradient, x, reps):
     layout, _ = _tile_layout(x, reps)
 
     def impl(gradient, x, reps):
-        shape, times, tiled = layout(x, reps)
+        shape, times, tiled = layout(x.shape, reps)
         g = np.ascontiguousarray(gradient).ravel()
         if g.size != tiled.prod():
             raise ValueError("tile_adjoint: the gradient does not match the tiled shape")
-        out = np.zeros(x.size, x.dtype)
-        for i in range(g.size):
-            out[_tile_source(i, shape, tiled)] += g[i]
-        return out.reshape(x.shape)
+        return _untiled(g, np.zeros(x.size, x.dtype), shape, tiled).reshape(x.shape)
     return impl
 
 
@@ -410,6 +431,43 @@ def _pad_source(i, shape, widths, padded):
     return src
 
 
+@register_jitable
+def _pad_shapes(x_shape, widths):
+    """(x's shape, the padded shape) as arrays."""
+    shape = np.empty(len(x_shape), np.int64)
+    padded = np.empty(len(x_shape), np.int64)
+    for d in range(len(x_shape)):
+        shape[d] = x_shape[d]
+        padded[d] = x_shape[d] + widths[d, 0] + widths[d, 1]
+    return shape, padded
+
+
+# The padding and its adjoint take the widths as an (ndim, 2) array: one compiled copy for every
+# form of pad_width (an int, a pair, pairs), where the overloads' impls were one each (issue 17)
+@register_jitable
+def _padded(x, widths, constant_values):
+    """np.pad's values, flat, and the padded shape."""
+    shape, padded = _pad_shapes(x.shape, widths)
+    flat = np.ascontiguousarray(x).ravel()
+    out = np.empty(padded.prod(), x.dtype)
+    for i in range(out.size):
+        src = _pad_source(i, shape, widths, padded)
+        out[i] = flat[src] if src >= 0 else constant_values
+    return out, padded
+
+
+@register_jitable
+def _unpadded(gradient, x, widths):
+    shape, padded = _pad_shapes(x.shape, widths)
+    g = np.ascontiguousarray(gradient).ravel()
+    out = np.empty(x.size, x.dtype)
+    for i in range(g.size):
+        src = _pad_source(i, shape, widths, padded)
+        if src >= 0:
+            out[src] = g[i]
+    return out.reshape(x.shape)
+
+
 def np_pad(x, pad_width, mode="constant", constant_values=0.0):
     return runtime.np_pad(x, pad_width, mode, constant_values)
 
@@ -419,16 +477,7 @@ def _np_pad_ov(x, pad_width, mode="constant", constant_values=0.0):
     ndim = x.ndim
 
     def impl(x, pad_width, mode="constant", constant_values=0.0):
-        widths = _pad_widths(pad_width, ndim)
-        shape = np.empty(ndim, np.int64)
-        for d in range(ndim):
-            shape[d] = x.shape[d]
-        padded = shape + widths[:, 0] + widths[:, 1]
-        flat = np.ascontiguousarray(x).ravel()
-        out = np.empty(padded.prod(), x.dtype)
-        for i in range(out.size):
-            src = _pad_source(i, shape, widths, padded)
-            out[i] = flat[src] if src >= 0 else constant_values
+        out, padded = _padded(x, _pad_widths(pad_width, ndim), constant_values)
         return out.reshape(to_fixed_tuple(padded, ndim))
     return impl
 
@@ -440,21 +489,7 @@ def pad_adjoint(gradient, x, pad_width):
 @overload(pad_adjoint)
 def _pad_adjoint_ov(gradient, x, pad_width):
     ndim = x.ndim
-
-    def impl(gradient, x, pad_width):
-        widths = _pad_widths(pad_width, ndim)
-        shape = np.empty(ndim, np.int64)
-        for d in range(ndim):
-            shape[d] = x.shape[d]
-        padded = shape + widths[:, 0] + widths[:, 1]
-        g = np.ascontiguousarray(gradient).ravel()
-        out = np.empty(x.size, x.dtype)
-        for i in range(g.size):
-            src = _pad_source(i, shape, widths, padded)
-            if src >= 0:
-                out[src] = g[i]
-        return out.reshape(x.shape)
-    return impl
+    return lambda gradient, x, pad_width: _unpadded(gradient, x, _pad_widths(pad_width, ndim))
 
 
 # -- append, stacks, sort, meshgrid, split --
@@ -558,11 +593,29 @@ def _np_sort_ov(a, axis=-1, kind=None, order=None):
 
     def impl(a, axis=-1, kind=None, order=None):
         rows, shape = to_rows(a)
-        out = np.empty_like(rows)
-        for i in range(rows.shape[0]):
-            out[i] = np.sort(rows[i])
-        return from_rows(out, shape)
+        return from_rows(_sorted_rows(rows), shape)
     return impl
+
+
+# The row loops of np.sort and its adjoint see C-contiguous matrices only: one compiled copy per
+# dtype for every axis and ndim a program sorts along (issue 17)
+@register_jitable
+def _sorted_rows(rows):
+    out = np.empty_like(rows)
+    for i in range(rows.shape[0]):
+        out[i] = np.sort(rows[i])
+    return out
+
+
+@register_jitable
+def _unsorted_rows(rows, g):
+    """Each row of ``g`` put back where np.sort took the entries of ``rows``'s row from."""
+    out = np.empty(rows.shape, rows.dtype)
+    for i in range(rows.shape[0]):
+        order = np.argsort(rows[i], kind="mergesort")       # stable: ties keep their order
+        for j in range(rows.shape[1]):
+            out[i, order[j]] = g[i, j]
+    return out
 
 
 def sort_adjoint(gradient, x, axis):
@@ -578,12 +631,7 @@ def _sort_adjoint_ov(gradient, x, axis):
     def impl(gradient, x, axis):
         rows, shape = to_rows(x)
         g, _ = g_rows(gradient)
-        out = np.empty(rows.shape, x.dtype)
-        for i in range(rows.shape[0]):
-            order = np.argsort(rows[i], kind="mergesort")       # stable: ties keep their order
-            for j in range(rows.shape[1]):
-                out[i, order[j]] = g[i, j]
-        return from_rows(out, shape).reshape(x.shape)
+        return from_rows(_unsorted_rows(rows, g), shape).reshape(x.shape)
     return impl
 
 
@@ -657,8 +705,10 @@ def _split(name, equal):
         else:
             _fail("np.split: the sections must be a constant int or a tuple of ints")
         bounds = register_jitable(_split_bounds(count, isinstance(sections, int), equal))
-        parts = ", ".join(f"_piece(x, b[{j}], b[{j + 1}], {ax})" for j in range(count))
-        namespace = {"bounds": bounds, "_piece": _piece}
+        # each piece a slice along the literal axis (``x[:, b0:b1]``): no np.swapaxes, whose
+        # general permutation code Numba compiles into every caller's module (issue 17)
+        parts = ", ".join(f"np.ascontiguousarray(x[{_leading(ax)}b[{j}]:b[{j + 1}]])" for j in range(count))
+        namespace = {"bounds": bounds, "np": np}
         exec(f"def split(x, indices_or_sections, axis=0):\n"            # noqa: S102
              f"    b = bounds(x.shape[{ax}], indices_or_sections)\n"
              f"    return ({parts},)\n", namespace)
@@ -683,9 +733,16 @@ def _split_bounds(count, by_sections, equal):
     return bounds
 
 
+def _leading(ax):
+    """Source of the full slices before axis ``ax`` in a subscript (``":, :, "`` for 2)."""
+    return ":, " * ax
+
+
 @register_jitable
-def _piece(x, start, stop, ax):
-    return np.ascontiguousarray(np.swapaxes(np.swapaxes(x, 0, ax)[start:stop], 0, ax))
+def _add_into(view, gradient):
+    """One compiled ``view += gradient`` for every part of the same type (written inline, each
+    part's addition was its own broadcasting loop nest in the caller)."""
+    view += gradient
 
 
 np_split = _split("np_split", True)
@@ -702,14 +759,13 @@ def _split_adjoint_ov(gradients, x, axis):
     count = len(gradients)
     lines = ["def join(gradients, x, axis):",
              "    out = np.zeros(x.shape, x.dtype)",
-             f"    moved = np.swapaxes(out, 0, {ax})",
              "    start = 0"]
     for j in range(count):
-        lines += [f"    g = np.swapaxes(gradients[{j}], 0, {ax})",
-                  "    moved[start:start + g.shape[0]] += g",
-                  "    start += g.shape[0]"]
+        lines += [f"    stop = start + gradients[{j}].shape[{ax}]",
+                  f"    _add_into(out[{_leading(ax)}start:stop], gradients[{j}])",
+                  "    start = stop"]
     lines.append("    return out")
-    namespace = {"np": np}
+    namespace = {"np": np, "_add_into": _add_into}
     exec("\n".join(lines), namespace)                                  # noqa: S102
     return namespace["join"]
 
