@@ -26,7 +26,7 @@ from .fusion_plans import _StatementPlans
 from .fusion_facts import (
     _BINARY_UFUNCS, _BINOP_UFUNC, _COMPARE_UFUNC, _FRESH_NP, _UNARY_UFUNCS, _Block, _Facts, _Group, _Plan,
     _Unfusable, _access_rule, _basic_index, _call_name, _const_int, _escaping, _ir_reads, _is_comment,
-    _is_float32_literal, _names, _walk_statements)
+    _is_float32_literal, _known_extremes, _names, _walk_statements)
 
 
 def fuse_loops(sections, analysis, fallback=True):
@@ -130,6 +130,11 @@ class _Fusion(_StatementPlans):
                         and stmt.value.args[1].value is None:
                     self.unsure.add(stmt.targets[0].id)
         self.facts = _Facts(self)
+        # max_adjoint calls whose row maxima an earlier statement keeps: found by equality
+        self.known_extremes = {}
+        for call, (extreme, position) in _known_extremes(self, sections).items():
+            self.known_extremes[call] = extreme
+            self.uses.setdefault(extreme, []).append(position)
         self.error_guards = set()  # size tests that fail only where the statements raise anyway
         self.loop_vars = []
         self.probe_name = None
