@@ -8,6 +8,9 @@ places them in loop nests (statement plans: :mod:`.fusion_plans`; code: :mod:`.f
 # elementwise operations (NumPy broadcasting of smaller operands included), the sums ``unbroadcast``
 # does (bias gradients), reductions over the last axes (``reduce_max``/``reduce_sum``) and their
 # adjoints (``expand_reduced``, ``max_adjoint``), and row gathers/scatters ``z[np.arange(n), y]``.
+# A max adjoint whose maxima an array of the function keeps (``m = np.max(z, axis=1)``, never
+# written) finds each row's element by equality with them instead of a second arg-max
+# (``fusion_facts._known_extremes``).
 #
 # Kinds give each array's number of dimensions, not its sizes. Sizes known to be equal (a matrix
 # product and its operands, a reduction and its input, ...) need no test; for the others the loop
