@@ -486,9 +486,17 @@ def _escaping(stmt):
 _EXTREMES = {"max_adjoint": "reduce_max", "min_adjoint": "reduce_min"}
 
 
+# plain-name callees that write into none of their arguments: srcgrad's runtime helpers (except
+# the in-place ones) and the builtins generated code calls
+_KNOWN_CALLEES = frozenset(helpers.names()) - _IN_PLACE_HELPERS | {
+    "range", "len", "min", "max", "abs", "float", "int", "bool", "type", "round", "tuple"}
+
+
 def _written_names(stmts):
     """Base names of the arrays a body may write in place: targets of ``+=`` and of stores into
-    an element, slice or attribute, the first argument of in-place helpers, ``out=`` arguments."""
+    an element, slice or attribute, the first argument of in-place helpers, ``out=`` arguments,
+    every array given to a function of the user's. (Calls for their side effects, NumPy's
+    in-place functions and array methods are refused before the fuser: check.py.)"""
     def base(node):
         while isinstance(node, (ast.Subscript, ast.Attribute)):
             node = node.value
@@ -505,6 +513,10 @@ def _written_names(stmts):
             elif isinstance(node, ast.Call):
                 if _call_name(node) in _IN_PLACE_HELPERS and node.args:
                     targets = [node.args[0]]
+                elif isinstance(node.func, ast.Name) and node.func.id not in _KNOWN_CALLEES:
+                    # a function of the user's (a helper's record or reverse part, a jitted
+                    # callee) may write into any array it is given
+                    targets = list(node.args) + [k.value for k in node.keywords]
                 targets += [k.value for k in node.keywords if k.arg == "out"]
             for target in targets:
                 for sub in ast.walk(target) if isinstance(target, ast.Tuple) else [target]:
