@@ -527,10 +527,11 @@ def _written_names(stmts):
 
 
 def _known_extremes(fusion, sections):
-    """``{id(call): (m, position of the call's statement)}`` for each ``max_adjoint(g, x, axis, keepdims)`` (or ``min_adjoint``) of the
-    function whose ``x`` has its extreme along that axis in an array ``m`` bound once by
-    ``m = reduce_max(x, axis, keepdims)`` before it, neither of them (nor any array that may be a
-    view of them) written anywhere: the adjoint's element is then the first one equal to ``m``,
+    """``{id(call): (m, position of the call's statement)}`` for each ``max_adjoint(g, x, axis,
+    keepdims)`` (or ``min_adjoint``) of the function whose ``x`` has its extreme along that axis
+    in an array ``m`` bound once by ``m = reduce_max(x, axis, keepdims)`` before it, neither of
+    them (nor any array that may be a view of them) written anywhere: the adjoint's element is
+    then the first one equal to ``m``,
     or the first NaN, where ``m`` is NaN (the cpu ``reduce_max`` gives NaN for a row with a NaN),
     which is the element the arg-extreme loop finds, without that loop's chain of compares.
     The adjoint's statement is counted as a use of ``m``, so a fused loop nest computing ``m``
