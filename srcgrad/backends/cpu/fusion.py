@@ -8,6 +8,9 @@ places them in loop nests (statement plans: :mod:`.fusion_plans`; code: :mod:`.f
 # elementwise operations (NumPy broadcasting of smaller operands included), the sums ``unbroadcast``
 # does (bias gradients), reductions over the last axes (``reduce_max``/``reduce_sum``) and their
 # adjoints (``expand_reduced``, ``max_adjoint``), and row gathers/scatters ``z[np.arange(n), y]``.
+# A max adjoint whose maxima an array of the function keeps (``m = np.max(z, axis=1)``, never
+# written) finds each row's element by equality with them instead of a second arg-max
+# (``fusion_facts._known_extremes``).
 #
 # Kinds give each array's number of dimensions, not its sizes. Sizes known to be equal (a matrix
 # product and its operands, a reduction and its input, ...) need no test; for the others the loop
@@ -26,7 +29,7 @@ from .fusion_plans import _StatementPlans
 from .fusion_facts import (
     _BINARY_UFUNCS, _BINOP_UFUNC, _COMPARE_UFUNC, _FRESH_NP, _UNARY_UFUNCS, _Block, _Facts, _Group, _Plan,
     _Unfusable, _access_rule, _basic_index, _call_name, _const_int, _escaping, _ir_reads, _is_comment,
-    _is_float32_literal, _names, _walk_statements)
+    _is_float32_literal, _known_extremes, _names, _walk_statements)
 
 
 def fuse_loops(sections, analysis, fallback=True):
@@ -130,6 +133,11 @@ class _Fusion(_StatementPlans):
                         and stmt.value.args[1].value is None:
                     self.unsure.add(stmt.targets[0].id)
         self.facts = _Facts(self)
+        # max_adjoint calls whose row maxima an earlier statement keeps: found by equality
+        self.known_extremes = {}
+        for call, (extreme, position) in _known_extremes(self, sections).items():
+            self.known_extremes[call] = extreme
+            self.uses.setdefault(extreme, []).append(position)
         self.error_guards = set()  # size tests that fail only where the statements raise anyway
         self.loop_vars = []
         self.probe_name = None

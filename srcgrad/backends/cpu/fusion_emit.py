@@ -49,6 +49,8 @@ class _Emitter:
     @staticmethod
     def _plan_irs(plan):
         out = [plan.expr] if plan.expr is not None else []
+        if plan.known is not None:
+            out.append(plan.known)
         if plan.target is not None:
             for entry in plan.target[1]:
                 if entry[0] == "d" and entry[1] != ("arg",):
@@ -160,6 +162,12 @@ class _Emitter:
             entries = plan.value.entries if plan.value is not None else plan.part_entries
             name = plan.value.name if plan.value is not None else plan.part
             code = f"{name}[{self._index(entries, block)}] += {expr}"
+        elif plan.known is not None:    # argext, the extreme known: the first element equal to it
+            probe, at = self.f.probe(), self.vars[plan.level - 1]
+            code = (f"{probe} = {expr}\n"
+                    f"if {at} < {plan.index_scalar} and ({probe} == {self._code(plan.known, block)} "
+                    f"or {probe} != {probe}):\n"
+                    f"    {plan.index_scalar} = {at}")
         else:   # argext
             compare = "<=" if plan.op == "argmax" else ">="
             probe = self.f.probe()
@@ -170,6 +178,14 @@ class _Emitter:
         return out + self._stmts(code, lineno)
 
     def _init_code(self, plan):
+        if plan.form == "argext" and plan.known is not None:
+            # one compare per element, no chain of them: the first element equal to the extreme
+            # (np.argmax's first one among ties), or the first NaN where the extreme is NaN; it
+            # is there, so the search starts from the last element
+            size = self.g.axes[plan.level - 1][1]
+            note = ("the row's first element equal to its extreme (the first NaN where that is "
+                    "NaN), found without the arg-extreme loop's chain of compares")
+            return [_comment(note)] + self._stmts(f"{plan.index_scalar} = {size} - 1")
         start = {"sum": "0", "max": "-np.inf", "min": "np.inf", "argmax": "-np.inf", "argmin": "np.inf"}
         code = f"{plan.scalar} = {self._dtype(plan.expr)}({start[plan.op]})"
         if plan.form == "argext":
@@ -218,6 +234,8 @@ class _Emitter:
             if plan.form in ("row", "argext"):
                 if value is not None:
                     plan.scalar = value.scalar
+                elif plan.known is not None:
+                    pass            # no running extreme: it is known
                 else:
                     plan.scalar = self.f.fresh("_best" if plan.form == "argext" else "_sum" if
                                                plan.op == "sum" else "_" + plan.op)

@@ -366,6 +366,7 @@ class _Plan:
         self.op = None            # row/later: "sum" | "max" | "min"
         self.scalar = None        # row accumulator / argext best value
         self.index_scalar = None  # argext best index
+        self.known = None         # argext: IR of the row's extreme where an array holds it
         self.gradient = None      # argext: IR of the gradient of a row
         self.passes = 1           # a pass over memory of its own when not fused
         self.result_level = 0     # row/argext: loop depth of the reduced result
@@ -480,3 +481,115 @@ def _escaping(stmt):
     if isinstance(stmt, ast.AugAssign):
         return set()
     return set()
+
+
+_EXTREMES = {"max_adjoint": "reduce_max", "min_adjoint": "reduce_min"}
+
+
+# plain-name callees that write into none of their arguments: srcgrad's runtime helpers (except
+# the in-place ones) and the builtins generated code calls
+_KNOWN_CALLEES = frozenset(helpers.names()) - _IN_PLACE_HELPERS | {
+    "range", "len", "min", "max", "abs", "float", "int", "bool", "type", "round", "tuple"}
+
+
+def _written_names(stmts):
+    """Base names of the arrays a body may write in place: targets of ``+=`` and of stores into
+    an element, slice or attribute, the first argument of in-place helpers, ``out=`` arguments,
+    every array given to a function of the user's. (Calls for their side effects, NumPy's
+    in-place functions and array methods are refused before the fuser: check.py.)"""
+    def base(node):
+        while isinstance(node, (ast.Subscript, ast.Attribute)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    written = set()
+    for stmt in _walk_statements(stmts):
+        for node in ast.walk(stmt):
+            targets = []
+            if isinstance(node, ast.AugAssign):
+                targets = [node.target]
+            elif isinstance(node, ast.Assign):
+                targets = [t for t in node.targets if not isinstance(t, ast.Name)]
+            elif isinstance(node, ast.Call):
+                if _call_name(node) in _IN_PLACE_HELPERS and node.args:
+                    targets = [node.args[0]]
+                elif isinstance(node.func, ast.Name) and node.func.id not in _KNOWN_CALLEES:
+                    # a function of the user's (a helper's record or reverse part, a jitted
+                    # callee) may write into any array it is given
+                    targets = list(node.args) + [k.value for k in node.keywords]
+                targets += [k.value for k in node.keywords if k.arg == "out"]
+            for target in targets:
+                for sub in ast.walk(target) if isinstance(target, ast.Tuple) else [target]:
+                    name = base(sub)
+                    if name is not None:
+                        written.add(name)
+    return written
+
+
+def _known_extremes(fusion, sections):
+    """``{id(call): (m, position of the call's statement)}`` for each ``max_adjoint(g, x, axis,
+    keepdims)`` (or ``min_adjoint``) of the function whose ``x`` has its extreme along that axis
+    in an array ``m`` bound once by ``m = reduce_max(x, axis, keepdims)`` before it, neither of
+    them (nor any array that may be a view of them) written anywhere: the adjoint's element is
+    then the first one equal to ``m``,
+    or the first NaN, where ``m`` is NaN (the cpu ``reduce_max`` gives NaN for a row with a NaN),
+    which is the element the arg-extreme loop finds, without that loop's chain of compares.
+    The adjoint's statement is counted as a use of ``m``, so a fused loop nest computing ``m``
+    stores it."""
+    stmts = [s for part in sections for s in part]
+    extremes = {}      # (op, x, axis, keepdims) -> (m, position)
+    for s, part in enumerate(sections):
+        for i, stmt in enumerate(part):
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                    isinstance(stmt.targets[0], ast.Name) and \
+                    _call_name(stmt.value) in ("reduce_max", "reduce_min") and \
+                    len(stmt.value.args) == 3 and not stmt.value.keywords:
+                x, axis, keep = stmt.value.args
+                m = stmt.targets[0].id
+                if isinstance(x, ast.Name) and _const_int(axis) is not None and \
+                        isinstance(keep, ast.Constant) and fusion.stable(m) and \
+                        fusion.stable(x.id) and fusion.kind_is_array(m):
+                    key = (_call_name(stmt.value), x.id, _const_int(axis), bool(keep.value))
+                    extremes[key] = (m, (s, i))
+    if not extremes:
+        return {}
+    written = _written_names(stmts)
+    found = {}
+    for s, part in enumerate(sections):
+        for i, stmt in enumerate(part):
+            if not isinstance(stmt, ast.stmt):
+                continue
+            for node in ast.walk(stmt):
+                call = _call_name(node) if isinstance(node, ast.Call) else None
+                if call not in _EXTREMES or len(node.args) != 4 or node.keywords:
+                    continue
+                _, x, axis, keep = node.args
+                if not (isinstance(x, ast.Name) and isinstance(keep, ast.Constant)):
+                    continue
+                known = extremes.get((_EXTREMES[call], x.id, _const_int(axis), bool(keep.value)))
+                if known is None or (s, i) <= known[1]:
+                    continue
+                aliases = _aliases({x.id, known[0]}, stmts)
+                if aliases is not None and not aliases & written:
+                    found[id(node)] = (known[0], (s, i))
+    return found
+
+
+def _aliases(names, stmts):
+    """``names`` and every name a statement may bind to (a view of) one of their arrays, or None
+    where a statement may keep one somewhere else (stored into an array or a tuple, passed to a
+    call that may keep it)."""
+    out = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for stmt in _walk_statements(stmts):
+            if not _escaping(stmt) & out:
+                continue
+            if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+                new = {t.id for t in stmt.targets} - out
+                out |= new
+                changed = changed or bool(new)
+            elif not (isinstance(stmt, ast.Expr) and _call_name(stmt.value) in _IN_PLACE_HELPERS):
+                return None
+    return out

@@ -453,6 +453,8 @@ class _StatementPlans:
                 raise _Unfusable
         else:
             plan.gradient = self._read(group, plan, gradient.id, space[:-1])
+        if not whole and id(value) in self.known_extremes:
+            self._plan_known_extreme(group, plan, self.known_extremes[id(value)], space, keep.value)
         target_entries = self._entries(group, plan, name, space, stretch=False)
         plan.op = "argmax" if _call_name(value) == "max_adjoint" else "argmin"
         plan.target = (name, target_entries[:-1] + (("d", ("arg",)),), sign)
@@ -460,5 +462,18 @@ class _StatementPlans:
         self._write(group, plan, name, plan.target[1], ndim - 1)
         code = f"{self._axis(group, plan, ndim - 1)[1]} > 0"
         plan.guards.append((code, code))
+
+    def _plan_known_extreme(self, group, plan, extreme, space, keep):
+        """Read the row's extreme from array ``extreme`` (fusion_facts._known_extremes) where its
+        sizes allow: the adjoint then looks for the first element equal to it (or NaN)."""
+        dims = self.facts.of(extreme)
+        if dims is None or len(dims) != (len(space) if keep else len(space) - 1):
+            return
+        saved = (list(plan.guards), plan.join_guards, list(plan.accesses), set(plan.values_read))
+        try:
+            plan.known = self._read(group, plan, extreme, space if keep else space[:-1])
+        except _Unfusable:
+            plan.guards, plan.join_guards, plan.accesses, plan.values_read = saved
+            plan.known = None
 
     # -- placing a statement in the loop nest -------------------------------------------------
