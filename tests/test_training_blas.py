@@ -93,3 +93,23 @@ def test_gemm_is_a_direct_call_of_the_backends_gemm_into(dtype):
     into = cpu.gemm_kernels(array.dtype).gemm_into               # (maybe compiled by a test before)
     assert (array, array, numba.typeof(C0), numba.float64, numba.float64, numba.boolean,
             numba.boolean) in into.overloads
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_with_integer_flags_runs_the_same_kernel(dtype):
+    """Transpose flags given as integers (not the direct call's booleans) go through the overload,
+    which calls the same gemm_into: the result is the NumPy product either way."""
+    @numba.njit
+    def int_flags(A, B, C, ta, tb):
+        gemm(A, B, C, 2.0, 0.5, ta, tb)
+
+    rng = np.random.default_rng(3)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for ta, tb in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        A = rng.standard_normal((3, 4) if ta else (4, 3)).astype(dtype)
+        B = rng.standard_normal((2, 3) if tb else (3, 2)).astype(dtype)
+        C0 = rng.standard_normal((4, 2)).astype(dtype)
+        C = C0.copy()
+        int_flags(A, B, C, ta, tb)
+        expect = 2.0 * ((A.T if ta else A) @ (B.T if tb else B)) + 0.5 * C0
+        np.testing.assert_allclose(C, expect, rtol=tol, atol=tol)

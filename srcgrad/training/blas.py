@@ -21,8 +21,6 @@ from numba.extending import lower_builtin, overload, type_callable
 
 __all__ = ["gemm"]
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-
 
 def gemm(A, B, C, alpha, beta, trans_a, trans_b):
     """Uncompiled reference (the same contract): ``C = alpha * op(A) @ op(B) + beta * C``."""
@@ -106,25 +104,9 @@ def _gemm_ov(A, B, C, alpha, beta, trans_a, trans_b):
                 C[:, :] = real(alpha) * product + real(beta) * C
         return impl_dot
 
-    routine = routines[0] if real == types.float32 else routines[1]
-    blas_int = cpu._BLAS_INT
+    # any other scalar or flag types (an int flag, say): the same compiled gemm_into of the dtype
+    kernel = cpu.gemm_kernels(real).gemm_into
 
     def impl(A, B, C, alpha, beta, trans_a, trans_b):
-        m, n = C.shape
-        k = A.shape[0] if trans_a else A.shape[1]
-        a_rows = A.shape[1] if trans_a else A.shape[0]
-        b_rows, b_cols = (B.shape[1], B.shape[0]) if trans_b else (B.shape[0], B.shape[1])
-        if a_rows != m or b_rows != k or b_cols != n:
-            raise ValueError("gemm: shapes of op(A), op(B) and C do not match")
-        if m == 0 or n == 0:
-            return
-        # leading dimensions, at least 1; written out rather than max(1, ...): Numba compiles
-        # its max() as one more function in every cold compile of a caller
-        lda = A.shape[1] if A.shape[1] > 1 else 1
-        ldb = B.shape[1] if B.shape[1] > 1 else 1
-        ldc = n if n > 1 else 1
-        routine(np.int32(_ROW_MAJOR), np.int32(_TRANS if trans_a else _NO_TRANS),
-                np.int32(_TRANS if trans_b else _NO_TRANS), blas_int(m), blas_int(n),
-                blas_int(k), real(alpha), A.ctypes, blas_int(lda), B.ctypes,
-                blas_int(ldb), real(beta), C.ctypes, blas_int(ldc))
+        kernel(A, B, C, np.float64(alpha), np.float64(beta), bool(trans_a), bool(trans_b))
     return impl
