@@ -174,7 +174,7 @@ def _zero_arrays(sections):
 
 
 def _shared_updates(sections, analysis):
-    """``_adj_x += v`` on an adjoint array (the reverse sweep's contributions) ->
+    """``_adj_x += v`` on an adjoint array (top level: the reverse sweep's contributions) ->
     ``array_update(_adj_x, "+", v)``: the same update in place, compiled once per operator and
     operand types, where each one written inline is a broadcasting loop nest of its own (issue 17)."""
     if analysis is None or not _backend_has("array_update"):
@@ -190,10 +190,6 @@ def _shared_updates(sections, analysis):
         return False
 
     def rewrite(stmt):
-        if isinstance(stmt, (ast.For, ast.While, ast.If)):      # the fused loops' fallbacks too
-            stmt.body = [rewrite(s) for s in stmt.body]
-            stmt.orelse = [rewrite(s) for s in stmt.orelse]
-            return stmt
         op = OPERATORS.get(type(stmt.op)) if isinstance(stmt, ast.AugAssign) else None
         if op is None or not adjoint_array(stmt.target):
             return stmt
