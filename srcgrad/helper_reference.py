@@ -138,10 +138,6 @@ def array_op(op, a, b):
     return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}[op](a, b)
 
 
-def array_update(a, op, b):
-    a[...] = array_op(op, a, b)
-
-
 # -- array helpers ---------------------------------------------------------------------------------
 
 def unbroadcast(gradient, like):

@@ -114,12 +114,6 @@ def array_op(op, a, b):
     return _ARRAY_OPS[op](a, b)
 
 
-def array_update(a, op, b):
-    """``a <op>= b`` in place on array ``a`` (see array_op: one compiled function per operator and
-    operand types, on the cpu target)."""
-    a[...] = _ARRAY_OPS[op](a, b)
-
-
 def matmul_grad_left(g, a, b):
     """Adjoint of ``a`` in ``a @ b``.
 

@@ -21,7 +21,7 @@ from .memory import (  # noqa: F401  (re-exported: generated modules import them
 from .helpers import (  # noqa: F401
     unbroadcast, sum_broadcast_into, reduce_sum, reduce_mean, reduce_max, reduce_min, reduce_prod,
     expand_reduced, reduced_count, max_adjoint, min_adjoint, prod_adjoint, gather2, scatter_add2,
-    scatter_add1, clip_scalar, reshape_any, concat_part, stack_part, array_op, array_update)
+    scatter_add1, clip_scalar, reshape_any, concat_part, stack_part, array_op)
 from .blas import (  # noqa: F401
     NUMPY_BLAS, matmul, matmul_grad_left, matmul_grad_right, batched_matmul_grads)
 

@@ -28,35 +28,6 @@ def _array_op_overload(op, a, b):
     return _ARRAY_OP_IMPLS[getattr(op, "literal_value", None)]
 
 
-def array_update(a, op, b):
-    runtime.array_update(a, op, b)
-
-
-def _add_into(a, op, b):
-    a += b
-
-
-def _subtract_from(a, op, b):
-    a -= b
-
-
-def _multiply_into(a, op, b):
-    a *= b
-
-
-def _divide_into(a, op, b):
-    a /= b
-
-
-_ARRAY_UPDATE_IMPLS = {"+": _add_into, "-": _subtract_from, "*": _multiply_into, "/": _divide_into}
-
-
-@overload(array_update, prefer_literal=True)
-def _array_update_overload(a, op, b):
-    """``a <op>= b`` in place, as written (see array_op)."""
-    return _ARRAY_UPDATE_IMPLS[getattr(op, "literal_value", None)]
-
-
 def unbroadcast(gradient, like):
     return runtime.unbroadcast(gradient, like)
 

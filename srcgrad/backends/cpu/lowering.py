@@ -6,7 +6,6 @@ import ast
 import itertools
 
 from .fusion import fuse_loops
-from .fusion_emit import OPERATORS
 from .fusion_facts import _backend_has, _call_name, _is_comment
 from .shape_only_arrays import shape_only_arrays
 from .tensordots import lower_tensordots
@@ -24,7 +23,7 @@ def lower_for_cpu(sections, analysis, fuse=True, fallback=True):
     if fuse:
         # (fused temporaries read after their nest only for their shape: scalars)
         sections = shape_only_arrays(fuse_loops(sections, analysis, fallback))
-    return _shared_updates(_zero_arrays(_slice_updates(sections, analysis)), analysis)
+    return _zero_arrays(_slice_updates(sections, analysis))
 
 
 def _backend_matmul():
@@ -171,30 +170,3 @@ def _zero_arrays(sections):
     zeros = Zeros()
     return [[zeros.visit(stmt) if isinstance(stmt, ast.stmt) and not _is_comment(stmt) else stmt
              for stmt in stmts] for stmts in sections]
-
-
-def _shared_updates(sections, analysis):
-    """``_adj_x += v`` on an adjoint array (top level: the reverse sweep's contributions) ->
-    ``array_update(_adj_x, "+", v)``: the same update in place, compiled once per operator and
-    operand types, where each one written inline is a broadcasting loop nest of its own (issue 17)."""
-    if analysis is None or not _backend_has("array_update"):
-        return sections
-    kinds = analysis.kinds
-
-    def adjoint_array(target):
-        if not (isinstance(target, ast.Name) and is_adjoint(target.id)):
-            return False
-        for primal in (target.id[len(ADJOINT_PREFIX) + 1:], target.id[len(ADJOINT_PREFIX):]):
-            if primal in kinds:
-                return kinds[primal].is_array
-        return False
-
-    def rewrite(stmt):
-        op = OPERATORS.get(type(stmt.op)) if isinstance(stmt, ast.AugAssign) else None
-        if op is None or not adjoint_array(stmt.target):
-            return stmt
-        call = ast.Call(func=ast.Name(id="array_update", ctx=ast.Load()),
-                        args=[ast.Name(id=stmt.target.id, ctx=ast.Load()), ast.Constant(op), stmt.value],
-                        keywords=[])
-        return ast.copy_location(ast.Expr(value=call), stmt)
-    return [[rewrite(stmt) for stmt in stmts] for stmts in sections]
