@@ -103,22 +103,27 @@ def _cpu_count():
 # One configuration (a child process)
 # ------------------------------------------------------------------------------------------------
 
-def _load_data(random_data, samples=0):
+def _load_data(random_data, samples=0, pixels=False):
+    """``(X, y, note)``: X float32 images, or with ``pixels`` MNIST's uint8 pixels (what the
+    trainers of this benchmark gather and convert per batch)."""
     import numpy as np
     if not random_data:
         from srcgrad.datasets import DatasetError, load_mnist
         folder = os.environ.get("SRCGRAD_DATA") or str(ROOT.parent / "shared" / "data" / "mnist")
         try:
-            X, y, _, _ = load_mnist(folder, download=False)
-            return (np.ascontiguousarray(X, np.float32).reshape(len(X), -1),
-                    np.ascontiguousarray(y, np.int64), f"MNIST training set ({folder})")
+            X, y, _, _ = load_mnist(folder, download=False, raw=pixels)
+            return (np.ascontiguousarray(X).reshape(len(X), -1),
+                    np.ascontiguousarray(y, np.int64),
+                    f"MNIST training set ({folder})" + (", uint8 pixels" if pixels else ""))
         except (DatasetError, OSError) as exc:
             why = f"MNIST not found ({exc}): random data of MNIST's shape"
     else:
         why = "random data of MNIST's shape (--random-data)"
     rng = np.random.default_rng(0)
     n = samples or 60000
-    return (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), why)
+    X = rng.integers(0, 256, (n, 784), dtype=np.uint8) if pixels else \
+        rng.random((n, 784), dtype=np.float32)
+    return X, rng.integers(0, 10, n), why
 
 
 def _versions(tools):
@@ -141,7 +146,7 @@ def run_config(args, n_threads, log=print):
     from srcgrad.training.mlp import epoch_permutation, init_params
 
     runtime = _threads.apply_runtime_threads(n_threads)
-    X, y, data_note = _load_data(args.random_data, args.samples)
+    X, y, data_note = _load_data(args.random_data, args.samples, pixels=True)
     if args.samples:
         X, y = X[:args.samples], y[:args.samples]
         data_note += f", first {len(X)} samples"
@@ -268,8 +273,10 @@ def write_report(args, configs, path_md, path_json, command):
     L += [f"* CPU: {first.get('cpu_model', '?')}; data: {first.get('data', '?')}",
           "* versions: " + ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items()),
           f"* model: 784-128-10 MLP, `srcgrad.training.mlp` (init seed 0), SGD lr={LR}, float32, "
-          "last partial batch dropped; every trainer gathers its shuffled minibatches except the "
-          "GEMM floor (the five products of each step on contiguous slices).",
+          "last partial batch dropped; the images are stored as uint8 pixels and every trainer "
+          "gathers its shuffled minibatches and converts them to float32 (`float32(pixel) * "
+          "float32(1/255)`) except the GEMM floor (the five products of each step on contiguous "
+          "slices of the float32 images).",
           f"* {args.rounds} interleaved rounds (one epoch of every tool per round, order rotated); "
           "s/epoch: median over rounds; ×srcgrad: median of the per-round ratios. Rounds where "
           f"other processes took > {args.max_foreign} cores of this process's CPUs are "

@@ -112,7 +112,7 @@ def gather(batches, reps):
     @numba.njit(nogil=True)
     def serial(X, y, order, B, Xb, yb, flat, d):
         for s in range(order.shape[0] // B):
-            _gather_batch(X, y, order, s * B, B, Xb, yb)
+            _gather_batch(X, y, order, s * B, B, Xb, yb, None)
 
     @numba.njit(nogil=True)
     def ahead(X, y, order, B, Xb, yb, flat, d):

@@ -64,6 +64,11 @@ class ShapeError(SrcgradError, ValueError):
         super().__init__("\n".join(lines))
 
 
+class DTypeError(SrcgradError, TypeError):
+    """An array or scalar argument has a dtype the call does not accept (e.g.
+    ``MinibatchLoop(...)(..., x_scale=...)`` with samples that are not integers)."""
+
+
 class FusionGuardFailed(SrcgradError):
     """Raised by a fused loop nest of a cpu specialization compiled without its fallback branches
     when its size test fails (an operand stretched along a size-1 axis, or sizes that do not match).

@@ -87,7 +87,7 @@ def test_gather_batch_every_ndim_and_a_short_last_batch():
 
     @numba.njit
     def gather(X, y, order, start, batch_size, Xb, yb):
-        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb)
+        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb, None)
         return Xc.copy(), yc.copy(), size
 
     rng = np.random.default_rng(3)
@@ -116,7 +116,7 @@ def test_gather_batch_rows_in_flight_every_remainder_and_layout():
 
     @numba.njit
     def gather(X, y, order, start, batch_size, Xb, yb):
-        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb)
+        Xc, yc, size = _gather_batch(X, y, order, start, batch_size, Xb, yb, None)
         return Xc.copy(), yc.copy(), size
 
     rng = np.random.default_rng(5)
@@ -159,7 +159,7 @@ def test_batch_loops_gather_2d_samples_inline():
     step_type = numba.types.FunctionType(step.overloads[sig].signature)
     args = (step_type, numba.typeof((W,)), numba.typeof(X), numba.typeof(y), numba.typeof(order),
             numba.int64, numba.int64, numba.int64, numba.float64, numba.typeof(Xb),
-            numba.typeof(yb), numba.float32, numba.typeof(np.zeros(2)))
+            numba.typeof(yb), numba.none, numba.float32, numba.typeof(np.zeros(2)))
     recorder = CompileRecorder().install()
     try:
         _run_sgd_steps.compile(args)
@@ -168,7 +168,8 @@ def test_batch_loops_gather_2d_samples_inline():
     names = [r["name"].rsplit(".", 1)[-1] for r in recorder.records]
     assert "_gather_batch" not in names and not any("min" in n for n in names), names
     entry = _run_sgd_steps.overloads[args].entry_point
-    total = entry(step, (W,), X, y, order, B, 0, 5, 0.1, Xb, yb, np.float32(1), np.zeros(2))
+    total = entry(step, (W,), X, y, order, B, 0, 5, 0.1, Xb, yb, None, np.float32(1),
+                  np.zeros(2))
     want = np.zeros(2, np.float32)
     first = 0.0
     for start in range(0, n, B):

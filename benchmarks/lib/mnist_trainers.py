@@ -4,32 +4,42 @@ the same start in the same sample order.
 
 Every trainer has the same interface::
 
-    t = TRAINERS[name](X, y, batch)     # X (n, 784) float32, y (n,) int64: kept for the run
+    t = TRAINERS[name](X, y, batch)     # X (n, 784) uint8 pixels, y (n,) int64: kept for the run
     t.epoch_steps = nsteps               # optional: the epoch length to compile for (JAX scan)
     t.compile_s = t.setup(params)        # load parameters; build/compile; returns seconds
     t.epoch(order)                       # SGD over minibatches order[s*B:(s+1)*B], in place
     t.params()                           # the current parameters as NumPy float32 arrays
 
+The images are stored as MNIST's uint8 pixels (``load_mnist(raw=True)``, 47 MB instead of 188 MB
+of float32) and every trainer converts the rows it gathers to float32 as ``float32(pixel) *
+float32(SCALE)`` (``load_mnist()``'s float32 images bit for bit), the way PyTorch's data loaders
+convert images per batch: the same storage and the same conversion for every tool. The GEMM
+floor (no gather) multiplies float32 rows: it converts the whole array once, before timing.
+
 How each is written (what a careful user of that tool does):
 
 * ``srcgrad``: ``MinibatchLoop(value_and_grad(mlp_loss), SGD)``: one compiled call per epoch;
-  gathers each minibatch and calls the training step srcgrad writes from the generated gradient
+  gathers each minibatch (converting the pixels: ``x_scale=SCALE``) and calls the training step srcgrad writes from the generated gradient
   for plain SGD (the weight updates fused into the weight-gradient products, as the hand Numba
   trainer does; ``srcgrad.training.fused_sgd``).
-* ``numpy``: hand backprop with preallocated buffers, ``np.take(..., out=)``, ``out=`` products
-  and in-place updates (no temporaries in the step).
+* ``numpy``: hand backprop with preallocated buffers, ``np.take(..., out=)`` into a uint8 buffer
+  then ``np.multiply(..., out=)`` into the float32 batch, ``out=`` products and in-place updates
+  (no temporaries in the step).
 * ``numba``: hand backprop, the whole epoch in one ``@njit`` call, float32 throughout, buffers
   allocated once; its matrix products call the same BLAS as srcgrad
   (``srcgrad.training.blas.gemm``) and the weight updates are fused into the weight-gradient
   products with alpha/beta (``W = -lr * X.T @ dH + W``).
 * ``jax-step``: ``jit`` of one SGD step with the parameters donated; X, y and the permutation
-  live on the device; the step gathers its batch inside ``jit`` from the step number.
+  live on the device (X as uint8); the step gathers and converts its batch inside ``jit`` from
+  the step number.
 * ``jax-scan``: the whole epoch in one ``jit(lax.scan)``, parameters donated, X, y on the device
-  once; the permutation is passed and the gather happens inside the scanned step.
+  once (X as uint8); the permutation is passed and the gather and conversion happen inside the
+  scanned step.
 * ``torch``: eager ``nn.Sequential`` + ``optim.SGD`` on tensors that share X, y's memory,
-  ``index_select`` per batch.
+  ``index_select`` of the uint8 rows and ``.to(float32).mul_(SCALE)`` per batch.
 * ``blas-floor``: not a trainer: only the five matrix products of each step, on contiguous
-  slices (no gather), in one ``@njit`` call with the same BLAS: the work no trainer can skip.
+  slices of the float32 images (no gather, no conversion), in one ``@njit`` call with the same
+  BLAS: the work no trainer can skip.
 """
 
 from __future__ import annotations
@@ -38,13 +48,22 @@ import time
 
 import numpy as np
 
+from srcgrad.training.datasets import MNIST_SCALE
 from srcgrad.training.mlp import mlp_loss  # noqa: F401  (the model every trainer implements)
 
 LR = 0.1
+SCALE = np.float32(MNIST_SCALE)     # pixel -> float32 image value, as load_mnist() computes it
+
+
+def float_images(X):
+    """The float32 images of uint8 pixels ``X`` (``load_mnist()``'s values)."""
+    return np.multiply(X, SCALE, dtype=np.float32) if X.dtype == np.uint8 else X
 
 
 def reference_steps(params, X, y, order, B, nsteps):
-    """The NumPy reference: ``nsteps`` SGD steps in float64, plain and readable."""
+    """The NumPy reference: ``nsteps`` SGD steps in float64, plain and readable (``X``: uint8
+    pixels, converted as the trainers do, or float32 images)."""
+    X = float_images(X)
     W1, b1, W2, b2 = [np.asarray(p, np.float64).copy() for p in params]
     for s in range(nsteps):
         idx = order[s * B:(s + 1) * B]
@@ -101,13 +120,14 @@ class SrcgradTrainer(Trainer):
             self.loop = MinibatchLoop(value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)), SGD(lr=LR))
             # the first call compiles the gradient and the loop: time it on one batch
             scratch = tuple(a.copy() for a in self.p)
-            self.loop(scratch, self.X, self.y, np.arange(self.B, dtype=np.int64), self.B)
+            self.loop(scratch, self.X, self.y, np.arange(self.B, dtype=np.int64), self.B,
+                      x_scale=MNIST_SCALE)
             return time.perf_counter() - t0
         return 0.0
 
     def epoch(self, order):
         n = self.nsteps(order) * self.B
-        self.loop(self.p, self.X, self.y, order[:n], self.B)
+        self.loop(self.p, self.X, self.y, order[:n], self.B, x_scale=MNIST_SCALE)
 
     def threads_used(self):
         """{BLAS threads: batches} of the last epoch (``blas_threads="auto"``'s chunks; "BLAS
@@ -132,6 +152,7 @@ class NumpyTrainer(Trainer):
         self.p = [np.array(a, np.float32) for a in params]
         f = np.float32
         self.buf = dict(xb=np.empty((B, self.X.shape[1]), f), yb=np.empty(B, self.y.dtype),
+                        pixels=np.empty((B, self.X.shape[1]), self.X.dtype),
                         a=np.empty((B, H), f), h=np.empty((B, H), f), mask=np.empty((B, H), bool),
                         z=np.empty((B, C), f), zr=np.empty((B, 1), f), gW2=np.empty((H, C), f),
                         gb2=np.empty(C, f), dh=np.empty((B, H), f),
@@ -144,11 +165,13 @@ class NumpyTrainer(Trainer):
         d = self.buf
         xb, yb, a, h, mask, z, zr = d["xb"], d["yb"], d["a"], d["h"], d["mask"], d["z"], d["zr"]
         gW2, gb2, dh, gW1, gb1, rows = d["gW2"], d["gb2"], d["dh"], d["gW1"], d["gb1"], d["rows"]
+        pixels = d["pixels"]
         B = self.B
         lr, inv = np.float32(LR), np.float32(1.0 / B)
         for s in range(self.nsteps(order)):
             idx = order[s * B:(s + 1) * B]
-            np.take(self.X, idx, axis=0, out=xb)
+            np.take(self.X, idx, axis=0, out=pixels)
+            np.multiply(pixels, SCALE, out=xb)
             np.take(self.y, idx, out=yb)
             np.matmul(xb, W1, out=a)
             a += b1
@@ -195,15 +218,15 @@ def _numba_functions():
     from srcgrad.training.blas import gemm
 
     @numba.njit(nogil=True)
-    def epoch(W1, b1, W2, b2, X, y, order, nsteps, lr, xb, yb, A, P, dA):
+    def epoch(W1, b1, W2, b2, X, y, order, nsteps, lr, scale, xb, yb, A, P, dA):
         B, D = xb.shape
         Hd, C = W2.shape
         inv = np.float32(1.0) / np.float32(B)
         for s in range(nsteps):
-            for i in range(B):                        # gather the minibatch
+            for i in range(B):                        # gather and convert the minibatch
                 j = order[s * B + i]
                 for k in range(D):
-                    xb[i, k] = X[j, k]
+                    xb[i, k] = np.float32(X[j, k]) * scale
                 yb[i] = y[j]
             gemm(xb, W1, A, 1.0, 0.0, False, False)   # A = xb @ W1
             for i in range(B):
@@ -274,19 +297,23 @@ class NumbaTrainer(Trainer):
         t0 = time.perf_counter()
         if not fn.signatures:            # compile on a zero-step call
             fn(*[a.copy() for a in self.p], self.X, self.y, np.zeros(0, np.int64), 0,
-               np.float32(LR), *self.buf.values())
+               np.float32(LR), SCALE, *self.buf.values())
         return time.perf_counter() - t0
 
     def epoch(self, order):
         _numba_functions()[0](*self.p, self.X, self.y, order, self.nsteps(order), np.float32(LR),
-                              *self.buf.values())
+                              SCALE, *self.buf.values())
 
     def params(self):
         return list(self.p)
 
 
 class BlasFloor(NumbaTrainer):
-    """Only the five matrix products per step (not a training run: ``params`` are unchanged)."""
+    """Only the five matrix products per step (not a training run: ``params`` are unchanged),
+    on float32 images converted once here (a floor has no gather and no conversion)."""
+
+    def __init__(self, X, y, B):
+        super().__init__(float_images(X), y, B)
 
     def setup(self, params):
         self.p = [np.array(a, np.float32) for a in params]
@@ -316,6 +343,13 @@ def _jax_loss():
     return loss
 
 
+def _images(pixels):
+    """A gathered batch of uint8 pixels as float32 images, inside jit (XLA fuses the conversion
+    into the gather)."""
+    import jax.numpy as jnp
+    return pixels.astype(jnp.float32) * SCALE
+
+
 class _JaxBase(Trainer):
     needs = "jax"
 
@@ -342,7 +376,7 @@ class JaxStepTrainer(_JaxBase):
 
         def step(p, X, y, order, s):
             idx = jax.lax.dynamic_slice(order, (s * B,), (B,))
-            g = jax.grad(loss)(p, jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0))
+            g = jax.grad(loss)(p, _images(jnp.take(X, idx, axis=0)), jnp.take(y, idx, axis=0))
             return tuple(a - LR * ga for a, ga in zip(p, g))
 
         if not hasattr(self, "step"):
@@ -375,7 +409,8 @@ class JaxScanTrainer(_JaxBase):
 
         def epoch(p, X, y, idx):            # idx: (nsteps, B) sample numbers
             def body(p, rows):
-                g = jax.grad(loss)(p, jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0))
+                g = jax.grad(loss)(p, _images(jnp.take(X, rows, axis=0)),
+                                   jnp.take(y, rows, axis=0))
                 return tuple(a - LR * ga for a, ga in zip(p, g)), None
             return jax.lax.scan(body, p, idx)[0]
 
@@ -428,7 +463,8 @@ class TorchTrainer(Trainer):
         for s in range(self.nsteps(order)):
             idx = o[s * B:(s + 1) * B]
             opt.zero_grad(set_to_none=True)
-            lossf(model(self.Xt.index_select(0, idx)), self.yt.index_select(0, idx)).backward()
+            xb = self.Xt.index_select(0, idx).to(torch.float32).mul_(float(SCALE))
+            lossf(model(xb), self.yt.index_select(0, idx)).backward()
             opt.step()
 
     def params(self):

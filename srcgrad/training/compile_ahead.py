@@ -395,7 +395,8 @@ def minibatch_jobs(run, kernel, grad_args, loop_args, progress_type):
 
 def sgd_jobs(run, loop_args):
     """The jobs of a MinibatchLoop's first compile with plain SGD (srcgrad.training.fused_sgd):
-    ``run(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress)`` for
+    ``run(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, scale, seed,
+    progress)`` for
     the step's likely type, ``loss = step(*params, Xb, yb, seed, lr)`` (as
     :func:`minibatch_jobs` guesses), plus the :func:`extra` jobs."""
     import numpy as np
@@ -410,13 +411,13 @@ def sgd_jobs(run, loop_args):
     value = types.float32 if all(p.dtype == types.float32 for p in params) else types.float64
     step = signature(value, *params, loop_args[9], loop_args[10], value, types.float64)
     jobs.append((run, (types.FunctionType(step), params) + tuple(loop_args[1:7]) +
-                 (types.float64,) + tuple(loop_args[9:11]) + (value, typeof(np.zeros(2)))))
+                 (types.float64,) + tuple(loop_args[9:]) + (value, typeof(np.zeros(2)))))
     return jobs
 
 
 def momentum_jobs(run, loop_args):
     """:func:`sgd_jobs` for Momentum: ``run(step, params, X, y, order, batch_size, first, stop,
-    lr, mu, nesterov, velocity, Xb, yb, seed, progress)`` for the step's likely type, ``loss =
+    lr, mu, nesterov, velocity, Xb, yb, scale, seed, progress)`` for the step's likely type, ``loss =
     step(*params, Xb, yb, seed, lr, mu, nesterov, velocity)`` (``velocity``: the optimizer's
     state tuple's first entry, the tuple of velocity arrays), plus the :func:`extra` jobs."""
     import numpy as np
@@ -434,5 +435,5 @@ def momentum_jobs(run, loop_args):
     hyper = (types.float64,) * 3
     step = signature(value, *params, loop_args[9], loop_args[10], value, *hyper, velocity)
     jobs.append((run, (types.FunctionType(step), params) + tuple(loop_args[1:7]) + hyper +
-                 (velocity,) + tuple(loop_args[9:11]) + (value, typeof(np.zeros(2)))))
+                 (velocity,) + tuple(loop_args[9:]) + (value, typeof(np.zeros(2)))))
     return jobs

@@ -1,7 +1,10 @@
 """MNIST loader: the four standard IDX files (gzip), downloaded on demand, validated strictly.
 
 ``load_mnist()`` returns ``(X_train, y_train, X_test, y_test)`` with ``X`` float32 in ``[0, 1]``
-of shape ``(n, 784)`` and ``y`` int64 in ``0..9``.
+of shape ``(n, 784)`` and ``y`` int64 in ``0..9``. ``load_mnist(raw=True)`` gives ``X`` as the
+files' uint8 pixels (0..255, a quarter of the bytes): ``X * np.float32(MNIST_SCALE)`` is the
+float32 ``X`` bit for bit, and ``MinibatchLoop(...)(..., x_scale=MNIST_SCALE)`` trains on them,
+scaling each batch as it gathers it.
 
 Where the files are looked for, in order: the ``data_dir`` argument, the ``SRCGRAD_DATA``
 environment variable, ``~/.cache/srcgrad/mnist``.
@@ -22,7 +25,13 @@ import numpy as np
 from srcgrad.errors import SrcgradError
 from srcgrad.fileio import write_atomic
 
-__all__ = ["DatasetError", "load_mnist", "resolve_data_dir", "MNIST_FILES", "MNIST_MIRRORS"]
+__all__ = ["DatasetError", "load_mnist", "resolve_data_dir", "MNIST_FILES", "MNIST_MIRRORS",
+           "MNIST_SCALE"]
+
+#: The factor from MNIST's uint8 pixels to ``load_mnist()``'s images in ``[0, 1]``: float32 images
+#: are ``np.float32(pixel) * np.float32(MNIST_SCALE)`` (a product by the rounded reciprocal, not a
+#: division by 255: the two differ in the last bit for some pixels).
+MNIST_SCALE = 1.0 / 255.0
 
 
 class DatasetError(SrcgradError):
@@ -172,10 +181,14 @@ def _load_split(directory: Path, images_name: str, labels_name: str, split: str,
         raise DatasetError(
             f"{img_path}: holds {images.shape[0]} images, the MNIST {split} set has {expected}"
         )
+    return images, labels.astype(np.int64)
+
+
+def _scaled(images):
+    """``load_mnist()``'s float32 images from the uint8 pixels (see MNIST_SCALE)."""
     X = np.empty(images.shape, dtype=np.float32)
-    np.multiply(images, np.float32(1.0 / 255.0), out=X, casting="unsafe")
-    y = labels.astype(np.int64)
-    return X, y
+    np.multiply(images, np.float32(MNIST_SCALE), out=X, casting="unsafe")
+    return X
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,12 +261,15 @@ def _file_key(path: Path):
 
 
 def load_mnist(data_dir=None, download=True, *, mirrors=None, log=None, copy=True,
-               check_counts=True):
+               check_counts=True, raw=False):
     """Load MNIST as ``(X_train, y_train, X_test, y_test)``.
 
     ``X_*`` are float32 arrays of shape ``(n, 784)`` scaled to ``[0, 1]``; ``y_*`` are int64 in
-    ``0..9``. Missing files are downloaded when ``download`` is true (mirrors tried in turn,
-    checksums verified, files written atomically). Every file is validated; a corrupt or truncated
+    ``0..9``. ``raw=True``: ``X_*`` are the files' uint8 pixels instead (``X * np.float32(
+    MNIST_SCALE)`` is the float32 array bit for bit; for training, pass ``x_scale=MNIST_SCALE``
+    to :class:`srcgrad.optim.MinibatchLoop`, which converts each batch as it gathers it).
+    Missing files are downloaded when ``download`` is true (mirrors tried in turn, checksums
+    verified, files written atomically). Every file is validated; a corrupt or truncated
     file raises :class:`DatasetError` naming it. Parsed arrays are cached in memory per file
     version, so repeated calls are cheap; ``copy=False`` returns the cached (read-only) arrays.
     ``check_counts=False`` accepts IDX files with other counts than 60,000/10,000 (small test sets).
@@ -272,16 +288,23 @@ def load_mnist(data_dir=None, download=True, *, mirrors=None, log=None, copy=Tru
 
     key = tuple(_file_key(directory / n) for n in MNIST_FILES) + (bool(check_counts),)
     with _cache_lock:
-        arrays = _cache.get(key)
-    if arrays is None:
+        forms = _cache.get(key)
+    if forms is None:
         X_tr, y_tr = _load_split(directory, MNIST_FILES[0], MNIST_FILES[1], "train", check_counts)
         X_te, y_te = _load_split(directory, MNIST_FILES[2], MNIST_FILES[3], "t10k", check_counts)
-        arrays = (X_tr, y_tr, X_te, y_te)
-        for a in arrays:
-            a.flags.writeable = False
+        forms = {"raw": (X_tr, y_tr, X_te, y_te)}
         with _cache_lock:
             _cache.clear()  # keep one data set, not one per file version
-            _cache[key] = arrays
+            _cache[key] = forms
+    form = "raw" if raw else "float32"
+    arrays = forms.get(form)
+    if arrays is None:      # the float32 images, made once per data set from the pixels
+        X_tr, y_tr, X_te, y_te = forms["raw"]
+        arrays = (_scaled(X_tr), y_tr, _scaled(X_te), y_te)
+    for a in arrays:
+        a.flags.writeable = False
+    with _cache_lock:
+        forms[form] = arrays
     if copy:
         return tuple(a.copy() for a in arrays)
     return arrays

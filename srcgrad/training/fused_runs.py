@@ -13,7 +13,7 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # The batch gather copies rows that lie at random places in X (MNIST: 3136-byte rows of a 188 MB
 # array). One row at a time it took ~2.5x as long as a contiguous copy of as many bytes (MNIST,
@@ -52,9 +52,27 @@ def prefetch_row_start(typingctx, X, row):
     return types.void(X, row), codegen
 
 
+def _batch_value(value, scale):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_batch_value, inline="always")
+def _ov_batch_value(value, scale):
+    """A sample's element as the batch stores it: ``value`` itself when ``scale`` is None, else
+    ``value`` converted to ``scale``'s float type and multiplied by it (integer samples, e.g.
+    uint8 pixels, scaled in the gather: ``load_mnist``'s float32 images are ``float32(pixel) *
+    float32(1 / 255)``, this product). Chosen by type when the batch loop compiles: a None scale
+    adds nothing to the copy."""
+    if isinstance(scale, types.NoneType):
+        return lambda value, scale: value
+    to_float = scale
+    return lambda value, scale: to_float(value) * scale
+
+
 @numba.njit(inline="always")
-def _copy_rows(X, order, start, size, Xc):
-    """``Xc[r] = X[order[start + r]]`` for ``r < size``, 2-d ``X`` and ``Xc``: ROWS_IN_FLIGHT
+def _copy_rows(X, order, start, size, Xc, scale):
+    """``Xc[r] = X[order[start + r]]`` for ``r < size``, 2-d ``X`` and ``Xc``, each element
+    through :func:`_batch_value` (``scale`` None: copied as it is): ROWS_IN_FLIGHT
     rows copied side by side, the next group's first lines fetched ahead (see ROWS_IN_FLIGHT).
     Past the batch's end a group's row indices stop at its last row (copied again, the same
     values): one loop, no remainder loop to compile. (Conditional expressions rather than min():
@@ -69,14 +87,14 @@ def _copy_rows(X, order, start, size, Xc):
         s0, s1, s2, s3 = (order[start + r], order[start + r1], order[start + r2],
                           order[start + r3])
         for k in range(Xc.shape[1]):
-            Xc[r, k] = X[s0, k]
-            Xc[r1, k] = X[s1, k]
-            Xc[r2, k] = X[s2, k]
-            Xc[r3, k] = X[s3, k]
+            Xc[r, k] = _batch_value(X[s0, k], scale)
+            Xc[r1, k] = _batch_value(X[s1, k], scale)
+            Xc[r2, k] = _batch_value(X[s2, k], scale)
+            Xc[r3, k] = _batch_value(X[s3, k], scale)
 
 
 @numba.njit(inline="always")
-def _gather_rows(X, y, order, start, batch_size, Xb, yb):
+def _gather_rows(X, y, order, start, batch_size, Xb, yb, scale):
     """:func:`_gather_batch` for 2-d samples and 1-d labels, the usual case, written into its
     caller's IR (Numba inlines it before typing: no function of its own to compile). The batch
     loops below call it directly, choosing by the types of their own arguments (a branch Numba
@@ -88,16 +106,18 @@ def _gather_rows(X, y, order, start, batch_size, Xb, yb):
         size = batch_size
     Xc = Xb[:size]
     yc = yb[:size]
-    _copy_rows(X, order, start, size, Xc)
+    _copy_rows(X, order, start, size, Xc, scale)
     for r in range(size):
         yc[r] = y[order[start + r]]
     return Xc, yc, size
 
 
 @numba.njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _gather_batch(X, y, order, start, batch_size, Xb, yb):
+def _gather_batch(X, y, order, start, batch_size, Xb, yb, scale):
     """The rows ``order[start:start + batch_size]`` of ``X`` and ``y`` gathered into the batch
     buffers ``Xb``/``yb`` (their first rows for a shorter last batch): ``(Xc, yc, size)``.
+    ``scale``: None, or the float (of ``Xb``'s dtype) integer samples are multiplied by as they
+    are copied (:func:`_batch_value`).
     The row copies are written out here rather than calling a row gather for X and for y,
     and a shorter batch is a slice of the buffers rather than a fresh pair: three compiled
     functions fewer in every MinibatchLoop's cold compile.
@@ -106,21 +126,21 @@ def _gather_batch(X, y, order, start, batch_size, Xb, yb):
     code (a size check and a no-copy attempt each) was about a third of this function's cold
     compile (0.30-0.42 -> 0.23 s CPU, compiled alone after a reshape elsewhere, load 3.4)."""
     if X.ndim == 2 and y.ndim == 1:
-        return _gather_rows(X, y, order, start, batch_size, Xb, yb)
+        return _gather_rows(X, y, order, start, batch_size, Xb, yb, scale)
     size = order.shape[0] - start
     if size > batch_size:
         size = batch_size
     Xc = Xb[:size]
     yc = yb[:size]
     if X.ndim == 2:
-        _copy_rows(X, order, start, size, Xc)
+        _copy_rows(X, order, start, size, Xc, scale)
     else:
         X_rows = X.reshape(X.shape[0], -1)
         Xc_rows = Xc.reshape(size, -1)
         for r in range(size):
             sample = order[start + r]
             for k in range(Xc_rows.shape[1]):
-                Xc_rows[r, k] = X_rows[sample, k]
+                Xc_rows[r, k] = _batch_value(X_rows[sample, k], scale)
     if y.ndim == 1:
         for r in range(size):
             yc[r] = y[order[start + r]]
@@ -135,7 +155,8 @@ def _gather_batch(X, y, order, start, batch_size, Xb, yb):
 
 
 @numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True)
-def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, seed, progress):
+def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, yb, scale, seed,
+                   progress):
     """:func:`_run_minibatches` for plain SGD: ``loss = step(*params, Xb, yb, seed, lr)`` updates
     ``params`` itself (:mod:`srcgrad.training.fused_sgd`)."""
     total = 0.0
@@ -143,9 +164,11 @@ def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, y
         progress[0] = batch
         progress[1] = total
         if X.ndim == 2 and y.ndim == 1:     # (pruned before typing: see _gather_rows)
-            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb)
+            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb,
+                                        scale)
         else:
-            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
+            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb,
+                                         scale)
         loss = step(*params, Xc, yc, seed, lr)
         total += loss * size
     return total
@@ -153,7 +176,7 @@ def _run_sgd_steps(step, params, X, y, order, batch_size, first, stop, lr, Xb, y
 
 @numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True)
 def _run_momentum_steps(step, params, X, y, order, batch_size, first, stop, lr, mu, nesterov,
-                        velocity, Xb, yb, seed, progress):
+                        velocity, Xb, yb, scale, seed, progress):
     """:func:`_run_sgd_steps` for Momentum: ``loss = step(*params, Xb, yb, seed, lr, mu,
     nesterov, velocity)`` updates ``params`` and ``velocity`` itself."""
     total = 0.0
@@ -161,9 +184,11 @@ def _run_momentum_steps(step, params, X, y, order, batch_size, first, stop, lr, 
         progress[0] = batch
         progress[1] = total
         if X.ndim == 2 and y.ndim == 1:
-            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb)
+            Xc, yc, size = _gather_rows(X, y, order, batch * batch_size, batch_size, Xb, yb,
+                                        scale)
         else:
-            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
+            Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb,
+                                         scale)
         loss = step(*params, Xc, yc, seed, lr, mu, nesterov, velocity)
         total += loss * size
     return total

@@ -98,7 +98,7 @@ def _take(semaphore):
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_loop(X, y, order, batch_size, first, stop, ring_X, ring_y, sems, halt):
+def _gather_loop(X, y, order, batch_size, first, stop, ring_X, ring_y, scale, sems, halt):
     """The gathering thread: batch ``b`` into slot ``b % R`` once the slot is free (semaphore
     1), then announced (semaphore 0). Returns early once ``halt[0]`` is set (the training
     loop stopped: an exception)."""
@@ -108,7 +108,8 @@ def _gather_loop(X, y, order, batch_size, first, stop, ring_X, ring_y, sems, hal
         if halt[0] != 0:
             return
         slot = batch % slots
-        _gather_batch(X, y, order, batch * batch_size, batch_size, ring_X[slot], ring_y[slot])
+        _gather_batch(X, y, order, batch * batch_size, batch_size, ring_X[slot], ring_y[slot],
+                      scale)
         _sem_post(sems[0].ctypes)
 
 
@@ -186,9 +187,10 @@ def _post(ring, k):
     post(ring.sems[k].ctypes.data)
 
 
-def run_ahead(train, ring, X, y, order, batch_size, first, stop):
+def run_ahead(train, ring, X, y, order, batch_size, first, stop, scale=None):
     """Runs ``train()`` (the compiled ``_run_*_ahead`` loop over batches ``first <= b < stop``
-    reading ``ring``) while a second thread gathers those batches into it; returns what
+    reading ``ring``) while a second thread gathers those batches into it (integer samples
+    multiplied by ``scale`` unless it is None, as MinibatchLoop's ``x_scale``); returns what
     ``train`` returns and re-raises what it raises, after the gathering thread has ended."""
     if first >= stop:
         return train()
@@ -198,7 +200,7 @@ def run_ahead(train, ring, X, y, order, batch_size, first, stop):
 
     def gather():
         try:
-            _gather_loop(X, y, order, batch_size, first, stop, ring.X, ring.y, ring.sems,
+            _gather_loop(X, y, order, batch_size, first, stop, ring.X, ring.y, scale, ring.sems,
                          ring.halt)
         except BaseException as error:      # (raised by the training thread below)
             failure.append(error)
@@ -225,9 +227,10 @@ _ENTRIES = {}       # signature -> the compiled entry of _run_sgd_ahead / _run_m
 def train(loop, rule, step, rest, hyper_values, seed, progress):
     """:class:`srcgrad.optim.MinibatchLoop`'s fused SGD/Momentum call (``rule``) with the gather
     ahead: ``rest`` is the loop's ``(params, X, y, order, batch_size, first, stop, state, hyper,
-    Xb, yb)``, ``hyper_values`` the runner's hyperparameters after the learning rate's place."""
+    Xb, yb, scale)``, ``hyper_values`` the runner's hyperparameters after the learning rate's
+    place."""
     params, X, y, order, batch_size, first, stop = rest[:7]
-    Xb, yb = rest[9:]
+    Xb, yb, scale = rest[9:]
     shape = (Xb.shape, Xb.dtype.str, yb.shape, yb.dtype.str)
     ring = loop._rings.get(shape)
     if ring is None:
@@ -241,4 +244,5 @@ def train(loop, rule, step, rest, hyper_values, seed, progress):
     if entry is None:
         runner.compile(signature)
         entry = _ENTRIES[signature] = runner.overloads[signature].entry_point
-    return run_ahead(lambda: entry(step, *args), ring, X, y, order, batch_size, first, stop)
+    return run_ahead(lambda: entry(step, *args), ring, X, y, order, batch_size, first, stop,
+                     scale)

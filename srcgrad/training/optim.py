@@ -34,6 +34,8 @@ one compiled call::
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from numba import types
@@ -41,7 +43,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from .. import compile_gc
-from ..errors import FusionGuardFailed
+from ..errors import DTypeError, FusionGuardFailed
 from . import compile_ahead, gather_ahead
 from .blas_threads import check_setting, run_with_threads
 from .flat_kernels import _adam_flat, _flat_view, _momentum_flat, _sgd_flat
@@ -540,9 +542,10 @@ def _gather_rows(dst, src, order, start):
 
 @numba.njit(cache=True, nogil=True)   # see fused_runs: the GIL is released while it trains
 def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, stop, state, hyper,
-                     Xb, yb, seed, progress):
+                     Xb, yb, scale, seed, progress):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
-    ``Xb``/``yb`` (a fresh pair for a shorter last batch), ``loss, grads = adjoint(*params, Xb, yb,
+    ``Xb``/``yb`` (their first rows for a shorter last batch; integer samples multiplied by
+    ``scale`` unless it is None: ``fused_runs._batch_value``), ``loss, grads = adjoint(*params, Xb, yb,
     seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
     Returns the sum of the batch losses, each weighted by its number of samples. ``progress``
     holds the batch being computed and the total before it: an adjoint that stops on an exception
@@ -551,11 +554,31 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
     for batch in range(first, stop):
         progress[0] = batch
         progress[1] = total
-        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb)
+        Xc, yc, size = _gather_batch(X, y, order, batch * batch_size, batch_size, Xb, yb, scale)
         loss, grads = adjoint(*params, Xc, yc, seed)
         update(params, grads, state, hyper)
         total += loss * size
     return total
+
+
+def _batch_scale(x_scale, X, params):
+    """``x_scale`` as the compiled gather multiplies integer samples by: None (samples copied as
+    they are), else a NumPy float of the parameters' dtype. Refuses (:class:`DTypeError`) a
+    scale for samples that are not integers and a scale that is not a finite real number."""
+    if x_scale is None:
+        return None
+    if X.dtype.kind not in "iu":
+        raise DTypeError(
+            f"MinibatchLoop: x_scale converts integer samples (e.g. uint8 pixels) in the gather; "
+            f"X has dtype {X.dtype} (pass float samples without x_scale)")
+    if isinstance(x_scale, (bool, np.bool_)) or not isinstance(
+            x_scale, (int, float, np.integer, np.floating)):
+        raise DTypeError(f"MinibatchLoop: x_scale must be a real number, got "
+                         f"{type(x_scale).__name__} {x_scale!r}")
+    value = np.result_type(*params).type(x_scale)
+    if not np.isfinite(value):
+        raise ValueError(f"MinibatchLoop: x_scale must be finite, got {x_scale!r}")
+    return value
 
 
 def _compiled_signature(dispatcher, argtypes):
@@ -571,11 +594,19 @@ class MinibatchLoop:
     ``loss(*params, X_batch, y_batch)`` that differentiates with respect to every parameter;
     ``optimizer`` is an :class:`Optimizer` (its state is used and updated). Calling the loop::
 
-        total = loop(params, X, y, order, batch_size, first=0, stop=None)
+        total = loop(params, X, y, order, batch_size, first=0, stop=None, x_scale=None)
 
     trains on minibatches ``first <= i < stop`` (default: all) of the samples ``order`` (e.g. a
     permutation of ``range(len(X))``), updates ``params`` in place and returns the sum of the batch
     losses weighted by batch size. A shorter last batch is used as it is.
+
+    ``x_scale``: integer samples (e.g. MNIST's uint8 pixels, ``load_mnist(raw=True)``) become
+    floats in the gather: each batch holds ``dtype(X[i]) * dtype(x_scale)``, ``dtype`` the
+    parameters' float type (so ``x_scale=MNIST_SCALE`` with float32 parameters gives batches
+    bitwise equal to ``load_mnist()``'s float32 images, and float64 parameters the float64
+    products). The epoch reads a quarter of float32's bytes from memory; the gradient sees float
+    batches. Without it, samples of any dtype reach the loss as they are (integer inputs too).
+    A scale with samples that are not integers raises :class:`srcgrad.errors.DTypeError`.
 
     Why a class and not a plain ``@njit`` function calling the gradient: Numba links a called
     function's code into the caller and optimizes the whole again, which for a large generated
@@ -658,10 +689,13 @@ class MinibatchLoop:
         return self.gather_ahead == "auto" and type(self.optimizer) in (SGD, Momentum) and \
             gather_ahead.available() and gather_ahead.cpus() > 1
 
-    def __call__(self, params, X, y, order, batch_size, first=0, stop=None):
-        return run_with_threads(self, self._train, params, X, y, order, batch_size, first, stop)
+    def __call__(self, params, X, y, order, batch_size, first=0, stop=None, x_scale=None):
+        train = self._train if x_scale is None else functools.partial(self._train,
+                                                                      x_scale=x_scale)
+        return run_with_threads(self, train, params, X, y, order, batch_size, first, stop)
 
-    def _train(self, params, X, y, order, batch_size, first=0, stop=None, ahead=None):
+    def _train(self, params, X, y, order, batch_size, first=0, stop=None, ahead=None,
+               x_scale=None):
         given = params
         # loss(params, X, y) with params a pytree: the compiled gradient takes its leaves
         tree = params if isinstance(params, (tuple, list, dict)) and \
@@ -681,13 +715,15 @@ class MinibatchLoop:
         if used.size and (used.min() < 0 or used.max() >= X.shape[0]):
             raise ValueError(f"order holds sample indices outside 0..{X.shape[0] - 1}")
         self.optimizer._ensure(params)
-        key = (batch_size, X.shape[1:], X.dtype, y.shape[1:], y.dtype)
+        scale = _batch_scale(x_scale, X, params)
+        batch_dtype = X.dtype if scale is None else scale.dtype
+        key = (batch_size, X.shape[1:], batch_dtype, y.shape[1:], y.dtype)
         if key not in self._buffers:
-            self._buffers[key] = (np.empty((batch_size,) + X.shape[1:], X.dtype),
+            self._buffers[key] = (np.empty((batch_size,) + X.shape[1:], batch_dtype),
                                   np.empty((batch_size,) + y.shape[1:], y.dtype))
         Xb, yb = self._buffers[key]
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
-        rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb)
+        rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb, scale)
         argtypes = tuple(numba.typeof(a) for a in rest)
         key = (argtypes, argtypes not in self._not_lean)
         rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
@@ -750,4 +786,5 @@ class MinibatchLoop:
         # that batch and the rest run with the adjoint that keeps the statements as written
         self._not_lean.add(argtypes)
         batch, total = int(progress[0]), float(progress[1])
-        return total + self._train(given, X, y, order, batch_size, first=batch, stop=stop)
+        return total + self._train(given, X, y, order, batch_size, first=batch, stop=stop,
+                                   x_scale=x_scale)
