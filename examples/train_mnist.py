@@ -51,7 +51,7 @@ if __name__ == "__main__":
 
 import numba  # noqa: E402
 
-from srcgrad.datasets import DatasetError, load_mnist  # noqa: E402
+from srcgrad.datasets import MNIST_SCALE, DatasetError, load_mnist  # noqa: E402
 from srcgrad.errors import SrcgradError  # noqa: E402
 from srcgrad.compile_gc import fewer_collections  # noqa: E402
 from srcgrad.fileio import write_atomic  # noqa: E402
@@ -317,15 +317,24 @@ def train(
             raise UsageError("--device cuda supports --optimizer sgd or momentum")
 
     # --- data ---
+    fdt = np.dtype(config["dtype"])
+    x_scale = None
     if arrays is None:
-        arrays = load_mnist(data, download=download)
+        # the files' uint8 pixels (a quarter of float32's bytes to read each epoch), converted to
+        # float32 batch by batch in the training loop's gather (MinibatchLoop's x_scale): the same
+        # values as load_mnist()'s float32 images. The cuda trainer, the MPI ranks and float64
+        # runs take those float32 images (float64: converted from them, as before).
+        arrays = load_mnist(data, download=download, raw=True)
+        x_scale = MNIST_SCALE
     X_train, y_train, X_test, y_test = arrays
     if config["limit_train"] is not None:
         X_train = X_train[: config["limit_train"]]
         y_train = y_train[: config["limit_train"]]
-    fdt = np.dtype(config["dtype"])
-    X_train = np.ascontiguousarray(X_train, dtype=fdt)
-    X_test = np.ascontiguousarray(X_test, dtype=fdt)
+    if x_scale is not None and (device != "cpu" or dist is not None or fdt != np.float32):
+        X_train, X_test = (X * np.float32(x_scale) for X in (X_train, X_test))
+        x_scale = None
+    X_train = np.ascontiguousarray(X_train, dtype=fdt if x_scale is None else None)
+    X_test = np.ascontiguousarray(X_test, dtype=fdt if x_scale is None else None)
     y_train = np.ascontiguousarray(y_train, dtype=np.int64)
     y_test = np.ascontiguousarray(y_test, dtype=np.int64)
     n = X_train.shape[0]
@@ -360,7 +369,7 @@ def train(
     else:
         compile_s, counter = _train_cpu(params, opt, config, X_train, y_train, X_test, y_test,
                                         start_epoch, epochs, history, save if is_root else None,
-                                        quiet, mode, loss_and_grads, log, dist)
+                                        quiet, mode, loss_and_grads, log, dist, x_scale)
     if plot is not None and is_root:
         save_plot(plot, history)
     return {"params": params, "history": history, "optimizer": opt,
@@ -380,14 +389,19 @@ def _record(history, *rec):
 
 
 def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoch, epochs,
-               history, save, quiet, mode, loss_and_grads, log, dist=None):
+               history, save, quiet, mode, loss_and_grads, log, dist=None, x_scale=None):
+    """The cpu epochs; ``x_scale``: X holds integer pixels, converted by the loop's gather and
+    the accuracy count (one process only)."""
     if loss_and_grads is None:
         loss_and_grads = make_loss_and_grads()
+    scaled = {} if x_scale is None else {"x_scale": x_scale}   # (DataParallelLoop: float X)
     if dist is None:
         # gather each shuffled minibatch, loss and gradients from srcgrad, optimizer update: one
         # compiled call for many minibatches (srcgrad.optim.MinibatchLoop)
         train_loop = MinibatchLoop(loss_and_grads, opt)
-        evaluate = accuracy
+
+        def evaluate(params, X, y):
+            return accuracy(params, X, y, x_scale=x_scale)
     else:
         # the same on every rank for its shard of each minibatch, one allreduce of the
         # gradients per step; the accuracy counted on a slice of the samples per rank
@@ -409,7 +423,7 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
     compile_s = counter = None
     if start_epoch < epochs:  # compile before the clock starts; timed and reported on its own
         compile_s, counter = _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train,
-                                          X_test, y_test, bs, dist)
+                                          X_test, y_test, bs, dist, x_scale)
         if show:
             log(_compile_line(compile_s))
     for epoch in range(start_epoch, epochs):
@@ -425,7 +439,7 @@ def _train_cpu(params, opt, config, X_train, y_train, X_test, y_test, start_epoc
         total = 0.0
         for b0 in range(0, n_batches, per_call):
             b1_ = min(b0 + per_call, n_batches)
-            total += train_loop(params, X_train, y_train, perm, bs, b0, b1_)
+            total += train_loop(params, X_train, y_train, perm, bs, b0, b1_, **scaled)
             if bar is not None:
                 bar.update(b1_ - b0)
                 bar.set_postfix(loss=f"{total / min(b1_ * bs, n):.4f}", refresh=False)
@@ -464,7 +478,7 @@ def _distributed_accuracy(dist, params, X, y):
 
 
 def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y_test, bs,
-                 dist=None):
+                 dist=None, x_scale=None):
     """Compile everything the epochs run, timing the parts: ``{"gradient": s, "loop": s}``.
 
     ``gradient``: srcgrad's gradient for the batch's types (the source transformation and
@@ -484,9 +498,12 @@ def _compile_cpu(loss_and_grads, train_loop, params, X_train, y_train, X_test, y
         t1 = time.perf_counter()
         train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
     else:
-        counter_types = tuple(numba.typeof(a) for a in (*params, X_test[:1], y_test[:1], 2048))
+        # the accuracy counter counts float images (accuracy() converts pixels chunk by chunk)
+        images = np.zeros((1,) + X_test.shape[1:], params[0].dtype)
+        counter_types = tuple(numba.typeof(a) for a in (*params, images, y_test[:1], 2048))
         with compile_ahead.extra([(count_correct, counter_types)]):
-            train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0)
+            train_loop(params, X_train, y_train, np.arange(X_train.shape[0]), bs, 0, 0,
+                       x_scale=x_scale)
         timing = getattr(train_loop, "compile_timing", None)
         t1 = timing.done if timing is not None else time.perf_counter()  # the gradient compiled
         # the accuracy counter is first needed after epoch 1: it compiles while epoch 1 trains

@@ -306,3 +306,26 @@ def test_only_missing_files_downloaded(tmp_path, monkeypatch):
 def test_known_gz_md5_accepted():
     ok, _ = datasets._checksum_ok(MNIST_FILES[1], b"definitely not it")
     assert not ok
+
+
+def test_raw_pixels_and_the_scale_give_the_float_images(tmp_path):
+    """load_mnist(raw=True): the files' uint8 pixels; times np.float32(MNIST_SCALE) they are the
+    float32 images bit for bit (every pixel value 0..255 appears); both forms are cached."""
+    pixels = np.arange(7 * 784, dtype=np.int64) % 256
+    write_fake(tmp_path, **{MNIST_FILES[0]: idx_images(7, payload=pixels.astype(np.uint8).tobytes())})
+    X_raw, y_raw, Xt_raw, yt_raw = load_mnist(tmp_path, download=False, check_counts=False,
+                                              raw=True)
+    X, y, X_te, y_te = load_mnist(tmp_path, download=False, check_counts=False)
+    assert X_raw.dtype == np.uint8 and X_raw.shape == (7, 784) and Xt_raw.shape == (3, 784)
+    np.testing.assert_array_equal(X_raw.reshape(-1), pixels)
+    scale = np.float32(datasets.MNIST_SCALE)
+    assert (X_raw * scale).dtype == np.float32
+    assert np.array_equal(X_raw * scale, X) and np.array_equal(Xt_raw * scale, X_te)
+    assert np.array_equal(y_raw, y) and np.array_equal(yt_raw, y_te)
+    # within half an ulp of pixel / 255 plus the reciprocal's rounding: what the scale means
+    np.testing.assert_allclose(X, X_raw / 255.0, rtol=2 ** -22, atol=0)
+    assert X_raw.flags.writeable                      # copies by default
+    cached = load_mnist(tmp_path, download=False, check_counts=False, raw=True, copy=False)
+    assert not cached[0].flags.writeable
+    assert load_mnist(tmp_path, download=False, check_counts=False, raw=True,
+                      copy=False)[0] is cached[0]

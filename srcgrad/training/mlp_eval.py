@@ -11,6 +11,7 @@ process (~2 s on a loaded 2-core machine: it and the BLAS product path it calls)
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from ..backends.cpu import matmul
 
@@ -47,9 +48,23 @@ def count_correct(W1, b1, W2, b2, X, y, chunk):
     return correct
 
 
-def accuracy(params, X, y, chunk=2048):
+def accuracy(params, X, y, chunk=2048, x_scale=None):
     """Fraction of the samples ``X`` (C-contiguous, the parameters' dtype) whose predicted class
-    is ``y``; NaN for no samples."""
-    if X.shape[0] == 0:
+    is ``y``; NaN for no samples. ``x_scale``: ``X`` holds integer pixels instead (e.g.
+    ``load_mnist(raw=True)``), counted on ``dtype(X) * dtype(x_scale)`` as
+    ``MinibatchLoop(...)(..., x_scale=...)`` trains on them, converted a chunk at a time into one
+    buffer (``count_correct`` keeps the float types it was compiled for)."""
+    n = X.shape[0]
+    if n == 0:
         return float("nan")
-    return count_correct(*params, X, y, chunk) / X.shape[0]
+    if x_scale is None:
+        return count_correct(*params, X, y, chunk) / n
+    dtype = np.result_type(*params)
+    images = np.empty((min(chunk, n),) + X.shape[1:], dtype)
+    correct = 0
+    for start in range(0, n, chunk):
+        part = images[:min(chunk, n - start)]
+        np.multiply(X[start:start + part.shape[0]], dtype.type(x_scale), out=part,
+                    casting="unsafe")
+        correct += count_correct(*params, part, y[start:start + part.shape[0]], chunk)
+    return correct / n
