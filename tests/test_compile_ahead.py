@@ -327,7 +327,7 @@ def test_guessed_types_are_the_ones_the_loop_compiles(kind):
     (Xb, yb), = loop._buffers.values()
     state, hyper_t = loop.optimizer.state_tuple(), loop.optimizer.hyper_tuple()
     argtypes = tuple(numba.typeof(a) for a in (params, X, y, np.arange(16), 4, 0, 4, state,
-                                               hyper_t, Xb, yb))
+                                               hyper_t, Xb, yb, None))   # (None: no x_scale)
     if kind == "sgd":
         (run, signature), = compile_ahead.sgd_jobs(optim._run_sgd_steps, argtypes)
         assert signature in optim._run_sgd_steps.overloads

@@ -29,7 +29,7 @@ def test_guessed_momentum_types_are_the_ones_the_loop_compiles():
     (Xb, yb), = loop._buffers.values()
     state, hyper_t = loop.optimizer.state_tuple(), loop.optimizer.hyper_tuple()
     argtypes = tuple(numba.typeof(a) for a in (params, X, y, np.arange(16), 4, 0, 4, state,
-                                               hyper_t, Xb, yb))
+                                               hyper_t, Xb, yb, None))   # (None: no x_scale)
     with compile_ahead.extra([("counter", ("types",))]):
         jobs = compile_ahead.momentum_jobs(optim._run_momentum_steps, argtypes)
     assert jobs[0] == ("counter", ("types",))           # the extra jobs come first
