@@ -116,3 +116,41 @@ def test_refusals():
     with pytest.raises(ValueError, match="finite"):
         loop(params, pixels, y, order, B, x_scale=float("inf"))
     assert srcgrad.SrcgradError is SrcgradError
+
+
+def test_pixels_through_the_lean_fallback_and_the_auto_thread_choice():
+    """x_scale reaches the batches a loop reruns with the full adjoint after a fused loop's size
+    guard failed (a last batch of one sample broadcast against W's rows: tests/test_optim.py's
+    loss), and the chunks of blas_threads="auto" with the gather ahead as a candidate."""
+    from test_optim import stretched_rows_loss
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (7, 4), dtype=np.uint8)
+    images = pixels.astype(np.float64) * MNIST_SCALE
+    y = rng.normal(size=7)
+    start = (rng.normal(size=(3, 4)), rng.normal(size=4))
+    order = rng.permutation(7).astype(np.int64)
+    vg = value_and_grad(stretched_rows_loss, wrt=(0, 1))
+    results = []
+    for X, x_scale in ((images, None), (pixels, MNIST_SCALE)):
+        params = tuple(p.copy() for p in start)
+        loop = MinibatchLoop(vg, SGD(params, lr=0.01))       # batches of 3, 3, 1
+        total = loop(params, X, y, order, 3, x_scale=x_scale) if x_scale is not None else \
+            loop(params, X, y, order, 3)
+        assert loop._not_lean                                 # the fallback ran
+        results.append((total, params))
+    (want_total, want), (total, got) = results
+    assert total == want_total and all(np.array_equal(g, w) for g, w in zip(got, want))
+
+    pixels, labels, order = _data(6)
+    images = pixels * np.float32(MNIST_SCALE)
+    trained = []
+    for X, x_scale in ((images, None), (pixels, MNIST_SCALE)):
+        params = [p.copy() for p in init_params(16, seed=1)]
+        loop = MinibatchLoop(value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)), SGD(params, lr=0.1),
+                             blas_threads="auto", gather_ahead="auto")
+        for _ in range(3):
+            loop(params, X, labels, order, 8, **({} if x_scale is None else {"x_scale": x_scale}))
+        trained.append(params)
+    # the thread counts of the two loops' chunks may differ: equal to the products' rounding
+    for g, w in zip(*trained):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
