@@ -88,7 +88,8 @@ def gather(batches, reps, threads):
             print(f"  batch {b:4d}  {k:18s} {_stats(v)}")
         if len(t) == 2:
             ratios = [u / f for f, u in zip(*t.values())]
-            print(f"  batch {b:4d}  uint8 / float32 per pair: median {statistics.median(ratios):.3f}")
+            print(f"  batch {b:4d}  uint8 / float32 per pair: median "
+                  f"{statistics.median(ratios):.3f}")
     print(f"load after: {os.getloadavg()}")
 
 

@@ -312,7 +312,8 @@ def test_raw_pixels_and_the_scale_give_the_float_images(tmp_path):
     """load_mnist(raw=True): the files' uint8 pixels; times np.float32(MNIST_SCALE) they are the
     float32 images bit for bit (every pixel value 0..255 appears); both forms are cached."""
     pixels = np.arange(7 * 784, dtype=np.int64) % 256
-    write_fake(tmp_path, **{MNIST_FILES[0]: idx_images(7, payload=pixels.astype(np.uint8).tobytes())})
+    payload = pixels.astype(np.uint8).tobytes()
+    write_fake(tmp_path, **{MNIST_FILES[0]: idx_images(7, payload=payload)})
     X_raw, y_raw, Xt_raw, yt_raw = load_mnist(tmp_path, download=False, check_counts=False,
                                               raw=True)
     X, y, X_te, y_te = load_mnist(tmp_path, download=False, check_counts=False)

@@ -19,7 +19,8 @@ floor (no gather) multiplies float32 rows: it converts the whole array once, bef
 How each is written (what a careful user of that tool does):
 
 * ``srcgrad``: ``MinibatchLoop(value_and_grad(mlp_loss), SGD)``: one compiled call per epoch;
-  gathers each minibatch (converting the pixels: ``x_scale=SCALE``) and calls the training step srcgrad writes from the generated gradient
+  gathers each minibatch (converting the pixels: ``x_scale=SCALE``) and calls the training step
+  srcgrad writes from the generated gradient
   for plain SGD (the weight updates fused into the weight-gradient products, as the hand Numba
   trainer does; ``srcgrad.training.fused_sgd``).
 * ``numpy``: hand backprop with preallocated buffers, ``np.take(..., out=)`` into a uint8 buffer

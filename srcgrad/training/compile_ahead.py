@@ -417,7 +417,8 @@ def sgd_jobs(run, loop_args):
 
 def momentum_jobs(run, loop_args):
     """:func:`sgd_jobs` for Momentum: ``run(step, params, X, y, order, batch_size, first, stop,
-    lr, mu, nesterov, velocity, Xb, yb, scale, seed, progress)`` for the step's likely type, ``loss =
+    lr, mu, nesterov, velocity, Xb, yb, scale, seed, progress)`` for the step's likely type,
+    ``loss =
     step(*params, Xb, yb, seed, lr, mu, nesterov, velocity)`` (``velocity``: the optimizer's
     state tuple's first entry, the tuple of velocity arrays), plus the :func:`extra` jobs."""
     import numpy as np

@@ -545,8 +545,8 @@ def _run_minibatches(adjoint, update, params, X, y, order, batch_size, first, st
                      Xb, yb, scale, seed, progress):
     """Minibatches ``first <= i < stop`` of the sample order ``order``: gather each batch into
     ``Xb``/``yb`` (their first rows for a shorter last batch; integer samples multiplied by
-    ``scale`` unless it is None: ``fused_runs._batch_value``), ``loss, grads = adjoint(*params, Xb, yb,
-    seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
+    ``scale`` unless it is None: ``fused_runs._batch_value``), ``loss, grads = adjoint(*params,
+    Xb, yb, seed)`` (srcgrad's generated adjoint, seed 1), ``update(params, grads, state, hyper)``.
     Returns the sum of the batch losses, each weighted by its number of samples. ``progress``
     holds the batch being computed and the total before it: an adjoint that stops on an exception
     (a fused loop's size guard, before the batch's update) leaves where to go on from."""
