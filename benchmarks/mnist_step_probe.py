@@ -2,7 +2,7 @@
 """Where the MNIST SGD step's non-GEMM time goes, in parts small enough to time on a shared
 machine (minimum over interleaved repeats; issue 20's 2-core target):
 
-    python benchmarks/mnist_step_probe.py products|gather|step [--batches 64,256] [--reps N]
+    python benchmarks/mnist_step_probe.py products|gather|step|fair [--batches 64,256] [--reps N]
 
 * ``products``: each of the step's five products alone, microseconds per call on 1 and on 2
   OpenBLAS threads (wall time): does OpenBLAS already run the small ones on one thread?
@@ -13,6 +13,10 @@ machine (minimum over interleaved repeats; issue 20's 2-core target):
 * ``step``: srcgrad's fused SGD step on a fixed batch against its five products alone (fused
   alpha/beta updates), on one BLAS thread, CPU time of this thread (preemption by other
   processes is not counted): the step's own non-GEMM cost, gather excluded.
+* ``fair [--threads T]``: whole epochs, s/epoch wall and process CPU: the benchmark's GEMM
+  floor against the same five products in the step's forms (W updated in place), on a
+  gathered uint8 batch, the hand Numba epoch and srcgrad's loop (benchmarks/results/
+  mnist_mfloor.md).
 
 Numbers from a machine that others are using move from run to run: read the ratios within one
 run, and the load average printed with them.
@@ -228,14 +232,122 @@ def step(batches, reps):
               f"({s / g:.3f}x); load {os.getloadavg()}")
 
 
+def fair(batches, reps, threads=2):
+    """Whole MNIST epochs on ``threads`` BLAS threads, variants interleaved in this process:
+    the benchmark's GEMM floor, the floor with the step's own product forms (the weights
+    updated in place), both on a batch gathered from the uint8 pixels, the hand Numba epoch and
+    srcgrad's MinibatchLoop (its count fixed: no "auto" measuring). Is the floor a fair one?"""
+    import numba
+    import numpy as np
+
+    from benchmarks.lib.mnist_trainers import LR, _numba_functions
+    from benchmarks.mnist_bench import _load_data
+    from srcgrad import value_and_grad
+    from srcgrad.training.datasets import MNIST_SCALE
+    from srcgrad.optim import SGD, MinibatchLoop
+    from srcgrad.training.blas import gemm
+    from srcgrad.training.blas_threads import blas_threads
+    from srcgrad.training.fused_runs import _gather_batch
+    from srcgrad.training.mlp import epoch_permutation, init_params, mlp_loss
+
+    hand, floor = _numba_functions()
+
+    @numba.njit(nogil=True)
+    def five(x, W1, W2, lr, update, A, P, dA, gW1, gW2):
+        """The step's five products; ``update``: in its own forms, the weights updated in place
+        (alpha = -lr, beta = 1), else the floor's (fresh gradient outputs, beta = 0)."""
+        if update:
+            gemm(x, W1, A, 1.0, 0.0, False, False)
+            gemm(A, W2, P, 1.0, 0.0, False, False)
+            gemm(P, W2, dA, 1.0, 0.0, False, True)
+            gemm(x, dA, W1, -lr, 1.0, True, False)
+            gemm(A, P, W2, -lr, 1.0, True, False)
+        else:
+            gemm(x, W1, A, 1.0, 0.0, False, False)
+            gemm(A, W2, P, 1.0, 0.0, False, False)
+            gemm(A, P, gW2, 1.0, 0.0, True, False)
+            gemm(P, W2, dA, 1.0, 0.0, False, True)
+            gemm(x, dA, gW1, 1.0, 0.0, True, False)
+
+    @numba.njit(nogil=True)
+    def on_gathered(W1, W2, X, y, order, nsteps, lr, scale, update, xb, yb, A, P, dA, gW1, gW2):
+        B = A.shape[0]
+        for s in range(nsteps):
+            _gather_batch(X, y, order, s * B, B, xb, yb, scale)
+            five(xb, W1, W2, lr, update, A, P, dA, gW1, gW2)
+
+    @numba.njit(nogil=True)
+    def on_rows(W1, W2, X, nsteps, lr, update, A, P, dA, gW1, gW2):
+        B = A.shape[0]
+        for s in range(nsteps):
+            five(X[s * B:(s + 1) * B], W1, W2, lr, update, A, P, dA, gW1, gW2)
+
+    X8, y, data = _load_data(False, pixels=True)
+    Xf = X8.astype(np.float32) * np.float32(MNIST_SCALE)
+    p0 = [np.array(a, np.float32) for a in init_params(128, 0)]
+    f = np.float32
+    loop = MinibatchLoop(value_and_grad(mlp_loss, wrt=(0, 1, 2, 3)), SGD(lr=LR),
+                         blas_threads=threads)
+    print(f"data: {data}; load {os.getloadavg()}")
+    for b in batches:
+        order = epoch_permutation(X8.shape[0], 0, 1)
+        n = order.shape[0] // b
+        order = order[:n * b]
+        bufs = dict(A=np.empty((b, 128), f), P=np.empty((b, 10), f), dA=np.empty((b, 128), f))
+        xb, yb = np.empty((b, 784), f), np.empty(b, y.dtype)
+        gW1, gW2 = np.empty_like(p0[0]), np.empty_like(p0[2])
+
+        def run_products(gathered, update):
+            W1, W2, lr = p0[0].copy(), p0[2].copy(), f(1e-6)
+            if gathered:
+                on_gathered(W1, W2, X8, y, order, n, lr, f(MNIST_SCALE), update, xb, yb,
+                            *bufs.values(), gW1, gW2)
+            else:
+                on_rows(W1, W2, Xf, n, lr, update, *bufs.values(), gW1, gW2)
+
+        variants = {
+            "floor (benchmark's)": lambda: floor(p0[0], p0[2], Xf, n, *bufs.values(), gW1, gW2),
+            "floor, slices, W updated": lambda: run_products(False, True),
+            "floor, gathered u8, gW out": lambda: run_products(True, False),
+            "floor, gathered u8, W upd.": lambda: run_products(True, True),
+            "hand Numba epoch": lambda: hand(*[a.copy() for a in p0], X8, y, order, n, f(LR),
+                                             f(MNIST_SCALE), xb, yb, *bufs.values()),
+            "srcgrad MinibatchLoop": lambda: loop(tuple(a.copy() for a in p0), X8, y, order, b,
+                                                  x_scale=MNIST_SCALE),
+        }
+        wall = {k: [] for k in variants}
+        cpu = {k: [] for k in variants}
+        with blas_threads(threads):
+            for fn in variants.values():
+                fn()
+            for _ in range(reps):
+                for k, fn in variants.items():
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    fn()
+                    wall[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
+        base = np.median(wall["floor (benchmark's)"])
+        print(f"batch {b}, {threads} BLAS thread(s), s/epoch over {reps} interleaved rounds: "
+              f"wall min / median (median / floor's), process CPU median; "
+              f"load {os.getloadavg()}")
+        for k in variants:
+            w = np.median(wall[k])
+            print(f"  {k:28s} {min(wall[k]):.4f} {w:.4f} ({w / base:.3f})  "
+                  f"cpu {np.median(cpu[k]):.4f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=("products", "gather", "step"))
+    ap.add_argument("part", choices=("products", "gather", "step", "fair"))
     ap.add_argument("--batches", default="64,256")
     ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=2, help="BLAS threads (fair only)")
     a = ap.parse_args(argv)
-    {"products": products, "gather": gather, "step": step}[a.part](
-        [int(b) for b in a.batches.split(",")], a.reps)
+    batches = [int(b) for b in a.batches.split(",")]
+    if a.part == "fair":
+        fair(batches, a.reps, a.threads)
+    else:
+        {"products": products, "gather": gather, "step": step}[a.part](batches, a.reps)
     return 0
 
 
