@@ -1,5 +1,6 @@
-"""The fused training step's cold-compile cuts (issue 17): ``np.zeros(shape, dtype)`` written
-into the step as ``step_zeros`` (np.empty and a fill loop, inlined), ``np.mean(x)`` as
+"""The fused training step's cold-compile cuts (issue 17): ``np.zeros(shape, dtype)`` and
+``np.empty(shape, dtype)`` written into the step as ``step_zeros`` / ``step_empty`` (the cpu
+backend's allocation intrinsics, no compiled function of their own), ``np.mean(x)`` as
 ``step_mean`` (a flat sum loop), and the step compiled without a CPython wrapper (only
 the compiled batch loops call it)."""
 import ast
@@ -21,6 +22,7 @@ def test_zeros_and_mean_calls_are_rewritten_by_name_only():
               "    c = np.zeros(3)\n"
               "    d = np.zeros((3,), dtype=np.float64)\n"
               "    e = np.zeros(*W.shape)\n"
+              "    h = np.empty((W.shape[0], 2), np.float32) + np.empty(3)\n"
               "    f = np.mean(W) + np.mean(X * 2.0)  # np.mean(W)\n"
               "    g = np.mean(W, axis=0) + np.mean(W, 0)\n"
               "    return a, (b,)\n")
@@ -31,8 +33,9 @@ def test_zeros_and_mean_calls_are_rewritten_by_name_only():
                         "comment")
     assert lines[2] == "    b = step_zeros((3,), X.dtype.type) + step_zeros((3,), X.dtype.type)"
     assert lines[3:6] == source.splitlines()[3:6]          # other forms stay NumPy's
-    assert lines[6] == "    f = step_mean(W) + step_mean(X * 2.0)  # np.mean(W)"
-    assert lines[7] == source.splitlines()[7]
+    assert lines[6] == "    h = step_empty((W.shape[0], 2), np.float32) + np.empty(3)"
+    assert lines[7] == "    f = step_mean(W) + step_mean(X * 2.0)  # np.mean(W)"
+    assert lines[8] == source.splitlines()[8]
 
 
 @numba.njit
@@ -73,6 +76,26 @@ def test_step_zeros_is_np_zeros(shape, dtype):
     assert not np.signbit(got.astype(np.float64)).any()      # +0.0, as np.zeros
 
 
+def test_step_empty_is_np_empty():
+    """The shapes and dtypes np.empty takes: an integer or a tuple, a scalar class, a dtype
+    string, the default float64; a fresh C-contiguous array each call."""
+    @numba.njit
+    def make(like, n):
+        return (fused_sgd.step_empty(like.shape, like.dtype.type), fused_sgd.step_empty(n, "f4"),
+                fused_sgd.step_empty((n, 0), np.int64), fused_sgd.step_empty((n,), float))
+
+    a, b, c, d = make(np.ones((3, 4), np.float32), 5)
+    assert (a.shape, a.dtype, a.flags.c_contiguous) == ((3, 4), np.float32, True)
+    assert (b.shape, b.dtype, c.shape, c.dtype) == ((5,), np.float32, (5, 0), np.int64)
+    assert (d.shape, d.dtype) == ((5,), np.float64)
+    a2 = make(np.ones((3, 4), np.float32), 5)[0]
+    a2[...] = 1.0
+    a[...] = 2.0
+    assert (a2 == 1.0).all() and not np.shares_memory(a, a2)
+    with pytest.raises(ValueError):
+        make(np.ones((3, 4), np.float32), -1)               # np.empty's negative-size error
+
+
 def test_generated_step_uses_step_zeros_step_mean_and_no_cpython_wrapper():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((5, 6)).astype(np.float32)
@@ -82,6 +105,7 @@ def test_generated_step_uses_step_zeros_step_mean_and_no_cpython_wrapper():
     text, _ = fused_sgd.sgd_step_source(spec.source, "mlp_loss_adjoint", 4, "momentum")
     assert text.startswith("@step_jit\n") and "np.zeros(" not in text
     assert "_adj_b1 = step_zeros(b1.shape, b1.dtype.type)" in text
+    assert "np.empty(" not in text and "step_empty(" in text
     calls = {ast.unparse(n.func) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call)}
     assert "np.mean" not in calls and "step_mean" in calls
     step = fused_sgd.step_jit(lambda a: a + 1)

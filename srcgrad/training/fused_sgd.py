@@ -50,6 +50,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from srcgrad.backends.cpu.memory import fresh_empty, fresh_zeros
+
 from .blas import gemm
 from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
 
@@ -660,25 +662,20 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     return text, [params[i] for i in fused]
 
 
-@numba.njit(inline="always")
-def step_zeros(shape, dtype):
-    """``np.zeros(shape, dtype)`` written into the step's IR (inline): ``np.empty`` (which the
-    step compiles for its other arrays anyway) and a fill loop, instead of Numba's np.zeros,
-    which compiles two functions of its own (its body and the zero fill) per ndim."""
-    out = np.empty(shape, dtype)
-    flat = _flat_view(out)          # np.empty's array is C-contiguous
-    for i in range(flat.size):
-        flat[i] = 0
-    return out
-
-
-_INLINED = {("zeros", 2): b"step_zeros", ("mean", 1): b"step_mean"}   # (np.<name>, #args)
+# The step's np.zeros(shape, dtype) and np.empty(shape, dtype) calls: the cpu backend's
+# intrinsics, the allocation (and np.zeros's memset) written straight into the step. (Before:
+# step_zeros, an inlined @njit of np.empty and a fill loop; Numba compiled np.empty per ndim and
+# ran its untyped passes again at each of the step's six inlined calls.)
+step_zeros = fresh_zeros
+step_empty = fresh_empty
+_INLINED = {("zeros", 2): b"step_zeros", ("empty", 2): b"step_empty", ("mean", 1): b"step_mean"}
 
 
 def _inline_calls(fn, lines):
-    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` call of the
-    adjoint ``fn`` (two positional arguments, the form the generated code writes) into
-    ``step_zeros(shape, dtype)`` (written into the step's IR), and every ``np.mean(x)`` (one)
+    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` and
+    ``np.empty(shape, dtype)`` call of the adjoint ``fn`` (two positional arguments, the form the
+    generated code writes) into ``step_zeros`` / ``step_empty`` (written into the step's code:
+    no compiled function of their own), and every ``np.mean(x)`` (one)
     into ``step_mean(x)`` (a flat loop, cheaper to compile than Numba's np.mean); each call's
     name only, so line numbers and comments stay."""
     calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset,
@@ -727,7 +724,7 @@ def sgd_step_function(spec, n_params, rule="sgd"):
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
                   "from srcgrad.training.flat_kernels import step_mean  # noqa: E402\n"
-                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, "
+                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, step_empty, "
                   f"sgd_pending_right, sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)

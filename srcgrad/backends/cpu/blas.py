@@ -6,7 +6,7 @@ from numba import types
 from numba.extending import lower_builtin, overload, register_jitable, type_callable
 
 from ... import runtime
-from .memory import huge_pages
+from .memory import fresh_empty, huge_pages
 from .helpers import unbroadcast
 
 
@@ -157,9 +157,10 @@ class GemmKernels:
             n = b.shape[0] if trans_b else b.shape[1]
             if (b.shape[1] if trans_b else b.shape[0]) != k:
                 raise ValueError("matmul: the matrices' inner dimensions differ")
-            # (written with loops and the dtype's class, not out.fill / a.dtype: each of those
-            # is one more function for Numba to compile in every caller)
-            out = huge_pages(np.empty((m, n), real))
+            # (written with loops and the dtype's class, not out.fill / a.dtype, and allocated
+            # by fresh_empty, not np.empty: each of those is one more function for Numba to
+            # compile in every caller)
+            out = huge_pages(fresh_empty((m, n), real))
             if k == 0:
                 for i in range(m):
                     for j in range(n):
