@@ -124,10 +124,9 @@ class GemmKernels:
         import numba
         gemm = _NUMPY_GEMM[0] if real == types.float32 else _NUMPY_GEMM[1]
         blas_int = _BLAS_INT
-        # gemm_c: the training step's flags (no CPython wrapper; its np.empty is then the
-        # step's own); gemm_into, called only from compiled code, not even a C wrapper
-        jit = numba.njit(error_model="numpy", no_cpython_wrapper=True)
-        jit_into = numba.njit(error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        # both called only from compiled code (direct calls): neither a CPython nor a C wrapper
+        jit = jit_into = numba.njit(error_model="numpy", no_cpython_wrapper=True,
+                                    no_cfunc_wrapper=True)
 
         def gemm_into(a, b, out, alpha, beta, trans_a, trans_b):
             m, n = out.shape
