@@ -53,7 +53,8 @@ from numba.extending import overload
 from srcgrad.backends.cpu.memory import fresh_empty, fresh_zeros
 
 from .blas import gemm
-from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
+from .flat_kernels import (_flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat,
+                           lower_flat_momentum)
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -274,6 +275,9 @@ def _momentum_flat_ok(p, g, v):
     """Numba types: the flat kernel takes ``p``, ``g``, ``v`` (C-contiguous, one ndim, ``p`` and
     ``v`` of one dtype and writable)."""
     return _flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype
+
+
+lower_flat_momentum(momentum_apply, _SHAPE_MESSAGE)     # same-dtype C arrays: no function
 
 
 @overload(momentum_apply)
