@@ -174,3 +174,72 @@ def test_momentum_update_at_the_end_shared_memory_nan_and_shapes():
     with pytest.raises(ValueError, match="shape"):
         _at_end_right(np.ones((2, 3)), np.ones((2, 4)), np.zeros((4, 3)), np.zeros((3, 4)), 0.0,
                       1.0)
+
+
+def _compiled_names(fn, *args):
+    from srcgrad.compile_report import CompileRecorder
+    recorder = CompileRecorder().install()
+    try:
+        fn(*args)
+    finally:
+        recorder.uninstall()
+    return [r["name"] for r in recorder.records]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_momentum_lowerings_match_the_flat_kernel_bit_for_bit(dtype):
+    """momentum_apply on C arrays of one dtype and the at-the-end update (both sides, with and
+    without Nesterov, a seed's scale) are the lowerings of momentum_lowering: no Numba function
+    of their own, and the flat kernel's and the GEMM's results bit for bit."""
+    from srcgrad.backends.cpu.blas import gemm_kernels
+    from srcgrad.training.flat_kernels import _momentum_scaled_flat
+
+    @numba.njit
+    def update(P, G, V, W, G2, A, B, Q, U, UL, nesterov, scale):
+        fused_sgd.momentum_apply(P, G, V, 0.05, 0.9, nesterov, scale)
+        fused_sgd.momentum_apply_right(None, G2, A, W, U, 0.05, 0.9, nesterov, scale)
+        fused_sgd.momentum_apply_left(None, G2, Q, B, UL, 0.05, 0.9, nesterov, scale)
+
+    @numba.njit
+    def flat(p, g, v, nesterov, scale):
+        _momentum_scaled_flat(p, g, v, 0.05, 0.9, nesterov, scale)
+
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in
+              [(3, 5), (3, 5), (3, 5), (4, 3), (6, 3), (6, 4), (4, 3), (6, 4), (4, 3), (6, 4)]]
+    names = _compiled_names(update, *[a.copy() for a in arrays], 0.0, dtype(1.0))
+    assert [n for n in names if "fused_sgd" in n] == []       # only the caller (and BLAS)
+    product = gemm_kernels(numba.typeof(dtype(0))).gemm_c
+
+    @numba.njit
+    def gemm_c(a, b, trans_a, trans_b):       # the BLAS product the step's own products call
+        return product(a, b, trans_a, trans_b)
+
+    for nesterov, scale in ((0.0, dtype(1.0)), (1.0, dtype(0.5))):
+        P, G, V, W, G2, A, B, Q, U, UL = (a.copy() for a in arrays)
+        update(P, G, V, W, G2, A, B, Q, U, UL, nesterov, scale)
+        grad_left = float(scale) * (arrays[4].astype(np.float64) @ arrays[6].T)   # g @ b.T
+        v_left = 0.9 * arrays[9] + grad_left
+        step = (grad_left + 0.9 * v_left) if nesterov else v_left
+        np.testing.assert_allclose(UL, v_left, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(Q, arrays[7] - 0.05 * step, rtol=1e-4, atol=1e-5)
+        want = [a.copy() for a in arrays]
+        flat(want[0].ravel(), want[1].ravel(), want[2].ravel(), nesterov, scale)
+        np.testing.assert_array_equal(P, want[0])
+        np.testing.assert_array_equal(V, want[2])
+        W_want, U_want = want[3], want[8]
+        if nesterov:       # the gradient first (the BLAS product), then the flat kernel
+            grad = gemm_c(want[5], want[4], True, False)
+            flat(W_want.ravel(), grad.ravel(), U_want.ravel(), nesterov, scale)
+        else:              # the velocity is the GEMM's output, then p -= lr * v
+            U_want[...] = dtype(scale) * gemm_c(want[5], want[4], True, False) + dtype(0.9) * U_want
+            W_want -= dtype(0.05) * U_want
+            np.testing.assert_allclose(U, U_want, rtol=1e-5)
+            np.testing.assert_allclose(W, W_want, rtol=1e-5)
+            continue
+        np.testing.assert_array_equal(U, U_want)
+        np.testing.assert_array_equal(W, W_want)
+    with pytest.raises(ValueError, match="shape"):
+        update(*[a.copy() for a in arrays[:2]], np.zeros((3, 4), dtype), *arrays[3:], 0.0, 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        update(*arrays[:3], np.zeros((3, 4), dtype), *arrays[4:], 0.0, 1.0)

@@ -2,7 +2,8 @@
 and the flat view they are handed (``_flat_view``). Used by the optimizers' tuple updates
 (:mod:`srcgrad.training.optim`) and by the fused training steps (:mod:`srcgrad.training.fused_sgd`);
 a module of their own so that neither of those imports the other. Also ``step_mean``, the fused
-steps' ``np.mean`` as a flat loop, and ``_overlaps``, their test of two arrays' memory."""
+steps' ``np.mean`` (of a C float array: a sum loop written into the step by a lowering), and
+``_overlaps``, their test of two arrays' memory."""
 
 from __future__ import annotations
 
@@ -176,99 +177,3 @@ def _step_mean_ov(a):
     # the arrays the lowering above does not take: Numba's np.mean
     return lambda a: np.mean(a)
 
-
-# The fused Momentum step's flat update (:func:`_momentum_scaled_flat`'s arithmetic) for three
-# C-contiguous arrays of one float dtype and ndim: a typing template and a lowering that call one
-# LLVM function holding the two loops (plain and Nesterov). That function is built once per dtype
-# in a code library of its own (optimized by LLVM once, like any compiled function) and linked
-# into each caller (the step and its at-the-end update, which then hold one copy: it is never
-# inlined). No Numba function: the overload's implementation before cost 0.16-0.18 s of CPU in
-# every cold MNIST training process (typing, lowering, the flat kernel inlined into its IR, a C
-# wrapper). Bit for bit the flat kernel's results: the same operations in the same order, no
-# fast math.
-def _same_flat_arrays(p, g, v):
-    return (all(isinstance(a, types.Array) and a.layout == "C" for a in (p, g, v))
-            and p.ndim == g.ndim == v.ndim and p.dtype == g.dtype == v.dtype
-            and isinstance(p.dtype, types.Float) and p.mutable and v.mutable)
-
-
-_MOMENTUM_LOOPS = {}       # (codegen, Numba dtype) -> (its code library, the function name, type)
-
-
-def _momentum_loops(context, real_type):
-    """The code library of ``srcgrad_flat_momentum_<dtype>(p, g, v, n, lr, mu, scale,
-    nesterov)`` (made once per dtype), its name and its LLVM type: ``v = mu * v + scale * g;
-    p -= lr * v`` over ``n`` elements, with Nesterov ``g' = scale * g; v = mu * v + g';
-    p -= lr * (g' + mu * v)``, all in the dtype."""
-    key = context.codegen(), real_type
-    if key in _MOMENTUM_LOOPS:
-        return _MOMENTUM_LOOPS[key]
-    name = f"srcgrad_flat_momentum_{real_type}"
-    real = context.get_value_type(real_type)
-    ptr, i64 = real.as_pointer(), ir.IntType(64)
-    fnty = ir.FunctionType(ir.VoidType(), [ptr, ptr, ptr, i64, real, real, real, ir.IntType(1)])
-    library = context.codegen().create_library(name)
-    module = library.create_ir_module(name)
-    fn = ir.Function(module, fnty, name)
-    fn.attributes.add("noinline")
-    p, g, v, n, lr, mu, scale, nesterov = fn.args
-    builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    with builder.if_else(nesterov) as (with_nesterov, plain):
-        for look_ahead in (True, False):
-            with with_nesterov if look_ahead else plain:
-                with cgutils.for_range(builder, n) as loop:
-                    at = [builder.gep(a, [loop.index]) for a in (p, g, v)]
-                    if look_ahead:
-                        gi = builder.fmul(scale, builder.load(at[1]))
-                        vi = builder.fadd(builder.fmul(mu, builder.load(at[2])), gi)
-                        step = builder.fmul(lr, builder.fadd(gi, builder.fmul(mu, vi)))
-                    else:
-                        vi = builder.fadd(builder.fmul(mu, builder.load(at[2])),
-                                          builder.fmul(scale, builder.load(at[1])))
-                        step = builder.fmul(lr, vi)
-                    builder.store(vi, at[2])
-                    builder.store(builder.fsub(builder.load(at[0]), step), at[0])
-    builder.ret_void()
-    library.add_ir_module(module)
-    library.finalize()
-    _MOMENTUM_LOOPS[key] = library, name, fnty
-    return _MOMENTUM_LOOPS[key]
-
-
-def lower_flat_momentum(function, shape_message):
-    """Register the flat Momentum update above for ``function(p, g, v, lr, mu, nesterov,
-    scale)`` (the fused step's ``momentum_apply``): shapes that differ raise
-    ``ValueError(shape_message)``; other types are left to the implementations registered
-    after this."""
-    @type_callable(function)
-    def _typer(context):
-        def typer(p, g, v, lr, mu, nesterov, scale):
-            scalars = all(isinstance(x, (types.Float, types.Integer)) for x in (lr, mu, nesterov,
-                                                                              scale))
-            return types.none if scalars and _same_flat_arrays(p, g, v) else None
-        return typer
-
-    @lower_builtin(function, types.Array, types.Array, types.Array, types.Number, types.Number,
-                   types.Number, types.Number)
-    def _lower(context, builder, signature, args):
-        array_type, real_type = signature.args[0], signature.args[0].dtype
-        p, g, v = (make_array(array_type)(context, builder, a) for a in args[:3])
-        shapes = [cgutils.unpack_tuple(builder, a.shape, array_type.ndim) for a in (p, g, v)]
-        differ = cgutils.false_bit
-        for sizes in zip(*shapes):
-            for other in sizes[1:]:
-                differ = builder.or_(differ, builder.icmp_signed("!=", sizes[0], other))
-        with builder.if_then(differ, likely=False):
-            context.call_conv.return_user_exc(builder, ValueError, (shape_message,))
-        lr, mu, nesterov, scale = args[3:]
-        lr_t, mu_t, nesterov_t, scale_t = signature.args[3:]
-        nesterov_on = context.cast(builder, nesterov, nesterov_t, types.float64)
-        nesterov_on = builder.fcmp_unordered("!=", nesterov_on, ir.Constant(ir.DoubleType(), 0.0))
-        library, name, fnty = _momentum_loops(context, real_type)
-        context.add_linking_libs([library])
-        loops = cgutils.get_or_insert_function(builder.module, fnty, name)
-        builder.call(loops, [p.data, g.data, v.data, p.nitems,
-                             context.cast(builder, lr, lr_t, real_type),
-                             context.cast(builder, mu, mu_t, real_type),
-                             context.cast(builder, scale, scale_t, real_type), nesterov_on])
-        return context.get_dummy_value()

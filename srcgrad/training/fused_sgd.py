@@ -53,8 +53,8 @@ from numba.extending import overload
 from srcgrad.backends.cpu.memory import fresh_empty, fresh_zeros
 
 from .blas import gemm
-from .flat_kernels import (_flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat,
-                           lower_flat_momentum)
+from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
+from .momentum_lowering import lower_flat_momentum, lower_momentum_at_end
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -309,6 +309,10 @@ def _descend_inline(pf, vf, lr):
     lr_ = pf.dtype.type(lr)
     for i in range(pf.size):
         pf[i] -= lr_ * vf[i]
+
+
+lower_momentum_at_end(momentum_apply_right, True, _SHAPE_MESSAGE)   # usual operands: no
+lower_momentum_at_end(momentum_apply_left, False, _SHAPE_MESSAGE)   # function of their own
 
 
 @overload(momentum_apply_right)
