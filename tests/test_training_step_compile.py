@@ -243,3 +243,35 @@ def test_momentum_lowerings_match_the_flat_kernel_bit_for_bit(dtype):
         update(*[a.copy() for a in arrays[:2]], np.zeros((3, 4), dtype), *arrays[3:], 0.0, 1.0)
     with pytest.raises(ValueError, match="shape"):
         update(*arrays[:3], np.zeros((3, 4), dtype), *arrays[4:], 0.0, 1.0)
+
+
+def test_sgd_lowerings_match_the_flat_kernel_bit_for_bit():
+    """sgd_apply and sgd_apply_right/_left on C float32 arrays are momentum_lowering's lowerings
+    (no Numba function of their own): the flat SGD kernel's p -= lr * g bit for bit, the GEMM
+    for the empty pending marker, the shape error otherwise."""
+    from srcgrad.training.flat_kernels import _sgd_flat
+
+    @numba.njit
+    def update(P, G, N, W, G2, A, M, Q, B):
+        fused_sgd.sgd_apply(P, G, 0.05)
+        fused_sgd.sgd_apply_right(N, G2, A, W, 0.05)        # N: a gradient, p -= lr * N
+        fused_sgd.sgd_apply_left(M, G2, Q, B, 0.05)         # M: the marker, one GEMM
+
+    @numba.njit
+    def flat(p, g):
+        _sgd_flat(p, g, 0.05)
+
+    rng = np.random.default_rng(8)
+    P, G, N, W, G2, A, Q, B = (rng.standard_normal(s).astype(np.float32) for s in
+                               [(3, 5), (3, 5), (4, 3), (4, 3), (6, 3), (6, 4), (6, 4), (4, 3)])
+    M = np.empty((0, 0), np.float32)
+    want = [a.copy() for a in (P, G, N, W, Q)]
+    names = _compiled_names(update, P, G, N, W, G2, A, M, Q, B)
+    assert [n for n in names if "fused_sgd" in n or "_sgd_flat" in n] == []
+    flat(want[0].ravel(), want[1].ravel())
+    flat(want[3].ravel(), want[2].ravel())
+    np.testing.assert_array_equal(P, want[0])
+    np.testing.assert_array_equal(W, want[3])
+    np.testing.assert_allclose(Q, want[4] - 0.05 * (G2 @ B.T), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        update(P, G, N[:2].copy(), W, G2, A, M, Q, B)

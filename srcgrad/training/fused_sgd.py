@@ -54,7 +54,8 @@ from srcgrad.backends.cpu.memory import fresh_empty, fresh_zeros
 
 from .blas import gemm
 from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
-from .momentum_lowering import lower_flat_momentum, lower_momentum_at_end
+from .momentum_lowering import (lower_flat_momentum, lower_flat_sgd, lower_momentum_at_end,
+                                lower_sgd_at_end)
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -165,6 +166,11 @@ def _update_impl(p, g):
             raise ValueError(_SHAPE_MESSAGE)
         _sgd_flat(_flat_view(p), _flat_view(g), lr)
     return update
+
+
+lower_flat_sgd(sgd_apply, _SHAPE_MESSAGE)      # same-dtype C arrays: no function of their own
+lower_sgd_at_end(sgd_apply_right, True, _SHAPE_MESSAGE)
+lower_sgd_at_end(sgd_apply_left, False, _SHAPE_MESSAGE)
 
 
 @overload(sgd_apply)

@@ -1,4 +1,4 @@
-"""The fused Momentum step's updates (:mod:`srcgrad.training.fused_sgd`) written straight into
+"""The fused Momentum and SGD steps' updates (:mod:`srcgrad.training.fused_sgd`) written straight into
 the step as typing templates and lowerings, for the usual operands (C-contiguous arrays of one
 float dtype): no Numba function of their own to type, lower and optimize in a cold training
 process. Other operands fall through to the overloads in ``fused_sgd``, registered after these.
@@ -9,7 +9,11 @@ p -= lr * (g' + mu * v)``, in the parameter's dtype); :func:`lower_momentum_at_e
 ``momentum_apply_right(None, g, a, p, v, ...)`` / ``momentum_apply_left(None, g, p, b, v, ...)``
 (without Nesterov and when ``v`` shares no memory with ``p`` or an operand: the velocity is the
 product's GEMM output, ``v = scale * op(x) @ op(y) + mu * v``, then ``p -= lr * v``; else the
-product first, then the update). Both compute bit for bit what fused_sgd's overloads compute:
+product first, then the update). :func:`lower_flat_sgd` and :func:`lower_sgd_at_end` do the same for plain SGD's
+``sgd_apply(p, g, lr)`` (``p -= lr * g``) and ``sgd_apply_right(n, g, a, p, lr)`` /
+``sgd_apply_left(n, g, p, b, lr)`` (one GEMM ``p = -lr * op(x) @ op(y) + p`` for the empty
+pending marker ``n``, else ``p -= lr * n``). All compute bit for bit what fused_sgd's overloads
+compute:
 the same operations in the same order (no fast math), the same BLAS call, the same errors.
 
 The loops are one LLVM function per dtype in a code library of their own, made once per process
@@ -221,4 +225,83 @@ def lower_momentum_at_end(function, right, shape_message):
                 _momentum_loop(context, builder, real_type, p, grad, v, args[5:],
                                signature.args[5:])
                 context.nrt.decref(builder, array_type, grad_value)
+        return context.get_dummy_value()
+
+
+def _shape_differs(builder, x, y, ndim):
+    differ = cgutils.false_bit
+    for a, b in zip(cgutils.unpack_tuple(builder, x.shape, ndim),
+                    cgutils.unpack_tuple(builder, y.shape, ndim)):
+        differ = builder.or_(differ, builder.icmp_signed("!=", a, b))
+    return differ
+
+
+def _descend(context, builder, real_type, p, g, lr, lr_type):
+    """``p -= lr * g`` by the dtype's descend loop (flat_kernels._sgd_flat's arithmetic)."""
+    _call_loop(context, builder, real_type, 2, [p.data, g.data, p.nitems,
+                                                context.cast(builder, lr, lr_type, real_type)])
+
+
+def lower_flat_sgd(function, shape_message):
+    """Register plain SGD's flat update for ``function(p, g, lr)`` (``p -= lr * g``, the
+    fused SGD step's ``sgd_apply``) on C arrays of one float dtype and ndim: the loops library's
+    descend loop, no Numba function."""
+    @type_callable(function)
+    def _typer(context):
+        return lambda p, g, lr: types.none if _scalars(lr) and _same_flat_arrays(p, g) else None
+
+    @lower_builtin(function, types.Array, types.Array, types.Number)
+    def _lower(context, builder, signature, args):
+        array_type = signature.args[0]
+        p, g = (make_array(array_type)(context, builder, a) for a in args[:2])
+        _shape_error_if(context, builder, _shape_differs(builder, p, g, array_type.ndim),
+                        shape_message)
+        _descend(context, builder, array_type.dtype, p, g, args[2], signature.args[2])
+        return context.get_dummy_value()
+
+
+def lower_sgd_at_end(function, right, shape_message):
+    """Register the fused SGD step's ``sgd_apply_right(n, g, a, p, lr)`` (``right``) /
+    ``sgd_apply_left(n, g, p, b, lr)`` for 2-d C operands of one float dtype: where ``n`` is the
+    empty pending marker (and ``p`` not empty) one GEMM, ``p = -lr * op(x) @ op(y) + p``; else
+    ``p -= lr * n`` (shapes checked) by the descend loop."""
+    from srcgrad.backends.cpu import blas as cpu
+
+    @type_callable(function)
+    def _typer(context):
+        def typer(n, g, x, y, lr):
+            p, operand = (y, x) if right else (x, y)
+            fits = (cpu._NUMPY_GEMM is not None and _scalars(lr)
+                    and _same_flat_arrays(p, g, operand, n) and p.ndim == 2
+                    and p.dtype in (types.float32, types.float64))
+            return types.none if fits else None
+        return typer
+
+    @lower_builtin(function, types.Array, types.Array, types.Array, types.Array, types.Number)
+    def _lower(context, builder, signature, args):
+        array_type = signature.args[0]
+        n, g, x, y = (make_array(array_type)(context, builder, a) for a in args[:4])
+        p = y if right else x
+        zero = ir.Constant(ir.IntType(64), 0)
+        rows, cols = cgutils.unpack_tuple(builder, n.shape, 2)
+        marker = builder.and_(builder.and_(builder.icmp_signed("==", rows, zero),
+                                           builder.icmp_signed("==", cols, zero)),
+                              builder.icmp_signed(">", p.nitems, zero))
+        lr, lr_type = args[4], signature.args[4]
+        with builder.if_else(marker) as (fused, plain):
+            with fused:             # p = -lr * op(x) @ op(y) + p
+                first, second = (args[2], args[1]) if right else (args[1], args[3])
+                alpha = builder.fneg(context.cast(builder, lr, lr_type, types.float64))
+                into_types = (array_type,) * 3 + (types.float64, types.float64, types.boolean,
+                                                  types.boolean)
+                cpu.lower_direct_call(context, builder, cpu.gemm_kernels(array_type.dtype)
+                                      .gemm_into, into_types, (
+                                          first, second, args[3] if right else args[2], alpha,
+                                          context.get_constant(types.float64, 1.0),
+                                          *[context.get_constant(types.boolean, t)
+                                            for t in (right, not right)]))
+            with plain:
+                _shape_error_if(context, builder, _shape_differs(builder, p, n, 2),
+                                shape_message)
+                _descend(context, builder, array_type.dtype, p, n, lr, lr_type)
         return context.get_dummy_value()
