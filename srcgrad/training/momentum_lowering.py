@@ -1,26 +1,26 @@
-"""The fused Momentum and SGD steps' updates (:mod:`srcgrad.training.fused_sgd`) written straight into
-the step as typing templates and lowerings, for the usual operands (C-contiguous arrays of one
-float dtype): no Numba function of their own to type, lower and optimize in a cold training
+"""The fused Momentum and SGD steps' updates (:mod:`srcgrad.training.fused_sgd`) written straight
+into the step as typing templates and lowerings, for the usual operands (C-contiguous arrays of
+one float dtype): no Numba function of their own to type, lower and optimize in a cold training
 process. Other operands fall through to the overloads in ``fused_sgd``, registered after these.
 
 Contract: :func:`lower_flat_momentum` registers ``momentum_apply(p, g, v, lr, mu, nesterov,
-scale)`` (``v = mu * v + scale * g; p -= lr * v``, Nesterov ``g' = scale * g; v = mu * v + g';
-p -= lr * (g' + mu * v)``, in the parameter's dtype); :func:`lower_momentum_at_end` registers
+scale)`` (``v = mu * v + scale * g; p -= lr * v``, Nesterov ``g' = scale * g; v = mu * v + g'; p
+-= lr * (g' + mu * v)``, in the parameter's dtype); :func:`lower_momentum_at_end` registers
 ``momentum_apply_right(None, g, a, p, v, ...)`` / ``momentum_apply_left(None, g, p, b, v, ...)``
 (without Nesterov and when ``v`` shares no memory with ``p`` or an operand: the velocity is the
 product's GEMM output, ``v = scale * op(x) @ op(y) + mu * v``, then ``p -= lr * v``; else the
-product first, then the update). :func:`lower_flat_sgd` and :func:`lower_sgd_at_end` do the same for plain SGD's
-``sgd_apply(p, g, lr)`` (``p -= lr * g``) and ``sgd_apply_right(n, g, a, p, lr)`` /
-``sgd_apply_left(n, g, p, b, lr)`` (one GEMM ``p = -lr * op(x) @ op(y) + p`` for the empty
-pending marker ``n``, else ``p -= lr * n``). All compute bit for bit what fused_sgd's overloads
-compute:
-the same operations in the same order (no fast math), the same BLAS call, the same errors.
+product first, then the update). :func:`lower_flat_sgd` and :func:`lower_sgd_at_end` do the same
+for plain SGD's ``sgd_apply(p, g, lr)`` (``p -= lr * g``) and ``sgd_apply_right(n, g, a, p,
+lr)`` / ``sgd_apply_left(n, g, p, b, lr)`` (one GEMM ``p = -lr * op(x) @ op(y) + p`` for the
+empty pending marker ``n``, else ``p -= lr * n``). All compute bit for bit what fused_sgd's
+overloads compute: the same operations in the same order (no fast math), the same BLAS call, the
+same errors.
 
 The loops are one LLVM function per dtype in a code library of their own, made once per process
-(optimized by LLVM once) and linked into each caller, never inlined: the step and its
-at-the-end update then hold one copy. Before, ``momentum_apply``'s overload (0.16-0.18 s of
-CPU in every cold MNIST training process) and the at-the-end update's (0.19-0.24 s) were Numba
-functions, and LLVM optimized the update's loops once more in each module they were linked into.
+(optimized by LLVM once) and linked into each caller, never inlined: the step and its at-the-end
+update then hold one copy. Before, ``momentum_apply``'s overload (0.16-0.18 s of CPU in every
+cold MNIST training process) and the at-the-end update's (0.19-0.24 s) were Numba functions, and
+LLVM optimized the update's loops once more in each module they were linked into.
 """
 
 from __future__ import annotations
