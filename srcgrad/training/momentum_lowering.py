@@ -164,8 +164,8 @@ def lower_momentum_at_end(function, right, shape_message):
     """Register the at-the-end update for ``function`` (``right``: ``momentum_apply_right(None,
     g, a, p, v, lr, mu, nesterov, scale)``, the velocity ``a.T @ g``-shaped; else
     ``momentum_apply_left(None, g, p, b, v, ...)``, ``g @ b.T``), for 2-d C-contiguous operands
-    of one float dtype where NumPy's BLAS was found (the cpu backend's ``gemm_into`` and
-    ``gemm_c``)."""
+    of one float dtype where NumPy's BLAS was found (the cpu backend's ``gemm_into``, and
+    its fresh product without Nesterov)."""
     from srcgrad.backends.cpu import blas as cpu
 
     def applies(n, arrays, scalars):
@@ -176,8 +176,11 @@ def lower_momentum_at_end(function, right, shape_message):
     @type_callable(function)
     def _typer(context):
         def typer(n, g, x, y, v, lr, mu, nesterov, scale):
-            return types.none if applies(n, (y if right else x, g, x if right else y, v),
-                                         (lr, mu, nesterov, scale)) else None
+            if not applies(n, (y if right else x, g, x if right else y, v),
+                           (lr, mu, nesterov, scale)):
+                return None
+            cpu.typed_fresh_product(context, g.dtype)      # gemm_into compiled for the calls
+            return types.none
         return typer
 
     @lower_builtin(function, types.NoneType, types.Array, types.Array, types.Array, types.Array,
@@ -218,9 +221,8 @@ def lower_momentum_at_end(function, right, shape_message):
                 _call_loop(context, builder, real_type, 2, [
                     p.data, v.data, p.nitems, context.cast(builder, lr, lr_t, real_type)])
             with gradient_first:        # Nesterov needs the gradient itself
-                c_types = (array_type, array_type, types.boolean, types.boolean)
-                grad_value = cpu.lower_direct_call(context, builder, kernels.gemm_c, c_types,
-                                                   (first, second, *flags))
+                grad_value = cpu.lower_fresh_product(context, builder, array_type, first, second,
+                                                     right, not right)
                 grad = make_array(array_type)(context, builder, grad_value)
                 _momentum_loop(context, builder, real_type, p, grad, v, args[5:],
                                signature.args[5:])

@@ -151,6 +151,25 @@ _HUGE_PAGE_MIN_BYTES = 1 << 22       # NumPy's threshold (4 MiB)
 _MADV_HUGEPAGE = 14
 
 
+def advise_huge_pages(context, builder, array_type, value):
+    """:func:`huge_pages`' code, written by a lowering: the fresh array ``value`` (of
+    ``array_type``) asks for transparent huge pages when it is large (Linux)."""
+    if sys.platform.startswith("linux"):
+        ary = context.make_array(array_type)(context, builder, value)
+        i64 = ir.IntType(64)
+        nbytes = builder.mul(ary.nitems, ary.itemsize)
+        large = builder.icmp_signed(">=", nbytes, ir.Constant(i64, _HUGE_PAGE_MIN_BYTES))
+        with builder.if_then(large, likely=False):
+            data = builder.ptrtoint(ary.data, i64)
+            page = ir.Constant(i64, ~4095)
+            start = builder.and_(builder.add(data, ir.Constant(i64, 4095)), page)
+            end = builder.and_(builder.add(data, nbytes), page)    # whole pages inside it
+            fnty = ir.FunctionType(ir.IntType(32), [i64, i64, ir.IntType(32)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
+            builder.call(fn, [start, builder.sub(end, start),
+                              ir.Constant(ir.IntType(32), _MADV_HUGEPAGE)])
+
+
 @intrinsic
 def huge_pages(typingctx, a):
     """``a`` (fresh, not yet written) asks for transparent huge pages when it is large (Linux);
@@ -163,20 +182,7 @@ def huge_pages(typingctx, a):
         return None
 
     def codegen(context, builder, signature, args):
-        if sys.platform.startswith("linux"):
-            ary = context.make_array(a)(context, builder, args[0])
-            i64 = ir.IntType(64)
-            nbytes = builder.mul(ary.nitems, ary.itemsize)
-            large = builder.icmp_signed(">=", nbytes, ir.Constant(i64, _HUGE_PAGE_MIN_BYTES))
-            with builder.if_then(large, likely=False):
-                data = builder.ptrtoint(ary.data, i64)
-                page = ir.Constant(i64, ~4095)
-                start = builder.and_(builder.add(data, ir.Constant(i64, 4095)), page)
-                end = builder.and_(builder.add(data, nbytes), page)    # whole pages inside it
-                fnty = ir.FunctionType(ir.IntType(32), [i64, i64, ir.IntType(32)])
-                fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
-                builder.call(fn, [start, builder.sub(end, start),
-                                  ir.Constant(ir.IntType(32), _MADV_HUGEPAGE)])
+        advise_huge_pages(context, builder, a, args[0])
         return impl_ret_borrowed(context, builder, a, args[0])
     return a(a), codegen
 
