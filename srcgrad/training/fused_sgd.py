@@ -376,9 +376,10 @@ def _momentum_at_end(g, x, p, v, right):
     checked that the product's operands hold the same values at the end, and an operand sharing
     ``p``'s memory is read by the product before ``p`` is written). For fusable types the
     velocity is the product's GEMM output; else (Nesterov, ``v`` sharing memory with an operand)
-    the gradient is computed first, by the cpu backend's product (for these types a direct call
-    of the ``gemm_c`` that the step's own products call: nothing more to compile, and less code
-    here than an ``np.empty`` and a second GEMM call), then the plain update. Other types: the
+    the gradient is computed first, by the cpu backend's product (for these types written into
+    the caller around the ``gemm_into`` call the step's own products make: nothing more to
+    compile, and less code here than an ``np.empty`` and a second GEMM call), then the plain
+    update. (The usual operands do not reach this overload: momentum_lowering's lowering.) Other types: the
     cpu backend's product and :func:`momentum_apply`."""
     from srcgrad.backends.cpu.blas import matmul_grad_left, matmul_grad_right
     if not _momentum_fusable(g, x, p, v):
