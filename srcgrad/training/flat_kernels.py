@@ -2,7 +2,8 @@
 and the flat view they are handed (``_flat_view``). Used by the optimizers' tuple updates
 (:mod:`srcgrad.training.optim`) and by the fused training steps (:mod:`srcgrad.training.fused_sgd`);
 a module of their own so that neither of those imports the other. Also ``step_mean``, the fused
-steps' ``np.mean`` as a flat loop, and ``_overlaps``, their test of two arrays' memory."""
+steps' ``np.mean`` (of a C float array: a sum loop written into the step by a lowering), and
+``_overlaps``, their test of two arrays' memory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import intrinsic, lower_builtin, overload, type_callable
 from numba.np.arrayobj import make_array, populate_array
 
 
@@ -135,24 +137,43 @@ def step_mean(a):
     return np.mean(a)
 
 
+# np.mean of a C-contiguous float array: the sum in the array's order and precision, then
+# divided as Numba divides a float by an integer (in float64, then cast back): bit for bit Numba's
+# np.mean, NaN for no elements. Written straight into the caller as a typing template and a
+# lowering (no compiled function of its own: Numba's np.mean compiled an nditer loop, 0.10-0.15 s
+# of CPU in every cold compile of the MNIST step, and an overload's flat loop 0.04-0.07 s). Not
+# reassociated: the step compiles without fast math (srcgrad.backends.cpu.FASTMATH), so LLVM keeps
+# the additions in order. Registered before the overload below, which Numba asks for the rest.
+def _flat_mean_type(a):
+    if isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float):
+        return a.dtype
+    return None
+
+
+@type_callable(step_mean)
+def _step_mean_typer(context):
+    return lambda a: _flat_mean_type(a)
+
+
+@lower_builtin(step_mean, types.Array)
+def _step_mean_lower(context, builder, signature, args):
+    array_type = signature.args[0]
+    real = context.get_value_type(array_type.dtype)
+    array = make_array(array_type)(context, builder, args[0])
+    total = cgutils.alloca_once_value(builder, ir.Constant(real, 0))
+    with cgutils.for_range(builder, array.nitems) as loop:
+        element = builder.load(builder.gep(array.data, [loop.index]))
+        builder.store(builder.fadd(builder.load(total), element), total)
+    double = ir.DoubleType()
+    mean = builder.fdiv(context.cast(builder, builder.load(total), array_type.dtype, types.float64),
+                        builder.sitofp(array.nitems, double))
+    empty = builder.icmp_signed("==", array.nitems, ir.Constant(array.nitems.type, 0))
+    mean = builder.select(empty, ir.Constant(double, float("nan")), mean)
+    return context.cast(builder, mean, types.float64, array_type.dtype)
+
+
 @overload(step_mean)
 def _step_mean_ov(a):
-    # Numba's np.mean compiles an nditer loop (0.10-0.15 s of CPU in every cold compile of the
-    # MNIST step); for a C-contiguous float array the same sum (in the array's order, in its own
-    # precision, then divided as Numba divides: bit for bit its result, NaN for no elements) as a
-    # flat loop compiles in 0.06-0.08 s (benchmarks/results/train_compile_mcold4.md). Not
-    # inline="always": Numba then compiles it anyway (to type it) and types its IR again in the
-    # step, which measured no cheaper. Other arrays: Numba's np.mean.
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
-        return lambda a: np.mean(a)
-    real = a.dtype
+    # the arrays the lowering above does not take: Numba's np.mean
+    return lambda a: np.mean(a)
 
-    def impl(a):
-        if a.size == 0:
-            return real(np.nan)
-        flat = _flat_view(a)
-        total = real(0)
-        for i in range(flat.size):
-            total += flat[i]
-        return real(total / a.size)
-    return impl

@@ -50,8 +50,12 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from srcgrad.backends.cpu.memory import fresh_empty, fresh_zeros
+
 from .blas import gemm
 from .flat_kernels import _flat_view, _momentum_scaled_flat, _overlaps, _sgd_flat
+from .momentum_lowering import (lower_flat_momentum, lower_flat_sgd, lower_momentum_at_end,
+                                lower_sgd_at_end)
 
 __all__ = ["sgd_step_function", "sgd_pending_right", "sgd_pending_left", "sgd_apply_right",
            "sgd_apply_left", "sgd_apply", "momentum_apply_right", "momentum_apply_left",
@@ -110,7 +114,7 @@ def _pending_right_ov(g, a, p):
     def impl(g, a, p):
         if (a.shape[0] == g.shape[0] and a.shape[1] == p.shape[0] and g.shape[1] == p.shape[1]
                 and not _overlaps(a, p) and not _overlaps(g, p)):
-            return np.empty((0, 0), p.dtype)
+            return fresh_empty((0, 0), p.dtype)     # the marker (no np.empty to compile)
         return matmul_grad_right(g, a, p)
     return impl
 
@@ -124,7 +128,7 @@ def _pending_left_ov(g, p, b):
     def impl(g, p, b):
         if (g.shape[0] == p.shape[0] and b.shape[1] == g.shape[1] and b.shape[0] == p.shape[1]
                 and not _overlaps(b, p) and not _overlaps(g, p)):
-            return np.empty((0, 0), p.dtype)
+            return fresh_empty((0, 0), p.dtype)     # the marker (no np.empty to compile)
         return matmul_grad_left(g, p, b)
     return impl
 
@@ -162,6 +166,11 @@ def _update_impl(p, g):
             raise ValueError(_SHAPE_MESSAGE)
         _sgd_flat(_flat_view(p), _flat_view(g), lr)
     return update
+
+
+lower_flat_sgd(sgd_apply, _SHAPE_MESSAGE)      # same-dtype C arrays: no function of their own
+lower_sgd_at_end(sgd_apply_right, True, _SHAPE_MESSAGE)
+lower_sgd_at_end(sgd_apply_left, False, _SHAPE_MESSAGE)
 
 
 @overload(sgd_apply)
@@ -274,6 +283,9 @@ def _momentum_flat_ok(p, g, v):
     return _flat_ok(p, g) and _flat_ok(v, g) and v.dtype == p.dtype
 
 
+lower_flat_momentum(momentum_apply, _SHAPE_MESSAGE)     # same-dtype C arrays: no function
+
+
 @overload(momentum_apply)
 def _momentum_apply_ov(p, g, v, lr, mu, nesterov, scale):
     if not _momentum_flat_ok(p, g, v):       # by index, any layout
@@ -303,6 +315,10 @@ def _descend_inline(pf, vf, lr):
     lr_ = pf.dtype.type(lr)
     for i in range(pf.size):
         pf[i] -= lr_ * vf[i]
+
+
+lower_momentum_at_end(momentum_apply_right, True, _SHAPE_MESSAGE)   # usual operands: no
+lower_momentum_at_end(momentum_apply_left, False, _SHAPE_MESSAGE)   # function of their own
 
 
 @overload(momentum_apply_right)
@@ -360,9 +376,10 @@ def _momentum_at_end(g, x, p, v, right):
     checked that the product's operands hold the same values at the end, and an operand sharing
     ``p``'s memory is read by the product before ``p`` is written). For fusable types the
     velocity is the product's GEMM output; else (Nesterov, ``v`` sharing memory with an operand)
-    the gradient is computed first, by the cpu backend's product (for these types a direct call
-    of the ``gemm_c`` that the step's own products call: nothing more to compile, and less code
-    here than an ``np.empty`` and a second GEMM call), then the plain update. Other types: the
+    the gradient is computed first, by the cpu backend's product (for these types written into
+    the caller around the ``gemm_into`` call the step's own products make: nothing more to
+    compile, and less code here than an ``np.empty`` and a second GEMM call), then the plain
+    update. (The usual operands do not reach this overload: momentum_lowering's lowering.) Other types: the
     cpu backend's product and :func:`momentum_apply`."""
     from srcgrad.backends.cpu.blas import matmul_grad_left, matmul_grad_right
     if not _momentum_fusable(g, x, p, v):
@@ -660,25 +677,20 @@ def sgd_step_source(module_source, adjoint_name, n_params, rule="sgd"):
     return text, [params[i] for i in fused]
 
 
-@numba.njit(inline="always")
-def step_zeros(shape, dtype):
-    """``np.zeros(shape, dtype)`` written into the step's IR (inline): ``np.empty`` (which the
-    step compiles for its other arrays anyway) and a fill loop, instead of Numba's np.zeros,
-    which compiles two functions of its own (its body and the zero fill) per ndim."""
-    out = np.empty(shape, dtype)
-    flat = _flat_view(out)          # np.empty's array is C-contiguous
-    for i in range(flat.size):
-        flat[i] = 0
-    return out
-
-
-_INLINED = {("zeros", 2): b"step_zeros", ("mean", 1): b"step_mean"}   # (np.<name>, #args)
+# The step's np.zeros(shape, dtype) and np.empty(shape, dtype) calls: the cpu backend's
+# intrinsics, the allocation (and np.zeros's memset) written straight into the step. (Before:
+# step_zeros, an inlined @njit of np.empty and a fill loop; Numba compiled np.empty per ndim and
+# ran its untyped passes again at each of the step's six inlined calls.)
+step_zeros = fresh_zeros
+step_empty = fresh_empty
+_INLINED = {("zeros", 2): b"step_zeros", ("empty", 2): b"step_empty", ("mean", 1): b"step_mean"}
 
 
 def _inline_calls(fn, lines):
-    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` call of the
-    adjoint ``fn`` (two positional arguments, the form the generated code writes) into
-    ``step_zeros(shape, dtype)`` (written into the step's IR), and every ``np.mean(x)`` (one)
+    """Rewrite, in ``lines`` (the module's source), every ``np.zeros(shape, dtype)`` and
+    ``np.empty(shape, dtype)`` call of the adjoint ``fn`` (two positional arguments, the form the
+    generated code writes) into ``step_zeros`` / ``step_empty`` (written into the step's code:
+    no compiled function of their own), and every ``np.mean(x)`` (one)
     into ``step_mean(x)`` (a flat loop, cheaper to compile than Numba's np.mean); each call's
     name only, so line numbers and comments stay."""
     calls = sorted(((n.func.lineno, n.func.col_offset, n.func.end_col_offset,
@@ -727,7 +739,7 @@ def sgd_step_function(spec, n_params, rule="sgd"):
                     "momentum_apply_right, momentum_apply_left, momentum_apply")
         source = (spec.source.rstrip("\n") + "\n\n\n"
                   "from srcgrad.training.flat_kernels import step_mean  # noqa: E402\n"
-                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, "
+                  "from srcgrad.training.fused_sgd import (step_jit, step_zeros, step_empty, "
                   f"sgd_pending_right, sgd_pending_left, {imported})  # noqa: E402\n\n\n" + text +
                   f"\n\n\n_srcgrad_sgd_fused = {tuple(fused)!r}\n")
         codegen.write_module(path, source)

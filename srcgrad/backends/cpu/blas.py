@@ -2,11 +2,13 @@
 import os
 
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import lower_builtin, overload, register_jitable, type_callable
 
 from ... import runtime
-from .memory import huge_pages
+from .memory import advise_huge_pages, fresh_empty, huge_pages
 from .helpers import unbroadcast
 
 
@@ -124,10 +126,9 @@ class GemmKernels:
         import numba
         gemm = _NUMPY_GEMM[0] if real == types.float32 else _NUMPY_GEMM[1]
         blas_int = _BLAS_INT
-        # gemm_c: the training step's flags (no CPython wrapper; its np.empty is then the
-        # step's own); gemm_into, called only from compiled code, not even a C wrapper
-        jit = numba.njit(error_model="numpy", no_cpython_wrapper=True)
-        jit_into = numba.njit(error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        # both called only from compiled code (direct calls): neither a CPython nor a C wrapper
+        jit = jit_into = numba.njit(error_model="numpy", no_cpython_wrapper=True,
+                                    no_cfunc_wrapper=True)
 
         def gemm_into(a, b, out, alpha, beta, trans_a, trans_b):
             m, n = out.shape
@@ -157,9 +158,10 @@ class GemmKernels:
             n = b.shape[0] if trans_b else b.shape[1]
             if (b.shape[1] if trans_b else b.shape[0]) != k:
                 raise ValueError("matmul: the matrices' inner dimensions differ")
-            # (written with loops and the dtype's class, not out.fill / a.dtype: each of those
-            # is one more function for Numba to compile in every caller)
-            out = huge_pages(np.empty((m, n), real))
+            # (written with loops and the dtype's class, not out.fill / a.dtype, and allocated
+            # by fresh_empty, not np.empty: each of those is one more function for Numba to
+            # compile in every caller)
+            out = huge_pages(fresh_empty((m, n), real))
             if k == 0:
                 for i in range(m):
                     for j in range(n):
@@ -212,8 +214,9 @@ def lower_direct_call(context, builder, dispatcher, argtypes, args):
 
 
 # The products of C-contiguous float matrices (the usual case: every MLP product and its
-# adjoints) are calls of the dtype's gemm_c written straight into the caller: a typing template
-# and a lowering, the transposes constants. Through ``@overload`` each (function, types) pair
+# adjoints) are the dtype's gemm_c written straight into the caller (lower_fresh_product: the
+# allocation and one gemm_into call; gemm_c itself, 0.11-0.16 s of CPU in a cold MNIST training
+# process, is then not compiled): a typing template and a lowering, the transposes constants. Through ``@overload`` each (function, types) pair
 # was one more compiled function, a one-line ``gemm_call`` (0.05-0.08 s of CPU each in a cold
 # compile; the MNIST step had three), and an ``inline="always"`` overload is compiled anyway
 # (Numba types an overload's implementation by compiling it). Other layouts (an F operand passes
@@ -221,7 +224,7 @@ def lower_direct_call(context, builder, dispatcher, argtypes, args):
 # Numba asks these first.
 def _c_product(function, x, y, trans_x, trans_y, other=None):
     """Type and lower ``function`` (two or three array parameters) as ``gemm_c(args[x],
-    args[y], trans_x, trans_y)`` for C operands; ``other``: the index of a parameter that only
+    args[y], trans_x, trans_y)`` (:func:`lower_fresh_product`) for C operands; ``other``: the index of a parameter that only
     the product's rule reads, for its shape (a 2-d array of the operands' dtype, any layout)."""
     def gemm_c_types(args):
         if not (_generic_gemm(args[x], args[y]) and args[x].layout == args[y].layout == "C"):
@@ -230,14 +233,13 @@ def _c_product(function, x, y, trans_x, trans_y, other=None):
                                       and args[other].ndim == 2
                                       and args[other].dtype == args[x].dtype):
             return None
-        return gemm_kernels(args[x].dtype).gemm_c, \
-            (args[x], args[y], types.boolean, types.boolean)
+        return args[x].dtype
 
     @type_callable(function)
     def _typer(context):
         def return_type(*args):
-            found = gemm_c_types(args)
-            return None if found is None else typed_direct_call(context, *found).return_type
+            real = gemm_c_types(args)
+            return None if real is None else typed_fresh_product(context, real)
         # (named parameters: Numba folds a call's arguments by the typer's signature)
         if other is None:
             return lambda a, b: return_type(a, b)
@@ -245,10 +247,50 @@ def _c_product(function, x, y, trans_x, trans_y, other=None):
 
     @lower_builtin(function, *([types.Array] * (2 if other is None else 3)))
     def _lower(context, builder, sig, args):
-        dispatcher, argtypes = gemm_c_types(sig.args)
-        flags = [context.get_constant(types.boolean, t) for t in (trans_x, trans_y)]
-        return lower_direct_call(context, builder, dispatcher, argtypes,
-                                 (args[x], args[y], *flags))
+        return lower_fresh_product(context, builder, sig.args[x], args[x], args[y], trans_x,
+                                   trans_y)
+
+
+def typed_fresh_product(context, real):
+    """Typing helper of :func:`lower_fresh_product` for C matrices of the Numba float ``real``:
+    the result's type (``gemm_into``, which it calls, compiled once here)."""
+    matrix = types.Array(real, 2, "C")
+    typed_direct_call(context, gemm_kernels(real).gemm_into, (matrix,) * 3 + (
+        types.float64, types.float64, types.boolean, types.boolean))
+    return matrix
+
+
+def lower_fresh_product(context, builder, matrix_type, a, b, trans_a, trans_b):
+    """Lowering helper: ``op(a) @ op(b)`` of two C matrices of ``matrix_type`` (``op``
+    transposes where ``trans_*``, Python bools) as a fresh C matrix, written into the caller:
+    the dtype's ``gemm_c`` (the same inner-size error, allocation, huge pages, zeros for an
+    inner size of 0, else one ``gemm_into``) without a compiled function of its own; a new
+    reference. Type the call with :func:`typed_fresh_product`."""
+    from numba.np.arrayobj import _empty_nd_impl, make_array
+    x, y = (make_array(matrix_type)(context, builder, v) for v in (a, b))
+    xs, ys = (cgutils.unpack_tuple(builder, v.shape, 2) for v in (x, y))
+    m, k = (xs[1], xs[0]) if trans_a else (xs[0], xs[1])
+    n, k_b = (ys[0], ys[1]) if trans_b else (ys[1], ys[0])
+    with builder.if_then(builder.icmp_signed("!=", k_b, k), likely=False):
+        context.call_conv.return_user_exc(builder, ValueError,
+                                          ("matmul: the matrices' inner dimensions differ",))
+    out_type = types.Array(matrix_type.dtype, 2, "C")
+    out = _empty_nd_impl(context, builder, out_type, [m, n])
+    advise_huge_pages(context, builder, out_type, out._getvalue())
+    zero = ir.Constant(k.type, 0)
+    with builder.if_else(builder.icmp_signed("==", k, zero)) as (empty_inner, product):
+        with empty_inner:
+            cgutils.memset(builder, out.data, builder.mul(out.itemsize, out.nitems), 0)
+        with product:
+            into_types = (matrix_type, matrix_type, out_type, types.float64, types.float64,
+                          types.boolean, types.boolean)
+            constants = [context.get_constant(types.float64, 1.0),
+                         context.get_constant(types.float64, 0.0),
+                         context.get_constant(types.boolean, trans_a),
+                         context.get_constant(types.boolean, trans_b)]
+            lower_direct_call(context, builder, gemm_kernels(matrix_type.dtype).gemm_into,
+                              into_types, (a, b, out._getvalue(), *constants))
+    return out._getvalue()
 
 
 def matmul(a, b):

@@ -1,4 +1,5 @@
-"""Memory of compiled code: the C allocator's tuning, huge pages for large fresh arrays, the
+"""Memory of compiled code: the C allocator's tuning, huge pages for large fresh arrays, fresh
+arrays allocated without a compiled function of their own (``fresh_empty``, ``fresh_zeros``), the
 large tape and snapshot buffers kept between calls, and the tapes of overwritten values (growing
 under SRCGRAD_MAX_TAPE_BYTES)."""
 import os
@@ -12,7 +13,9 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
+from numba.core.typing.npydecl import parse_dtype, parse_shape
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import _empty_nd_impl, _parse_empty_args
 
 from ... import runtime
 
@@ -148,6 +151,25 @@ _HUGE_PAGE_MIN_BYTES = 1 << 22       # NumPy's threshold (4 MiB)
 _MADV_HUGEPAGE = 14
 
 
+def advise_huge_pages(context, builder, array_type, value):
+    """:func:`huge_pages`' code, written by a lowering: the fresh array ``value`` (of
+    ``array_type``) asks for transparent huge pages when it is large (Linux)."""
+    if sys.platform.startswith("linux"):
+        ary = context.make_array(array_type)(context, builder, value)
+        i64 = ir.IntType(64)
+        nbytes = builder.mul(ary.nitems, ary.itemsize)
+        large = builder.icmp_signed(">=", nbytes, ir.Constant(i64, _HUGE_PAGE_MIN_BYTES))
+        with builder.if_then(large, likely=False):
+            data = builder.ptrtoint(ary.data, i64)
+            page = ir.Constant(i64, ~4095)
+            start = builder.and_(builder.add(data, ir.Constant(i64, 4095)), page)
+            end = builder.and_(builder.add(data, nbytes), page)    # whole pages inside it
+            fnty = ir.FunctionType(ir.IntType(32), [i64, i64, ir.IntType(32)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
+            builder.call(fn, [start, builder.sub(end, start),
+                              ir.Constant(ir.IntType(32), _MADV_HUGEPAGE)])
+
+
 @intrinsic
 def huge_pages(typingctx, a):
     """``a`` (fresh, not yet written) asks for transparent huge pages when it is large (Linux);
@@ -160,22 +182,48 @@ def huge_pages(typingctx, a):
         return None
 
     def codegen(context, builder, signature, args):
-        if sys.platform.startswith("linux"):
-            ary = context.make_array(a)(context, builder, args[0])
-            i64 = ir.IntType(64)
-            nbytes = builder.mul(ary.nitems, ary.itemsize)
-            large = builder.icmp_signed(">=", nbytes, ir.Constant(i64, _HUGE_PAGE_MIN_BYTES))
-            with builder.if_then(large, likely=False):
-                data = builder.ptrtoint(ary.data, i64)
-                page = ir.Constant(i64, ~4095)
-                start = builder.and_(builder.add(data, ir.Constant(i64, 4095)), page)
-                end = builder.and_(builder.add(data, nbytes), page)    # whole pages inside it
-                fnty = ir.FunctionType(ir.IntType(32), [i64, i64, ir.IntType(32)])
-                fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
-                builder.call(fn, [start, builder.sub(end, start),
-                                  ir.Constant(ir.IntType(32), _MADV_HUGEPAGE)])
+        advise_huge_pages(context, builder, a, args[0])
         return impl_ret_borrowed(context, builder, a, args[0])
     return a(a), codegen
+
+
+# -- fresh arrays without a compiled function of their own --------------------------------------
+# Numba's np.empty is an overload: its implementation is one more compiled function per ndim in
+# every cold process (typed, lowered, optimized by LLVM, then linked into and optimized again in
+# each caller), and np.zeros adds its body and fill per ndim. These intrinsics write the same
+# allocation (Numba's own array allocation code, C order, its alignment) straight into the
+# caller, np.zeros's memset after it: the MNIST training step allocates about a dozen arrays.
+def _fresh_array(shape, dtype, zero):
+    if (isinstance(dtype, types.Function) and dtype.typing_key is float) \
+            or isinstance(dtype, (types.NoneType, types.Omitted)):
+        real = types.float64                            # np.empty's default dtype
+    else:
+        real = parse_dtype(dtype)
+    ndim = parse_shape(shape)
+    if real is None or ndim is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type, sizes = _parse_empty_args(context, builder, signature, args)
+        array = _empty_nd_impl(context, builder, array_type, sizes)
+        if zero:
+            cgutils.memset(builder, array.data, builder.mul(array.itemsize, array.nitems), 0)
+        return array._getvalue()                        # a new reference, as np.empty's
+    return types.Array(real, ndim, "C")(shape, dtype), codegen
+
+
+@intrinsic
+def fresh_empty(typingctx, shape, dtype):
+    """``np.empty(shape, dtype)`` (C order) for a shape Numba's np.empty takes (an integer or a
+    tuple of integers) and a dtype (a NumPy scalar type or class, a dtype, a dtype string),
+    written into the caller: no compiled function of its own."""
+    return _fresh_array(shape, dtype, zero=False)
+
+
+@intrinsic
+def fresh_zeros(typingctx, shape, dtype):
+    """``np.zeros(shape, dtype)``: :func:`fresh_empty` and a memset (all bits zero: +0.0)."""
+    return _fresh_array(shape, dtype, zero=True)
 
 
 @intrinsic
