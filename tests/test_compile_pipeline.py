@@ -30,9 +30,14 @@ def _with_reduce(x):
     return functools.reduce(lambda a, b: a + b, x)
 
 
+def _with_block(x):
+    with open(x) as f:
+        return f.read()
+
+
 def test_pipeline_only_where_nothing_is_inlined():
     assert pipeline_for(_plain) is GeneratedCodeCompiler
-    for function in (_with_comprehension, _with_closure, _with_reduce):
+    for function in (_with_comprehension, _with_closure, _with_reduce, _with_block):
         assert pipeline_for(function) is None, function.__name__
 
 
