@@ -31,8 +31,12 @@ FASTMATH = False
 
 
 def jit(function):
-    """Compile a generated function: nopython mode, cached next to the generated file."""
-    return numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy")(function)
+    """Compile a generated function: nopython mode, cached next to the generated file; without
+    Numba's search for closures to inline where there are none (:mod:`.pipeline`)."""
+    from .pipeline import pipeline_for
+    pipeline = pipeline_for(function)
+    options = {} if pipeline is None else {"pipeline_class": pipeline}
+    return numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", **options)(function)
 
 
 def external(qualified_name):
