@@ -309,6 +309,14 @@ def roll_adjoint(gradient, shift, axis):
     return linear_vjp(lambda t: np.roll(t, shift, axis), np.zeros(np.shape(gradient)), gradient)
 
 
+def np_triu(m, k=0):
+    return np.triu(m, k)
+
+
+def np_tril(m, k=0):
+    return np.tril(m, k)
+
+
 def np_flip(x, axis=None):
     return np.flip(x, axis)
 

@@ -176,7 +176,7 @@ for _name in (
         "diff_adjoint", "var_adjoint", "trace_adjoint",
         # shape work
         "np_diagonal", "diag_adjoint", "np_roll", "roll_adjoint", "np_flip", "np_rot90", "np_repeat",
-        "np_moveaxis", "np_swapaxes",
+        "np_moveaxis", "np_swapaxes", "np_triu", "np_tril",
         "repeat_adjoint", "np_tile", "tile_adjoint", "np_squeeze", "np_pad", "pad_adjoint",
         "append_part", "np_vstack", "vstack_part", "hstack_part", "sort_adjoint", "cumprod_tangent", "prod_second", "np_meshgrid",
         "meshgrid_adjoint", "np_split", "np_array_split", "np_hsplit", "split_adjoint", "np_sort",

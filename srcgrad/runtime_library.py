@@ -178,6 +178,14 @@ def roll_adjoint(gradient, shift, axis):
     return np.roll(gradient, back, axis)
 
 
+def np_triu(m, k=0):
+    return np.triu(m, k)
+
+
+def np_tril(m, k=0):
+    return np.tril(m, k)
+
+
 def np_flip(x, axis=None):
     return np.flip(x, axis).copy()
 

@@ -10,7 +10,7 @@ from ..runtime import (cumprod_adjoint, cumsum_adjoint, diag_adjoint, diff_adjoi
 from ..runtime import cumprod_tangent  # noqa: E402,F401
 from ..runtime import (append_part, hstack_part, meshgrid_adjoint, pad_adjoint,  # noqa: E402,F401
                       repeat_adjoint, roll_adjoint, sort_adjoint, sort_tangent, split_adjoint, tile_adjoint,
-                      vstack_part, np_flip, np_rot90, np_moveaxis, np_swapaxes)
+                      vstack_part, np_flip, np_rot90, np_moveaxis, np_swapaxes, np_triu, np_tril)
 from ..runtime import reduced_count, reshape_any
 from .table import (_axis_value, _library, _register_rule, _same_ndim, d, reduction_kind, register_adjoint,
                     register_tangent, register_zero_derivative)
@@ -163,25 +163,25 @@ def _diagonal_tangent(result, x, offset=0):
 
 
 def _triu(result, m, k=0):
-    d[m] += np.triu(d[result], k)
+    d[m] += np_triu(d[result], k)
 
 
 def _tril(result, m, k=0):
-    d[m] += np.tril(d[result], k)
+    d[m] += np_tril(d[result], k)
 
 
-_library(np.triu, None, _triu, _matrix_kind("np.triu", 2))
-_library(np.tril, None, _tril, _matrix_kind("np.tril", 2))
+_library(np.triu, "np_triu", _triu, _matrix_kind("np.triu", 2))
+_library(np.tril, "np_tril", _tril, _matrix_kind("np.tril", 2))
 
 
 @register_tangent(np.triu)
 def _triu_tangent(result, m, k=0):
-    d[result] += np.triu(d[m], k)
+    d[result] += np_triu(d[m], k)
 
 
 @register_tangent(np.tril)
 def _tril_tangent(result, m, k=0):
-    d[result] += np.tril(d[m], k)
+    d[result] += np_tril(d[m], k)
 
 
 def _roll_kind(x, shift, axis=None):

@@ -104,7 +104,7 @@ _KEEPDIMS_REDUCTIONS = frozenset({"np_var", "np_std", "special_logsumexp", "np.v
 # (sort's default axis=-1 too) np.sort/np.cumsum/np.cumprod (``_ALONG_AXIS``: without an axis
 # cumsum and cumprod flatten; an ``axis=None`` argument flattens all of them)
 _ALONG_AXIS = frozenset({"np.cumsum", "np_cumsum", "np.cumprod", "np_cumprod"})
-_SAME_SHAPE = frozenset({"np.triu", "np.tril", "np.roll", "np_roll", "np.flip", "np_flip", "np.flipud",
+_SAME_SHAPE = frozenset({"np.triu", "np.tril", "np_triu", "np_tril", "np.roll", "np_roll", "np.flip", "np_flip", "np.flipud",
                          "np.fliplr", "np.sort", "np_sort"}) | _ALONG_AXIS
 
 
@@ -248,7 +248,7 @@ class _Facts:
             # the operand's shape (np.triu/tril: of a matrix; sort/cumsum/cumprod: along an axis,
             # not axis=None, which flattens)
             dims = self.infer(args[0])
-            if dims is None or (call in ("np.triu", "np.tril") and len(dims) != 2) or \
+            if dims is None or (call in ("np.triu", "np.tril", "np_triu", "np_tril") and len(dims) != 2) or \
                     (call in _ALONG_AXIS and len(dims) != 1 and
                      _const_int(args[1] if len(args) > 1 else
                                 {k.arg: k.value for k in node.keywords}.get("axis")) is None):

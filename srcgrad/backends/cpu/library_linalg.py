@@ -1,4 +1,5 @@
-"""Compiled NumPy coverage helpers (cpu target): products and linear algebra. See :mod:`.library`."""
+"""Compiled NumPy coverage helpers (cpu target): triangular parts, products and linear algebra.
+See :mod:`.library`."""
 import math
 
 import numba
@@ -8,6 +9,34 @@ from numba.extending import overload, register_jitable
 
 from ... import runtime
 from .library import _axis_of, _last_changed, _literal, _rows
+
+
+# ---- triangular parts ----------------------------------------------------------------------------
+
+# np.triu/np.tril of a matrix (their adjoints are the same calls): one loop for both. Numba's own
+# build a np.tri mask and np.where it, broadcasting machinery included (~7k IR lines in c_shapes'
+# module, issue 17)
+@numba.njit(cache=True)
+def _band(m, k, upper):
+    """``m`` with the entries below (``upper``) or above its ``k``-th diagonal zeroed."""
+    out = np.empty(m.shape, m.dtype)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if (j - i >= k) if upper else (j - i <= k):
+                out[i, j] = m[i, j]
+            else:
+                out[i, j] = 0
+    return out
+
+
+@numba.njit(cache=True)
+def np_triu(m, k=0):
+    return _band(m, k, True)
+
+
+@numba.njit(cache=True)
+def np_tril(m, k=0):
+    return _band(m, k, False)
 
 
 # ---- products ------------------------------------------------------------------------------------
@@ -128,7 +157,7 @@ def _symmetric(m):
 def cholesky_adjoint(gradient, factor):
     inv = np.linalg.inv(factor)
     p = np.dot(np.ascontiguousarray(factor.T), np.ascontiguousarray(gradient))
-    p = np.tril(p)
+    p = np_tril(p)
     for i in range(p.shape[0]):
         p[i, i] *= 0.5
     s = np.dot(np.dot(np.ascontiguousarray(inv.T), p), inv)
