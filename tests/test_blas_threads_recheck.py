@@ -58,3 +58,24 @@ def test_recheck_with_the_choice_barely_ahead_measures_on():
     assert choice.threads is None
     _rounds(choice, cost, bt.MAX_ROUNDS - bt.EARLY_ROUNDS)
     assert choice.threads == 2 and choice.decisions[-1] == (2, bt.MAX_ROUNDS)
+
+
+def test_recheck_does_not_reverse_early_on_disturbed_rounds():
+    """Two of the first EARLY_ROUNDS rounds have the choice's chunks disturbed (5x slower), the
+    third not: the median says 1 thread leads clearly, but not every round agrees, so there is
+    no early reversal; the undisturbed rounds that follow confirm 2 threads."""
+    choice = _decided({2: 1.0, 1: 1.39})
+    calm = {2: 1.0, 1: 1.39}
+    _rounds(choice, {2: 5.0, 1: 1.39}, 2)
+    _rounds(choice, calm, 1)
+    assert choice.threads is None                      # not decided on a split vote
+    while choice.threads is None:
+        _rounds(choice, calm, 1)
+    assert choice.threads == 2 and choice.decisions[-1][0] == 2
+    assert len(choice.decisions) == 2 and choice.backoff == 2      # a confirmation
+
+
+def test_recheck_reverses_early_when_every_round_agrees():
+    choice = _decided({2: 1.0, 1: 1.39})
+    _rounds(choice, {2: 5.0, 1: 1.39}, bt.EARLY_ROUNDS)  # another process took a core for good
+    assert choice.threads == 1 and choice.decisions[-1] == (1, bt.EARLY_ROUNDS)

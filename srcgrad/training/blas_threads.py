@@ -249,6 +249,16 @@ class ThreadChoice:
         ref = self.tries[0]
         return {c: statistics.median(r[c] / r[ref] for r in self.rounds) for c in self.tries}
 
+    def _unanimous(self, best):
+        """Every round so far has ``best`` ahead of every other candidate by more than
+        ``MARGIN``. An early reversal of the last choice needs this besides a clear median lead:
+        a median of ``EARLY_ROUNDS`` rounds follows two chunks that another process disturbed
+        (the MNIST benchmark's batch-64 run of 2026-12-04 16:19 UTC switched to 1 thread that
+        way and ran 564 batches on it, 1.6x slower; benchmarks/results/mnist.md), while a real
+        change of load slows every round."""
+        return all(r[best] * (1 + MARGIN) < r[c] for r in self.rounds
+                   for c in self.tries if c != best)
+
     def record(self, threads, seconds, batches):
         """A timed chunk: ``batches`` batches on ``threads`` took ``seconds``."""
         self.current[threads] = max(seconds, 1e-12) / batches     # (a coarse clock: no 0/0)
@@ -264,7 +274,9 @@ class ThreadChoice:
         lead = min((ratios[c] / ratios[best] for c in self.tries if c != best),
                    default=float("inf"))
         confirmed = bool(self.decisions) and self.decisions[-1][0] == best and lead > 1 + MARGIN
-        if (lead > EARLY_LEAD or confirmed or (n >= ROUNDS and lead > 1 + MARGIN)
+        clear = lead > EARLY_LEAD and (not self.decisions or self.decisions[-1][0] == best
+                                       or self._unanimous(best))
+        if (clear or confirmed or (n >= ROUNDS and lead > 1 + MARGIN)
                 or n >= MAX_ROUNDS):
             if self.decisions and self.decisions[-1][0] == best:
                 self.backoff = min(2 * self.backoff, MAX_BACKOFF)
