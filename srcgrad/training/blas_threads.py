@@ -254,7 +254,7 @@ class ThreadChoice:
         ``MARGIN``. An early reversal of the last choice needs this besides a clear median lead:
         a median of ``EARLY_ROUNDS`` rounds follows two chunks that another process disturbed
         (the MNIST benchmark's batch-64 run of 2026-12-04 16:19 UTC switched to 1 thread that
-        way and ran 564 batches on it, 1.6x slower; benchmarks/results/mnist.md), while a real
+        way and ran 564 batches on it, 1.6x slower; benchmarks/results/mnist_s10_1619.md), while a real
         change of load slows every round."""
         return all(r[best] * (1 + MARGIN) < r[c] for r in self.rounds
                    for c in self.tries if c != best)
