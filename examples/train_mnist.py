@@ -209,6 +209,11 @@ def _cuda_backend():
     ok, why = cuda_mlp.available()
     if not ok:
         raise UsageError(f"--device cuda: no usable CUDA device: {why}")
+    # Numba warns about every launch of fewer than 128 blocks; a batch of 64 rows is such a
+    # launch by design (the step is latency-bound), so the warning says nothing here.
+    import warnings
+    from numba.core.errors import NumbaPerformanceWarning
+    warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
     return cuda_mlp
 
 
@@ -566,12 +571,17 @@ def _train_cuda(cuda_mlp, params, opt, config, X_train, y_train, X_test, y_test,
     X_dev, y_dev = cuda_mlp.to_device(X_train, y_train)
     Xt_dev, yt_dev = cuda_mlp.to_device(X_test, y_test)
     n = X_train.shape[0]
+    # The epoch's launches are recorded once as a CUDA graph and replayed each epoch with its
+    # order and learning rate (a launch from Python costs more than these small kernels run).
+    runner = None
     for epoch in range(start_epoch, epochs):
         perm = epoch_permutation(n, config["seed"], epoch)
         opt.lr = lr_at(config, epoch)
         t0 = time.perf_counter()
-        res = cuda_mlp.train_epoch(state, X_dev, y_dev, perm, config["batch_size"],
-                                   opt.lr, momentum=mu, program=program)
+        if runner is None:
+            runner = cuda_mlp.EpochGraph(state, X_dev, y_dev, n, config["batch_size"], opt.lr,
+                                         momentum=mu, program=program)
+        res = runner.run(perm, lr=opt.lr)
         secs = time.perf_counter() - t0
         _, train_acc = cuda_mlp.evaluate(state, X_dev, y_dev)
         _, test_acc = cuda_mlp.evaluate(state, Xt_dev, yt_dev)

@@ -147,6 +147,14 @@ def f_expm1(x):
     return math.expm1(x)
 
 
+def f_erf(x):
+    return math.erf(x)
+
+
+def f_erfc(x):
+    return math.erfc(x)
+
+
 def f_log(x):
     return math.log(x)
 
@@ -376,7 +384,8 @@ CASES = [
     (f_const_pow, (ANY, ANY)), (f_neg, (ANY, ANY)), (f_abs, (NONZERO, ANY)),
     (f_sin, (ANY,)), (f_cos, (ANY,)), (f_tan, (floats(-1.3, 1.3),)), (f_asin, (UNIT,)),
     (f_acos, (UNIT,)), (f_atan, (ANY,)), (f_atan2, (ANY, POS)), (f_sinh, (ANY,)),
-    (f_cosh, (ANY,)), (f_tanh, (ANY,)), (f_exp, (ANY,)), (f_expm1, (ANY,)), (f_log, (POS,)),
+    (f_cosh, (ANY,)), (f_tanh, (ANY,)), (f_exp, (ANY,)), (f_expm1, (ANY,)), (f_erf, (ANY,)),
+    (f_erfc, (ANY,)), (f_log, (POS,)),
     (f_log1p, (floats(-0.9, 3.0),)), (f_log2, (POS,)), (f_log10, (POS,)), (f_sqrt, (POS,)),
     (f_hypot, (NONZERO, NONZERO)), (f_math_pow, (POS, ANY)), (f_builtin_pow, (POS, ANY)),
     (f_fabs, (NONZERO,)), (f_floor, (NOINT,)), (f_ceil, (NOINT,)), (f_trunc, (NOINT,)),

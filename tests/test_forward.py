@@ -63,6 +63,7 @@ def unary_math(x):
     a = math.sin(x) + math.cos(x) + math.tan(x) + math.asin(x) + math.acos(x) + math.atan(x)
     b = math.sinh(x) + math.cosh(x) + math.tanh(x) + math.exp(x) + math.expm1(x)
     c = math.log(x) + math.log1p(x) + math.log2(x) + math.log10(x) + math.sqrt(x) + abs(x - 0.2)
+    c = c + math.erf(x) - 0.5 * math.erfc(2.0 * x)
     return a * b + c + math.atan2(x, 0.3 + x) + math.hypot(x, 2.0 * x) + math.pow(x, 1.7) + float(x)
 
 

@@ -244,6 +244,19 @@ def heat_1d(u0, kappa, nsteps):
 
 # mlp_loss: the 784-128-10 MLP, ReLU, softmax cross-entropy (array program) -- the project's one
 # MNIST model, shared with examples/train_mnist.py and the tests
+def ncdf(x):
+    """The standard normal distribution function."""
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def call_price(S, K, T, r, sigma):
+    """A Black-Scholes call price: map-mode scalar code (delta = d/dS, vega = d/dsigma)."""
+    sq = sigma * math.sqrt(T)
+    d1 = (math.log(S / K) + (r + 0.5 * sigma * sigma) * T) / sq
+    d2 = d1 - sq
+    return S * ncdf(d1) - K * math.exp(-r * T) * ncdf(d2)
+
+
 from srcgrad.training.mlp import mlp_loss  # noqa: E402,F401
 
 

@@ -459,15 +459,33 @@ class CompiledPlan:
             if step[0] == "kernel":
                 _, kernel, grid, block = step
                 function = getattr(self.module, kernel.name)
-                self.launches.append(("kernel", function[grid, block], kernel.params))
+                self.launches.append(("kernel", function[grid, block], kernel.params, function, grid, block))
             else:
                 self.launches.append(step)
         self.outputs = [self.buffers[n.id] for n in graph.outputs]
+        self._stream_launches = {}
 
     def _array(self, node_id, arrays):
         return arrays[node_id]
 
-    def run(self, inputs, scalars):
+    def _on_stream(self, stream):
+        """The launches configured for ``stream`` (a Numba stream; 0 for the default stream)."""
+        if not stream:
+            return self.launches
+
+        def configure():
+            return [("kernel", launch[3][launch[4], launch[5], stream], *launch[2:])
+                    if launch[0] == "kernel" else launch for launch in self.launches]
+        if SIMULATOR:       # the simulator reconfigures the kernel object itself: never keep one
+            return configure()
+        key = int(stream)
+        if key not in self._stream_launches:
+            self._stream_launches[key] = configure()
+        return self._stream_launches[key]
+
+    def run(self, inputs, scalars, stream=0):
+        """One sweep; with ``stream`` (a Numba stream) every launch goes to that stream, so the
+        sweep can be recorded into a CUDA graph (:mod:`srcgrad.cuda.graphs`)."""
         arrays = dict(self.buffers)
         for name, node_id in self.input_ids.items():
             value = inputs[name]
@@ -476,9 +494,9 @@ class CompiledPlan:
             base = arrays[node.args[0].id]
             arrays[node.id] = base.reshape(node.shape or (1,))
         values = {self.scalar_ids[k]: self.scalar_types[self.scalar_ids[k]](v) for k, v in scalars.items()}
-        for launch in self.launches:
+        for launch in self._on_stream(stream):
             if launch[0] == "kernel":
-                _, configured, params = launch
+                configured, params = launch[1], launch[2]
                 args = []
                 for _, source in params:
                     if source[0] == "node":
@@ -492,7 +510,8 @@ class CompiledPlan:
                 _, node, operands, bias = launch
                 (a, ta), (b, tb) = operands
                 ck.gemm(arrays[a.id], arrays[b.id], arrays[node.id], trans_a=ta, trans_b=tb,
-                        bias=None if bias is None else arrays[bias.id].reshape(bias.shape[-1]))
+                        bias=None if bias is None else arrays[bias.id].reshape(bias.shape[-1]),
+                        stream=stream)
         return self.outputs
 
     def check(self):

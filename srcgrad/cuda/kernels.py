@@ -7,6 +7,8 @@ What is here:
   a tile is loaded into shared memory (threads swap roles so global reads stay coalesced); no
   transposed copy is ever made.  An optional fused epilogue adds a bias row vector, applies ReLU,
   or multiplies by a ReLU mask ``(M > 0)`` (the ReLU backward fused into the ``dH`` product).
+  Products with few output tiles and a long K are split along K (``split_k``): partial products
+  by more blocks, then one kernel that sums them in order and applies the epilogue.
 * Fused elementwise kernels: ``relu_backward`` (``dX = dY * (Y > 0)``), ``gather_batch`` (minibatch
   rows through a permutation, labels in the same launch).
 * Row reductions, one block per row with a shared-memory tree (no atomics): ``row_max``,
@@ -40,6 +42,7 @@ __all__ = [
     "TILE",
     "KERNELS",
     "gemm",
+    "split_k",
     "relu_backward",
     "gather_batch",
     "row_max",
@@ -59,6 +62,11 @@ COL_TY = 8  # row lanes per block in col_sum (power of two)
 VEC_BLOCK = 256  # threads in vec_sum_into (power of two)
 EW_BLOCK = 256  # threads per block for elementwise kernels
 EW_MAX_GRID = 4096  # elementwise kernels are grid-stride beyond this many blocks
+# Split-K GEMM (see split_k): a product with fewer output tiles than this many blocks and a long
+# K is computed in K chunks by more blocks, then summed; each chunk keeps at least this many
+# TILE-wide steps.  At batch 64 the first layer's product has 32 tiles and 49 steps: split 7 ways.
+SPLIT_K_BLOCKS = 256
+SPLIT_K_MIN_STEPS = 4
 
 if SIMULATOR and os.environ.get("SRCGRAD_CUDA_SIM_TILES", "small") != "full":
     # The simulator runs every thread as a Python thread, so the same kernels are exercised
@@ -89,54 +97,42 @@ def _key(dtype):
 # ----------------------------------------------------------------------------------------------
 
 
-def _make_gemm(trans_a, trans_b, epilogue, dt):
+def _make_tile_product(trans_a, trans_b, dt):
+    """Device function: one thread's ``sum_k op(A)[row0+ty, k] * op(B)[k, col0+tx]`` over
+    ``k_begin <= k < k_end``, tile by tile through the block's shared arrays ``sA``/``sB``."""
     T = TILE
-    TP = TILE + 1  # padded row: conflict-free transposed stores
     zero = dt(0)
-    has_bias = epilogue in (EPI_BIAS, EPI_BIAS_RELU)
-    do_relu = epilogue in (EPI_BIAS_RELU, EPI_RELU)
-    do_mask = epilogue == EPI_MASK
 
-    def gemm_kernel(A, B, C, bias, mask):
-        sA = cuda.shared.array((T, TP), dt)  # sA[r, k] = op(A)[row0 + r, k0 + k]
-        sB = cuda.shared.array((T, TP), dt)  # sB[k, c] = op(B)[k0 + k, col0 + c]
+    def tile_product(A, B, sA, sB, row0, col0, k_begin, k_end, M, N):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        row0 = cuda.blockIdx.y * T
-        col0 = cuda.blockIdx.x * T
-        M = C.shape[0]
-        N = C.shape[1]
-        if trans_a:
-            K = A.shape[0]
-        else:
-            K = A.shape[1]
         acc = zero
-        for k0 in range(0, K, T):
+        for k0 in range(k_begin, k_end, T):
             if trans_a:  # A is (K, M): consecutive tx read consecutive addresses of a row of A
                 kk = k0 + ty
                 rr = row0 + tx
-                if kk < K and rr < M:
+                if kk < k_end and rr < M:
                     sA[tx, ty] = A[kk, rr]
                 else:
                     sA[tx, ty] = zero
             else:  # A is (M, K)
                 rr = row0 + ty
                 kk = k0 + tx
-                if rr < M and kk < K:
+                if rr < M and kk < k_end:
                     sA[ty, tx] = A[rr, kk]
                 else:
                     sA[ty, tx] = zero
             if trans_b:  # B is (N, K)
                 cc = col0 + ty
                 kk = k0 + tx
-                if cc < N and kk < K:
+                if cc < N and kk < k_end:
                     sB[tx, ty] = B[cc, kk]
                 else:
                     sB[tx, ty] = zero
             else:  # B is (K, N)
                 kk = k0 + ty
                 cc = col0 + tx
-                if kk < K and cc < N:
+                if kk < k_end and cc < N:
                     sB[ty, tx] = B[kk, cc]
                 else:
                     sB[ty, tx] = zero
@@ -144,24 +140,110 @@ def _make_gemm(trans_a, trans_b, epilogue, dt):
             for k in range(T):
                 acc += sA[ty, k] * sB[k, tx]
             cuda.syncthreads()
-        r = row0 + ty
-        c = col0 + tx
-        if r < M and c < N:
-            if has_bias:
-                acc += bias[c]
-            if do_relu:
-                if acc < zero:
-                    acc = zero
-            if do_mask:
-                if not (mask[r, c] > zero):
-                    acc = zero
-            C[r, c] = acc
+        return acc
 
-    gemm_kernel.__name__ = (
-        f"gemm_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}_{_EPI_NAMES[epilogue]}_"
-        f"{np.dtype(dt).name}"
-    )
+    return cuda.jit(device=True)(tile_product)
+
+
+def _make_epilogue(epilogue, dt):
+    """Device function: the GEMM epilogue applied to one output value."""
+    zero = dt(0)
+    has_bias = epilogue in (EPI_BIAS, EPI_BIAS_RELU)
+    do_relu = epilogue in (EPI_BIAS_RELU, EPI_RELU)
+    do_mask = epilogue == EPI_MASK
+
+    def finish(acc, r, c, bias, mask):
+        if has_bias:
+            acc += bias[c]
+        if do_relu:
+            if acc < zero:
+                acc = zero
+        if do_mask:
+            if not (mask[r, c] > zero):
+                acc = zero
+        return acc
+
+    return cuda.jit(device=True)(finish)
+
+
+def _gemm_name(kind, trans_a, trans_b, epilogue, dt):
+    return (f"{kind}_{'t' if trans_a else 'n'}{'t' if trans_b else 'n'}"
+            f"{'' if epilogue is None else '_' + _EPI_NAMES[epilogue]}_{np.dtype(dt).name}")
+
+
+def _make_gemm(trans_a, trans_b, epilogue, dt):
+    T = TILE
+    TP = TILE + 1  # padded row: conflict-free transposed stores
+    tile_product = _make_tile_product(trans_a, trans_b, dt)
+    finish = _make_epilogue(epilogue, dt)
+
+    def gemm_kernel(A, B, C, bias, mask):
+        sA = cuda.shared.array((T, TP), dt)  # sA[r, k] = op(A)[row0 + r, k0 + k]
+        sB = cuda.shared.array((T, TP), dt)  # sB[k, c] = op(B)[k0 + k, col0 + c]
+        row0 = cuda.blockIdx.y * T
+        col0 = cuda.blockIdx.x * T
+        M = C.shape[0]
+        N = C.shape[1]
+        K = A.shape[0] if trans_a else A.shape[1]
+        acc = tile_product(A, B, sA, sB, row0, col0, 0, K, M, N)
+        r = row0 + cuda.threadIdx.y
+        c = col0 + cuda.threadIdx.x
+        if r < M and c < N:
+            C[r, c] = finish(acc, r, c, bias, mask)
+
+    gemm_kernel.__name__ = _gemm_name("gemm", trans_a, trans_b, epilogue, dt)
     return gemm_kernel
+
+
+def _make_gemm_partial(trans_a, trans_b, dt):
+    """Split-K, stage 1: block ``z`` of the grid multiplies the ``z``-th chunk of ``kchunk``
+    columns of op(A) (rows of op(B)) into ``W[z]``.  For a product with few output tiles and a
+    long K (a minibatch times the 784 inputs: 32 blocks, 49 serial tile steps each) this puts
+    more blocks to work on fewer steps each."""
+    T = TILE
+    TP = TILE + 1
+    tile_product = _make_tile_product(trans_a, trans_b, dt)
+
+    def gemm_partial_kernel(A, B, W, kchunk):
+        sA = cuda.shared.array((T, TP), dt)
+        sB = cuda.shared.array((T, TP), dt)
+        row0 = cuda.blockIdx.y * T
+        col0 = cuda.blockIdx.x * T
+        z = cuda.blockIdx.z
+        M = W.shape[1]
+        N = W.shape[2]
+        K = A.shape[0] if trans_a else A.shape[1]
+        k_begin = z * kchunk
+        acc = tile_product(A, B, sA, sB, row0, col0, k_begin, min(K, k_begin + kchunk), M, N)
+        r = row0 + cuda.threadIdx.y
+        c = col0 + cuda.threadIdx.x
+        if r < M and c < N:
+            W[z, r, c] = acc
+
+    gemm_partial_kernel.__name__ = _gemm_name("gemm_partial", trans_a, trans_b, None, dt)
+    return gemm_partial_kernel
+
+
+def _make_gemm_reduce(epilogue, dt):
+    """Split-K, stage 2: ``C = epilogue(sum_z W[z])``, the chunks added in order (the result is
+    the same run to run)."""
+    finish = _make_epilogue(epilogue, dt)
+
+    def gemm_reduce_kernel(W, C, bias, mask):
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        M = C.shape[0]
+        N = C.shape[1]
+        for i in range(start, M * N, stride):
+            r = i // N
+            c = i - r * N
+            acc = W[0, r, c]
+            for z in range(1, W.shape[0]):
+                acc += W[z, r, c]
+            C[r, c] = finish(acc, r, c, bias, mask)
+
+    gemm_reduce_kernel.__name__ = f"gemm_reduce_{_EPI_NAMES[epilogue]}_{np.dtype(dt).name}"
+    return gemm_reduce_kernel
 
 
 def _make_relu_backward(dt):
@@ -402,6 +484,22 @@ def _make_sgd(dt):
     return sgd_momentum_kernel
 
 
+def _make_sgd_at(dt):
+    """SGD with the learning rate read from device memory (``lr[0]``): a recorded CUDA graph
+    replays its launches with fixed arguments, so a schedule changes the value, not the launch."""
+    def sgd_momentum_at_kernel(p, g, v, lr, mu, wd):
+        s = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        rate = lr[0]
+        for i in range(s, p.shape[0], stride):
+            gi = g[i] + wd * p[i]
+            vi = mu * v[i] + gi
+            v[i] = vi
+            p[i] -= rate * vi
+
+    return sgd_momentum_at_kernel
+
+
 # ----------------------------------------------------------------------------------------------
 # Registry: python function + signatures of every kernel, and lazily jitted dispatchers
 # ----------------------------------------------------------------------------------------------
@@ -423,6 +521,11 @@ def _build_registry():
                 for epi in _EPI_NAMES:
                     fn = _make_gemm(ta, tb, epi, dt)
                     reg[("gemm", ta, tb, epi, dt)] = (fn, [(a2, a2, a2, a1, a2)])
+                reg[("gemm_partial", ta, tb, dt)] = (_make_gemm_partial(ta, tb, dt),
+                                                     [(a2, a2, _arr(dt, 3), types.int64)])
+        for epi in _EPI_NAMES:
+            reg[("gemm_reduce", epi, dt)] = (_make_gemm_reduce(epi, dt),
+                                             [(_arr(dt, 3), a2, a1, a2)])
         reg[("relu_backward", dt)] = (_make_relu_backward(dt), [(a2, a2, a2)])
         reg[("gather_batch", dt)] = (
             _make_gather(dt), [(a2, i64_1, i64_1, types.int64, a2, i64_1)])
@@ -434,6 +537,7 @@ def _build_registry():
         reg[("vec_sum_into", dt)] = (
             _make_vec_sum_into(dt, dt), [(a1, a1, types.int64), (i32_1, a1, types.int64)])
         reg[("sgd_momentum", dt)] = (_make_sgd(dt), [(a1, a1, a1, nb, nb, nb)])
+        reg[("sgd_momentum_at", dt)] = (_make_sgd_at(dt), [(a1, a1, a1, a1, nb, nb)])
     return reg
 
 
@@ -441,6 +545,7 @@ KERNELS = _build_registry()
 _JITTED: dict = {}
 _LAUNCHERS: dict = {}
 _DUMMIES: dict = {}
+_WORKSPACES: dict = {}
 
 
 def kernel_signatures():
@@ -513,11 +618,41 @@ def gemm(A, B, C, trans_a=False, trans_b=False, bias=None, relu=False, mask=None
     else:
         epi = EPI_RELU if relu else EPI_NONE
     grid = ((N + TILE - 1) // TILE, (M + TILE - 1) // TILE)
-    lk = _launch(("gemm", bool(trans_a), bool(trans_b), epi, dt), grid, (TILE, TILE), stream)
-    lk(A, B, C,
-       bias if bias is not None else _dummy(dt, 1),
-       mask if mask is not None else _dummy(dt, 2))
+    bias = bias if bias is not None else _dummy(dt, 1)
+    mask = mask if mask is not None else _dummy(dt, 2)
+    splits, kchunk = split_k(M, N, K)
+    if splits > 1:
+        work = _split_workspace(dt, splits, M, N, stream)
+        _launch(("gemm_partial", bool(trans_a), bool(trans_b), dt), grid + (splits,), (TILE, TILE),
+                stream)(A, B, work, np.int64(kchunk))
+        _launch(("gemm_reduce", epi, dt), _ew_grid(M * N), EW_BLOCK, stream)(work, C, bias, mask)
+        return C
+    _launch(("gemm", bool(trans_a), bool(trans_b), epi, dt), grid, (TILE, TILE), stream)(
+        A, B, C, bias, mask)
     return C
+
+
+def split_k(M, N, K):
+    """``(splits, kchunk)`` for an M x N x K product: split K when the output has few tiles
+    (fewer blocks than SPLIT_K_BLOCKS) and K is long enough that each of at least two chunks
+    keeps SPLIT_K_MIN_STEPS tile steps, and K has at least 4 such chunks; ``(1, K)`` otherwise."""
+    blocks = -(-M // TILE) * -(-N // TILE)
+    steps = -(-K // TILE)
+    if blocks >= SPLIT_K_BLOCKS or steps < 4 * SPLIT_K_MIN_STEPS:
+        return 1, K
+    splits = min(steps // SPLIT_K_MIN_STEPS, -(-SPLIT_K_BLOCKS // blocks))
+    chunk_steps = -(-steps // splits)
+    return -(-steps // chunk_steps), chunk_steps * TILE
+
+
+def _split_workspace(dt, splits, M, N, stream):
+    """The partial products' buffer, allocated once per shape and stream (so a recorded CUDA
+    graph, which must not allocate, finds it there after its eager warm-up)."""
+    key = (dt, splits, M, N, 0 if not stream else id(stream))
+    work = _WORKSPACES.get(key)
+    if work is None:
+        work = _WORKSPACES[key] = cuda.device_array((splits, M, N), dtype=dt)
+    return work
 
 
 def relu_backward(dY, Y, dX, stream=0):
@@ -580,8 +715,13 @@ def vec_sum_into(x, acc, slot, stream=0):
 
 
 def sgd_momentum(p, g, v, lr, momentum=0.0, weight_decay=0.0, stream=0):
-    """In place on 1-D device arrays: ``v = mu*v + (g + wd*p); p -= lr*v``."""
+    """In place on 1-D device arrays: ``v = mu*v + (g + wd*p); p -= lr*v``.  ``lr`` is a number,
+    or a 1-element device array read when the kernel runs (for replayed CUDA graphs)."""
     dt = _key(p.dtype)
+    if hasattr(lr, "shape"):
+        _launch(("sgd_momentum_at", dt), _ew_grid(p.shape[0]), EW_BLOCK, stream)(
+            p, g, v, lr, dt(momentum), dt(weight_decay))
+        return p
     _launch(("sgd_momentum", dt), _ew_grid(p.shape[0]), EW_BLOCK, stream)(
         p, g, v, dt(lr), dt(momentum), dt(weight_decay))
     return p

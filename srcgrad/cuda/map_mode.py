@@ -183,13 +183,40 @@ class MapGradFunction(DifferentiatedFunction):
             if tag == "dev":
                 if not value.is_c_contiguous():
                     raise ValueError(f"{self.func.__name__}: device argument {name!r} is not contiguous")
-                kernel_args.append(value.reshape(n))
+                # a new view costs host time on every call: only where the shape needs one
+                kernel_args.append(value if value.ndim == 1 else value.reshape(n))
             else:
                 kernel_args.append(np.ascontiguousarray(value).reshape(n))
         return tuple(kinds), dtype, kernel_args, n, shape, on_device
 
-    def _launch(self, which, args, kwargs):
+    def _outputs(self, out, count, n, shape, dtype):
+        """``(buffers the kernel writes, what the call returns)``: new device arrays (returned
+        reshaped), or the caller's ``out`` arrays (checked; returned as given)."""
+        if out is None:
+            return [cuda.device_array(n, dtype=dtype) for _ in range(count)], None
+        flat = []
+        for item in (out if isinstance(out, (tuple, list)) else (out,)):
+            flat.extend(item if isinstance(item, (tuple, list)) else (item,))
+        if len(flat) != count:
+            raise ValueError(f"{self.func.__name__}: out= needs {count} device array(s) (the value "
+                             f"for value_and_grad, then one per wrt), got {len(flat)}")
+        buffers = []
+        for array in flat:
+            if not is_device_array(array):
+                raise TypeError(f"{self.func.__name__}: out= takes device arrays, got {type(array).__name__}")
+            array = as_device_array(array)
+            if tuple(array.shape) != shape or np.dtype(array.dtype) != np.dtype(dtype) or \
+                    not array.is_c_contiguous():
+                raise ValueError(f"{self.func.__name__}: an out= array is {tuple(array.shape)} "
+                                 f"{np.dtype(array.dtype)}; the results are contiguous {shape} {dtype}")
+            buffers.append(array if array.ndim == 1 else array.reshape(n))
+        return buffers, flat
+
+    def _launch(self, which, args, kwargs, out=None):
         kinds, dtype, kernel_args, n, shape, on_device = self._prepare(args, kwargs)
+        if out is not None and not shape:
+            raise ValueError(f"{self.func.__name__}: out= is for array results; these arguments "
+                             "give a single value")
         spec = self._spec(kinds, dtype)
         kernel = {"grad": spec.grad_kernel, "value_and_grad": spec.value_and_grad_kernel,
                   "value": spec.value_kernel}[which]
@@ -197,7 +224,7 @@ class MapGradFunction(DifferentiatedFunction):
         stream = 0
         # host arrays travel to the device once; device arrays stay where they are
         kernel_args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in kernel_args]
-        outputs = [cuda.device_array(n, dtype=dtype) for _ in range(count)]
+        outputs, given = self._outputs(out, count, n, shape, dtype)
         status = cuda.to_device(np.array([0, n], dtype=np.int32))
         if n:
             threads = max(1, min(self.block, n))
@@ -206,8 +233,10 @@ class MapGradFunction(DifferentiatedFunction):
         flags, first = status.copy_to_host()
         if flags:
             self._raise(int(flags), int(first), shape)
-        if on_device:
-            results = [o.reshape(shape) if shape else o for o in outputs]
+        if given is not None:
+            results = list(given)
+        elif on_device:
+            results = [o.reshape(shape) if len(shape) > 1 else o for o in outputs]
             if not shape:
                 results = [o.copy_to_host()[0] for o in results]
         else:
@@ -235,12 +264,26 @@ class MapGradFunction(DifferentiatedFunction):
                             "max_iter=N) if the loop does terminate")
         raise SrcgradError(f"srcgrad.cuda {self.mode} of {self.func.__name__}: " + "; ".join(problems))
 
+    def _split_out(self, kwargs):
+        """``out=`` (device arrays to write the results into, no allocation), unless the user's
+        function has a parameter of that name."""
+        if "out" in self.params:
+            return kwargs, None
+        kwargs = dict(kwargs)
+        return kwargs, kwargs.pop("out", None)
+
     def __call__(self, *args, **kwargs):
-        return self._launch(self.mode, args, kwargs)
+        """Map over the arguments.  ``out=``: device arrays of the broadcast shape to write the
+        results into (the value for value_and_grad, then one per wrt), returned in place of new
+        ones; without it each call allocates its results."""
+        kwargs, out = self._split_out(kwargs)
+        return self._launch(self.mode, args, kwargs, out)
 
     def value(self, *args, **kwargs):
-        """The function itself mapped over the arguments (the primal kernel, no derivatives)."""
-        return self._launch("value", args, kwargs)
+        """The function itself mapped over the arguments (the primal kernel, no derivatives);
+        ``out=`` as for a call."""
+        kwargs, out = self._split_out(kwargs)
+        return self._launch("value", args, kwargs, out)
 
     def ptx(self, *args, which=None, cc=(9, 0), **kwargs):
         """PTX of the map-mode kernel for arguments like these (compiled, not launched; no GPU needed).

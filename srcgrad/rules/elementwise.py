@@ -227,6 +227,27 @@ def expm1_tangent(result, x):
     d[result] += d[x] * (result + 1.0)
 
 
+# 2/sqrt(pi): d erf(x)/dx = 2/sqrt(pi) * exp(-x^2) (scipy.special.erf has its rule with SciPy's)
+@register_adjoint(math.erf)
+def erf(result, x):
+    d[x] += d[result] * 1.1283791670955126 * np.exp(-x * x)
+
+
+@register_tangent(math.erf)
+def erf_tangent(result, x):
+    d[result] += d[x] * 1.1283791670955126 * np.exp(-x * x)
+
+
+@register_adjoint(math.erfc)
+def erfc(result, x):
+    d[x] -= d[result] * 1.1283791670955126 * np.exp(-x * x)
+
+
+@register_tangent(math.erfc)
+def erfc_tangent(result, x):
+    d[result] -= d[x] * 1.1283791670955126 * np.exp(-x * x)
+
+
 @register_adjoint(math.log, np.log)
 def log(result, x):
     d[x] += d[result] / x

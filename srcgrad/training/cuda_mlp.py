@@ -28,8 +28,9 @@ draws, and ``numpy_train_epoch`` / ``numpy_evaluate`` implement exactly the same
 so GPU and CPU results agree up to floating-point tolerance.  ``init_state(params=...)`` accepts
 parameters from any other CPU path.
 
-CUDA graphs: numba-cuda (0.30) exposes no graph-capture API, so each step is launched
-kernel by kernel.
+CUDA graphs: :class:`EpochGraph` records a whole epoch's launches once (stream capture through
+the driver bindings, :mod:`srcgrad.cuda.graphs`; numba-cuda has no graph API) and replays them
+with one call per epoch; ``train_epoch`` launches kernel by kernel.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "numpy_train_epoch",
     "numpy_evaluate",
     "generated_program",
+    "EpochGraph",
     "N_IN",
     "N_OUT",
 ]
@@ -200,43 +202,43 @@ def get_velocity(state):
 # ----------------------------------------------------------------------------------------------
 
 
-def _forward(state, Xb, bufs, B):
+def _forward(state, Xb, bufs, B, stream=0):
     from srcgrad.backends import cuda_kernels as ck
 
     P = state.P
     H = bufs["H"][:B]
     Z = bufs["Z"][:B]
-    ck.gemm(Xb, P["W1"], H, bias=P["b1"], relu=True)
-    ck.gemm(H, P["W2"], Z, bias=P["b2"])
+    ck.gemm(Xb, P["W1"], H, bias=P["b1"], relu=True, stream=stream)
+    ck.gemm(H, P["W2"], Z, bias=P["b2"], stream=stream)
     return H, Z
 
 
-def _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_decay):
+def _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_decay, stream=0):
     from srcgrad.backends import cuda_kernels as ck
 
     P, G = state.P, state.G
     Xb = bufs["Xb"][:B]
     yb = bufs["yb"][:B]
-    ck.gather_batch(X_dev, y_dev, perm_dev, start, Xb, yb)
-    H, Z = _forward(state, Xb, bufs, B)
+    ck.gather_batch(X_dev, y_dev, perm_dev, start, Xb, yb, stream=stream)
+    H, Z = _forward(state, Xb, bufs, B, stream)
     dZ = bufs["dZ"][:B]
     dH = bufs["dH"][:B]
     loss = bufs["loss"][:B]
     correct = bufs["correct"][:B]
-    ck.softmax_xent(Z, yb, loss, correct, dZ, scale=1.0 / B)
-    ck.gemm(H, dZ, G["W2"], trans_a=True)
-    ck.col_sum(dZ, G["b2"])
-    ck.gemm(dZ, P["W2"], dH, trans_b=True, mask=H)
-    ck.gemm(Xb, dH, G["W1"], trans_a=True)
-    ck.col_sum(dH, G["b1"])
-    ck.sgd_momentum(state.p, state.g, state.v, lr, momentum, weight_decay)
-    ck.vec_sum_into(loss, state.acc, 0)
-    ck.vec_sum_into(correct, state.acc, 1)
+    ck.softmax_xent(Z, yb, loss, correct, dZ, scale=1.0 / B, stream=stream)
+    ck.gemm(H, dZ, G["W2"], trans_a=True, stream=stream)
+    ck.col_sum(dZ, G["b2"], stream=stream)
+    ck.gemm(dZ, P["W2"], dH, trans_b=True, mask=H, stream=stream)
+    ck.gemm(Xb, dH, G["W1"], trans_a=True, stream=stream)
+    ck.col_sum(dH, G["b1"], stream=stream)
+    ck.sgd_momentum(state.p, state.g, state.v, lr, momentum, weight_decay, stream=stream)
+    ck.vec_sum_into(loss, state.acc, 0, stream=stream)
+    ck.vec_sum_into(correct, state.acc, 1, stream=stream)
     state.steps += 1
 
 
 def _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum,
-                    weight_decay):
+                    weight_decay, stream=0):
     """One step with the loss gradient from srcgrad's generated adjoint (CUDA array mode):
     gather, the program's fused forward and reverse kernels, one SGD launch per parameter."""
     from srcgrad.backends import cuda_kernels as ck
@@ -244,18 +246,39 @@ def _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, 
     P = state.P
     Xb = bufs["Xb"][:B]
     yb = bufs["yb"][:B]
-    ck.gather_batch(X_dev, y_dev, perm_dev, start, Xb, yb)
+    ck.gather_batch(X_dev, y_dev, perm_dev, start, Xb, yb, stream=stream)
     plans = bufs.setdefault("plans", {})
     plan = plans.get(B)
     if plan is None:    # one plan per batch shape (the last batch may be shorter)
         plan = plans[B] = program.plan_for(P["W1"], P["b1"], P["W2"], P["b2"], Xb, yb)
     value, *grads = plan.run({"W1": P["W1"], "b1": P["b1"], "W2": P["W2"], "b2": P["b2"],
-                              "X": Xb, "y": yb}, {})
+                              "X": Xb, "y": yb}, {}, stream=stream)
     for k, g in zip(_PARAM_NAMES, grads):
         a, b = state.offsets[k]
-        ck.sgd_momentum(state.p[a:b], g.reshape(b - a), state.v[a:b], lr, momentum, weight_decay)
-    ck.vec_sum_into(value, state.acc, 0)
+        ck.sgd_momentum(state.p[a:b], g.reshape(b - a), state.v[a:b], lr, momentum, weight_decay,
+                        stream=stream)
+    ck.vec_sum_into(value, state.acc, 0, stream=stream)
     state.steps += 1
+
+
+def _batches(n, batch_size, drop_last, max_steps):
+    """``(start, rows)`` of each step of an epoch over ``n`` samples."""
+    steps = []
+    for start in range(0, n, batch_size):
+        B = min(batch_size, n - start)
+        if (B < batch_size and drop_last) or (max_steps is not None and len(steps) >= max_steps):
+            break
+        steps.append((start, B))
+    return steps
+
+
+def _epoch_result(state, program, steps, seen):
+    acc = state.acc.copy_to_host()
+    if program is not None:
+        program.check()             # labels out of range, seen by the gather kernels
+        return {"loss": float(acc[0]) / max(steps, 1), "accuracy": None, "steps": steps}
+    return {"loss": float(acc[0]) / max(seen, 1), "accuracy": float(acc[1]) / max(seen, 1),
+            "steps": steps}
 
 
 def generated_program(loss):
@@ -304,29 +327,113 @@ def train_epoch(state, X_dev, y_dev, perm, batch_size, lr, momentum=0.9, weight_
     perm_dev = _perm_to_device(state, perm)
     bufs = state.buffers(bs)
     state.acc.copy_to_device(np.zeros(2, dtype=state.dtype))
-    steps, seen = 0, 0
-    for start in range(0, n, bs):
-        B = min(bs, n - start)
-        if B < bs and drop_last:
-            break
-        if max_steps is not None and steps >= max_steps:
-            break
+    batches = _batches(n, bs, drop_last, max_steps)
+    for start, B in batches:
         if program is None:
             _step(state, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum, weight_decay)
         else:
             _generated_step(state, program, X_dev, y_dev, perm_dev, start, B, bufs, lr, momentum,
                             weight_decay)
-        steps += 1
-        seen += B
     if not sync:
         return None
     cuda.synchronize()
-    acc = state.acc.copy_to_host()
-    if program is not None:
-        program.check()             # labels out of range, seen by the gather kernels
-        return {"loss": float(acc[0]) / max(steps, 1), "accuracy": None, "steps": steps}
-    return {"loss": float(acc[0]) / max(seen, 1), "accuracy": float(acc[1]) / max(seen, 1),
-            "steps": steps}
+    return _epoch_result(state, program, len(batches), sum(B for _, B in batches))
+
+
+class EpochGraph:
+    """A whole training epoch recorded once as a CUDA graph, replayed by :meth:`run`.
+
+    Why: at batch 64 an epoch is ~940 steps of a dozen small kernels, and launching each from
+    Python (tens of microseconds) costs far more than the kernel.  The graph replays the same
+    launches, in the same order and with the same arguments, from one driver call.
+
+    The graph reads the sample order and the learning rate from device buffers it owns: :meth:`run`
+    copies the new permutation (and a new ``lr``, for schedules) there, zeroes the loss/accuracy
+    sums and replays.  Steps, batch size, momentum, weight decay and the step function
+    (``program`` or the hand kernels) are fixed when recording.
+    Recording needs the kernels compiled and loaded, so the constructor first runs one step of
+    each batch size eagerly and then restores the parameters and velocity it changed.
+
+    Where graphs cannot be captured (the simulator; :mod:`srcgrad.cuda.graphs`), :meth:`run`
+    launches the same recorded sequence on the stream instead, and ``graphed`` is False."""
+
+    def __init__(self, state, X_dev, y_dev, n, batch_size, lr, momentum=0.9, weight_decay=0.0,
+                 drop_last=False, program=None):
+        from numba import cuda
+
+        from srcgrad.cuda import graphs
+
+        self.state, self.program = state, program
+        self.batches = _batches(int(n), int(batch_size), drop_last, None)
+        self.stream = cuda.stream()
+        self.perm = cuda.to_device(np.arange(int(n), dtype=np.int64))
+        self.lr = cuda.to_device(np.array([lr], dtype=state.dtype))
+        lr = self.lr        # every recorded SGD launch reads the rate from here
+        bufs = state.buffers(int(batch_size))
+
+        def record():
+            for start, B in self.batches:
+                if program is None:
+                    _step(state, X_dev, y_dev, self.perm, start, B, bufs, lr, momentum,
+                          weight_decay, self.stream)
+                else:
+                    _generated_step(state, program, X_dev, y_dev, self.perm, start, B, bufs, lr,
+                                    momentum, weight_decay, self.stream)
+        self._record = record
+        self.graph, self.graphed = None, False
+        ok, self.why_eager = graphs.available()
+        if ok:
+            self._warm_up(X_dev, y_dev, bufs, lr, momentum, weight_decay)
+            steps = state.steps
+            self.graph = graphs.StreamGraph.capture(self.stream, record)
+            state.steps = steps     # recording launched nothing; replays count in run()
+            self.graphed = True
+
+    def _warm_up(self, X_dev, y_dev, bufs, lr, momentum, weight_decay):
+        """One eager step per batch size (compiles and loads every kernel the graph records),
+        then the parameters, velocity and step count as they were."""
+        state = self.state
+        saved = state.p.copy_to_host(), state.v.copy_to_host(), state.steps
+        for B in sorted({B for _, B in self.batches}):
+            if self.program is None:
+                _step(state, X_dev, y_dev, self.perm, 0, B, bufs, lr, momentum, weight_decay,
+                      self.stream)
+            else:
+                _generated_step(state, self.program, X_dev, y_dev, self.perm, 0, B, bufs, lr,
+                                momentum, weight_decay, self.stream)
+        self.stream.synchronize()
+        state.p.copy_to_device(saved[0])
+        state.v.copy_to_device(saved[1])
+        state.steps = saved[2]
+
+    def run(self, perm, lr=None, sync=True):
+        """One epoch in the order ``perm`` (host int array of the recorded length), at learning
+        rate ``lr`` (default: the last one); returns :func:`train_epoch`'s result (None if not
+        ``sync``)."""
+        perm = np.ascontiguousarray(perm, dtype=np.int64)
+        if perm.shape != self.perm.shape:
+            raise ValueError(f"EpochGraph was recorded for {self.perm.shape[0]} samples, got "
+                             f"{perm.shape[0]}")
+        state = self.state
+        self.perm.copy_to_device(perm, stream=self.stream)
+        if lr is not None:
+            self.lr.copy_to_device(np.array([lr], dtype=state.dtype), stream=self.stream)
+        state.acc.copy_to_device(np.zeros(2, dtype=state.dtype), stream=self.stream)
+        if self.graphed:
+            self.graph.launch(self.stream)
+            state.steps += len(self.batches)
+        else:
+            self._record()
+        if not sync:
+            return None
+        self.stream.synchronize()
+        return _epoch_result(state, self.program, len(self.batches),
+                             sum(B for _, B in self.batches))
+
+    def close(self):
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
 
 
 def evaluate(state, X_dev, y_dev, batch_size=1000):

@@ -11,6 +11,9 @@ when numba has not been imported yet and the command line only names paths insid
 simulator would change ``numba.cuda`` for every other test) every test here is skipped with the
 reason shown above.  The PTX test compiles each kernel for the real target (sm_90) in a child
 process without the simulator.
+
+``SRCGRAD_CUDA_TESTS=gpu python -m pytest tests/cuda`` runs the same tests on a real GPU instead
+(no simulator); tests that assert simulator facts then fail by design.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def _only_cuda_paths(argv):
 
 def _decide():
     env = os.environ.get("NUMBA_ENABLE_CUDASIM", "")
+    if os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu":     # on a real GPU (benchmarks/gpu_check.py's run)
+        return True, ""
     if "numba" in sys.modules:
         from numba import config
 
@@ -76,6 +81,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
+    if SIM_ACTIVE and os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu":
+        return "srcgrad CUDA tests: on the GPU (SRCGRAD_CUDA_TESTS=gpu)"
     if SIM_ACTIVE:
         return "srcgrad CUDA tests: Numba CUDA simulator active"
     return f"srcgrad CUDA tests skipped: {SKIP_REASON}"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +25,8 @@ from srcgrad.backends import cuda_kernels as ck
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz_programs import load_program  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not ck.SIMULATOR, reason="CUDA tests run in the simulator session")
+pytestmark = pytest.mark.skipif(not (ck.SIMULATOR or os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu"),
+                                reason="CUDA tests run in the simulator session (or SRCGRAD_CUDA_TESTS=gpu)")
 
 M, N = 3, 4
 UNARY = ["np.tanh({})", "np.sin({})", "np.exp(np.tanh({}))", "np.sqrt(1.0 + {0} * {0})",

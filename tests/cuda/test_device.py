@@ -19,7 +19,8 @@ SKIP_RC = 3
 def test_simulator_is_one_fact():
     from srcgrad.cuda import array_plan, device, kernels, map_runtime
 
-    assert device.SIMULATOR        # this session runs in Numba's simulator (conftest)
+    # this session runs in Numba's simulator (conftest), or on a GPU with SRCGRAD_CUDA_TESTS=gpu
+    assert device.SIMULATOR == (os.environ.get("SRCGRAD_CUDA_TESTS") != "gpu")
     assert kernels.SIMULATOR is map_runtime.SIMULATOR is array_plan.SIMULATOR is device.SIMULATOR
 
 
@@ -54,7 +55,8 @@ _CHILD = textwrap.dedent('''
     import sys
     import numpy as np
 
-    del np.row_stack
+    if hasattr(np, "row_stack"):        # NumPy before 2.5: remove it as 2.5 does
+        del np.row_stack
     np.__all__ = [name for name in np.__all__ if name != "row_stack"]
     if sys.argv[1] == "srcgrad":
         import srcgrad.cuda  # noqa: F401

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from numba import config as _numba_config  # tests/cuda/conftest.py has decided on the simulator
 
-SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
+SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0)) or os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu"
 
 if SIM_ACTIVE:
     from numba import cuda
@@ -25,8 +27,16 @@ def _rand(rng, shape, dt):
     return rng.standard_normal(shape).astype(dt)
 
 
-# M, N, K: one smaller than a (simulator) tile of 4, one straddling tiles in every dimension
-GEMM_SIZES = [(3, 2, 3), (6, 9, 10)]
+# M, N, K: one smaller than a (simulator) tile of 4, one straddling tiles in every dimension,
+# and one with few output tiles and a long K, computed split along K (on the GPU's tiles too)
+GEMM_SIZES = [(3, 2, 3), (6, 9, 10), (5, 6, 300)]
+
+
+def test_split_k_is_taken_where_meant():
+    assert ck.split_k(5, 6, 300)[0] > 1       # the split-K size above, at this session's TILE
+    splits, kchunk = ck.split_k(5, 6, 300)
+    assert kchunk % ck.TILE == 0 and (splits - 1) * kchunk < 300 <= splits * kchunk
+    assert ck.split_k(3, 2, 3) == (1, 3) and ck.split_k(6, 9, 10) == (1, 10)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -46,8 +56,9 @@ def test_gemm_transposes(dt, trans_a, trans_b, size):
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("epi", ["bias", "bias_relu", "relu", "mask"])
-def test_gemm_epilogues(dt, epi):
-    M, N, K = 6, 7, 5
+@pytest.mark.parametrize("size", [(6, 7, 5), (5, 6, 300)])     # the second is split along K
+def test_gemm_epilogues(dt, epi, size):
+    M, N, K = size
     rng = np.random.default_rng(3)
     A, B = _rand(rng, (M, K), dt), _rand(rng, (K, N), dt)
     bias = _rand(rng, (N,), dt)
@@ -190,11 +201,13 @@ def test_vec_sum_into(dt):
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("mu,wd", [(0.0, 0.0), (0.9, 1e-2)])
-def test_sgd_momentum(dt, mu, wd):
+@pytest.mark.parametrize("lr_on_device", [False, True])
+def test_sgd_momentum(dt, mu, wd, lr_on_device):
     rng = np.random.default_rng(10)
     p, g, v = _rand(rng, 37, dt), _rand(rng, 37, dt), _rand(rng, 37, dt)
     dp, dg, dv = cuda.to_device(p), cuda.to_device(g), cuda.to_device(v)
-    ck.sgd_momentum(dp, dg, dv, 0.1, mu, wd)
+    lr = cuda.to_device(np.array([0.1], dtype=dt)) if lr_on_device else 0.1
+    ck.sgd_momentum(dp, dg, dv, lr, mu, wd)
     v_ref = mu * v + (g + wd * p)
     p_ref = p - 0.1 * v_ref
     np.testing.assert_allclose(dv.copy_to_host(), v_ref, **_tol(dt))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from numba import config as _numba_config  # tests/cuda/conftest.py has decided on the simulator
 
-SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0))
+SIM_ACTIVE = bool(getattr(_numba_config, "ENABLE_CUDASIM", 0)) or os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu"
 
 if SIM_ACTIVE:
     from srcgrad.training import cuda_mlp as cm
@@ -24,7 +26,8 @@ def _data(dt, seed=0):
 
 def test_available_in_simulator():
     ok, why = cm.available()
-    assert ok and "simulator" in why
+    on_gpu = os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu"
+    assert ok and (("cc " in why) if on_gpu else ("simulator" in why)), why
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -114,3 +117,33 @@ def test_generated_adjoint_training_matches_hand_kernels(dt):
     for k in ref_p:
         np.testing.assert_allclose(gp[k], ref_p[k], **tol, err_msg=k)
         np.testing.assert_allclose(gv[k], ref_v[k], **tol, err_msg=k)
+
+
+def test_epoch_graph_matches_train_epoch():
+    """EpochGraph (one recorded epoch, replayed per call; in the simulator the same recorded
+    launches run eagerly on its stream) gives train_epoch's parameters, velocities, loss and
+    accuracy, epoch after epoch, with a new order and learning rate each time; its warm-up step
+    leaves no trace."""
+    from srcgrad.cuda import graphs
+
+    X, y = _data(np.float64)
+    params = cm.init_params(HIDDEN, seed=2, dtype=np.float64, n_in=N_IN)
+    eager = cm.init_state(params=params, dtype=np.float64)
+    recorded = cm.init_state(params=params, dtype=np.float64)
+    X_dev, y_dev = cm.to_device(X, y, dtype=np.float64)
+    runner = cm.EpochGraph(recorded, X_dev, y_dev, N, 4, lr=0.3, momentum=0.9, weight_decay=1e-3)
+    assert runner.graphed == graphs.available()[0]
+    for k, v in cm.get_params(recorded).items():        # the warm-up step was undone
+        np.testing.assert_array_equal(v, params[k])
+    assert recorded.steps == 0
+    for epoch, lr in enumerate((0.3, 0.1)):       # a schedule: the recorded launches read lr
+        perm = cm.epoch_permutation(N, seed=4, epoch=epoch)
+        want = cm.train_epoch(eager, X_dev, y_dev, perm, 4, lr=lr, momentum=0.9, weight_decay=1e-3)
+        got = runner.run(perm, lr=lr)
+        assert got == pytest.approx(want, rel=1e-12)
+        for k, v in cm.get_params(eager).items():
+            np.testing.assert_allclose(cm.get_params(recorded)[k], v, rtol=1e-12, atol=1e-14)
+    assert recorded.steps == eager.steps == 6
+    with pytest.raises(ValueError, match="recorded for 11"):
+        runner.run(np.arange(5))
+    runner.close()

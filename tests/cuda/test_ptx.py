@@ -40,6 +40,7 @@ def _child(dtype_name):
         print(json.dumps({"skip": f"cannot compile PTX here: {type(exc).__name__}: {exc}"}))
         sys.exit(SKIP_RC)
     from srcgrad.backends import cuda_kernels as ck
+    from srcgrad.cuda.device import device_cc
 
     assert not ck.SIMULATOR
     for name, fn, sigs in ck.kernel_signatures():
@@ -48,7 +49,8 @@ def _child(dtype_name):
         for sig in sigs:
             rec = {"kernel": name, "sig": str(sig)}
             try:
-                ptx, _ = cuda.compile_ptx(fn, sig, cc=CC)
+                with device_cc(CC):     # the GEMMs call device functions: name the target
+                    ptx, _ = cuda.compile_ptx(fn, sig, cc=CC)
                 rec["ok"] = True
                 rec["target"] = f"sm_{CC[0]}{CC[1]}" in ptx
                 if dtype_name == "float32":  # no silent promotion to double in float32 kernels

@@ -7,13 +7,16 @@ Run with the other CUDA tests: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/c
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import srcgrad
 from srcgrad.backends import cuda_kernels as ck
 
-pytestmark = pytest.mark.skipif(not ck.SIMULATOR, reason="CUDA tests run in the simulator session")
+pytestmark = pytest.mark.skipif(not (ck.SIMULATOR or os.environ.get("SRCGRAD_CUDA_TESTS") == "gpu"),
+                                reason="CUDA tests run in the simulator session (or SRCGRAD_CUDA_TESTS=gpu)")
 
 
 def rnn(W, x, h0):
