@@ -439,19 +439,27 @@ class JaxScanTrainer(_JaxBase):
 
 
 # ------------------------------------------------------------------------------------------------
+def torch_mlp(params, device="cpu"):
+    """``nn.Sequential(Linear, ReLU, Linear)`` holding ``params`` = (W1, b1, W2, b2), weights
+    stored (in, out) as srcgrad's model stores them."""
+    import torch
+    model = torch.nn.Sequential(torch.nn.Linear(params[0].shape[0], params[0].shape[1]),
+                                torch.nn.ReLU(),
+                                torch.nn.Linear(params[2].shape[0], params[2].shape[1]))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(np.array(params[0].T, np.float32)))
+        model[0].bias.copy_(torch.from_numpy(np.array(params[1], np.float32)))
+        model[2].weight.copy_(torch.from_numpy(np.array(params[2].T, np.float32)))
+        model[2].bias.copy_(torch.from_numpy(np.array(params[3], np.float32)))
+    return model.to(device)
+
+
 class TorchTrainer(Trainer):
     needs = "torch"
 
     def setup(self, params):
         import torch
-        self.model = torch.nn.Sequential(torch.nn.Linear(params[0].shape[0], params[0].shape[1]),
-                                         torch.nn.ReLU(),
-                                         torch.nn.Linear(params[2].shape[0], params[2].shape[1]))
-        with torch.no_grad():
-            self.model[0].weight.copy_(torch.from_numpy(np.array(params[0].T, np.float32)))
-            self.model[0].bias.copy_(torch.from_numpy(np.array(params[1], np.float32)))
-            self.model[2].weight.copy_(torch.from_numpy(np.array(params[2].T, np.float32)))
-            self.model[2].bias.copy_(torch.from_numpy(np.array(params[3], np.float32)))
+        self.model = torch_mlp(params)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.lossf = torch.nn.CrossEntropyLoss()
         self.Xt, self.yt = torch.from_numpy(self.X), torch.from_numpy(self.y)
