@@ -101,6 +101,11 @@ def test_recheck_under_lasting_load_confirms_on_one_probe_batch():
     assert choice.backoff == 2 * backoff and not choice.probing
     choice.trained(choice.interval())                   # the ratios still say: probe again
     assert choice.probing and choice.threads is None
+    for _ in range(6):                                  # probes confirm; the interval stops growing
+        _rounds(choice, {2: 20.0, 1: 1.0}, 1)
+        assert choice.threads == 1
+        choice.trained(choice.interval())
+    assert choice.backoff == bt.PROBE_MAX_BACKOFF < bt.MAX_BACKOFF
 
 
 def test_probe_that_finds_the_load_gone_leads_to_a_full_recheck():

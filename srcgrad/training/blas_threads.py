@@ -173,6 +173,7 @@ RECHECK = 30        # after this many rounds' worth of batches with the choice, 
 MAX_BACKOFF = 16    # the interval doubles (up to this factor) while the choice stays the same
 PROBE_LEAD = 3.0    # a recheck first times one batch on each count that lost by more than this
 PROBE_CHUNK = 1     # (see ThreadChoice.probing)
+PROBE_MAX_BACKOFF = 4   # a choice confirmed by probes is measured again at least this often
 
 _clock = time.perf_counter       # the tests replace it to inject timings
 
@@ -204,9 +205,11 @@ class ThreadChoice:
     two OpenBLAS threads ran MNIST batch 64 10-40x slower than one), a recheck starts with a
     probe round: the choice on ``CHUNK`` batches, each loser on ``PROBE_CHUNK``. If the choice
     still leads every loser by more than ``PROBE_LEAD`` it is confirmed at once; otherwise the
-    probe round is dropped and the recheck measures as above. Why: under such load the three
-    rounds of ``MIN_CHUNK`` two-thread batches cost as much as the 480 one-thread batches
-    between rechecks (benchmarks/results/mnist_mb64.md); the probe costs a twelfth of that."""
+    probe round is dropped and the recheck measures as above; probe confirmations double the
+    interval up to ``PROBE_MAX_BACKOFF`` times only. Why: under such load the three rounds of
+    ``MIN_CHUNK`` two-thread batches cost as much as the 480 one-thread batches between
+    rechecks (benchmarks/results/mnist_mb64.md); the probe costs a twelfth of that, so the
+    choice can be rechecked often enough to return to 2 threads soon after the load ends."""
 
     def __init__(self, tries):
         self.tries = list(tries)
@@ -268,8 +271,9 @@ class ThreadChoice:
         ``MARGIN``. An early reversal of the last choice needs this besides a clear median lead:
         a median of ``EARLY_ROUNDS`` rounds follows two chunks that another process disturbed
         (the MNIST benchmark's batch-64 run of 2026-12-04 16:19 UTC switched to 1 thread that
-        way and ran 564 batches on it, 1.6x slower; benchmarks/results/mnist_s10_1619.md), while a real
-        change of load slows every round."""
+        way and ran 564 batches on it; benchmarks/results/mnist_s10_1619.md), while a real
+        change of load slows every round. (In that run's rounds the 2-thread peers also ran
+        1.4-2x slower, so 1 thread was not the wrong count then: results/mnist_mb64.md.)"""
         return all(r[best] * (1 + MARGIN) < r[c] for r in self.rounds
                    for c in self.tries if c != best)
 
@@ -323,7 +327,10 @@ class ThreadChoice:
         self.probing = False
         last = self.decisions[-1][0]
         if all(probe[last] * PROBE_LEAD < probe[c] for c in self.tries if c != last):
-            self.backoff = min(2 * self.backoff, MAX_BACKOFF)
+            # the interval grows to PROBE_MAX_BACKOFF only: a probe costs one slow batch per
+            # loser, and once the load is gone every batch until the next recheck runs on the
+            # slower count (1 thread: 1.46x at MNIST batch 64; up to 7680 batches at MAX_BACKOFF)
+            self.backoff = min(2 * self.backoff, PROBE_MAX_BACKOFF)
             self.threads, self.since = last, 0
             self.decisions.append((last, 1))
 
