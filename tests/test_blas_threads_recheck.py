@@ -79,3 +79,55 @@ def test_recheck_reverses_early_when_every_round_agrees():
     choice = _decided({2: 1.0, 1: 1.39})
     _rounds(choice, {2: 5.0, 1: 1.39}, bt.EARLY_ROUNDS)  # another process took a core for good
     assert choice.threads == 1 and choice.decisions[-1] == (1, bt.EARLY_ROUNDS)
+
+
+def _decided_under_load(slow):
+    """A choice of 1 thread made while 2 threads ran ``slow`` times slower, due for its recheck."""
+    choice = bt.ThreadChoice([2, 1])
+    _rounds(choice, {2: slow, 1: 1.0}, bt.EARLY_ROUNDS)
+    assert choice.threads == 1 and choice.decisions == [(1, bt.EARLY_ROUNDS)]
+    choice.trained(choice.interval())
+    assert choice.threads is None and choice.probing
+    assert choice.guess() == 1          # before any round: the last choice, not tries[0]
+    return choice
+
+
+def test_recheck_under_lasting_load_confirms_on_one_probe_batch():
+    choice = _decided_under_load(20.0)
+    backoff = choice.backoff
+    timed = _rounds(choice, {2: 20.0, 1: 1.0}, 1)
+    assert timed == {2: bt.PROBE_CHUNK, 1: bt.CHUNK}    # not 3 rounds of MIN_CHUNK on 2 threads
+    assert choice.threads == 1 and choice.decisions[-1] == (1, 1)
+    assert choice.backoff == 2 * backoff and not choice.probing
+    choice.trained(choice.interval())                   # the ratios still say: probe again
+    assert choice.probing and choice.threads is None
+    for _ in range(6):                                  # probes confirm; the interval stops growing
+        _rounds(choice, {2: 20.0, 1: 1.0}, 1)
+        assert choice.threads == 1
+        choice.trained(choice.interval())
+    assert choice.backoff == bt.PROBE_MAX_BACKOFF < bt.MAX_BACKOFF
+
+
+def test_probe_that_finds_the_load_gone_leads_to_a_full_recheck():
+    choice = _decided_under_load(20.0)
+    quiet = {2: 1.0, 1: 1.39}
+    _rounds(choice, quiet, 1)                           # the probe: 2 threads lead now
+    assert choice.threads is None and not choice.probing and choice.rounds == []
+    assert choice.chunk(2) == bt.MIN_CHUNK              # the recheck proper, as before
+    while choice.threads is None:
+        _rounds(choice, quiet, 1)
+    assert choice.threads == 2 and choice.decisions[-1] == (2, bt.ROUNDS)
+
+
+def test_probe_under_a_lead_between_margin_and_probe_lead_is_not_enough():
+    choice = _decided_under_load(20.0)
+    _rounds(choice, {2: 2.0, 1: 1.0}, 1)                # 1 thread leads, by 2x only
+    assert choice.threads is None and not choice.probing
+    timed = _rounds(choice, {2: 2.0, 1: 1.0}, bt.EARLY_ROUNDS)
+    assert choice.threads == 1 and choice.decisions[-1] == (1, bt.EARLY_ROUNDS)
+    assert timed == {2: bt.EARLY_ROUNDS * bt.MIN_CHUNK, 1: bt.EARLY_ROUNDS * bt.CHUNK}
+
+
+def test_no_probe_where_the_loser_lost_by_less_than_probe_lead():
+    choice = _decided({2: 1.0, 1: 1.39})
+    assert not choice.probing and choice.chunk(1) == bt.MIN_CHUNK

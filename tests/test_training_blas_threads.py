@@ -122,12 +122,15 @@ def test_choice_is_measured_again_after_recheck_batches():
     # re-measured later, the clear losers (5x and 9x) on short chunks, the others on full ones
     assert [choice.chunk(c) for c in (4, 2, 1)] == [bt.MIN_CHUNK, bt.MIN_CHUNK, bt.CHUNK]
     assert "2 decisions: [2, 1]" in choice.summary() and choice.until_recheck() == limit
-    # confirmed at the next recheck: the interval doubles; a changed choice resets it
+    # confirmed at the next recheck (by its probe round: the losers lost by more than
+    # PROBE_LEAD): the interval doubles; a changed choice resets it
     choice.trained(limit)
-    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], bt.EARLY_ROUNDS)
+    _measure(choice, lambda c, r: {4: 9.0, 2: 5.0, 1: 1.0}[c], 1)
     assert choice.threads == 1 and choice.until_recheck() == 2 * limit
+    assert choice.decisions[-1] == (1, 1)
     choice.trained(2 * limit)
-    _measure(choice, lambda c, r: {4: 9.0, 2: 1.0, 1: 5.0}[c], bt.EARLY_ROUNDS)
+    # the probe round finds 2 threads ahead: dropped, then the recheck's own rounds
+    _measure(choice, lambda c, r: {4: 9.0, 2: 1.0, 1: 5.0}[c], 1 + bt.EARLY_ROUNDS)
     assert choice.threads == 2 and choice.until_recheck() == limit
     assert [choice.chunk(c) for c in (4, 2, 1)] == [bt.MIN_CHUNK, bt.CHUNK, bt.MIN_CHUNK]
 
@@ -198,11 +201,14 @@ def test_auto_measures_across_calls_and_rechecks(monkeypatch):
         assert choice.threads == 1 and choice.decisions == [(2, bt.ROUNDS), (1, bt.EARLY_ROUNDS)]
         E = bt.EARLY_ROUNDS
         assert loop.blas_threads_used == {2: 4 + E * C, 1: 236 - E * C}
-        # the next recheck measures the clear loser (2 threads, 5x) on short chunks
+        # the next recheck probes the clear loser (2 threads, 5x > PROBE_LEAD) on one batch,
+        # and the choice, still that far ahead, is confirmed without more rounds
         choice.since = choice.interval() - 1
         calls.clear()
         loop(p, X, y, order, B, first=0, stop=2 * C)
-        assert calls[:3] == [(0, 1, 1), (1, 1 + M, 2), (1 + M, 1 + M + C, 1)]
+        P = bt.PROBE_CHUNK
+        assert calls == [(0, 1, 1), (1, 1 + P, 2), (1 + P, 1 + P + C, 1), (1 + P + C, 2 * C, 1)]
+        assert choice.threads == 1 and choice.decisions[-1] == (1, 1)
     twice = np.concatenate([order, order, order[:2 * C * B]])
     for got, want in zip(p, mlp_sgd_reference(params, X, y, twice, B, 0.1)):
         np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-6)

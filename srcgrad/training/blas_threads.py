@@ -171,6 +171,9 @@ EARLY_ROUNDS, EARLY_LEAD = 3, 1.5     # a lead this clear decides after fewer ro
 # than MARGIN, and it times a count that lost by more than MARGIN on chunks of MIN_CHUNK)
 RECHECK = 30        # after this many rounds' worth of batches with the choice, measure again;
 MAX_BACKOFF = 16    # the interval doubles (up to this factor) while the choice stays the same
+PROBE_LEAD = 3.0    # a recheck first times one batch on each count that lost by more than this
+PROBE_CHUNK = 1     # (see ThreadChoice.probing)
+PROBE_MAX_BACKOFF = 4   # a choice confirmed by probes is measured again at least this often
 
 _clock = time.perf_counter       # the tests replace it to inject timings
 
@@ -196,7 +199,17 @@ class ThreadChoice:
     other by more than ``MARGIN`` (a load change that reverses the order still needs the full
     evidence). Why: every batch timed on a loser is a slower batch; at MNIST batch 64 on 2 cores
     1 thread lost by 1.39x (under ``EARLY_LEAD``), and each recheck ran 6 rounds of 8 batches on
-    it: 48 to 96 of an epoch's 937 batches (benchmarks/results/mnist.md), ~2% of the epoch."""
+    it: 48 to 96 of an epoch's 937 batches (benchmarks/results/mnist.md), ~2% of the epoch.
+
+    Where every other count lost by more than ``PROBE_LEAD`` (another process kept a core busy:
+    two OpenBLAS threads ran MNIST batch 64 10-40x slower than one), a recheck starts with a
+    probe round: the choice on ``CHUNK`` batches, each loser on ``PROBE_CHUNK``. If the choice
+    still leads every loser by more than ``PROBE_LEAD`` it is confirmed at once; otherwise the
+    probe round is dropped and the recheck measures as above; probe confirmations double the
+    interval up to ``PROBE_MAX_BACKOFF`` times only. Why: under such load the three rounds of
+    ``MIN_CHUNK`` two-thread batches cost as much as the 480 one-thread batches between
+    rechecks (benchmarks/results/mnist_mb64.md); the probe costs a twelfth of that, so the
+    choice can be rechecked often enough to return to 2 threads soon after the load ends."""
 
     def __init__(self, tries):
         self.tries = list(tries)
@@ -207,6 +220,7 @@ class ThreadChoice:
         self.since = 0              # batches trained on the choice since it was made
         self.backoff = 1            # the recheck interval's factor
         self.decisions = []         # (threads, rounds measured) of every choice made
+        self.probing = False        # the round being measured is a recheck's probe round
 
     def next(self):
         """(threads, timed): the count for the next chunk, and whether it is timed."""
@@ -219,19 +233,22 @@ class ThreadChoice:
         raise AssertionError("a complete round was not closed")
 
     def guess(self):
-        """The best count known now: the choice, else the best median so far, else the
-        first candidate (the BLAS's own setting)."""
+        """The best count known now: the choice, else the best median so far, else the last
+        choice (a recheck before its first round: not the first candidate, which under load
+        was the 10-40x slower one), else the first candidate (the BLAS's own setting)."""
         if self.threads is not None:
             return self.threads
         if self.rounds:
             ratios = self._medians()
             return min(self.tries, key=ratios.__getitem__)
-        return self.tries[0]
+        return self.decisions[-1][0] if self.decisions else self.tries[0]
 
     def chunk(self, threads):
         """Batches in a timed chunk on ``threads``: ``MIN_CHUNK`` for a count that lost by more
         than ``MARGIN`` at the last choice (re-measured, but cheaply: under load a loser ran up
-        to 30x slower), else ``CHUNK``."""
+        to 30x slower), else ``CHUNK``; in a probe round ``PROBE_CHUNK`` for every loser."""
+        if self.probing:
+            return CHUNK if threads == self.decisions[-1][0] else PROBE_CHUNK
         if self.ratios and min(self.ratios.values()) * (1 + MARGIN) < self.ratios[threads]:
             return MIN_CHUNK
         return CHUNK
@@ -254,8 +271,9 @@ class ThreadChoice:
         ``MARGIN``. An early reversal of the last choice needs this besides a clear median lead:
         a median of ``EARLY_ROUNDS`` rounds follows two chunks that another process disturbed
         (the MNIST benchmark's batch-64 run of 2026-12-04 16:19 UTC switched to 1 thread that
-        way and ran 564 batches on it, 1.6x slower; benchmarks/results/mnist_s10_1619.md), while a real
-        change of load slows every round."""
+        way and ran 564 batches on it; benchmarks/results/mnist_s10_1619.md), while a real
+        change of load slows every round. (In that run's rounds the 2-thread peers also ran
+        1.4-2x slower, so 1 thread was not the wrong count then: results/mnist_mb64.md.)"""
         return all(r[best] * (1 + MARGIN) < r[c] for r in self.rounds
                    for c in self.tries if c != best)
 
@@ -263,6 +281,10 @@ class ThreadChoice:
         """A timed chunk: ``batches`` batches on ``threads`` took ``seconds``."""
         self.current[threads] = max(seconds, 1e-12) / batches     # (a coarse clock: no 0/0)
         if len(self.current) < len(self.tries):
+            return
+        if self.probing:
+            self._probed(self.current)
+            self.current = {}
             return
         self.rounds.append(self.current)
         self.current = {}
@@ -291,7 +313,26 @@ class ThreadChoice:
             return
         self.since += batches
         if self.since >= self.interval():
+            self.probing = self._clear_winner()
             self.threads, self.rounds, self.current = None, [], {}
+
+    def _clear_winner(self):
+        """The last choice beat every other count by more than ``PROBE_LEAD``."""
+        best = self.ratios[self.threads]
+        return all(self.ratios[c] > PROBE_LEAD * best for c in self.tries if c != self.threads)
+
+    def _probed(self, probe):
+        """A probe round ended: confirm the last choice if it still leads every other count by
+        more than ``PROBE_LEAD``, else measure as a recheck without the probe's round."""
+        self.probing = False
+        last = self.decisions[-1][0]
+        if all(probe[last] * PROBE_LEAD < probe[c] for c in self.tries if c != last):
+            # the interval grows to PROBE_MAX_BACKOFF only: a probe costs one slow batch per
+            # loser, and once the load is gone every batch until the next recheck runs on the
+            # slower count (1 thread: 1.46x at MNIST batch 64; up to 7680 batches at MAX_BACKOFF)
+            self.backoff = min(2 * self.backoff, PROBE_MAX_BACKOFF)
+            self.threads, self.since = last, 0
+            self.decisions.append((last, 1))
 
     def summary(self):
         """One line: the choice and what it rests on."""

@@ -15,6 +15,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+try:        # Numba's own key for a value's type (what its dispatchers look types up by)
+    from numba._dispatcher import compute_fingerprint
+except ImportError:     # pragma: no cover - another Numba: every call runs numba.typeof
+    compute_fingerprint = None
+
 # The batch gather copies rows that lie at random places in X (MNIST: 3136-byte rows of a 188 MB
 # array). One row at a time it took ~2.5x as long as a contiguous copy of as many bytes (MNIST,
 # batch 64: 25 against 10 ms of CPU per epoch): each row starts where the hardware prefetcher has
@@ -24,6 +29,42 @@ from numba.extending import intrinsic, overload
 # the same bytes in the same places (benchmarks/results/mnist_mstep.md; 2 rows side by side or
 # prefetch alone gained less, prefetching 8 or 16 rows ahead no more).
 ROWS_IN_FLIGHT = 4      # _gather_batch's row copies are written out for 4
+
+
+def loop_argument_types(cache, values):
+    """``tuple(numba.typeof(v) for v in values)``, the Numba types of the arguments
+    :class:`srcgrad.optim.MinibatchLoop` passes a batch loop, kept in ``cache`` (a dict the loop
+    owns) under the values' Numba fingerprints: ``compute_fingerprint``, the key Numba's
+    dispatchers find a value's type by (arrays: dtype, dimensions, layout, writeable and aligned
+    flags; tuples element by element). Why: typeof of these dozen values took ~120 us of a
+    ~190 us call that trains no batch (MNIST, batch 64; a batch is ~200-300 us), and
+    ``blas_threads="auto"`` calls the loop once per timed chunk of 4 or 8 batches, so the
+    overhead was 5-10% of a timed chunk's batches and more for a shorter chunk. Values the
+    fingerprint cannot key (it raises) or arrays of a non-native byte order (it does not tell
+    them from native ones; typeof refuses them) are typed every time."""
+    key = None
+    if compute_fingerprint is not None:
+        try:
+            key = tuple(compute_fingerprint(v) for v in values)
+        except (TypeError, ValueError, NotImplementedError):
+            key = None
+        if key is not None and not all(_native(v) for v in values):
+            key = None
+    found = cache.get(key) if key is not None else None
+    if found is None:
+        found = tuple(numba.typeof(v) for v in values)
+        if key is not None:
+            cache[key] = found
+    return found
+
+
+def _native(value):
+    """Whether no array in ``value`` (an array, or a tuple of them) stores a non-native byte
+    order."""
+    if isinstance(value, tuple):
+        return all(_native(v) for v in value)
+    dtype = getattr(value, "dtype", None)
+    return dtype is None or not hasattr(value, "shape") or dtype.isnative
 
 
 @intrinsic

@@ -47,7 +47,8 @@ from ..errors import DTypeError, FusionGuardFailed
 from . import compile_ahead, gather_ahead
 from .blas_threads import check_setting, run_with_threads
 from .flat_kernels import _adam_flat, _flat_view, _momentum_flat, _sgd_flat
-from .fused_runs import _gather_batch, _run_momentum_steps, _run_sgd_steps
+from .fused_runs import (_gather_batch, _run_momentum_steps, _run_sgd_steps,
+                         loop_argument_types)
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "sgd_update", "momentum_update", "adam_update",
            "sgd_kernel", "momentum_kernel", "adam_kernel", "make_optimizer", "MinibatchLoop"]
@@ -645,7 +646,7 @@ class MinibatchLoop:
         self.gather_ahead = gather_ahead
         self._rings = {}        # gather_ahead: batch shape -> its ring of buffers
         self.fused = ()         # parameters whose SGD update is fused into their gradient's GEMM
-        self._buffers = {}
+        self._buffers, self._argument_types = {}, {}     # (fused_runs.loop_argument_types)
         self._entries = {}      # (argument types, lean) -> (compiled loop entry, gradient, update kernel)
         # argument types whose lean adjoint (fused loops without fallbacks) met sizes its guards
         # do not allow (an operand stretched along a size-1 axis): they run the full adjoint
@@ -724,7 +725,7 @@ class MinibatchLoop:
         Xb, yb = self._buffers[key]
         state, hyper = self.optimizer.state_tuple(), self.optimizer.hyper_tuple()
         rest = (params, X, y, order, batch_size, int(first), stop, state, hyper, Xb, yb, scale)
-        argtypes = tuple(numba.typeof(a) for a in rest)
+        argtypes = loop_argument_types(self._argument_types, rest)
         key = (argtypes, argtypes not in self._not_lean)
         rule = {SGD: "sgd", Momentum: "momentum"}.get(type(self.optimizer))
         if key not in self._entries and tree is None and rule is not None:
