@@ -138,6 +138,10 @@ def array_op(op, a, b):
     return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}[op](a, b)
 
 
+def update_array(target, op, value):
+    {"+": np.add, "-": np.subtract}[op](target, value, out=target, casting="same_kind")
+
+
 # -- array helpers ---------------------------------------------------------------------------------
 
 def unbroadcast(gradient, like):

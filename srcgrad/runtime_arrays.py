@@ -114,6 +114,17 @@ def array_op(op, a, b):
     return _ARRAY_OPS[op](a, b)
 
 
+def update_array(target, op, value):
+    """``target += value`` (op ``"+"``) or ``target -= value`` (``"-"``) on an array ``target``, in
+    place: the cpu backend compiles one function per operator and operand types, which every such
+    update of a program shares, where each update written inline is a broadcasting loop nest of
+    its own (an adjoint adds a gradient into the same array at every use of its primal)."""
+    if op == "+":
+        target += value
+    else:
+        target -= value
+
+
 def matmul_grad_left(g, a, b):
     """Adjoint of ``a`` in ``a @ b``.
 

@@ -61,6 +61,7 @@ CASES = {
     "first_snapshot_row": Case(np.zeros((3, 2, 2)), u(2, 2), group="tapes"),
     "huge_pages": Case(u(3, 4), group="tapes"),
     "array_op": Case("/", u(3, 1), u(4) + 2.0),
+    "update_array": Case(u(3, 4), "-", u(4)),
     "unbroadcast": Case(u(2, 3, 4), u(3, 1)),
     "reduce_sum": Case(_X, 1, True),
     "reduce_mean": Case(_X, 0, False),
@@ -204,7 +205,7 @@ def test_every_helper_is_declared_once_with_a_reference_and_a_case():
     # code generation imports exactly the declared names; runtime's list is the library ones
     assert codegen.RUNTIME_NAMES == list(helpers.names())
     assert runtime.LIBRARY_HELPERS == helpers.names(library=True)
-    assert helpers.in_place_names() == {"scatter_add1", "scatter_add2"}
+    assert helpers.in_place_names() == {"scatter_add1", "scatter_add2", "update_array"}
 
 
 @pytest.mark.parametrize("backend", helpers.backends())

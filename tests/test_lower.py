@@ -246,7 +246,7 @@ def test_fused_code_names_the_statements():
     k = rng.integers(-3, 4, (5, 4))
     src = compare(elementwise, (0, 1, 2, 4), [rand(rng, 5, 4), rand(rng, 4), rand(rng, 4), k, 0.7])
     assert "# h = np.tanh(" in src                       # each statement above its element code
-    assert "for _i0 in range(" in src and "for _i1 in range(" in src
+    assert "for _i0 in loop_range(" in src and "for _i1 in loop_range(" in src
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numba
 
 from ... import runtime
 from ...errors import FusionGuardFailed  # noqa: F401  (raised by fused loops' guards)
+from .counting_loops import loop_range  # noqa: F401  (the loops of fused loop nests)
 from .memory import (  # noqa: F401  (re-exported: generated modules import them from here)
     MALLOC_TUNED, huge_pages, grow, runtime_grow, push_float, push_int, new_float_tape, new_int_tape,
     new_float32_tape, count_snapshot, pop_snapshot, snapshot_buffer, reserve_tape, push_snapshot, snapshot_at,
@@ -21,7 +22,7 @@ from .memory import (  # noqa: F401  (re-exported: generated modules import them
 from .helpers import (  # noqa: F401
     unbroadcast, sum_broadcast_into, reduce_sum, reduce_mean, reduce_max, reduce_min, reduce_prod,
     expand_reduced, reduced_count, max_adjoint, min_adjoint, prod_adjoint, gather2, scatter_add2,
-    scatter_add1, clip_scalar, reshape_any, concat_part, stack_part, array_op)
+    scatter_add1, clip_scalar, reshape_any, concat_part, stack_part, array_op, update_array)
 from .blas import (  # noqa: F401
     NUMPY_BLAS, matmul, matmul_grad_left, matmul_grad_right, batched_matmul_grads)
 

@@ -14,6 +14,8 @@ class _Emitter:
         self.vars = [fusion.loop_var(u) for u in range(len(group.axes))]
         self.dry = False
         self.huge_pages = _backend_has("huge_pages")
+        self.accumulators = 0       # the nest's running reductions named so far
+        self.loop = "loop_range" if _backend_has("loop_range") else "range"
 
     # -- which values are arrays ----------------------------------------------------------------
     def _decide(self):
@@ -43,7 +45,10 @@ class _Emitter:
                         if not g.values[base].materialize:
                             g.values[base].materialize = changed = True
         for value in g.values.values():
-            if value.form in ("map", "row") and (not value.materialize or value.form == "row"):
+            if value.form == "row":          # a running reduction: the nest's next accumulator
+                value.scalar = self.f.accumulator(self.accumulators)
+                self.accumulators += 1
+            elif value.form == "map" and not value.materialize:
                 value.scalar = self.f.fresh(value.name + "_e")
 
     @staticmethod
@@ -214,7 +219,8 @@ class _Emitter:
             if isinstance(item, _Block):
                 body = self._block_code(item)
                 axis = item.level - 1
-                loop = self._stmts(f"for {self.vars[axis]} in range({self.g.axes[axis][1]}):\n    pass")[0]
+                loop = self._stmts(f"for {self.vars[axis]} in {self.loop}({self.g.axes[axis][1]}):\n"
+                                   "    pass")[0]
                 loop.body = body or loop.body
                 out.append(loop)
             elif item[0] == "plan":
@@ -237,8 +243,8 @@ class _Emitter:
                 elif plan.known is not None:
                     pass            # no running extreme: it is known
                 else:
-                    plan.scalar = self.f.fresh("_best" if plan.form == "argext" else "_sum" if
-                                               plan.op == "sum" else "_" + plan.op)
+                    plan.scalar = self.f.accumulator(self.accumulators)
+                    self.accumulators += 1
                 if plan.form == "argext":
                     plan.index_scalar = self.f.fresh("_best_index")
             if value is not None and value.materialize and value.form in ("map", "row") and \

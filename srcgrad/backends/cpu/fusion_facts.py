@@ -492,6 +492,21 @@ _KNOWN_CALLEES = frozenset(helpers.names()) - _IN_PLACE_HELPERS | {
     "range", "len", "min", "max", "abs", "float", "int", "bool", "type", "round", "tuple"}
 
 
+def scalar_reductions(sections):
+    """Names bound to a whole-array reduction with keepdims: the cpu runtime returns a scalar where
+    NumPy (and the kinds) have an array of ones."""
+    unsure = set()
+    for stmts in sections:
+        for stmt in _walk_statements(stmts):
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                    isinstance(stmt.targets[0], ast.Name) and \
+                    _call_name(stmt.value) in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min") \
+                    and len(stmt.value.args) > 1 and isinstance(stmt.value.args[1], ast.Constant) \
+                    and stmt.value.args[1].value is None:
+                unsure.add(stmt.targets[0].id)
+    return unsure
+
+
 def _written_names(stmts):
     """Base names of the arrays a body may write in place: targets of ``+=`` and of stores into
     an element, slice or attribute, the first argument of in-place helpers, ``out=`` arguments,

@@ -28,6 +28,28 @@ def _array_op_overload(op, a, b):
     return _ARRAY_OP_IMPLS[getattr(op, "literal_value", None)]
 
 
+def update_array(target, op, value):
+    return runtime.update_array(target, op, value)
+
+
+def _add_into(target, op, value):
+    target += value
+
+
+def _subtract_from(target, op, value):
+    target -= value
+
+
+@overload(update_array, prefer_literal=True)
+def _update_array_overload(target, op, value):
+    """The update of the literal ``op`` as written (Numba's broadcasting and casting), compiled once
+    per operator and operand types and shared by every call with them; an array ``target`` only
+    (``+=`` on a scalar would rebind the local name and lose the update)."""
+    if not isinstance(target, types.Array):
+        raise numba.core.errors.TypingError(f"update_array of a {target}: an array is updated in place")
+    return {"+": _add_into, "-": _subtract_from}[getattr(op, "literal_value", None)]
+
+
 def unbroadcast(gradient, like):
     return runtime.unbroadcast(gradient, like)
 

@@ -181,7 +181,7 @@ def _scalar_nest(nest, name, ndim, scalar):
     todo = [(nest, [])]
     while todo:
         loop, outer = todo.pop()
-        if not (isinstance(loop.target, ast.Name) and _call_name(loop.iter) == "range"
+        if not (isinstance(loop.target, ast.Name) and _call_name(loop.iter) in ("range", "loop_range")
                 and not loop.orelse and not _mentions(loop.iter, name)):
             return False
         loop_vars = outer + [loop.target.id]
