@@ -530,9 +530,9 @@ class _BackgroundCompile:
         import threading
 
         self.seconds = None
+        t0 = time.perf_counter()    # before the thread starts: finish() cannot wait longer than this
 
         def run():
-            t0 = time.perf_counter()
             try:
                 with fewer_collections():  # (srcgrad/compile_gc.py: less CPU for the compile)
                     dispatcher.compile(types)
