@@ -19,8 +19,10 @@ same parameters (``srcgrad.training.mlp.init_params``)::
 * ``hand`` / ``hand-graph``: the hand-written kernel sequence of ``cuda_mlp`` (11 launches a step),
   eager and as a graph.
 * ``torch``: eager ``nn.Sequential`` + ``optim.SGD``, ``index_select`` of the rows on the device.
-* ``jax-step``: ``jit`` of one step (gather inside, parameters donated), one dispatch per step.
-* ``jax-scan``: the whole epoch in one ``jit(lax.scan)``, the batch indices passed in.
+* ``jax-step``: ``jit`` of one step (gather inside, parameters donated), one dispatch per step;
+* ``jax-scan``: the whole epoch in one ``jit(lax.scan)``, the batch indices passed in: both are
+  ``benchmarks/lib/mnist_trainers.py``'s JAX trainers (on a GPU machine JAX places the data on
+  the GPU; float32 images are used as they are).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 
 import numpy as np
 
-from benchmarks.lib.mnist_trainers import _jax_loss, torch_mlp
+from benchmarks.lib.mnist_trainers import JaxScanTrainer, JaxStepTrainer, torch_mlp
 
 LR = 0.1
 N_OUT = 10
@@ -130,77 +132,6 @@ class TorchTrainer(GPUTrainer):
         m = self.model
         return [m[0].weight.detach().cpu().numpy().T.copy(), m[0].bias.detach().cpu().numpy().copy(),
                 m[2].weight.detach().cpu().numpy().T.copy(), m[2].bias.detach().cpu().numpy().copy()]
-
-
-class _JaxBase(GPUTrainer):
-    def _device(self, params):
-        import jax
-        import jax.numpy as jnp
-        self.Xd = jax.device_put(self.X)
-        self.yd = jax.device_put(self.y.astype(np.int32))
-        self.p = tuple(jnp.asarray(np.array(a, np.float32)) for a in params)
-
-    def params(self):
-        import jax
-        return [np.asarray(a) for a in jax.block_until_ready(self.p)]
-
-
-class JaxStepTrainer(_JaxBase):
-    def setup(self, params):
-        import jax
-        import jax.numpy as jnp
-        self._device(params)
-        B, loss = self.B, _jax_loss()
-
-        def step(p, X, y, order, s):
-            idx = jax.lax.dynamic_slice(order, (s * B,), (B,))
-            g = jax.grad(loss)(p, jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0))
-            return tuple(a - LR * ga for a, ga in zip(p, g))
-
-        order = jnp.zeros(self.X.shape[0], jnp.int32)
-        t0 = time.perf_counter()
-        self.step = jax.jit(step, donate_argnums=0).lower(self.p, self.Xd, self.yd, order,
-                                                          jnp.int32(0)).compile()
-        return time.perf_counter() - t0
-
-    def epoch(self, order):
-        import jax
-        import jax.numpy as jnp
-        full = np.zeros(self.X.shape[0], np.int32)
-        full[:order.shape[0]] = order
-        od = jax.device_put(full)
-        p = self.p
-        for s in range(self.nsteps(order)):
-            p = self.step(p, self.Xd, self.yd, od, jnp.int32(s))
-        self.p = jax.block_until_ready(p)
-
-
-class JaxScanTrainer(_JaxBase):
-    def setup(self, params):
-        import jax
-        import jax.numpy as jnp
-        self._device(params)
-        B, loss = self.B, _jax_loss()
-
-        def epoch(p, X, y, idx):
-            def body(p, rows):
-                g = jax.grad(loss)(p, jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0))
-                return tuple(a - LR * ga for a, ga in zip(p, g)), None
-            return jax.lax.scan(body, p, idx)[0]
-
-        self.nsteps_compiled = self.X.shape[0] // B
-        t0 = time.perf_counter()
-        self.fn = jax.jit(epoch, donate_argnums=0).lower(
-            self.p, self.Xd, self.yd, jnp.zeros((self.nsteps_compiled, B), jnp.int32)).compile()
-        return time.perf_counter() - t0
-
-    def epoch(self, order):
-        import jax
-        nsteps = self.nsteps(order)
-        if nsteps != self.nsteps_compiled:
-            raise ValueError("jax-scan is compiled for full epochs")
-        idx = jax.device_put(np.ascontiguousarray(order[:nsteps * self.B], np.int32).reshape(nsteps, self.B))
-        self.p = jax.block_until_ready(self.fn(self.p, self.Xd, self.yd, idx))
 
 
 GPU_TRAINERS = {

@@ -346,8 +346,10 @@ def _jax_loss():
 
 def _images(pixels):
     """A gathered batch of uint8 pixels as float32 images, inside jit (XLA fuses the conversion
-    into the gather)."""
+    into the gather); float images (the GPU check keeps float32 images on the device) as they are."""
     import jax.numpy as jnp
+    if pixels.dtype != jnp.uint8:
+        return pixels
     return pixels.astype(jnp.float32) * SCALE
 
 

@@ -471,33 +471,29 @@ def _make_vec_sum_into(dt, in_dt):
     return vec_sum_into_kernel
 
 
-def _make_sgd(dt):
+def _make_sgd(dt, lr_on_device=False):
+    """``v = mu*v + (g + wd*p); p -= lr*v``.  ``lr_on_device``: the kernel reads the learning rate
+    from device memory (``lr[0]``), since a recorded CUDA graph replays its launches with fixed
+    arguments: a schedule then changes the value, not the launch."""
+    if lr_on_device:
+        def read_rate(lr):
+            return lr[0]
+    else:
+        def read_rate(lr):
+            return lr
+    rate_of = cuda.jit(device=True)(read_rate)
+
     def sgd_momentum_kernel(p, g, v, lr, mu, wd):
         s = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for i in range(s, p.shape[0], stride):
-            gi = g[i] + wd * p[i]
-            vi = mu * v[i] + gi
-            v[i] = vi
-            p[i] -= lr * vi
-
-    return sgd_momentum_kernel
-
-
-def _make_sgd_at(dt):
-    """SGD with the learning rate read from device memory (``lr[0]``): a recorded CUDA graph
-    replays its launches with fixed arguments, so a schedule changes the value, not the launch."""
-    def sgd_momentum_at_kernel(p, g, v, lr, mu, wd):
-        s = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        rate = lr[0]
+        rate = rate_of(lr)
         for i in range(s, p.shape[0], stride):
             gi = g[i] + wd * p[i]
             vi = mu * v[i] + gi
             v[i] = vi
             p[i] -= rate * vi
 
-    return sgd_momentum_at_kernel
+    return sgd_momentum_kernel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -537,7 +533,7 @@ def _build_registry():
         reg[("vec_sum_into", dt)] = (
             _make_vec_sum_into(dt, dt), [(a1, a1, types.int64), (i32_1, a1, types.int64)])
         reg[("sgd_momentum", dt)] = (_make_sgd(dt), [(a1, a1, a1, nb, nb, nb)])
-        reg[("sgd_momentum_at", dt)] = (_make_sgd_at(dt), [(a1, a1, a1, a1, nb, nb)])
+        reg[("sgd_momentum_at", dt)] = (_make_sgd(dt, lr_on_device=True), [(a1, a1, a1, a1, nb, nb)])
     return reg
 
 
