@@ -354,8 +354,9 @@ class EpochGraph:
     Recording needs the kernels compiled and loaded, so the constructor first runs one step of
     each batch size eagerly and then restores the parameters and velocity it changed.
 
-    Where graphs cannot be captured (the simulator; :mod:`srcgrad.cuda.graphs`), :meth:`run`
-    launches the same recorded sequence on the stream instead, and ``graphed`` is False."""
+    Where graphs cannot be captured (the simulator, :mod:`srcgrad.cuda.graphs`; or a capture the
+    driver refuses, with a warning), :meth:`run` launches the same sequence on the stream instead,
+    ``graphed`` is False and ``why_eager`` says why."""
 
     def __init__(self, state, X_dev, y_dev, n, batch_size, lr, momentum=0.9, weight_decay=0.0,
                  drop_last=False, program=None):
@@ -385,9 +386,15 @@ class EpochGraph:
         if ok:
             self._warm_up(X_dev, y_dev, bufs, lr, momentum, weight_decay)
             steps = state.steps
-            self.graph = graphs.StreamGraph.capture(self.stream, record)
-            state.steps = steps     # recording launched nothing; replays count in run()
-            self.graphed = True
+            try:
+                self.graph = graphs.StreamGraph.capture(self.stream, record)
+                self.graphed = True
+            except Exception as exc:    # noqa: BLE001  (a driver that refuses: train eagerly)
+                import warnings
+                self.why_eager = f"CUDA graph capture failed ({type(exc).__name__}: {exc})"
+                warnings.warn(f"srcgrad EpochGraph: {self.why_eager}; each epoch launches its "
+                              "kernels one by one instead (same results, slower)", RuntimeWarning)
+            state.steps = steps     # recording executed nothing; replays count in run()
 
     def _warm_up(self, X_dev, y_dev, bufs, lr, momentum, weight_decay):
         """One eager step per batch size (compiles and loads every kernel the graph records),

@@ -147,3 +147,29 @@ def test_epoch_graph_matches_train_epoch():
     with pytest.raises(ValueError, match="recorded for 11"):
         runner.run(np.arange(5))
     runner.close()
+
+
+def test_epoch_graph_falls_back_to_eager_launches_when_capture_fails(monkeypatch):
+    """A capture the driver refuses leaves a warning, ``graphed`` False, the warm-up undone and
+    the same epochs as train_epoch (launched one by one)."""
+    from srcgrad.cuda import graphs
+
+    def refuse(stream, record):
+        raise RuntimeError("cuStreamBeginCapture failed: CUDA_ERROR_NOT_SUPPORTED")
+    monkeypatch.setattr(graphs, "available", lambda: (True, ""))
+    monkeypatch.setattr(graphs.StreamGraph, "capture", staticmethod(refuse))
+    X, y = _data(np.float64)
+    params = cm.init_params(HIDDEN, seed=5, dtype=np.float64, n_in=N_IN)
+    eager = cm.init_state(params=params, dtype=np.float64)
+    fallback = cm.init_state(params=params, dtype=np.float64)
+    X_dev, y_dev = cm.to_device(X, y, dtype=np.float64)
+    with pytest.warns(RuntimeWarning, match="capture failed"):
+        runner = cm.EpochGraph(fallback, X_dev, y_dev, N, 4, lr=0.2, momentum=0.5)
+    assert not runner.graphed and "NOT_SUPPORTED" in runner.why_eager and fallback.steps == 0
+    for k, v in cm.get_params(fallback).items():
+        np.testing.assert_array_equal(v, params[k])
+    perm = cm.epoch_permutation(N, seed=6, epoch=0)
+    want = cm.train_epoch(eager, X_dev, y_dev, perm, 4, lr=0.2, momentum=0.5)
+    assert runner.run(perm) == pytest.approx(want, rel=1e-12)
+    for k, v in cm.get_params(eager).items():
+        np.testing.assert_allclose(cm.get_params(fallback)[k], v, rtol=1e-12, atol=1e-14)
