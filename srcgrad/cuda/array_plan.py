@@ -31,6 +31,7 @@ bounds; :meth:`Plan.check` raises them as ``IndexError``.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -425,6 +426,11 @@ def _ew_grid(total):
 # Running a plan
 # ------------------------------------------------------------------------------------------------
 
+# One kernel launch of a plan: the kernel configured for the default stream, its parameters, and
+# what configuring it for another stream needs (a CUDA graph records the launches of one stream).
+_KernelLaunch = namedtuple("_KernelLaunch", "kind configured params function grid block")
+
+
 class CompiledPlan:
     """A :class:`Plan` with its kernels imported, device buffers allocated and launches configured.
 
@@ -459,7 +465,8 @@ class CompiledPlan:
             if step[0] == "kernel":
                 _, kernel, grid, block = step
                 function = getattr(self.module, kernel.name)
-                self.launches.append(("kernel", function[grid, block], kernel.params, function, grid, block))
+                self.launches.append(_KernelLaunch("kernel", function[grid, block], kernel.params,
+                                                   function, grid, block))
             else:
                 self.launches.append(step)
         self.outputs = [self.buffers[n.id] for n in graph.outputs]
@@ -474,7 +481,7 @@ class CompiledPlan:
             return self.launches
 
         def configure():
-            return [("kernel", launch[3][launch[4], launch[5], stream], *launch[2:])
+            return [launch._replace(configured=launch.function[launch.grid, launch.block, stream])
                     if launch[0] == "kernel" else launch for launch in self.launches]
         if SIMULATOR:       # the simulator reconfigures the kernel object itself: never keep one
             return configure()
@@ -496,7 +503,7 @@ class CompiledPlan:
         values = {self.scalar_ids[k]: self.scalar_types[self.scalar_ids[k]](v) for k, v in scalars.items()}
         for launch in self._on_stream(stream):
             if launch[0] == "kernel":
-                configured, params = launch[1], launch[2]
+                configured, params = launch.configured, launch.params
                 args = []
                 for _, source in params:
                     if source[0] == "node":
