@@ -209,3 +209,18 @@ def test_mnist_bench_budget_stops_rounds():
     # one round alone took more than twice the (tiny) share: stopped after it
     assert len(cfg["batches"]["64"]["numpy"]["times"]) == 1
     assert cfg["stopped_by_budget"] and "1 of 6 rounds" in cfg["stopped_by_budget"][0]
+
+
+def test_blas_peak_writes_its_report(tmp_path):
+    from benchmarks import blas_peak
+    out = tmp_path / "peak"
+    allowed = os.sched_getaffinity(0)
+    blas_peak.main(["--out", str(out), "--repeats", "1", "--square", "128"])
+    report = json.loads((tmp_path / "peak.json").read_text())
+    assert report["square_128"]["gflops_best"] > 0
+    for batch in ("64", "256"):
+        row = report["mnist_products"][batch]
+        assert row["steps"] == 60_000 // int(batch) and row["gflop"] > 24
+        assert 0 < row["epoch_at_peak_s"] and row["of_peak"] > 0
+    assert "| 64 | 937 |" in (tmp_path / "peak.md").read_text()
+    assert os.sched_getaffinity(0) == allowed          # the process is not left pinned
