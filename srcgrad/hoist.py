@@ -21,7 +21,9 @@ it does not depend on when all of these hold (else it stays where it is):
   ``L`` runs: no loop on the way that could run zero times), and its
   arguments are built, by statements each assigned once in ``L`` and seen before it on that path,
   from constants, names ``L`` never assigns, the variables of the loops between ``L`` and it, array
-  elements of parameters the function never rebinds, arithmetic and ``math`` calls;
+  elements of parameters the function never rebinds, arithmetic and ``math`` calls; each of those
+  statements reads only names assigned before it (a name ``L`` assigns later holds its value from
+  the previous iteration there, or from before ``L``: not what its assignment computes);
 * each loop it depends on is ``range(0, stop, 1)`` with ``stop`` a constant or a name ``L`` never
   assigns (the table's shape), its variable bound by that loop only;
 * every array ``L`` writes an element of is a local made by ``np.empty``/``zeros``/``ones``/``full``
@@ -103,6 +105,7 @@ class _Hoister:
         self.fresh = _fresh_arrays(body)
         self.notes = {}          # line -> note for the adjoint's comments
         self.order = {}          # id(statement) -> its position in program order
+        self.visits = 0          # statements given a position so far
         self.count = 0
 
     # -- the pass --------------------------------------------------------------------------------
@@ -155,14 +158,21 @@ class _Hoister:
                         continue
                 if self.counts.get(stmt.targets[0].id) == 1:
                     visible[stmt.targets[0].id] = (stmt, len(path))
-                    self.order[id(stmt)] = len(self.order)      # program order
+                    # program order (a counter: an inner loop's statements are walked again
+                    # for that loop, and must get later positions than the statements before)
+                    self.visits += 1
+                    self.order[id(stmt)] = self.visits
 
     def hoist(self, stmt, path, visible):
         deps = []           # the loops of path the call depends on
         slice_ = {}         # name -> its defining statement (the argument's computation)
         shapes = set()      # names of `x.shape` tuples among them
 
-        def atom_ok(node, depth, deps):
+        def atom_ok(node, depth, deps, before):
+            # ``before``: the program position of the statement whose value reads ``node`` (the
+            # call itself: after everything visible). A name whose single assignment in L comes
+            # later is read before it: its value from the previous iteration of L (or from
+            # before L, in the first one), which that assignment's value is not
             if isinstance(node, ast.Constant):
                 return True
             if not isinstance(node, ast.Name):
@@ -177,7 +187,7 @@ class _Hoister:
                             or not _is_const(bounds[2], 1):
                         return False
                     inner = []      # the table's extent: the same for every iteration of L
-                    if not atom_ok(bounds[1], position, inner) or inner:
+                    if not atom_ok(bounds[1], position, inner, before) or inner:
                         return False
                     if loop not in deps:
                         deps.append(loop)
@@ -187,10 +197,11 @@ class _Hoister:
                 return True
             if name in visible:
                 definition, def_depth = visible[name]
-                if def_depth > depth:
+                position = self.order[id(definition)]
+                if def_depth > depth or position >= before:
                     return False
                 own = []
-                if not expr_ok(definition.value, def_depth, own):
+                if not expr_ok(definition.value, def_depth, own, position):
                     return False
                 slice_[name], slice_deps[name] = definition, own
                 if isinstance(definition.value, ast.Attribute):
@@ -201,16 +212,17 @@ class _Hoister:
 
         slice_deps = {}
 
-        def expr_ok(value, depth, deps):
+        def expr_ok(value, depth, deps, before):
             if isinstance(value, (ast.Name, ast.Constant)):
-                return atom_ok(value, depth, deps)
+                return atom_ok(value, depth, deps, before)
             if isinstance(value, ast.BinOp):
-                return atom_ok(value.left, depth, deps) and atom_ok(value.right, depth, deps)
+                return atom_ok(value.left, depth, deps, before) and \
+                    atom_ok(value.right, depth, deps, before)
             if isinstance(value, ast.UnaryOp):
-                return atom_ok(value.operand, depth, deps)
+                return atom_ok(value.operand, depth, deps, before)
             if isinstance(value, ast.Call):
                 return getattr(value, "callee", None) in _PURE_MATH and not value.keywords and \
-                    all(atom_ok(a, depth, deps) for a in value.args)
+                    all(atom_ok(a, depth, deps, before) for a in value.args)
             if isinstance(value, ast.Attribute):     # an array's shape never changes
                 return value.attr == "shape" and isinstance(value.value, ast.Name) and \
                     value.value.id not in self.assigned
@@ -221,12 +233,12 @@ class _Hoister:
                     return False
                 if array.id in self.stable_params and array.id not in self.elements:
                     pass
-                elif not (atom_ok(array, depth, deps) and array.id in shapes):
+                elif not (atom_ok(array, depth, deps, before) and array.id in shapes):
                     return False
-                return all(atom_ok(i, depth, deps) for i in index)
+                return all(atom_ok(i, depth, deps, before) for i in index)
             return False
 
-        if not expr_ok(stmt.value, len(path), deps):
+        if not expr_ok(stmt.value, len(path), deps, math.inf):
             return None
         if len(deps) != len(path):
             # a loop on the way the call does not depend on may run zero times: the table would

@@ -275,6 +275,42 @@ def test_hoisting_does_not_apply(f, monkeypatch, tmp_path):
     check_grad(f, (c, x), wrt=(0, 1), target="python")
 
 
+# A name L assigns once but reads before that assignment holds its previous iteration's value
+# (its value from before L in the first): its later definition must not stand for it. The fuzzer
+# found both forms (2026-12-04, seed 20261291): the first recursed forever, the second hoisted
+# exp(t1 / b) with t1's later value (and read it unbound).
+def carried_in_a_cycle(x, y, a):
+    t1 = math.sin(x) * a[0]
+    if y > 1.5:
+        for i0 in range(3, -1, -1):
+            t1 = math.tanh((t1 / (1.5 + math.cos(x))))
+            y = 0.5 * y + 0.5 * math.tanh((t1 - x))
+    return 0.5 * t1 + y
+
+
+def carried_from_before(x, t1):
+    s = 0.0
+    for i in range(3):
+        b = 1.5 + x * x
+        c = t1 / b                      # t1 from the previous iteration, or the argument
+        t1 = b * 2.0
+        s += math.exp(c)                # not hoisted: c changes from the first iteration to the next
+    return s
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_values_carried_between_iterations_are_not_hoisted(target, monkeypatch, tmp_path):
+    args = (0.3, 2.0, np.array([0.4, -0.2, 0.7, 0.1]))
+    on, off = _both(carried_in_a_cycle, args, (0, 1, 2), target, monkeypatch, tmp_path)
+    _close(on[0], off[0])
+    check_grad(carried_in_a_cycle, args, wrt=(0, 1, 2), target=target)
+    on, off = _both(carried_from_before, (0.3, 2.0), (0, 1), target, monkeypatch, tmp_path)
+    assert "math.exp(" in on[1].split("def carried_from_before_adjoint")[0].split("for i in")[1]
+    np.testing.assert_allclose(on[0][0], carried_from_before(0.3, 2.0), rtol=1e-14)
+    _close(on[0], off[0])
+    check_grad(carried_from_before, (0.3, 2.0), wrt=(0, 1), target=target)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")   # lse's -1e300 in float32
 def test_float32_keeps_calls_in_loops(monkeypatch, tmp_path):
     args = tuple(a.astype(np.float32) for a in _mixture_args(2))
