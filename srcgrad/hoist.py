@@ -193,6 +193,8 @@ class _Hoister:
                         deps.append(loop)
                     return True
             if name in slice_:
+                if self.order[id(slice_[name])] >= before:
+                    return False
                 deps.extend(loop for loop in slice_deps[name] if loop not in deps)
                 return True
             if name in visible:

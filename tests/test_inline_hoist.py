@@ -278,7 +278,7 @@ def test_hoisting_does_not_apply(f, monkeypatch, tmp_path):
 # A name L assigns once but reads before that assignment holds its previous iteration's value
 # (its value from before L in the first): its later definition must not stand for it. The fuzzer
 # found both forms (2026-12-04, seed 20261291): the first recursed forever, the second hoisted
-# exp(t1 / b) with t1's later value (and read it unbound).
+# exp(t1 / b) with t1's later value (and read it unbound); the third reads the later name first.
 def carried_in_a_cycle(x, y, a):
     t1 = math.sin(x) * a[0]
     if y > 1.5:
@@ -298,6 +298,17 @@ def carried_from_before(x, t1):
     return s
 
 
+def carried_through_a_later_name(x, t1):
+    s = 0.0
+    for i in range(3):
+        b = 1.5 + x * x
+        c = t1 / b                      # t1 from the previous iteration ...
+        t1 = b * 2.0
+        d = t1 + c                      # ... though d reads this iteration's t1 first
+        s += math.exp(d)
+    return s
+
+
 @pytest.mark.parametrize("target", ["python", "cpu"])
 def test_values_carried_between_iterations_are_not_hoisted(target, monkeypatch, tmp_path):
     args = (0.3, 2.0, np.array([0.4, -0.2, 0.7, 0.1]))
@@ -309,6 +320,11 @@ def test_values_carried_between_iterations_are_not_hoisted(target, monkeypatch, 
     np.testing.assert_allclose(on[0][0], carried_from_before(0.3, 2.0), rtol=1e-14)
     _close(on[0], off[0])
     check_grad(carried_from_before, (0.3, 2.0), wrt=(0, 1), target=target)
+    on, off = _both(carried_through_a_later_name, (0.3, 2.0), (0, 1), target, monkeypatch, tmp_path)
+    assert "_hoisted" not in on[1]
+    np.testing.assert_allclose(on[0][0], carried_through_a_later_name(0.3, 2.0), rtol=1e-14)
+    _close(on[0], off[0])
+    check_grad(carried_through_a_later_name, (0.3, 2.0), wrt=(0, 1), target=target)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")   # lse's -1e300 in float32
