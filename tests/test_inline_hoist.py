@@ -277,8 +277,9 @@ def test_hoisting_does_not_apply(f, monkeypatch, tmp_path):
 
 # A name L assigns once but reads before that assignment holds its previous iteration's value
 # (its value from before L in the first): its later definition must not stand for it. The fuzzer
-# found both forms (2026-12-04, seed 20261291): the first recursed forever, the second hoisted
-# exp(t1 / b) with t1's later value (and read it unbound); the third reads the later name first.
+# found the first two forms (2026-12-04, seed 20261291): the first recursed forever, the second
+# hoisted exp(t1 / b) with t1's later value (and read it unbound); the third, found in review,
+# reaches t1 through a name that reads this iteration's t1 first.
 def carried_in_a_cycle(x, y, a):
     t1 = math.sin(x) * a[0]
     if y > 1.5:
