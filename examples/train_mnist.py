@@ -530,6 +530,7 @@ class _BackgroundCompile:
         import threading
 
         self.seconds = None
+        self._end = None
         t0 = time.perf_counter()    # before the thread starts: finish() cannot wait longer than this
 
         def run():
@@ -538,15 +539,19 @@ class _BackgroundCompile:
                     dispatcher.compile(types)
             except Exception:  # noqa: BLE001 -- the call raises it where it is visible
                 pass
-            self.seconds = time.perf_counter() - t0
+            self._end = time.perf_counter()
+            self.seconds = self._end - t0
 
         self._thread = threading.Thread(target=run, name="srcgrad-compile-accuracy", daemon=True)
         self._thread.start()
 
     def finish(self):
+        """Seconds from this call to the compile's end (0 if it had ended): the thread's own exit,
+        after that, is not part of the wait (it made ``waited`` exceed ``seconds`` by microseconds
+        when epoch 1 ended as the compile did)."""
         t0 = time.perf_counter()
         self._thread.join()
-        return time.perf_counter() - t0
+        return max(0.0, self._end - t0)
 
 
 def _compile_line(compile_s):
