@@ -55,6 +55,24 @@ def test_size_one_axis_reruns_with_the_fallback_and_matches_fd():
     check_grad(stretched, (a, b), wrt=(0, 1), gradfn=GRAD)
 
 
+def vector_along_rows(x, y):
+    b = np.negative(y) * 2.0            # 1-d, over y's length
+    c = np.add(x, y) * np.subtract(x, y)  # (m, n) with y (n,) broadcast along the rows
+    return np.sum(c * b) + np.sum(np.sinc(x) * c)
+
+
+def test_vector_broadcast_along_rows_stays_lean():
+    # the 1-d statement and the 2-d ones are separate loop nests: one nest would test the
+    # matrix's row count against the vector's length (m == n) and fail for every non-square x
+    g = srcgrad.grad(vector_along_rows, wrt=(0, 1), target="cpu")
+    rng = np.random.default_rng(2)
+    for m, n in ((3, 4), (5, 2)):
+        x, y = rng.standard_normal((m, n)), rng.standard_normal(n)
+        check_grad(vector_along_rows, (x, y), wrt=(0, 1), gradfn=g)
+    assert g._last.lean and g._last.fallback is None
+    assert "y.shape[0] == x.shape[0]" not in g.source and "x.shape[0] == y.shape[0]" not in g.source
+
+
 def test_mismatched_shapes_raise_the_same_shape_error():
     with pytest.raises(srcgrad.ShapeError) as info:
         GRAD(np.ones((3, 4)), np.ones((3, 2)))

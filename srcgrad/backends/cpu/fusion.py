@@ -48,6 +48,19 @@ def fuse_loops(sections, analysis, fallback=True):
     return _drop_unread_ranges(fusion.run(), analysis.kinds)
 
 
+def _reads_across_axes(group, plan):
+    """Whether ``plan`` reads a dimension of an array along another of the nest's axes than the
+    group's statements read it along. The nest's axes are its first statement's: after ``-y`` (y
+    of shape (n,), the nest's axis 0), ``x + y`` (x of (m, n)) reads y along axis 1, so the nest
+    would need m == n, and a lean specialization would fail for every non-square x."""
+    for name, entries, _ in plan.accesses:
+        for earlier, _ in group.accesses.get(name, []):
+            if len(earlier) == len(entries) and any(
+                    new[0] == old[0] == "ax" and new[1] != old[1] for new, old in zip(entries, earlier)):
+                return True
+    return False
+
+
 def _error_only(guard):
     """Whether a loop nest's size test fails only where the statements raise NumPy's error (a
     maximum, minimum or arg-extreme over no elements: ``<size> > 0``)."""
@@ -230,6 +243,8 @@ class _Fusion(_StatementPlans):
             plan = self._plan(group, position, stmt)
             if plan.join_guards and group.plans and not group.linked(plan):
                 raise _Unfusable     # unrelated sizes: a test that might fail for the whole nest
+            if group.plans and _reads_across_axes(group, plan):
+                raise _Unfusable     # it would test two of the nest's sizes equal (m == n)
             self._check_accesses(group, plan)
         except _Unfusable:
             return False
