@@ -25,6 +25,7 @@ places them in loop nests (statement plans: :mod:`.fusion_plans`; code: :mod:`.f
 import ast
 
 from .fusion_emit import _Emitter
+from .fusion_guards import drop_implied_guards
 from .fusion_plans import _StatementPlans
 from .fusion_facts import (
     _BINARY_UFUNCS, _BINOP_UFUNC, _COMPARE_UFUNC, _FRESH_NP, _UNARY_UFUNCS, _Block, _Facts, _Group, _Plan,
@@ -45,7 +46,7 @@ def fuse_loops(sections, analysis, fallback=True):
         return sections
     fusion = _Fusion(sections, analysis)
     fusion.fallback = fallback
-    return _drop_unread_ranges(fusion.run(), analysis.kinds)
+    return drop_implied_guards(_drop_unread_ranges(fusion.run(), analysis.kinds), raising=not fallback)
 
 
 def _reads_across_axes(group, plan):
