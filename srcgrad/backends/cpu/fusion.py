@@ -40,7 +40,8 @@ def fuse_loops(sections, analysis, fallback=True):
     return): statements are fused within a section, uses are counted over the whole function.
     ``fallback``: keep the statements as written under a guarded loop nest's ``else:``; False: a
     failing guard raises ``FusionGuardFailed`` (the caller reruns the call with a specialization
-    that has the fallback). Returns the new sections.
+    that has the fallback). Returns the new sections, without the size tests that earlier tests
+    and allocations imply (:mod:`.fusion_guards`).
     """
     if analysis is None:
         return sections
