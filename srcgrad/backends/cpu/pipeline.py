@@ -67,8 +67,10 @@ def _needs_rewrites(state):
     if registered - _LOOKED_FOR - {_ARRAY_EXPRESSIONS}:
         return True
     typemap = state.typemap
-    array_results = set()          # Numba's temporaries holding an array operation's result
     for block in state.func_ir.blocks.values():
+        # Numba's temporaries holding an array operation's result (array expressions, like this
+        # set, do not reach across blocks)
+        array_results = set()
         for stmt in block.body:
             if isinstance(stmt, (ir.SetItem, ir.StaticSetItem)):
                 if _string_literal(typemap, stmt.index):
