@@ -65,8 +65,10 @@ def _simplify(stmt, facts, stable, raising, top):
     for field in ("body", "orelse"):
         inner = getattr(stmt, field, None)
         if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
-            setattr(stmt, field, [s for child in inner
-                                  for s in _simplify(child, facts, stable, raising, False)])
+            kept = [s for child in inner for s in _simplify(child, facts, stable, raising, False)]
+            if not kept and field == "body":
+                kept = [ast.Pass()]     # a loop or branch whose only statement was an implied test
+            setattr(stmt, field, kept)
     return [stmt]
 
 
